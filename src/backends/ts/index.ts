@@ -1,0 +1,708 @@
+// The reference backend: every kernel in plain TypeScript over Float32Array. It defines the
+// numerics other backends are tested against; loops are written out per op (no per-element
+// closures) and accumulate in double where a sum runs over a row.
+import type {
+  AdamWParams, AttentionParams, BinaryOp, Conv2dParams, Kernels, MatmulParams, Pool2dParams, Storage, UnaryOp,
+} from '../../tensor/kernels.js';
+import { gemm } from './gemm.js';
+import { erf } from './math.js';
+
+const f = (s: Storage): Float32Array => s as Float32Array;
+const fOrNull = (s: Storage | null): Float32Array | null => (s === null ? null : (s as Float32Array));
+
+const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
+const INV_SQRT_2 = 1 / Math.SQRT2;
+const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
+
+/**
+ * Walk an N-d index space, calling `inner(offA, offB, offOut)` once per innermost row. The last
+ * dimension is the caller's tight loop. Dims of size 1 are harmless.
+ */
+function forEachRow(
+  shape: readonly number[], sA: readonly number[], sB: readonly number[],
+  inner: (offA: number, offB: number, row: number) => void,
+): void {
+  const nd = shape.length;
+  if (nd <= 1) {
+    inner(0, 0, 0);
+    return;
+  }
+  const outerDims = nd - 1;
+  const idx = new Array<number>(outerDims).fill(0);
+  let rows = 1;
+  for (let d = 0; d < outerDims; d++) rows *= shape[d];
+  if (rows === 0) return;
+  let oa = 0;
+  let ob = 0;
+  for (let r = 0; r < rows; r++) {
+    inner(oa, ob, r);
+    for (let d = outerDims - 1; d >= 0; d--) {
+      idx[d]++;
+      oa += sA[d];
+      ob += sB[d];
+      if (idx[d] < shape[d]) break;
+      oa -= sA[d] * shape[d];
+      ob -= sB[d] * shape[d];
+      idx[d] = 0;
+    }
+  }
+}
+
+function gatherImpl(src: Float32Array, shape: readonly number[], strides: readonly number[], offset: number, out: Float32Array): void {
+  const nd = shape.length;
+  if (nd === 0) {
+    out[0] = src[offset];
+    return;
+  }
+  const n = shape[nd - 1];
+  const s = strides[nd - 1];
+  forEachRow(shape, strides, strides, (o, _b, row) => {
+    const base = offset + o;
+    const dst = row * n;
+    if (s === 1) out.set(src.subarray(base, base + n), dst);
+    else for (let j = 0; j < n; j++) out[dst + j] = src[base + j * s];
+  });
+}
+
+function scatterImpl(src: Float32Array, shape: readonly number[], strides: readonly number[], offset: number, out: Float32Array, accumulate: boolean): void {
+  const nd = shape.length;
+  if (nd === 0) {
+    out[offset] = accumulate ? out[offset] + src[0] : src[0];
+    return;
+  }
+  const n = shape[nd - 1];
+  const s = strides[nd - 1];
+  forEachRow(shape, strides, strides, (o, _b, row) => {
+    const base = offset + o;
+    const from = row * n;
+    if (accumulate) {
+      if (s === 0) {
+        let acc = 0;
+        for (let j = 0; j < n; j++) acc += src[from + j];
+        out[base] += acc;
+      } else for (let j = 0; j < n; j++) out[base + j * s] += src[from + j];
+    } else if (s === 1) out.set(src.subarray(from, from + n), base);
+    else for (let j = 0; j < n; j++) out[base + j * s] = src[from + j];
+  });
+}
+
+function binaryRow(op: BinaryOp, a: Float32Array, ia: number, sa: number, b: Float32Array, ib: number, sb: number, o: Float32Array, io: number, n: number): void {
+  switch (op) {
+    case 'add': for (let j = 0; j < n; j++) o[io + j] = a[ia + j * sa] + b[ib + j * sb]; break;
+    case 'sub': for (let j = 0; j < n; j++) o[io + j] = a[ia + j * sa] - b[ib + j * sb]; break;
+    case 'mul': for (let j = 0; j < n; j++) o[io + j] = a[ia + j * sa] * b[ib + j * sb]; break;
+    case 'div': for (let j = 0; j < n; j++) o[io + j] = a[ia + j * sa] / b[ib + j * sb]; break;
+    case 'max': for (let j = 0; j < n; j++) o[io + j] = Math.max(a[ia + j * sa], b[ib + j * sb]); break;
+    case 'min': for (let j = 0; j < n; j++) o[io + j] = Math.min(a[ia + j * sa], b[ib + j * sb]); break;
+  }
+}
+
+function unaryImpl(op: UnaryOp, x: Float32Array, y: Float32Array): void {
+  const n = x.length;
+  switch (op) {
+    case 'neg': for (let i = 0; i < n; i++) y[i] = -x[i]; break;
+    case 'exp': for (let i = 0; i < n; i++) y[i] = Math.exp(x[i]); break;
+    case 'log': for (let i = 0; i < n; i++) y[i] = Math.log(x[i]); break;
+    case 'tanh': for (let i = 0; i < n; i++) y[i] = Math.tanh(x[i]); break;
+    case 'sqrt': for (let i = 0; i < n; i++) y[i] = Math.sqrt(x[i]); break;
+    case 'rsqrt': for (let i = 0; i < n; i++) y[i] = 1 / Math.sqrt(x[i]); break;
+    case 'sigmoid': for (let i = 0; i < n; i++) y[i] = 1 / (1 + Math.exp(-x[i])); break;
+    case 'abs': for (let i = 0; i < n; i++) y[i] = Math.abs(x[i]); break;
+    case 'square': for (let i = 0; i < n; i++) y[i] = x[i] * x[i]; break;
+    case 'relu': for (let i = 0; i < n; i++) y[i] = x[i] > 0 ? x[i] : 0; break;
+    case 'silu': for (let i = 0; i < n; i++) { const v = x[i]; y[i] = v / (1 + Math.exp(-v)); } break;
+    case 'gelu_tanh':
+      for (let i = 0; i < n; i++) {
+        const v = x[i];
+        y[i] = 0.5 * v * (1 + Math.tanh(SQRT_2_OVER_PI * (v + 0.044715 * v * v * v)));
+      }
+      break;
+    case 'gelu_erf': for (let i = 0; i < n; i++) { const v = x[i]; y[i] = 0.5 * v * (1 + erf(v * INV_SQRT_2)); } break;
+  }
+}
+
+function unaryBackwardImpl(op: UnaryOp, x: Float32Array, y: Float32Array, gy: Float32Array, gx: Float32Array): void {
+  const n = x.length;
+  switch (op) {
+    case 'neg': for (let i = 0; i < n; i++) gx[i] = -gy[i]; break;
+    case 'exp': for (let i = 0; i < n; i++) gx[i] = gy[i] * y[i]; break;
+    case 'log': for (let i = 0; i < n; i++) gx[i] = gy[i] / x[i]; break;
+    case 'tanh': for (let i = 0; i < n; i++) gx[i] = gy[i] * (1 - y[i] * y[i]); break;
+    case 'sqrt': for (let i = 0; i < n; i++) gx[i] = gy[i] * 0.5 / y[i]; break;
+    case 'rsqrt': for (let i = 0; i < n; i++) gx[i] = gy[i] * -0.5 * y[i] * y[i] * y[i]; break;
+    case 'sigmoid': for (let i = 0; i < n; i++) gx[i] = gy[i] * y[i] * (1 - y[i]); break;
+    case 'abs': for (let i = 0; i < n; i++) gx[i] = gy[i] * Math.sign(x[i]); break;
+    case 'square': for (let i = 0; i < n; i++) gx[i] = gy[i] * 2 * x[i]; break;
+    case 'relu': for (let i = 0; i < n; i++) gx[i] = x[i] > 0 ? gy[i] : 0; break;
+    case 'silu':
+      for (let i = 0; i < n; i++) {
+        const s = 1 / (1 + Math.exp(-x[i]));
+        gx[i] = gy[i] * s * (1 + x[i] * (1 - s));
+      }
+      break;
+    case 'gelu_tanh':
+      for (let i = 0; i < n; i++) {
+        const v = x[i];
+        const t = Math.tanh(SQRT_2_OVER_PI * (v + 0.044715 * v * v * v));
+        gx[i] = gy[i] * (0.5 * (1 + t) + 0.5 * v * (1 - t * t) * SQRT_2_OVER_PI * (1 + 3 * 0.044715 * v * v));
+      }
+      break;
+    case 'gelu_erf':
+      for (let i = 0; i < n; i++) {
+        const v = x[i];
+        gx[i] = gy[i] * (0.5 * (1 + erf(v * INV_SQRT_2)) + v * INV_SQRT_2PI * Math.exp(-0.5 * v * v));
+      }
+      break;
+  }
+}
+
+/** Scratch rows for attention scores. */
+let scratch = new Float64Array(256);
+function scratchOf(n: number): Float64Array {
+  if (scratch.length < n) scratch = new Float64Array(n);
+  return scratch;
+}
+
+function im2col(x: Float32Array, xOff: number, p: Conv2dParams, cols: Float32Array): void {
+  const { cin, h, w, kh, kw, stride, pad, oh, ow } = p;
+  const plane = oh * ow;
+  for (let c = 0; c < cin; c++) {
+    for (let ki = 0; ki < kh; ki++) {
+      for (let kj = 0; kj < kw; kj++) {
+        const row = ((c * kh + ki) * kw + kj) * plane;
+        for (let oi = 0; oi < oh; oi++) {
+          const ii = oi * stride - pad + ki;
+          const dst = row + oi * ow;
+          if (ii < 0 || ii >= h) {
+            cols.fill(0, dst, dst + ow);
+            continue;
+          }
+          const srcRow = xOff + (c * h + ii) * w;
+          for (let oj = 0; oj < ow; oj++) {
+            const jj = oj * stride - pad + kj;
+            cols[dst + oj] = jj >= 0 && jj < w ? x[srcRow + jj] : 0;
+          }
+        }
+      }
+    }
+  }
+}
+
+function col2im(cols: Float32Array, p: Conv2dParams, gx: Float32Array, gxOff: number): void {
+  const { cin, h, w, kh, kw, stride, pad, oh, ow } = p;
+  const plane = oh * ow;
+  for (let c = 0; c < cin; c++) {
+    for (let ki = 0; ki < kh; ki++) {
+      for (let kj = 0; kj < kw; kj++) {
+        const row = ((c * kh + ki) * kw + kj) * plane;
+        for (let oi = 0; oi < oh; oi++) {
+          const ii = oi * stride - pad + ki;
+          if (ii < 0 || ii >= h) continue;
+          const dstRow = gxOff + (c * h + ii) * w;
+          for (let oj = 0; oj < ow; oj++) {
+            const jj = oj * stride - pad + kj;
+            if (jj >= 0 && jj < w) gx[dstRow + jj] += cols[row + oi * ow + oj];
+          }
+        }
+      }
+    }
+  }
+}
+
+export const tsKernels: Kernels = {
+  name: 'ts',
+
+  alloc: (length) => new Float32Array(length),
+  fromArray: (data) => data.slice(),
+  read: (s) => f(s),
+  write: (s, data, offset) => f(s).set(data, offset),
+  fill: (out, value) => void f(out).fill(value),
+
+  gather: (src, shape, strides, offset, out) => gatherImpl(f(src), shape, strides, offset, f(out)),
+  scatter: (src, shape, strides, offset, out, accumulate) => scatterImpl(f(src), shape, strides, offset, f(out), accumulate),
+
+  unary: (op, x, out) => unaryImpl(op, f(x), f(out)),
+  unaryBackward: (op, x, y, gy, gx) => unaryBackwardImpl(op, f(x), f(y), f(gy), f(gx)),
+
+  binary(op, a, aStrides, b, bStrides, out, outShape) {
+    const A = f(a);
+    const B = f(b);
+    const O = f(out);
+    const nd = outShape.length;
+    if (nd === 0) {
+      binaryRow(op, A, 0, 0, B, 0, 0, O, 0, 1);
+      return;
+    }
+    const n = outShape[nd - 1];
+    const sa = aStrides[nd - 1];
+    const sb = bStrides[nd - 1];
+    forEachRow(outShape, aStrides, bStrides, (oa, ob, row) => binaryRow(op, A, oa, sa, B, ob, sb, O, row * n, n));
+  },
+
+  affine(x, mul, add, out) {
+    const X = f(x);
+    const O = f(out);
+    for (let i = 0; i < X.length; i++) O[i] = X[i] * mul + add;
+  },
+  powScalar(x, p, out) {
+    const X = f(x);
+    const O = f(out);
+    for (let i = 0; i < X.length; i++) O[i] = Math.pow(X[i], p);
+  },
+  axpy(a, alpha, b, out) {
+    const A = f(a);
+    const B = f(b);
+    const O = f(out);
+    for (let i = 0; i < A.length; i++) O[i] = A[i] + alpha * B[i];
+  },
+
+  sumReduce(x, outer, reduce, inner, out) {
+    const X = f(x);
+    const O = f(out);
+    if (inner === 1) {
+      for (let o = 0; o < outer; o++) {
+        let acc = 0;
+        const base = o * reduce;
+        for (let r = 0; r < reduce; r++) acc += X[base + r];
+        O[o] = acc;
+      }
+      return;
+    }
+    const acc = new Float64Array(inner);
+    for (let o = 0; o < outer; o++) {
+      acc.fill(0);
+      for (let r = 0; r < reduce; r++) {
+        const base = (o * reduce + r) * inner;
+        for (let i = 0; i < inner; i++) acc[i] += X[base + i];
+      }
+      for (let i = 0; i < inner; i++) O[o * inner + i] = acc[i];
+    }
+  },
+  maxReduce(x, outer, reduce, inner, out) {
+    const X = f(x);
+    const O = f(out);
+    for (let o = 0; o < outer; o++) {
+      for (let i = 0; i < inner; i++) {
+        let m = -Infinity;
+        for (let r = 0; r < reduce; r++) {
+          const v = X[(o * reduce + r) * inner + i];
+          if (v > m || Number.isNaN(v)) m = v;
+        }
+        O[o * inner + i] = m;
+      }
+    }
+  },
+  sumSquares(x) {
+    const X = f(x);
+    let acc = 0;
+    for (let i = 0; i < X.length; i++) acc += X[i] * X[i];
+    return acc;
+  },
+
+  matmul(a, b, out, p: MatmulParams) {
+    const A = f(a);
+    const B = f(b);
+    const C = f(out);
+    for (let i = 0; i < p.batch; i++) {
+      gemm(A, i * p.strideA, B, i * p.strideB, C, i * p.m * p.n, p.m, p.n, p.k, p.transA, p.transB, p.accumulate);
+    }
+  },
+
+  softmax(x, rows, cols, out) {
+    const X = f(x);
+    const O = f(out);
+    for (let r = 0; r < rows; r++) {
+      const base = r * cols;
+      let m = -Infinity;
+      for (let j = 0; j < cols; j++) if (X[base + j] > m) m = X[base + j];
+      let s = 0;
+      for (let j = 0; j < cols; j++) {
+        const e = Math.exp(X[base + j] - m);
+        O[base + j] = e;
+        s += e;
+      }
+      const inv = 1 / s;
+      for (let j = 0; j < cols; j++) O[base + j] *= inv;
+    }
+  },
+  softmaxBackward(y, gy, rows, cols, gx) {
+    const Y = f(y);
+    const G = f(gy);
+    const GX = f(gx);
+    for (let r = 0; r < rows; r++) {
+      const base = r * cols;
+      let dot = 0;
+      for (let j = 0; j < cols; j++) dot += Y[base + j] * G[base + j];
+      for (let j = 0; j < cols; j++) GX[base + j] = Y[base + j] * (G[base + j] - dot);
+    }
+  },
+  logSoftmax(x, rows, cols, out) {
+    const X = f(x);
+    const O = f(out);
+    for (let r = 0; r < rows; r++) {
+      const base = r * cols;
+      let m = -Infinity;
+      for (let j = 0; j < cols; j++) if (X[base + j] > m) m = X[base + j];
+      let s = 0;
+      for (let j = 0; j < cols; j++) s += Math.exp(X[base + j] - m);
+      const lse = m + Math.log(s);
+      for (let j = 0; j < cols; j++) O[base + j] = X[base + j] - lse;
+    }
+  },
+  logSoftmaxBackward(y, gy, rows, cols, gx) {
+    const Y = f(y);
+    const G = f(gy);
+    const GX = f(gx);
+    for (let r = 0; r < rows; r++) {
+      const base = r * cols;
+      let s = 0;
+      for (let j = 0; j < cols; j++) s += G[base + j];
+      for (let j = 0; j < cols; j++) GX[base + j] = G[base + j] - Math.exp(Y[base + j]) * s;
+    }
+  },
+  crossEntropy(logits, targets, rows, cols, ignoreIndex, loss, lse) {
+    const X = f(logits);
+    const L = f(loss);
+    const S = f(lse);
+    for (let r = 0; r < rows; r++) {
+      const base = r * cols;
+      let m = -Infinity;
+      for (let j = 0; j < cols; j++) if (X[base + j] > m) m = X[base + j];
+      let s = 0;
+      for (let j = 0; j < cols; j++) s += Math.exp(X[base + j] - m);
+      const l = m + Math.log(s);
+      S[r] = l;
+      const t = targets[r];
+      L[r] = t === ignoreIndex ? 0 : l - X[base + t];
+    }
+  },
+  crossEntropyBackward(logits, lse, targets, gLoss, rows, cols, ignoreIndex, gx) {
+    const X = f(logits);
+    const S = f(lse);
+    const G = f(gLoss);
+    const GX = f(gx);
+    for (let r = 0; r < rows; r++) {
+      const base = r * cols;
+      const t = targets[r];
+      if (t === ignoreIndex) {
+        GX.fill(0, base, base + cols);
+        continue;
+      }
+      const g = G[r];
+      const l = S[r];
+      for (let j = 0; j < cols; j++) GX[base + j] = g * Math.exp(X[base + j] - l);
+      GX[base + t] -= g;
+    }
+  },
+
+  layerNorm(x, weight, bias, rows, cols, eps, out, mean, rstd) {
+    const X = f(x);
+    const W = fOrNull(weight);
+    const Bi = fOrNull(bias);
+    const O = f(out);
+    const MU = f(mean);
+    const RS = f(rstd);
+    for (let r = 0; r < rows; r++) {
+      const base = r * cols;
+      let s = 0;
+      for (let j = 0; j < cols; j++) s += X[base + j];
+      const mu = s / cols;
+      let v = 0;
+      for (let j = 0; j < cols; j++) {
+        const d = X[base + j] - mu;
+        v += d * d;
+      }
+      const rs = 1 / Math.sqrt(v / cols + eps);
+      MU[r] = mu;
+      RS[r] = rs;
+      for (let j = 0; j < cols; j++) {
+        let y = (X[base + j] - mu) * rs;
+        if (W) y *= W[j];
+        if (Bi) y += Bi[j];
+        O[base + j] = y;
+      }
+    }
+  },
+  layerNormBackward(x, weight, mean, rstd, gy, rows, cols, gx, gWeight, gBias) {
+    const X = f(x);
+    const W = fOrNull(weight);
+    const MU = f(mean);
+    const RS = f(rstd);
+    const G = f(gy);
+    const GX = fOrNull(gx);
+    const GW = fOrNull(gWeight);
+    const GB = fOrNull(gBias);
+    for (let r = 0; r < rows; r++) {
+      const base = r * cols;
+      const mu = MU[r];
+      const rs = RS[r];
+      let sumG = 0;
+      let sumGX = 0;
+      for (let j = 0; j < cols; j++) {
+        const xh = (X[base + j] - mu) * rs;
+        const g = G[base + j];
+        if (GW) GW[j] += g * xh;
+        if (GB) GB[j] += g;
+        const gw = W ? g * W[j] : g;
+        sumG += gw;
+        sumGX += gw * xh;
+      }
+      if (GX) {
+        const mG = sumG / cols;
+        const mGX = sumGX / cols;
+        for (let j = 0; j < cols; j++) {
+          const xh = (X[base + j] - mu) * rs;
+          const gw = W ? G[base + j] * W[j] : G[base + j];
+          GX[base + j] = rs * (gw - mG - xh * mGX);
+        }
+      }
+    }
+  },
+  rmsNorm(x, weight, rows, cols, eps, out, rstd) {
+    const X = f(x);
+    const W = fOrNull(weight);
+    const O = f(out);
+    const RS = f(rstd);
+    for (let r = 0; r < rows; r++) {
+      const base = r * cols;
+      let ss = 0;
+      for (let j = 0; j < cols; j++) ss += X[base + j] * X[base + j];
+      const rs = 1 / Math.sqrt(ss / cols + eps);
+      RS[r] = rs;
+      for (let j = 0; j < cols; j++) O[base + j] = W ? X[base + j] * rs * W[j] : X[base + j] * rs;
+    }
+  },
+  rmsNormBackward(x, weight, rstd, gy, rows, cols, gx, gWeight) {
+    const X = f(x);
+    const W = fOrNull(weight);
+    const RS = f(rstd);
+    const G = f(gy);
+    const GX = fOrNull(gx);
+    const GW = fOrNull(gWeight);
+    for (let r = 0; r < rows; r++) {
+      const base = r * cols;
+      const rs = RS[r];
+      let dot = 0;
+      for (let j = 0; j < cols; j++) {
+        const g = W ? G[base + j] * W[j] : G[base + j];
+        dot += g * X[base + j];
+        if (GW) GW[j] += G[base + j] * X[base + j] * rs;
+      }
+      if (GX) {
+        const c = (dot * rs * rs * rs) / cols;
+        for (let j = 0; j < cols; j++) {
+          const g = W ? G[base + j] * W[j] : G[base + j];
+          GX[base + j] = g * rs - X[base + j] * c;
+        }
+      }
+    }
+  },
+
+  embedding(weight, ids, dim, out) {
+    const W = f(weight);
+    const O = f(out);
+    for (let i = 0; i < ids.length; i++) O.set(W.subarray(ids[i] * dim, ids[i] * dim + dim), i * dim);
+  },
+  embeddingBackward(gy, ids, dim, gWeight) {
+    const G = f(gy);
+    const GW = f(gWeight);
+    for (let i = 0; i < ids.length; i++) {
+      const dst = ids[i] * dim;
+      const src = i * dim;
+      for (let j = 0; j < dim; j++) GW[dst + j] += G[src + j];
+    }
+  },
+
+  attention(q, k, v, p: AttentionParams, out, lse) {
+    const Q = f(q);
+    const K = f(k);
+    const V = f(v);
+    const O = f(out);
+    const L = f(lse);
+    const { batch, heads, kvHeads, tq, tk, headDim: d, scale, causal, causalOffset, keyMask } = p;
+    const group = heads / kvHeads;
+    const s = scratchOf(tk);
+    const acc = new Float64Array(d);
+    for (let b = 0; b < batch; b++) {
+      for (let h = 0; h < heads; h++) {
+        const kvBase = (b * kvHeads + Math.floor(h / group)) * tk * d;
+        for (let i = 0; i < tq; i++) {
+          const qBase = ((b * heads + h) * tq + i) * d;
+          const limit = causal ? Math.min(tk, i + causalOffset + 1) : tk;
+          let m = -Infinity;
+          for (let j = 0; j < limit; j++) {
+            if (keyMask && keyMask[b * tk + j] === 0) {
+              s[j] = -Infinity;
+              continue;
+            }
+            let dot = 0;
+            const kb = kvBase + j * d;
+            for (let c = 0; c < d; c++) dot += Q[qBase + c] * K[kb + c];
+            s[j] = dot * scale;
+            if (s[j] > m) m = s[j];
+          }
+          const row = (b * heads + h) * tq + i;
+          if (m === -Infinity) {
+            // no visible key: output zeros (torch would give NaN; zeros keep padding rows harmless)
+            O.fill(0, qBase, qBase + d);
+            L[row] = -Infinity;
+            continue;
+          }
+          let sum = 0;
+          acc.fill(0);
+          for (let j = 0; j < limit; j++) {
+            if (s[j] === -Infinity) continue;
+            const e = Math.exp(s[j] - m);
+            sum += e;
+            const vb = kvBase + j * d;
+            for (let c = 0; c < d; c++) acc[c] += e * V[vb + c];
+          }
+          const inv = 1 / sum;
+          for (let c = 0; c < d; c++) O[qBase + c] = acc[c] * inv;
+          L[row] = m + Math.log(sum);
+        }
+      }
+    }
+  },
+  attentionBackward(q, k, v, out, lse, gOut, p: AttentionParams, gq, gk, gv) {
+    const Q = f(q);
+    const K = f(k);
+    const V = f(v);
+    const O = f(out);
+    const L = f(lse);
+    const GO = f(gOut);
+    const GQ = fOrNull(gq);
+    const GK = fOrNull(gk);
+    const GV = fOrNull(gv);
+    if (GQ) GQ.fill(0);
+    if (GK) GK.fill(0);
+    if (GV) GV.fill(0);
+    const { batch, heads, kvHeads, tq, tk, headDim: d, scale, causal, causalOffset, keyMask } = p;
+    const group = heads / kvHeads;
+    for (let b = 0; b < batch; b++) {
+      for (let h = 0; h < heads; h++) {
+        const kvBase = (b * kvHeads + Math.floor(h / group)) * tk * d;
+        for (let i = 0; i < tq; i++) {
+          const row = (b * heads + h) * tq + i;
+          const l = L[row];
+          if (l === -Infinity) continue;
+          const qBase = row * d;
+          const limit = causal ? Math.min(tk, i + causalOffset + 1) : tk;
+          // D = gO·O, the softmax-backward row constant
+          let D = 0;
+          for (let c = 0; c < d; c++) D += GO[qBase + c] * O[qBase + c];
+          for (let j = 0; j < limit; j++) {
+            if (keyMask && keyMask[b * tk + j] === 0) continue;
+            const kb = kvBase + j * d;
+            let dot = 0;
+            for (let c = 0; c < d; c++) dot += Q[qBase + c] * K[kb + c];
+            const pij = Math.exp(dot * scale - l);
+            let dp = 0;
+            for (let c = 0; c < d; c++) dp += GO[qBase + c] * V[kb + c];
+            if (GV) for (let c = 0; c < d; c++) GV[kb + c] += pij * GO[qBase + c];
+            const ds = pij * (dp - D) * scale;
+            if (GQ) for (let c = 0; c < d; c++) GQ[qBase + c] += ds * K[kb + c];
+            if (GK) for (let c = 0; c < d; c++) GK[kb + c] += ds * Q[qBase + c];
+          }
+        }
+      }
+    }
+  },
+
+  conv2d(x, w, bias, p, out) {
+    const X = f(x);
+    const W = f(w);
+    const Bi = fOrNull(bias);
+    const O = f(out);
+    const plane = p.oh * p.ow;
+    const kdim = p.cin * p.kh * p.kw;
+    const cols = new Float32Array(kdim * plane);
+    for (let n = 0; n < p.n; n++) {
+      im2col(X, n * p.cin * p.h * p.w, p, cols);
+      const oOff = n * p.cout * plane;
+      gemm(W, 0, cols, 0, O, oOff, p.cout, plane, kdim, false, false, false);
+      if (Bi) for (let c = 0; c < p.cout; c++) for (let i = 0; i < plane; i++) O[oOff + c * plane + i] += Bi[c];
+    }
+  },
+  conv2dBackward(x, w, gy, p, gx, gw, gb) {
+    const X = f(x);
+    const W = f(w);
+    const G = f(gy);
+    const GX = fOrNull(gx);
+    const GW = fOrNull(gw);
+    const GB = fOrNull(gb);
+    const plane = p.oh * p.ow;
+    const kdim = p.cin * p.kh * p.kw;
+    const cols = new Float32Array(kdim * plane);
+    if (GX) GX.fill(0);
+    for (let n = 0; n < p.n; n++) {
+      const gOff = n * p.cout * plane;
+      if (GB) {
+        for (let c = 0; c < p.cout; c++) {
+          let s = 0;
+          for (let i = 0; i < plane; i++) s += G[gOff + c * plane + i];
+          GB[c] += s;
+        }
+      }
+      if (GW) {
+        im2col(X, n * p.cin * p.h * p.w, p, cols);
+        gemm(G, gOff, cols, 0, GW, 0, p.cout, kdim, plane, false, true, true);
+      }
+      if (GX) {
+        gemm(W, 0, G, gOff, cols, 0, kdim, plane, p.cout, true, false, false);
+        col2im(cols, p, GX, n * p.cin * p.h * p.w);
+      }
+    }
+  },
+  maxPool2d(x, p: Pool2dParams, out, argmax) {
+    const X = f(x);
+    const O = f(out);
+    for (let nc = 0; nc < p.n * p.c; nc++) {
+      const xBase = nc * p.h * p.w;
+      for (let oi = 0; oi < p.oh; oi++) {
+        for (let oj = 0; oj < p.ow; oj++) {
+          let best = -Infinity;
+          let at = xBase + oi * p.stride * p.w + oj * p.stride;
+          for (let ki = 0; ki < p.k; ki++) {
+            const r = xBase + (oi * p.stride + ki) * p.w + oj * p.stride;
+            for (let kj = 0; kj < p.k; kj++) {
+              if (X[r + kj] > best) {
+                best = X[r + kj];
+                at = r + kj;
+              }
+            }
+          }
+          const o = (nc * p.oh + oi) * p.ow + oj;
+          O[o] = best;
+          argmax[o] = at;
+        }
+      }
+    }
+  },
+  maxPool2dBackward(gy, argmax, _p, gx) {
+    const G = f(gy);
+    const GX = f(gx);
+    GX.fill(0);
+    for (let i = 0; i < argmax.length; i++) GX[argmax[i]] += G[i];
+  },
+
+  adamw(param, grad, m, v, p: AdamWParams) {
+    const P = f(param);
+    const G = f(grad);
+    const M = f(m);
+    const Vv = f(v);
+    const { lr, beta1, beta2, eps, weightDecay, step } = p;
+    const bc1 = 1 - Math.pow(beta1, step);
+    const bc2Sqrt = Math.sqrt(1 - Math.pow(beta2, step));
+    const stepSize = lr / bc1;
+    const decay = 1 - lr * weightDecay;
+    for (let i = 0; i < P.length; i++) {
+      const g = G[i];
+      const mi = beta1 * M[i] + (1 - beta1) * g;
+      const vi = beta2 * Vv[i] + (1 - beta2) * g * g;
+      M[i] = mi;
+      Vv[i] = vi;
+      P[i] = P[i] * decay - (stepSize * mi) / (Math.sqrt(vi) / bc2Sqrt + eps);
+    }
+  },
+};

@@ -1,0 +1,142 @@
+// The kernel interface: everything a backend must implement. Tensors and autograd (tensor/) call
+// only these; models and PEFT code never see a backend. All buffers hold float32 elements in
+// contiguous row-major order; integer inputs (token ids, class targets) are host Int32Arrays.
+
+/** Opaque device memory holding `length` float32 elements. */
+export interface Storage {
+  readonly length: number;
+}
+
+export type UnaryOp =
+  | 'neg' | 'exp' | 'log' | 'tanh' | 'sqrt' | 'rsqrt' | 'sigmoid' | 'abs' | 'square'
+  | 'relu' | 'silu' | 'gelu_tanh' | 'gelu_erf';
+
+export type BinaryOp = 'add' | 'sub' | 'mul' | 'div' | 'max' | 'min';
+
+export interface MatmulParams {
+  batch: number;
+  m: number;
+  n: number;
+  k: number;
+  /** A is stored (k, m) per batch instead of (m, k). */
+  transA: boolean;
+  /** B is stored (n, k) per batch instead of (k, n). */
+  transB: boolean;
+  /** Element strides between batches; 0 broadcasts one matrix over the batch. */
+  strideA: number;
+  strideB: number;
+  /** Add into `out` instead of overwriting it (gradient accumulation). */
+  accumulate: boolean;
+}
+
+export interface AttentionParams {
+  batch: number;
+  heads: number;
+  /** Key/value heads; heads % kvHeads == 0 (grouped-query attention). */
+  kvHeads: number;
+  tq: number;
+  tk: number;
+  headDim: number;
+  scale: number;
+  causal: boolean;
+  /** Query i sits at absolute position i + causalOffset (KV-cache decoding); default tk - tq. */
+  causalOffset: number;
+  /** (batch, tk) with 1 = attend, 0 = masked; null = all keys visible. */
+  keyMask: Float32Array | null;
+}
+
+export interface Conv2dParams {
+  n: number; cin: number; h: number; w: number;
+  cout: number; kh: number; kw: number;
+  stride: number; pad: number;
+  oh: number; ow: number;
+}
+
+export interface Pool2dParams {
+  n: number; c: number; h: number; w: number;
+  k: number; stride: number;
+  oh: number; ow: number;
+}
+
+export interface AdamWParams {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  /** 1-based step, for bias correction. */
+  step: number;
+}
+
+export interface Kernels {
+  readonly name: string;
+
+  // memory
+  alloc(length: number): Storage; // zero-filled
+  fromArray(data: Float32Array): Storage; // copies
+  /** Host copy (or read-only view) of the buffer. Callers must not mutate the result. */
+  read(s: Storage): Float32Array;
+  write(s: Storage, data: Float32Array, offset: number): void;
+  /** Release early; optional (GC reclaims otherwise). */
+  free?(s: Storage): void;
+  fill(out: Storage, value: number): void;
+
+  // layout: out[i] = src[offset + Σ idx_d·strides_d] over `shape`; scatter is the adjoint (out += / =)
+  gather(src: Storage, shape: readonly number[], strides: readonly number[], offset: number, out: Storage): void;
+  scatter(src: Storage, shape: readonly number[], strides: readonly number[], offset: number, out: Storage, accumulate: boolean): void;
+
+  // elementwise
+  unary(op: UnaryOp, x: Storage, out: Storage): void;
+  /** gx = gy · f'(x); y = f(x) is passed for ops whose derivative is cheaper from it. */
+  unaryBackward(op: UnaryOp, x: Storage, y: Storage, gy: Storage, gx: Storage): void;
+  /** Broadcasting through strides (0 on broadcast dims), over outShape. `out` may alias `a`. */
+  binary(op: BinaryOp, a: Storage, aStrides: readonly number[], b: Storage, bStrides: readonly number[], out: Storage, outShape: readonly number[]): void;
+  /** out = x·mul + add (out may alias x). */
+  affine(x: Storage, mul: number, add: number, out: Storage): void;
+  powScalar(x: Storage, p: number, out: Storage): void;
+  /** out = a + alpha·b, elementwise, same length (out may alias a). */
+  axpy(a: Storage, alpha: number, b: Storage, out: Storage): void;
+
+  // reductions over the middle axis of an (outer, reduce, inner) view
+  sumReduce(x: Storage, outer: number, reduce: number, inner: number, out: Storage): void;
+  maxReduce(x: Storage, outer: number, reduce: number, inner: number, out: Storage): void;
+  /** Σ x², in float64. */
+  sumSquares(x: Storage): number;
+
+  matmul(a: Storage, b: Storage, out: Storage, p: MatmulParams): void;
+
+  // row-wise ops over the last axis (rows × cols)
+  softmax(x: Storage, rows: number, cols: number, out: Storage): void;
+  softmaxBackward(y: Storage, gy: Storage, rows: number, cols: number, gx: Storage): void;
+  logSoftmax(x: Storage, rows: number, cols: number, out: Storage): void;
+  logSoftmaxBackward(y: Storage, gy: Storage, rows: number, cols: number, gx: Storage): void;
+  /** Per-row loss (0 where ignored) and log-sum-exp (kept for backward). */
+  crossEntropy(logits: Storage, targets: Int32Array, rows: number, cols: number, ignoreIndex: number, loss: Storage, lse: Storage): void;
+  /** gx = gLoss[row]·(softmax − onehot), rows with ignored targets get 0. */
+  crossEntropyBackward(logits: Storage, lse: Storage, targets: Int32Array, gLoss: Storage, rows: number, cols: number, ignoreIndex: number, gx: Storage): void;
+  layerNorm(x: Storage, weight: Storage | null, bias: Storage | null, rows: number, cols: number, eps: number, out: Storage, mean: Storage, rstd: Storage): void;
+  /** Accumulates into gWeight/gBias when given. */
+  layerNormBackward(x: Storage, weight: Storage | null, mean: Storage, rstd: Storage, gy: Storage, rows: number, cols: number, gx: Storage | null, gWeight: Storage | null, gBias: Storage | null): void;
+  rmsNorm(x: Storage, weight: Storage | null, rows: number, cols: number, eps: number, out: Storage, rstd: Storage): void;
+  rmsNormBackward(x: Storage, weight: Storage | null, rstd: Storage, gy: Storage, rows: number, cols: number, gx: Storage | null, gWeight: Storage | null): void;
+
+  // lookups
+  embedding(weight: Storage, ids: Int32Array, dim: number, out: Storage): void;
+  /** gWeight[ids[i]] += gy[i]. */
+  embeddingBackward(gy: Storage, ids: Int32Array, dim: number, gWeight: Storage): void;
+
+  // fused attention over (batch, heads, t, headDim) layouts; lse (batch·heads·tq) kept for backward
+  attention(q: Storage, k: Storage, v: Storage, p: AttentionParams, out: Storage, lse: Storage): void;
+  attentionBackward(q: Storage, k: Storage, v: Storage, out: Storage, lse: Storage, gOut: Storage, p: AttentionParams,
+    gq: Storage | null, gk: Storage | null, gv: Storage | null): void;
+
+  // images (NCHW)
+  conv2d(x: Storage, w: Storage, bias: Storage | null, p: Conv2dParams, out: Storage): void;
+  /** Accumulates into gw / gb; overwrites gx. */
+  conv2dBackward(x: Storage, w: Storage, gy: Storage, p: Conv2dParams, gx: Storage | null, gw: Storage | null, gb: Storage | null): void;
+  maxPool2d(x: Storage, p: Pool2dParams, out: Storage, argmax: Int32Array): void;
+  maxPool2dBackward(gy: Storage, argmax: Int32Array, p: Pool2dParams, gx: Storage): void;
+
+  // optimizer
+  adamw(param: Storage, grad: Storage, m: Storage, v: Storage, p: AdamWParams): void;
+}

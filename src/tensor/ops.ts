@@ -1,0 +1,624 @@
+// Differentiable ops. Each op: check shapes, run kernels, record a backward that computes only the
+// gradients its inputs need.
+import { kernels } from './device.js';
+import type { BinaryOp, UnaryOp } from './kernels.js';
+import { Tensor, contiguousStrides, record, sizeOf, type Shape } from './tensor.js';
+import type { Rng } from './rng.js';
+
+const empty = (shape: Shape): Tensor => new Tensor(kernels().alloc(sizeOf(shape)), shape);
+const shapeStr = (s: Shape): string => `[${s.join(', ')}]`;
+
+function normAxis(axis: number, ndim: number): number {
+  const a = axis < 0 ? axis + ndim : axis;
+  if (a < 0 || a >= ndim) throw new Error(`axis ${axis} out of range for ${ndim}-d tensor`);
+  return a;
+}
+
+// ---------------------------------------------------------------- layout
+
+export function reshape(x: Tensor, shape: Shape): Tensor {
+  let infer = -1;
+  let known = 1;
+  const s = [...shape];
+  s.forEach((d, i) => {
+    if (d === -1) {
+      if (infer >= 0) throw new Error('reshape: only one -1 allowed');
+      infer = i;
+    } else known *= d;
+  });
+  if (infer >= 0) s[infer] = known === 0 ? 0 : x.size / known;
+  if (sizeOf(s) !== x.size || !s.every((d) => Number.isInteger(d) && d >= 0)) {
+    throw new Error(`reshape: cannot view ${shapeStr(x.shape)} as ${shapeStr(shape)}`);
+  }
+  const out = new Tensor(x.storage, s); // shares storage: contiguous tensors reshape for free
+  return record(out, 'reshape', [x], (g) => [new Tensor(g.storage, x.shape)]);
+}
+
+/** out = x viewed through (shape, strides, offset); the adjoint scatters back. */
+function strided(x: Tensor, shape: Shape, strides: readonly number[], offset: number, name: string): Tensor {
+  const out = empty(shape);
+  kernels().gather(x.storage, shape, strides, offset, out.storage);
+  return record(out, name, [x], (g) => {
+    const gx = empty(x.shape);
+    kernels().scatter(g.storage, shape, strides, offset, gx.storage, true);
+    return [gx];
+  });
+}
+
+export function permute(x: Tensor, dims: readonly number[]): Tensor {
+  if (dims.length !== x.ndim) throw new Error(`permute: ${dims.length} dims for a ${x.ndim}-d tensor`);
+  const src = contiguousStrides(x.shape);
+  const d = dims.map((a) => normAxis(a, x.ndim));
+  if (new Set(d).size !== d.length) throw new Error(`permute: repeated dims [${dims}]`);
+  if (d.every((a, i) => a === i)) return x;
+  return strided(x, d.map((a) => x.shape[a]), d.map((a) => src[a]), 0, 'permute');
+}
+
+export function transpose(x: Tensor, a = -2, b = -1): Tensor {
+  const dims = x.shape.map((_, i) => i);
+  const i = normAxis(a, x.ndim);
+  const j = normAxis(b, x.ndim);
+  [dims[i], dims[j]] = [dims[j], dims[i]];
+  return permute(x, dims);
+}
+
+/** x[..., start:end, ...] along one axis. */
+export function slice(x: Tensor, axis: number, start: number, end: number): Tensor {
+  const a = normAxis(axis, x.ndim);
+  if (!(0 <= start && start <= end && end <= x.shape[a])) throw new Error(`slice: [${start}:${end}] out of range for axis ${a} of ${shapeStr(x.shape)}`);
+  if (start === 0 && end === x.shape[a]) return x;
+  const strides = contiguousStrides(x.shape);
+  const shape = [...x.shape];
+  shape[a] = end - start;
+  return strided(x, shape, strides, start * strides[a], 'slice');
+}
+
+/** Broadcast to `shape` (numpy rules). */
+export function expand(x: Tensor, shape: Shape): Tensor {
+  if (shapesEqual(x.shape, shape)) return x;
+  return strided(x, shape, broadcastStrides(x.shape, shape), 0, 'expand');
+}
+
+export function concat(xs: readonly Tensor[], axis: number): Tensor {
+  if (xs.length === 0) throw new Error('concat: no tensors');
+  const a = normAxis(axis, xs[0].ndim);
+  const shape = [...xs[0].shape];
+  shape[a] = 0;
+  for (const x of xs) {
+    if (x.ndim !== shape.length || x.shape.some((d, i) => i !== a && d !== xs[0].shape[i])) {
+      throw new Error(`concat: shapes ${xs.map((t) => shapeStr(t.shape)).join(' and ')} differ off axis ${a}`);
+    }
+    shape[a] += x.shape[a];
+  }
+  const out = empty(shape);
+  const strides = contiguousStrides(shape);
+  const offsets: number[] = [];
+  let at = 0;
+  for (const x of xs) {
+    offsets.push(at * strides[a]);
+    kernels().scatter(x.storage, x.shape, strides, at * strides[a], out.storage, false);
+    at += x.shape[a];
+  }
+  return record(out, 'concat', xs, (g) =>
+    xs.map((x, i) => {
+      if (!x.requiresGrad) return null;
+      const gx = empty(x.shape);
+      kernels().gather(g.storage, x.shape, strides, offsets[i], gx.storage);
+      return gx;
+    }),
+  );
+}
+
+// ---------------------------------------------------------------- broadcasting helpers
+
+export function shapesEqual(a: Shape, b: Shape): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
+}
+
+export function broadcastShapes(a: Shape, b: Shape): number[] {
+  const n = Math.max(a.length, b.length);
+  const out = new Array<number>(n);
+  for (let i = 0; i < n; i++) {
+    const da = a[a.length - n + i] ?? 1;
+    const db = b[b.length - n + i] ?? 1;
+    if (da !== db && da !== 1 && db !== 1) throw new Error(`cannot broadcast ${shapeStr(a)} with ${shapeStr(b)}`);
+    out[i] = da === 1 ? db : da;
+  }
+  return out;
+}
+
+/** Strides reading a tensor of shape `from` as if it had shape `to` (0 on broadcast dims). */
+export function broadcastStrides(from: Shape, to: Shape): number[] {
+  const src = contiguousStrides(from);
+  const lead = to.length - from.length;
+  if (lead < 0) throw new Error(`cannot broadcast ${shapeStr(from)} to ${shapeStr(to)}`);
+  return to.map((d, i) => {
+    if (i < lead) return 0;
+    const f = from[i - lead];
+    if (f === d) return src[i - lead];
+    if (f === 1) return 0;
+    throw new Error(`cannot broadcast ${shapeStr(from)} to ${shapeStr(to)}`);
+  });
+}
+
+/** Sum a gradient of shape g.shape down to `shape` (adjoint of broadcasting). */
+export function sumToShape(g: Tensor, shape: Shape): Tensor {
+  if (shapesEqual(g.shape, shape)) return g;
+  const k = kernels();
+  const out = empty(shape);
+  const lead = g.ndim - shape.length;
+  const innerSame = shape.every((d, i) => d === g.shape[lead + i]);
+  if (innerSame) {
+    // common case (bias gradients): only leading dims were broadcast
+    k.sumReduce(g.storage, 1, sizeOf(g.shape.slice(0, lead)), out.size, out.storage);
+  } else {
+    k.scatter(g.storage, g.shape, broadcastStrides(shape, g.shape), 0, out.storage, true);
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------- elementwise
+
+function binary(op: BinaryOp, a: Tensor, b: Tensor): Tensor {
+  const shape = broadcastShapes(a.shape, b.shape);
+  const out = empty(shape);
+  kernels().binary(op, a.storage, broadcastStrides(a.shape, shape), b.storage, broadcastStrides(b.shape, shape), out.storage, shape);
+  return out;
+}
+
+export function add(a: Tensor, b: Tensor): Tensor {
+  const out = binary('add', a, b);
+  return record(out, 'add', [a, b], (g) => [a.requiresGrad ? sumToShape(g, a.shape) : null, b.requiresGrad ? sumToShape(g, b.shape) : null]);
+}
+
+export function sub(a: Tensor, b: Tensor): Tensor {
+  const out = binary('sub', a, b);
+  return record(out, 'sub', [a, b], (g) => [a.requiresGrad ? sumToShape(g, a.shape) : null, b.requiresGrad ? sumToShape(scale(g, -1), b.shape) : null]);
+}
+
+export function mul(a: Tensor, b: Tensor): Tensor {
+  const out = binary('mul', a, b);
+  return record(out, 'mul', [a, b], (g) => [
+    a.requiresGrad ? sumToShape(binary('mul', g, b), a.shape) : null,
+    b.requiresGrad ? sumToShape(binary('mul', g, a), b.shape) : null,
+  ]);
+}
+
+export function div(a: Tensor, b: Tensor): Tensor {
+  const out = binary('div', a, b);
+  return record(out, 'div', [a, b], (g) => {
+    const ga = a.requiresGrad || b.requiresGrad ? binary('div', g, b) : null;
+    return [
+      a.requiresGrad && ga ? sumToShape(ga, a.shape) : null,
+      // d(a/b)/db = -(a/b)/b
+      b.requiresGrad && ga ? sumToShape(scale(binary('mul', ga, binary('div', out, b)), -1), b.shape) : null,
+    ];
+  });
+}
+
+/** Elementwise max; the gradient goes to `a` where a >= b. */
+export function maximum(a: Tensor, b: Tensor): Tensor {
+  const out = binary('max', a, b);
+  return record(out, 'maximum', [a, b], (g) => {
+    const ad = kernels().read(expand(a, out.shape).storage);
+    const od = kernels().read(out.storage);
+    const mask = new Float32Array(out.size);
+    for (let i = 0; i < mask.length; i++) mask[i] = ad[i] === od[i] ? 1 : 0;
+    const m = Tensor.fromArray(mask, out.shape);
+    const ga = binary('mul', g, m);
+    return [a.requiresGrad ? sumToShape(ga, a.shape) : null, b.requiresGrad ? sumToShape(binary('sub', g, ga), b.shape) : null];
+  });
+}
+
+/** x·s + t with scalars. */
+export function affine(x: Tensor, s: number, t = 0): Tensor {
+  const out = empty(x.shape);
+  kernels().affine(x.storage, s, t, out.storage);
+  return record(out, 'affine', [x], (g) => [scale(g, s)]);
+}
+
+export function scale(x: Tensor, s: number): Tensor {
+  return affine(x, s, 0);
+}
+
+export function addScalar(x: Tensor, t: number): Tensor {
+  return affine(x, 1, t);
+}
+
+export function pow(x: Tensor, p: number): Tensor {
+  const out = empty(x.shape);
+  kernels().powScalar(x.storage, p, out.storage);
+  return record(out, 'pow', [x], (g) => {
+    const d = empty(x.shape);
+    kernels().powScalar(x.storage, p - 1, d.storage);
+    kernels().affine(d.storage, p, 0, d.storage);
+    return [binary('mul', g, d)];
+  });
+}
+
+function unary(op: UnaryOp, x: Tensor): Tensor {
+  const k = kernels();
+  const out = empty(x.shape);
+  k.unary(op, x.storage, out.storage);
+  return record(out, op, [x], (g) => {
+    const gx = empty(x.shape);
+    k.unaryBackward(op, x.storage, out.storage, g.storage, gx.storage);
+    return [gx];
+  });
+}
+
+export const neg = (x: Tensor): Tensor => unary('neg', x);
+export const exp = (x: Tensor): Tensor => unary('exp', x);
+export const log = (x: Tensor): Tensor => unary('log', x);
+export const tanh = (x: Tensor): Tensor => unary('tanh', x);
+export const sqrt = (x: Tensor): Tensor => unary('sqrt', x);
+export const rsqrt = (x: Tensor): Tensor => unary('rsqrt', x);
+export const sigmoid = (x: Tensor): Tensor => unary('sigmoid', x);
+export const abs = (x: Tensor): Tensor => unary('abs', x);
+export const square = (x: Tensor): Tensor => unary('square', x);
+export const relu = (x: Tensor): Tensor => unary('relu', x);
+export const silu = (x: Tensor): Tensor => unary('silu', x);
+/** GELU; 'tanh' is GPT-2's gelu_new, 'erf' the exact form. */
+export const gelu = (x: Tensor, approximate: 'tanh' | 'erf' = 'erf'): Tensor => unary(approximate === 'tanh' ? 'gelu_tanh' : 'gelu_erf', x);
+
+// ---------------------------------------------------------------- reductions
+
+function reduceAxes(x: Tensor, axes: readonly number[] | undefined): number[] {
+  if (axes === undefined) return x.shape.map((_, i) => i);
+  const a = [...new Set(axes.map((v) => normAxis(v, x.ndim)))].sort((p, q) => p - q);
+  return a;
+}
+
+export function sum(x: Tensor, axes?: readonly number[], keepDims = false): Tensor {
+  const ax = reduceAxes(x, axes);
+  const keptShape = x.shape.map((d, i) => (ax.includes(i) ? 1 : d));
+  const outShape = keepDims ? keptShape : x.shape.filter((_, i) => !ax.includes(i));
+  let src = x.detach();
+  let first = ax[0] ?? 0;
+  let last = ax[ax.length - 1] ?? -1;
+  if (ax.length > 0 && last - first + 1 !== ax.length) {
+    // non-contiguous axes: move them to the end first
+    const keep = x.shape.map((_, i) => i).filter((i) => !ax.includes(i));
+    const { permuteNoGrad } = internal;
+    src = permuteNoGrad(src, [...keep, ...ax]);
+    first = keep.length;
+    last = x.ndim - 1;
+  }
+  const outer = sizeOf(src.shape.slice(0, first));
+  const red = sizeOf(src.shape.slice(first, last + 1));
+  const inner = sizeOf(src.shape.slice(last + 1));
+  const out = empty(outShape);
+  kernels().sumReduce(src.storage, outer, red, inner, out.storage);
+  return record(out, 'sum', [x], (g) => [expandNoGrad(new Tensor(g.storage, keptShape), x.shape)]);
+}
+
+export function mean(x: Tensor, axes?: readonly number[], keepDims = false): Tensor {
+  const ax = reduceAxes(x, axes);
+  const n = sizeOf(ax.map((a) => x.shape[a]));
+  return scale(sum(x, ax, keepDims), 1 / n);
+}
+
+/** Max over one axis (no gradient: used for metrics and numerics). */
+export function maxAlong(x: Tensor, axis: number): Tensor {
+  const a = normAxis(axis, x.ndim);
+  const out = empty(x.shape.filter((_, i) => i !== a));
+  kernels().maxReduce(x.storage, sizeOf(x.shape.slice(0, a)), x.shape[a], sizeOf(x.shape.slice(a + 1)), out.storage);
+  return out;
+}
+
+function expandNoGrad(x: Tensor, shape: Shape): Tensor {
+  if (shapesEqual(x.shape, shape)) return x;
+  const out = empty(shape);
+  kernels().gather(x.storage, shape, broadcastStrides(x.shape, shape), 0, out.storage);
+  return out;
+}
+
+const internal = {
+  permuteNoGrad(x: Tensor, dims: number[]): Tensor {
+    const src = contiguousStrides(x.shape);
+    const out = empty(dims.map((a) => x.shape[a]));
+    kernels().gather(x.storage, out.shape, dims.map((a) => src[a]), 0, out.storage);
+    return out;
+  },
+};
+
+// ---------------------------------------------------------------- matmul
+
+export interface MatmulOptions {
+  transA?: boolean;
+  transB?: boolean;
+}
+
+/**
+ * Batched matmul of the last two axes, either operand optionally transposed. A 2-D `b` against a
+ * batched `a` folds the batch into rows (one big GEMM, and its weight gradient sums over the
+ * batch for free); otherwise batch dims must match or one side must be 2-D.
+ */
+export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
+  const transA = opts.transA ?? false;
+  const transB = opts.transB ?? false;
+  if (a.ndim < 2 || b.ndim < 2) throw new Error(`matmul: operands must be at least 2-d, got ${shapeStr(a.shape)} and ${shapeStr(b.shape)}`);
+  const m = transA ? a.shape[a.ndim - 1] : a.shape[a.ndim - 2];
+  const ka = transA ? a.shape[a.ndim - 2] : a.shape[a.ndim - 1];
+  const kb = transB ? b.shape[b.ndim - 1] : b.shape[b.ndim - 2];
+  const n = transB ? b.shape[b.ndim - 2] : b.shape[b.ndim - 1];
+  if (ka !== kb) throw new Error(`matmul: inner sizes differ: ${shapeStr(a.shape)}${transA ? 'ᵀ' : ''} @ ${shapeStr(b.shape)}${transB ? 'ᵀ' : ''}`);
+  const k = ka;
+  const aBatch = a.shape.slice(0, -2);
+  const bBatch = b.shape.slice(0, -2);
+  const kern = kernels();
+
+  if (bBatch.length === 0 && !transA) {
+    // fold a's batch into m
+    const rows = sizeOf(aBatch) * m;
+    const out = empty([...aBatch, m, n]);
+    kern.matmul(a.storage, b.storage, out.storage, { batch: 1, m: rows, n, k, transA: false, transB, strideA: 0, strideB: 0, accumulate: false });
+    return record(out, 'matmul', [a, b], (g) => {
+      let ga: Tensor | null = null;
+      let gb: Tensor | null = null;
+      if (a.requiresGrad) {
+        ga = empty(a.shape);
+        kern.matmul(g.storage, b.storage, ga.storage, { batch: 1, m: rows, n: k, k: n, transA: false, transB: !transB, strideA: 0, strideB: 0, accumulate: false });
+      }
+      if (b.requiresGrad) {
+        gb = empty(b.shape);
+        if (transB) kern.matmul(g.storage, a.storage, gb.storage, { batch: 1, m: n, n: k, k: rows, transA: true, transB: false, strideA: 0, strideB: 0, accumulate: false });
+        else kern.matmul(a.storage, g.storage, gb.storage, { batch: 1, m: k, n, k: rows, transA: true, transB: false, strideA: 0, strideB: 0, accumulate: false });
+      }
+      return [ga, gb];
+    });
+  }
+
+  let batchShape: number[];
+  if (aBatch.length === 0) batchShape = [...bBatch];
+  else if (bBatch.length === 0) batchShape = [...aBatch];
+  else if (shapesEqual(aBatch, bBatch)) batchShape = [...aBatch];
+  else {
+    const bs = broadcastShapes(aBatch, bBatch);
+    return matmul(expand(a, [...bs, ...a.shape.slice(-2)]), expand(b, [...bs, ...b.shape.slice(-2)]), opts);
+  }
+  const batch = sizeOf(batchShape);
+  const strideA = aBatch.length === 0 ? 0 : m * k;
+  const strideB = bBatch.length === 0 ? 0 : k * n;
+  const out = empty([...batchShape, m, n]);
+  kern.matmul(a.storage, b.storage, out.storage, { batch, m, n, k, transA, transB, strideA, strideB, accumulate: false });
+  return record(out, 'matmul', [a, b], (g) => {
+    let ga: Tensor | null = null;
+    let gb: Tensor | null = null;
+    if (a.requiresGrad) {
+      const full = empty(strideA === 0 ? [...batchShape, ...a.shape] : a.shape);
+      if (transA) kern.matmul(b.storage, g.storage, full.storage, { batch, m: k, n: m, k: n, transA: transB, transB: true, strideA: strideB, strideB: m * n, accumulate: false });
+      else kern.matmul(g.storage, b.storage, full.storage, { batch, m, n: k, k: n, transA: false, transB: !transB, strideA: m * n, strideB, accumulate: false });
+      ga = strideA === 0 ? sumToShape(full, a.shape) : full;
+    }
+    if (b.requiresGrad) {
+      const full = empty(strideB === 0 ? [...batchShape, ...b.shape] : b.shape);
+      if (transB) kern.matmul(g.storage, a.storage, full.storage, { batch, m: n, n: k, k: m, transA: true, transB: transA, strideA: m * n, strideB: strideA, accumulate: false });
+      else kern.matmul(a.storage, g.storage, full.storage, { batch, m: k, n, k: m, transA: !transA, transB: false, strideA, strideB: m * n, accumulate: false });
+      gb = strideB === 0 ? sumToShape(full, b.shape) : full;
+    }
+    return [ga, gb];
+  });
+}
+
+/** y = x·Wᵀ + bias for W stored (out, in) as torch.nn.Linear; (in, out) with `weightInOut` as GPT-2's Conv1D. */
+export function linear(x: Tensor, weight: Tensor, bias: Tensor | null, weightInOut = false): Tensor {
+  const y = matmul(x, weight, { transB: !weightInOut });
+  return bias === null ? y : add(y, bias);
+}
+
+// ---------------------------------------------------------------- row-wise ops
+
+function rowsCols(x: Tensor): [number, number] {
+  const cols = x.shape[x.ndim - 1] ?? 1;
+  return [cols === 0 ? 0 : x.size / cols, cols];
+}
+
+export function softmax(x: Tensor): Tensor {
+  const [rows, cols] = rowsCols(x);
+  const out = empty(x.shape);
+  kernels().softmax(x.storage, rows, cols, out.storage);
+  return record(out, 'softmax', [x], (g) => {
+    const gx = empty(x.shape);
+    kernels().softmaxBackward(out.storage, g.storage, rows, cols, gx.storage);
+    return [gx];
+  });
+}
+
+export function logSoftmax(x: Tensor): Tensor {
+  const [rows, cols] = rowsCols(x);
+  const out = empty(x.shape);
+  kernels().logSoftmax(x.storage, rows, cols, out.storage);
+  return record(out, 'logSoftmax', [x], (g) => {
+    const gx = empty(x.shape);
+    kernels().logSoftmaxBackward(out.storage, g.storage, rows, cols, gx.storage);
+    return [gx];
+  });
+}
+
+export interface CrossEntropyOptions {
+  ignoreIndex?: number;
+  reduction?: 'mean' | 'sum' | 'none';
+}
+
+/**
+ * Cross-entropy of logits (..., C) against integer targets (one per row). 'mean' averages over
+ * rows whose target is not ignoreIndex (as torch does).
+ */
+export function crossEntropy(logits: Tensor, targets: Int32Array, opts: CrossEntropyOptions = {}): Tensor {
+  const ignoreIndex = opts.ignoreIndex ?? -100;
+  const reduction = opts.reduction ?? 'mean';
+  const [rows, cols] = rowsCols(logits);
+  if (targets.length !== rows) throw new Error(`crossEntropy: ${targets.length} targets for ${rows} rows of logits ${shapeStr(logits.shape)}`);
+  let counted = 0;
+  for (let i = 0; i < rows; i++) {
+    const t = targets[i];
+    if (t === ignoreIndex) continue;
+    if (t < 0 || t >= cols) throw new Error(`crossEntropy: target ${t} out of range [0, ${cols})`);
+    counted++;
+  }
+  const k = kernels();
+  const losses = empty([rows]);
+  const lse = empty([rows]);
+  k.crossEntropy(logits.storage, targets, rows, cols, ignoreIndex, losses.storage, lse.storage);
+  let out: Tensor;
+  if (reduction === 'none') out = new Tensor(losses.storage, logits.shape.slice(0, -1));
+  else {
+    out = empty([]);
+    k.sumReduce(losses.storage, 1, rows, 1, out.storage);
+    if (reduction === 'mean') k.affine(out.storage, counted === 0 ? NaN : 1 / counted, 0, out.storage);
+  }
+  return record(out, 'crossEntropy', [logits], (g) => {
+    let gRows: Tensor;
+    if (reduction === 'none') gRows = g;
+    else {
+      gRows = empty([rows]);
+      k.gather(g.storage, [rows], [0], 0, gRows.storage);
+      if (reduction === 'mean') k.affine(gRows.storage, counted === 0 ? 0 : 1 / counted, 0, gRows.storage);
+    }
+    const gx = empty(logits.shape);
+    k.crossEntropyBackward(logits.storage, lse.storage, targets, gRows.storage, rows, cols, ignoreIndex, gx.storage);
+    return [gx];
+  });
+}
+
+export function layerNorm(x: Tensor, weight: Tensor | null, bias: Tensor | null, eps = 1e-5): Tensor {
+  const [rows, cols] = rowsCols(x);
+  if (weight && weight.size !== cols) throw new Error(`layerNorm: weight of ${weight.size} for rows of ${cols}`);
+  if (bias && bias.size !== cols) throw new Error(`layerNorm: bias of ${bias.size} for rows of ${cols}`);
+  const k = kernels();
+  const out = empty(x.shape);
+  const mu = empty([rows]);
+  const rstd = empty([rows]);
+  k.layerNorm(x.storage, weight?.storage ?? null, bias?.storage ?? null, rows, cols, eps, out.storage, mu.storage, rstd.storage);
+  const inputs = [x, ...(weight ? [weight] : []), ...(bias ? [bias] : [])];
+  return record(out, 'layerNorm', inputs, (g) => {
+    const gx = x.requiresGrad ? empty(x.shape) : null;
+    const gw = weight?.requiresGrad ? empty(weight.shape) : null;
+    const gb = bias?.requiresGrad ? empty(bias.shape) : null;
+    k.layerNormBackward(x.storage, weight?.storage ?? null, mu.storage, rstd.storage, g.storage, rows, cols, gx?.storage ?? null, gw?.storage ?? null, gb?.storage ?? null);
+    return [gx, ...(weight ? [gw] : []), ...(bias ? [gb] : [])];
+  });
+}
+
+/** RMSNorm as Llama: x·rsqrt(mean(x²)+eps)·weight. */
+export function rmsNorm(x: Tensor, weight: Tensor | null, eps = 1e-6): Tensor {
+  const [rows, cols] = rowsCols(x);
+  if (weight && weight.size !== cols) throw new Error(`rmsNorm: weight of ${weight.size} for rows of ${cols}`);
+  const k = kernels();
+  const out = empty(x.shape);
+  const rstd = empty([rows]);
+  k.rmsNorm(x.storage, weight?.storage ?? null, rows, cols, eps, out.storage, rstd.storage);
+  return record(out, 'rmsNorm', weight ? [x, weight] : [x], (g) => {
+    const gx = x.requiresGrad ? empty(x.shape) : null;
+    const gw = weight?.requiresGrad ? empty(weight.shape) : null;
+    k.rmsNormBackward(x.storage, weight?.storage ?? null, rstd.storage, g.storage, rows, cols, gx?.storage ?? null, gw?.storage ?? null);
+    return weight ? [gx, gw] : [gx];
+  });
+}
+
+// ---------------------------------------------------------------- lookups, dropout
+
+/** Rows of `weight` (V, D) picked by ids; output shape [...idsShape, D]. */
+export function embedding(weight: Tensor, ids: Int32Array, idsShape: Shape = [ids.length]): Tensor {
+  if (weight.ndim !== 2) throw new Error(`embedding: weight must be 2-d, got ${shapeStr(weight.shape)}`);
+  const [vocab, dim] = weight.shape;
+  for (const id of ids) if (!(id >= 0 && id < vocab)) throw new Error(`embedding: id ${id} out of range [0, ${vocab})`);
+  if (sizeOf(idsShape) !== ids.length) throw new Error(`embedding: ids shape ${shapeStr(idsShape)} does not hold ${ids.length} ids`);
+  const out = empty([...idsShape, dim]);
+  kernels().embedding(weight.storage, ids, dim, out.storage);
+  return record(out, 'embedding', [weight], (g) => {
+    const gw = empty(weight.shape);
+    kernels().embeddingBackward(g.storage, ids, dim, gw.storage);
+    return [gw];
+  });
+}
+
+/** Inverted dropout: zero with probability p, scale the rest by 1/(1-p). */
+export function dropout(x: Tensor, p: number, rng: Rng, training = true): Tensor {
+  if (!training || p === 0) return x;
+  if (!(p >= 0 && p < 1)) throw new Error(`dropout: p must be in [0, 1), got ${p}`);
+  const mask = new Float32Array(x.size);
+  const keep = 1 / (1 - p);
+  for (let i = 0; i < mask.length; i++) mask[i] = rng.random() >= p ? keep : 0;
+  return mul(x, Tensor.fromArray(mask, x.shape));
+}
+
+// ---------------------------------------------------------------- attention
+
+export interface AttentionOptions {
+  causal?: boolean;
+  /** (batch, tk): 1 attends, 0 masked (padding). */
+  keyMask?: Float32Array | null;
+  scale?: number;
+  causalOffset?: number;
+}
+
+/** Fused scaled dot-product attention; q (B, H, Tq, D), k/v (B, Hkv, Tk, D), H % Hkv == 0. */
+export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions = {}): Tensor {
+  if (q.ndim !== 4 || k.ndim !== 4 || v.ndim !== 4) throw new Error('attention: q, k, v must be (batch, heads, time, headDim)');
+  const [batch, heads, tq, headDim] = q.shape;
+  const [kb, kvHeads, tk, kd] = k.shape;
+  if (kb !== batch || kd !== headDim || !shapesEqual(k.shape, v.shape) || heads % kvHeads !== 0) {
+    throw new Error(`attention: incompatible shapes q ${shapeStr(q.shape)}, k ${shapeStr(k.shape)}, v ${shapeStr(v.shape)}`);
+  }
+  const keyMask = opts.keyMask ?? null;
+  if (keyMask && keyMask.length !== batch * tk) throw new Error(`attention: key mask of ${keyMask.length} for batch ${batch} × ${tk} keys`);
+  const p = {
+    batch, heads, kvHeads, tq, tk, headDim,
+    scale: opts.scale ?? 1 / Math.sqrt(headDim),
+    causal: opts.causal ?? false,
+    causalOffset: opts.causalOffset ?? tk - tq,
+    keyMask,
+  };
+  const kern = kernels();
+  const out = empty(q.shape);
+  const lse = empty([batch * heads * tq]);
+  kern.attention(q.storage, k.storage, v.storage, p, out.storage, lse.storage);
+  return record(out, 'attention', [q, k, v], (g) => {
+    const gq = q.requiresGrad ? empty(q.shape) : null;
+    const gk = k.requiresGrad ? empty(k.shape) : null;
+    const gv = v.requiresGrad ? empty(v.shape) : null;
+    kern.attentionBackward(q.storage, k.storage, v.storage, out.storage, lse.storage, g.storage, p, gq?.storage ?? null, gk?.storage ?? null, gv?.storage ?? null);
+    return [gq, gk, gv];
+  });
+}
+
+// ---------------------------------------------------------------- images
+
+export function conv2d(x: Tensor, w: Tensor, bias: Tensor | null, stride = 1, pad = 0): Tensor {
+  if (x.ndim !== 4 || w.ndim !== 4) throw new Error(`conv2d: need x (N,C,H,W) and w (Cout,Cin,kh,kw), got ${shapeStr(x.shape)} and ${shapeStr(w.shape)}`);
+  const [n, cin, h, wd] = x.shape;
+  const [cout, wcin, kh, kw] = w.shape;
+  if (wcin !== cin) throw new Error(`conv2d: input has ${cin} channels, weight expects ${wcin}`);
+  const oh = Math.floor((h + 2 * pad - kh) / stride) + 1;
+  const ow = Math.floor((wd + 2 * pad - kw) / stride) + 1;
+  if (oh <= 0 || ow <= 0) throw new Error(`conv2d: kernel ${kh}×${kw} larger than padded input ${h}×${wd}`);
+  const p = { n, cin, h, w: wd, cout, kh, kw, stride, pad, oh, ow };
+  const k = kernels();
+  const out = empty([n, cout, oh, ow]);
+  k.conv2d(x.storage, w.storage, bias?.storage ?? null, p, out.storage);
+  return record(out, 'conv2d', bias ? [x, w, bias] : [x, w], (g) => {
+    const gx = x.requiresGrad ? empty(x.shape) : null;
+    const gw = w.requiresGrad ? empty(w.shape) : null;
+    const gb = bias?.requiresGrad ? empty(bias.shape) : null;
+    k.conv2dBackward(x.storage, w.storage, g.storage, p, gx?.storage ?? null, gw?.storage ?? null, gb?.storage ?? null);
+    return bias ? [gx, gw, gb] : [gx, gw];
+  });
+}
+
+export function maxPool2d(x: Tensor, kernelSize: number, stride = kernelSize): Tensor {
+  if (x.ndim !== 4) throw new Error(`maxPool2d: need (N,C,H,W), got ${shapeStr(x.shape)}`);
+  const [n, c, h, w] = x.shape;
+  const oh = Math.floor((h - kernelSize) / stride) + 1;
+  const ow = Math.floor((w - kernelSize) / stride) + 1;
+  const p = { n, c, h, w, k: kernelSize, stride, oh, ow };
+  const out = empty([n, c, oh, ow]);
+  const argmax = new Int32Array(out.size);
+  kernels().maxPool2d(x.storage, p, out.storage, argmax);
+  return record(out, 'maxPool2d', [x], (g) => {
+    const gx = empty(x.shape);
+    kernels().maxPool2dBackward(g.storage, argmax, p, gx.storage);
+    return [gx];
+  });
+}

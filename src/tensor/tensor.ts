@@ -1,0 +1,234 @@
+// Float32 N-d tensors and reverse-mode autograd.
+//
+// A tensor is a shape plus backend storage, always contiguous row-major (views that would need
+// strides — transpose, slice, broadcast — are materialized by one gather kernel). An op records a
+// GradFn only when grad mode is on and some input requires grad, so frozen weights cost nothing in
+// backward: each GradFn checks `inputs[i].requiresGrad` and skips gradients no one needs.
+import { kernels } from './device.js';
+import type { Storage } from './kernels.js';
+
+export type Shape = readonly number[];
+
+export interface GradFn {
+  readonly name: string;
+  readonly inputs: readonly Tensor[];
+  /** Gradients for each input, null where the input needs none. Called at most once. */
+  backward(gradOut: Tensor): (Tensor | null)[];
+}
+
+let gradEnabled = true;
+
+/** Run `fn` without recording a tape (inference mode). */
+export function noGrad<T>(fn: () => T): T {
+  const prev = gradEnabled;
+  gradEnabled = false;
+  try {
+    return fn();
+  } finally {
+    gradEnabled = prev;
+  }
+}
+
+export function isGradEnabled(): boolean {
+  return gradEnabled;
+}
+
+export function sizeOf(shape: Shape): number {
+  let n = 1;
+  for (const d of shape) n *= d;
+  return n;
+}
+
+export function contiguousStrides(shape: Shape): number[] {
+  const strides = new Array<number>(shape.length);
+  let s = 1;
+  for (let i = shape.length - 1; i >= 0; i--) {
+    strides[i] = s;
+    s *= shape[i];
+  }
+  return strides;
+}
+
+export class Tensor {
+  readonly shape: readonly number[];
+  readonly size: number;
+  storage: Storage;
+  requiresGrad: boolean;
+  grad: Tensor | null = null;
+  gradFn: GradFn | null = null;
+
+  constructor(storage: Storage, shape: Shape, requiresGrad = false) {
+    const size = sizeOf(shape);
+    if (storage.length !== size) throw new Error(`tensor storage holds ${storage.length} elements, shape [${shape.join(', ')}] needs ${size}`);
+    for (const d of shape) {
+      if (!Number.isInteger(d) || d < 0) throw new Error(`invalid tensor shape [${shape.join(', ')}]`);
+    }
+    this.storage = storage;
+    this.shape = Object.freeze([...shape]);
+    this.size = size;
+    this.requiresGrad = requiresGrad;
+  }
+
+  get ndim(): number {
+    return this.shape.length;
+  }
+
+  static fromArray(data: ArrayLike<number>, shape?: Shape, requiresGrad = false): Tensor {
+    const arr = data instanceof Float32Array ? data : Float32Array.from(data);
+    return new Tensor(kernels().fromArray(arr), shape ?? [arr.length], requiresGrad);
+  }
+
+  static zeros(shape: Shape, requiresGrad = false): Tensor {
+    return new Tensor(kernels().alloc(sizeOf(shape)), shape, requiresGrad);
+  }
+
+  static full(shape: Shape, value: number, requiresGrad = false): Tensor {
+    const t = Tensor.zeros(shape, requiresGrad);
+    if (value !== 0) kernels().fill(t.storage, value);
+    return t;
+  }
+
+  static ones(shape: Shape, requiresGrad = false): Tensor {
+    return Tensor.full(shape, 1, requiresGrad);
+  }
+
+  static scalar(value: number): Tensor {
+    return Tensor.full([], value);
+  }
+
+  /** Host copy of the data. */
+  toFloat32Array(): Float32Array {
+    return kernels().read(this.storage).slice();
+  }
+
+  /** Read-only host view (no copy on CPU backends); do not mutate or keep across ops that write. */
+  data(): Float32Array {
+    return kernels().read(this.storage);
+  }
+
+  item(): number {
+    if (this.size !== 1) throw new Error(`item() needs a one-element tensor, got shape [${this.shape.join(', ')}]`);
+    return kernels().read(this.storage)[0];
+  }
+
+  /** Same storage, cut from the tape. */
+  detach(): Tensor {
+    return new Tensor(this.storage, this.shape);
+  }
+
+  clone(): Tensor {
+    const out = new Tensor(kernels().alloc(this.size), this.shape);
+    kernels().axpy(out.storage, 1, this.storage, out.storage);
+    return out;
+  }
+
+  /** Overwrite this tensor's values (no autograd). */
+  copyFrom(src: Tensor | Float32Array): void {
+    const data = src instanceof Tensor ? kernels().read(src.storage) : src;
+    if (data.length !== this.size) throw new Error(`copyFrom: ${data.length} values into a tensor of ${this.size}`);
+    kernels().write(this.storage, data, 0);
+  }
+
+  requiresGrad_(flag = true): this {
+    this.requiresGrad = flag;
+    return this;
+  }
+
+  zeroGrad(): void {
+    this.grad = null;
+  }
+
+  /** Backpropagate from this tensor (a scalar unless `gradOut` is given). */
+  backward(gradOut?: Tensor): void {
+    backward(this, gradOut);
+  }
+}
+
+/**
+ * Reverse-mode sweep. Nodes run in reverse topological order; each node's saved tensors and the
+ * gradient it consumed are dropped right after it runs, so activations die as early as possible.
+ */
+export function backward(root: Tensor, gradOut?: Tensor): void {
+  if (!root.requiresGrad) throw new Error('backward(): tensor does not require grad (were all inputs frozen, or was it computed under noGrad?)');
+  if (gradOut === undefined && root.size !== 1) throw new Error('backward(): gradOut is needed for a non-scalar tensor');
+  const order = topoOrder(root);
+  const grads = new Map<Tensor, Tensor>();
+  grads.set(root, gradOut ?? Tensor.ones(root.shape));
+  noGrad(() => {
+    for (let i = order.length - 1; i >= 0; i--) {
+      const t = order[i];
+      const g = grads.get(t);
+      const fn = t.gradFn;
+      if (fn === null) continue;
+      grads.delete(t);
+      t.gradFn = null; // frees the saved activations held by the closure
+      if (g === undefined) continue;
+      const inputGrads = fn.backward(g);
+      for (let j = 0; j < fn.inputs.length; j++) {
+        const x = fn.inputs[j];
+        const gx = inputGrads[j];
+        if (!x.requiresGrad || gx === null || gx === undefined) continue;
+        if (gx.size !== x.size) throw new Error(`internal: ${fn.name} gave a gradient of shape [${gx.shape}] for an input of shape [${x.shape}]`);
+        if (x.gradFn === null) accumulateLeaf(x, gx);
+        else {
+          const prev = grads.get(x);
+          if (prev === undefined) grads.set(x, gx);
+          else {
+            // never in place: gradient tensors may share storage with each other
+            const sum = new Tensor(kernels().alloc(x.size), x.shape);
+            kernels().axpy(prev.storage, 1, gx.storage, sum.storage);
+            grads.set(x, sum);
+          }
+        }
+      }
+    }
+  });
+}
+
+function accumulateLeaf(x: Tensor, g: Tensor): void {
+  const k = kernels();
+  if (x.grad === null) {
+    // the leaf owns its grad buffer, so later accumulation can be in place
+    const own = new Tensor(k.alloc(x.size), x.shape);
+    k.axpy(own.storage, 1, g.storage, own.storage);
+    x.grad = own;
+  } else {
+    k.axpy(x.grad.storage, 1, g.storage, x.grad.storage);
+  }
+}
+
+function topoOrder(root: Tensor): Tensor[] {
+  const order: Tensor[] = [];
+  const seen = new Set<Tensor>();
+  // iterative DFS: deep models would overflow the call stack
+  const stack: [Tensor, number][] = [[root, 0]];
+  seen.add(root);
+  while (stack.length > 0) {
+    const top = stack[stack.length - 1];
+    const [t, idx] = top;
+    const inputs = t.gradFn?.inputs ?? [];
+    if (idx < inputs.length) {
+      top[1]++;
+      const x = inputs[idx];
+      if (x.requiresGrad && !seen.has(x)) {
+        seen.add(x);
+        stack.push([x, 0]);
+      }
+    } else {
+      stack.pop();
+      order.push(t);
+    }
+  }
+  return order;
+}
+
+/** Attach a GradFn to `out` when the tape is on and some input needs a gradient. */
+export function record(out: Tensor, name: string, inputs: readonly Tensor[], backwardFn: (gradOut: Tensor) => (Tensor | null)[]): Tensor {
+  if (!gradEnabled) return out;
+  let needs = false;
+  for (const x of inputs) if (x.requiresGrad) needs = true;
+  if (!needs) return out;
+  out.requiresGrad = true;
+  out.gradFn = { name, inputs, backward: backwardFn };
+  return out;
+}
