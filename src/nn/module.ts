@@ -16,6 +16,11 @@ export class Module {
     return t;
   }
 
+  /** Drop a parameter (PEFT deleting an adapter). */
+  protected removeParameter(name: string): void {
+    this.params.delete(name);
+  }
+
   protected addBuffer(name: string, t: Tensor, persistent = true): Tensor {
     this.buffers.set(name, { tensor: t, persistent });
     return t;

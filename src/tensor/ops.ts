@@ -190,8 +190,8 @@ export function div(a: Tensor, b: Tensor): Tensor {
     const ga = a.requiresGrad || b.requiresGrad ? binary('div', g, b) : null;
     return [
       a.requiresGrad && ga ? sumToShape(ga, a.shape) : null,
-      // d(a/b)/db = -(a/b)/b
-      b.requiresGrad && ga ? sumToShape(scale(binary('mul', ga, binary('div', out, b)), -1), b.shape) : null,
+      // d(a/b)/db = -(a/b)/b, so gb = -(g/b)·(a/b) = -ga·out
+      b.requiresGrad && ga ? sumToShape(scale(binary('mul', ga, out), -1), b.shape) : null,
     ];
   });
 }

@@ -151,6 +151,12 @@ export class Tensor {
 export function backward(root: Tensor, gradOut?: Tensor): void {
   if (!root.requiresGrad) throw new Error('backward(): tensor does not require grad (were all inputs frozen, or was it computed under noGrad?)');
   if (gradOut === undefined && root.size !== 1) throw new Error('backward(): gradOut is needed for a non-scalar tensor');
+  if (gradOut !== undefined && gradOut.size !== root.size) throw new Error(`backward(): gradOut of shape [${gradOut.shape}] for a tensor of shape [${root.shape}]`);
+  if (root.gradFn === null) {
+    // a leaf, or an op that returned its input unchanged (full slice, identity permute, …)
+    accumulateLeaf(root, gradOut ?? Tensor.ones(root.shape));
+    return;
+  }
   const order = topoOrder(root);
   const grads = new Map<Tensor, Tensor>();
   grads.set(root, gradOut ?? Tensor.ones(root.shape));

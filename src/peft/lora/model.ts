@@ -1,0 +1,53 @@
+// LoRA as a PEFT method: wrap the targeted layers, map adapters to PEFT's lora_A/lora_B keys.
+import { VeraError } from '../../io/errors.js';
+import { defaultRng } from '../../tensor/index.js';
+import type { Module } from '../../nn/index.js';
+import { AdapterLayer, expectShape, type AdapterStateDict, type PeftMethod } from '../tuner.js';
+import { loraConfigToJson, parseLoraConfig, type LoraConfig } from './config.js';
+import { LoraLinear } from './layer.js';
+
+function loraLayers(model: Module, name: string): [string, LoraLinear][] {
+  const out: [string, LoraLinear][] = [];
+  for (const [path, m] of model.namedModules()) if (m instanceof LoraLinear && m.adapterNames().includes(name)) out.push([path, m]);
+  return out;
+}
+
+export const lora: PeftMethod<LoraConfig> = {
+  peftType: 'LORA',
+  parseConfig: parseLoraConfig,
+  configToJson: loraConfigToJson,
+
+  inject(model, targets, config, name) {
+    const scaling = config.useRslora ? config.loraAlpha / Math.sqrt(config.r) : config.loraAlpha / config.r;
+    const rng = defaultRng(); // seeded by manualSeed, so runs reproduce
+    for (const [path, layer] of targets) {
+      let wrapper: LoraLinear;
+      if (layer instanceof LoraLinear) wrapper = layer;
+      else if (layer instanceof AdapterLayer) throw new VeraError(`cannot add a LoRA adapter to ${path}: it already carries a ${layer.constructor.name} adapter`);
+      else {
+        wrapper = new LoraLinear(layer);
+        model.setSubmodule(path, wrapper);
+      }
+      wrapper.addAdapter(name, config.r, scaling, config.loraDropout, config.initLoraWeights, rng);
+    }
+  },
+
+  stateDict(model, _config, name) {
+    const sd: AdapterStateDict = { layers: new Map(), shared: new Map() };
+    for (const [path, layer] of loraLayers(model, name)) {
+      const a = layer.adapter(name);
+      sd.layers.set(`${path}.lora_A.weight`, a.A);
+      sd.layers.set(`${path}.lora_B.weight`, a.B);
+    }
+    return sd;
+  },
+
+  loadStateDict(model, config, name, tensors, file) {
+    for (const [path, layer] of loraLayers(model, name)) {
+      const a = layer.adapter(name);
+      const key = `base_model.model.${path}`;
+      a.A.copyFrom(expectShape(tensors, `${key}.lora_A.weight`, [config.r, layer.inFeatures], file, `(r, in_features) of ${path}`));
+      a.B.copyFrom(expectShape(tensors, `${key}.lora_B.weight`, [layer.outFeatures, config.r], file, `(out_features, r) of ${path}`));
+    }
+  },
+};

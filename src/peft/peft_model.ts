@@ -1,0 +1,375 @@
+// PeftModel: a base model plus named adapters, with PEFT's API (getPeftModel, addAdapter,
+// setAdapter, merge/unmerge/mergeAndUnload, saveAdapter, PeftModel.fromPretrained) and its on-disk
+// layout (adapter_config.json + adapter_model.safetensors). Methods plug in through PeftMethod.
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { VeraError } from '../io/errors.js';
+import { readJsonFile, writeDirAtomic } from '../io/atomic.js';
+import { SafetensorsFile, serializeSafetensors, type TensorToWrite } from '../io/safetensors.js';
+import { Tensor } from '../tensor/index.js';
+import { Linear, type Module } from '../nn/index.js';
+import { isModuleToSave, isTargetModule, sortedJson, type BasePeftConfig } from './config.js';
+import { AdapterLayer, type AdapterTensors, type PeftMethod } from './tuner.js';
+import { vera } from './vera/model.js';
+import { lora } from './lora/model.js';
+
+/** Registered methods by PEFT's peft_type. Adding a method: one folder plus one line here. */
+const METHODS: Record<string, PeftMethod> = {
+  VERA: vera as unknown as PeftMethod,
+  LORA: lora as unknown as PeftMethod,
+};
+
+export function peftMethod(peftType: string): PeftMethod {
+  const m = METHODS[peftType];
+  if (!m) throw new VeraError(`peft_type "${peftType}" is not supported (supported: ${Object.keys(METHODS).join(', ')})`);
+  return m;
+}
+
+/** Parse an adapter_config.json object into the right method's config. */
+export function parsePeftConfig(json: unknown, file: string): BasePeftConfig {
+  const t = (json as { peft_type?: unknown } | null)?.peft_type;
+  if (typeof t !== 'string') throw new VeraError(`${file}: field "peft_type" is missing`);
+  return peftMethod(t).parseConfig(json, file);
+}
+
+export const ADAPTER_CONFIG = 'adapter_config.json';
+export const ADAPTER_WEIGHTS = 'adapter_model.safetensors';
+
+export interface SaveOptions {
+  adapterName?: string;
+  /** Storage dtype of the saved tensors; F16 halves the file (the compact form). */
+  dtype?: 'F32' | 'F16';
+}
+
+export interface LoadOptions {
+  adapterName?: string;
+  isTrainable?: boolean;
+}
+
+export interface ParamCounts {
+  trainable: number;
+  all: number;
+}
+
+export class PeftModel<M extends Module = Module> {
+  readonly model: M;
+  readonly peftConfig = new Map<string, BasePeftConfig>();
+  activeAdapter: string;
+  private method: PeftMethod;
+  /** modules_to_save: per module path, the original parameters and one trainable copy per adapter. */
+  private readonly savedModules = new Map<string, { original: Map<string, Tensor>; copies: Map<string, Map<string, Tensor>> }>();
+  private disabled = false;
+  /** Adapters loaded for inference only (isTrainable false) never unfreeze. */
+  private readonly frozen = new Set<string>();
+
+  constructor(model: M, config: BasePeftConfig, adapterName = 'default') {
+    this.model = model;
+    this.method = peftMethod(config.peftType);
+    this.activeAdapter = adapterName;
+    model.requiresGrad_(false); // the base is frozen: no gradient buffers, no weight-gradient matmuls
+    this.addAdapter(adapterName, config);
+    this.setAdapter(adapterName);
+  }
+
+  /** Add adapter `name`; the active adapter does not change. */
+  addAdapter(name: string, config: BasePeftConfig): void {
+    if (this.peftConfig.has(name)) throw new VeraError(`adapter '${name}' already exists`);
+    if (config.peftType !== this.method.peftType) throw new VeraError(`adapter '${name}' is ${config.peftType}, but this model carries ${this.method.peftType} adapters; mixing methods is not supported`);
+    const targets: [string, Linear | AdapterLayer][] = [];
+    const unsupported: string[] = [];
+    for (const [path, m] of this.model.namedModules()) {
+      if (path === '' || !isTargetModule(config, path)) continue;
+      if (m instanceof Linear || m instanceof AdapterLayer) targets.push([path, m]);
+      else unsupported.push(path);
+    }
+    if (targets.length === 0) {
+      const what = typeof config.targetModules === 'string' ? `regex ${JSON.stringify(config.targetModules)}` : `[${config.targetModules.join(', ')}]`;
+      const extra = unsupported.length > 0 ? ` (matched only non-linear modules: ${unsupported.slice(0, 3).join(', ')})` : '';
+      throw new VeraError(`target_modules ${what} matched no linear layer in the model${extra}`);
+    }
+    if (unsupported.length > 0) throw new VeraError(`target_modules: ${unsupported[0]} is a ${this.model.getSubmodule(unsupported[0]).constructor.name}; only linear layers can be adapted`);
+    this.method.inject(this.model, targets, config, name);
+    this.peftConfig.set(name, config);
+    for (const [path, m] of this.model.namedModules()) {
+      if (path === '' || !isModuleToSave(config, path) || m instanceof AdapterLayer) continue;
+      let entry = this.savedModules.get(path);
+      if (!entry) {
+        entry = { original: new Map(m.ownParameters()), copies: new Map() };
+        this.savedModules.set(path, entry);
+      }
+      entry.copies.set(name, new Map([...entry.original].map(([p, t]) => [p, t.clone()])));
+    }
+    this.applyState();
+  }
+
+  /** Make `name` the active adapter: it alone trains and runs. */
+  setAdapter(name: string): void {
+    if (!this.peftConfig.has(name)) throw new VeraError(`no adapter named '${name}' (have: ${[...this.peftConfig.keys()].join(', ')})`);
+    this.activeAdapter = name;
+    this.applyState();
+  }
+
+  deleteAdapter(name: string): void {
+    if (!this.peftConfig.has(name)) throw new VeraError(`no adapter named '${name}'`);
+    if (this.peftConfig.size === 1) throw new VeraError(`cannot delete '${name}': it is the only adapter (use unload())`);
+    for (const layer of this.adapterLayers()) {
+      if (layer.mergedAdapters.includes(name)) layer.unmerge();
+      if (layer.adapterNames().includes(name)) layer.deleteAdapter(name);
+    }
+    for (const entry of this.savedModules.values()) entry.copies.delete(name);
+    this.peftConfig.delete(name);
+    if (this.activeAdapter === name) this.activeAdapter = [...this.peftConfig.keys()][0];
+    this.applyState();
+  }
+
+  /** Run the base model alone until enableAdapters(). */
+  disableAdapters(): void {
+    this.disabled = true;
+    this.applyState();
+  }
+
+  enableAdapters(): void {
+    this.disabled = false;
+    this.applyState();
+  }
+
+  /** Run `fn` with adapters disabled (PEFT's `with model.disable_adapter():`). */
+  withAdaptersDisabled<T>(fn: () => T): T {
+    const prev = this.disabled;
+    this.disableAdapters();
+    try {
+      return fn();
+    } finally {
+      if (!prev) this.enableAdapters();
+    }
+  }
+
+  get adaptersDisabled(): boolean {
+    return this.disabled;
+  }
+
+  private adapterLayers(): AdapterLayer[] {
+    const out: AdapterLayer[] = [];
+    for (const [, m] of this.model.namedModules()) if (m instanceof AdapterLayer) out.push(m);
+    return out;
+  }
+
+  /** Push active adapter, disabled flag and trainability down to every layer. */
+  private applyState(): void {
+    const name = this.activeAdapter;
+    const config = this.peftConfig.get(name);
+    for (const layer of this.adapterLayers()) {
+      layer.disabled = this.disabled;
+      layer.activeAdapters = layer.adapterNames().includes(name) ? [name] : [];
+      for (const n of layer.adapterNames()) {
+        const train = n === name && !this.disabled && !this.frozen.has(n);
+        for (const t of layer.trainableTensors(n)) t.requiresGrad = train;
+      }
+    }
+    for (const [path, entry] of this.savedModules) {
+      const m = this.model.getSubmodule(path);
+      const copy = this.disabled ? undefined : entry.copies.get(name);
+      for (const [p, original] of entry.original) {
+        const use = copy?.get(p) ?? original;
+        m.setParameter(p, use);
+        use.requiresGrad = copy !== undefined;
+      }
+    }
+    if (config) for (const [, t] of this.biasParameters(config)) t.requiresGrad = !this.disabled;
+  }
+
+  /** Biases trained under config.bias: every bias ('all') or those of adapted layers. */
+  private biasParameters(config: BasePeftConfig): [string, Tensor][] {
+    if (config.bias === 'none') return [];
+    const out: [string, Tensor][] = [];
+    for (const [path, m] of this.model.namedModules()) {
+      const adapted = m instanceof Linear && path.endsWith('.base_layer');
+      if (config.bias !== 'all' && !adapted) continue;
+      for (const [p, t] of m.ownParameters()) if (p === 'bias') out.push([path ? `${path}.bias` : 'bias', t]);
+    }
+    return out;
+  }
+
+  /** Fold adapters (default: the active one) into the base weights. */
+  merge(names: string[] = [this.activeAdapter], opts: { safe?: boolean } = {}): void {
+    for (const n of names) if (!this.peftConfig.has(n)) throw new VeraError(`no adapter named '${n}'`);
+    for (const layer of this.adapterLayers()) {
+      layer.merge(names.filter((n) => layer.adapterNames().includes(n)), opts.safe ?? false);
+    }
+  }
+
+  unmerge(): void {
+    for (const layer of this.adapterLayers()) layer.unmerge();
+  }
+
+  /** Merge the active adapter and return the plain base model (adapter layers removed). */
+  mergeAndUnload(opts: { safe?: boolean; adapterNames?: string[] } = {}): M {
+    this.merge(opts.adapterNames ?? [this.activeAdapter], opts);
+    return this.unload();
+  }
+
+  /** Remove every adapter layer without merging; modules_to_save keep the active adapter's weights. */
+  unload(): M {
+    for (const [path, m] of [...this.model.namedModules()]) {
+      if (m instanceof AdapterLayer) this.model.setSubmodule(path, m.base_layer);
+    }
+    this.savedModules.clear();
+    return this.model;
+  }
+
+  /** Trainable tensors with their parameter paths. */
+  trainableParameters(): [string, Tensor][] {
+    return this.model.namedParameters().filter(([, t]) => t.requiresGrad);
+  }
+
+  getNbTrainableParameters(): ParamCounts {
+    let trainable = 0;
+    let all = 0;
+    for (const [, t] of this.model.namedParameters()) {
+      all += t.size;
+      if (t.requiresGrad) trainable += t.size;
+    }
+    return { trainable, all };
+  }
+
+  /** PEFT's one-liner: "trainable params: N || all params: M || trainable%: P". */
+  printTrainableParameters(log: (line: string) => void = console.log): void {
+    const { trainable, all } = this.getNbTrainableParameters();
+    log(`trainable params: ${trainable.toLocaleString('en-US')} || all params: ${all.toLocaleString('en-US')} || trainable%: ${((100 * trainable) / all).toFixed(4)}`);
+  }
+
+  /** The adapter's tensors under PEFT's saved key names. */
+  adapterStateDict(name = this.activeAdapter): Map<string, Tensor> {
+    const config = this.configOf(name);
+    const sd = this.method.stateDict(this.model, config, name);
+    const out = new Map<string, Tensor>();
+    for (const [k, t] of sd.layers) out.set(`base_model.model.${k}`, t);
+    for (const [k, t] of sd.shared) out.set(`base_model.${k}`, t);
+    for (const [k, t] of this.biasParameters(config)) out.set(`base_model.model.${k}`, t);
+    for (const [path, entry] of this.savedModules) {
+      const copy = entry.copies.get(name);
+      if (copy) for (const [p, t] of copy) out.set(`base_model.model.${path}.${p}`, t);
+    }
+    return out;
+  }
+
+  private configOf(name: string): BasePeftConfig {
+    const c = this.peftConfig.get(name);
+    if (!c) throw new VeraError(`no adapter named '${name}'`);
+    return c;
+  }
+
+  /** Write adapter_config.json + adapter_model.safetensors (atomically) into `dir`. */
+  saveAdapter(dir: string, opts: SaveOptions = {}): void {
+    const name = opts.adapterName ?? this.activeAdapter;
+    const config = { ...this.configOf(name), inferenceMode: true };
+    const tensors: Record<string, TensorToWrite> = {};
+    for (const [k, t] of this.adapterStateDict(name)) {
+      const data = t.toFloat32Array();
+      for (let i = 0; i < data.length; i++) if (!Number.isFinite(data[i])) throw new VeraError(`saveAdapter: ${k} contains NaN or Inf; refusing to save`);
+      tensors[k] = { data, shape: [...t.shape], dtype: opts.dtype ?? 'F32' };
+    }
+    writeDirAtomic(dir, {
+      [ADAPTER_CONFIG]: sortedJson(this.method.configToJson(config)),
+      [ADAPTER_WEIGHTS]: serializeSafetensors(tensors, { format: 'pt' }),
+    });
+  }
+
+  /** PEFT's name for saveAdapter. */
+  savePretrained(dir: string, opts: SaveOptions = {}): void {
+    this.saveAdapter(dir, opts);
+  }
+
+  /** Load an adapter folder (ours or PEFT's) as a new adapter on this model. */
+  loadAdapter(dir: string, opts: LoadOptions = {}): string {
+    const name = opts.adapterName ?? 'default';
+    const { config, tensors, file } = readAdapterFolder(dir);
+    this.addAdapter(name, config);
+    try {
+      loadInto(this, name, config, tensors, file);
+    } catch (e) {
+      this.deleteAdapterQuietly(name);
+      throw e;
+    }
+    if (!(opts.isTrainable ?? false)) this.freezeAdapter(name);
+    return name;
+  }
+
+  private deleteAdapterQuietly(name: string): void {
+    for (const layer of this.adapterLayers()) if (layer.adapterNames().includes(name)) layer.deleteAdapter(name);
+    for (const entry of this.savedModules.values()) entry.copies.delete(name);
+    this.peftConfig.delete(name);
+  }
+
+  private freezeAdapter(name: string): void {
+    this.frozen.add(name);
+    for (const t of this.adapterStateDict(name).values()) t.requiresGrad = false;
+  }
+
+  /** Put tensors (PEFT keys) into adapter `name`; used by loadAdapter and checkpoints. */
+  loadAdapterTensors(name: string, tensors: AdapterTensors, file: string): void {
+    loadInto(this, name, this.configOf(name), tensors, file);
+  }
+
+  /** PeftModel.from_pretrained(model, dir): wrap `model` with the adapter saved in `dir`. */
+  static fromPretrained<M extends Module>(model: M, dir: string, opts: LoadOptions = {}): PeftModel<M> {
+    const name = opts.adapterName ?? 'default';
+    const { config, tensors, file } = readAdapterFolder(dir);
+    const peft = new PeftModel(model, config, name);
+    loadInto(peft, name, config, tensors, file);
+    if (!(opts.isTrainable ?? false)) peft.freezeAdapter(name);
+    return peft;
+  }
+}
+
+/** getPeftModel(model, config): PEFT's entry point. The base model is modified in place. */
+export function getPeftModel<M extends Module>(model: M, config: BasePeftConfig, adapterName = 'default'): PeftModel<M> {
+  return new PeftModel(model, config, adapterName);
+}
+
+function readAdapterFolder(dir: string): { config: BasePeftConfig; tensors: AdapterTensors; file: string } {
+  const configPath = join(dir, ADAPTER_CONFIG);
+  const weightsPath = join(dir, ADAPTER_WEIGHTS);
+  if (!existsSync(configPath)) throw new VeraError(`${configPath}: not found (is ${dir} an adapter folder?)`);
+  const config = parsePeftConfig(readJsonFile(configPath, 'adapter config'), configPath);
+  if (!existsSync(weightsPath)) throw new VeraError(`${weightsPath}: not found`);
+  const st = SafetensorsFile.open(weightsPath);
+  const tensors: AdapterTensors = {
+    has: (k) => st.has(k),
+    shape: (k) => st.info(k).shape,
+    get: (k) => st.getFloat32(k),
+    keys: () => st.keys(),
+  };
+  return { config, tensors, file: weightsPath };
+}
+
+function loadInto(peft: PeftModel, name: string, config: BasePeftConfig, tensors: AdapterTensors, file: string): void {
+  // every key in the file must land somewhere: a stray key means the adapter was made for another model
+  const used = new Set<string>();
+  const tracked: AdapterTensors = {
+    has: (k) => tensors.has(k),
+    shape: (k) => tensors.shape(k),
+    get: (k) => {
+      used.add(k);
+      return tensors.get(k);
+    },
+    keys: () => tensors.keys(),
+  };
+  peftMethod(config.peftType).loadStateDict(peft.model, config, name, tracked, file);
+  for (const [k, t] of peft.adapterStateDict(name)) {
+    if (used.has(k)) continue;
+    if (!tracked.has(k)) {
+      throw new VeraError(`${file}: missing tensor ${k}`);
+    }
+    const shape = tracked.shape(k);
+    if (shape.length !== t.shape.length || shape.some((d, i) => d !== t.shape[i])) {
+      throw new VeraError(`${file}: ${k} has shape [${shape.join(', ')}], the model needs [${t.shape.join(', ')}]`);
+    }
+    const data = tracked.get(k);
+    for (let i = 0; i < data.length; i++) if (!Number.isFinite(data[i])) throw new VeraError(`${file}: ${k} contains NaN or Inf`);
+    t.copyFrom(data);
+  }
+  for (const k of tensors.keys()) {
+    if (!used.has(k)) throw new VeraError(`${file}: tensor ${k} matches no adapted module of this model (adapter made for a different model?)`);
+  }
+}

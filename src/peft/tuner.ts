@@ -1,0 +1,114 @@
+// The machinery every PEFT method shares: a layer that wraps a frozen base Linear and carries
+// named adapters, merging with a NaN/Inf guard, and the method interface the PeftModel drives.
+import { VeraError } from '../io/errors.js';
+import { F, Tensor, noGrad } from '../tensor/index.js';
+import { Linear, Module } from '../nn/index.js';
+import type { BasePeftConfig } from './config.js';
+
+/** A wrapped Linear (or Conv1D) carrying one or more adapters; `base_layer` is the frozen original. */
+export abstract class AdapterLayer extends Module {
+  readonly base_layer: Linear;
+  readonly inFeatures: number;
+  readonly outFeatures: number;
+  activeAdapters: string[] = [];
+  mergedAdapters: string[] = [];
+  disabled = false;
+
+  constructor(base: Linear) {
+    super();
+    this.base_layer = this.addModule('base_layer', base);
+    this.inFeatures = base.inFeatures;
+    this.outFeatures = base.outFeatures;
+  }
+
+  abstract adapterNames(): string[];
+  /** The tensors adapter `name` trains (what the PeftModel unfreezes when it is active). */
+  abstract trainableTensors(name: string): Tensor[];
+  abstract deleteAdapter(name: string): void;
+  /** ΔW in the base weight's storage layout ((out, in), or (in, out) for fan-in-fan-out). */
+  abstract deltaWeight(name: string): Tensor;
+  /** The adapter's contribution to the output for input x. */
+  protected abstract adapterForward(name: string, x: Tensor): Tensor;
+
+  forward(x: Tensor): Tensor {
+    // merged weights must come out before the base alone can answer
+    if (this.disabled && this.mergedAdapters.length > 0) this.unmerge();
+    let y = this.base_layer.forward(x);
+    if (this.disabled) return y;
+    for (const name of this.activeAdapters) {
+      if (this.mergedAdapters.includes(name)) continue;
+      y = F.add(y, this.adapterForward(name, x));
+    }
+    return y;
+  }
+
+  /** Fold adapters into the base weight. With `safe`, refuse (and change nothing) if the result holds NaN/Inf. */
+  merge(names: string[] = this.activeAdapters, safe = false): void {
+    noGrad(() => {
+      for (const name of names) {
+        if (this.mergedAdapters.includes(name)) continue;
+        const w = this.base_layer.weight;
+        const merged = F.add(w, this.deltaWeight(name));
+        if (safe) {
+          const data = merged.data();
+          for (let i = 0; i < data.length; i++) {
+            if (!Number.isFinite(data[i])) throw new VeraError(`merge: adapter '${name}' would put NaN/Inf into ${this.constructor.name} weights; refusing to merge`);
+          }
+        }
+        w.copyFrom(merged);
+        this.mergedAdapters.push(name);
+      }
+    });
+  }
+
+  unmerge(): void {
+    noGrad(() => {
+      while (this.mergedAdapters.length > 0) {
+        const name = this.mergedAdapters.pop()!;
+        const w = this.base_layer.weight;
+        w.copyFrom(F.sub(w, this.deltaWeight(name)));
+      }
+    });
+  }
+}
+
+/** What a PEFT method (one folder under peft/) provides to the PeftModel. */
+export interface PeftMethod<C extends BasePeftConfig = BasePeftConfig> {
+  readonly peftType: string;
+  parseConfig(json: unknown, file: string): C;
+  configToJson(config: C): Record<string, unknown>;
+  /** Wrap the targeted layers of `model` (already matched) and create adapter `name` on them. */
+  inject(model: Module, targets: [string, Linear | AdapterLayer][], config: C, name: string): void;
+  /** The adapter's trainable tensors as PEFT saves them (keys without the "base_model.model." prefix for per-layer tensors). */
+  stateDict(model: Module, config: C, name: string): AdapterStateDict;
+  /** Load tensors saved by `stateDict` (or by PEFT) into adapter `name`; throw VeraError on mismatch. */
+  loadStateDict(model: Module, config: C, name: string, tensors: AdapterTensors, file: string): void;
+  /** Per-adapter shared state (VeRA's projections); deleted with the adapter. */
+  deleteShared?(name: string): void;
+}
+
+export interface AdapterStateDict {
+  /** "<module path>.<param>" → tensor; saved as "base_model.model.<key>". */
+  layers: Map<string, Tensor>;
+  /** Saved as "base_model.<key>" (e.g. vera_A). */
+  shared: Map<string, Tensor>;
+}
+
+export interface AdapterTensors {
+  has(key: string): boolean;
+  shape(key: string): readonly number[];
+  get(key: string): Float32Array;
+  keys(): string[];
+}
+
+/** Check a loaded tensor's shape; one-line error naming the file and key. */
+export function expectShape(tensors: AdapterTensors, key: string, shape: readonly number[], file: string, why = ''): Float32Array {
+  if (!tensors.has(key)) throw new VeraError(`${file}: missing tensor ${key}`);
+  const got = tensors.shape(key);
+  if (got.length !== shape.length || got.some((d, i) => d !== shape[i])) {
+    throw new VeraError(`${file}: ${key} has shape [${got.join(', ')}], the model needs [${shape.join(', ')}]${why ? ` (${why})` : ''}`);
+  }
+  const data = tensors.get(key);
+  for (let i = 0; i < data.length; i++) if (!Number.isFinite(data[i])) throw new VeraError(`${file}: ${key} contains NaN or Inf`);
+  return data;
+}

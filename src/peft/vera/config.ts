@@ -1,0 +1,100 @@
+// VeraConfig: PEFT's fields and defaults, plus the paper's ablation switches.
+import { VeraError } from '../../io/errors.js';
+import { ConfigReader, readBaseFields, writeBaseFields, type BasePeftConfig } from '../config.js';
+
+export type ProjectionInit = 'kaiming_uniform' | 'kaiming_normal' | 'uniform';
+/** Paper §4.6: "only d" freezes λb at 1 (d starts at dInitial, 0 in the paper); "only b" freezes λd at 1. */
+export type VeraAblation = 'only_d' | 'only_b' | null;
+
+export interface VeraConfig extends BasePeftConfig {
+  readonly peftType: 'VERA';
+  /** Rank of the shared projections. */
+  r: number;
+  /** Seed of the PRNG that generates A and B. */
+  projectionPrngKey: number;
+  /** Store A and B in the adapter file (otherwise regenerated from the seed on load). */
+  saveProjection: boolean;
+  veraDropout: number;
+  /** Initial value of every λd entry. */
+  dInitial: number;
+  /** false: λd ~ N(0,1), λb = 1 (non-identity start, as PEFT's init_weights=False). */
+  initWeights: boolean;
+  // Ablations from the paper. Not PEFT fields: written to JSON only when not at their defaults.
+  ablation: VeraAblation;
+  /** One random pair per layer instead of one shared pair. */
+  uniqueProjections: boolean;
+  projectionInit: ProjectionInit;
+}
+
+export type VeraConfigInit = Partial<Omit<VeraConfig, 'peftType'>> & Pick<VeraConfig, 'targetModules'>;
+
+export function veraConfig(init: VeraConfigInit): VeraConfig {
+  const c: VeraConfig = {
+    peftType: 'VERA',
+    r: 256,
+    projectionPrngKey: 0,
+    saveProjection: true,
+    veraDropout: 0,
+    dInitial: 0.1,
+    initWeights: true,
+    ablation: null,
+    uniqueProjections: false,
+    projectionInit: 'kaiming_uniform',
+    layersToTransform: null,
+    layersPattern: null,
+    modulesToSave: null,
+    bias: 'none',
+    fanInFanOut: false,
+    baseModelNameOrPath: null,
+    taskType: null,
+    inferenceMode: false,
+    ...init,
+  };
+  validateVeraConfig(c, 'VeraConfig');
+  return c;
+}
+
+export function validateVeraConfig(c: VeraConfig, where: string): void {
+  if (!Number.isInteger(c.r) || c.r <= 0) throw new VeraError(`${where}: r must be a positive integer, got ${c.r}`);
+  if (!Number.isInteger(c.projectionPrngKey) || c.projectionPrngKey < 0) throw new VeraError(`${where}: projection_prng_key must be a non-negative integer, got ${c.projectionPrngKey}`);
+  if (!(c.veraDropout >= 0 && c.veraDropout < 1)) throw new VeraError(`${where}: vera_dropout must be in [0, 1), got ${c.veraDropout}`);
+  if (!Number.isFinite(c.dInitial)) throw new VeraError(`${where}: d_initial must be finite, got ${c.dInitial}`);
+  if (c.bias === 'lora_only') throw new VeraError(`${where}: bias must be none, all or vera_only`);
+  if (Array.isArray(c.targetModules) && c.targetModules.length === 0) throw new VeraError(`${where}: target_modules is empty`);
+}
+
+export function parseVeraConfig(json: unknown, file: string): VeraConfig {
+  const r = ConfigReader.from(json, file);
+  const c: VeraConfig = {
+    peftType: 'VERA',
+    ...readBaseFields(r, ['none', 'all', 'vera_only']),
+    r: r.int('r', 256),
+    projectionPrngKey: r.int('projection_prng_key', 0),
+    saveProjection: r.bool('save_projection', true),
+    veraDropout: r.num('vera_dropout', 0),
+    dInitial: r.num('d_initial', 0.1),
+    initWeights: r.bool('init_weights', true),
+    ablation: r.has('ablation') ? r.oneOf('ablation', ['only_d', 'only_b'] as const, 'only_d') : null,
+    uniqueProjections: r.bool('unique_projections', false),
+    projectionInit: r.oneOf('projection_init', ['kaiming_uniform', 'kaiming_normal', 'uniform'] as const, 'kaiming_uniform'),
+  };
+  validateVeraConfig(c, file);
+  return c;
+}
+
+export function veraConfigToJson(c: VeraConfig): Record<string, unknown> {
+  const json: Record<string, unknown> = {
+    ...writeBaseFields(c),
+    d_initial: c.dInitial,
+    init_weights: c.initWeights,
+    projection_prng_key: c.projectionPrngKey,
+    r: c.r,
+    save_projection: c.saveProjection,
+    vera_dropout: c.veraDropout,
+  };
+  // keep default adapters byte-compatible with PEFT's VeraConfig
+  if (c.ablation !== null) json.ablation = c.ablation;
+  if (c.uniqueProjections) json.unique_projections = true;
+  if (c.projectionInit !== 'kaiming_uniform') json.projection_init = c.projectionInit;
+  return json;
+}

@@ -1,0 +1,133 @@
+// VeRA as a PEFT method: size and generate the shared projections, wrap the targeted layers,
+// and map adapters to and from PEFT's saved keys.
+import { VeraError } from '../../io/errors.js';
+import { Rng, Tensor } from '../../tensor/index.js';
+import type { Linear, Module } from '../../nn/index.js';
+import { AdapterLayer, expectShape, type AdapterStateDict, type AdapterTensors, type PeftMethod } from '../tuner.js';
+import { parseVeraConfig, veraConfigToJson, type ProjectionInit, type VeraConfig } from './config.js';
+import { VeraLinear, type VeraProjections } from './layer.js';
+
+/**
+ * Fill an (rows, cols) matrix as PEFT's _kaiming_init does: fan_in = cols, bound = √(6/fan_in),
+ * drawn with torch's float32 uniform_ from the generator's stream (A first, then B).
+ */
+function initMatrix(rows: number, cols: number, init: ProjectionInit, rng: Rng): Tensor {
+  const data = new Float32Array(rows * cols);
+  if (init === 'kaiming_uniform') {
+    const bound = Math.fround(Math.sqrt(6 / cols)); // torch passes the bound as a float32 scalar
+    rng.fillUniform(data, -bound, bound);
+  } else if (init === 'kaiming_normal') {
+    rng.fillNormal(data, 0, Math.sqrt(2 / cols));
+  } else {
+    rng.fillUniform(data, 0, 0.1); // the paper's "uniform [0, 0.1]" ablation
+  }
+  return new Tensor(Tensor.fromArray(data).storage, [rows, cols]);
+}
+
+/** The shared pair for one adapter, exactly as PEFT makes it from projection_prng_key. */
+export function generateProjections(r: number, maxIn: number, maxOut: number, key: number, init: ProjectionInit = 'kaiming_uniform', rng = new Rng(key)): VeraProjections {
+  const A = initMatrix(r, maxIn, init, rng);
+  const B = initMatrix(maxOut, r, init, rng);
+  return { A, B };
+}
+
+function baseOf(layer: Linear | AdapterLayer): Linear {
+  return layer instanceof AdapterLayer ? layer.base_layer : layer;
+}
+
+function veraLayers(model: Module, name: string): [string, VeraLinear][] {
+  const out: [string, VeraLinear][] = [];
+  for (const [path, m] of model.namedModules()) if (m instanceof VeraLinear && m.adapterNames().includes(name)) out.push([path, m]);
+  return out;
+}
+
+export const vera: PeftMethod<VeraConfig> = {
+  peftType: 'VERA',
+  parseConfig: parseVeraConfig,
+  configToJson: veraConfigToJson,
+
+  inject(model, targets, config, name) {
+    let maxIn = 0;
+    let maxOut = 0;
+    for (const [, layer] of targets) {
+      maxIn = Math.max(maxIn, baseOf(layer).inFeatures);
+      maxOut = Math.max(maxOut, baseOf(layer).outFeatures);
+    }
+    const rng = new Rng(config.projectionPrngKey);
+    const shared = config.uniqueProjections ? null : generateProjections(config.r, maxIn, maxOut, config.projectionPrngKey, config.projectionInit, rng);
+    const onlyD = config.ablation === 'only_d';
+    const onlyB = config.ablation === 'only_b';
+    for (const [path, layer] of targets) {
+      let wrapper: VeraLinear;
+      if (layer instanceof VeraLinear) wrapper = layer;
+      else if (layer instanceof AdapterLayer) throw new VeraError(`cannot add a VeRA adapter to ${path}: it already carries a ${layer.constructor.name} adapter`);
+      else {
+        wrapper = new VeraLinear(layer);
+        model.setSubmodule(path, wrapper);
+      }
+      const base = wrapper.base_layer;
+      const projections = shared ?? generateProjections(config.r, base.inFeatures, base.outFeatures, config.projectionPrngKey, config.projectionInit, rng);
+      wrapper.addAdapter(name, projections, {
+        dInitial: onlyB ? 1 : config.dInitial,
+        bInitial: onlyD ? 1 : 0,
+        dropout: config.veraDropout,
+        trainD: !onlyB,
+        trainB: !onlyD,
+      });
+      if (!config.initWeights) {
+        const a = wrapper.adapter(name);
+        a.lambdaD.copyFrom(rng.fillNormal(new Float32Array(config.r)));
+        a.lambdaB.copyFrom(new Float32Array(base.outFeatures).fill(1));
+      }
+    }
+  },
+
+  stateDict(model, config, name) {
+    const sd: AdapterStateDict = { layers: new Map(), shared: new Map() };
+    const layers = veraLayers(model, name);
+    for (const [path, layer] of layers) {
+      const a = layer.adapter(name);
+      sd.layers.set(`${path}.vera_lambda_b`, a.lambdaB);
+      sd.layers.set(`${path}.vera_lambda_d`, a.lambdaD);
+      if (config.saveProjection && config.uniqueProjections) {
+        sd.layers.set(`${path}.vera_A`, a.projections.A);
+        sd.layers.set(`${path}.vera_B`, a.projections.B);
+      }
+    }
+    if (config.saveProjection && !config.uniqueProjections && layers.length > 0) {
+      const p = layers[0][1].adapter(name).projections;
+      sd.shared.set('vera_A', p.A);
+      sd.shared.set('vera_B', p.B);
+    }
+    return sd;
+  },
+
+  loadStateDict(model, config, name, tensors, file) {
+    const layers = veraLayers(model, name);
+    const loadProjection = (key: string, target: Tensor): void => {
+      // PEFT writes vera_A/vera_B when save_projection is true; otherwise they are regenerated from the seed
+      if (!tensors.has(key)) {
+        if (config.saveProjection) throw new VeraError(`${file}: missing ${key} although adapter_config.json says save_projection: true`);
+        return;
+      }
+      target.copyFrom(expectShape(tensors, key, target.shape, file, 'VeRA projection (r, max in) / (max out, r) over the targeted layers'));
+    };
+    if (!config.uniqueProjections && layers.length > 0) {
+      const p = layers[0][1].adapter(name).projections;
+      loadProjection('base_model.vera_A', p.A);
+      loadProjection('base_model.vera_B', p.B);
+    }
+    for (const [path, layer] of layers) {
+      const a = layer.adapter(name);
+      const key = `base_model.model.${path}`;
+      a.lambdaB.copyFrom(expectShape(tensors, `${key}.vera_lambda_b`, [layer.outFeatures], file, `out_features of ${path}`));
+      a.lambdaD.copyFrom(expectShape(tensors, `${key}.vera_lambda_d`, [config.r], file, 'r'));
+      if (config.uniqueProjections) {
+        loadProjection(`${key}.vera_A`, a.projections.A);
+        loadProjection(`${key}.vera_B`, a.projections.B);
+      }
+    }
+  },
+};
+
+export type { AdapterTensors };
