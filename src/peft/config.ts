@@ -1,5 +1,7 @@
 // What every PEFT method's config shares, and how PEFT decides which modules a config targets.
-import { VeraError } from '../io/errors.js';
+import { ConfigReader } from '../io/config-reader.js';
+
+export { ConfigReader };
 
 export type BiasMode = 'none' | 'all' | 'vera_only' | 'lora_only';
 
@@ -53,99 +55,6 @@ function layerIndex(path: string, patterns: string[] | string | null): number | 
 
 export function isModuleToSave(config: BasePeftConfig, path: string): boolean {
   return (config.modulesToSave ?? []).some((name) => path === name || path.endsWith(`.${name}`));
-}
-
-// ---------------------------------------------------------------- JSON field readers
-
-/** Reads PEFT's snake_case JSON fields with one-line errors naming the file and field. */
-export class ConfigReader {
-  constructor(private readonly json: Record<string, unknown>, private readonly file: string) {}
-
-  static from(json: unknown, file: string): ConfigReader {
-    if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new VeraError(`${file}: expected a JSON object`);
-    return new ConfigReader(json as Record<string, unknown>, file);
-  }
-
-  private bad(field: string, what: string): never {
-    throw new VeraError(`${this.file}: field "${field}" ${what}`);
-  }
-
-  has(field: string): boolean {
-    return this.json[field] !== undefined && this.json[field] !== null;
-  }
-
-  int(field: string, def: number, min = -Infinity): number {
-    const v = this.json[field];
-    if (v === undefined || v === null) return def;
-    if (typeof v !== 'number' || !Number.isInteger(v)) this.bad(field, `must be an integer, got ${JSON.stringify(v)}`);
-    if (v < min) this.bad(field, `must be ≥ ${min}, got ${v}`);
-    return v;
-  }
-
-  num(field: string, def: number): number {
-    const v = this.json[field];
-    if (v === undefined || v === null) return def;
-    if (typeof v !== 'number' || !Number.isFinite(v)) this.bad(field, `must be a finite number, got ${JSON.stringify(v)}`);
-    return v;
-  }
-
-  bool(field: string, def: boolean): boolean {
-    const v = this.json[field];
-    if (v === undefined || v === null) return def;
-    if (typeof v !== 'boolean') this.bad(field, `must be true or false, got ${JSON.stringify(v)}`);
-    return v;
-  }
-
-  str(field: string, def: string | null): string | null {
-    const v = this.json[field];
-    if (v === undefined || v === null) return def;
-    if (typeof v !== 'string') this.bad(field, `must be a string, got ${JSON.stringify(v)}`);
-    return v;
-  }
-
-  oneOf<T extends string>(field: string, options: readonly T[], def: T): T {
-    const v = this.str(field, def);
-    if (!options.includes(v as T)) this.bad(field, `must be one of ${options.join(', ')}, got ${JSON.stringify(v)}`);
-    return v as T;
-  }
-
-  strList(field: string): string[] | null {
-    const v = this.json[field];
-    if (v === undefined || v === null) return null;
-    if (!Array.isArray(v) || !v.every((s) => typeof s === 'string')) this.bad(field, 'must be a list of strings');
-    return v as string[];
-  }
-
-  /** target_modules: list of names or one regex string. */
-  targets(field: string): string[] | string {
-    const v = this.json[field];
-    if (typeof v === 'string') {
-      try {
-        new RegExp(v);
-      } catch (e) {
-        this.bad(field, `is not a valid regex: ${(e as Error).message}`);
-      }
-      return v;
-    }
-    const list = this.strList(field);
-    if (list === null || list.length === 0) this.bad(field, 'is required: a list of module names or a regex');
-    return list;
-  }
-
-  intOrIntList(field: string): number[] | number | null {
-    const v = this.json[field];
-    if (v === undefined || v === null) return null;
-    if (typeof v === 'number' && Number.isInteger(v)) return v;
-    if (Array.isArray(v) && v.every((x) => typeof x === 'number' && Number.isInteger(x))) return v as number[];
-    this.bad(field, 'must be an integer or a list of integers');
-  }
-
-  strOrStrList(field: string): string[] | string | null {
-    const v = this.json[field];
-    if (v === undefined || v === null) return null;
-    if (typeof v === 'string') return v;
-    return this.strList(field);
-  }
 }
 
 /** Shared fields, read from PEFT's JSON. */

@@ -1,0 +1,237 @@
+// Loading and saving model folders in Hugging Face's layout (config.json + model.safetensors or a
+// sharded index), dispatching on config.json's `model_type` through a registry of model families.
+// Loading records where each parameter came from (key, dtype, shape) so a merged model can be
+// written back with exactly the input's tensor names, shapes and dtypes.
+import * as path from 'node:path';
+import type { Module } from '../nn/index.js';
+import type { Rng, Tensor } from '../tensor/index.js';
+import { readJsonFile, writeDirAtomic } from '../io/atomic.js';
+import { fail } from '../io/errors.js';
+import { loadCheckpointTensors, serializeSafetensors, type CheckpointTensors, type Dtype, type TensorToWrite, type WriteDtype } from '../io/safetensors.js';
+import { asJsonObject, type JsonObject } from './config.js';
+import { SkipInitRng } from './common.js';
+import { GPT2LMHeadModel, gpt2ConfigFromJson, gpt2ConfigToJson } from './gpt2.js';
+import { CNN, cnnConfigFromJson, cnnConfigToJson } from './cnn.js';
+import { MLP, mlpConfigFromJson, mlpConfigToJson } from './mlp.js';
+
+// ---------------------------------------------------------------- registry
+
+/** Every model `loadPretrained` can return; `modelType` (config.json's model_type) tells them apart. */
+export type PretrainedModel = GPT2LMHeadModel | CNN | MLP;
+export type ModelType = PretrainedModel['modelType'];
+export type ModelOf<K extends ModelType> = Extract<PretrainedModel, { modelType: K }>;
+
+export interface BuildOptions {
+  /** Generator for the random initialization (default: the global one). */
+  rng?: Rng;
+  /** false skips random initialization (weights start at zero): the model is about to be loaded. */
+  init?: boolean;
+}
+
+/** What the loader needs to know about one model family. A new family adds one entry to FAMILIES. */
+export interface ModelFamily<M extends PretrainedModel> {
+  fromConfig(json: JsonObject, file: string, opts: BuildOptions): M;
+  configToJson(config: M['config']): JsonObject;
+  /** The state-dict path a checkpoint key loads into, or null for tensors to skip (legacy buffers). */
+  checkpointPath(key: string): string | null;
+}
+
+const initRng = (opts: BuildOptions): Rng | undefined => (opts.init === false ? new SkipInitRng() : opts.rng);
+
+const FAMILIES: { [K in ModelType]: ModelFamily<ModelOf<K>> } = {
+  gpt2: {
+    fromConfig: (json, file, opts) => new GPT2LMHeadModel(gpt2ConfigFromJson(json, file), opts),
+    configToJson: gpt2ConfigToJson,
+    checkpointPath(key) {
+      // the causal-mask buffers of older checkpoints are not parameters (HF ignores them too)
+      if (/^(transformer\.)?h\.\d+\.attn\.(bias|masked_bias)$/.test(key)) return null;
+      // GPT2Model checkpoints (the original openai `gpt2`) have no `transformer.` prefix
+      return key.startsWith('transformer.') || key.startsWith('lm_head.') ? key : `transformer.${key}`;
+    },
+  },
+  vera_cnn: {
+    fromConfig: (json, file, opts) => new CNN(cnnConfigFromJson(json, file), initRng(opts)),
+    configToJson: cnnConfigToJson,
+    checkpointPath: (key) => key,
+  },
+  vera_mlp: {
+    fromConfig: (json, file, opts) => new MLP(mlpConfigFromJson(json, file), initRng(opts)),
+    configToJson: mlpConfigToJson,
+    checkpointPath: (key) => key,
+  },
+};
+
+export const MODEL_TYPES = Object.keys(FAMILIES) as ModelType[];
+
+function familyOf(json: JsonObject, file: string): ModelFamily<PretrainedModel> {
+  const type = json['model_type'];
+  if (type === undefined || type === null) fail(`${file}: field "model_type" is required`);
+  if (typeof type !== 'string' || !Object.prototype.hasOwnProperty.call(FAMILIES, type)) {
+    fail(`${file}: unsupported model_type ${JSON.stringify(type)} (supported: ${MODEL_TYPES.join(', ')})`);
+  }
+  return FAMILIES[type as ModelType] as ModelFamily<PretrainedModel>;
+}
+
+/** A model built from config.json contents (`model_type` picks the family), randomly initialized. */
+export function modelFromConfig(json: unknown, file: string, opts: BuildOptions = {}): PretrainedModel {
+  const obj = asJsonObject(json, file);
+  return familyOf(obj, file).fromConfig(obj, file, opts);
+}
+
+/** The config.json that describes `model`. */
+export function modelConfigJson(model: PretrainedModel): JsonObject {
+  return (FAMILIES[model.modelType] as ModelFamily<PretrainedModel>).configToJson(model.config);
+}
+
+// ---------------------------------------------------------------- loading
+
+/** One tensor of a checkpoint as it was stored. */
+export interface CheckpointEntry {
+  key: string;
+  dtype: Dtype;
+  shape: number[];
+}
+
+/** A stored tensor that is not a model parameter; saving writes it back unchanged. */
+export interface CheckpointExtra extends CheckpointEntry {
+  /** The parameter it duplicates (a tied `lm_head.weight`), whose current value is written; else null. */
+  tiedTo: string | null;
+  /** The stored values (read from the original checkpoint on each call). */
+  data(): Float32Array;
+}
+
+export interface CheckpointInfo {
+  /** The checkpoint as named in messages: its model.safetensors or model.safetensors.index.json. */
+  source: string;
+  files: string[];
+  /** Model parameter path (as in namedParameters) → the stored tensor it was loaded from. */
+  params: Map<string, CheckpointEntry>;
+  /** Stored tensors that are not parameters: legacy buffers (attn.bias), tied duplicates. */
+  extras: CheckpointExtra[];
+}
+
+export type LoadedModel = {
+  [K in ModelType]: {
+    modelType: K;
+    model: ModelOf<K>;
+    config: ModelOf<K>['config'];
+    /** config.json as read (saving a merged model writes it back). */
+    configJson: JsonObject;
+    checkpoint: CheckpointInfo;
+  };
+}[ModelType];
+
+const FLOAT_DTYPES: readonly Dtype[] = ['F32', 'F16', 'BF16', 'F64'];
+const shapeStr = (s: readonly number[]): string => `[${s.join(', ')}]`;
+
+function checkpointSource(ckpt: CheckpointTensors): string {
+  const [only] = ckpt.files;
+  const single = ckpt.files.length === 1 && (only === ckpt.dir || only === path.join(ckpt.dir, 'model.safetensors'));
+  return single ? only : path.join(ckpt.dir, 'model.safetensors.index.json');
+}
+
+/** Parameters and persistent buffers, each tensor once, under its first name. */
+function ownedTensors(model: Module): Map<string, Tensor> {
+  const out = new Map<string, Tensor>(model.namedParameters());
+  const seen = new Set(out.values());
+  for (const [p, t] of model.namedBuffers('', true)) if (!seen.has(t)) out.set(p, t);
+  return out;
+}
+
+/**
+ * Copies a checkpoint into `model` (any float dtype, computed in float32). Every parameter must be
+ * present with its exact shape, and every stored tensor must be a parameter, a tied alias of one,
+ * or skipped by `checkpointPath`; otherwise a one-line VeraError names the file and the key.
+ */
+export function loadCheckpointInto(model: Module, ckpt: CheckpointTensors, checkpointPath: (key: string) => string | null = (k) => k): CheckpointInfo {
+  const source = checkpointSource(ckpt);
+  const state = model.stateDict();
+  const owned = ownedTensors(model);
+  const ownerOf = new Map<Tensor, string>([...owned].map(([p, t]) => [t, p]));
+  const params = new Map<string, CheckpointEntry>();
+  const extras: CheckpointExtra[] = [];
+  const loads: [Tensor, () => Float32Array][] = [];
+  // check everything before reading any data, so a bad checkpoint fails fast
+  for (const key of ckpt.names) {
+    const stored = ckpt.get(key);
+    const entry: CheckpointEntry = { key, dtype: stored.dtype, shape: [...stored.shape] };
+    const target = checkpointPath(key);
+    if (target === null) {
+      extras.push({ ...entry, tiedTo: null, data: stored.data });
+      continue;
+    }
+    const t = state.get(target);
+    if (t === undefined) fail(`${stored.file}: unexpected tensor "${key}" (the model has no parameter "${target}")`);
+    if (!FLOAT_DTYPES.includes(stored.dtype)) fail(`${stored.file}: ${key} has dtype ${stored.dtype}, expected a floating-point dtype`);
+    if (stored.shape.length !== t.ndim || stored.shape.some((d, i) => d !== t.shape[i])) {
+      fail(`${stored.file}: ${key} has shape ${shapeStr(stored.shape)}, expected ${shapeStr(t.shape)}`);
+    }
+    const owner = ownerOf.get(t)!;
+    if (owner !== target) {
+      extras.push({ ...entry, tiedTo: owner, data: stored.data }); // e.g. lm_head.weight of a tied model
+      continue;
+    }
+    const previous = params.get(owner);
+    if (previous) fail(`${stored.file}: tensors "${previous.key}" and "${key}" both hold parameter "${owner}"`);
+    params.set(owner, entry);
+    loads.push([t, stored.data]);
+  }
+  for (const [p, t] of owned) if (!params.has(p)) fail(`${source}: missing tensor "${p}" (shape ${shapeStr(t.shape)})`);
+  for (const [t, data] of loads) t.copyFrom(data());
+  return { source, files: [...ckpt.files], params, extras };
+}
+
+/**
+ * Loads a model folder: config.json (its `model_type` picks the family) and model.safetensors or a
+ * sharded model.safetensors.index.json. The model is returned in eval mode, as transformers does.
+ */
+export function loadPretrained(dir: string): LoadedModel {
+  const configFile = path.join(dir, 'config.json');
+  const configJson = asJsonObject(readJsonFile(configFile, 'model config'), configFile);
+  const family = familyOf(configJson, configFile);
+  const model = family.fromConfig(configJson, configFile, { init: false });
+  const checkpoint = loadCheckpointInto(model, loadCheckpointTensors(dir), family.checkpointPath);
+  model.eval();
+  return { modelType: model.modelType, model, config: model.config, configJson, checkpoint } as LoadedModel;
+}
+
+// ---------------------------------------------------------------- saving
+
+/** Dtypes the writer cannot produce (F64) are stored as F32. */
+function writeDtype(dtype: Dtype | undefined): WriteDtype {
+  return dtype === 'F16' || dtype === 'BF16' ? dtype : 'F32';
+}
+
+/**
+ * Writes `dir/config.json` and `dir/model.safetensors` together (atomically). Without `keyMap`
+ * tensors are stored as F32 under their parameter paths (tied weights once, as transformers does).
+ * With the `checkpoint` info of the loaded model, every tensor goes back under its original key and
+ * dtype, and the checkpoint's extra tensors (buffers, tied duplicates) are written too, so the
+ * output holds exactly the input's tensor names, shapes and dtypes.
+ */
+export function savePretrained(dir: string, model: Module, configJson: JsonObject, keyMap?: CheckpointInfo): void {
+  const owned = ownedTensors(model);
+  const tensors: Record<string, TensorToWrite> = {};
+  const put = (key: string, data: Float32Array, shape: readonly number[], dtype?: Dtype): void => {
+    if (Object.prototype.hasOwnProperty.call(tensors, key)) throw new Error(`savePretrained: two tensors map to key "${key}"`);
+    tensors[key] = { data, shape: [...shape], dtype: writeDtype(dtype) };
+  };
+  for (const [p, t] of owned) {
+    const entry = keyMap?.params.get(p);
+    if (keyMap && !entry) throw new Error(`savePretrained: parameter "${p}" is not in the checkpoint key map (was the model changed since loading?)`);
+    if (entry && shapeStr(entry.shape) !== shapeStr(t.shape)) throw new Error(`savePretrained: parameter "${p}" has shape ${shapeStr(t.shape)}, the checkpoint's ${shapeStr(entry.shape)}`);
+    put(entry?.key ?? p, t.data(), t.shape, entry?.dtype);
+  }
+  if (keyMap) {
+    for (const p of keyMap.params.keys()) if (!owned.has(p)) throw new Error(`savePretrained: checkpoint parameter "${p}" is not in the model`);
+    for (const e of keyMap.extras) {
+      const tied = e.tiedTo === null ? undefined : owned.get(e.tiedTo);
+      if (e.tiedTo !== null && !tied) throw new Error(`savePretrained: "${e.key}" is tied to "${e.tiedTo}", which the model lacks`);
+      put(e.key, tied ? tied.data() : e.data(), e.shape, e.dtype);
+    }
+  }
+  writeDirAtomic(dir, {
+    'config.json': `${JSON.stringify(configJson, null, 2)}\n`,
+    'model.safetensors': serializeSafetensors(tensors, { format: 'pt' }),
+  });
+}
