@@ -96,12 +96,13 @@ export class RMSNorm extends Module {
 }
 
 export class Dropout extends Module {
-  constructor(readonly p: number, private readonly rng: Rng = defaultRng()) {
+  /** Without an explicit rng, masks come from the global generator at call time (manualSeed reaches them). */
+  constructor(readonly p: number, private readonly rng: Rng | null = null) {
     super();
   }
 
   forward(x: Tensor): Tensor {
-    return F.dropout(x, this.p, this.rng, this.training);
+    return F.dropout(x, this.p, this.rng ?? defaultRng(), this.training);
   }
 }
 

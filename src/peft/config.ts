@@ -23,6 +23,18 @@ export interface BasePeftConfig {
   inferenceMode: boolean;
 }
 
+/** PEFT's defaults for the shared fields (targetModules has none). */
+export const BASE_DEFAULTS: Omit<BasePeftConfig, 'peftType' | 'targetModules'> = {
+  layersToTransform: null,
+  layersPattern: null,
+  modulesToSave: null,
+  bias: 'none',
+  fanInFanOut: false,
+  baseModelNameOrPath: null,
+  taskType: null,
+  inferenceMode: false,
+};
+
 /**
  * PEFT's rule: a regex must match the whole path; a list entry matches the path exactly or as a
  * dotted suffix; layersToTransform then filters by the number after the layer-list name.

@@ -6,7 +6,8 @@ import { Linear, Module } from '../nn/index.js';
 import type { BasePeftConfig } from './config.js';
 
 /** A wrapped Linear (or Conv1D) carrying one or more adapters; `base_layer` is the frozen original. */
-export abstract class AdapterLayer extends Module {
+export abstract class AdapterLayer<A = unknown> extends Module {
+  protected readonly adapters = new Map<string, A>();
   readonly base_layer: Linear;
   readonly inFeatures: number;
   readonly outFeatures: number;
@@ -21,10 +22,26 @@ export abstract class AdapterLayer extends Module {
     this.outFeatures = base.outFeatures;
   }
 
-  abstract adapterNames(): string[];
   /** The tensors adapter `name` trains (what the PeftModel unfreezes when it is active). */
   abstract trainableTensors(name: string): Tensor[];
-  abstract deleteAdapter(name: string): void;
+  /** Names of the parameters adapter `name` registered on this layer. */
+  protected abstract parameterNames(name: string): string[];
+
+  adapter(name: string): A {
+    const a = this.adapters.get(name);
+    if (a === undefined) throw new Error(`${this.constructor.name} has no adapter '${name}'`);
+    return a;
+  }
+
+  adapterNames(): string[] {
+    return [...this.adapters.keys()];
+  }
+
+  deleteAdapter(name: string): void {
+    for (const p of this.parameterNames(name)) this.removeParameter(p);
+    this.adapters.delete(name);
+    this.activeAdapters = this.activeAdapters.filter((n) => n !== name);
+  }
   /** ΔW in the base weight's storage layout ((out, in), or (in, out) for fan-in-fan-out). */
   abstract deltaWeight(name: string): Tensor;
   /** The adapter's contribution to the output for input x. */
@@ -70,6 +87,24 @@ export abstract class AdapterLayer extends Module {
       }
     });
   }
+}
+
+/** The layers of class `cls` in `model` that carry adapter `name`, with their paths. */
+export function layersWithAdapter<L extends AdapterLayer>(model: Module, name: string, cls: abstract new (...args: never[]) => L): [string, L][] {
+  const out: [string, L][] = [];
+  for (const [path, m] of model.namedModules()) if (m instanceof cls && m.adapterNames().includes(name)) out.push([path, m]);
+  return out;
+}
+
+/** Wrap each target in `cls` (reusing an existing wrapper of that class); refuses other methods' layers. */
+export function wrapTargets<L extends AdapterLayer>(model: Module, targets: [string, Linear | AdapterLayer][], cls: new (base: Linear) => L): [string, L][] {
+  return targets.map(([path, layer]) => {
+    if (layer instanceof cls) return [path, layer];
+    if (layer instanceof AdapterLayer) throw new VeraError(`cannot add a ${cls.name} adapter to ${path}: it already carries a ${layer.constructor.name} adapter`);
+    const wrapper = new cls(layer);
+    model.setSubmodule(path, wrapper);
+    return [path, wrapper];
+  });
 }
 
 /** What a PEFT method (one folder under peft/) provides to the PeftModel. */

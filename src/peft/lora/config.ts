@@ -1,6 +1,6 @@
 // LoraConfig: PEFT's fields and defaults (the paper's baseline).
 import { VeraError } from '../../io/errors.js';
-import { ConfigReader, readBaseFields, writeBaseFields, type BasePeftConfig } from '../config.js';
+import { BASE_DEFAULTS, ConfigReader, readBaseFields, writeBaseFields, type BasePeftConfig } from '../config.js';
 
 export interface LoraConfig extends BasePeftConfig {
   readonly peftType: 'LORA';
@@ -22,14 +22,7 @@ export function loraConfig(init: LoraConfigInit): LoraConfig {
     loraDropout: 0,
     useRslora: false,
     initLoraWeights: true,
-    layersToTransform: null,
-    layersPattern: null,
-    modulesToSave: null,
-    bias: 'none',
-    fanInFanOut: false,
-    baseModelNameOrPath: null,
-    taskType: null,
-    inferenceMode: false,
+    ...BASE_DEFAULTS,
     ...init,
   };
   validateLoraConfig(c, 'LoraConfig');

@@ -11,10 +11,8 @@ interface LoraAdapter {
   dropout: number;
 }
 
-export class LoraLinear extends AdapterLayer {
-  private readonly adapters = new Map<string, LoraAdapter>();
-
-  constructor(base: Linear, private readonly rng: Rng = defaultRng()) {
+export class LoraLinear extends AdapterLayer<LoraAdapter> {
+  constructor(base: Linear, private readonly rng: Rng | null = null) {
     super(base);
   }
 
@@ -25,31 +23,18 @@ export class LoraLinear extends AdapterLayer {
     this.adapters.set(name, { A, B, scaling, dropout });
   }
 
-  adapter(name: string): LoraAdapter {
-    const a = this.adapters.get(name);
-    if (!a) throw new Error(`LoraLinear has no adapter '${name}'`);
-    return a;
-  }
-
-  adapterNames(): string[] {
-    return [...this.adapters.keys()];
-  }
-
   trainableTensors(name: string): Tensor[] {
     const a = this.adapter(name);
     return [a.A, a.B];
   }
 
-  deleteAdapter(name: string): void {
-    this.removeParameter(`lora_A.${name}.weight`);
-    this.removeParameter(`lora_B.${name}.weight`);
-    this.adapters.delete(name);
-    this.activeAdapters = this.activeAdapters.filter((n) => n !== name);
+  protected parameterNames(name: string): string[] {
+    return [`lora_A.${name}.weight`, `lora_B.${name}.weight`];
   }
 
   protected adapterForward(name: string, x: Tensor): Tensor {
     const { A, B, scaling, dropout } = this.adapter(name);
-    const xd = F.dropout(x, dropout, this.rng, this.training);
+    const xd = F.dropout(x, dropout, this.rng ?? defaultRng(), this.training);
     return F.scale(F.matmul(F.matmul(xd, A, { transB: true }), B, { transB: true }), scaling);
   }
 

@@ -1,16 +1,11 @@
 // LoRA as a PEFT method: wrap the targeted layers, map adapters to PEFT's lora_A/lora_B keys.
-import { VeraError } from '../../io/errors.js';
 import { defaultRng } from '../../tensor/index.js';
 import type { Module } from '../../nn/index.js';
-import { AdapterLayer, expectShape, type AdapterStateDict, type PeftMethod } from '../tuner.js';
+import { expectShape, layersWithAdapter, wrapTargets, type AdapterStateDict, type PeftMethod } from '../tuner.js';
 import { loraConfigToJson, parseLoraConfig, type LoraConfig } from './config.js';
 import { LoraLinear } from './layer.js';
 
-function loraLayers(model: Module, name: string): [string, LoraLinear][] {
-  const out: [string, LoraLinear][] = [];
-  for (const [path, m] of model.namedModules()) if (m instanceof LoraLinear && m.adapterNames().includes(name)) out.push([path, m]);
-  return out;
-}
+const loraLayers = (model: Module, name: string): [string, LoraLinear][] => layersWithAdapter(model, name, LoraLinear);
 
 export const lora: PeftMethod<LoraConfig> = {
   peftType: 'LORA',
@@ -20,14 +15,7 @@ export const lora: PeftMethod<LoraConfig> = {
   inject(model, targets, config, name) {
     const scaling = config.useRslora ? config.loraAlpha / Math.sqrt(config.r) : config.loraAlpha / config.r;
     const rng = defaultRng(); // seeded by manualSeed, so runs reproduce
-    for (const [path, layer] of targets) {
-      let wrapper: LoraLinear;
-      if (layer instanceof LoraLinear) wrapper = layer;
-      else if (layer instanceof AdapterLayer) throw new VeraError(`cannot add a LoRA adapter to ${path}: it already carries a ${layer.constructor.name} adapter`);
-      else {
-        wrapper = new LoraLinear(layer);
-        model.setSubmodule(path, wrapper);
-      }
+    for (const [, wrapper] of wrapTargets(model, targets, LoraLinear)) {
       wrapper.addAdapter(name, config.r, scaling, config.loraDropout, config.initLoraWeights, rng);
     }
   },

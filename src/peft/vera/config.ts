@@ -1,6 +1,6 @@
 // VeraConfig: PEFT's fields and defaults, plus the paper's ablation switches.
 import { VeraError } from '../../io/errors.js';
-import { ConfigReader, readBaseFields, writeBaseFields, type BasePeftConfig } from '../config.js';
+import { BASE_DEFAULTS, ConfigReader, readBaseFields, writeBaseFields, type BasePeftConfig } from '../config.js';
 
 export type ProjectionInit = 'kaiming_uniform' | 'kaiming_normal' | 'uniform';
 /** Paper §4.6: "only d" freezes λb at 1 (d starts at dInitial, 0 in the paper); "only b" freezes λd at 1. */
@@ -40,14 +40,7 @@ export function veraConfig(init: VeraConfigInit): VeraConfig {
     ablation: null,
     uniqueProjections: false,
     projectionInit: 'kaiming_uniform',
-    layersToTransform: null,
-    layersPattern: null,
-    modulesToSave: null,
-    bias: 'none',
-    fanInFanOut: false,
-    baseModelNameOrPath: null,
-    taskType: null,
-    inferenceMode: false,
+    ...BASE_DEFAULTS,
     ...init,
   };
   validateVeraConfig(c, 'VeraConfig');

@@ -34,10 +34,8 @@ export interface VeraAdapterOptions {
   trainB: boolean;
 }
 
-export class VeraLinear extends AdapterLayer {
-  private readonly adapters = new Map<string, VeraAdapter>();
-
-  constructor(base: Linear, private readonly rng: Rng = defaultRng()) {
+export class VeraLinear extends AdapterLayer<VeraAdapter> {
+  constructor(base: Linear, private readonly rng: Rng | null = null) {
     super(base);
   }
 
@@ -53,21 +51,8 @@ export class VeraLinear extends AdapterLayer {
     return [...(a.trainD ? [a.lambdaD] : []), ...(a.trainB ? [a.lambdaB] : [])];
   }
 
-  adapter(name: string): VeraAdapter {
-    const a = this.adapters.get(name);
-    if (!a) throw new Error(`VeraLinear has no adapter '${name}'`);
-    return a;
-  }
-
-  adapterNames(): string[] {
-    return [...this.adapters.keys()];
-  }
-
-  deleteAdapter(name: string): void {
-    this.removeParameter(`vera_lambda_d.${name}`);
-    this.removeParameter(`vera_lambda_b.${name}`);
-    this.adapters.delete(name);
-    this.activeAdapters = this.activeAdapters.filter((n) => n !== name);
+  protected parameterNames(name: string): string[] {
+    return [`vera_lambda_d.${name}`, `vera_lambda_b.${name}`];
   }
 
   /** A[:, :in] and B[:out, :] (frozen, so slicing records no tape). */
@@ -78,7 +63,7 @@ export class VeraLinear extends AdapterLayer {
   protected adapterForward(name: string, x: Tensor): Tensor {
     const { lambdaD, lambdaB, projections, dropout } = this.adapter(name);
     const [A, B] = this.slices(projections);
-    const xd = F.dropout(x, dropout, this.rng, this.training);
+    const xd = F.dropout(x, dropout, this.rng ?? defaultRng(), this.training);
     const ax = F.matmul(xd, A, { transB: true }); // (…, r)
     const bdax = F.matmul(F.mul(ax, lambdaD), B, { transB: true }); // (…, out)
     return F.mul(bdax, lambdaB);

@@ -3,7 +3,7 @@
 import { VeraError } from '../../io/errors.js';
 import { Rng, Tensor } from '../../tensor/index.js';
 import type { Linear, Module } from '../../nn/index.js';
-import { AdapterLayer, expectShape, type AdapterStateDict, type AdapterTensors, type PeftMethod } from '../tuner.js';
+import { AdapterLayer, expectShape, layersWithAdapter, wrapTargets, type AdapterStateDict, type AdapterTensors, type PeftMethod } from '../tuner.js';
 import { parseVeraConfig, veraConfigToJson, type ProjectionInit, type VeraConfig } from './config.js';
 import { VeraLinear, type VeraProjections } from './layer.js';
 
@@ -35,11 +35,7 @@ function baseOf(layer: Linear | AdapterLayer): Linear {
   return layer instanceof AdapterLayer ? layer.base_layer : layer;
 }
 
-function veraLayers(model: Module, name: string): [string, VeraLinear][] {
-  const out: [string, VeraLinear][] = [];
-  for (const [path, m] of model.namedModules()) if (m instanceof VeraLinear && m.adapterNames().includes(name)) out.push([path, m]);
-  return out;
-}
+const veraLayers = (model: Module, name: string): [string, VeraLinear][] => layersWithAdapter(model, name, VeraLinear);
 
 export const vera: PeftMethod<VeraConfig> = {
   peftType: 'VERA',
@@ -57,14 +53,7 @@ export const vera: PeftMethod<VeraConfig> = {
     const shared = config.uniqueProjections ? null : generateProjections(config.r, maxIn, maxOut, config.projectionPrngKey, config.projectionInit, rng);
     const onlyD = config.ablation === 'only_d';
     const onlyB = config.ablation === 'only_b';
-    for (const [path, layer] of targets) {
-      let wrapper: VeraLinear;
-      if (layer instanceof VeraLinear) wrapper = layer;
-      else if (layer instanceof AdapterLayer) throw new VeraError(`cannot add a VeRA adapter to ${path}: it already carries a ${layer.constructor.name} adapter`);
-      else {
-        wrapper = new VeraLinear(layer);
-        model.setSubmodule(path, wrapper);
-      }
+    for (const [, wrapper] of wrapTargets(model, targets, VeraLinear)) {
       const base = wrapper.base_layer;
       const projections = shared ?? generateProjections(config.r, base.inFeatures, base.outFeatures, config.projectionPrngKey, config.projectionInit, rng);
       wrapper.addAdapter(name, projections, {

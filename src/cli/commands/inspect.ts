@@ -1,0 +1,113 @@
+// `vera inspect`: what an adapter or a model holds — trainable parameters, bytes, and per layer the
+// norms of the trained vectors (the paper's Figure 3 view: which layers moved most).
+import { existsSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Command } from 'commander';
+import { VeraError } from '../../io/errors.js';
+import { readJsonFile } from '../../io/atomic.js';
+import { SafetensorsFile } from '../../io/safetensors.js';
+import { Linear } from '../../nn/index.js';
+import { loadPretrained } from '../../models/index.js';
+import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, parsePeftConfig } from '../../peft/index.js';
+
+export interface AdapterLayerRow {
+  module: string;
+  /** ‖λd‖, ‖λb‖ for VeRA; ‖A‖, ‖B‖ (Frobenius) for LoRA. */
+  norms: Record<string, number>;
+  params: number;
+}
+
+export interface AdapterReport {
+  peftType: string;
+  r: number;
+  trainableParams: number;
+  /** The frozen shared matrices stored in the file (0 when regenerated from the seed). */
+  projectionParams: number;
+  otherParams: number;
+  trainableBytesF32: number;
+  fileBytes: number;
+  layers: AdapterLayerRow[];
+}
+
+const norm = (d: Float32Array): number => Math.sqrt(d.reduce((a, v) => a + v * v, 0));
+
+export function inspectAdapter(dir: string): AdapterReport {
+  const configPath = join(dir, ADAPTER_CONFIG);
+  const weightsPath = join(dir, ADAPTER_WEIGHTS);
+  if (!existsSync(configPath)) throw new VeraError(`${configPath}: not found`);
+  const config = parsePeftConfig(readJsonFile(configPath, 'adapter config'), configPath);
+  if (!existsSync(weightsPath)) throw new VeraError(`${weightsPath}: not found`);
+  const st = SafetensorsFile.open(weightsPath);
+  const suffixes = config.peftType === 'VERA' ? ['vera_lambda_d', 'vera_lambda_b'] : ['lora_A.weight', 'lora_B.weight'];
+  const rows = new Map<string, AdapterLayerRow>();
+  let trainable = 0;
+  let projection = 0;
+  let other = 0;
+  for (const key of st.keys()) {
+    const size = st.info(key).shape.reduce((a, b) => a * b, 1);
+    const suffix = suffixes.find((s) => key.endsWith(`.${s}`));
+    if (suffix) {
+      const module = key.slice('base_model.model.'.length, key.length - suffix.length - 1);
+      const row = rows.get(module) ?? { module, norms: {}, params: 0 };
+      row.norms[suffix.replace('vera_lambda_', 'lambda_').replace('.weight', '')] = norm(st.getFloat32(key));
+      row.params += size;
+      rows.set(module, row);
+      trainable += size;
+    } else if (/(^|\.)vera_[AB]$/.test(key)) projection += size;
+    else other += size; // modules_to_save, biases
+  }
+  const r = (config as unknown as { r: number }).r;
+  return {
+    peftType: config.peftType,
+    r,
+    trainableParams: trainable + other,
+    projectionParams: projection,
+    otherParams: other,
+    trainableBytesF32: 4 * (trainable + other),
+    fileBytes: statSync(weightsPath).size,
+    layers: [...rows.values()],
+  };
+}
+
+export interface ModelReport {
+  modelType: string;
+  params: number;
+  linearLayers: { module: string; in: number; out: number }[];
+}
+
+export function inspectModel(dir: string): ModelReport {
+  const loaded = loadPretrained(dir);
+  const linearLayers: ModelReport['linearLayers'] = [];
+  for (const [path, m] of loaded.model.namedModules()) if (m instanceof Linear) linearLayers.push({ module: path, in: m.inFeatures, out: m.outFeatures });
+  const params = loaded.model.parameters().reduce((a, t) => a + t.size, 0);
+  return { modelType: loaded.modelType, params, linearLayers };
+}
+
+export function registerInspect(program: Command): void {
+  program
+    .command('inspect')
+    .description('trainable parameters, bytes and per-layer ‖λd‖/‖λb‖ of an adapter, or the layers of a model')
+    .option('--adapter <dir>', 'adapter folder')
+    .option('--model <dir>', 'model folder')
+    .option('--json', 'machine-readable output')
+    .action((o: { adapter?: string; model?: string; json?: boolean }) => {
+      if ((o.adapter === undefined) === (o.model === undefined)) throw new VeraError('inspect: give exactly one of --adapter DIR or --model DIR');
+      if (o.adapter !== undefined) {
+        const rep = inspectAdapter(o.adapter);
+        if (o.json) return void console.log(JSON.stringify(rep));
+        console.log(`${rep.peftType} adapter, r = ${rep.r}`);
+        console.log(`trainable params: ${rep.trainableParams.toLocaleString('en-US')} (${rep.trainableBytesF32.toLocaleString('en-US')} bytes as F32)`);
+        console.log(`stored projections: ${rep.projectionParams === 0 ? 'none (regenerated from projection_prng_key)' : rep.projectionParams.toLocaleString('en-US') + ' params'}`);
+        console.log(`file: ${rep.fileBytes.toLocaleString('en-US')} bytes`);
+        const cols = Object.keys(rep.layers[0]?.norms ?? {});
+        const width = Math.max(6, ...rep.layers.map((l) => l.module.length));
+        console.log(`\n${'module'.padEnd(width)}  ${cols.map((c) => `‖${c}‖`.padStart(12)).join('')}  params`);
+        for (const l of rep.layers) console.log(`${l.module.padEnd(width)}  ${cols.map((c) => (l.norms[c] ?? NaN).toFixed(5).padStart(12)).join('')}  ${l.params}`);
+      } else {
+        const rep = inspectModel(o.model!);
+        if (o.json) return void console.log(JSON.stringify(rep));
+        console.log(`${rep.modelType}: ${rep.params.toLocaleString('en-US')} parameters, ${rep.linearLayers.length} linear layers`);
+        for (const l of rep.linearLayers) console.log(`  ${l.module}  ${l.in} → ${l.out}`);
+      }
+    });
+}

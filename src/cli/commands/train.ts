@@ -1,0 +1,511 @@
+// `vera train`: finetune a causal language model (GPT-2) with a VeRA or LoRA adapter on JSONL data
+// and write the adapter in PEFT's layout (adapter_config.json + adapter_model.safetensors) plus
+// training_log.json. Every flag is checked and every input read before training starts, and the
+// output folder is written only at the end, so a run that fails leaves no output behind.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { InvalidArgumentError, Option, type Command } from 'commander';
+import { collateCausalLm, EpochSampler, IGNORE_INDEX, readCausalLmJsonl, sequentialBatches, type CausalLmBatch, type CausalLmData } from '../../data/jsonl.js';
+import { loadTokenizer, type Tokenizer } from '../../data/tokenizer.js';
+import { readJsonFile, writeFileAtomic } from '../../io/atomic.js';
+import { fail, VeraError } from '../../io/errors.js';
+import { causalLmLoss, loadPretrained, type GPT2LMHeadModel } from '../../models/index.js';
+import { Linear } from '../../nn/index.js';
+import {
+  ADAPTER_CONFIG,
+  ADAPTER_WEIGHTS,
+  getPeftModel,
+  isModuleToSave,
+  isTargetModule,
+  loraConfig,
+  veraConfig,
+  type BasePeftConfig,
+  type BiasMode,
+  type PeftModel,
+  type ProjectionInit,
+  type VeraAblation,
+} from '../../peft/index.js';
+import { manualSeed, noGrad, type Tensor } from '../../tensor/index.js';
+import { AdamW, hasCheckpoint, ReplayRng, TRAINER_STATE_FILE, train, type ParamGroup, type ScheduleKind, type TrainTask } from '../../train/index.js';
+import { finiteNumber, intList, nameList, nonNegativeInt, positiveInt, positiveNumber, probability } from '../options.js';
+
+export const TRAINING_LOG = 'training_log.json';
+
+const METHODS = ['vera', 'lora'] as const;
+type Method = (typeof METHODS)[number];
+const DEFAULT_LR: Record<Method, number> = { vera: 1e-2, lora: 1e-3 };
+const DEFAULT_SEQ_LEN = 128;
+/** Characters that make --target-modules a regex (PEFT's string form) rather than a list of names. */
+const REGEX_CHARS = /[*+?^$()[\]{}|\\]/;
+
+/** The parsed flags (commander's camelCase names). */
+export interface TrainCliOptions {
+  model: string;
+  data: string;
+  method: Method;
+  r: number;
+  targetModules: string;
+  out: string;
+  steps?: number;
+  epochs?: number;
+  batchSize: number;
+  seqLen?: number;
+  lr?: number;
+  headLr?: number;
+  weightDecay: number;
+  schedule: ScheduleKind;
+  warmupSteps?: number;
+  warmupRatio?: number;
+  gradAccum: number;
+  maxGradNorm: number;
+  evalData?: string;
+  evalEvery?: number;
+  seed: number;
+  dInitial: number;
+  projectionPrngKey: number;
+  saveProjection: boolean;
+  veraDropout: number;
+  ablation?: 'only_d' | 'only_b';
+  uniqueProjections?: boolean;
+  projectionInit: ProjectionInit;
+  loraAlpha: number;
+  loraDropout: number;
+  modulesToSave?: string[];
+  bias: BiasMode;
+  layersToTransform?: number[];
+  checkpointDir?: string;
+  checkpointEvery?: number;
+  resume?: boolean;
+  dtype: 'f32' | 'f16';
+  quiet?: boolean;
+  json?: boolean;
+}
+
+/** The figures printed at the end (and, with --json, the one object on stdout). */
+export interface TrainSummary {
+  method: Method;
+  steps: number;
+  epochs: number;
+  trainLoss: number;
+  evalLoss: number | null;
+  evalPerplexity: number | null;
+  tokens: number;
+  tokensPerSecond: number;
+  seconds: number;
+  sequences: number;
+  skippedSequences: number;
+  truncatedSequences: number;
+  evalSequences: number | null;
+  trainableParams: number;
+  allParams: number;
+  adapter: string;
+  adapterBytes: number;
+  resumedFromStep: number | null;
+}
+
+function nonNegativeNumber(value: string): number {
+  const n = finiteNumber(value);
+  if (n < 0) throw new InvalidArgumentError('must be a number ≥ 0');
+  return n;
+}
+
+function fraction(value: string): number {
+  const n = finiteNumber(value);
+  if (n < 0 || n > 1) throw new InvalidArgumentError('must be in [0, 1]');
+  return n;
+}
+
+const HELP_AFTER = `
+Data (--data, --eval-data): JSONL, one JSON object per line, each line one sequence:
+  {"input_ids": [464, 3290, 318]}   token ids in [0, vocab_size)
+  {"text": "The cat sat."}          tokenized with the model folder's tokenizer.json
+Empty lines are skipped. Sequences are cut to --seq-len tokens (default ${DEFAULT_SEQ_LEN}, or the
+model's n_positions if smaller); sequences with fewer than 2 tokens are skipped. Batches are
+padded to their longest sequence; padding is masked out of attention and loss. Each epoch visits
+the sequences in a new random order drawn from --seed; --epochs E means
+ceil(E * sequences / (batch-size * grad-accum)) optimizer steps (default: 1 epoch).
+
+--target-modules: a comma list of module names; a name matches a module whose path is the name
+or ends with "." + name (c_attn, or attn.c_proj for the attention projection only). A value
+with any of * + ? ^ $ ( ) [ ] { } | \\ is instead one regular expression that must match the
+whole module path, as PEFT treats a string (e.g. '.*\\.h\\.[01]\\.attn\\.c_attn').
+
+--head-lr: parameters of the --modules-to-save modules train in their own optimizer group with
+this learning rate (the paper's separate classifier-head lr); the adapter uses --lr.
+
+Method flags: --d-initial, --projection-prng-key, --no-save-projection, --vera-dropout,
+--ablation, --unique-projections and --projection-init are for --method vera; --lora-alpha and
+--lora-dropout for --method lora.
+
+Output (--out): adapter_config.json + adapter_model.safetensors (PEFT's layout; load with
+PeftModel.from_pretrained) and ${TRAINING_LOG}, written when training ends. With
+--checkpoint-dir the trainer state is saved every --checkpoint-every steps and at the end;
+--resume continues from it (same flags) to the adapter an uninterrupted run would give.
+
+vera train trains causal language models (GPT-2). The image models (vera_cnn, vera_mlp) are
+trained with \`vera demo\` or the library.`;
+
+export function registerTrain(program: Command): void {
+  program
+    .command('train')
+    .description('finetune a causal LM (GPT-2) with a VeRA or LoRA adapter on JSONL data; writes the adapter in PEFT layout')
+    .requiredOption('--model <dir>', 'base model folder (config.json + model.safetensors; tokenizer.json for "text" data)')
+    .requiredOption('--data <file>', 'training data: JSONL with "input_ids" or "text" per line')
+    .addOption(new Option('--method <method>', 'adapter type').choices(METHODS).makeOptionMandatory())
+    .requiredOption('--r <n>', 'rank (VeRA: of the shared random projections; LoRA: of A and B)', positiveInt)
+    .requiredOption('--target-modules <names>', 'modules to adapt: comma list of names, or a regex (see below)')
+    .requiredOption('--out <dir>', 'output folder for the adapter and training_log.json')
+    .addOption(new Option('--steps <n>', 'optimizer steps').argParser(positiveInt).conflicts('epochs'))
+    .addOption(new Option('--epochs <n>', 'passes over the data, converted to steps (default 1)').argParser(positiveNumber))
+    .option('--batch-size <n>', 'sequences per micro-batch', positiveInt, 8)
+    .option('--seq-len <n>', `maximum tokens per sequence (default ${DEFAULT_SEQ_LEN}, at most the model's n_positions)`, positiveInt)
+    .option('--lr <x>', `learning rate of the adapter (default ${DEFAULT_LR.vera} for vera, ${DEFAULT_LR.lora} for lora)`, positiveNumber)
+    .option('--head-lr <x>', 'learning rate of the --modules-to-save parameters (own optimizer group)', positiveNumber)
+    .option('--weight-decay <x>', 'AdamW decoupled weight decay', nonNegativeNumber, 0)
+    .addOption(new Option('--schedule <kind>', 'learning-rate schedule').choices(['constant', 'linear', 'cosine']).default('constant'))
+    .addOption(new Option('--warmup-steps <n>', 'linear warmup steps (default 0)').argParser(nonNegativeInt).conflicts('warmupRatio'))
+    .option('--warmup-ratio <x>', 'warmup as a fraction of the steps (rounded up)', fraction)
+    .option('--grad-accum <n>', 'micro-batches per optimizer step', positiveInt, 1)
+    .option('--max-grad-norm <x>', 'clip the global gradient norm (0: no clipping)', nonNegativeNumber, 1.0)
+    .option('--eval-data <file>', 'evaluation data (same format); loss and perplexity at the end')
+    .option('--eval-every <n>', 'also evaluate every n steps (needs --eval-data)', positiveInt)
+    .option('--seed <n>', 'seed for batch order, dropout and LoRA init', nonNegativeInt, 42)
+    .option('--d-initial <x>', 'VeRA: initial value of every λd entry', finiteNumber, 0.1)
+    .option('--projection-prng-key <n>', 'VeRA: seed of the shared random projections A and B', nonNegativeInt, 0)
+    .option('--no-save-projection', 'VeRA: leave A and B out of the adapter file (regenerated from the key on load)')
+    .option('--vera-dropout <p>', 'VeRA: dropout on the adapter input', probability, 0)
+    .addOption(new Option('--ablation <which>', 'VeRA: train only λd (λb fixed at 1) or only λb (λd fixed at 1)').choices(['only_d', 'only_b']))
+    .option('--unique-projections', 'VeRA: one random pair per layer instead of one shared pair')
+    .addOption(new Option('--projection-init <init>', 'VeRA: distribution of A and B').choices(['kaiming_uniform', 'kaiming_normal', 'uniform']).default('kaiming_uniform'))
+    .option('--lora-alpha <x>', 'LoRA: scaling numerator (scaling = alpha / r)', positiveNumber, 8)
+    .option('--lora-dropout <p>', 'LoRA: dropout on the adapter input', probability, 0)
+    .option('--modules-to-save <names>', 'modules trained fully and saved with the adapter (e.g. a head), comma list', nameList)
+    .addOption(new Option('--bias <mode>', 'which biases to train').choices(['none', 'all', 'vera_only', 'lora_only']).default('none'))
+    .option('--layers-to-transform <list>', 'adapt only these layer indices, comma list (with a list of --target-modules names)', intList)
+    .option('--checkpoint-dir <dir>', 'save the trainer state here (resumable)')
+    .option('--checkpoint-every <n>', 'checkpoint every n steps (and at the end); needs --checkpoint-dir', positiveInt)
+    .option('--resume', 'continue from the checkpoint in --checkpoint-dir')
+    .addOption(new Option('--dtype <dtype>', 'storage dtype of the saved adapter').choices(['f32', 'f16']).default('f32'))
+    .option('--quiet', 'no progress and no messages; only errors (and the --json object)')
+    .option('--json', 'print one JSON object with the results on stdout instead of the summary')
+    .addHelpText('after', HELP_AFTER)
+    .action(async (o: TrainCliOptions, cmd: Command) => {
+      const given = (key: string): boolean => cmd.getOptionValueSource(key) === 'cli';
+      await runTrain(o, given);
+    });
+}
+
+// ---------------------------------------------------------------- flag checks
+
+const VERA_ONLY: [string, string][] = [
+  ['dInitial', '--d-initial'],
+  ['projectionPrngKey', '--projection-prng-key'],
+  ['saveProjection', '--no-save-projection'],
+  ['veraDropout', '--vera-dropout'],
+  ['ablation', '--ablation'],
+  ['uniqueProjections', '--unique-projections'],
+  ['projectionInit', '--projection-init'],
+];
+const LORA_ONLY: [string, string][] = [
+  ['loraAlpha', '--lora-alpha'],
+  ['loraDropout', '--lora-dropout'],
+];
+
+/** --target-modules as PEFT takes it: a list of names, or one regex string. */
+export function parseTargetModules(value: string): string[] | string {
+  const v = value.trim();
+  if (REGEX_CHARS.test(v)) {
+    try {
+      new RegExp(`^(?:${v})$`);
+    } catch (e) {
+      fail(`--target-modules: ${JSON.stringify(v)} is not a valid regular expression (${(e as Error).message})`);
+    }
+    return v;
+  }
+  const names = v.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+  if (names.length === 0) fail('--target-modules: give a comma list of module names or a regex');
+  return names;
+}
+
+function checkFlags(o: TrainCliOptions, given: (key: string) => boolean): string[] | string {
+  const wrong = o.method === 'vera' ? LORA_ONLY : VERA_ONLY;
+  for (const [key, flag] of wrong) if (given(key)) fail(`${flag} applies to --method ${o.method === 'vera' ? 'lora' : 'vera'}, not --method ${o.method}`);
+  if (o.method === 'vera' && o.bias === 'lora_only') fail('--bias lora_only is for --method lora (use vera_only)');
+  if (o.method === 'lora' && o.bias === 'vera_only') fail('--bias vera_only is for --method vera (use lora_only)');
+  if (o.headLr !== undefined && o.modulesToSave === undefined) fail('--head-lr needs --modules-to-save (the modules it applies to)');
+  if (o.evalEvery !== undefined && o.evalData === undefined) fail('--eval-every needs --eval-data');
+  if (o.checkpointEvery !== undefined && o.checkpointDir === undefined) fail('--checkpoint-every needs --checkpoint-dir');
+  if (o.resume && o.checkpointDir === undefined) fail('--resume needs --checkpoint-dir (the folder holding the checkpoint)');
+  const targets = parseTargetModules(o.targetModules);
+  if (typeof targets === 'string' && o.layersToTransform !== undefined) {
+    fail('--layers-to-transform needs --target-modules as a list of names, not a regex (put the layer numbers in the regex)');
+  }
+  if (fs.existsSync(o.out) && !fs.statSync(o.out).isDirectory()) fail(`--out ${o.out}: exists and is not a folder`);
+  for (const file of [o.data, o.evalData]) {
+    if (file === undefined) continue;
+    if (!fs.existsSync(file)) fail(`${file}: not found`);
+    if (fs.statSync(file).isDirectory()) fail(`${file}: is a folder, expected a JSONL file`);
+  }
+  return targets;
+}
+
+// ---------------------------------------------------------------- the task
+
+/** Mean next-token loss of one padded batch, and the loss terms it covers. */
+function batchLoss(model: GPT2LMHeadModel, batch: CausalLmBatch): Tensor {
+  const logits = model.forward(batch.inputIds, batch.shape, { attentionMask: batch.attentionMask });
+  return causalLmLoss(logits, batch.inputIds, batch.shape, IGNORE_INDEX, batch.labels);
+}
+
+/** Token-weighted mean loss over `data` (noGrad, eval mode) and its perplexity. */
+function evaluateData(model: GPT2LMHeadModel, data: CausalLmData, batchSize: number, padId: number): { loss: number; perplexity: number } {
+  const wasTraining = model.training;
+  model.eval();
+  try {
+    let sum = 0;
+    let count = 0;
+    noGrad(() => {
+      for (const seqs of sequentialBatches(data.sequences, batchSize)) {
+        const batch = collateCausalLm(seqs, padId);
+        sum += batchLoss(model, batch).item() * batch.targets;
+        count += batch.targets;
+      }
+    });
+    const loss = sum / count;
+    return { loss, perplexity: Math.exp(loss) };
+  } finally {
+    model.train(wasTraining);
+  }
+}
+
+// ---------------------------------------------------------------- the command
+
+export async function runTrain(o: TrainCliOptions, given: (key: string) => boolean = () => false): Promise<TrainSummary> {
+  const targets = checkFlags(o, given);
+
+  // dropout layers take their generator when built: seed it first so runs reproduce
+  manualSeed(o.seed);
+  const loaded = loadPretrained(o.model);
+  if (loaded.modelType !== 'gpt2') {
+    fail(`${o.model}: model_type "${loaded.modelType}" is an image model; vera train trains causal language models (GPT-2) — train image models with \`vera demo\` or the library (a --task option for them is planned)`);
+  }
+  const model = loaded.model;
+  const { vocabSize, nPositions } = model.config;
+  if (o.seqLen !== undefined && o.seqLen > nPositions) fail(`--seq-len ${o.seqLen} exceeds the model's n_positions (${nPositions})`);
+  const seqLen = o.seqLen ?? Math.min(DEFAULT_SEQ_LEN, nPositions);
+  const padId = model.config.eosTokenId !== null && model.config.eosTokenId < vocabSize ? model.config.eosTokenId : 0;
+
+  // the tokenizer is loaded once, and only if some line has "text"
+  let tokenizer: Promise<Tokenizer | null> | null = null;
+  const readOpts = { vocabSize, seqLen, tokenizerDir: o.model, tokenizer: () => (tokenizer ??= loadTokenizer(o.model)) };
+  const data = await readCausalLmJsonl(o.data, readOpts);
+  if (data.sequences.length === 0) fail(`${o.data}: no sequence with at least 2 tokens (${data.records} lines read, ${data.skipped} too short)`);
+  const evalData = o.evalData !== undefined ? await readCausalLmJsonl(o.evalData, readOpts) : null;
+  if (evalData && evalData.sequences.length === 0) fail(`${o.evalData}: no sequence with at least 2 tokens (${evalData.records} lines read, ${evalData.skipped} too short)`);
+
+  const perStep = o.batchSize * o.gradAccum;
+  const epochs = o.steps === undefined ? (o.epochs ?? 1) : (o.steps * perStep) / data.sequences.length;
+  const steps = o.steps ?? Math.ceil((epochs * data.sequences.length) / perStep);
+  const warmupSteps = o.warmupSteps ?? (o.warmupRatio !== undefined ? Math.ceil(o.warmupRatio * steps) : 0);
+  if (warmupSteps > steps) fail(`--warmup-steps ${warmupSteps} exceeds the ${steps} training steps`);
+
+  // ---- the adapter
+  const base: Omit<BasePeftConfig, 'peftType'> = {
+    targetModules: targets,
+    layersToTransform: o.layersToTransform ?? null,
+    layersPattern: null,
+    modulesToSave: o.modulesToSave ?? null,
+    bias: o.bias,
+    fanInFanOut: false,
+    baseModelNameOrPath: o.model,
+    taskType: 'CAUSAL_LM',
+    inferenceMode: false,
+  };
+  const linearNames = new Set<string>();
+  let fanInFanOut = false;
+  for (const [p, m] of model.namedModules()) {
+    if (!(m instanceof Linear)) continue;
+    linearNames.add(p.slice(p.lastIndexOf('.') + 1));
+    if (isTargetModule({ ...base, peftType: 'VERA' }, p)) fanInFanOut ||= m.fanInFanOut;
+  }
+  base.fanInFanOut = fanInFanOut; // GPT-2's Conv1D stores weights (in, out), as PEFT records it
+  if (o.modulesToSave !== undefined) {
+    const matched = [...model.namedModules()].some(([p]) => p !== '' && isModuleToSave({ ...base, peftType: 'VERA' }, p));
+    if (!matched) fail(`--modules-to-save ${o.modulesToSave.join(',')} matched no module of the model`);
+  }
+  const config =
+    o.method === 'vera'
+      ? veraConfig({
+          ...base,
+          r: o.r,
+          projectionPrngKey: o.projectionPrngKey,
+          saveProjection: o.saveProjection,
+          veraDropout: o.veraDropout,
+          dInitial: o.dInitial,
+          ablation: (o.ablation ?? null) as VeraAblation,
+          uniqueProjections: o.uniqueProjections ?? false,
+          projectionInit: o.projectionInit,
+        })
+      : loraConfig({ ...base, r: o.r, loraAlpha: o.loraAlpha, loraDropout: o.loraDropout });
+  manualSeed(o.seed); // LoRA's A is drawn from the global generator
+  let peft: PeftModel<GPT2LMHeadModel>;
+  try {
+    peft = getPeftModel(model, config);
+  } catch (e) {
+    if (e instanceof VeraError && e.message.includes('matched no linear layer')) {
+      fail(`--target-modules ${o.targetModules} matched no linear layer of the model (its linear layers are named ${[...linearNames].join(', ')})`);
+    }
+    if (e instanceof VeraError && e.message.startsWith('target_modules')) fail(`--target-modules ${o.targetModules}: ${e.message.replace(/^target_modules:?\s*/, '')}`);
+    throw e;
+  }
+
+  // ---- optimizer: the adapter at --lr; with --head-lr, the modules_to_save in a group of their own
+  const params = peft.trainableParameters();
+  const lr = o.lr ?? DEFAULT_LR[o.method];
+  const isHead = ([name]: [string, Tensor]): boolean => {
+    const owner = name.slice(0, Math.max(0, name.lastIndexOf('.')));
+    return owner !== '' && isModuleToSave(config, owner);
+  };
+  const groups: (ParamGroup & { name: string; names: string[] })[] = [];
+  if (o.headLr !== undefined) {
+    const adapter = params.filter((p) => !isHead(p));
+    const head = params.filter(isHead);
+    if (adapter.length > 0) groups.push({ name: 'adapter', lr, params: adapter.map(([, t]) => t), names: adapter.map(([n]) => n) });
+    groups.push({ name: 'head', lr: o.headLr, params: head.map(([, t]) => t), names: head.map(([n]) => n) });
+  } else {
+    groups.push({ name: 'adapter', lr, params: params.map(([, t]) => t), names: params.map(([n]) => n) });
+  }
+  // the trainer wants the params in the optimizer's order
+  const ordered: [string, Tensor][] = groups.flatMap((g) => g.names.map((n, i): [string, Tensor] => [n, g.params[i]]));
+  const optimizer = new AdamW(groups, { weightDecay: o.weightDecay });
+  const counts = peft.getNbTrainableParameters();
+  if (!o.json && !o.quiet) peft.printTrainableParameters((line) => process.stderr.write(`${line}\n`));
+
+  // ---- the task
+  const sampler = new EpochSampler(data.sequences.length, o.batchSize);
+  let resumedFromStep: number | null = null;
+  if (o.resume && hasCheckpoint(o.checkpointDir!)) {
+    resumedFromStep = fastForward(sampler, o.checkpointDir!, o.seed, o.gradAccum);
+  }
+  const task: TrainTask<CausalLmBatch> = {
+    nextBatch: (rng) => collateCausalLm(sampler.next(rng).map((i) => data.sequences[i]), padId),
+    loss: (batch) => ({ loss: batchLoss(model, batch), items: batch.tokens }),
+    evaluate: evalData
+      ? () => {
+          const r = evaluateData(model, evalData, o.batchSize, padId);
+          return { loss: r.loss, perplexity: r.perplexity };
+        }
+      : undefined,
+  };
+
+  model.train();
+  const result = train(ordered, optimizer, task, {
+    steps,
+    gradAccumulation: o.gradAccum,
+    schedule: o.schedule,
+    warmupSteps,
+    maxGradNorm: o.maxGradNorm > 0 ? o.maxGradNorm : null,
+    evalEvery: o.evalEvery ?? 0,
+    seed: o.seed,
+    checkpointDir: o.checkpointDir ?? null,
+    checkpointEvery: o.checkpointEvery ?? 0,
+    resume: o.resume ?? false,
+    progress: !o.quiet,
+    throughputUnit: 'tokens',
+  });
+  model.eval();
+
+  let evalLoss: number | null = null;
+  let evalPerplexity: number | null = null;
+  if (evalData) {
+    const last = result.history.at(-1);
+    if (last && last.step === result.steps && typeof last['eval_loss'] === 'number') {
+      evalLoss = last['eval_loss'];
+      evalPerplexity = last['eval_perplexity'] ?? Math.exp(evalLoss);
+    } else {
+      ({ loss: evalLoss, perplexity: evalPerplexity } = evaluateData(model, evalData, o.batchSize, padId));
+    }
+  }
+
+  // ---- output: the adapter, then the log beside it
+  peft.saveAdapter(o.out, { dtype: o.dtype === 'f16' ? 'F16' : 'F32' });
+  const adapterBytes = fs.statSync(path.join(o.out, ADAPTER_WEIGHTS)).size;
+  const tokensThisRun = Math.round(result.itemsPerSecond * result.seconds);
+  const summary: TrainSummary = {
+    method: o.method,
+    steps: result.steps,
+    epochs,
+    trainLoss: result.finalLoss,
+    evalLoss,
+    evalPerplexity,
+    tokens: tokensThisRun,
+    tokensPerSecond: result.itemsPerSecond,
+    seconds: result.seconds,
+    sequences: data.sequences.length,
+    skippedSequences: data.skipped,
+    truncatedSequences: data.truncated,
+    evalSequences: evalData ? evalData.sequences.length : null,
+    trainableParams: counts.trainable,
+    allParams: counts.all,
+    adapter: o.out,
+    adapterBytes,
+    resumedFromStep,
+  };
+  const otherMethodKeys = new Set((o.method === 'vera' ? LORA_ONLY : VERA_ONLY).map(([k]) => k));
+  const trainingLog = {
+    command: 'vera train',
+    summary,
+    options: Object.fromEntries(Object.entries({ ...o, seqLen, lr, steps, warmupSteps, targetModules: targets }).filter(([k]) => !otherMethodKeys.has(k))),
+    paramGroups: groups.map((g) => ({ name: g.name, lr: g.lr, params: g.names })),
+    data: { file: o.data, records: data.records, sequences: data.sequences.length, skipped: data.skipped, truncated: data.truncated, tokens: data.tokens },
+    evalData: evalData ? { file: o.evalData, records: evalData.records, sequences: evalData.sequences.length, skipped: evalData.skipped, truncated: evalData.truncated, tokens: evalData.tokens } : null,
+    history: result.history,
+  };
+  writeFileAtomic(path.join(o.out, TRAINING_LOG), `${JSON.stringify(trainingLog, jsonNumbers, 2)}\n`);
+
+  if (o.json) process.stdout.write(`${JSON.stringify(summary, jsonNumbers)}\n`);
+  else if (!o.quiet) printSummary(summary, data);
+  return summary;
+}
+
+/** NaN and ±Infinity are not JSON: write them as null. */
+function jsonNumbers(_key: string, value: unknown): unknown {
+  return typeof value === 'number' && !Number.isFinite(value) ? null : value;
+}
+
+/**
+ * Puts a fresh sampler where the checkpointed run's was: it draws the batches of the steps already
+ * taken from a generator seeded as the trainer's, and checks that this makes exactly the draws the
+ * checkpoint recorded (different data, --batch-size or --grad-accum would not). A checkpoint with a
+ * different seed or accumulation is left to the trainer, which names the mismatch.
+ */
+function fastForward(sampler: EpochSampler, dir: string, seed: number, accum: number): number | null {
+  const file = path.join(dir, TRAINER_STATE_FILE);
+  const state = readJsonFile(file, 'trainer state') as { step?: unknown; seed?: unknown; gradAccumulation?: unknown; rng?: { draws?: unknown } } | null;
+  const step = state?.step;
+  if (typeof step !== 'number' || !Number.isSafeInteger(step) || step < 0) return null; // the trainer reports it
+  if (state?.seed !== seed || state?.gradAccumulation !== accum) return step;
+  const sim = new ReplayRng(seed);
+  sampler.skip(step * accum, sim);
+  if (sim.state().draws !== state?.rng?.draws) {
+    fail(`${dir}: checkpoint does not match this run's data (it was made with a different --data, --batch-size or --grad-accum)`);
+  }
+  return step;
+}
+
+function fmt(x: number | null, digits = 4): string {
+  return x === null || !Number.isFinite(x) ? '--' : x.toFixed(digits);
+}
+
+function printSummary(s: TrainSummary, data: CausalLmData): void {
+  const skipped = s.skippedSequences > 0 ? `; ${s.skippedSequences} skipped as shorter than 2 tokens` : '';
+  const resumed = s.resumedFromStep !== null ? `; resumed at step ${s.resumedFromStep}` : '';
+  const lines = [
+    `steps: ${s.steps} (${s.epochs.toFixed(2)} epochs over ${s.sequences} sequences of ${data.file}${skipped}${resumed})`,
+    `train loss: ${fmt(s.trainLoss)}`,
+  ];
+  if (s.evalLoss !== null) lines.push(`eval loss: ${fmt(s.evalLoss)}  perplexity: ${fmt(s.evalPerplexity, 2)}`);
+  lines.push(`throughput: ${s.tokensPerSecond.toFixed(0)} tokens/s (${s.tokens} tokens in ${s.seconds.toFixed(1)} s)`);
+  lines.push(`adapter: ${s.adapter} (${ADAPTER_CONFIG} + ${ADAPTER_WEIGHTS}, ${s.adapterBytes} bytes; ${s.trainableParams} trainable params)`);
+  for (const line of lines) process.stdout.write(`${line}\n`);
+}

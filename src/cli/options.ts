@@ -1,0 +1,50 @@
+// Option parsers shared by the subcommands: each rejects bad values with a one-line error
+// naming the flag.
+import { InvalidArgumentError } from 'commander';
+
+export function positiveInt(value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value.trim()) || !Number.isInteger(n) || n <= 0) throw new InvalidArgumentError('must be a positive integer');
+  return n;
+}
+
+export function nonNegativeInt(value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value.trim()) || !Number.isInteger(n)) throw new InvalidArgumentError('must be a non-negative integer');
+  return n;
+}
+
+export function finiteNumber(value: string): number {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n)) throw new InvalidArgumentError('must be a number');
+  return n;
+}
+
+export function positiveNumber(value: string): number {
+  const n = finiteNumber(value);
+  if (n <= 0) throw new InvalidArgumentError('must be greater than 0');
+  return n;
+}
+
+export function probability(value: string): number {
+  const n = finiteNumber(value);
+  if (n < 0 || n >= 1) throw new InvalidArgumentError('must be in [0, 1)');
+  return n;
+}
+
+export function nameList(value: string): string[] {
+  const list = value.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+  if (list.length === 0) throw new InvalidArgumentError('must be a comma-separated list of names');
+  return list;
+}
+
+export function intList(value: string): number[] {
+  return nameList(value).map((s) => nonNegativeInt(s));
+}
+
+export function oneOf<T extends string>(options: readonly T[]): (value: string) => T {
+  return (value) => {
+    if (!options.includes(value as T)) throw new InvalidArgumentError(`must be one of ${options.join(', ')}`);
+    return value as T;
+  };
+}
