@@ -163,7 +163,12 @@ function scratchOf(n: number): Float64Array {
   return scratch;
 }
 
-function im2col(x: Float32Array, xOff: number, p: Conv2dParams, cols: Float32Array): void {
+/**
+ * im2col (toCols: copy each kh×kw patch of the image into a column, zeros for padding) and its
+ * adjoint col2im (!toCols: add the columns back into the image). One walk serves both so the two
+ * index maps cannot drift apart.
+ */
+function patches(img: Float32Array, imgOff: number, cols: Float32Array, p: Conv2dParams, toCols: boolean): void {
   const { cin, h, w, kh, kw, stride, pad, oh, ow } = p;
   const plane = oh * ow;
   for (let c = 0; c < cin; c++) {
@@ -174,34 +179,15 @@ function im2col(x: Float32Array, xOff: number, p: Conv2dParams, cols: Float32Arr
           const ii = oi * stride - pad + ki;
           const dst = row + oi * ow;
           if (ii < 0 || ii >= h) {
-            cols.fill(0, dst, dst + ow);
+            if (toCols) cols.fill(0, dst, dst + ow);
             continue;
           }
-          const srcRow = xOff + (c * h + ii) * w;
+          const src = imgOff + (c * h + ii) * w;
           for (let oj = 0; oj < ow; oj++) {
             const jj = oj * stride - pad + kj;
-            cols[dst + oj] = jj >= 0 && jj < w ? x[srcRow + jj] : 0;
-          }
-        }
-      }
-    }
-  }
-}
-
-function col2im(cols: Float32Array, p: Conv2dParams, gx: Float32Array, gxOff: number): void {
-  const { cin, h, w, kh, kw, stride, pad, oh, ow } = p;
-  const plane = oh * ow;
-  for (let c = 0; c < cin; c++) {
-    for (let ki = 0; ki < kh; ki++) {
-      for (let kj = 0; kj < kw; kj++) {
-        const row = ((c * kh + ki) * kw + kj) * plane;
-        for (let oi = 0; oi < oh; oi++) {
-          const ii = oi * stride - pad + ki;
-          if (ii < 0 || ii >= h) continue;
-          const dstRow = gxOff + (c * h + ii) * w;
-          for (let oj = 0; oj < ow; oj++) {
-            const jj = oj * stride - pad + kj;
-            if (jj >= 0 && jj < w) gx[dstRow + jj] += cols[row + oi * ow + oj];
+            const inside = jj >= 0 && jj < w;
+            if (toCols) cols[dst + oj] = inside ? img[src + jj] : 0;
+            else if (inside) img[src + jj] += cols[dst + oj];
           }
         }
       }
@@ -618,7 +604,7 @@ export const tsKernels: Kernels = {
     const kdim = p.cin * p.kh * p.kw;
     const cols = new Float32Array(kdim * plane);
     for (let n = 0; n < p.n; n++) {
-      im2col(X, n * p.cin * p.h * p.w, p, cols);
+      patches(X, n * p.cin * p.h * p.w, cols, p, true);
       const oOff = n * p.cout * plane;
       gemm(W, 0, cols, 0, O, oOff, p.cout, plane, kdim, false, false, false);
       if (Bi) for (let c = 0; c < p.cout; c++) for (let i = 0; i < plane; i++) O[oOff + c * plane + i] += Bi[c];
@@ -645,12 +631,12 @@ export const tsKernels: Kernels = {
         }
       }
       if (GW) {
-        im2col(X, n * p.cin * p.h * p.w, p, cols);
+        patches(X, n * p.cin * p.h * p.w, cols, p, true);
         gemm(G, gOff, cols, 0, GW, 0, p.cout, kdim, plane, false, true, true);
       }
       if (GX) {
         gemm(W, 0, G, gOff, cols, 0, kdim, plane, p.cout, true, false, false);
-        col2im(cols, p, GX, n * p.cin * p.h * p.w);
+        patches(GX, n * p.cin * p.h * p.w, cols, p, false);
       }
     }
   },
