@@ -69,6 +69,21 @@ for (const [base, adapter, merged, tol] of [
   });
 }
 
+test('vera merge carries the tokenizer files along', () => {
+  withTmp((dir) => {
+    const model = join(dir, 'model');
+    cpSync(fx('gpt2-tiny'), model, { recursive: true });
+    writeFileSync(join(model, 'tokenizer.json'), '{"version": "1.0"}');
+    writeFileSync(join(model, 'notes.txt'), 'not a model file');
+    const out = join(dir, 'merged');
+    const r = vera('merge', '--model', model, '--adapter', fx('gpt2-tiny-vera'), '--out', out, '--quiet');
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, '');
+    assert.equal(readFileSync(join(out, 'tokenizer.json'), 'utf8'), '{"version": "1.0"}');
+    assert.ok(!existsSync(join(out, 'notes.txt')));
+  });
+});
+
 test('vera perplexity matches float64 PyTorch GPT-2 with and without adapters', () => {
   const ref = JSON.parse(readFileSync(fx('perplexity.json'), 'utf8'));
   for (const [name, adapter] of [['base', null], ['vera', 'gpt2-tiny-vera'], ['lora', 'gpt2-tiny-lora']] as const) {

@@ -207,9 +207,10 @@ function writeDtype(dtype: Dtype | undefined): WriteDtype {
  * tensors are stored as F32 under their parameter paths (tied weights once, as transformers does).
  * With the `checkpoint` info of the loaded model, every tensor goes back under its original key and
  * dtype, and the checkpoint's extra tensors (buffers, tied duplicates) are written too, so the
- * output holds exactly the input's tensor names, shapes and dtypes.
+ * output holds exactly the input's tensor names, shapes and dtypes. `extraFiles` (tokenizer files,
+ * say) are written in the same atomic step.
  */
-export function savePretrained(dir: string, model: Module, configJson: JsonObject, keyMap?: CheckpointInfo): void {
+export function savePretrained(dir: string, model: Module, configJson: JsonObject, keyMap?: CheckpointInfo, extraFiles: Record<string, Uint8Array> = {}): void {
   const owned = ownedTensors(model);
   const tensors: Record<string, TensorToWrite> = {};
   const put = (key: string, data: Float32Array, shape: readonly number[], dtype?: Dtype): void => {
@@ -231,6 +232,7 @@ export function savePretrained(dir: string, model: Module, configJson: JsonObjec
     }
   }
   writeDirAtomic(dir, {
+    ...extraFiles,
     'config.json': `${JSON.stringify(configJson, null, 2)}\n`,
     'model.safetensors': serializeSafetensors(tensors, { format: 'pt' }),
   });
