@@ -20,4 +20,8 @@ export function useBackend(name: string): Kernels {
 
 export { tsKernels };
 
-if (!hasKernels()) useBackend(process.env.VERA_BACKEND && process.env.VERA_BACKEND in available ? process.env.VERA_BACKEND : 'ts');
+if (!hasKernels()) {
+  const wanted = process.env.VERA_BACKEND;
+  if (wanted && !(wanted in available)) process.stderr.write(`vera: VERA_BACKEND=${wanted} is not available here (have: ${backendNames().join(', ')}); using ts\n`);
+  useBackend(wanted && wanted in available ? wanted : 'ts');
+}
