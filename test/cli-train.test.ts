@@ -119,6 +119,26 @@ function lossOn(model: GPT2LMHeadModel, file: string): number {
   return sum / n;
 }
 
+/** Next-token accuracy, one unpadded sequence at a time (independent of the CLI's batching). */
+function accuracyOn(model: GPT2LMHeadModel, file: string): number {
+  const seqs = fs.readFileSync(file, 'utf8').split('\n').filter((l) => l.trim() !== '').map((l) => (JSON.parse(l) as { input_ids: number[] }).input_ids);
+  model.eval();
+  let hits = 0;
+  let n = 0;
+  noGrad(() => {
+    for (const ids of seqs) {
+      const logits = model.forward(Int32Array.from(ids), [1, ids.length]).data();
+      const vocab = logits.length / ids.length;
+      for (let t = 0; t + 1 < ids.length; t++) {
+        const row = Array.from(logits.subarray(t * vocab, (t + 1) * vocab));
+        if (row.indexOf(Math.max(...row)) === ids[t + 1]) hits++;
+        n++;
+      }
+    }
+  });
+  return hits / n;
+}
+
 const bytes = (dir: string): Buffer => fs.readFileSync(path.join(dir, 'adapter_model.safetensors'));
 
 before(() => {
@@ -169,6 +189,8 @@ describe('vera train', () => {
     // what was saved is what was trained: the reloaded adapter gives the reported eval loss
     const peft = PeftModel.fromPretrained(gpt2(), out);
     assert.ok(Math.abs(lossOn(peft.model, data) - (summary.evalLoss as number)) < 1e-4);
+    assert.equal(summary.evalAccuracy, accuracyOn(peft.model, data));
+    assert.ok((summary.evalAccuracy as number) > accuracyOn(gpt2(), data), 'training raised next-token accuracy');
   });
 
   test('LoRA: trains and saves lora_A/lora_B under PEFT keys', async () => {

@@ -89,6 +89,8 @@ export interface TrainSummary {
   trainLoss: number;
   evalLoss: number | null;
   evalPerplexity: number | null;
+  /** Next-token accuracy on the eval data. */
+  evalAccuracy: number | null;
   tokens: number;
   tokensPerSecond: number;
   seconds: number;
@@ -167,7 +169,7 @@ export function registerTrain(program: Command): void {
     .option('--warmup-ratio <x>', 'warmup as a fraction of the steps (rounded up)', fraction)
     .option('--grad-accum <n>', 'micro-batches per optimizer step', positiveInt, 1)
     .option('--max-grad-norm <x>', 'clip the global gradient norm (0: no clipping)', nonNegativeNumber, 1.0)
-    .option('--eval-data <file>', 'evaluation data (same format); loss and perplexity at the end')
+    .option('--eval-data <file>', 'evaluation data (same format); loss, perplexity and next-token accuracy at the end')
     .option('--eval-every <n>', 'also evaluate every n steps (needs --eval-data)', positiveInt)
     .option('--seed <n>', 'seed for batch order, dropout and LoRA init', nonNegativeInt, 42)
     .option('--d-initial <x>', 'VeRA: initial value of every λd entry', finiteNumber, 0.1)
@@ -252,27 +254,47 @@ function checkFlags(o: TrainCliOptions, given: (key: string) => boolean): string
 // ---------------------------------------------------------------- the task
 
 /** Mean next-token loss of one padded batch, and the loss terms it covers. */
+/** Positions whose arg-max logit is the next label (labels at IGNORE_INDEX do not count). */
+function nextTokenHits(logits: Float32Array, labels: Int32Array, [batch, seq]: readonly [number, number]): number {
+  const vocab = logits.length / (batch * seq);
+  let hits = 0;
+  for (let b = 0; b < batch; b++) {
+    for (let t = 0; t + 1 < seq; t++) {
+      const target = labels[b * seq + t + 1];
+      if (target === IGNORE_INDEX) continue;
+      const row = (b * seq + t) * vocab;
+      let best = 0;
+      for (let v = 1; v < vocab; v++) if (logits[row + v] > logits[row + best]) best = v;
+      if (best === target) hits++;
+    }
+  }
+  return hits;
+}
+
 function batchLoss(model: GPT2LMHeadModel, batch: CausalLmBatch): Tensor {
   const logits = model.forward(batch.inputIds, batch.shape, { attentionMask: batch.attentionMask });
   return causalLmLoss(logits, batch.inputIds, batch.shape, IGNORE_INDEX, batch.labels);
 }
 
-/** Token-weighted mean loss over `data` (noGrad, eval mode) and its perplexity. */
-function evaluateData(model: GPT2LMHeadModel, data: CausalLmData, batchSize: number, padId: number): { loss: number; perplexity: number } {
+/** Token-weighted mean loss over `data` (noGrad, eval mode), its perplexity, and next-token accuracy. */
+function evaluateData(model: GPT2LMHeadModel, data: CausalLmData, batchSize: number, padId: number): { loss: number; perplexity: number; accuracy: number } {
   const wasTraining = model.training;
   model.eval();
   try {
     let sum = 0;
     let count = 0;
+    let correct = 0;
     noGrad(() => {
       for (const seqs of sequentialBatches(data.sequences, batchSize)) {
         const batch = collateCausalLm(seqs, padId);
-        sum += batchLoss(model, batch).item() * batch.targets;
+        const logits = model.forward(batch.inputIds, batch.shape, { attentionMask: batch.attentionMask });
+        sum += causalLmLoss(logits, batch.inputIds, batch.shape, IGNORE_INDEX, batch.labels).item() * batch.targets;
         count += batch.targets;
+        correct += nextTokenHits(logits.data(), batch.labels, batch.shape);
       }
     });
     const loss = sum / count;
-    return { loss, perplexity: Math.exp(loss) };
+    return { loss, perplexity: Math.exp(loss), accuracy: correct / count };
   } finally {
     model.train(wasTraining);
   }
@@ -393,7 +415,7 @@ export async function runTrain(o: TrainCliOptions, given: (key: string) => boole
     evaluate: evalData
       ? () => {
           const r = evaluateData(model, evalData, o.batchSize, padId);
-          return { loss: r.loss, perplexity: r.perplexity };
+          return { loss: r.loss, perplexity: r.perplexity, accuracy: r.accuracy };
         }
       : undefined,
   };
@@ -417,13 +439,15 @@ export async function runTrain(o: TrainCliOptions, given: (key: string) => boole
 
   let evalLoss: number | null = null;
   let evalPerplexity: number | null = null;
+  let evalAccuracy: number | null = null;
   if (evalData) {
     const last = result.history.at(-1);
     if (last && last.step === result.steps && typeof last['eval_loss'] === 'number') {
       evalLoss = last['eval_loss'];
       evalPerplexity = last['eval_perplexity'] ?? Math.exp(evalLoss);
+      evalAccuracy = last['eval_accuracy'] ?? null;
     } else {
-      ({ loss: evalLoss, perplexity: evalPerplexity } = evaluateData(model, evalData, o.batchSize, padId));
+      ({ loss: evalLoss, perplexity: evalPerplexity, accuracy: evalAccuracy } = evaluateData(model, evalData, o.batchSize, padId));
     }
   }
 
@@ -438,6 +462,7 @@ export async function runTrain(o: TrainCliOptions, given: (key: string) => boole
     trainLoss: result.finalLoss,
     evalLoss,
     evalPerplexity,
+    evalAccuracy,
     tokens: tokensThisRun,
     tokensPerSecond: result.itemsPerSecond,
     seconds: result.seconds,
@@ -504,7 +529,7 @@ function printSummary(s: TrainSummary, data: CausalLmData): void {
     `steps: ${s.steps} (${s.epochs.toFixed(2)} epochs over ${s.sequences} sequences of ${data.file}${skipped}${resumed})`,
     `train loss: ${fmt(s.trainLoss)}`,
   ];
-  if (s.evalLoss !== null) lines.push(`eval loss: ${fmt(s.evalLoss)}  perplexity: ${fmt(s.evalPerplexity, 2)}`);
+  if (s.evalLoss !== null) lines.push(`eval loss: ${fmt(s.evalLoss)}  perplexity: ${fmt(s.evalPerplexity, 2)}  next-token accuracy: ${s.evalAccuracy === null ? '-' : (100 * s.evalAccuracy).toFixed(1) + '%'}`);
   lines.push(`throughput: ${s.tokensPerSecond.toFixed(0)} tokens/s (${s.tokens} tokens in ${s.seconds.toFixed(1)} s)`);
   lines.push(`adapter: ${s.adapter} (${ADAPTER_CONFIG} + ${ADAPTER_WEIGHTS}, ${s.adapterBytes} bytes; ${s.trainableParams} trainable params)`);
   for (const line of lines) process.stdout.write(`${line}\n`);
