@@ -4,11 +4,11 @@ import '../src/backends/index.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SafetensorsFile, float16ToFloat32 } from '../src/io/safetensors.js';
 import { serializeSafetensors } from '../src/io/safetensors.js';
+import { withTmp } from './helpers.js';
 
 const root = new URL('../../', import.meta.url).pathname;
 const fx = (name: string): string => join(root, 'test/fixtures', name);
@@ -19,14 +19,6 @@ function vera(...args: string[]): { code: number; stdout: string; stderr: string
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
 
-function withTmp(fn: (dir: string) => void): void {
-  const dir = mkdtempSync(join(tmpdir(), 'vera-cli-'));
-  try {
-    fn(dir);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
 
 /** Same names, shapes, dtypes; values within tol (F16: within one unit in the last place). */
 function assertSameCheckpoint(outFile: string, refFile: string, tol: number): void {

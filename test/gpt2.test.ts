@@ -2,7 +2,6 @@ import '../src/backends/index.js';
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -12,6 +11,7 @@ import { VeraError } from '../src/io/errors.js';
 import { SafetensorsFile, loadCheckpointTensors, writeSafetensors, float16ArrayToFloat32, float32ArrayToFloat16, type TensorToWrite } from '../src/io/safetensors.js';
 import { GPT2LMHeadModel, causalLmLoss, gpt2ConfigFromJson, gpt2ConfigToJson } from '../src/models/gpt2.js';
 import { loadPretrained, savePretrained, type LoadedModel } from '../src/models/auto.js';
+import { withTmp } from './helpers.js';
 
 const FIXTURES = fileURLToPath(new URL('../../test/fixtures/', import.meta.url));
 const fixture = (name: string): string => path.join(FIXTURES, name);
@@ -41,14 +41,6 @@ function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return m;
 }
 
-function withTmp(fn: (dir: string) => void): void {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vera-gpt2-'));
-  try {
-    fn(dir);
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
-}
 
 /** A copy of gpt2-tiny in `dir` with its tensors and config.json edited. */
 function writeVariant(dir: string, editTensors: (t: Record<string, TensorToWrite>) => void, editConfig: (c: Record<string, unknown>) => void = () => {}): void {

@@ -1,7 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { join, sep } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { readIdx, parseIdx } from '../src/data/idx.js';
@@ -11,6 +10,7 @@ import {
   FASHION_MNIST_CLASSES,
 } from '../src/data/fashion-mnist.js';
 import { VeraError } from '../src/io/errors.js';
+import { withTmp } from './helpers.js';
 
 /** Builds an uncompressed ubyte IDX file. */
 function encodeIdx(dims: number[], data: ArrayLike<number>): Buffer {
@@ -21,14 +21,6 @@ function encodeIdx(dims: number[], data: ArrayLike<number>): Buffer {
   return Buffer.concat([header, Buffer.from(Array.from(data))]);
 }
 
-function withTmp(fn: (dir: string) => void): void {
-  const dir = mkdtempSync(join(tmpdir(), 'vera-idx-'));
-  try {
-    fn(dir);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
 
 /** Asserts fn throws a one-line VeraError whose message names `file` and matches `re`. */
 function assertVeraError(fn: () => unknown, file: string, re: RegExp): void {

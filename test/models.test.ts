@@ -2,7 +2,6 @@ import '../src/backends/index.js';
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 
 import { F, Rng, Tensor, noGrad } from '../src/tensor/index.js';
@@ -12,15 +11,8 @@ import { SafetensorsFile } from '../src/io/safetensors.js';
 import { CNN } from '../src/models/cnn.js';
 import { MLP } from '../src/models/mlp.js';
 import { loadPretrained, modelConfigJson, modelFromConfig, savePretrained } from '../src/models/auto.js';
+import { withTmp } from './helpers.js';
 
-function withTmp(fn: (dir: string) => void): void {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vera-models-'));
-  try {
-    fn(dir);
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
-}
 
 function randomTensor(shape: number[], seed: number): Tensor {
   const n = shape.reduce((a, b) => a * b, 1);

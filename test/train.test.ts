@@ -2,7 +2,6 @@ import '../src/backends/index.js';
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 
@@ -23,15 +22,8 @@ import {
   type TrainTask,
   type TrainerOptions,
 } from '../src/train/index.js';
+import { withTmp } from './helpers.js';
 
-function withTmp(fn: (dir: string) => void): void {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vera-train-'));
-  try {
-    fn(dir);
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
-}
 
 function close(actual: ArrayLike<number>, expected: ArrayLike<number>, tol: number, what = ''): void {
   assert.equal(actual.length, expected.length, `${what}: length`);
