@@ -32,6 +32,13 @@ export function parsePeftConfig(json: unknown, file: string): BasePeftConfig {
   return peftMethod(t).parseConfig(json, file);
 }
 
+/** target_modules matched no linear layer, or matched a layer that cannot be adapted; callers may rephrase it for their own flags. */
+export class TargetModulesError extends VeraError {
+  constructor(message: string, readonly matchedNothing: boolean) {
+    super(message);
+  }
+}
+
 export const ADAPTER_CONFIG = 'adapter_config.json';
 export const ADAPTER_WEIGHTS = 'adapter_model.safetensors';
 
@@ -85,9 +92,9 @@ export class PeftModel<M extends Module = Module> {
     if (targets.length === 0) {
       const what = typeof config.targetModules === 'string' ? `regex ${JSON.stringify(config.targetModules)}` : `[${config.targetModules.join(', ')}]`;
       const extra = unsupported.length > 0 ? ` (matched only non-linear modules: ${unsupported.slice(0, 3).join(', ')})` : '';
-      throw new VeraError(`target_modules ${what} matched no linear layer in the model${extra}`);
+      throw new TargetModulesError(`target_modules ${what} matched no linear layer in the model${extra}`, true);
     }
-    if (unsupported.length > 0) throw new VeraError(`target_modules: ${unsupported[0]} is a ${this.model.getSubmodule(unsupported[0]).constructor.name}; only linear layers can be adapted`);
+    if (unsupported.length > 0) throw new TargetModulesError(`target_modules: ${unsupported[0]} is a ${this.model.getSubmodule(unsupported[0]).constructor.name}; only linear layers can be adapted`, false);
     this.method.inject(this.model, targets, config, name);
     this.peftConfig.set(name, config);
     for (const [path, m] of this.model.namedModules()) {

@@ -306,6 +306,21 @@ export function maxAlong(x: Tensor, axis: number): Tensor {
   return out;
 }
 
+/** Index of the largest entry of each row (last axis); no gradient. Ties go to the first. */
+export function argmax(x: Tensor): Int32Array {
+  const cols = x.shape[x.ndim - 1] ?? 1;
+  const rows = cols === 0 ? 0 : x.size / cols;
+  const d = kernels().read(x.storage);
+  const out = new Int32Array(rows);
+  for (let r = 0; r < rows; r++) {
+    const base = r * cols;
+    let best = 0;
+    for (let c = 1; c < cols; c++) if (d[base + c] > d[base + best]) best = c;
+    out[r] = best;
+  }
+  return out;
+}
+
 function expandNoGrad(x: Tensor, shape: Shape): Tensor {
   if (shapesEqual(x.shape, shape)) return x;
   const out = empty(shape);

@@ -8,7 +8,7 @@
 // draws happen deep inside models and cannot be counted from here, and re-seeding per step makes
 // a resumed run draw exactly what the uninterrupted one did. Tasks must therefore keep no sampling
 // state of their own: a batch must be a function of the rng draws only.
-import { Tensor, F, noGrad, manualSeed, kernels, type Rng } from '../tensor/index.js';
+import { Tensor, F, noGrad, manualSeed, type Rng } from '../tensor/index.js';
 import { fail } from '../io/errors.js';
 import type { AdamW } from './optim.js';
 import { lrMultiplier, SCHEDULE_KINDS, type ScheduleKind } from './schedule.js';
@@ -241,15 +241,13 @@ export function accuracy(logits: Tensor, labels: Int32Array): number {
   const cols = logits.shape[logits.ndim - 1] ?? 1;
   const rows = cols === 0 ? 0 : logits.size / cols;
   if (rows !== labels.length) throw new Error(`accuracy: ${labels.length} labels for ${rows} rows of logits`);
-  const x = kernels().read(logits.storage);
+  const predicted = F.argmax(logits);
   let correct = 0;
   let counted = 0;
   for (let r = 0; r < rows; r++) {
     if (labels[r] < 0) continue;
-    let best = 0;
-    for (let c = 1; c < cols; c++) if (x[r * cols + c] > x[r * cols + best]) best = c;
     counted++;
-    if (best === labels[r]) correct++;
+    if (predicted[r] === labels[r]) correct++;
   }
   return counted === 0 ? NaN : correct / counted;
 }

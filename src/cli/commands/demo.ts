@@ -81,13 +81,11 @@ function perClassAccuracy(model: CNN, split: Split): number[] {
     for (let start = 0; start < split.count; start += 250) {
       const n = Math.min(250, split.count - start);
       const x = Tensor.fromArray(split.images.subarray(start * 784, (start + n) * 784), [n, 1, 28, 28]);
-      const logits = model.forward(x).data();
+      const predicted = F.argmax(model.forward(x));
       for (let i = 0; i < n; i++) {
-        let best = 0;
-        for (let c = 1; c < 10; c++) if (logits[i * 10 + c] > logits[i * 10 + best]) best = c;
         const label = split.labels[start + i];
         total[label]++;
-        if (best === label) correct[label]++;
+        if (predicted[i] === label) correct[label]++;
       }
     }
   });

@@ -8,7 +8,7 @@ import { InvalidArgumentError, Option, type Command } from 'commander';
 import { collateCausalLm, EpochSampler, IGNORE_INDEX, readCausalLmJsonl, sequentialBatches, type CausalLmBatch, type CausalLmData } from '../../data/jsonl.js';
 import { loadTokenizer, type Tokenizer } from '../../data/tokenizer.js';
 import { readJsonFile, writeFileAtomic } from '../../io/atomic.js';
-import { fail, VeraError } from '../../io/errors.js';
+import { fail } from '../../io/errors.js';
 import { causalLmLoss, loadPretrained, type GPT2LMHeadModel } from '../../models/index.js';
 import { Linear } from '../../nn/index.js';
 import {
@@ -17,6 +17,7 @@ import {
   getPeftModel,
   isModuleToSave,
   isTargetModule,
+  TargetModulesError,
   loraConfig,
   veraConfig,
   type BasePeftConfig,
@@ -25,7 +26,7 @@ import {
   type ProjectionInit,
   type VeraAblation,
 } from '../../peft/index.js';
-import { manualSeed, noGrad, type Tensor } from '../../tensor/index.js';
+import { F, manualSeed, noGrad, type Tensor } from '../../tensor/index.js';
 import { AdamW, hasCheckpoint, ReplayRng, TRAINER_STATE_FILE, train, type ParamGroup, type ScheduleKind, type TrainTask } from '../../train/index.js';
 import { finiteNumber, intList, nameList, nonNegativeInt, positiveInt, positiveNumber, probability } from '../options.js';
 
@@ -255,17 +256,13 @@ function checkFlags(o: TrainCliOptions, given: (key: string) => boolean): string
 
 /** Mean next-token loss of one padded batch, and the loss terms it covers. */
 /** Positions whose arg-max logit is the next label (labels at IGNORE_INDEX do not count). */
-function nextTokenHits(logits: Float32Array, labels: Int32Array, [batch, seq]: readonly [number, number]): number {
-  const vocab = logits.length / (batch * seq);
+function nextTokenHits(logits: Tensor, labels: Int32Array, [batch, seq]: readonly [number, number]): number {
+  const predicted = F.argmax(logits);
   let hits = 0;
   for (let b = 0; b < batch; b++) {
     for (let t = 0; t + 1 < seq; t++) {
       const target = labels[b * seq + t + 1];
-      if (target === IGNORE_INDEX) continue;
-      const row = (b * seq + t) * vocab;
-      let best = 0;
-      for (let v = 1; v < vocab; v++) if (logits[row + v] > logits[row + best]) best = v;
-      if (best === target) hits++;
+      if (target !== IGNORE_INDEX && predicted[b * seq + t] === target) hits++;
     }
   }
   return hits;
@@ -290,7 +287,7 @@ function evaluateData(model: GPT2LMHeadModel, data: CausalLmData, batchSize: num
         const logits = model.forward(batch.inputIds, batch.shape, { attentionMask: batch.attentionMask });
         sum += causalLmLoss(logits, batch.inputIds, batch.shape, IGNORE_INDEX, batch.labels).item() * batch.targets;
         count += batch.targets;
-        correct += nextTokenHits(logits.data(), batch.labels, batch.shape);
+        correct += nextTokenHits(logits, batch.labels, batch.shape);
       }
     });
     const loss = sum / count;
@@ -374,10 +371,10 @@ export async function runTrain(o: TrainCliOptions, given: (key: string) => boole
   try {
     peft = getPeftModel(model, config);
   } catch (e) {
-    if (e instanceof VeraError && e.message.includes('matched no linear layer')) {
+    if (e instanceof TargetModulesError && e.matchedNothing) {
       fail(`--target-modules ${o.targetModules} matched no linear layer of the model (its linear layers are named ${[...linearNames].join(', ')})`);
     }
-    if (e instanceof VeraError && e.message.startsWith('target_modules')) fail(`--target-modules ${o.targetModules}: ${e.message.replace(/^target_modules:?\s*/, '')}`);
+    if (e instanceof TargetModulesError) fail(`--target-modules ${o.targetModules}: ${e.message.replace(/^target_modules:?\s*/, '')}`);
     throw e;
   }
 
