@@ -1,0 +1,23 @@
+// Child process of `npm run bench`: one measurement on our runtime, printed as one JSON line, so
+// each configuration's peak RSS is its own. Usage: node dist/bench/child.js gemm|train '<json>'.
+import { kernels } from '../src/tensor/index.js';
+import { backendThreads, gemmSeconds, runTrainSpec, type GemmSpec, type TrainSpec } from './step.js';
+
+function main(): void {
+  const [mode, json] = process.argv.slice(2);
+  if ((mode !== 'gemm' && mode !== 'train') || json === undefined) {
+    process.stderr.write('usage: child.js gemm|train <json spec>\n');
+    process.exit(2);
+  }
+  const base = { backend: kernels().name, threads: backendThreads() };
+  if (mode === 'gemm') {
+    const spec = JSON.parse(json) as GemmSpec;
+    const results = spec.sizes.map((n) => ({ n, seconds: gemmSeconds(n, spec.warmup, spec.runs) }));
+    process.stdout.write(`${JSON.stringify({ ...base, results })}\n`);
+  } else {
+    const result = runTrainSpec(JSON.parse(json) as TrainSpec);
+    process.stdout.write(`${JSON.stringify({ ...base, ...result })}\n`);
+  }
+}
+
+main();

@@ -1,0 +1,166 @@
+// `npm run bench`: our runtime and PyTorch side by side on this machine. Every measurement runs
+// in its own child process (ours: bench/child.ts, PyTorch: bench/torch_bench.py), ours first, and
+// PyTorch then gets the thread count our backend reported, so both sides use the same threads.
+import { spawnSync } from 'node:child_process';
+import * as os from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { writeFileAtomic } from '../src/io/atomic.js';
+import { renderMarkdown } from './report.js';
+import type { GemmSpec, Method, TrainResult, TrainSpec } from './step.js';
+import { probeTorch, torchGemm, torchTrain, type Probe, type TorchGemm, type TorchTrain } from './torch.js';
+
+const CHILD = fileURLToPath(new URL('./child.js', import.meta.url));
+
+export type Section = 'gemm' | 'vera' | 'lora';
+export const SECTIONS: readonly Section[] = ['gemm', 'vera', 'lora'];
+
+export interface ModelShape {
+  layers: number;
+  width: number;
+}
+
+export interface BenchOptions {
+  sections: Section[];
+  quick: boolean;
+  /** Markdown report path; null writes none. */
+  out: string | null;
+  /** Raw results as JSON; null writes none. */
+  jsonOut: string | null;
+  /** Pythons to try for torch, in order; empty: run without PyTorch. */
+  pythons: string[];
+  /** Our backend's threads (VERA_NUM_THREADS for the children); null: the backend's default. */
+  threads: number | null;
+  gemm: GemmSpec;
+  models: ModelShape[];
+  batch: number;
+  seq: number;
+  vocab: number;
+  positions: number;
+  veraR: number;
+  loraR: number;
+  loraAlpha: number;
+  warmup: number;
+  steps: number;
+  /** The command line, for the report's header. */
+  command: string;
+  /** Free text for the report (e.g. "other jobs were using the CPU"). */
+  note: string | null;
+  log: (line: string) => void;
+}
+
+export type Outcome<T> = { ok: true; value: T } | { ok: false; error: string };
+
+export interface OursGemm {
+  backend: string;
+  threads: number;
+  results: { n: number; seconds: number[] }[];
+}
+
+export interface OursTrain extends TrainResult {
+  threads: number;
+}
+
+export interface TrainEntry {
+  spec: TrainSpec;
+  ours: Outcome<OursTrain>;
+  /** null when PyTorch is absent. */
+  torch: Outcome<TorchTrain> | null;
+}
+
+export interface BenchResults {
+  date: string;
+  command: string;
+  note: string | null;
+  quick: boolean;
+  machine: { cpu: string; cores: number; node: string; platform: string };
+  /** Our backend as the children reported it (null if none ran). */
+  backend: { name: string; threads: number } | null;
+  torch: Probe;
+  gemm: { spec: GemmSpec; ours: Outcome<OursGemm>; torch: Outcome<TorchGemm> | null } | null;
+  train: TrainEntry[];
+}
+
+function attempt<T>(fn: () => T): Outcome<T> {
+  try {
+    return { ok: true, value: fn() };
+  } catch (err) {
+    return { ok: false, error: (err as Error).message };
+  }
+}
+
+function runChild<T>(mode: 'gemm' | 'train', spec: object, threads: number | null): T {
+  const env = { ...process.env };
+  if (threads !== null) env.VERA_NUM_THREADS = String(threads);
+  const r = spawnSync(process.execPath, [CHILD, mode, JSON.stringify(spec)], { encoding: 'utf8', env, maxBuffer: 64 << 20 });
+  if (r.status !== 0) {
+    const tail = (r.stderr ?? '').trim().split('\n').slice(-3).join(' | ');
+    throw new Error(`${mode} child failed (${r.error?.message ?? `exit ${r.status ?? r.signal}`}): ${tail}`);
+  }
+  const lines = r.stdout.trim().split('\n');
+  return JSON.parse(lines[lines.length - 1]) as T;
+}
+
+export function trainSpecFor(o: BenchOptions, shape: ModelShape, method: Method): TrainSpec {
+  return {
+    method,
+    layers: shape.layers,
+    width: shape.width,
+    vocab: o.vocab,
+    positions: o.positions,
+    batch: o.batch,
+    seq: o.seq,
+    r: method === 'vera' ? o.veraR : o.loraR,
+    alpha: o.loraAlpha,
+    warmup: o.warmup,
+    steps: o.steps,
+  };
+}
+
+export function runBench(o: BenchOptions): BenchResults {
+  const torch = o.pythons.length > 0 ? probeTorch(o.pythons) : { python: null, reason: 'disabled with --no-torch' };
+  if (torch.python === null) o.log(`PyTorch is not available: ${torch.reason}. Reporting our numbers only; ratios are n/a.`);
+  else o.log(`PyTorch ${torch.info.version} (${torch.info.blas}) via ${torch.python}`);
+
+  const cpus = os.cpus();
+  const results: BenchResults = {
+    date: new Date().toISOString(),
+    command: o.command,
+    note: o.note,
+    quick: o.quick,
+    machine: { cpu: cpus[0]?.model.trim() ?? 'unknown', cores: os.availableParallelism(), node: process.version, platform: `${os.platform()} ${os.release()} ${os.arch()}` },
+    backend: null,
+    torch,
+    gemm: null,
+    train: [],
+  };
+  const noteBackend = (name: string, threads: number): void => {
+    results.backend ??= { name, threads };
+  };
+
+  if (o.sections.includes('gemm')) {
+    const ours = attempt(() => runChild<OursGemm>('gemm', o.gemm, o.threads));
+    if (ours.ok) noteBackend(ours.value.backend, ours.value.threads);
+    const threads = ours.ok ? ours.value.threads : (o.threads ?? os.availableParallelism());
+    const theirs = torch.python === null ? null : attempt(() => torchGemm(torch.python, o.gemm, threads));
+    results.gemm = { spec: o.gemm, ours, torch: theirs };
+    o.log(`gemm: ours ${ours.ok ? 'done' : ours.error}${theirs ? `; torch ${theirs.ok ? 'done' : theirs.error}` : ''}`);
+  }
+
+  const methods = (['vera', 'lora'] as const).filter((m) => o.sections.includes(m));
+  for (const shape of o.models) {
+    for (const method of methods) {
+      const spec = trainSpecFor(o, shape, method);
+      const ours = attempt(() => runChild<OursTrain>('train', spec, o.threads));
+      if (ours.ok) noteBackend(ours.value.backend, ours.value.threads);
+      const threads = ours.ok ? ours.value.threads : (o.threads ?? os.availableParallelism());
+      const theirs = torch.python === null ? null : attempt(() => torchTrain(torch.python, spec, threads));
+      results.train.push({ spec, ours, torch: theirs });
+      o.log(`${method} ${shape.layers}x${shape.width}: ours ${ours.ok ? 'done' : ours.error}${theirs ? `; torch ${theirs.ok ? 'done' : theirs.error}` : ''}`);
+    }
+  }
+
+  const markdown = renderMarkdown(results);
+  if (o.out !== null) writeFileAtomic(o.out, markdown);
+  if (o.jsonOut !== null) writeFileAtomic(o.jsonOut, `${JSON.stringify(results, null, 2)}\n`);
+  return results;
+}

@@ -1,0 +1,208 @@
+// BENCHMARKS.md from the bench's results: header (machine, versions, threads), GEMM, training
+// steps, and VeRA against LoRA (the paper's Table 12 question) on both runtimes.
+import type { BenchResults, Outcome, OursTrain, TrainEntry } from './main.js';
+import type { TorchTrain } from './torch.js';
+import { best, median } from './stats.js';
+
+const NA = 'n/a';
+
+function fixed(x: number, digits: number): string {
+  return Number.isFinite(x) ? x.toFixed(digits) : NA;
+}
+
+function ratio(a: number | null, b: number | null, digits = 2): string {
+  return a === null || b === null || !(b > 0) ? NA : `${fixed(a / b, digits)}×`;
+}
+
+function mib(kib: number): number {
+  return kib / 1024;
+}
+
+function count(n: number): string {
+  if (n >= 1e6) return `${(n / 1e6).toFixed(1)}M`;
+  if (n >= 1e4) return `${(n / 1e3).toFixed(1)}k`;
+  return n.toLocaleString('en-US');
+}
+
+const value = <T>(o: Outcome<T> | null): T | null => (o !== null && o.ok ? o.value : null);
+
+/** Tokens per second from the median timed step. */
+export function tokensPerSecond(tokensPerStep: number, stepSeconds: readonly number[]): number {
+  return tokensPerStep / median(stepSeconds);
+}
+
+const oursTokS = (r: OursTrain | null): number | null => (r === null ? null : tokensPerSecond(r.tokensPerStep, r.stepSeconds));
+const torchTokS = (r: TorchTrain | null): number | null => (r === null ? null : tokensPerSecond(r.tokens_per_step, r.step_seconds));
+
+/** "ok" when the run trained exactly the adapter tensors, else what went wrong. */
+export function checkSummary(r: OursTrain): string {
+  const c = r.checks;
+  const problems: string[] = [];
+  if (c.updated.length !== c.trainableNames.length) problems.push(`${c.trainableNames.length - c.updated.length} adapter tensors unchanged`);
+  if (c.frozenChanged.length > 0) problems.push(`${c.frozenChanged.length} frozen tensors changed`);
+  if (c.frozenWithGrad.length > 0) problems.push(`${c.frozenWithGrad.length} frozen tensors got gradients`);
+  if (!r.losses.every(Number.isFinite)) problems.push('non-finite loss');
+  return problems.length === 0 ? 'ok' : problems.join('; ');
+}
+
+function failures(label: string, o: Outcome<unknown> | null): string[] {
+  return o !== null && !o.ok ? [`- ${label}: ${o.error}`] : [];
+}
+
+function header(r: BenchResults): string[] {
+  const t = r.torch;
+  const lines = [
+    '# Benchmarks',
+    '',
+    `Produced by \`${r.command}\` on ${r.date.replace('T', ' ').replace(/\.\d+Z$/, ' UTC')}${r.quick ? ' (quick mode: smaller shapes and fewer runs, for smoke testing only)' : ''}.`,
+    'Both runtimes ran one after the other on this machine, each measurement in its own child process.',
+    '',
+    '| | |',
+    '|---|---|',
+    `| CPU | ${r.machine.cpu}, ${r.machine.cores} cores (${r.machine.platform}) |`,
+    `| Node | ${r.machine.node} |`,
+    `| our backend | ${r.backend ? `\`${r.backend.name}\`, ${r.backend.threads} thread${r.backend.threads === 1 ? '' : 's'}` : NA} |`,
+  ];
+  if (t.python === null) {
+    lines.push(`| PyTorch | **not available** (${t.reason}); PyTorch columns are empty and ratios n/a |`);
+  } else {
+    const libs = t.info.blas_libraries.map((p) => p.split('/').pop()).join(', ');
+    lines.push(`| PyTorch | ${t.info.version}, BLAS: ${t.info.blas}${libs ? ` (${libs} loaded)` : ''}, threads set to ours (torch.set_num_threads, and OMP/OPENBLAS/MKL_NUM_THREADS for the BLAS pool) |`);
+    lines.push(`| Python | ${t.info.executable} (${t.info.python}) |`);
+  }
+  if (r.note) lines.push('', `Note: ${r.note}`);
+  if (t.python !== null) {
+    lines.push(
+      '',
+      '<details><summary><code>torch.__config__.show()</code></summary>',
+      '',
+      '```',
+      t.info.config.trim(),
+      '```',
+      '',
+      '</details>',
+    );
+    if (t.info.blas === 'OpenBLAS' && !/openblas/i.test(t.info.config)) {
+      lines.push('', `\`torch.__config__.show()\` says \`BLAS_INFO=generic\` (a distribution build linked against the system libblas); the libraries mapped into the process after a matmul show which one that is: ${t.info.blas}.`);
+    }
+  }
+  return lines;
+}
+
+function gemmSection(r: BenchResults): string[] {
+  const g = r.gemm;
+  if (g === null) return [];
+  const ours = value(g.ours);
+  const theirs = value(g.torch);
+  const lines = [
+    '',
+    '## GEMM',
+    '',
+    `float32 C = A·B for square n×n matrices, 2n³ flops. ${g.spec.warmup} warm-up run${g.spec.warmup === 1 ? '' : 's'}, then ${g.spec.runs} timed runs; GFLOP/s of the median run, best run in parentheses. Ours calls the backend's \`matmul\` kernel directly; PyTorch's is \`torch.mm(a, b, out=c)\`.`,
+    '',
+    '| n | ours GFLOP/s | PyTorch GFLOP/s | ours / PyTorch (median) |',
+    '|---:|---:|---:|---:|',
+  ];
+  for (const n of g.spec.sizes) {
+    const flops = 2 * n ** 3;
+    const a = ours?.results.find((x) => x.n === n)?.seconds ?? null;
+    const b = theirs?.results.find((x) => x.n === n)?.seconds ?? null;
+    const gf = (s: number[] | null): [number | null, string] => {
+      if (s === null) return [null, '—'];
+      const m = flops / median(s) / 1e9;
+      return [m, `${fixed(m, 1)} (${fixed(flops / best(s) / 1e9, 1)})`];
+    };
+    const [am, as] = gf(a);
+    const [bm, bs] = gf(b);
+    lines.push(`| ${n} | ${as} | ${bs} | ${ratio(am, bm)} |`);
+  }
+  lines.push(...failures('ours', g.ours), ...failures('PyTorch', g.torch));
+  return lines;
+}
+
+function trainSection(r: BenchResults): string[] {
+  if (r.train.length === 0) return [];
+  const s0 = r.train[0].spec;
+  const rs = [...new Set(r.train.map((e) => `${e.spec.method === 'vera' ? 'VeRA' : 'LoRA'} r ${e.spec.r}`))].join(', ');
+  const lines = [
+    '',
+    '## Training step (VeRA and LoRA on GPT-2 shapes)',
+    '',
+    `One step = forward, causal-LM loss, backward, AdamW on the adapter tensors only. GPT-2 models built from a GPT-2 config (layers × width, heads = width/64, vocab ${s0.vocab}, n_positions ${s0.positions}, random weights, dropout 0, lm_head tied to wte and frozen), adapters on every block's c_attn, attn.c_proj, c_fc and mlp.c_proj (${rs}; LoRA α = ${s0.alpha}); batch ${s0.batch} × sequence ${s0.seq} of random tokens. ${s0.warmup} warm-up step${s0.warmup === 1 ? '' : 's'}, then tokens/s from the median of ${s0.steps} timed steps. Peak RSS is the child process's maxRSS (whole process: runtime, model, activations). PyTorch runs an independent GPT-2 written in bench/torch_bench.py with the base frozen (requires_grad False), one shared Kaiming-uniform A/B pair sliced per layer for VeRA, and torch.optim.AdamW over the same tensors.`,
+    '',
+    '| model | method | base params | trainable | ours tok/s | PyTorch tok/s | ours / PyTorch | ours peak RSS MiB | PyTorch peak RSS MiB | ours / PyTorch | checks |',
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|',
+  ];
+  const errors: string[] = [];
+  for (const e of r.train) {
+    const ours = value(e.ours);
+    const theirs = value(e.torch);
+    const label = `${e.spec.layers}×${e.spec.width}`;
+    const method = `${e.spec.method === 'vera' ? 'VeRA' : 'LoRA'} r ${e.spec.r}`;
+    const ot = oursTokS(ours);
+    const tt = torchTokS(theirs);
+    const om = ours ? mib(ours.maxRssKiB) : null;
+    const tm = theirs ? mib(theirs.max_rss_kib) : null;
+    lines.push(
+      `| ${label} | ${method} | ${ours ? count(ours.allParams - ours.trainableParams) : '—'} | ${ours ? count(ours.trainableParams) : theirs ? count(theirs.trainable_params) : '—'} | ${ot === null ? (e.ours.ok ? '—' : 'failed') : fixed(ot, 0)} | ${tt === null ? (e.torch === null ? '—' : 'failed') : fixed(tt, 0)} | ${ratio(ot, tt)} | ${om === null ? '—' : fixed(om, 0)} | ${tm === null ? '—' : fixed(tm, 0)} | ${ratio(om, tm)} | ${ours ? checkSummary(ours) : '—'} |`,
+    );
+    errors.push(...failures(`${method} ${label}, ours`, e.ours), ...failures(`${method} ${label}, PyTorch`, e.torch));
+  }
+  lines.push(
+    '',
+    '"checks" (ours): every adapter tensor changed, no frozen parameter or buffer changed (Σx² before and after) and none got a gradient buffer, every loss finite.',
+  );
+  const startup = r.train.map((e) => value(e.ours)?.startupRssKiB).filter((x): x is number => x !== undefined);
+  const tStartup = r.train.map((e) => value(e.torch)?.startup_rss_kib).filter((x): x is number => x !== undefined);
+  if (startup.length > 0) {
+    lines.push(`RSS at process start, before the model is built: ours ${fixed(mib(median(startup)), 0)} MiB${tStartup.length > 0 ? `, PyTorch ${fixed(mib(median(tStartup)), 0)} MiB (after \`import torch\`)` : ''}.`);
+  }
+  lines.push(...losses(r.train));
+  if (errors.length > 0) lines.push('', 'Failures:', ...errors);
+  return lines;
+}
+
+function losses(entries: TrainEntry[]): string[] {
+  const show = (xs: number[]): string => xs.map((x) => fixed(x, 4)).join(' → ');
+  const out = ['', 'Loss per step (warm-up included), ours | PyTorch — both start near ln(vocab) on random tokens:', ''];
+  for (const e of entries) {
+    const ours = value(e.ours);
+    const theirs = value(e.torch);
+    out.push(`- ${e.spec.method === 'vera' ? 'VeRA' : 'LoRA'} ${e.spec.layers}×${e.spec.width}: ${ours ? show(ours.losses) : '—'} | ${theirs ? show(theirs.losses) : '—'}`);
+  }
+  return out;
+}
+
+function veraVsLora(r: BenchResults): string[] {
+  const pairs = new Map<string, { vera?: TrainEntry; lora?: TrainEntry }>();
+  for (const e of r.train) {
+    const key = `${e.spec.layers}×${e.spec.width}`;
+    pairs.set(key, { ...pairs.get(key), [e.spec.method]: e });
+  }
+  const rows = [...pairs].filter(([, p]) => p.vera && p.lora);
+  if (rows.length === 0) return [];
+  const lines = [
+    '',
+    '## VeRA against LoRA (the paper\'s Table 12 question)',
+    '',
+    'Step time and peak RSS of VeRA divided by LoRA\'s on the same model, per runtime (below 1: VeRA is faster / smaller). Time ratio = LoRA tok/s ÷ VeRA tok/s.',
+    '',
+    '| model | trainable VeRA / LoRA | ours: time | ours: peak RSS | PyTorch: time | PyTorch: peak RSS |',
+    '|---|---:|---:|---:|---:|---:|',
+  ];
+  for (const [label, p] of rows) {
+    const ov = value(p.vera!.ours);
+    const ol = value(p.lora!.ours);
+    const tv = value(p.vera!.torch);
+    const tl = value(p.lora!.torch);
+    const tokRatio = (v: number | null, l: number | null): string => ratio(l, v, 3);
+    lines.push(
+      `| ${label} | ${ov && ol ? `${count(ov.trainableParams)} / ${count(ol.trainableParams)}` : '—'} | ${tokRatio(oursTokS(ov), oursTokS(ol))} | ${ratio(ov ? ov.maxRssKiB : null, ol ? ol.maxRssKiB : null, 3)} | ${tokRatio(torchTokS(tv), torchTokS(tl))} | ${ratio(tv ? tv.max_rss_kib : null, tl ? tl.max_rss_kib : null, 3)} |`,
+    );
+  }
+  return lines;
+}
+
+export function renderMarkdown(r: BenchResults): string {
+  return [...header(r), ...gemmSection(r), ...trainSection(r), ...veraVsLora(r), ''].join('\n');
+}

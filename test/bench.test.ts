@@ -1,0 +1,135 @@
+// The bench's machinery on tiny shapes (no timing assertions): it must train exactly the adapter
+// tensors, count tokens right, write its report where told, and work without PyTorch.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { runBench, type BenchOptions } from '../bench/main.js';
+import { optionsFromArgv } from '../bench/cli.js';
+import { tokensPerSecond } from '../bench/report.js';
+import { torchTrain } from '../bench/torch.js';
+import type { TrainSpec } from '../bench/step.js';
+import { withTmp } from './helpers.js';
+
+const LAYERS = 2;
+const WIDTH = 32;
+const VOCAB = 97;
+const BATCH = 2;
+const SEQ = 8;
+const VERA_R = 16;
+const LORA_R = 4;
+
+function tinyOptions(dir: string): BenchOptions {
+  return {
+    sections: ['gemm', 'vera', 'lora'],
+    quick: true,
+    out: join(dir, 'BENCH.md'),
+    jsonOut: join(dir, 'bench.json'),
+    pythons: [join(dir, 'no-such-python')], // PyTorch absent, whatever this machine has
+    threads: 1,
+    gemm: { sizes: [16, 33], warmup: 1, runs: 2 },
+    models: [{ layers: LAYERS, width: WIDTH }],
+    batch: BATCH,
+    seq: SEQ,
+    vocab: VOCAB,
+    positions: 64,
+    veraR: VERA_R,
+    loraR: LORA_R,
+    loraAlpha: 8,
+    warmup: 1,
+    steps: 2,
+    command: 'npm run bench -- (test)',
+    note: null,
+    log: () => {},
+  };
+}
+
+// Per block: c_attn 32→96, attn.c_proj 32→32, c_fc 32→128, mlp.c_proj 128→32.
+const LAYER_SHAPES: [number, number][] = [[WIDTH, 3 * WIDTH], [WIDTH, WIDTH], [WIDTH, 4 * WIDTH], [4 * WIDTH, WIDTH]];
+
+test('bench in quick mode on tiny shapes: trains only the adapter, counts tokens, reports without PyTorch', () => {
+  withTmp((dir) => {
+    const o = tinyOptions(dir);
+    const r = runBench(o);
+    assert.equal(r.torch.python, null);
+    assert.match(r.torch.python === null ? r.torch.reason : '', /no-such-python/);
+    assert.deepEqual(r.backend, { name: 'ts', threads: 1 });
+
+    assert.ok(r.gemm?.ours.ok, 'our GEMM ran');
+    assert.deepEqual(r.gemm.ours.value.results.map((x) => [x.n, x.seconds.length]), [[16, 2], [33, 2]]);
+    assert.equal(r.gemm.torch, null);
+
+    assert.equal(r.train.length, 2);
+    const [veraRun, loraRun] = r.train.map((e) => {
+      assert.ok(e.ours.ok, e.ours.ok ? '' : e.ours.error);
+      assert.equal(e.torch, null);
+      return { spec: e.spec, res: e.ours.value };
+    });
+    for (const { res } of [veraRun, loraRun]) {
+      assert.equal(res.tokensPerStep, BATCH * SEQ);
+      assert.equal(res.targetsPerStep, BATCH * (SEQ - 1));
+      assert.equal(res.stepSeconds.length, 2, 'timed steps exclude the warm-up');
+      assert.equal(res.losses.length, 3);
+      // random GPT-2 init (std 0.02) gives near-uniform logits: the first loss is about ln(vocab)
+      assert.ok(Math.abs(res.losses[0] - Math.log(VOCAB)) < 0.05, `first loss ${res.losses[0]}`);
+      assert.equal(res.checks.adaptedLayers, 4 * LAYERS, 'c_attn, attn.c_proj, c_fc and mlp.c_proj of every block; not lm_head');
+      assert.deepEqual(res.checks.updated, res.checks.trainableNames, 'every adapter tensor changed');
+      assert.deepEqual(res.checks.frozenChanged, []);
+      assert.deepEqual(res.checks.frozenWithGrad, []);
+      assert.ok(res.checks.trainableNames.every((n) => n.startsWith('transformer.h.')), 'lm_head and embeddings are not adapted');
+    }
+    assert.equal(veraRun.res.checks.trainableNames.length, 2 * 4 * LAYERS);
+    assert.ok(veraRun.res.checks.trainableNames.every((n) => /\.vera_lambda_[db]\.default$/.test(n)), 'VeRA trains only λd and λb');
+    assert.equal(veraRun.res.trainableParams, LAYERS * LAYER_SHAPES.reduce((s, [, out]) => s + VERA_R + out, 0));
+    assert.ok(loraRun.res.checks.trainableNames.every((n) => /\.lora_[AB]\.default\.weight$/.test(n)));
+    assert.equal(loraRun.res.trainableParams, LAYERS * LAYER_SHAPES.reduce((s, [inF, out]) => s + LORA_R * (inF + out), 0));
+
+    // The report went where told, says PyTorch is absent, and shows the tok/s of the median step.
+    const md = readFileSync(o.out!, 'utf8');
+    assert.match(md, /\| PyTorch \| \*\*not available\*\*/);
+    assert.match(md, /\| 16 \| [\d.]+ \([\d.]+\) \| — \| n\/a \|/);
+    for (const { spec, res } of [veraRun, loraRun]) {
+      const row = md.split('\n').find((l) => l.startsWith(`| ${LAYERS}×${WIDTH} | ${spec.method === 'vera' ? 'VeRA' : 'LoRA'} r ${spec.r} |`));
+      assert.ok(row, `row for ${spec.method}`);
+      const cells = row.split('|').map((c) => c.trim());
+      assert.equal(cells[5], tokensPerSecond(BATCH * SEQ, res.stepSeconds).toFixed(0));
+      assert.equal(cells[6], '—');
+      assert.equal(cells[7], 'n/a');
+      assert.equal(cells[11], 'ok');
+    }
+    assert.match(md, /## VeRA against LoRA/);
+    assert.deepEqual(JSON.parse(readFileSync(o.jsonOut!, 'utf8')).train.length, 2);
+  });
+});
+
+test('bench options: --quick, --only and shape checks', () => {
+  const q = optionsFromArgv(['--quick', '--only', 'gemm,vera', '--out', 'x.md']);
+  assert.deepEqual(q.sections, ['gemm', 'vera']);
+  assert.deepEqual(q.gemm.sizes, [256, 512]);
+  assert.deepEqual(q.models, [{ layers: 2, width: 128 }]);
+  assert.ok(q.out!.endsWith('x.md'));
+  const full = optionsFromArgv(['--no-torch']);
+  assert.deepEqual(full.models.map((m) => `${m.layers}x${m.width}`), ['2x128', '6x384', '12x768']);
+  assert.deepEqual([full.batch, full.seq, full.vocab, full.veraR, full.loraR], [8, 128, 50257, 256, 8]);
+  assert.deepEqual(full.pythons, []);
+  assert.throws(() => optionsFromArgv(['--only', 'gemm,bogus']), /unknown section 'bogus'/);
+  assert.throws(() => optionsFromArgv(['--models', '12x770']), /not divisible by its 12 heads/);
+  assert.throws(() => optionsFromArgv(['--threads', '0']), /--threads must be a positive integer/);
+});
+
+const hasTorch = spawnSync('/usr/bin/python3', ['-c', 'import torch'], { encoding: 'utf8' }).status === 0;
+
+test('the PyTorch side counts the same tokens and trainable parameters', { skip: hasTorch ? false : 'no PyTorch at /usr/bin/python3' }, () => {
+  for (const method of ['vera', 'lora'] as const) {
+    const spec: TrainSpec = { method, layers: LAYERS, width: WIDTH, vocab: VOCAB, positions: 64, batch: BATCH, seq: SEQ, r: method === 'vera' ? VERA_R : LORA_R, alpha: 8, warmup: 1, steps: 1 };
+    const t = torchTrain('/usr/bin/python3', spec, 1);
+    assert.equal(t.tokens_per_step, BATCH * SEQ);
+    assert.equal(t.targets_per_step, BATCH * (SEQ - 1));
+    const expected = method === 'vera'
+      ? LAYERS * LAYER_SHAPES.reduce((s, [, out]) => s + VERA_R + out, 0)
+      : LAYERS * LAYER_SHAPES.reduce((s, [inF, out]) => s + LORA_R * (inF + out), 0);
+    assert.equal(t.trainable_params, expected);
+    assert.ok(Math.abs(t.losses[0] - Math.log(VOCAB)) < 0.05, `first loss ${t.losses[0]}`);
+  }
+});
