@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
+import { backendNames } from '../src/backends/index.js';
 import { runBench, type BenchOptions } from '../bench/main.js';
 import { optionsFromArgv } from '../bench/cli.js';
 import { tokensPerSecond } from '../bench/report.js';
@@ -54,7 +55,8 @@ test('bench in quick mode on tiny shapes: trains only the adapter, counts tokens
     const r = runBench(o);
     assert.equal(r.torch.python, null);
     assert.match(r.torch.python === null ? r.torch.reason : '', /no-such-python/);
-    assert.deepEqual(r.backend, { name: 'ts', threads: 1 });
+    assert.ok(r.backend && backendNames().includes(r.backend.name), `backend ${r.backend?.name}`);
+    assert.equal(r.backend.threads, 1, 'the children ran with the thread count asked for');
 
     assert.ok(r.gemm?.ours.ok, 'our GEMM ran');
     assert.deepEqual(r.gemm.ours.value.results.map((x) => [x.n, x.seconds.length]), [[16, 2], [33, 2]]);
