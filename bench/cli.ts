@@ -117,7 +117,7 @@ function main(): void {
   }
   const results = runBench(options);
   process.stdout.write(`\n${renderMarkdown(results)}`);
-  if (options.out !== null) process.stdout.write(`\nwrote ${path.relative(process.cwd(), options.out) || options.out}\n`);
+  if (options.out !== null) process.stdout.write(`\nwrote ${options.out}\n`);
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) main();

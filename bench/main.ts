@@ -73,6 +73,8 @@ export interface BenchResults {
   note: string | null;
   quick: boolean;
   machine: { cpu: string; cores: number; node: string; platform: string };
+  /** 1-minute load average when the run started and when it ended: other work on the machine skews timings. */
+  load: { start: number; end: number };
   /** Our backend as the children reported it (null if none ran). */
   backend: { name: string; threads: number } | null;
   torch: Probe;
@@ -128,6 +130,7 @@ export function runBench(o: BenchOptions): BenchResults {
     note: o.note,
     quick: o.quick,
     machine: { cpu: cpus[0]?.model.trim() ?? 'unknown', cores: os.availableParallelism(), node: process.version, platform: `${os.platform()} ${os.release()} ${os.arch()}` },
+    load: { start: os.loadavg()[0], end: NaN },
     backend: null,
     torch,
     gemm: null,
@@ -159,6 +162,7 @@ export function runBench(o: BenchOptions): BenchResults {
     }
   }
 
+  results.load.end = os.loadavg()[0];
   const markdown = renderMarkdown(results);
   if (o.out !== null) writeFileAtomic(o.out, markdown);
   if (o.jsonOut !== null) writeFileAtomic(o.jsonOut, `${JSON.stringify(results, null, 2)}\n`);

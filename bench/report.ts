@@ -61,6 +61,7 @@ function header(r: BenchResults): string[] {
     '|---|---|',
     `| CPU | ${r.machine.cpu}, ${r.machine.cores} cores (${r.machine.platform}) |`,
     `| Node | ${r.machine.node} |`,
+    `| load average (1 min) | ${fixed(r.load.start, 2)} at the start, ${fixed(r.load.end, 2)} at the end (over ${r.machine.cores} cores: above that, other work competed for the CPU) |`,
     `| our backend | ${r.backend ? `\`${r.backend.name}\`, ${r.backend.threads} thread${r.backend.threads === 1 ? '' : 's'}` : NA} |`,
   ];
   if (t.python === null) {
