@@ -5,6 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 
 if (process.env.VERA_SKIP_NATIVE_BUILD) {
   console.log('vera: native backend not built (VERA_SKIP_NATIVE_BUILD is set); using the TypeScript backend');
@@ -30,10 +31,21 @@ function nodeGyp() {
 const prefix = join(dirname(process.execPath), '..');
 const nodedir = process.env.npm_config_nodedir ?? (existsSync(join(prefix, 'include', 'node', 'node_api.h')) ? prefix : null);
 const [cmd, ...pre] = nodeGyp();
-const r = spawnSync(cmd, [...pre, 'rebuild', '--release', ...(nodedir ? [`--nodedir=${nodedir}`] : [])], { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
+const r = spawnSync(cmd, [...pre, 'rebuild', '--release', ...(nodedir ? [`--nodedir=${nodedir}`] : [])], {
+  cwd: join(dirname(fileURLToPath(import.meta.url)), '..'),
+  stdio: ['ignore', 'pipe', 'pipe'],
+  encoding: 'utf8',
+});
 if (r.status !== 0) {
-  const why = r.error ? r.error.message : (r.stderr || r.stdout || '').split('\n').map((l) => l.trim()).filter((l) => /error/i.test(l))[0] ?? `node-gyp exited with ${r.status}`;
-  console.log(`vera: native backend not built (${why.slice(0, 160)}); using the TypeScript backend`);
+  console.log(`vera: native backend not built (${failureReason(r).slice(0, 200)}); using the TypeScript backend`);
   process.exit(0);
 }
 console.log('vera: native backend built (build/Release/vera_native.node)');
+
+/** The most telling line of node-gyp's output: gyp's own message, a compiler error, else the status. */
+function failureReason(r) {
+  if (r.error) return r.error.message;
+  const lines = `${r.stderr}\n${r.stdout}`.split('\n').map((l) => l.trim());
+  const pick = (re) => lines.find((l) => re.test(l));
+  return pick(/^gyp: /) ?? pick(/\berror:/i) ?? pick(/ERR! stack Error/)?.replace(/^gyp ERR! stack /, '') ?? `node-gyp exited with ${r.status}`;
+}
