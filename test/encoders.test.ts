@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { Tensor, manualSeed, noGrad } from '../src/tensor/index.js';
+import { Rng, Tensor, manualSeed, noGrad } from '../src/tensor/index.js';
 import { VeraError } from '../src/io/errors.js';
 import { SafetensorsFile, loadCheckpointTensors, writeSafetensors, type TensorToWrite } from '../src/io/safetensors.js';
 import {
@@ -291,12 +291,25 @@ describe('savePretrained → loadPretrained', () => {
   }
 });
 
+describe('training mode', () => {
+  test('the eager attention path (live attention dropout) equals the fused kernel when nothing is dropped', () => {
+    const c = JSON.parse(fs.readFileSync(path.join(fixture('bert-tiny-cls'), 'config.json'), 'utf8')) as Record<string, unknown>;
+    const cfg = bertConfigFromJson({ ...c, hidden_dropout_prob: 0, attention_probs_dropout_prob: 1e-12 }, 'f');
+    const model = new BertForSequenceClassification(cfg, { rng: new Rng(5) });
+    const fused = bertLogits(model.eval());
+    const eager = bertLogits(model.train());
+    assert.ok(maxAbsDiff(eager, fused) < 1e-5);
+    assert.ok(maxAbsDiff(eager, new Float32Array(eager.length)) > 1e-3, 'logits are not trivially zero');
+  });
+});
+
 describe('VeRA on BERT query/value', () => {
   test('attaches, trains only λ and the classifier (modules_to_save), and changes the logits', () => {
     manualSeed(3);
     const { loaded } = load(fixture('bert-tiny-base'));
     const model = loaded.model as BertForSequenceClassification;
     const peft = getPeftModel(model, veraConfig({ targetModules: ['query', 'value'], r: 4, modulesToSave: ['classifier'] }));
+    assert.deepEqual(peft.getNbTrainableParameters().trainable, 2 * 2 * (4 + 16) + (16 * 2 + 2)); // λd (r) + λb (out) per layer, and the classifier
     model.train();
     const trainable = model.namedParameters().filter(([, t]) => t.requiresGrad).map(([p]) => p);
     assert.ok(trainable.length > 0);
@@ -318,7 +331,16 @@ describe('VeRA on BERT query/value', () => {
       t.copyFrom(Float32Array.from(t.toFloat32Array(), (v, i) => v - 0.5 * g[i]));
     }
     model.eval();
-    assert.ok(maxAbsDiff(bertLogits(model), before) > 1e-4, 'one step changes the logits');
-    assert.deepEqual(peft.getNbTrainableParameters().trainable, 2 * 2 * (4 + 16) + (16 * 2 + 2)); // λd (r) + λb (out) per layer, and the classifier
+    const trained = bertLogits(model);
+    assert.ok(maxAbsDiff(trained, before) > 1e-4, 'one step changes the logits');
+    // merged into the weights and written back under the checkpoint's keys, the model gives the same logits
+    const merged = peft.mergeAndUnload();
+    assert.ok(maxAbsDiff(bertLogits(merged), trained) < 1e-5);
+    withTmp((dir) => {
+      savePretrained(dir, merged, loaded.configJson, loaded.checkpoint);
+      const again = load(dir);
+      assert.deepEqual(again.notices, []);
+      assert.ok(maxAbsDiff(bertLogits(again.loaded.model as BertForSequenceClassification), trained) < 1e-5);
+    });
   });
 });
