@@ -6,7 +6,6 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { Rng, Tensor, manualSeed, noGrad } from '../src/tensor/index.js';
-import { VeraError } from '../src/io/errors.js';
 import { SafetensorsFile, loadCheckpointTensors, writeSafetensors, type TensorToWrite } from '../src/io/safetensors.js';
 import {
   BertForSequenceClassification, RobertaForSequenceClassification, ViTForImageClassification, bertConfigFromJson,
@@ -14,7 +13,7 @@ import {
 } from '../src/models/index.js';
 import { Linear } from '../src/nn/index.js';
 import { getPeftModel, veraConfig } from '../src/peft/index.js';
-import { withTmp } from './helpers.js';
+import { assertVeraError, maxAbsDiff, withTmp } from './helpers.js';
 
 const FIXTURES = fileURLToPath(new URL('../../test/fixtures/encoders/', import.meta.url));
 const fixture = (name: string): string => path.join(FIXTURES, name);
@@ -45,24 +44,7 @@ function bert(dir: string): BertForSequenceClassification {
   return loaded.model as BertForSequenceClassification;
 }
 
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length, 'lengths differ');
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
-}
 
-function assertVeraError(fn: () => unknown, parts: (string | RegExp)[]): void {
-  assert.throws(fn, (err: unknown) => {
-    assert.ok(err instanceof VeraError, `expected VeraError, got ${String(err)}`);
-    assert.ok(!err.message.includes('\n'), 'message must be one line');
-    for (const p of parts) {
-      if (typeof p === 'string') assert.ok(err.message.includes(p), `"${err.message}" should include "${p}"`);
-      else assert.match(err.message, p);
-    }
-    return true;
-  });
-}
 
 const bertLogits = (m: BertForSequenceClassification, opts = { attentionMask: bertMask, tokenTypeIds: bertTypes }): Float32Array =>
   noGrad(() => m.forward(bertIds, BERT_SHAPE, opts)).toFloat32Array();

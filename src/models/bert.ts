@@ -5,12 +5,12 @@
 import { F, Tensor, defaultRng, type Rng } from '../tensor/index.js';
 import { Dropout, Embedding, LayerNorm, Linear, Module, ModuleList } from '../nn/index.js';
 import { fail } from '../io/errors.js';
-import { Activation, ACTIVATION_NAMES, type ActivationName } from './activations.js';
+import { ACTIVATION_NAMES, type ActivationName } from './activations.js';
 import { ConfigReader, asJsonObject, type JsonObject } from './config.js';
 import { SkipInitRng, type TensorLayer } from './common.js';
 import {
-  bidirectionalAttention, classificationFieldsToJson, encoderCheckpointPath, firstToken, initEncoderWeights, mergeHeads, readClassificationFields,
-  sequenceClassificationLoss, splitHeads, type ClassificationConfig,
+  EncoderIntermediate, EncoderSelfAttention, classificationFieldsToJson, encoderCheckpointPath, firstToken, initEncoderWeights,
+  readClassificationFields, sequenceClassificationLoss, type ClassificationConfig,
 } from './encoder.js';
 
 // ---------------------------------------------------------------- config
@@ -132,31 +132,6 @@ export class BertEmbeddings extends Module {
   }
 }
 
-export class BertSelfAttention extends Module {
-  readonly numHeads: number;
-  query: TensorLayer;
-  key: TensorLayer;
-  value: TensorLayer;
-  dropout: Dropout;
-
-  constructor(config: BertConfig, rng: Rng) {
-    super();
-    this.numHeads = config.numAttentionHeads;
-    const h = config.hiddenSize;
-    this.query = this.addModule('query', new Linear(h, h, { rng }));
-    this.key = this.addModule('key', new Linear(h, h, { rng }));
-    this.value = this.addModule('value', new Linear(h, h, { rng }));
-    this.dropout = this.addModule('dropout', new Dropout(config.attentionProbsDropoutProb));
-  }
-
-  forward(hidden: Tensor, attentionMask: Float32Array | null): Tensor {
-    const q = splitHeads(this.query.forward(hidden), this.numHeads);
-    const k = splitHeads(this.key.forward(hidden), this.numHeads);
-    const v = splitHeads(this.value.forward(hidden), this.numHeads);
-    return mergeHeads(bidirectionalAttention(q, k, v, attentionMask, this.dropout));
-  }
-}
-
 /** dense → dropout → LayerNorm(· + residual): BertSelfOutput and BertOutput alike. */
 export class BertResidualOutput extends Module {
   dense: TensorLayer;
@@ -176,12 +151,12 @@ export class BertResidualOutput extends Module {
 }
 
 export class BertAttention extends Module {
-  self: BertSelfAttention;
+  self: EncoderSelfAttention;
   output: BertResidualOutput;
 
   constructor(config: BertConfig, rng: Rng) {
     super();
-    this.self = this.addModule('self', new BertSelfAttention(config, rng));
+    this.self = this.addModule('self', new EncoderSelfAttention(config, rng));
     this.output = this.addModule('output', new BertResidualOutput(config.hiddenSize, config, rng));
   }
 
@@ -190,30 +165,15 @@ export class BertAttention extends Module {
   }
 }
 
-export class BertIntermediate extends Module {
-  dense: TensorLayer;
-  intermediate_act_fn: Activation;
-
-  constructor(config: BertConfig, rng: Rng) {
-    super();
-    this.dense = this.addModule('dense', new Linear(config.hiddenSize, config.intermediateSize, { rng }));
-    this.intermediate_act_fn = this.addModule('intermediate_act_fn', new Activation(config.hiddenAct));
-  }
-
-  forward(hidden: Tensor): Tensor {
-    return this.intermediate_act_fn.forward(this.dense.forward(hidden));
-  }
-}
-
 export class BertLayer extends Module {
   attention: BertAttention;
-  intermediate: BertIntermediate;
+  intermediate: EncoderIntermediate;
   output: BertResidualOutput;
 
   constructor(config: BertConfig, rng: Rng) {
     super();
     this.attention = this.addModule('attention', new BertAttention(config, rng));
-    this.intermediate = this.addModule('intermediate', new BertIntermediate(config, rng));
+    this.intermediate = this.addModule('intermediate', new EncoderIntermediate(config, rng));
     this.output = this.addModule('output', new BertResidualOutput(config.intermediateSize, config, rng));
   }
 
