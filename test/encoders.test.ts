@@ -107,6 +107,26 @@ describe('BERT against PyTorch', () => {
     assert.ok(maxAbsDiff(bertLogits(bert(fixture('bert-tiny-sharded'))), ref.getFloat32('bert_logits')) < 1e-4);
   });
 
+  test('TF-era LayerNorm.gamma/beta names load as weight/bias and are written back as stored', () => {
+    withTmp((dir) => {
+      writeVariant(dir, 'bert-tiny-cls', (t) => {
+        for (const key of Object.keys(t)) {
+          const renamed = key.replace(/LayerNorm\.weight$/, 'LayerNorm.gamma').replace(/LayerNorm\.bias$/, 'LayerNorm.beta');
+          if (renamed === key) continue;
+          t[renamed] = t[key];
+          delete t[key];
+        }
+      });
+      const { loaded } = load(dir);
+      assert.ok(maxAbsDiff(bertLogits(loaded.model as BertForSequenceClassification), ref.getFloat32('bert_logits')) < 1e-4);
+      assert.equal(loaded.checkpoint.params.get('bert.embeddings.LayerNorm.weight')!.key, 'bert.embeddings.LayerNorm.gamma');
+      withTmp((out) => {
+        savePretrained(out, loaded.model, loaded.configJson, loaded.checkpoint);
+        assert.ok(loadCheckpointTensors(out).names.includes('bert.encoder.layer.1.output.LayerNorm.beta'));
+      });
+    });
+  });
+
   test('bad inputs give one-line errors', () => {
     assertVeraError(() => model.forward(bertIds, [2, 6]), ['BERT input', '14 input ids']);
     assertVeraError(() => model.forward(Int32Array.from(bertIds, () => 30), BERT_SHAPE), ['token id 30', 'vocab_size']);
@@ -282,6 +302,18 @@ describe('training mode', () => {
     const eager = bertLogits(model.train());
     assert.ok(maxAbsDiff(eager, fused) < 1e-5);
     assert.ok(maxAbsDiff(eager, new Float32Array(eager.length)) > 1e-3, 'logits are not trivially zero');
+    // and so are the gradients of every parameter
+    const grads = (training: boolean): Float32Array[] => {
+      model.train(training);
+      model.zeroGrad();
+      model.loss(model.forward(bertIds, BERT_SHAPE, { attentionMask: bertMask, tokenTypeIds: bertTypes }), Int32Array.from([2, 1])).backward();
+      return model.parameters().map((t) => t.grad?.toFloat32Array() ?? new Float32Array(t.size));
+    };
+    const fusedGrads = grads(false);
+    const eagerGrads = grads(true);
+    const query = model.parameters().indexOf(model.bert.encoder.layer.items[0].attention.self.query.ownParameters()[0][1]);
+    assert.ok(fusedGrads[query].some((g) => g !== 0), 'the query weight gets a gradient');
+    fusedGrads.forEach((g, i) => assert.ok(maxAbsDiff(eagerGrads[i], g) < 1e-5, `parameter ${i}`));
   });
 });
 
