@@ -272,6 +272,19 @@ describe('encoder configs', () => {
     const m = new BertForSequenceClassification(c);
     assert.deepEqual(bertConfigFromJson(modelConfigJson(m), 'g'), c);
   });
+
+  test('fresh models follow _init_weights: N(0, 0.02) matrices, LayerNorm 1/0, padding rows zero', () => {
+    const m = new RobertaForSequenceClassification(bertConfigFromJson(cfgFile('roberta-tiny-cls'), 'f', 'roberta'), { rng: new Rng(1) });
+    const row = (t: Tensor, i: number): number[] => [...t.toFloat32Array().slice(i * 16, (i + 1) * 16)];
+    const zeros = new Array<number>(16).fill(0);
+    assert.deepEqual(row(m.roberta.embeddings.word_embeddings.weight, 1), zeros); // pad_token_id 1
+    assert.deepEqual(row(m.roberta.embeddings.position_embeddings.weight, 1), zeros);
+    assert.notDeepEqual(row(m.roberta.embeddings.word_embeddings.weight, 2), zeros);
+    assert.deepEqual([...m.roberta.embeddings.LayerNorm.weight.toFloat32Array()], new Array<number>(16).fill(1));
+    const w = (m.classifier.out_proj as Linear).weight.toFloat32Array();
+    const std = Math.sqrt(w.reduce((s, v) => s + v * v, 0) / w.length);
+    assert.ok(std > 0.01 && std < 0.04, `std ${std}`);
+  });
 });
 
 describe('savePretrained → loadPretrained', () => {

@@ -119,6 +119,23 @@ export class BertEmbeddings extends Module {
     this.dropout = this.addModule('dropout', new Dropout(config.hiddenDropoutProb));
   }
 
+  /** The tables built with padding_idx = pad_token_id (torch keeps that row at zero from init). */
+  paddingTables(): [string, Embedding][] {
+    return [['word_embeddings', this.word_embeddings]];
+  }
+
+  /** Zero the padding row of each padding table whose weight `only` selects (HF's _init_weights). */
+  zeroPaddingRows(prefix: string, only: (path: string) => boolean): void {
+    const pad = this.config.padTokenId;
+    if (pad === null) return;
+    for (const [name, table] of this.paddingTables()) {
+      if (!only(`${prefix}.${name}.weight`)) continue;
+      const w = table.weight.toFloat32Array();
+      w.fill(0, pad * table.dim, (pad + 1) * table.dim);
+      table.weight.copyFrom(w);
+    }
+  }
+
   /** BERT's positions: 0…seq-1 in every row. */
   positionIds(_inputIds: Int32Array, shape: readonly [number, number]): Int32Array {
     const [batch, seq] = shape;
@@ -290,8 +307,9 @@ export class BertForSequenceClassification extends Module {
   }
 
   /** Hugging Face's _init_weights, for every parameter or those `only` selects (a new head). */
-  initWeights(rng: Rng, only?: (path: string) => boolean): void {
+  initWeights(rng: Rng, only: (path: string) => boolean = () => true): void {
     initEncoderWeights(this, this.config.initializerRange, rng, only);
+    this.bert.embeddings.zeroPaddingRows('bert.embeddings', only);
   }
 }
 
