@@ -7,3 +7,4 @@ export { vera, generateProjections } from './vera/model.js';
 export * from './lora/config.js';
 export { LoraLinear } from './lora/layer.js';
 export { lora } from './lora/model.js';
+export * from './targets.js';

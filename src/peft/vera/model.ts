@@ -94,9 +94,14 @@ export const vera: PeftMethod<VeraConfig> = {
   loadStateDict(model, config, name, tensors, file) {
     const layers = veraLayers(model, name);
     const loadProjection = (key: string, target: Tensor): void => {
-      // PEFT writes vera_A/vera_B when save_projection is true; otherwise they are regenerated from the seed
+      // PEFT writes vera_A/vera_B when save_projection is true; otherwise they are regenerated from
+      // the seed, and PEFT ignores stored ones (they are non-persistent buffers then): so do we
       if (!tensors.has(key)) {
         if (config.saveProjection) throw new VeraError(`${file}: missing ${key} although adapter_config.json says save_projection: true`);
+        return;
+      }
+      if (!config.saveProjection) {
+        tensors.get(key); // accounted for, not used
         return;
       }
       target.copyFrom(expectShape(tensors, key, target.shape, file, 'VeRA projection (r, max in) / (max out, r) over the targeted layers'));
