@@ -8,13 +8,21 @@ import { parseVeraConfig, veraConfigToJson, type ProjectionInit, type VeraConfig
 import { VeraLinear, type VeraProjections } from './layer.js';
 
 /**
- * Fill an (rows, cols) matrix as PEFT's _kaiming_init does: fan_in = cols, bound = √(6/fan_in),
- * drawn with torch's float32 uniform_ from the generator's stream (A first, then B).
+ * PEFT's _kaiming_init bound for fan_in `fan`, evaluated in the same order as its Python
+ * (gain √2, std = gain/√fan, bound = √3·std), then rounded to the float32 torch's uniform_ uses.
+ */
+export function kaimingBound(fan: number): number {
+  return Math.fround(Math.sqrt(3) * (Math.SQRT2 / Math.sqrt(fan)));
+}
+
+/**
+ * Fill an (rows, cols) matrix as PEFT's _kaiming_init does: fan_in = cols, drawn with torch's
+ * float32 uniform_ from the generator's stream (A first, then B).
  */
 function initMatrix(rows: number, cols: number, init: ProjectionInit, rng: Rng): Tensor {
   const data = new Float32Array(rows * cols);
   if (init === 'kaiming_uniform') {
-    const bound = Math.fround(Math.sqrt(6 / cols)); // torch passes the bound as a float32 scalar
+    const bound = kaimingBound(cols);
     rng.fillUniform(data, -bound, bound);
   } else if (init === 'kaiming_normal') {
     rng.fillNormal(data, 0, Math.sqrt(2 / cols));
