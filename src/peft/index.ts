@@ -8,3 +8,4 @@ export * from './lora/config.js';
 export { LoraLinear } from './lora/layer.js';
 export { lora } from './lora/model.js';
 export * from './targets.js';
+export * from './model_shapes.js';

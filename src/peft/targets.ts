@@ -62,8 +62,10 @@ export function defaultTargetModules(peftType: string, modelType: string | null)
 /** PEFT's shorthand for "every linear layer but the output layer". */
 export const ALL_LINEAR = 'all-linear';
 
-export function isAllLinear(t: string[] | string | null): t is string {
-  return typeof t === 'string' && t.toLowerCase() === ALL_LINEAR;
+/** 'all-linear' as PEFT's string, or as a one-name list (what a comma-list flag gives). */
+export function isAllLinear(t: string[] | string | null): boolean {
+  const one = Array.isArray(t) && t.length === 1 ? t[0] : t;
+  return typeof one === 'string' && one.toLowerCase() === ALL_LINEAR;
 }
 
 /** Heads PEFT leaves out of all-linear for task_type SEQ_CLS (SEQ_CLS_HEAD_NAMES), and adds to modules_to_save. */
