@@ -4,7 +4,7 @@
 import '../src/backends/index.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Tensor, noGrad, Rng } from '../src/tensor/index.js';
@@ -13,7 +13,7 @@ import { SafetensorsFile, serializeSafetensors } from '../src/io/safetensors.js'
 import { VeraError } from '../src/io/errors.js';
 import { CNN, GPT2LMHeadModel, MLP, loadPretrained } from '../src/models/index.js';
 import {
-  ADAPTER_CONFIG, ADAPTER_WEIGHTS, PeftModel, generateProjections, getPeftModel, kaimingBound, loraConfig, parsePeftConfig, veraConfig,
+  ADAPTER_CONFIG, ADAPTER_WEIGHTS, PeftModel, convertAdapter, generateProjections, getPeftModel, kaimingBound, loraConfig, parsePeftConfig, veraConfig,
 } from '../src/peft/index.js';
 import { main } from '../src/cli/main.js';
 import { withTmp } from './helpers.js';
@@ -243,4 +243,42 @@ test('adapter_config.json fields survive a load/save round trip (revision, task_
     assert.equal(out.revision, 'v1.0');
     assert.equal(out.fan_in_fan_out, true);
   });
+});
+
+test('vera convert-adapter: compact F16 form without the base model, and back with it; projections checked against the key', async () => {
+  const src = join(fixtures, 'gpt2-tiny-vera');
+  const tmp = mkdtempSync(join(tmpdir(), 'vera-test-'));
+  try {
+    const compact = join(tmp, 'compact');
+    assert.equal(await main(['convert-adapter', '--adapter', src, '--out', compact, '--dtype', 'f16', '--no-save-projection', '--json']), 0);
+    const st = SafetensorsFile.open(join(compact, ADAPTER_WEIGHTS));
+    assert.ok(!st.has('base_model.vera_A') && st.keys().every((k) => st.info(k).dtype === 'F16'));
+    assert.equal(JSON.parse(readFileSync(join(compact, ADAPTER_CONFIG), 'utf8')).save_projection, false);
+    // the compact adapter merges like the original, up to F16 rounding of the vectors
+    const a = PeftModel.fromPretrained(loadPretrained(gpt2Dir).model, src).mergeAndUnload();
+    const b = PeftModel.fromPretrained(loadPretrained(gpt2Dir).model, compact).mergeAndUnload();
+    const bp = new Map(b.namedParameters());
+    for (const [p, t] of a.namedParameters()) assert.ok(maxAbsDiff(t.data(), bp.get(p)!.data()) < 1e-3, p);
+    // back to stored projections needs the model; they come back bit for bit
+    const full = join(tmp, 'full');
+    assert.equal(await main(['convert-adapter', '--adapter', compact, '--out', full, '--save-projection', '--model', gpt2Dir, '--json']), 0);
+    const orig = SafetensorsFile.open(join(src, ADAPTER_WEIGHTS));
+    const again = SafetensorsFile.open(join(full, ADAPTER_WEIGHTS));
+    bitEqual(again.getFloat32('base_model.vera_A'), orig.getFloat32('base_model.vera_A'), 'vera_A');
+    bitEqual(again.getFloat32('base_model.vera_B'), orig.getFloat32('base_model.vera_B'), 'vera_B');
+    // projections the key does not regenerate must stay in the file
+    const tampered: Record<string, { data: Float32Array; shape: number[] }> = {};
+    for (const k of orig.keys()) tampered[k] = { data: orig.getFloat32(k), shape: [...orig.info(k).shape] };
+    tampered['base_model.vera_A'].data[3] += 1e-3;
+    const bad = join(tmp, 'bad');
+    mkdirSync(bad);
+    writeFileSync(join(bad, ADAPTER_CONFIG), readFileSync(join(src, ADAPTER_CONFIG)));
+    writeFileSync(join(bad, ADAPTER_WEIGHTS), serializeSafetensors(tampered));
+    assert.throws(() => convertAdapter(bad, join(tmp, 'x'), { saveProjection: false }), /not what projection_prng_key 7 regenerates/);
+    const peft = PeftModel.fromPretrained(loadPretrained(gpt2Dir).model, bad);
+    assert.throws(() => peft.saveAdapter(join(tmp, 'y'), { saveProjection: false }), /vera_A of transformer\.h\.0\.attn\.c_attn is not what projection_prng_key 7 regenerates/);
+    assert.ok(!existsSync(join(tmp, 'x')) && !existsSync(join(tmp, 'y')), 'no partial output');
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
 });

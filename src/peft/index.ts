@@ -9,3 +9,4 @@ export { LoraLinear } from './lora/layer.js';
 export { lora } from './lora/model.js';
 export * from './targets.js';
 export * from './model_shapes.js';
+export * from './convert.js';

@@ -43,10 +43,23 @@ export class TargetModulesError extends VeraError {
 export const ADAPTER_CONFIG = 'adapter_config.json';
 export const ADAPTER_WEIGHTS = 'adapter_model.safetensors';
 
+/** Storage dtype of saved adapter tensors (either case). */
+export type AdapterDtype = 'F32' | 'F16' | 'BF16' | 'f32' | 'f16' | 'bf16';
+
 export interface SaveOptions {
   adapterName?: string;
-  /** Storage dtype of the saved tensors; F16 halves the file (the compact form). */
-  dtype?: 'F32' | 'F16';
+  /** Storage dtype of the saved tensors; F16 halves the file. */
+  dtype?: AdapterDtype;
+  /**
+   * VeRA: override save_projection. false is the compact form (vectors + projection_prng_key);
+   * refused when the projections held are not the ones the key regenerates.
+   */
+  saveProjection?: boolean;
+}
+
+/** 'f16' → 'F16'. */
+export function adapterDtype(d: AdapterDtype | undefined): 'F32' | 'F16' | 'BF16' {
+  return (d ?? 'F32').toUpperCase() as 'F32' | 'F16' | 'BF16';
 }
 
 export interface LoadOptions {
@@ -262,8 +275,7 @@ export class PeftModel<M extends Module = Module> {
   }
 
   /** The adapter's tensors under PEFT's saved key names. */
-  adapterStateDict(name = this.activeAdapter): Map<string, Tensor> {
-    const config = this.configOf(name);
+  adapterStateDict(name = this.activeAdapter, config = this.configOf(name)): Map<string, Tensor> {
     const sd = this.method.stateDict(this.model, config, name);
     const out = new Map<string, Tensor>();
     for (const [k, t] of sd.layers) out.set(`base_model.model.${k}`, t);
@@ -285,12 +297,18 @@ export class PeftModel<M extends Module = Module> {
   /** Write adapter_config.json + adapter_model.safetensors (atomically) into `dir`. */
   saveAdapter(dir: string, opts: SaveOptions = {}): void {
     const name = opts.adapterName ?? this.activeAdapter;
-    const config = { ...this.configOf(name), inferenceMode: true };
+    let config: BasePeftConfig = { ...this.configOf(name), inferenceMode: true };
+    if (opts.saveProjection !== undefined) {
+      if (!('saveProjection' in config)) throw new VeraError(`saveAdapter: saveProjection applies to VeRA adapters, not ${config.peftType}`);
+      if (!opts.saveProjection) this.method.checkRegenerable?.(this.model, config, name);
+      config = { ...config, saveProjection: opts.saveProjection } as BasePeftConfig;
+    }
+    const dtype = adapterDtype(opts.dtype);
     const tensors: Record<string, TensorToWrite> = {};
-    for (const [k, t] of this.adapterStateDict(name)) {
+    for (const [k, t] of this.adapterStateDict(name, config)) {
       const data = t.toFloat32Array();
       for (let i = 0; i < data.length; i++) if (!Number.isFinite(data[i])) throw new VeraError(`saveAdapter: ${k} contains NaN or Inf; refusing to save`);
-      tensors[k] = { data, shape: [...t.shape], dtype: opts.dtype ?? 'F32' };
+      tensors[k] = { data, shape: [...t.shape], dtype };
     }
     writeDirAtomic(dir, {
       [ADAPTER_CONFIG]: sortedJson(this.method.configToJson(config)),

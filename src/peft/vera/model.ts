@@ -99,6 +99,29 @@ export const vera: PeftMethod<VeraConfig> = {
     return sd;
   },
 
+  checkRegenerable(model, config, name) {
+    // regenerate as inject does (same targets, same order, same generator stream) and compare bits
+    const layers = veraLayers(model, name);
+    if (layers.length === 0) return;
+    const maxIn = Math.max(...layers.map(([, l]) => l.inFeatures));
+    const maxOut = Math.max(...layers.map(([, l]) => l.outFeatures));
+    const rng = new Rng(config.projectionPrngKey);
+    const shared = config.uniqueProjections ? null : generateProjections(config.r, maxIn, maxOut, config.projectionPrngKey, config.projectionInit, rng);
+    for (const [path, layer] of layers) {
+      const held = layer.adapter(name).projections;
+      const fresh = shared ?? generateProjections(config.r, layer.inFeatures, layer.outFeatures, config.projectionPrngKey, config.projectionInit, rng);
+      if (!shared && !config.initWeights) rng.fillNormal(new Float32Array(config.r)); // inject drew λd here
+      for (const [which, a, b] of [['vera_A', held.A, fresh.A], ['vera_B', held.B, fresh.B]] as const) {
+        const x = a.data();
+        const y = b.data();
+        if (x.length !== y.length || x.some((v, i) => !Object.is(v, y[i]))) {
+          throw new VeraError(`${which} of ${path} is not what projection_prng_key ${config.projectionPrngKey} regenerates; keep save_projection true for this adapter`);
+        }
+      }
+      if (shared) break;
+    }
+  },
+
   loadStateDict(model, config, name, tensors, file) {
     const layers = veraLayers(model, name);
     const loadProjection = (key: string, target: Tensor): void => {
