@@ -28,6 +28,8 @@ export interface AdapterReport {
   otherParams: number;
   trainableBytesF32: number;
   fileBytes: number;
+  /** adapter_config.json fields this version does not know (from a newer PEFT), ignored on load. */
+  ignoredFields: string[];
   layers: AdapterLayerRow[];
 }
 
@@ -67,6 +69,7 @@ export function inspectAdapter(dir: string): AdapterReport {
     otherParams: other,
     trainableBytesF32: 4 * (trainable + other),
     fileBytes: statSync(weightsPath).size,
+    ignoredFields: [...(config.ignoredFields ?? [])],
     layers: [...rows.values()],
   };
 }
@@ -132,8 +135,9 @@ export function registerInspect(program: Command): void {
         if (o.json) return void console.log(JSON.stringify(rep));
         console.log(`${rep.peftType} adapter, r = ${rep.r}`);
         console.log(`trainable params: ${rep.trainableParams.toLocaleString('en-US')} (${rep.trainableBytesF32.toLocaleString('en-US')} bytes as F32)`);
-        console.log(`stored projections: ${rep.projectionParams === 0 ? 'none (regenerated from projection_prng_key)' : rep.projectionParams.toLocaleString('en-US') + ' params'}`);
+        if (rep.peftType === 'VERA') console.log(`stored projections: ${rep.projectionParams === 0 ? 'none (regenerated from projection_prng_key)' : rep.projectionParams.toLocaleString('en-US') + ' params'}`);
         console.log(`file: ${rep.fileBytes.toLocaleString('en-US')} bytes`);
+        if (rep.ignoredFields.length > 0) console.log(`ignored adapter_config.json fields (unknown to this version, as PEFT ignores them): ${rep.ignoredFields.join(', ')}`);
         const cols = Object.keys(rep.layers[0]?.norms ?? {});
         const width = Math.max(6, ...rep.layers.map((l) => l.module.length));
         console.log(`\n${'module'.padEnd(width)}  ${cols.map((c) => `‖${c}‖`.padStart(12)).join('')}  params`);
