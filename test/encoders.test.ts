@@ -373,26 +373,30 @@ describe('VeRA on BERT query/value', () => {
 });
 
 describe('VeRA on RoBERTa and ViT query/value', () => {
-  // RoBERTa's head is two linear layers under `classifier`; PeftModel's modules_to_save copies the
-  // parameters a matched module owns itself, so both are named here.
+  // RoBERTa's head is two linear layers under `classifier`: as in PEFT, modules_to_save ['classifier']
+  // copies the whole module, so both train (and naming them one by one does the same).
   const cases: [string, string[], (m: LoadedModel['model']) => Tensor][] = [
+    ['roberta-tiny-base', ['classifier'], (m) => (m as RobertaForSequenceClassification).forward(robertaIds, ROBERTA_SHAPE, { attentionMask: robertaMask })],
     ['roberta-tiny-base', ['classifier.dense', 'classifier.out_proj'], (m) => (m as RobertaForSequenceClassification).forward(robertaIds, ROBERTA_SHAPE, { attentionMask: robertaMask })],
     ['vit-tiny-base', ['classifier'], (m) => (m as ViTForImageClassification).forward(pixels())],
   ];
   for (const [name, modulesToSave, forward] of cases) {
-    test(`${name}: gradients reach only λd, λb and the classifier copy`, () => {
+    test(`${name} with modules_to_save [${modulesToSave.join(', ')}]: gradients reach only λd, λb and the classifier copy`, () => {
       const { loaded } = load(fixture(name));
       const model = loaded.model as RobertaForSequenceClassification | ViTForImageClassification;
       getPeftModel(model, veraConfig({ targetModules: ['query', 'value'], r: 4, modulesToSave }));
       model.train();
       model.loss(forward(model), Int32Array.from([1, 0])).backward();
       let lambdas = 0;
+      let classifierParams = 0;
       for (const [p, t] of model.namedParameters()) {
         if (/vera_lambda_[bd]/.test(p)) lambdas++;
+        if (/^classifier\./.test(p)) classifierParams++;
         if (/vera_lambda_[bd]|^classifier\./.test(p)) assert.ok(t.requiresGrad && t.grad !== null, `${p} trains`);
         else assert.ok(!t.requiresGrad && t.grad === null, `${p} is frozen without a gradient buffer`);
       }
       assert.equal(lambdas, 2 * 2 * 2);
+      assert.equal(classifierParams, name.startsWith('roberta') ? 4 : 2);
     });
   }
 });

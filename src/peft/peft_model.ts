@@ -118,9 +118,12 @@ export class PeftModel<M extends Module = Module> {
     this.peftConfig.set(name, config);
     for (const [path, m] of this.model.namedModules()) {
       if (path === '' || !isModuleToSave(config, path) || m instanceof AdapterLayer) continue;
+      // PEFT copies the whole module: a head made of layers (RoBERTa's classifier.dense/out_proj)
+      // trains all of them; a module inside one already saved is covered by it
+      if ([...this.savedModules.keys()].some((p) => path.startsWith(`${p}.`))) continue;
       let entry = this.savedModules.get(path);
       if (!entry) {
-        entry = { original: new Map(m.ownParameters()), copies: new Map() };
+        entry = { original: new Map(m.namedParameters()), copies: new Map() };
         this.savedModules.set(path, entry);
       }
       entry.copies.set(name, new Map([...entry.original].map(([p, t]) => [p, t.clone()])));
@@ -197,7 +200,8 @@ export class PeftModel<M extends Module = Module> {
       const copy = this.disabled ? undefined : entry.copies.get(name);
       for (const [p, original] of entry.original) {
         const use = copy?.get(p) ?? original;
-        m.setParameter(p, use);
+        const dot = p.lastIndexOf('.');
+        (dot < 0 ? m : m.getSubmodule(p.slice(0, dot))).setParameter(p.slice(dot + 1), use);
         use.requiresGrad = copy !== undefined;
       }
     }
