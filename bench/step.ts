@@ -8,6 +8,7 @@ import { Rng, Tensor, kernels } from '../src/tensor/index.js';
 import { GPT2LMHeadModel, causalLmLoss, gpt2ConfigFromJson } from '../src/models/index.js';
 import { LoraLinear, VeraLinear, getPeftModel, loraConfig, veraConfig } from '../src/peft/index.js';
 import { AdamW } from '../src/train/index.js';
+import { loadAddon } from '../src/backends/native/index.js';
 import { maxRssKiB, timed } from './stats.js';
 
 export type Method = 'vera' | 'lora';
@@ -166,10 +167,9 @@ export interface GemmSpec {
   runs: number;
 }
 
-/** The active backend's worker threads: a backend may say (`threads` or `numThreads()`); the TS one runs on one. */
+/** The active backend's worker threads: the native addon's pool (VERA_NUM_THREADS); the TS backend runs on one. */
 export function backendThreads(): number {
-  const k: object = kernels();
-  if ('numThreads' in k && typeof k.numThreads === 'function') return Number(k.numThreads());
-  if ('threads' in k && typeof k.threads === 'number') return k.threads;
-  return 1;
+  if (kernels().name !== 'native') return 1;
+  const load = loadAddon(); // the module already loaded: same addon, same pool
+  return load.addon === null ? 1 : load.addon.numThreads();
 }
