@@ -12,7 +12,7 @@ function main(): void {
   const base = { backend: kernels().name, threads: backendThreads() };
   if (mode === 'gemm') {
     const spec = JSON.parse(json) as GemmSpec;
-    const results = spec.sizes.map((n) => ({ n, seconds: gemmSeconds(n, spec.warmup, spec.runs) }));
+    const results = spec.sizes.map((n) => ({ n, seconds: gemmSeconds(n, spec.warmup, spec.runs, spec.minSeconds) }));
     process.stdout.write(`${JSON.stringify({ ...base, results })}\n`);
   } else {
     const result = runTrainSpec(JSON.parse(json) as TrainSpec);

@@ -88,7 +88,7 @@ export function optionsFromArgv(argv: string[]): BenchOptions {
     jsonOut: f.json === undefined ? null : path.resolve(f.json),
     pythons: !f.torch ? [] : f.python !== undefined ? [f.python] : ['python3', '/usr/bin/python3'],
     threads: f.threads ?? null,
-    gemm: { sizes: f.sizes ?? (quick ? [256, 512] : [256, 512, 1024, 2048]), warmup: 1, runs: f.runs ?? (quick ? 3 : 5) },
+    gemm: { sizes: f.sizes ?? (quick ? [256, 512] : [256, 512, 1024, 2048]), warmup: 1, runs: f.runs ?? (quick ? 3 : 5), minSeconds: quick ? 0.2 : 1 },
     models: f.models ?? (quick ? [{ layers: 2, width: 128 }] : [{ layers: 2, width: 128 }, { layers: 6, width: 384 }, { layers: 12, width: 768 }]),
     batch: f.batch ?? (quick ? 2 : 8),
     seq,

@@ -99,7 +99,7 @@ function gemmSection(r: BenchResults): string[] {
     '',
     '## GEMM',
     '',
-    `float32 C = A·B for square n×n matrices, 2n³ flops. ${g.spec.warmup} warm-up run${g.spec.warmup === 1 ? '' : 's'}, then ${g.spec.runs} timed runs; GFLOP/s of the median run, best run in parentheses. Ours calls the backend's \`matmul\` kernel directly; PyTorch's is \`torch.mm(a, b, out=c)\`.`,
+    `float32 C = A·B for square n×n matrices, 2n³ flops. ${g.spec.warmup} warm-up run${g.spec.warmup === 1 ? '' : 's'}, then at least ${g.spec.runs} timed runs and at least ${g.spec.minSeconds} s of them; GFLOP/s of the median run, best run in parentheses. Ours calls the backend's \`matmul\` kernel directly; PyTorch's is \`torch.mm(a, b, out=c)\`.`,
     '',
     '| n | ours GFLOP/s | PyTorch GFLOP/s | ours / PyTorch (median) |',
     '|---:|---:|---:|---:|',

@@ -145,8 +145,11 @@ function sameValues(a: Float32Array, b: Float32Array): boolean {
   return true;
 }
 
-/** Seconds per run of an n×n×n float32 matmul through the active backend's kernel. */
-export function gemmSeconds(n: number, warmup: number, runs: number): number[] {
+/**
+ * Seconds per run of an n×n×n float32 matmul through the active backend's kernel: `runs` runs, and
+ * more until they add up to `minSeconds` (small sizes get enough runs for a steady median).
+ */
+export function gemmSeconds(n: number, warmup: number, runs: number, minSeconds: number): number[] {
   const k = kernels();
   const rng = new Rng(n);
   const fill = (): Float32Array => rng.fillUniform(new Float32Array(n * n), -0.5, 0.5);
@@ -156,7 +159,11 @@ export function gemmSeconds(n: number, warmup: number, runs: number): number[] {
   const p = { batch: 1, m: n, n, k: n, transA: false, transB: false, strideA: 0, strideB: 0, accumulate: false };
   for (let i = 0; i < warmup; i++) k.matmul(a, b, c, p);
   const out: number[] = [];
-  for (let i = 0; i < runs; i++) out.push(timed(() => k.matmul(a, b, c, p)));
+  let total = 0;
+  while (out.length < runs || total < minSeconds) {
+    out.push(timed(() => k.matmul(a, b, c, p)));
+    total += out[out.length - 1];
+  }
   for (const s of [a, b, c]) k.free?.(s);
   return out;
 }
@@ -164,7 +171,10 @@ export function gemmSeconds(n: number, warmup: number, runs: number): number[] {
 export interface GemmSpec {
   sizes: number[];
   warmup: number;
+  /** Timed runs at least… */
   runs: number;
+  /** …and at least this many seconds of them. */
+  minSeconds: number;
 }
 
 /** The active backend's worker threads: the native addon's pool (VERA_NUM_THREADS); the TS backend runs on one. */

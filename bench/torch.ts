@@ -67,7 +67,7 @@ export function runTorch<T>(python: string, args: string[], threads: number | nu
 }
 
 export function torchGemm(python: string, spec: GemmSpec, threads: number): TorchGemm {
-  return runTorch<TorchGemm>(python, ['gemm', '--sizes', spec.sizes.join(','), '--warmup', String(spec.warmup), '--runs', String(spec.runs), '--threads', String(threads)], threads);
+  return runTorch<TorchGemm>(python, ['gemm', '--sizes', spec.sizes.join(','), '--warmup', String(spec.warmup), '--runs', String(spec.runs), '--min-seconds', String(spec.minSeconds), '--threads', String(threads)], threads);
 }
 
 export function torchTrain(python: string, spec: TrainSpec, threads: number): TorchTrain {

@@ -5,7 +5,7 @@ Run by bench/torch.ts, one process per measurement; each mode prints one JSON ob
 stdout line.
 
     torch_bench.py info
-    torch_bench.py gemm --sizes 256,512 --warmup 1 --runs 5 --threads 2
+    torch_bench.py gemm --sizes 256,512 --warmup 1 --runs 5 --min-seconds 1 --threads 2
     torch_bench.py train --method vera --layers 2 --width 128 --vocab 50257 --positions 1024 \
         --batch 8 --seq 128 --r 256 --warmup 1 --steps 3 --threads 2
 
@@ -72,7 +72,7 @@ def mode_gemm(args):
         for _ in range(args.warmup):
             torch.mm(a, b, out=c)
         times = []
-        for _ in range(args.runs):
+        while len(times) < args.runs or sum(times) < args.min_seconds:
             t0 = time.perf_counter()
             torch.mm(a, b, out=c)
             times.append(time.perf_counter() - t0)
@@ -258,6 +258,7 @@ def main():
     p.add_argument('--sizes', default='256,512,1024,2048')
     p.add_argument('--warmup', type=int, default=1)
     p.add_argument('--runs', type=int, default=5)
+    p.add_argument('--min-seconds', type=float, default=0)
     p.add_argument('--steps', type=int, default=3)
     p.add_argument('--threads', type=int, default=1)
     p.add_argument('--method', choices=['vera', 'lora'], default='vera')

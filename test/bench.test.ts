@@ -29,7 +29,7 @@ function tinyOptions(dir: string): BenchOptions {
     jsonOut: join(dir, 'bench.json'),
     pythons: [join(dir, 'no-such-python')], // PyTorch absent, whatever this machine has
     threads: 1,
-    gemm: { sizes: [16, 33], warmup: 1, runs: 2 },
+    gemm: { sizes: [16, 33], warmup: 1, runs: 2, minSeconds: 0 },
     models: [{ layers: LAYERS, width: WIDTH }],
     batch: BATCH,
     seq: SEQ,
