@@ -37,6 +37,11 @@ function parseModels(v: string): ModelShape[] {
   });
 }
 
+/** `arg` as a POSIX shell word, for the report's command line. */
+function shellQuote(arg: string): string {
+  return /^[\w./:=,@+-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, `'\\''`)}'`;
+}
+
 interface Flags {
   quick?: boolean;
   only?: Section[];
@@ -99,7 +104,7 @@ export function optionsFromArgv(argv: string[]): BenchOptions {
     loraAlpha: 8,
     warmup: 1,
     steps: f.steps ?? (quick ? 2 : 3),
-    command: ['npm run bench', ...(argv.length > 0 ? ['--', ...argv] : [])].join(' '),
+    command: ['npm run bench', ...(argv.length > 0 ? ['--', ...argv.map(shellQuote)] : [])].join(' '),
     note: f.note ?? null,
     log: (line) => process.stdout.write(`${line}\n`),
   };

@@ -75,6 +75,8 @@ export interface BenchResults {
   machine: { cpu: string; cores: number; node: string; platform: string };
   /** 1-minute load average when the run started and when it ended: other work on the machine skews timings. */
   load: { start: number; end: number };
+  /** Wall-clock seconds of the whole run (absent in results from before it was recorded). */
+  seconds?: number;
   /** Our backend as the children reported it (null if none ran). */
   backend: { name: string; threads: number } | null;
   torch: Probe;
@@ -163,6 +165,7 @@ export function runBench(o: BenchOptions): BenchResults {
   }
 
   results.load.end = os.loadavg()[0];
+  results.seconds = (Date.now() - Date.parse(results.date)) / 1000;
   const markdown = renderMarkdown(results);
   if (o.out !== null) writeFileAtomic(o.out, markdown);
   if (o.jsonOut !== null) writeFileAtomic(o.jsonOut, `${JSON.stringify(results, null, 2)}\n`);

@@ -54,7 +54,7 @@ function header(r: BenchResults): string[] {
   const lines = [
     '# Benchmarks',
     '',
-    `Produced by \`${r.command}\` on ${r.date.replace('T', ' ').replace(/\.\d+Z$/, ' UTC')}${r.quick ? ' (quick mode: smaller shapes and fewer runs, for smoke testing only)' : ''}.`,
+    `Produced by \`${r.command}\` on ${r.date.replace('T', ' ').replace(/\.\d+Z$/, ' UTC')}${r.seconds === undefined ? '' : `, taking ${r.seconds < 120 ? `${fixed(r.seconds, 0)} s` : `${fixed(r.seconds / 60, 1)} min`}`}${r.quick ? ' (quick mode: smaller shapes and fewer runs, for smoke testing only)' : ''}.`,
     'Both runtimes ran one after the other on this machine, each measurement in its own child process.',
     '',
     '| | |',

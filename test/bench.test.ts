@@ -115,6 +115,7 @@ test('bench options: --quick, --only and shape checks', () => {
   assert.deepEqual(full.models.map((m) => `${m.layers}x${m.width}`), ['2x128', '6x384', '12x768']);
   assert.deepEqual([full.batch, full.seq, full.vocab, full.veraR, full.loraR], [8, 128, 50257, 256, 8]);
   assert.deepEqual(full.pythons, []);
+  assert.equal(optionsFromArgv(['--quick', '--note', "it's busy"]).command, `npm run bench -- --quick --note 'it'\\''s busy'`);
   assert.throws(() => optionsFromArgv(['--only', 'gemm,bogus']), /unknown section 'bogus'/);
   assert.throws(() => optionsFromArgv(['--models', '12x770']), /not divisible by its 12 heads/);
   assert.throws(() => optionsFromArgv(['--threads', '0']), /--threads must be a positive integer/);
