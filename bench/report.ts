@@ -174,6 +174,14 @@ function losses(entries: TrainEntry[]): string[] {
   return out;
 }
 
+/** Adapter multiply-adds per token over the adapted layers' own: Σ r·(in + out) / Σ in·out over c_attn, attn.c_proj, c_fc, mlp.c_proj. */
+export function adapterWork(spec: { r: number; width: number }): number {
+  const w = spec.width;
+  const layers: [number, number][] = [[w, 3 * w], [w, w], [w, 4 * w], [4 * w, w]];
+  const adapter = layers.reduce((sum, [i, o]) => sum + spec.r * (i + o), 0);
+  return adapter / layers.reduce((sum, [i, o]) => sum + i * o, 0);
+}
+
 function veraVsLora(r: BenchResults): string[] {
   const pairs = new Map<string, { vera?: TrainEntry; lora?: TrainEntry }>();
   for (const e of r.train) {
@@ -186,10 +194,10 @@ function veraVsLora(r: BenchResults): string[] {
     '',
     '## VeRA against LoRA (the paper\'s Table 12 question)',
     '',
-    'Step time and peak RSS of VeRA divided by LoRA\'s on the same model, per runtime (below 1: VeRA is faster / smaller). Time ratio = LoRA tok/s ÷ VeRA tok/s.',
+    'Step time and peak RSS of VeRA divided by LoRA\'s on the same model, per runtime (below 1: VeRA is faster / smaller). Time ratio = LoRA tok/s ÷ VeRA tok/s. "Adapter work" is the multiply-adds per token the adapter adds to the adapted layers, as a share of those layers\' own (forward; backward scales alike): both methods add r·(in + out) per layer, r·16·width per block against the block\'s 12·width² (4r / 3·width). The frozen lm_head (width·vocab per token) and attention come on top for both methods and dilute the difference, most in the small models.',
     '',
-    '| model | trainable VeRA / LoRA | ours: time | ours: peak RSS | PyTorch: time | PyTorch: peak RSS |',
-    '|---|---:|---:|---:|---:|---:|',
+    '| model | trainable VeRA / LoRA | adapter work VeRA / LoRA | ours: time | ours: peak RSS | PyTorch: time | PyTorch: peak RSS |',
+    '|---|---:|---:|---:|---:|---:|---:|',
   ];
   for (const [label, p] of rows) {
     const ov = value(p.vera!.ours);
@@ -198,7 +206,7 @@ function veraVsLora(r: BenchResults): string[] {
     const tl = value(p.lora!.torch);
     const tokRatio = (v: number | null, l: number | null): string => ratio(l, v, 3);
     lines.push(
-      `| ${label} | ${ov && ol ? `${count(ov.trainableParams)} / ${count(ol.trainableParams)}` : '—'} | ${tokRatio(oursTokS(ov), oursTokS(ol))} | ${ratio(ov ? ov.maxRssKiB : null, ol ? ol.maxRssKiB : null, 3)} | ${tokRatio(torchTokS(tv), torchTokS(tl))} | ${ratio(tv ? tv.max_rss_kib : null, tl ? tl.max_rss_kib : null, 3)} |`,
+      `| ${label} | ${ov && ol ? `${count(ov.trainableParams)} / ${count(ol.trainableParams)}` : '—'} | ${fixed(100 * adapterWork(p.vera!.spec), 1)}% / ${fixed(100 * adapterWork(p.lora!.spec), 1)}% | ${tokRatio(oursTokS(ov), oursTokS(ol))} | ${ratio(ov ? ov.maxRssKiB : null, ol ? ol.maxRssKiB : null, 3)} | ${tokRatio(torchTokS(tv), torchTokS(tl))} | ${ratio(tv ? tv.max_rss_kib : null, tl ? tl.max_rss_kib : null, 3)} |`,
     );
   }
   const [label, p] = rows[rows.length - 1];

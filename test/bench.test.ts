@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { backendNames } from '../src/backends/index.js';
 import { runBench, type BenchOptions } from '../bench/main.js';
 import { optionsFromArgv } from '../bench/cli.js';
-import { tokensPerSecond } from '../bench/report.js';
+import { adapterWork, tokensPerSecond } from '../bench/report.js';
 import { torchTrain } from '../bench/torch.js';
 import type { TrainSpec } from '../bench/step.js';
 import { withTmp } from './helpers.js';
@@ -101,6 +101,10 @@ test('bench in quick mode on tiny shapes: trains only the adapter, counts tokens
       assert.equal(cells[11], 'ok');
     }
     assert.match(md, /## VeRA against LoRA/);
+    // adapter multiply-adds over the adapted layers': Σ r·(in+out) / Σ in·out = 16·r·w / 12·w²
+    const work = LAYER_SHAPES.reduce((a, [i, o]) => a + VERA_R * (i + o), 0) / LAYER_SHAPES.reduce((a, [i, o]) => a + i * o, 0);
+    assert.ok(Math.abs(adapterWork({ r: VERA_R, width: WIDTH }) - work) < 1e-12);
+    assert.ok(md.includes(`| ${(100 * work).toFixed(1)}% / ${(100 * adapterWork({ r: LORA_R, width: WIDTH })).toFixed(1)}% |`));
     assert.deepEqual(JSON.parse(readFileSync(o.jsonOut!, 'utf8')).train.length, 2);
   });
 });
