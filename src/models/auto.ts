@@ -13,11 +13,12 @@ import { SkipInitRng } from './common.js';
 import { GPT2LMHeadModel, gpt2ConfigFromJson, gpt2ConfigToJson } from './gpt2.js';
 import { CNN, cnnConfigFromJson, cnnConfigToJson } from './cnn.js';
 import { MLP, mlpConfigFromJson, mlpConfigToJson } from './mlp.js';
+import { LlamaForCausalLM, llamaConfigFromJson, llamaConfigToJson, type LlamaModelType } from './llama.js';
 
 // ---------------------------------------------------------------- registry
 
 /** Every model `loadPretrained` can return; `modelType` (config.json's model_type) tells them apart. */
-export type PretrainedModel = GPT2LMHeadModel | CNN | MLP;
+export type PretrainedModel = GPT2LMHeadModel | CNN | MLP | LlamaForCausalLM<'llama'> | LlamaForCausalLM<'mistral'> | LlamaForCausalLM<'qwen2'>;
 export type ModelType = PretrainedModel['modelType'];
 export type ModelOf<K extends ModelType> = Extract<PretrainedModel, { modelType: K }>;
 
@@ -37,6 +38,20 @@ export interface ModelFamily<M extends PretrainedModel> {
 }
 
 const initRng = (opts: BuildOptions): Rng | undefined => (opts.init === false ? new SkipInitRng() : opts.rng);
+
+/** Llama, Mistral and Qwen2 share one implementation; `type` is config.json's model_type. */
+function llamaFamily<T extends LlamaModelType>(type: T): ModelFamily<ModelOf<T>> {
+  return {
+    fromConfig: (json, file, opts) => new LlamaForCausalLM({ ...llamaConfigFromJson(json, file), modelType: type }, opts),
+    configToJson: llamaConfigToJson,
+    checkpointPath(key) {
+      // rotary inverse frequencies were saved as buffers by older transformers; they are recomputed
+      if (key.endsWith('.rotary_emb.inv_freq')) return null;
+      // a bare LlamaModel checkpoint has no `model.` prefix
+      return key.startsWith('model.') || key.startsWith('lm_head.') ? key : `model.${key}`;
+    },
+  } as ModelFamily<PretrainedModel> as ModelFamily<ModelOf<T>>;
+}
 
 const FAMILIES: { [K in ModelType]: ModelFamily<ModelOf<K>> } = {
   gpt2: {
@@ -59,6 +74,9 @@ const FAMILIES: { [K in ModelType]: ModelFamily<ModelOf<K>> } = {
     configToJson: mlpConfigToJson,
     checkpointPath: (key) => key,
   },
+  llama: llamaFamily('llama'),
+  mistral: llamaFamily('mistral'),
+  qwen2: llamaFamily('qwen2'),
 };
 
 export const MODEL_TYPES = Object.keys(FAMILIES) as ModelType[];
