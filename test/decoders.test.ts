@@ -163,7 +163,7 @@ describe('Llama family against PyTorch', () => {
   });
 
   test('a random Llama built from config trains end to end (gradients reach every parameter)', () => {
-    const config = { ...llamaConfigFromJson({ model_type: 'llama', vocab_size: 20, hidden_size: 8, intermediate_size: 16, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1 }, 'c') };
+    const config = llamaConfigFromJson({ model_type: 'llama', vocab_size: 20, hidden_size: 8, intermediate_size: 16, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1 }, 'c');
     const model = new LlamaForCausalLM(config, { rng: new Rng(3) });
     const logits = model.forward(Int32Array.of(1, 2, 3, 4), [1, 4]);
     logits.backward(logits.clone().detach());

@@ -89,12 +89,15 @@ function readTokenIds(r: ConfigReader, field: string): number[] {
   return list as number[];
 }
 
-/** Validates a Llama / Mistral / Qwen2 config.json; errors read `<file>: field "…" must be …`. */
+/**
+ * Validates a Llama / Mistral / Qwen2 config.json; errors read `<file>: field "…" must be …`. The
+ * sizes are required (transformers would default to a 7B model, never what a folder means).
+ */
 export function llamaConfigFromJson(json: unknown, file: string): LlamaConfig {
   const r = new ConfigReader(asJsonObject(json, file), file);
   const modelType = r.oneOf('model_type', LLAMA_MODEL_TYPES);
-  const hiddenSize = r.positiveInt('hidden_size', 4096);
-  const numAttentionHeads = r.positiveInt('num_attention_heads', 32);
+  const hiddenSize = r.positiveInt('hidden_size');
+  const numAttentionHeads = r.positiveInt('num_attention_heads');
   if (!r.has('head_dim') && hiddenSize % numAttentionHeads !== 0) r.fail('hidden_size', `(${hiddenSize}) must be divisible by "num_attention_heads" (${numAttentionHeads}) when "head_dim" is not given`);
   const headDim = r.positiveInt('head_dim', hiddenSize / numAttentionHeads);
   if (headDim % 2 !== 0) r.fail('head_dim', `must be even for rotary embeddings, got ${headDim}`);
@@ -108,10 +111,10 @@ export function llamaConfigFromJson(json: unknown, file: string): LlamaConfig {
   if (modelType === 'qwen2' && r.bool('use_sliding_window', false) && r.has('sliding_window')) slidingWindow = r.positiveInt('sliding_window');
   return {
     modelType,
-    vocabSize: r.positiveInt('vocab_size', 32000),
+    vocabSize: r.positiveInt('vocab_size'),
     hiddenSize,
-    intermediateSize: r.positiveInt('intermediate_size', 11008),
-    numHiddenLayers: r.positiveInt('num_hidden_layers', 32),
+    intermediateSize: r.positiveInt('intermediate_size'),
+    numHiddenLayers: r.positiveInt('num_hidden_layers'),
     numAttentionHeads,
     numKeyValueHeads,
     headDim,
