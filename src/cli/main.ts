@@ -4,6 +4,7 @@ import { Command, CommanderError } from 'commander';
 import { VeraError } from '../io/errors.js';
 import '../backends/index.js';
 import { registerDemo } from './commands/demo.js';
+import { registerGenerate } from './commands/generate.js';
 import { registerInspect } from './commands/inspect.js';
 import { registerMerge } from './commands/merge.js';
 import { registerPerplexity } from './commands/perplexity.js';
@@ -19,6 +20,7 @@ export function buildProgram(): Command {
   registerTrain(program);
   registerMerge(program);
   registerPerplexity(program);
+  registerGenerate(program);
   registerInspect(program);
   registerDemo(program);
   for (const c of program.commands) c.exitOverride();
