@@ -155,11 +155,11 @@ describe('Llama family against PyTorch', () => {
 
   test('mistral refuses sequences beyond its sliding window', () => {
     const model = llama(path.join(DECODERS, 'mistral'));
-    assert.equal(model.contextLength, 16);
-    throwsVera(() => model.forward(new Int32Array(17), [1, 17]), /^mistral input: sequence length 17 exceeds the sliding_window \(16\)/);
+    assert.equal(model.contextLength, 24);
+    throwsVera(() => model.forward(new Int32Array(25), [1, 25]), /^mistral input: sequence length 25 exceeds the sliding_window \(24\)/);
     const cache = new KVCache();
-    noGrad(() => model.forward(new Int32Array(10), [1, 10], { cache }));
-    throwsVera(() => noGrad(() => model.forward(new Int32Array(7), [1, 7], { cache })), /sequence length 17 exceeds the sliding_window/);
+    noGrad(() => model.forward(new Int32Array(20), [1, 20], { cache }));
+    throwsVera(() => noGrad(() => model.forward(new Int32Array(7), [1, 7], { cache })), /sequence length 27 exceeds the sliding_window/);
   });
 
   test('a random Llama built from config trains end to end (gradients reach every parameter)', () => {

@@ -196,7 +196,8 @@ export function* generateStream(model: CausalLM | { readonly model: CausalLM }, 
     lm.train(wasTraining);
   }
   const textTokens = finishReason === 'eos' ? tokens.slice(0, -1) : tokens;
-  return { tokens, text: decode ? decode(textTokens) : null, finishReason };
+  // some decoders refuse an empty list
+  return { tokens, text: decode ? (textTokens.length === 0 ? '' : decode(textTokens)) : null, finishReason };
 }
 
 /** Runs `generateStream` to the end and returns its result. */
