@@ -16,6 +16,7 @@ import { KVCache } from '../src/models/kv-cache.js';
 import { LlamaForCausalLM, llamaConfigFromJson, ropeInverseFrequencies } from '../src/models/llama.js';
 import type { CausalLM } from '../src/models/generation.js';
 import { getPeftModel, loraConfig, veraConfig } from '../src/peft/index.js';
+import { perplexity } from '../src/cli/commands/perplexity.js';
 import { withTmp } from './helpers.js';
 
 const FIXTURES = fileURLToPath(new URL('../../test/fixtures/', import.meta.url));
@@ -151,6 +152,22 @@ describe('Llama family against PyTorch', () => {
     bad({ eos_token_id: 'x' }, /field "eos_token_id" must be a token id, a list of token ids, or null/);
     bad({ attention_dropout: 0.1 }, /field "attention_dropout" other than 0 is not supported/);
     bad({ hidden_act: 'swiglu' }, /field "hidden_act" must be one of/);
+  });
+
+  test('vera perplexity takes Llama-family models: the mean NLL of the reference logits', () => {
+    const ref = reference('qwen2');
+    const seq = ref.inputIds.length / 2;
+    const vocab = ref.logits.length / ref.inputIds.length;
+    let nll = 0;
+    for (let t = 0; t + 1 < seq; t++) {
+      const row = ref.logits.subarray(t * vocab, (t + 1) * vocab);
+      const max = Math.max(...row);
+      const lse = max + Math.log(row.reduce((s, x) => s + Math.exp(x - max), 0));
+      nll += lse - row[ref.inputIds[t + 1]];
+    }
+    const r = perplexity(llama(path.join(DECODERS, 'qwen2')), ref.inputIds.subarray(0, seq));
+    assert.equal(r.tokens, seq - 1);
+    assert.ok(Math.abs(r.nll - nll / (seq - 1)) < 1e-5, `${r.nll} vs ${nll / (seq - 1)}`);
   });
 
   test('mistral refuses sequences beyond its sliding window', () => {

@@ -16,6 +16,12 @@ export interface CausalLM {
   readonly contextLength: number | null;
   /** config.json's eos_token_id(s). */
   readonly eosTokenIds: readonly number[];
+  readonly config: { readonly vocabSize: number };
+}
+
+/** Whether `model` (a loaded model of any family) is a decoder that can generate. */
+export function isCausalLM<M extends object>(model: M): model is M & CausalLM {
+  return 'eosTokenIds' in model && 'contextLength' in model;
 }
 
 export interface GenerationOptions {

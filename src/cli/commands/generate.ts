@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { InvalidArgumentError, type Command } from 'commander';
 import { VeraError } from '../../io/errors.js';
 import { readJsonFile } from '../../io/atomic.js';
-import { loadPretrained, generateStream, type CausalLM, type GenerationResult, type PretrainedModel } from '../../models/index.js';
+import { loadPretrained, generateStream, isCausalLM, type CausalLM, type GenerationResult } from '../../models/index.js';
 import { PeftModel } from '../../peft/index.js';
 import { loadTokenizer, type Tokenizer } from '../../data/tokenizer.js';
 import { loadChatTemplate } from '../../data/chat-template.js';
@@ -35,10 +35,6 @@ function topPValue(value: string): number {
   const n = finiteNumber(value);
   if (!(n > 0 && n <= 1)) throw new InvalidArgumentError('must be in (0, 1]');
   return n;
-}
-
-function isCausalLM(model: PretrainedModel): model is PretrainedModel & CausalLM {
-  return 'eosTokenIds' in model;
 }
 
 /** The tokens of `text` as the tokenizer's post-processor leaves them, with nothing it adds around every text. */
