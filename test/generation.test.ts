@@ -240,7 +240,7 @@ describe('vera generate', () => {
     assert.deepEqual(out.tokens, expected.tokens);
   });
 
-  test('--stop ends the text at the completing token; --adapter applies an adapter', () =>
+  test('--stop ends the text at the completing token; --adapter applies an adapter, as its vera merge does', () =>
     withTmp((dir) => {
       const base = vera(['--model', LLAMA, '--prompt', 'The a', '--max-new-tokens', '12', '--json']);
       const text = (JSON.parse(base.stdout) as { text: string }).text;
@@ -254,6 +254,12 @@ describe('vera generate', () => {
       const adapted = vera(['--model', LLAMA, '--adapter', path.join(dir, 'adapter'), '--prompt', 'The a', '--max-new-tokens', '12', '--json']);
       assert.equal(adapted.code, 0, adapted.stderr);
       assert.notEqual((JSON.parse(adapted.stdout) as { text: string }).text, text);
+      // vera merge folds it in (tokenizer files travel along); the merged folder generates the same
+      const merge = spawnSync(process.execPath, [BIN, 'merge', '--model', LLAMA, '--adapter', path.join(dir, 'adapter'), '--out', path.join(dir, 'merged')], { encoding: 'utf8' });
+      assert.equal(merge.status, 0, merge.stderr);
+      const merged = vera(['--model', path.join(dir, 'merged'), '--prompt', 'The a', '--max-new-tokens', '12', '--json']);
+      assert.equal(merged.code, 0, merged.stderr);
+      assert.equal(merged.stdout, adapted.stdout);
     }));
 
   test('bad flags and folders end with one line and a non-zero exit', () => {
