@@ -202,6 +202,16 @@ describe('KV cache', () => {
     });
   }
 
+  test('logitsToKeep computes the head on the last positions only', () => {
+    for (const [name, model] of models.slice(0, 2)) {
+      const full = noGrad(() => model.forward(ids, [1, ids.length])).toFloat32Array();
+      const last = noGrad(() => model.forward(ids, [1, ids.length], { logitsToKeep: 2 }));
+      const vocab = full.length / ids.length;
+      assert.deepEqual(last.shape, [1, 2, vocab], name);
+      assert.deepEqual([...last.toFloat32Array()], [...full.subarray((ids.length - 2) * vocab)], name);
+    }
+  });
+
   test('the cache holds each layer\'s keys and values, appended per step', () => {
     const model = llama(path.join(DECODERS, 'llama-gqa'));
     const cache = new KVCache();

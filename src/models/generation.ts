@@ -2,7 +2,7 @@
 // `generate` with greedy search or multinomial sampling: the prompt runs once into a KV cache, then
 // each step feeds only the newest token. Sampling applies transformers' logits warpers in their
 // order (temperature, top-k, top-p) and draws with our seeded Rng, so a seed reproduces a run.
-import { F, Rng, noGrad, type Tensor } from '../tensor/index.js';
+import { Rng, noGrad, type Tensor } from '../tensor/index.js';
 import { fail } from '../io/errors.js';
 import { KVCache, type CausalLMForwardOptions } from './kv-cache.js';
 
@@ -172,10 +172,7 @@ export function* generateStream(model: CausalLM | { readonly model: CausalLM }, 
   try {
     let input = Int32Array.from(prompt);
     for (let step = 0; step < maxNewTokens; step++) {
-      const row = noGrad(() => {
-        const logits = lm.forward(input, [1, input.length], { cache });
-        return F.slice(logits, 1, input.length - 1, input.length).toFloat32Array();
-      });
+      const row = noGrad(() => lm.forward(input, [1, input.length], { cache, logitsToKeep: 1 }).toFloat32Array());
       const token = opts.doSample ? sampleIndex(samplingProbabilities(row, opts), rng) : argmax(row);
       tokens.push(token);
       input = Int32Array.of(token);

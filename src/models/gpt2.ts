@@ -8,7 +8,7 @@ import { fail } from '../io/errors.js';
 import { Activation, ACTIVATION_NAMES, type ActivationName } from './activations.js';
 import { ConfigReader, asJsonObject, type JsonObject } from './config.js';
 import { SkipInitRng, initNormal, type TensorLayer } from './common.js';
-import { defaultPositions, type CausalLMForwardOptions, type LayerKV } from './kv-cache.js';
+import { defaultPositions, keepLastPositions, type CausalLMForwardOptions, type LayerKV } from './kv-cache.js';
 
 // ---------------------------------------------------------------- config
 
@@ -298,9 +298,9 @@ export class GPT2LMHeadModel extends Module {
     this.lm_head.setParameter('weight', this.transformer.wte.weight);
   }
 
-  /** Logits (batch, seq, vocab_size). */
+  /** Logits (batch, seq, vocab_size); (batch, n, vocab_size) with `logitsToKeep` n. */
   forward(inputIds: Int32Array, shape: readonly [number, number], opts: GPT2ForwardOptions = {}): Tensor {
-    return this.lm_head.forward(this.transformer.forward(inputIds, shape, opts));
+    return this.lm_head.forward(keepLastPositions(this.transformer.forward(inputIds, shape, opts), opts.logitsToKeep));
   }
 
   /** Hugging Face's _init_weights: N(0, initializer_range) matrices, c_proj scaled by 1/√(2·n_layer). */

@@ -50,6 +50,16 @@ export interface CausalLMForwardOptions {
   positionIds?: Int32Array;
   /** Keys and values of earlier calls; this call's are appended to it. */
   cache?: KVCache;
+  /** Compute logits for the last n positions only (transformers' logits_to_keep); generation needs 1. */
+  logitsToKeep?: number;
+}
+
+/** The last `keep` positions of hidden states (batch, seq, dim): all of them when keep is absent. */
+export function keepLastPositions(hidden: Tensor, keep: number | undefined): Tensor {
+  const seq = hidden.shape[1];
+  if (keep === undefined || keep >= seq) return hidden;
+  if (!(Number.isInteger(keep) && keep >= 1)) throw new Error(`logitsToKeep must be a positive integer, got ${keep}`);
+  return F.slice(hidden, 1, seq - keep, seq);
 }
 
 /** Default positions of `seq` new tokens after `past` cached ones, shared by every row. */

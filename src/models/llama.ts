@@ -9,7 +9,7 @@ import { fail } from '../io/errors.js';
 import { Activation, ACTIVATION_NAMES, type ActivationName } from './activations.js';
 import { ConfigReader, asJsonObject, type JsonObject } from './config.js';
 import { SkipInitRng, initNormal, type TensorLayer } from './common.js';
-import { defaultPositions, type CausalLMForwardOptions, type LayerKV } from './kv-cache.js';
+import { defaultPositions, keepLastPositions, type CausalLMForwardOptions, type LayerKV } from './kv-cache.js';
 
 // ---------------------------------------------------------------- config
 
@@ -396,9 +396,9 @@ export class LlamaForCausalLM<T extends LlamaModelType = LlamaModelType> extends
     return [...this.config.eosTokenIds];
   }
 
-  /** Logits (batch, seq, vocab_size). */
+  /** Logits (batch, seq, vocab_size); (batch, n, vocab_size) with `logitsToKeep` n. */
   forward(inputIds: Int32Array, shape: readonly [number, number], opts: CausalLMForwardOptions = {}): Tensor {
-    return this.lm_head.forward(this.model.forward(inputIds, shape, opts));
+    return this.lm_head.forward(keepLastPositions(this.model.forward(inputIds, shape, opts), opts.logitsToKeep));
   }
 
   /** Hugging Face's _init_weights: N(0, initializer_range) for linear and embedding weights; biases 0, norms 1. */
