@@ -127,11 +127,11 @@ export class GPT2Attention extends Module {
     const query = this.splitHeads(F.slice(qkv, 2, 0, s));
     let key = this.splitHeads(F.slice(qkv, 2, s, 2 * s));
     let value = this.splitHeads(F.slice(qkv, 2, 2 * s, 3 * s));
-    if (cache) [key, value] = cache.update(key, value);
     // The fused kernel has no dropout on the attention weights; when that dropout is live
     // (training with attn_pdrop > 0) take the eager path, as Hugging Face's eager attention does.
     const eager = this.training && this.attn_dropout.p > 0;
     if (eager && cache) throw new Error('GPT2Attention: a KV cache is for inference; call eval() first');
+    if (cache) [key, value] = cache.update(key, value);
     const attnOutput = eager
       ? this.eagerAttention(query, key, value, attentionMask)
       : F.attention(query, key, value, { causal: true, keyMask: attentionMask, scale: this.scale });
