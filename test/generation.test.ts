@@ -13,7 +13,7 @@ import { Rng } from '../src/tensor/index.js';
 import { VeraError } from '../src/io/errors.js';
 import { SafetensorsFile } from '../src/io/safetensors.js';
 import { loadPretrained } from '../src/models/auto.js';
-import { generate, generateStream, samplingProbabilities, sampleIndex, softmax, topKFilter, topPFilter, type CausalLM, type GenerationStep } from '../src/models/generation.js';
+import { generate, generateAsync, generateStream, samplingProbabilities, sampleIndex, softmax, topKFilter, topPFilter, type CausalLM, type GenerationStep } from '../src/models/generation.js';
 import { getPeftModel, veraConfig } from '../src/peft/index.js';
 import { loadTokenizer } from '../src/data/tokenizer.js';
 import { compileChatTemplate, loadChatTemplate } from '../src/data/chat-template.js';
@@ -135,6 +135,9 @@ describe('generate', () => {
     assert.deepEqual(seen, yielded);
     assert.deepEqual(yielded.map((s) => s.token), next.value.tokens);
     assert.equal(yielded.map((s) => s.text).join(''), next.value.text);
+    const viaAsync: GenerationStep[] = [];
+    for await (const step of generateAsync(model, prompt, { maxNewTokens: 10, eosTokenIds: [], decode: (ids) => tokenizer.decode(ids) })) viaAsync.push(step);
+    assert.deepEqual(viaAsync, yielded);
   });
 
   test('a PeftModel generates with its adapter; the merged model generates the same', () => {

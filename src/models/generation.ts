@@ -203,6 +203,20 @@ export function* generateStream(model: CausalLM | { readonly model: CausalLM }, 
   return { tokens, text: decode ? (textTokens.length === 0 ? '' : decode(textTokens)) : null, finishReason };
 }
 
+/**
+ * `generateStream` as an async iterator (`for await`): the same steps, with the event loop let run
+ * between them so output written per step reaches a terminal or socket while generation goes on.
+ */
+export async function* generateAsync(model: CausalLM | { readonly model: CausalLM }, prompt: readonly number[], opts: GenerationOptions = {}): AsyncGenerator<GenerationStep, GenerationResult> {
+  const stream = generateStream(model, prompt, opts);
+  for (;;) {
+    const next = stream.next();
+    if (next.done) return next.value;
+    yield next.value;
+    await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+}
+
 /** Runs `generateStream` to the end and returns its result. */
 export function generate(model: CausalLM | { readonly model: CausalLM }, prompt: readonly number[], opts: GenerationOptions = {}): GenerationResult {
   const stream = generateStream(model, prompt, opts);

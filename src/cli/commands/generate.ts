@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { InvalidArgumentError, type Command } from 'commander';
 import { VeraError } from '../../io/errors.js';
 import { readJsonFile } from '../../io/atomic.js';
-import { loadPretrained, generateStream, isCausalLM, type CausalLM, type GenerationResult } from '../../models/index.js';
+import { loadPretrained, generateAsync, isCausalLM, type CausalLM, type GenerationResult } from '../../models/index.js';
 import { PeftModel } from '../../peft/index.js';
 import { loadTokenizer, type Tokenizer } from '../../data/tokenizer.js';
 import { loadChatTemplate } from '../../data/chat-template.js';
@@ -114,7 +114,7 @@ export function registerGenerate(program: Command): void {
         if (turnEnd !== null && !eos.includes(turnEnd)) eos.push(turnEnd);
       }
       const prompt = promptIds(tokenizer, promptText, o.chat ?? false);
-      const stream = generateStream(model, prompt, {
+      const stream = generateAsync(model, prompt, {
         maxNewTokens: o.maxNewTokens,
         doSample,
         temperature,
@@ -128,7 +128,7 @@ export function registerGenerate(program: Command): void {
       let result: GenerationResult;
       let streamed = '';
       for (;;) {
-        const next = stream.next();
+        const next = await stream.next();
         if (next.done) {
           result = next.value;
           break;
@@ -136,7 +136,6 @@ export function registerGenerate(program: Command): void {
         if (!o.json && next.value.text !== '') {
           process.stdout.write(next.value.text);
           streamed += next.value.text;
-          await new Promise<void>((resolve) => setImmediate(resolve)); // let the text reach the terminal
         }
       }
       const text = result.text ?? '';
