@@ -113,7 +113,10 @@ describe('Llama family against PyTorch', () => {
     for (const i of [0, 1, 2]) assert.equal(scaled[i], plain[i]);
     assert.ok(scaled[3] < plain[3] && scaled[3] > plain[3] / 8);
     for (const i of [4, 5, 6, 7]) assert.ok(Math.abs(scaled[i] - plain[i] / 8) < 1e-15);
-    const linear = ropeInverseFrequencies({ ...config, ropeScaling: { ropeType: 'linear', factor: 4 } });
+    // the legacy spelling {"type": "linear"} reads as rope_type
+    const legacy = llamaConfigFromJson({ ...JSON.parse(fs.readFileSync(path.join(DECODERS, 'llama3-rope/config.json'), 'utf8')), rope_scaling: { type: 'linear', factor: 4 } }, 'c');
+    assert.deepEqual(legacy.ropeScaling, { ropeType: 'linear', factor: 4 });
+    const linear = ropeInverseFrequencies(legacy);
     linear.forEach((f, i) => assert.ok(Math.abs(f - plain[i] / 4) < 1e-15));
   });
 

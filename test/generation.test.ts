@@ -140,6 +140,14 @@ describe('generate', () => {
     assert.deepEqual(viaAsync, yielded);
   });
 
+  test('a delta is held back while the text ends inside a multi-byte character', () => {
+    const greedy = generate(model, prompt, { maxNewTokens: 3, eosTokenIds: [] }).tokens;
+    // a byte-level decoder shows an incomplete UTF-8 sequence as U+FFFD until its last byte arrives
+    const decode = (ids: readonly number[]): string => ids.map((id, i) => (id !== greedy[1] ? 'x' : i === ids.length - 1 ? '\uFFFD' : 'é')).join('');
+    const steps = [...generateStream(model, prompt, { maxNewTokens: 3, eosTokenIds: [], decode })];
+    assert.deepEqual(steps.map((s) => s.text), ['x', '', 'éx']);
+  });
+
   test('a PeftModel generates with its adapter; the merged model generates the same', () => {
     const base = lm(LLAMA);
     const plain = generate(base, prompt, { maxNewTokens: 10, eosTokenIds: [] }).tokens;
