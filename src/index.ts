@@ -10,3 +10,4 @@ export * from './train/index.js';
 export { VeraError } from './io/errors.js';
 export { SafetensorsFile, writeSafetensors, serializeSafetensors, loadCheckpointTensors } from './io/safetensors.js';
 export { loadFashionMnist, FASHION_MNIST_CLASSES } from './data/fashion-mnist.js';
+export { loadChatTemplate, compileChatTemplate, type ChatMessage, type ChatTemplate } from './data/chat-template.js';
