@@ -4,7 +4,7 @@
 // written back with exactly the input's tensor names, shapes and dtypes.
 import * as path from 'node:path';
 import type { Module } from '../nn/index.js';
-import type { Rng, Tensor } from '../tensor/index.js';
+import { defaultRng, type Rng, type Tensor } from '../tensor/index.js';
 import { readJsonFile, writeDirAtomic } from '../io/atomic.js';
 import { fail } from '../io/errors.js';
 import { loadCheckpointTensors, serializeSafetensors, type CheckpointTensors, type Dtype, type TensorToWrite, type WriteDtype } from '../io/safetensors.js';
@@ -13,11 +13,14 @@ import { SkipInitRng } from './common.js';
 import { GPT2LMHeadModel, gpt2ConfigFromJson, gpt2ConfigToJson } from './gpt2.js';
 import { CNN, cnnConfigFromJson, cnnConfigToJson } from './cnn.js';
 import { MLP, mlpConfigFromJson, mlpConfigToJson } from './mlp.js';
+import { BertForSequenceClassification, bertCheckpointPath, bertConfigFromJson, bertConfigToJson, bertNewlyInitialized } from './bert.js';
+import { RobertaForSequenceClassification, robertaCheckpointPath, robertaNewlyInitialized } from './roberta.js';
+import { ViTForImageClassification, vitCheckpointPath, vitConfigFromJson, vitConfigToJson, vitNewlyInitialized } from './vit.js';
 
 // ---------------------------------------------------------------- registry
 
 /** Every model `loadPretrained` can return; `modelType` (config.json's model_type) tells them apart. */
-export type PretrainedModel = GPT2LMHeadModel | CNN | MLP;
+export type PretrainedModel = GPT2LMHeadModel | CNN | MLP | BertForSequenceClassification | RobertaForSequenceClassification | ViTForImageClassification;
 export type ModelType = PretrainedModel['modelType'];
 export type ModelOf<K extends ModelType> = Extract<PretrainedModel, { modelType: K }>;
 
@@ -34,6 +37,14 @@ export interface ModelFamily<M extends PretrainedModel> {
   configToJson(config: M['config']): JsonObject;
   /** The state-dict path a checkpoint key loads into, or null for tensors to skip (legacy buffers). */
   checkpointPath(key: string): string | null;
+  /**
+   * Task-head parameters a base checkpoint may lack, or store with another shape (another
+   * num_labels): loading gives them Hugging Face's fresh initialization, with a notice, instead of
+   * failing (transformers' "newly initialized" weights). Absent: every parameter must be stored.
+   */
+  newlyInitialized?(path: string): boolean;
+  /** Hugging Face's initialization of the parameters `only` selects (the newly initialized ones). */
+  initWeights?(model: M, only: (path: string) => boolean): void;
 }
 
 const initRng = (opts: BuildOptions): Rng | undefined => (opts.init === false ? new SkipInitRng() : opts.rng);
@@ -58,6 +69,28 @@ const FAMILIES: { [K in ModelType]: ModelFamily<ModelOf<K>> } = {
     fromConfig: (json, file, opts) => new MLP(mlpConfigFromJson(json, file), initRng(opts)),
     configToJson: mlpConfigToJson,
     checkpointPath: (key) => key,
+  },
+  // The encoders load as their sequence/image classification models (base checkpoints included).
+  bert: {
+    fromConfig: (json, file, opts) => new BertForSequenceClassification(bertConfigFromJson(json, file, 'bert'), opts),
+    configToJson: bertConfigToJson,
+    checkpointPath: bertCheckpointPath,
+    newlyInitialized: bertNewlyInitialized,
+    initWeights: (model, only) => model.initWeights(defaultRng(), only),
+  },
+  roberta: {
+    fromConfig: (json, file, opts) => new RobertaForSequenceClassification(bertConfigFromJson(json, file, 'roberta'), opts),
+    configToJson: bertConfigToJson,
+    checkpointPath: robertaCheckpointPath,
+    newlyInitialized: robertaNewlyInitialized,
+    initWeights: (model, only) => model.initWeights(defaultRng(), only),
+  },
+  vit: {
+    fromConfig: (json, file, opts) => new ViTForImageClassification(vitConfigFromJson(json, file), opts),
+    configToJson: vitConfigToJson,
+    checkpointPath: vitCheckpointPath,
+    newlyInitialized: vitNewlyInitialized,
+    initWeights: (model, only) => model.initWeights(defaultRng(), only),
   },
 };
 
@@ -108,6 +141,14 @@ export interface CheckpointInfo {
   params: Map<string, CheckpointEntry>;
   /** Stored tensors that are not parameters: legacy buffers (attn.bias), tied duplicates. */
   extras: CheckpointExtra[];
+  /** Parameters the checkpoint lacked, or stored with another shape, left for a fresh initialization. */
+  newlyInitialized: NewParameter[];
+}
+
+export interface NewParameter {
+  path: string;
+  /** The checkpoint's shape for it when that differed (another num_labels); null when it was absent. */
+  storedShape: number[] | null;
 }
 
 export type LoadedModel = {
@@ -143,7 +184,12 @@ function ownedTensors(model: Module): Map<string, Tensor> {
  * present with its exact shape, and every stored tensor must be a parameter, a tied alias of one,
  * or skipped by `checkpointPath`; otherwise a one-line VeraError names the file and the key.
  */
-export function loadCheckpointInto(model: Module, ckpt: CheckpointTensors, checkpointPath: (key: string) => string | null = (k) => k): CheckpointInfo {
+export function loadCheckpointInto(
+  model: Module,
+  ckpt: CheckpointTensors,
+  checkpointPath: (key: string) => string | null = (k) => k,
+  newlyInitialized: (path: string) => boolean = () => false,
+): CheckpointInfo {
   const source = checkpointSource(ckpt);
   const state = model.stateDict();
   const owned = ownedTensors(model);
@@ -151,6 +197,7 @@ export function loadCheckpointInto(model: Module, ckpt: CheckpointTensors, check
   const params = new Map<string, CheckpointEntry>();
   const extras: CheckpointExtra[] = [];
   const loads: [Tensor, () => Float32Array][] = [];
+  const fresh: NewParameter[] = [];
   // check everything before reading any data, so a bad checkpoint fails fast
   for (const key of ckpt.names) {
     const stored = ckpt.get(key);
@@ -163,10 +210,14 @@ export function loadCheckpointInto(model: Module, ckpt: CheckpointTensors, check
     const t = state.get(target);
     if (t === undefined) fail(`${stored.file}: unexpected tensor "${key}" (the model has no parameter "${target}")`);
     if (!FLOAT_DTYPES.includes(stored.dtype)) fail(`${stored.file}: ${key} has dtype ${stored.dtype}, expected a floating-point dtype`);
-    if (stored.shape.length !== t.ndim || stored.shape.some((d, i) => d !== t.shape[i])) {
-      fail(`${stored.file}: ${key} has shape ${shapeStr(stored.shape)}, expected ${shapeStr(t.shape)}`);
-    }
     const owner = ownerOf.get(t)!;
+    if (stored.shape.length !== t.ndim || stored.shape.some((d, i) => d !== t.shape[i])) {
+      if (!newlyInitialized(owner)) fail(`${stored.file}: ${key} has shape ${shapeStr(stored.shape)}, expected ${shapeStr(t.shape)}`);
+      // a head for another label set (ignore_mismatched_sizes): replaced, and saved under the same key
+      params.set(owner, { ...entry, dtype: stored.dtype, shape: [...t.shape] });
+      fresh.push({ path: owner, storedShape: [...stored.shape] });
+      continue;
+    }
     if (owner !== target) {
       extras.push({ ...entry, tiedTo: owner, data: stored.data }); // e.g. lm_head.weight of a tied model
       continue;
@@ -176,21 +227,39 @@ export function loadCheckpointInto(model: Module, ckpt: CheckpointTensors, check
     params.set(owner, entry);
     loads.push([t, stored.data]);
   }
-  for (const [p, t] of owned) if (!params.has(p)) fail(`${source}: missing tensor "${p}" (shape ${shapeStr(t.shape)})`);
+  const headDtype = ckpt.names.length > 0 ? ckpt.get(ckpt.names[0]).dtype : 'F32';
+  for (const [p, t] of owned) {
+    if (params.has(p)) continue;
+    if (!newlyInitialized(p)) fail(`${source}: missing tensor "${p}" (shape ${shapeStr(t.shape)})`);
+    params.set(p, { key: p, dtype: FLOAT_DTYPES.includes(headDtype) ? headDtype : 'F32', shape: [...t.shape] });
+    fresh.push({ path: p, storedShape: null });
+  }
   for (const [t, data] of loads) t.copyFrom(data());
-  return { source, files: [...ckpt.files], params, extras };
+  return { source, files: [...ckpt.files], params, extras, newlyInitialized: fresh };
+}
+
+export interface LoadPretrainedOptions {
+  /** Where the one-line notice about newly initialized weights goes (default: stderr). */
+  log?: (line: string) => void;
 }
 
 /**
  * Loads a model folder: config.json (its `model_type` picks the family) and model.safetensors or a
  * sharded model.safetensors.index.json. The model is returned in eval mode, as transformers does.
+ * A task head the checkpoint lacks (a base checkpoint) is freshly initialized, with a notice.
  */
-export function loadPretrained(dir: string): LoadedModel {
+export function loadPretrained(dir: string, opts: LoadPretrainedOptions = {}): LoadedModel {
   const configFile = path.join(dir, 'config.json');
   const configJson = asJsonObject(readJsonFile(configFile, 'model config'), configFile);
   const family = familyOf(configJson, configFile);
   const model = family.fromConfig(configJson, configFile, { init: false });
-  const checkpoint = loadCheckpointInto(model, loadCheckpointTensors(dir), family.checkpointPath);
+  const checkpoint = loadCheckpointInto(model, loadCheckpointTensors(dir), family.checkpointPath, family.newlyInitialized);
+  if (checkpoint.newlyInitialized.length > 0) {
+    const fresh = new Set(checkpoint.newlyInitialized.map((p) => p.path));
+    family.initWeights?.(model, (p) => fresh.has(p));
+    const names = checkpoint.newlyInitialized.map((p) => (p.storedShape ? `${p.path} (stored there as ${shapeStr(p.storedShape)})` : p.path));
+    (opts.log ?? ((line) => process.stderr.write(`${line}\n`)))(`vera: newly initialized ${names.join(', ')}: not in ${checkpoint.source}; train them before use`);
+  }
   model.eval();
   return { modelType: model.modelType, model, config: model.config, configJson, checkpoint } as LoadedModel;
 }

@@ -5,3 +5,7 @@ export * from './auto.js';
 export { Activation, ACTIVATION_NAMES, type ActivationName } from './activations.js';
 export { SkipInitRng, type TensorLayer } from './common.js';
 export { type JsonObject } from './config.js';
+export * from './bert.js';
+export * from './roberta.js';
+export * from './vit.js';
+export { sequenceClassificationLoss, type ClassificationConfig, type ProblemType } from './encoder.js';
