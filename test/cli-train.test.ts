@@ -303,7 +303,7 @@ describe('vera train: bad input fails with one line naming the flag or file, and
     ['missing model folder', () => ['train', '--model', tmpPath('no-such-model'), '--data', data, ...rest(), '--r', '4'], /no-such-model/],
     ['missing data file', () => [...base(undefined, tmpPath('missing.jsonl')), '--r', '4'], /missing\.jsonl: not found$/],
     ['"text" without tokenizer.json', () => [...base(undefined, tmpPath('text-only.jsonl')), '--r', '4'], /text-only\.jsonl:1: "text" needs a tokenizer\.json in .*gpt2-tiny \(or give "input_ids"\)$/],
-    ['image model', () => ['train', '--model', tmpPath('mlp-model'), '--data', data, ...rest(), '--r', '4'], /vera train trains causal language models/],
+    ['image model', () => ['train', '--model', tmpPath('mlp-model'), '--data', data, ...rest(), '--r', '4'], /model_type "vera_mlp" is not a causal language model; --task causal-lm trains GPT-2 \(use --task img-cls\)/],
     ['--steps with --epochs', () => [...base(), '--r', '4', '--epochs', '1'], /--steps.*--epochs/],
     ['--seq-len over n_positions', () => [...base(), '--r', '4', '--seq-len', '65'], /--seq-len 65 exceeds the model's n_positions \(64\)/],
     ['LoRA flag with --method vera', () => [...base(), '--r', '4', '--lora-alpha', '16'], /--lora-alpha applies to --method lora/],
