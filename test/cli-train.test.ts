@@ -14,6 +14,7 @@ import { SafetensorsFile } from '../src/io/safetensors.js';
 import { MLP, causalLmLoss, loadPretrained, mlpConfigToJson, savePretrained, type GPT2LMHeadModel } from '../src/models/index.js';
 import { PeftModel } from '../src/peft/index.js';
 import { noGrad } from '../src/tensor/index.js';
+import { tinyGpt2TokenizerJson } from './helpers.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const BIN = path.join(ROOT, 'bin', 'vera.js');
@@ -56,24 +57,6 @@ function modelCopy(name: string, editConfig: (c: Record<string, unknown>) => voi
   fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config));
   for (const [f, content] of Object.entries(extra)) fs.writeFileSync(path.join(dir, f), content);
   return dir;
-}
-
-/** Byte-level BPE tokenizer.json for gpt2-tiny's 101 tokens (printable ASCII + 'Ġ', 5 merges, <|endoftext|>). */
-function tinyTokenizerJson(): string {
-  const vocab: Record<string, number> = { Ġ: 0 };
-  for (let b = 33; b <= 126; b++) vocab[String.fromCharCode(b)] = b - 32;
-  const merges = ['Ġ t', 'h e', 'Ġt he', 'Ġ a', 'l l'];
-  merges.forEach((m, i) => (vocab[m.replace(' ', '')] = 95 + i));
-  const byteLevel = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true };
-  return JSON.stringify({
-    version: '1.0',
-    added_tokens: [{ id: 100, content: '<|endoftext|>', single_word: false, lstrip: false, rstrip: false, normalized: true, special: true }],
-    normalizer: null,
-    pre_tokenizer: byteLevel,
-    post_processor: byteLevel,
-    decoder: byteLevel,
-    model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: '', end_of_word_suffix: '', fuse_unk: false, byte_fallback: false, vocab, merges },
-  });
 }
 
 const VERA = ['--method', 'vera', '--r', '8', '--target-modules', 'c_attn,c_proj,c_fc', '--lr', '0.05'];
@@ -281,7 +264,7 @@ describe('vera train', () => {
   });
 
   test('"text" data is tokenized with the model folder\'s tokenizer.json; short sequences are skipped and counted', async () => {
-    const model = modelCopy('tiny-tok', () => {}, { 'tokenizer.json': tinyTokenizerJson() });
+    const model = modelCopy('tiny-tok', () => {}, { 'tokenizer.json': tinyGpt2TokenizerJson() });
     const text = writeJsonl(tmpPath('text.jsonl'), [{ text: 'hello the world, all at the ball!' }, { text: 'the cat sat on the mat' }, { text: 'h' }, { input_ids: [1, 2, 3] }]);
     const r = await vera(['train', '--model', model, '--data', text, ...VERA, ...COMMON, '--json', '--steps', '2', '--out', tmpPath('text-out')]);
     assert.equal(r.code, 0, r.stderr);

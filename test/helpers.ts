@@ -39,3 +39,21 @@ export async function rejectsVera(p: Promise<unknown>, pattern: RegExp): Promise
     return true;
   });
 }
+
+/** Byte-level BPE tokenizer.json for gpt2-tiny's 101 tokens (printable ASCII + 'Ġ', 5 merges, <|endoftext|>). */
+export function tinyGpt2TokenizerJson(): string {
+  const vocab: Record<string, number> = { Ġ: 0 };
+  for (let b = 33; b <= 126; b++) vocab[String.fromCharCode(b)] = b - 32;
+  const merges = ['Ġ t', 'h e', 'Ġt he', 'Ġ a', 'l l'];
+  merges.forEach((m, i) => (vocab[m.replace(' ', '')] = 95 + i));
+  const byteLevel = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true };
+  return JSON.stringify({
+    version: '1.0',
+    added_tokens: [{ id: 100, content: '<|endoftext|>', single_word: false, lstrip: false, rstrip: false, normalized: true, special: true }],
+    normalizer: null,
+    pre_tokenizer: byteLevel,
+    post_processor: byteLevel,
+    decoder: byteLevel,
+    model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: '', end_of_word_suffix: '', fuse_unk: false, byte_fallback: false, vocab, merges },
+  });
+}
