@@ -6,7 +6,6 @@
 import '../src/backends/index.js';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -19,29 +18,11 @@ import { accuracy, f1 } from '../src/data/metrics.js';
 import { BertForSequenceClassification, MLP, RobertaForSequenceClassification, bertConfigFromJson, loadPretrained, mlpConfigToJson, modelConfigJson, savePretrained } from '../src/models/index.js';
 import { PeftModel } from '../src/peft/index.js';
 import { F, Rng, Tensor, noGrad } from '../src/tensor/index.js';
-import { tinyGpt2TokenizerJson } from './helpers.js';
+import { runVera as vera, tinyGpt2TokenizerJson } from './helpers.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const BIN = path.join(ROOT, 'bin', 'vera.js');
 const FASHION = path.join(ROOT, 'data', 'fashion-mnist');
 
-interface CliResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function vera(args: string[]): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-  });
-}
 
 async function trainJson(args: string[]): Promise<Record<string, unknown>> {
   const r = await vera(['train', ...args, '--json', '--quiet']);

@@ -3,7 +3,6 @@
 import '../src/backends/index.js';
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -14,29 +13,11 @@ import { SafetensorsFile } from '../src/io/safetensors.js';
 import { MLP, causalLmLoss, loadPretrained, mlpConfigToJson, savePretrained, type GPT2LMHeadModel } from '../src/models/index.js';
 import { PeftModel } from '../src/peft/index.js';
 import { noGrad } from '../src/tensor/index.js';
-import { tinyGpt2TokenizerJson } from './helpers.js';
+import { runVera as vera, tinyGpt2TokenizerJson } from './helpers.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const BIN = path.join(ROOT, 'bin', 'vera.js');
 const TINY = path.join(ROOT, 'test', 'fixtures', 'gpt2-tiny');
 
-interface CliResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function vera(args: string[]): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-  });
-}
 
 let tmp = '';
 let data = ''; // 16 sequences of a repeating pattern

@@ -3,6 +3,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { VeraError } from '../src/io/errors.js';
 
 /** Run `fn` with a fresh temporary folder, removed afterwards whatever happens (after the promise settles when `fn` is async). */
@@ -55,5 +57,25 @@ export function tinyGpt2TokenizerJson(): string {
     post_processor: byteLevel,
     decoder: byteLevel,
     model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: '', end_of_word_suffix: '', fuse_unk: false, byte_fallback: false, vocab, merges },
+  });
+}
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `node bin/vera.js …args` from the repository root (dist/ must be built). */
+export function runVera(args: string[]): Promise<CliResult> {
+  const root = fileURLToPath(new URL('../../', import.meta.url));
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [join(root, 'bin', 'vera.js'), ...args], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
   });
 }

@@ -6,9 +6,9 @@
 // the completion only (labels IGNORE_INDEX on the prompt). For evaluation the references of each
 // MR are grouped, in first-appearance order, as the challenge's scripts compare a generation with
 // all of them. A file with only an `mr` column (testset.csv) reads with no references.
-import * as fs from 'node:fs';
 import { parse } from 'csv-parse/sync';
 import { fail } from '../io/errors.js';
+import { readTextFile } from './text-file.js';
 import { IGNORE_INDEX } from './jsonl.js';
 import type { Tokenizer } from './tokenizer.js';
 
@@ -26,14 +26,7 @@ export interface E2eGroup {
 
 /** Reads an E2E CSV file; columns are found by header name (case-insensitive: mr/MR, ref). */
 export function readE2eCsv(file: string): E2eRow[] {
-  let content: string;
-  try {
-    content = fs.readFileSync(file, 'utf8');
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    fail(code === 'ENOENT' ? `${file}: not found` : `${file}: cannot read (${code ?? (e as Error).message})`);
-  }
-  return parseE2eCsv(content, file);
+  return parseE2eCsv(readTextFile(file), file);
 }
 
 export function parseE2eCsv(content: string, file: string): E2eRow[] {

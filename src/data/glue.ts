@@ -4,8 +4,8 @@
 // order are those of the `datasets` glue loader (MNLI: entailment, neutral, contradiction), so
 // index i is class i of a model's head. A file without the label column (a test split) reads with
 // labels null. A bad row is a one-line error naming file, line and column.
-import * as fs from 'node:fs';
 import { fail } from '../io/errors.js';
+import { readTextFile } from './text-file.js';
 import { GLUE_TASKS, type GlueTask } from './metrics.js';
 
 export { GLUE_TASKS, type GlueTask };
@@ -55,20 +55,9 @@ export interface GlueData {
   labelNames: readonly string[] | null;
 }
 
-export function isGlueTask(v: string): v is GlueTask {
-  return (GLUE_TASKS as readonly string[]).includes(v);
-}
-
 /** Reads one GLUE TSV file of `task`. */
 export function readGlueTsv(file: string, task: GlueTask): GlueData {
-  let content: string;
-  try {
-    content = fs.readFileSync(file, 'utf8');
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    fail(code === 'ENOENT' ? `${file}: not found` : `${file}: cannot read (${code ?? (e as Error).message})`);
-  }
-  return parseGlueTsv(content, file, task);
+  return parseGlueTsv(readTextFile(file), file, task);
 }
 
 /** Parses GLUE TSV text (see the file comment); `file` names it in errors. */
