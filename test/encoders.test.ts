@@ -5,8 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { Tensor, manualSeed, noGrad } from '../src/tensor/index.js';
-import { VeraError } from '../src/io/errors.js';
+import { Rng, Tensor, manualSeed, noGrad } from '../src/tensor/index.js';
 import { SafetensorsFile, loadCheckpointTensors, writeSafetensors, type TensorToWrite } from '../src/io/safetensors.js';
 import {
   BertForSequenceClassification, RobertaForSequenceClassification, ViTForImageClassification, bertConfigFromJson,
@@ -14,7 +13,7 @@ import {
 } from '../src/models/index.js';
 import { Linear } from '../src/nn/index.js';
 import { getPeftModel, veraConfig } from '../src/peft/index.js';
-import { withTmp } from './helpers.js';
+import { assertVeraError, maxAbsDiff, withTmp } from './helpers.js';
 
 const FIXTURES = fileURLToPath(new URL('../../test/fixtures/encoders/', import.meta.url));
 const fixture = (name: string): string => path.join(FIXTURES, name);
@@ -45,24 +44,7 @@ function bert(dir: string): BertForSequenceClassification {
   return loaded.model as BertForSequenceClassification;
 }
 
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length, 'lengths differ');
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
-}
 
-function assertVeraError(fn: () => unknown, parts: (string | RegExp)[]): void {
-  assert.throws(fn, (err: unknown) => {
-    assert.ok(err instanceof VeraError, `expected VeraError, got ${String(err)}`);
-    assert.ok(!err.message.includes('\n'), 'message must be one line');
-    for (const p of parts) {
-      if (typeof p === 'string') assert.ok(err.message.includes(p), `"${err.message}" should include "${p}"`);
-      else assert.match(err.message, p);
-    }
-    return true;
-  });
-}
 
 const bertLogits = (m: BertForSequenceClassification, opts = { attentionMask: bertMask, tokenTypeIds: bertTypes }): Float32Array =>
   noGrad(() => m.forward(bertIds, BERT_SHAPE, opts)).toFloat32Array();
@@ -123,6 +105,26 @@ describe('BERT against PyTorch', () => {
 
   test('sharded checkpoint without the "bert." prefix gives the same logits', () => {
     assert.ok(maxAbsDiff(bertLogits(bert(fixture('bert-tiny-sharded'))), ref.getFloat32('bert_logits')) < 1e-4);
+  });
+
+  test('TF-era LayerNorm.gamma/beta names load as weight/bias and are written back as stored', () => {
+    withTmp((dir) => {
+      writeVariant(dir, 'bert-tiny-cls', (t) => {
+        for (const key of Object.keys(t)) {
+          const renamed = key.replace(/LayerNorm\.weight$/, 'LayerNorm.gamma').replace(/LayerNorm\.bias$/, 'LayerNorm.beta');
+          if (renamed === key) continue;
+          t[renamed] = t[key];
+          delete t[key];
+        }
+      });
+      const { loaded } = load(dir);
+      assert.ok(maxAbsDiff(bertLogits(loaded.model as BertForSequenceClassification), ref.getFloat32('bert_logits')) < 1e-4);
+      assert.equal(loaded.checkpoint.params.get('bert.embeddings.LayerNorm.weight')!.key, 'bert.embeddings.LayerNorm.gamma');
+      withTmp((out) => {
+        savePretrained(out, loaded.model, loaded.configJson, loaded.checkpoint);
+        assert.ok(loadCheckpointTensors(out).names.includes('bert.encoder.layer.1.output.LayerNorm.beta'));
+      });
+    });
   });
 
   test('bad inputs give one-line errors', () => {
@@ -270,6 +272,19 @@ describe('encoder configs', () => {
     const m = new BertForSequenceClassification(c);
     assert.deepEqual(bertConfigFromJson(modelConfigJson(m), 'g'), c);
   });
+
+  test('fresh models follow _init_weights: N(0, 0.02) matrices, LayerNorm 1/0, padding rows zero', () => {
+    const m = new RobertaForSequenceClassification(bertConfigFromJson(cfgFile('roberta-tiny-cls'), 'f', 'roberta'), { rng: new Rng(1) });
+    const row = (t: Tensor, i: number): number[] => [...t.toFloat32Array().slice(i * 16, (i + 1) * 16)];
+    const zeros = new Array<number>(16).fill(0);
+    assert.deepEqual(row(m.roberta.embeddings.word_embeddings.weight, 1), zeros); // pad_token_id 1
+    assert.deepEqual(row(m.roberta.embeddings.position_embeddings.weight, 1), zeros);
+    assert.notDeepEqual(row(m.roberta.embeddings.word_embeddings.weight, 2), zeros);
+    assert.deepEqual([...m.roberta.embeddings.LayerNorm.weight.toFloat32Array()], new Array<number>(16).fill(1));
+    const w = (m.classifier.out_proj as Linear).weight.toFloat32Array();
+    const std = Math.sqrt(w.reduce((s, v) => s + v * v, 0) / w.length);
+    assert.ok(std > 0.01 && std < 0.04, `std ${std}`);
+  });
 });
 
 describe('savePretrained → loadPretrained', () => {
@@ -291,12 +306,37 @@ describe('savePretrained → loadPretrained', () => {
   }
 });
 
+describe('training mode', () => {
+  test('the eager attention path (live attention dropout) equals the fused kernel when nothing is dropped', () => {
+    const c = JSON.parse(fs.readFileSync(path.join(fixture('bert-tiny-cls'), 'config.json'), 'utf8')) as Record<string, unknown>;
+    const cfg = bertConfigFromJson({ ...c, hidden_dropout_prob: 0, attention_probs_dropout_prob: 1e-12 }, 'f');
+    const model = new BertForSequenceClassification(cfg, { rng: new Rng(5) });
+    const fused = bertLogits(model.eval());
+    const eager = bertLogits(model.train());
+    assert.ok(maxAbsDiff(eager, fused) < 1e-5);
+    assert.ok(maxAbsDiff(eager, new Float32Array(eager.length)) > 1e-3, 'logits are not trivially zero');
+    // and so are the gradients of every parameter
+    const grads = (training: boolean): Float32Array[] => {
+      model.train(training);
+      model.zeroGrad();
+      model.loss(model.forward(bertIds, BERT_SHAPE, { attentionMask: bertMask, tokenTypeIds: bertTypes }), Int32Array.from([2, 1])).backward();
+      return model.parameters().map((t) => t.grad?.toFloat32Array() ?? new Float32Array(t.size));
+    };
+    const fusedGrads = grads(false);
+    const eagerGrads = grads(true);
+    const query = model.parameters().indexOf(model.bert.encoder.layer.items[0].attention.self.query.ownParameters()[0][1]);
+    assert.ok(fusedGrads[query].some((g) => g !== 0), 'the query weight gets a gradient');
+    fusedGrads.forEach((g, i) => assert.ok(maxAbsDiff(eagerGrads[i], g) < 1e-5, `parameter ${i}`));
+  });
+});
+
 describe('VeRA on BERT query/value', () => {
   test('attaches, trains only λ and the classifier (modules_to_save), and changes the logits', () => {
     manualSeed(3);
     const { loaded } = load(fixture('bert-tiny-base'));
     const model = loaded.model as BertForSequenceClassification;
     const peft = getPeftModel(model, veraConfig({ targetModules: ['query', 'value'], r: 4, modulesToSave: ['classifier'] }));
+    assert.deepEqual(peft.getNbTrainableParameters().trainable, 2 * 2 * (4 + 16) + (16 * 2 + 2)); // λd (r) + λb (out) per layer, and the classifier
     model.train();
     const trainable = model.namedParameters().filter(([, t]) => t.requiresGrad).map(([p]) => p);
     assert.ok(trainable.length > 0);
@@ -318,7 +358,45 @@ describe('VeRA on BERT query/value', () => {
       t.copyFrom(Float32Array.from(t.toFloat32Array(), (v, i) => v - 0.5 * g[i]));
     }
     model.eval();
-    assert.ok(maxAbsDiff(bertLogits(model), before) > 1e-4, 'one step changes the logits');
-    assert.deepEqual(peft.getNbTrainableParameters().trainable, 2 * 2 * (4 + 16) + (16 * 2 + 2)); // λd (r) + λb (out) per layer, and the classifier
+    const trained = bertLogits(model);
+    assert.ok(maxAbsDiff(trained, before) > 1e-4, 'one step changes the logits');
+    // merged into the weights and written back under the checkpoint's keys, the model gives the same logits
+    const merged = peft.mergeAndUnload();
+    assert.ok(maxAbsDiff(bertLogits(merged), trained) < 1e-5);
+    withTmp((dir) => {
+      savePretrained(dir, merged, loaded.configJson, loaded.checkpoint);
+      const again = load(dir);
+      assert.deepEqual(again.notices, []);
+      assert.ok(maxAbsDiff(bertLogits(again.loaded.model as BertForSequenceClassification), trained) < 1e-5);
+    });
   });
+});
+
+describe('VeRA on RoBERTa and ViT query/value', () => {
+  // RoBERTa's head is two linear layers under `classifier`: as in PEFT, modules_to_save ['classifier']
+  // copies the whole module, so both train (and naming them one by one does the same).
+  const cases: [string, string[], (m: LoadedModel['model']) => Tensor][] = [
+    ['roberta-tiny-base', ['classifier'], (m) => (m as RobertaForSequenceClassification).forward(robertaIds, ROBERTA_SHAPE, { attentionMask: robertaMask })],
+    ['roberta-tiny-base', ['classifier.dense', 'classifier.out_proj'], (m) => (m as RobertaForSequenceClassification).forward(robertaIds, ROBERTA_SHAPE, { attentionMask: robertaMask })],
+    ['vit-tiny-base', ['classifier'], (m) => (m as ViTForImageClassification).forward(pixels())],
+  ];
+  for (const [name, modulesToSave, forward] of cases) {
+    test(`${name} with modules_to_save [${modulesToSave.join(', ')}]: gradients reach only λd, λb and the classifier copy`, () => {
+      const { loaded } = load(fixture(name));
+      const model = loaded.model as RobertaForSequenceClassification | ViTForImageClassification;
+      getPeftModel(model, veraConfig({ targetModules: ['query', 'value'], r: 4, modulesToSave }));
+      model.train();
+      model.loss(forward(model), Int32Array.from([1, 0])).backward();
+      let lambdas = 0;
+      let classifierParams = 0;
+      for (const [p, t] of model.namedParameters()) {
+        if (/vera_lambda_[bd]/.test(p)) lambdas++;
+        if (/^classifier\./.test(p)) classifierParams++;
+        if (/vera_lambda_[bd]|^classifier\./.test(p)) assert.ok(t.requiresGrad && t.grad !== null, `${p} trains`);
+        else assert.ok(!t.requiresGrad && t.grad === null, `${p} is frozen without a gradient buffer`);
+      }
+      assert.equal(lambdas, 2 * 2 * 2);
+      assert.equal(classifierParams, name.startsWith('roberta') ? 4 : 2);
+    });
+  }
 });

@@ -399,6 +399,43 @@ describe('gradcheck: matmul', () => {
   });
 });
 
+describe('gradcheck: fused VeRA branch', () => {
+  // shared projections larger than the layer: the op must read A[:, :in] and B[:out, :] in place
+  const unfused = (x: Tensor, A: Tensor, B: Tensor, d: Tensor, b: Tensor): Tensor => {
+    const ax = F.matmul(x, F.slice(A, 1, 0, x.shape[x.ndim - 1]), { transB: true });
+    return F.mul(F.matmul(F.mul(ax, d), F.slice(B, 0, 0, b.size), { transB: true }), b);
+  };
+  for (const [name, xShape] of [['2-D x', [5, 7]], ['3-D x', [2, 3, 7]]] as [string, number[]][]) {
+    test(`${name}: gradients of x, λd, λb`, () => {
+      const A = randn([4, 9], false);
+      const B = randn([6, 4], false);
+      checkGrad((x, d, b) => F.veraBranch(x, A, B, d, b), [randn(xShape), randn([4]), randn([5])], { eps: 1e-2 });
+    });
+    test(`${name}: matches the unfused matmul/mul path`, () => {
+      const [A, B, x, d, b] = [randn([4, 9], false), randn([6, 4], false), randn(xShape), randn([4]), randn([5])];
+      const fused = F.veraBranch(x, A, B, d, b);
+      const ref = unfused(x, A, B, d, b);
+      assertClose(fused.toFloat32Array(), ref.toFloat32Array(), 1e-5, 'y');
+      const w = randn(ref.shape, false);
+      F.sum(F.mul(fused, w)).backward();
+      const grads = [x, d, b].map((t) => t.grad!.toFloat32Array());
+      for (const t of [x, d, b]) t.zeroGrad();
+      F.sum(F.mul(ref, w)).backward();
+      [x, d, b].forEach((t, i) => assertClose(grads[i], t.grad!.toFloat32Array(), 1e-5, `grad ${i}`));
+    });
+  }
+  test('frozen λd or x', () => {
+    const A = randn([3, 6], false);
+    const B = randn([5, 3], false);
+    checkGrad((x, d, b) => F.veraBranch(x, A, B, d, b), [randn([4, 6], false), randn([3], false), randn([5])], { eps: 1e-2 });
+    checkGrad((x, d, b) => F.veraBranch(x, A, B, d, b), [randn([4, 6]), randn([3]), randn([5], false)], { eps: 1e-2 });
+  });
+  test('rejects trainable projections and layers larger than them', () => {
+    assert.throws(() => F.veraBranch(randn([2, 6]), randn([3, 6]), randn([5, 3], false), randn([3]), randn([5])), /frozen/);
+    assert.throws(() => F.veraBranch(randn([2, 7]), randn([3, 6], false), randn([5, 3], false), randn([3]), randn([5])), /does not fit/);
+  });
+});
+
 describe('gradcheck: linear', () => {
   test('weight (out, in) with bias', () => {
     checkGrad((x, w, b) => F.linear(x, w, b), [randn([2, 3, 4]), randn([5, 4]), randn([5])], { eps: 1e-2 });

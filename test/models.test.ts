@@ -151,6 +151,6 @@ describe('MLP', () => {
     assert.equal(m.modelType, 'vera_mlp');
     const c = modelFromConfig({ model_type: 'vera_cnn', num_classes: 3 }, 'config.json');
     assert.equal(c.modelType, 'vera_cnn');
-    assert.throws(() => modelFromConfig({ model_type: 'llama' }, 'config.json'), /config\.json: unsupported model_type "llama" \(supported: gpt2, vera_cnn, vera_mlp\)/);
+    assert.throws(() => modelFromConfig({ model_type: 'llama' }, 'config.json'), /config\.json: unsupported model_type "llama" \(supported: gpt2, vera_cnn, vera_mlp, bert, roberta, vit\)/);
   });
 });

@@ -1,10 +1,16 @@
-// Backend selection. `VERA_BACKEND=ts|native` chooses; the reference TypeScript backend is the
-// default until a faster one is registered here.
+// Backend selection. `VERA_BACKEND=ts|native` chooses; native (the C++ addon) is the default when
+// it was built at install, else the reference TypeScript backend, with a one-line notice saying why.
 import { setKernels, hasKernels } from '../tensor/device.js';
 import type { Kernels } from '../tensor/kernels.js';
 import { tsKernels } from './ts/index.js';
+import { loadAddon, nativeKernels } from './native/index.js';
 
 const available: Record<string, Kernels> = { ts: tsKernels };
+
+const wanted = process.env.VERA_BACKEND;
+// VERA_BACKEND=ts never touches the addon
+const native = wanted === 'ts' ? null : loadAddon();
+if (native?.addon) available.native = nativeKernels(native.addon);
 
 export function backendNames(): string[] {
   return Object.keys(available);
@@ -21,7 +27,8 @@ export function useBackend(name: string): Kernels {
 export { tsKernels };
 
 if (!hasKernels()) {
-  const wanted = process.env.VERA_BACKEND;
-  if (wanted && !(wanted in available)) process.stderr.write(`vera: VERA_BACKEND=${wanted} is not available here (have: ${backendNames().join(', ')}); using ts\n`);
-  useBackend(wanted && wanted in available ? wanted : 'ts');
+  if (native && native.addon === null) process.stderr.write(`vera: native backend not available (${native.reason}); using the TypeScript backend\n`);
+  else if (wanted && !(wanted in available)) process.stderr.write(`vera: VERA_BACKEND=${wanted} is not available here (have: ${backendNames().join(', ')}); using ts\n`);
+  const fallback = 'native' in available ? 'native' : 'ts';
+  useBackend(wanted && wanted in available ? wanted : fallback);
 }

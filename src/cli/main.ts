@@ -3,6 +3,7 @@
 import { Command, CommanderError } from 'commander';
 import { VeraError } from '../io/errors.js';
 import '../backends/index.js';
+import { registerConvertAdapter } from './commands/convert-adapter.js';
 import { registerDemo } from './commands/demo.js';
 import { registerInspect } from './commands/inspect.js';
 import { registerMerge } from './commands/merge.js';
@@ -20,6 +21,7 @@ export function buildProgram(): Command {
   registerMerge(program);
   registerPerplexity(program);
   registerInspect(program);
+  registerConvertAdapter(program);
   registerDemo(program);
   for (const c of program.commands) c.exitOverride();
   return program;

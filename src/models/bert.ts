@@ -5,12 +5,12 @@
 import { F, Tensor, defaultRng, type Rng } from '../tensor/index.js';
 import { Dropout, Embedding, LayerNorm, Linear, Module, ModuleList } from '../nn/index.js';
 import { fail } from '../io/errors.js';
-import { Activation, ACTIVATION_NAMES, type ActivationName } from './activations.js';
+import { ACTIVATION_NAMES, type ActivationName } from './activations.js';
 import { ConfigReader, asJsonObject, type JsonObject } from './config.js';
 import { SkipInitRng, type TensorLayer } from './common.js';
 import {
-  bidirectionalAttention, classificationFieldsToJson, encoderCheckpointPath, firstToken, initEncoderWeights, mergeHeads, readClassificationFields,
-  sequenceClassificationLoss, splitHeads, type ClassificationConfig,
+  EncoderIntermediate, EncoderSelfAttention, classificationFieldsToJson, encoderCheckpointPath, firstToken, initEncoderWeights,
+  readClassificationFields, sequenceClassificationLoss, type ClassificationConfig,
 } from './encoder.js';
 
 // ---------------------------------------------------------------- config
@@ -119,6 +119,23 @@ export class BertEmbeddings extends Module {
     this.dropout = this.addModule('dropout', new Dropout(config.hiddenDropoutProb));
   }
 
+  /** The tables built with padding_idx = pad_token_id (torch keeps that row at zero from init). */
+  paddingTables(): [string, Embedding][] {
+    return [['word_embeddings', this.word_embeddings]];
+  }
+
+  /** Zero the padding row of each padding table whose weight `only` selects (HF's _init_weights). */
+  zeroPaddingRows(prefix: string, only: (path: string) => boolean): void {
+    const pad = this.config.padTokenId;
+    if (pad === null) return;
+    for (const [name, table] of this.paddingTables()) {
+      if (!only(`${prefix}.${name}.weight`)) continue;
+      const w = table.weight.toFloat32Array();
+      w.fill(0, pad * table.dim, (pad + 1) * table.dim);
+      table.weight.copyFrom(w);
+    }
+  }
+
   /** BERT's positions: 0…seq-1 in every row. */
   positionIds(_inputIds: Int32Array, shape: readonly [number, number]): Int32Array {
     const [batch, seq] = shape;
@@ -129,31 +146,6 @@ export class BertEmbeddings extends Module {
     let e = F.add(this.word_embeddings.forward(inputIds, shape), this.token_type_embeddings.forward(tokenTypeIds, shape));
     e = F.add(e, this.position_embeddings.forward(this.positionIds(inputIds, shape), shape));
     return this.dropout.forward(this.LayerNorm.forward(e));
-  }
-}
-
-export class BertSelfAttention extends Module {
-  readonly numHeads: number;
-  query: TensorLayer;
-  key: TensorLayer;
-  value: TensorLayer;
-  dropout: Dropout;
-
-  constructor(config: BertConfig, rng: Rng) {
-    super();
-    this.numHeads = config.numAttentionHeads;
-    const h = config.hiddenSize;
-    this.query = this.addModule('query', new Linear(h, h, { rng }));
-    this.key = this.addModule('key', new Linear(h, h, { rng }));
-    this.value = this.addModule('value', new Linear(h, h, { rng }));
-    this.dropout = this.addModule('dropout', new Dropout(config.attentionProbsDropoutProb));
-  }
-
-  forward(hidden: Tensor, attentionMask: Float32Array | null): Tensor {
-    const q = splitHeads(this.query.forward(hidden), this.numHeads);
-    const k = splitHeads(this.key.forward(hidden), this.numHeads);
-    const v = splitHeads(this.value.forward(hidden), this.numHeads);
-    return mergeHeads(bidirectionalAttention(q, k, v, attentionMask, this.dropout));
   }
 }
 
@@ -176,12 +168,12 @@ export class BertResidualOutput extends Module {
 }
 
 export class BertAttention extends Module {
-  self: BertSelfAttention;
+  self: EncoderSelfAttention;
   output: BertResidualOutput;
 
   constructor(config: BertConfig, rng: Rng) {
     super();
-    this.self = this.addModule('self', new BertSelfAttention(config, rng));
+    this.self = this.addModule('self', new EncoderSelfAttention(config, rng));
     this.output = this.addModule('output', new BertResidualOutput(config.hiddenSize, config, rng));
   }
 
@@ -190,30 +182,15 @@ export class BertAttention extends Module {
   }
 }
 
-export class BertIntermediate extends Module {
-  dense: TensorLayer;
-  intermediate_act_fn: Activation;
-
-  constructor(config: BertConfig, rng: Rng) {
-    super();
-    this.dense = this.addModule('dense', new Linear(config.hiddenSize, config.intermediateSize, { rng }));
-    this.intermediate_act_fn = this.addModule('intermediate_act_fn', new Activation(config.hiddenAct));
-  }
-
-  forward(hidden: Tensor): Tensor {
-    return this.intermediate_act_fn.forward(this.dense.forward(hidden));
-  }
-}
-
 export class BertLayer extends Module {
   attention: BertAttention;
-  intermediate: BertIntermediate;
+  intermediate: EncoderIntermediate;
   output: BertResidualOutput;
 
   constructor(config: BertConfig, rng: Rng) {
     super();
     this.attention = this.addModule('attention', new BertAttention(config, rng));
-    this.intermediate = this.addModule('intermediate', new BertIntermediate(config, rng));
+    this.intermediate = this.addModule('intermediate', new EncoderIntermediate(config, rng));
     this.output = this.addModule('output', new BertResidualOutput(config.intermediateSize, config, rng));
   }
 
@@ -330,8 +307,9 @@ export class BertForSequenceClassification extends Module {
   }
 
   /** Hugging Face's _init_weights, for every parameter or those `only` selects (a new head). */
-  initWeights(rng: Rng, only?: (path: string) => boolean): void {
+  initWeights(rng: Rng, only: (path: string) => boolean = () => true): void {
     initEncoderWeights(this, this.config.initializerRange, rng, only);
+    this.bert.embeddings.zeroPaddingRows('bert.embeddings', only);
   }
 }
 

@@ -2,10 +2,11 @@
 // Hugging Face's classification fields (num_labels, id2label, problem_type) and its sequence
 // classification loss, and the _init_weights rule of those models.
 import { F, Tensor, type Rng } from '../tensor/index.js';
-import { LayerNorm, type Dropout, type Module } from '../nn/index.js';
+import { Dropout, LayerNorm, Linear, Module } from '../nn/index.js';
 import { fail } from '../io/errors.js';
+import { Activation, type ActivationName } from './activations.js';
 import type { ConfigReader, JsonObject } from './config.js';
-import { initNormal } from './common.js';
+import { initNormal, type TensorLayer } from './common.js';
 
 // ---------------------------------------------------------------- attention
 
@@ -40,6 +41,61 @@ export function bidirectionalAttention(query: Tensor, key: Tensor, value: Tensor
     weights = F.add(weights, Tensor.fromArray(add, [batch, 1, 1, t]));
   }
   return F.matmul(dropout.forward(F.softmax(weights)), value);
+}
+
+/** The config fields the shared layers read (BertConfig and ViTConfig both have them). */
+export interface EncoderDims {
+  hiddenSize: number;
+  numAttentionHeads: number;
+  intermediateSize: number;
+  hiddenAct: ActivationName;
+  attentionProbsDropoutProb: number;
+}
+
+/**
+ * `query`, `key`, `value` projections and attention over all tokens: Hugging Face's
+ * BertSelfAttention, and ViTSelfAttention (a copy of it there, with qkv_bias).
+ */
+export class EncoderSelfAttention extends Module {
+  readonly numHeads: number;
+  query: TensorLayer;
+  key: TensorLayer;
+  value: TensorLayer;
+  dropout: Dropout;
+
+  constructor(config: EncoderDims, rng: Rng, qkvBias = true) {
+    super();
+    this.numHeads = config.numAttentionHeads;
+    const h = config.hiddenSize;
+    this.query = this.addModule('query', new Linear(h, h, { bias: qkvBias, rng }));
+    this.key = this.addModule('key', new Linear(h, h, { bias: qkvBias, rng }));
+    this.value = this.addModule('value', new Linear(h, h, { bias: qkvBias, rng }));
+    this.dropout = this.addModule('dropout', new Dropout(config.attentionProbsDropoutProb));
+  }
+
+  /** hidden (B, T, C) → context (B, T, C); `attentionMask` (B·T): 1 attends, 0 is padding. */
+  forward(hidden: Tensor, attentionMask: Float32Array | null = null): Tensor {
+    const q = splitHeads(this.query.forward(hidden), this.numHeads);
+    const k = splitHeads(this.key.forward(hidden), this.numHeads);
+    const v = splitHeads(this.value.forward(hidden), this.numHeads);
+    return mergeHeads(bidirectionalAttention(q, k, v, attentionMask, this.dropout));
+  }
+}
+
+/** dense → activation (hidden_act): BertIntermediate and ViTIntermediate. */
+export class EncoderIntermediate extends Module {
+  dense: TensorLayer;
+  intermediate_act_fn: Activation;
+
+  constructor(config: EncoderDims, rng: Rng) {
+    super();
+    this.dense = this.addModule('dense', new Linear(config.hiddenSize, config.intermediateSize, { rng }));
+    this.intermediate_act_fn = this.addModule('intermediate_act_fn', new Activation(config.hiddenAct));
+  }
+
+  forward(hidden: Tensor): Tensor {
+    return this.intermediate_act_fn.forward(this.dense.forward(hidden));
+  }
 }
 
 /** The first token's vector of every row: hidden (B, T, C) → (B, C) ([CLS], <s>, ViT's class token). */

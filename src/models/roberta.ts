@@ -2,12 +2,17 @@
 // from padding_idx + 1 over the non-padding tokens, no pooler in the classification model, and a
 // head of its own on the <s> token. Module paths are Hugging Face's (`roberta.encoder.layer.0…`).
 import { F, Tensor, defaultRng, type Rng } from '../tensor/index.js';
-import { Dropout, Linear, Module } from '../nn/index.js';
+import { Dropout, Linear, Module, type Embedding } from '../nn/index.js';
 import { SkipInitRng, type TensorLayer } from './common.js';
 import { BertEmbeddings, BertModel, type BertConfig, type BertForwardOptions, type EncoderInitOptions } from './bert.js';
 import { encoderCheckpointPath, firstToken, initEncoderWeights, sequenceClassificationLoss } from './encoder.js';
 
 export class RobertaEmbeddings extends BertEmbeddings {
+  /** RoBERTa's position table has padding_idx too. */
+  override paddingTables(): [string, Embedding][] {
+    return [...super.paddingTables(), ['position_embeddings', this.position_embeddings]];
+  }
+
   /**
    * Hugging Face's create_position_ids_from_input_ids: the i-th non-padding token of a row sits at
    * padding_idx + i (from 1); padding tokens sit at padding_idx.
@@ -80,8 +85,9 @@ export class RobertaForSequenceClassification extends Module {
     return sequenceClassificationLoss(logits, labels, this.config);
   }
 
-  initWeights(rng: Rng, only?: (path: string) => boolean): void {
+  initWeights(rng: Rng, only: (path: string) => boolean = () => true): void {
     initEncoderWeights(this, this.config.initializerRange, rng, only);
+    this.roberta.embeddings.zeroPaddingRows('roberta.embeddings', only);
   }
 }
 

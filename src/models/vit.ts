@@ -5,13 +5,13 @@
 import { F, Tensor, defaultRng, type Rng } from '../tensor/index.js';
 import { Conv2d, Dropout, LayerNorm, Linear, Module, ModuleList } from '../nn/index.js';
 import { fail } from '../io/errors.js';
-import { Activation, ACTIVATION_NAMES, type ActivationName } from './activations.js';
+import { ACTIVATION_NAMES, type ActivationName } from './activations.js';
 import { ConfigReader, asJsonObject, type JsonObject } from './config.js';
 import { SkipInitRng, type TensorLayer } from './common.js';
 import type { EncoderInitOptions } from './bert.js';
 import {
-  bidirectionalAttention, classificationFieldsToJson, encoderCheckpointPath, firstToken, initEncoderWeights, mergeHeads, readClassificationFields,
-  sequenceClassificationLoss, splitHeads, type ClassificationConfig,
+  EncoderIntermediate, EncoderSelfAttention, classificationFieldsToJson, encoderCheckpointPath, firstToken, initEncoderWeights,
+  readClassificationFields, sequenceClassificationLoss, type ClassificationConfig,
 } from './encoder.js';
 
 // ---------------------------------------------------------------- config
@@ -126,31 +126,6 @@ export class ViTEmbeddings extends Module {
   }
 }
 
-export class ViTSelfAttention extends Module {
-  readonly numHeads: number;
-  query: TensorLayer;
-  key: TensorLayer;
-  value: TensorLayer;
-  dropout: Dropout;
-
-  constructor(config: ViTConfig, rng: Rng) {
-    super();
-    this.numHeads = config.numAttentionHeads;
-    const h = config.hiddenSize;
-    this.query = this.addModule('query', new Linear(h, h, { bias: config.qkvBias, rng }));
-    this.key = this.addModule('key', new Linear(h, h, { bias: config.qkvBias, rng }));
-    this.value = this.addModule('value', new Linear(h, h, { bias: config.qkvBias, rng }));
-    this.dropout = this.addModule('dropout', new Dropout(config.attentionProbsDropoutProb));
-  }
-
-  forward(hidden: Tensor): Tensor {
-    const q = splitHeads(this.query.forward(hidden), this.numHeads);
-    const k = splitHeads(this.key.forward(hidden), this.numHeads);
-    const v = splitHeads(this.value.forward(hidden), this.numHeads);
-    return mergeHeads(bidirectionalAttention(q, k, v, null, this.dropout));
-  }
-}
-
 /** dense → dropout; the residual is added by ViTLayer (ViTSelfOutput) or here (ViTOutput). */
 export class ViTDenseOutput extends Module {
   dense: TensorLayer;
@@ -168,12 +143,12 @@ export class ViTDenseOutput extends Module {
 }
 
 export class ViTAttention extends Module {
-  attention: ViTSelfAttention;
+  attention: EncoderSelfAttention;
   output: ViTDenseOutput;
 
   constructor(config: ViTConfig, rng: Rng) {
     super();
-    this.attention = this.addModule('attention', new ViTSelfAttention(config, rng));
+    this.attention = this.addModule('attention', new EncoderSelfAttention(config, rng, config.qkvBias));
     this.output = this.addModule('output', new ViTDenseOutput(config.hiddenSize, config, rng));
   }
 
@@ -182,25 +157,10 @@ export class ViTAttention extends Module {
   }
 }
 
-export class ViTIntermediate extends Module {
-  dense: TensorLayer;
-  intermediate_act_fn: Activation;
-
-  constructor(config: ViTConfig, rng: Rng) {
-    super();
-    this.dense = this.addModule('dense', new Linear(config.hiddenSize, config.intermediateSize, { rng }));
-    this.intermediate_act_fn = this.addModule('intermediate_act_fn', new Activation(config.hiddenAct));
-  }
-
-  forward(hidden: Tensor): Tensor {
-    return this.intermediate_act_fn.forward(this.dense.forward(hidden));
-  }
-}
-
 /** Pre-LayerNorm block: h += attention(LN(h)); h += MLP(LN(h)). */
 export class ViTLayer extends Module {
   attention: ViTAttention;
-  intermediate: ViTIntermediate;
+  intermediate: EncoderIntermediate;
   output: ViTDenseOutput;
   layernorm_before: LayerNorm;
   layernorm_after: LayerNorm;
@@ -208,7 +168,7 @@ export class ViTLayer extends Module {
   constructor(config: ViTConfig, rng: Rng) {
     super();
     this.attention = this.addModule('attention', new ViTAttention(config, rng));
-    this.intermediate = this.addModule('intermediate', new ViTIntermediate(config, rng));
+    this.intermediate = this.addModule('intermediate', new EncoderIntermediate(config, rng));
     this.output = this.addModule('output', new ViTDenseOutput(config.intermediateSize, config, rng));
     this.layernorm_before = this.addModule('layernorm_before', new LayerNorm(config.hiddenSize, config.layerNormEps));
     this.layernorm_after = this.addModule('layernorm_after', new LayerNorm(config.hiddenSize, config.layerNormEps));

@@ -10,6 +10,7 @@ import { Tensor } from '../tensor/index.js';
 import { Linear, type Module } from '../nn/index.js';
 import { isModuleToSave, isTargetModule, sortedJson, type BasePeftConfig } from './config.js';
 import { AdapterLayer, type AdapterTensors, type PeftMethod } from './tuner.js';
+import { SEQ_CLS_HEAD_NAMES, allLinearTargets, defaultTargetModules, isAllLinear } from './targets.js';
 import { vera } from './vera/model.js';
 import { lora } from './lora/model.js';
 
@@ -42,10 +43,23 @@ export class TargetModulesError extends VeraError {
 export const ADAPTER_CONFIG = 'adapter_config.json';
 export const ADAPTER_WEIGHTS = 'adapter_model.safetensors';
 
+/** Storage dtype of saved adapter tensors (either case). */
+export type AdapterDtype = 'F32' | 'F16' | 'BF16' | 'f32' | 'f16' | 'bf16';
+
 export interface SaveOptions {
   adapterName?: string;
-  /** Storage dtype of the saved tensors; F16 halves the file (the compact form). */
-  dtype?: 'F32' | 'F16';
+  /** Storage dtype of the saved tensors; F16 halves the file. */
+  dtype?: AdapterDtype;
+  /**
+   * VeRA: override save_projection. false is the compact form (vectors + projection_prng_key);
+   * refused when the projections held are not the ones the key regenerates.
+   */
+  saveProjection?: boolean;
+}
+
+/** 'f16' → 'F16'. */
+export function adapterDtype(d: AdapterDtype | undefined): 'F32' | 'F16' | 'BF16' {
+  return (d ?? 'F32').toUpperCase() as 'F32' | 'F16' | 'BF16';
 }
 
 export interface LoadOptions {
@@ -79,9 +93,10 @@ export class PeftModel<M extends Module = Module> {
   }
 
   /** Add adapter `name`; the active adapter does not change. */
-  addAdapter(name: string, config: BasePeftConfig): void {
+  addAdapter(name: string, requested: BasePeftConfig): void {
     if (this.peftConfig.has(name)) throw new VeraError(`adapter '${name}' already exists`);
-    if (config.peftType !== this.method.peftType) throw new VeraError(`adapter '${name}' is ${config.peftType}, but this model carries ${this.method.peftType} adapters; mixing methods is not supported`);
+    if (requested.peftType !== this.method.peftType) throw new VeraError(`adapter '${name}' is ${requested.peftType}, but this model carries ${this.method.peftType} adapters; mixing methods is not supported`);
+    let config = resolveConfig(this.model, requested);
     const targets: [string, Linear | AdapterLayer][] = [];
     const unsupported: string[] = [];
     for (const [path, m] of this.model.namedModules()) {
@@ -90,18 +105,25 @@ export class PeftModel<M extends Module = Module> {
       else unsupported.push(path);
     }
     if (targets.length === 0) {
-      const what = typeof config.targetModules === 'string' ? `regex ${JSON.stringify(config.targetModules)}` : `[${config.targetModules.join(', ')}]`;
+      const t = config.targetModules ?? [];
+      const what = typeof t === 'string' ? `regex ${JSON.stringify(t)}` : `[${t.join(', ')}]`;
       const extra = unsupported.length > 0 ? ` (matched only non-linear modules: ${unsupported.slice(0, 3).join(', ')})` : '';
       throw new TargetModulesError(`target_modules ${what} matched no linear layer in the model${extra}`, true);
     }
     if (unsupported.length > 0) throw new TargetModulesError(`target_modules: ${unsupported[0]} is a ${this.model.getSubmodule(unsupported[0]).constructor.name}; only linear layers can be adapted`, false);
+    // PEFT forces fan_in_fan_out to what the layers are (Conv1D: true) and saves that
+    const fanInFanOut = targets.every(([, m]) => (m instanceof AdapterLayer ? m.base_layer : m).fanInFanOut);
+    if (fanInFanOut !== config.fanInFanOut) config = { ...config, fanInFanOut };
     this.method.inject(this.model, targets, config, name);
     this.peftConfig.set(name, config);
     for (const [path, m] of this.model.namedModules()) {
       if (path === '' || !isModuleToSave(config, path) || m instanceof AdapterLayer) continue;
+      // PEFT copies the whole module: a head made of layers (RoBERTa's classifier.dense/out_proj)
+      // trains all of them; a module inside one already saved is covered by it
+      if ([...this.savedModules.keys()].some((p) => path.startsWith(`${p}.`))) continue;
       let entry = this.savedModules.get(path);
       if (!entry) {
-        entry = { original: new Map(m.ownParameters()), copies: new Map() };
+        entry = { original: new Map(m.namedParameters()), copies: new Map() };
         this.savedModules.set(path, entry);
       }
       entry.copies.set(name, new Map([...entry.original].map(([p, t]) => [p, t.clone()])));
@@ -178,11 +200,22 @@ export class PeftModel<M extends Module = Module> {
       const copy = this.disabled ? undefined : entry.copies.get(name);
       for (const [p, original] of entry.original) {
         const use = copy?.get(p) ?? original;
-        m.setParameter(p, use);
+        const dot = p.lastIndexOf('.');
+        (dot < 0 ? m : m.getSubmodule(p.slice(0, dot))).setParameter(p.slice(dot + 1), use);
         use.requiresGrad = copy !== undefined;
       }
     }
     if (config) for (const [, t] of this.biasParameters(config)) t.requiresGrad = !this.disabled;
+  }
+
+  /** Saved keys of the biases adapter `name` trains (see config.bias). */
+  trainedBiasKeys(name = this.activeAdapter): string[] {
+    return this.biasParameters(this.configOf(name)).map(([k]) => `base_model.model.${k}`);
+  }
+
+  /** Paths of the modules_to_save modules. */
+  modulesToSavePaths(): string[] {
+    return [...this.savedModules.keys()];
   }
 
   /** Biases trained under config.bias: every bias ('all') or those of adapted layers. */
@@ -246,8 +279,7 @@ export class PeftModel<M extends Module = Module> {
   }
 
   /** The adapter's tensors under PEFT's saved key names. */
-  adapterStateDict(name = this.activeAdapter): Map<string, Tensor> {
-    const config = this.configOf(name);
+  adapterStateDict(name = this.activeAdapter, config = this.configOf(name)): Map<string, Tensor> {
     const sd = this.method.stateDict(this.model, config, name);
     const out = new Map<string, Tensor>();
     for (const [k, t] of sd.layers) out.set(`base_model.model.${k}`, t);
@@ -269,12 +301,18 @@ export class PeftModel<M extends Module = Module> {
   /** Write adapter_config.json + adapter_model.safetensors (atomically) into `dir`. */
   saveAdapter(dir: string, opts: SaveOptions = {}): void {
     const name = opts.adapterName ?? this.activeAdapter;
-    const config = { ...this.configOf(name), inferenceMode: true };
+    let config: BasePeftConfig = { ...this.configOf(name), inferenceMode: true };
+    if (opts.saveProjection !== undefined) {
+      if (!('saveProjection' in config)) throw new VeraError(`saveAdapter: saveProjection applies to VeRA adapters, not ${config.peftType}`);
+      if (!opts.saveProjection) this.method.checkRegenerable?.(this.model, config, name);
+      config = { ...config, saveProjection: opts.saveProjection } as BasePeftConfig;
+    }
+    const dtype = adapterDtype(opts.dtype);
     const tensors: Record<string, TensorToWrite> = {};
-    for (const [k, t] of this.adapterStateDict(name)) {
+    for (const [k, t] of this.adapterStateDict(name, config)) {
       const data = t.toFloat32Array();
       for (let i = 0; i < data.length; i++) if (!Number.isFinite(data[i])) throw new VeraError(`saveAdapter: ${k} contains NaN or Inf; refusing to save`);
-      tensors[k] = { data, shape: [...t.shape], dtype: opts.dtype ?? 'F32' };
+      tensors[k] = { data, shape: [...t.shape], dtype };
     }
     writeDirAtomic(dir, {
       [ADAPTER_CONFIG]: sortedJson(this.method.configToJson(config)),
@@ -329,6 +367,50 @@ export class PeftModel<M extends Module = Module> {
   }
 }
 
+/** config.json's model_type of a model built by this library (its `modelType`), else null. */
+export function modelTypeOf(model: Module): string | null {
+  const t = (model as { modelType?: unknown }).modelType;
+  return typeof t === 'string' ? t : null;
+}
+
+/** Paths of the linear layers (plain or already wrapped), not counting the base layers inside wrappers. */
+export function linearLayerPaths(model: Module): string[] {
+  const out: string[] = [];
+  const wrapped: string[] = [];
+  for (const [path, m] of model.namedModules()) {
+    if (path === '' || wrapped.some((w) => path.startsWith(`${w}.`))) continue;
+    if (m instanceof AdapterLayer) wrapped.push(path);
+    if (m instanceof Linear || m instanceof AdapterLayer) out.push(path);
+  }
+  return out;
+}
+
+/**
+ * The model's output layer, which 'all-linear' leaves out: transformers' output embeddings (a root
+ * `lm_head`), or for this library's image classifiers (vera_cnn, vera_mlp) their last linear layer.
+ */
+export function outputLayerOf(model: Module): string | null {
+  const head = model.child('lm_head');
+  if (head instanceof Linear || head instanceof AdapterLayer) return 'lm_head';
+  const type = modelTypeOf(model);
+  if (type === 'vera_cnn' || type === 'vera_mlp') return linearLayerPaths(model).at(-1) ?? null;
+  return null;
+}
+
+/**
+ * What PEFT does to a config before injecting it: no target_modules → the model_type's default;
+ * 'all-linear' → every linear layer path but the output layer; task_type SEQ_CLS → the usual
+ * classifier head names join modules_to_save. The result is what the adapter saves.
+ */
+export function resolveConfig<C extends BasePeftConfig>(model: Module, config: C): C {
+  let targetModules = config.targetModules;
+  if (targetModules === null) targetModules = defaultTargetModules(config.peftType, modelTypeOf(model));
+  else if (isAllLinear(targetModules)) targetModules = allLinearTargets(linearLayerPaths(model), outputLayerOf(model), config.taskType);
+  let modulesToSave = config.modulesToSave;
+  if (config.taskType === 'SEQ_CLS') modulesToSave = [...new Set([...(modulesToSave ?? []), ...SEQ_CLS_HEAD_NAMES])];
+  return { ...config, targetModules, modulesToSave };
+}
+
 /** getPeftModel(model, config): PEFT's entry point. The base model is modified in place. */
 export function getPeftModel<M extends Module>(model: M, config: BasePeftConfig, adapterName = 'default'): PeftModel<M> {
   return new PeftModel(model, config, adapterName);
@@ -350,6 +432,17 @@ function readAdapterFolder(dir: string): { config: BasePeftConfig; tensors: Adap
   return { config, tensors, file: weightsPath };
 }
 
+/**
+ * Keys a saved modules_to_save tensor may carry besides PEFT's own "<module>.<param>": a state dict
+ * taken from a PeftModel (not through save_pretrained) keeps "<module>.modules_to_save.<adapter>.<param>".
+ */
+function moduleToSaveAliases(key: string, modulePaths: readonly string[]): string[] {
+  const path = modulePaths.find((m) => key.startsWith(`base_model.model.${m}.`));
+  if (path === undefined) return [];
+  const param = key.slice(`base_model.model.${path}.`.length);
+  return [`base_model.model.${path}.modules_to_save.default.${param}`, `base_model.model.${path}.modules_to_save.${param}`];
+}
+
 function loadInto(peft: PeftModel, name: string, config: BasePeftConfig, tensors: AdapterTensors, file: string): void {
   // every key in the file must land somewhere: a stray key means the adapter was made for another model
   const used = new Set<string>();
@@ -363,17 +456,22 @@ function loadInto(peft: PeftModel, name: string, config: BasePeftConfig, tensors
     keys: () => tensors.keys(),
   };
   peftMethod(config.peftType).loadStateDict(peft.model, config, name, tracked, file);
+  // PEFT's VeRA saves no biases whatever `bias` says: a missing trained bias keeps the base model's
+  const biasKeys = new Set(peft.trainedBiasKeys(name));
+  const savedModules = peft.modulesToSavePaths();
   for (const [k, t] of peft.adapterStateDict(name)) {
     if (used.has(k)) continue;
-    if (!tracked.has(k)) {
+    const key = [k, ...moduleToSaveAliases(k, savedModules)].find((c) => tracked.has(c));
+    if (key === undefined) {
+      if (biasKeys.has(k)) continue;
       throw new VeraError(`${file}: missing tensor ${k}`);
     }
-    const shape = tracked.shape(k);
+    const shape = tracked.shape(key);
     if (shape.length !== t.shape.length || shape.some((d, i) => d !== t.shape[i])) {
-      throw new VeraError(`${file}: ${k} has shape [${shape.join(', ')}], the model needs [${t.shape.join(', ')}]`);
+      throw new VeraError(`${file}: ${key} has shape [${shape.join(', ')}], the model needs [${t.shape.join(', ')}]`);
     }
-    const data = tracked.get(k);
-    for (let i = 0; i < data.length; i++) if (!Number.isFinite(data[i])) throw new VeraError(`${file}: ${k} contains NaN or Inf`);
+    const data = tracked.get(key);
+    for (let i = 0; i < data.length; i++) if (!Number.isFinite(data[i])) throw new VeraError(`${file}: ${key} contains NaN or Inf`);
     t.copyFrom(data);
   }
   for (const k of tensors.keys()) {

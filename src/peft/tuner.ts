@@ -118,6 +118,8 @@ export interface PeftMethod<C extends BasePeftConfig = BasePeftConfig> {
   stateDict(model: Module, config: C, name: string): AdapterStateDict;
   /** Load tensors saved by `stateDict` (or by PEFT) into adapter `name`; throw VeraError on mismatch. */
   loadStateDict(model: Module, config: C, name: string, tensors: AdapterTensors, file: string): void;
+  /** Throw a VeraError unless the adapter's frozen tensors are what its config regenerates (before saving without them). */
+  checkRegenerable?(model: Module, config: C, name: string): void;
   /** Per-adapter shared state (VeRA's projections); deleted with the adapter. */
   deleteShared?(name: string): void;
 }

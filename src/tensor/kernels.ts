@@ -68,6 +68,16 @@ export interface AdamWParams {
   step: number;
 }
 
+/** One VeRA branch over `rows` inputs: A is the shared (rank, lda) projection, B the shared (≥ outFeatures, rank) one. */
+export interface VeraParams {
+  rows: number;
+  inFeatures: number;
+  outFeatures: number;
+  rank: number;
+  /** Row stride of A (its max_in); the branch reads A[:, :inFeatures] in place. */
+  lda: number;
+}
+
 export interface Kernels {
   readonly name: string;
 
@@ -139,4 +149,10 @@ export interface Kernels {
 
   // optimizer
   adamw(param: Storage, grad: Storage, m: Storage, v: Storage, p: AdamWParams): void;
+
+  // fused VeRA branch: out = λb ⊙ (B[:out, :] · (λd ⊙ (A[:, :in] · x))) per row; ax = x·A[:, :in]ᵀ (rows, rank) is kept for backward
+  veraForward(x: Storage, a: Storage, b: Storage, lambdaD: Storage, lambdaB: Storage, p: VeraParams, out: Storage, ax: Storage): void;
+  /** gx is overwritten, or added to with accumulateGx; gLambdaD / gLambdaB are added to. */
+  veraBackward(a: Storage, b: Storage, lambdaD: Storage, lambdaB: Storage, ax: Storage, gy: Storage, p: VeraParams,
+    gx: Storage | null, accumulateGx: boolean, gLambdaD: Storage | null, gLambdaB: Storage | null): void;
 }

@@ -599,6 +599,38 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   });
 }
 
+// ---------------------------------------------------------------- VeRA
+
+/**
+ * The VeRA branch λb ⊙ (B[:out, :] · (λd ⊙ (A[:, :in] · x))) over the last axis of x, fused into
+ * one kernel each way. A (r, maxIn) and B (maxOut, r) are the shared frozen projections, read in
+ * place; `in` is x's last size, `out` is λb's length. Gradients flow to x, λd and λb.
+ */
+export function veraBranch(x: Tensor, A: Tensor, B: Tensor, lambdaD: Tensor, lambdaB: Tensor): Tensor {
+  const inFeatures = x.shape[x.ndim - 1] ?? 1;
+  const outFeatures = lambdaB.size;
+  if (A.ndim !== 2 || B.ndim !== 2 || B.shape[1] !== A.shape[0] || lambdaD.size !== A.shape[0]) {
+    throw new Error(`veraBranch: need A (r, maxIn), B (maxOut, r), λd (r); got A ${shapeStr(A.shape)}, B ${shapeStr(B.shape)}, λd ${shapeStr(lambdaD.shape)}`);
+  }
+  if (inFeatures > A.shape[1] || outFeatures > B.shape[0]) {
+    throw new Error(`veraBranch: a ${inFeatures} → ${outFeatures} layer does not fit projections A ${shapeStr(A.shape)}, B ${shapeStr(B.shape)}`);
+  }
+  if (A.requiresGrad || B.requiresGrad) throw new Error('veraBranch: the projections A and B are frozen and take no gradient');
+  const rank = A.shape[0];
+  const p = { rows: inFeatures === 0 ? 0 : x.size / inFeatures, inFeatures, outFeatures, rank, lda: A.shape[1] };
+  const k = kernels();
+  const out = empty([...x.shape.slice(0, -1), outFeatures]);
+  const ax = empty([p.rows, rank]);
+  k.veraForward(x.storage, A.storage, B.storage, lambdaD.storage, lambdaB.storage, p, out.storage, ax.storage);
+  return record(out, 'veraBranch', [x, lambdaD, lambdaB], (g) => {
+    const gx = x.requiresGrad ? empty(x.shape) : null;
+    const gd = lambdaD.requiresGrad ? empty(lambdaD.shape) : null;
+    const gb = lambdaB.requiresGrad ? empty(lambdaB.shape) : null;
+    k.veraBackward(A.storage, B.storage, lambdaD.storage, lambdaB.storage, ax.storage, g.storage, p, gx?.storage ?? null, false, gd?.storage ?? null, gb?.storage ?? null);
+    return [gx, gd, gb];
+  });
+}
+
 // ---------------------------------------------------------------- images
 
 export function conv2d(x: Tensor, w: Tensor, bias: Tensor | null, stride = 1, pad = 0): Tensor {

@@ -2,7 +2,7 @@
 // numerics other backends are tested against; loops are written out per op (no per-element
 // closures) and accumulate in double where a sum runs over a row.
 import type {
-  AdamWParams, AttentionParams, BinaryOp, Conv2dParams, Kernels, MatmulParams, Pool2dParams, Storage, UnaryOp,
+  AdamWParams, AttentionParams, BinaryOp, Conv2dParams, Kernels, MatmulParams, Pool2dParams, Storage, UnaryOp, VeraParams,
 } from '../../tensor/kernels.js';
 import { gemm } from './gemm.js';
 import { erf } from './math.js';
@@ -193,6 +193,23 @@ function patches(img: Float32Array, imgOff: number, cols: Float32Array, p: Conv2
       }
     }
   }
+}
+
+/** (rows × cols) x with column j scaled by v[j] (byColumn) or row i by v[i]. */
+function scaled(x: Float32Array, v: Float32Array, rows: number, cols: number, byColumn: boolean): Float32Array {
+  const out = new Float32Array(rows * cols);
+  for (let i = 0; i < rows; i++) {
+    for (let j = 0; j < cols; j++) out[i * cols + j] = x[i * cols + j] * v[byColumn ? j : i];
+  }
+  return out;
+}
+
+/** A[:, :in] of the shared (rank, lda) projection, contiguous (a view when in == lda). */
+function veraA(a: Float32Array, p: VeraParams): Float32Array {
+  if (p.lda === p.inFeatures) return a.subarray(0, p.rank * p.inFeatures);
+  const out = new Float32Array(p.rank * p.inFeatures);
+  for (let j = 0; j < p.rank; j++) out.set(a.subarray(j * p.lda, j * p.lda + p.inFeatures), j * p.inFeatures);
+  return out;
 }
 
 export const tsKernels: Kernels = {
@@ -690,5 +707,46 @@ export const tsKernels: Kernels = {
       Vv[i] = vi;
       P[i] = P[i] * decay - (stepSize * mi) / (Math.sqrt(vi) / bc2Sqrt + eps);
     }
+  },
+
+  // The scaling vectors are folded into rank-wide operands (λd ⊙ ax, λb ⊙ B), so no (rows × out)
+  // intermediate exists in either direction: gλb[o] = Σ_j B[o, j]·(gyᵀ·(λd ⊙ ax))[o, j].
+  veraForward(x, a, b, lambdaD, lambdaB, p: VeraParams, out, ax) {
+    const { rows, inFeatures, outFeatures, rank } = p;
+    const AX = f(ax);
+    gemm(f(x), 0, veraA(f(a), p), 0, AX, 0, rows, rank, inFeatures, false, true, false);
+    const u = scaled(AX, f(lambdaD), rows, rank, true);
+    const bs = scaled(f(b), f(lambdaB), outFeatures, rank, false);
+    gemm(u, 0, bs, 0, f(out), 0, rows, outFeatures, rank, false, true, false);
+  },
+  veraBackward(a, b, lambdaD, lambdaB, ax, gy, p: VeraParams, gx, accumulateGx, gLambdaD, gLambdaB) {
+    const { rows, inFeatures, outFeatures, rank } = p;
+    const AX = f(ax);
+    const G = f(gy);
+    const B = f(b);
+    const LD = f(lambdaD);
+    const GLD = fOrNull(gLambdaD);
+    const GLB = fOrNull(gLambdaB);
+    const GX = fOrNull(gx);
+    if (GLB) {
+      const m = new Float32Array(outFeatures * rank);
+      gemm(G, 0, scaled(AX, LD, rows, rank, true), 0, m, 0, outFeatures, rank, rows, true, false, false);
+      for (let o = 0; o < outFeatures; o++) {
+        let s = 0;
+        for (let j = 0; j < rank; j++) s += B[o * rank + j] * m[o * rank + j];
+        GLB[o] += s;
+      }
+    }
+    if (!GLD && !GX) return;
+    const gu = new Float32Array(rows * rank);
+    gemm(G, 0, scaled(B, f(lambdaB), outFeatures, rank, false), 0, gu, 0, rows, rank, outFeatures, false, false, false);
+    if (GLD) {
+      for (let j = 0; j < rank; j++) {
+        let s = 0;
+        for (let i = 0; i < rows; i++) s += gu[i * rank + j] * AX[i * rank + j];
+        GLD[j] += s;
+      }
+    }
+    if (GX) gemm(scaled(gu, LD, rows, rank, true), 0, veraA(f(a), p), 0, GX, 0, rows, inFeatures, rank, false, false, accumulateGx);
   },
 };

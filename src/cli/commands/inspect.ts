@@ -2,13 +2,15 @@
 // norms of the trained vectors (the paper's Figure 3 view: which layers moved most).
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { VeraError } from '../../io/errors.js';
 import { readJsonFile } from '../../io/atomic.js';
 import { SafetensorsFile } from '../../io/safetensors.js';
 import { Linear } from '../../nn/index.js';
 import { loadPretrained } from '../../models/index.js';
-import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, parsePeftConfig } from '../../peft/index.js';
+import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, countAdapterParams, loraConfig, modelShapesFromConfig, parsePeftConfig, veraConfig, type ParamCount } from '../../peft/index.js';
+import { positiveInt } from '../options.js';
+import { parseTargetModules } from './train.js';
 
 export interface AdapterLayerRow {
   module: string;
@@ -26,6 +28,8 @@ export interface AdapterReport {
   otherParams: number;
   trainableBytesF32: number;
   fileBytes: number;
+  /** adapter_config.json fields this version does not know (from a newer PEFT), ignored on load. */
+  ignoredFields: string[];
   layers: AdapterLayerRow[];
 }
 
@@ -65,6 +69,7 @@ export function inspectAdapter(dir: string): AdapterReport {
     otherParams: other,
     trainableBytesF32: 4 * (trainable + other),
     fileBytes: statSync(weightsPath).size,
+    ignoredFields: [...(config.ignoredFields ?? [])],
     layers: [...rows.values()],
   };
 }
@@ -83,22 +88,56 @@ export function inspectModel(dir: string): ModelReport {
   return { modelType: loaded.modelType, params, linearLayers };
 }
 
+export interface ConfigReport extends ParamCount {
+  modelType: string;
+  method: 'vera' | 'lora';
+  r: number;
+}
+
+/** Parameter counts of a VeRA or LoRA adapter on the model config.json describes (no weights read). */
+export function inspectConfig(file: string, method: 'vera' | 'lora', r: number, targetModules: string[] | string | null): ConfigReport {
+  const shapes = modelShapesFromConfig(readJsonFile(file, 'model config'), file);
+  const config = method === 'vera' ? veraConfig({ r, targetModules }) : loraConfig({ r, targetModules });
+  return { modelType: shapes.modelType, method, r, ...countAdapterParams(shapes, config) };
+}
+
+function printConfigReport(rep: ConfigReport, file: string): void {
+  const names = [...new Set(rep.targets.map((l) => l.path.replace(/^.*\.\d+\./, '')))];
+  console.log(`${rep.modelType} (${file}): ${rep.method === 'vera' ? 'VeRA' : 'LoRA'} r = ${rep.r} on ${rep.targets.length} layers (${names.join(', ')})`);
+  console.log(`trainable params: ${rep.trainableParams.toLocaleString('en-US')} (${rep.adapterBytes.toLocaleString('en-US')} bytes as F32)`);
+  if (rep.method === 'vera') console.log(`shared projections A, B: ${rep.projectionParams.toLocaleString('en-US')} params (frozen; regenerated from projection_prng_key)`);
+}
+
 export function registerInspect(program: Command): void {
   program
     .command('inspect')
-    .description('trainable parameters, bytes and per-layer ‖λd‖/‖λb‖ of an adapter, or the layers of a model')
+    .description('trainable parameters, bytes and per-layer ‖λd‖/‖λb‖ of an adapter, the layers of a model, or an adapter\'s size from a model config alone')
     .option('--adapter <dir>', 'adapter folder')
     .option('--model <dir>', 'model folder')
+    .option('--config <file>', 'a model config.json alone: count an adapter\'s parameters without weights (with --method, --r)')
+    .addOption(new Option('--method <method>', 'with --config: adapter type').choices(['vera', 'lora']))
+    .option('--r <n>', 'with --config: rank', positiveInt)
+    .option('--target-modules <names>', 'with --config: comma list, regex or all-linear (default: PEFT\'s for the model_type)')
     .option('--json', 'machine-readable output')
-    .action((o: { adapter?: string; model?: string; json?: boolean }) => {
-      if ((o.adapter === undefined) === (o.model === undefined)) throw new VeraError('inspect: give exactly one of --adapter DIR or --model DIR');
+    .action((o: { adapter?: string; model?: string; config?: string; method?: 'vera' | 'lora'; r?: number; targetModules?: string; json?: boolean }) => {
+      const modes = [o.adapter, o.model, o.config].filter((v) => v !== undefined).length;
+      if (modes !== 1) throw new VeraError('inspect: give exactly one of --adapter DIR, --model DIR or --config FILE');
+      if (o.config === undefined && (o.method !== undefined || o.r !== undefined || o.targetModules !== undefined)) throw new VeraError('inspect: --method, --r and --target-modules go with --config FILE');
+      if (o.config !== undefined) {
+        if (o.method === undefined) throw new VeraError('inspect --config: --method vera|lora is required');
+        if (o.r === undefined) throw new VeraError('inspect --config: --r N is required');
+        const rep = inspectConfig(o.config, o.method, o.r, o.targetModules === undefined ? null : parseTargetModules(o.targetModules));
+        if (o.json) return void console.log(JSON.stringify({ trainableParams: rep.trainableParams, projectionParams: rep.projectionParams, adapterBytes: rep.adapterBytes }));
+        return printConfigReport(rep, o.config);
+      }
       if (o.adapter !== undefined) {
         const rep = inspectAdapter(o.adapter);
         if (o.json) return void console.log(JSON.stringify(rep));
         console.log(`${rep.peftType} adapter, r = ${rep.r}`);
         console.log(`trainable params: ${rep.trainableParams.toLocaleString('en-US')} (${rep.trainableBytesF32.toLocaleString('en-US')} bytes as F32)`);
-        console.log(`stored projections: ${rep.projectionParams === 0 ? 'none (regenerated from projection_prng_key)' : rep.projectionParams.toLocaleString('en-US') + ' params'}`);
+        if (rep.peftType === 'VERA') console.log(`stored projections: ${rep.projectionParams === 0 ? 'none (regenerated from projection_prng_key)' : rep.projectionParams.toLocaleString('en-US') + ' params'}`);
         console.log(`file: ${rep.fileBytes.toLocaleString('en-US')} bytes`);
+        if (rep.ignoredFields.length > 0) console.log(`ignored adapter_config.json fields (unknown to this version, as PEFT ignores them): ${rep.ignoredFields.join(', ')}`);
         const cols = Object.keys(rep.layers[0]?.norms ?? {});
         const width = Math.max(6, ...rep.layers.map((l) => l.module.length));
         console.log(`\n${'module'.padEnd(width)}  ${cols.map((c) => `‖${c}‖`.padStart(12)).join('')}  params`);

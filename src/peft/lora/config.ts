@@ -1,6 +1,6 @@
 // LoraConfig: PEFT's fields and defaults (the paper's baseline).
 import { VeraError } from '../../io/errors.js';
-import { BASE_DEFAULTS, ConfigReader, readBaseFields, writeBaseFields, type BasePeftConfig } from '../config.js';
+import { BASE_DEFAULTS, BASE_FIELD_NAMES, ConfigReader, isUnset, readBaseFields, unknownFields, writeBaseFields, type BasePeftConfig } from '../config.js';
 
 export interface LoraConfig extends BasePeftConfig {
   readonly peftType: 'LORA';
@@ -9,12 +9,14 @@ export interface LoraConfig extends BasePeftConfig {
   loraDropout: number;
   /** Scaling α/√r instead of α/r. */
   useRslora: boolean;
-  initLoraWeights: boolean;
+  /** true/false, or PEFT's named inits ("gaussian", "pissa", …): kept for the file; a fresh adapter starts as true (B = 0) unless false. */
+  initLoraWeights: boolean | string;
 }
 
-export type LoraConfigInit = Partial<Omit<LoraConfig, 'peftType'>> & Pick<LoraConfig, 'targetModules'>;
+/** targetModules may be left out: PEFT's default for the model's model_type applies. */
+export type LoraConfigInit = Partial<Omit<LoraConfig, 'peftType'>>;
 
-export function loraConfig(init: LoraConfigInit): LoraConfig {
+export function loraConfig(init: LoraConfigInit = {}): LoraConfig {
   const c: LoraConfig = {
     peftType: 'LORA',
     r: 8,
@@ -36,8 +38,24 @@ export function validateLoraConfig(c: LoraConfig, where: string): void {
   if (c.bias === 'vera_only') throw new VeraError(`${where}: bias must be none, all or lora_only`);
 }
 
+const LORA_FIELDS = new Set([
+  ...BASE_FIELD_NAMES, 'r', 'lora_alpha', 'lora_dropout', 'use_rslora', 'init_lora_weights',
+  // used only by Megatron, or only to initialize (EVA, CorDA) an adapter that is then saved: safe to ignore
+  'megatron_config', 'megatron_core', 'eva_config', 'corda_config', 'qalora_group_size', 'ensure_weight_tying',
+]);
+
+/** LoRA fields that change what the saved weights mean; refused unless at their default. */
+const LORA_UNSUPPORTED: Record<string, (v: unknown) => boolean> = {
+  use_dora: isUnset, rank_pattern: isUnset, alpha_pattern: isUnset, layer_replication: isUnset, loftq_config: isUnset,
+  target_parameters: isUnset, trainable_token_indices: isUnset, lora_bias: isUnset, use_qalora: isUnset,
+  alora_invocation_tokens: isUnset, arrow_config: isUnset,
+};
+
 export function parseLoraConfig(json: unknown, file: string): LoraConfig {
   const r = ConfigReader.from(json, file);
+  const ignoredFields = unknownFields(r, LORA_FIELDS, LORA_UNSUPPORTED);
+  const init = r.json['init_lora_weights'];
+  if (init !== undefined && init !== null && typeof init !== 'boolean' && typeof init !== 'string') r.fail('init_lora_weights', `must be true, false or a name, got ${JSON.stringify(init)}`);
   const c: LoraConfig = {
     peftType: 'LORA',
     ...readBaseFields(r, ['none', 'all', 'lora_only']),
@@ -45,14 +63,9 @@ export function parseLoraConfig(json: unknown, file: string): LoraConfig {
     loraAlpha: r.num('lora_alpha', 8),
     loraDropout: r.num('lora_dropout', 0),
     useRslora: r.bool('use_rslora', false),
-    initLoraWeights: r.has('init_lora_weights') ? r.bool('init_lora_weights', true) : true,
+    initLoraWeights: typeof init === 'boolean' || typeof init === 'string' ? init : true,
+    ignoredFields,
   };
-  for (const unsupported of ['use_dora', 'rank_pattern', 'alpha_pattern']) {
-    const v = (json as Record<string, unknown>)[unsupported];
-    if (v !== undefined && v !== null && v !== false && !(typeof v === 'object' && Object.keys(v).length === 0)) {
-      throw new VeraError(`${file}: field "${unsupported}" is not supported yet`);
-    }
-  }
   validateLoraConfig(c, file);
   return c;
 }

@@ -16,7 +16,7 @@ export const lora: PeftMethod<LoraConfig> = {
     const scaling = config.useRslora ? config.loraAlpha / Math.sqrt(config.r) : config.loraAlpha / config.r;
     const rng = defaultRng(); // seeded by manualSeed, so runs reproduce
     for (const [, wrapper] of wrapTargets(model, targets, LoraLinear)) {
-      wrapper.addAdapter(name, config.r, scaling, config.loraDropout, config.initLoraWeights, rng);
+      wrapper.addAdapter(name, config.r, scaling, config.loraDropout, config.initLoraWeights !== false, rng);
     }
   },
 

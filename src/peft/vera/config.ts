@@ -1,6 +1,6 @@
 // VeraConfig: PEFT's fields and defaults, plus the paper's ablation switches.
 import { VeraError } from '../../io/errors.js';
-import { BASE_DEFAULTS, ConfigReader, readBaseFields, writeBaseFields, type BasePeftConfig } from '../config.js';
+import { BASE_DEFAULTS, BASE_FIELD_NAMES, ConfigReader, readBaseFields, unknownFields, writeBaseFields, type BasePeftConfig } from '../config.js';
 
 export type ProjectionInit = 'kaiming_uniform' | 'kaiming_normal' | 'uniform';
 /** Paper §4.6: "only d" freezes λb at 1 (d starts at dInitial, 0 in the paper); "only b" freezes λd at 1. */
@@ -26,9 +26,10 @@ export interface VeraConfig extends BasePeftConfig {
   projectionInit: ProjectionInit;
 }
 
-export type VeraConfigInit = Partial<Omit<VeraConfig, 'peftType'>> & Pick<VeraConfig, 'targetModules'>;
+/** targetModules may be left out: PEFT's default for the model's model_type applies. */
+export type VeraConfigInit = Partial<Omit<VeraConfig, 'peftType'>>;
 
-export function veraConfig(init: VeraConfigInit): VeraConfig {
+export function veraConfig(init: VeraConfigInit = {}): VeraConfig {
   const c: VeraConfig = {
     peftType: 'VERA',
     r: 256,
@@ -56,8 +57,14 @@ export function validateVeraConfig(c: VeraConfig, where: string): void {
   if (Array.isArray(c.targetModules) && c.targetModules.length === 0) throw new VeraError(`${where}: target_modules is empty`);
 }
 
+const VERA_FIELDS = new Set([
+  ...BASE_FIELD_NAMES, 'r', 'projection_prng_key', 'save_projection', 'vera_dropout', 'd_initial', 'init_weights',
+  'ablation', 'unique_projections', 'projection_init',
+]);
+
 export function parseVeraConfig(json: unknown, file: string): VeraConfig {
   const r = ConfigReader.from(json, file);
+  const ignoredFields = unknownFields(r, VERA_FIELDS);
   const c: VeraConfig = {
     peftType: 'VERA',
     ...readBaseFields(r, ['none', 'all', 'vera_only']),
@@ -70,6 +77,7 @@ export function parseVeraConfig(json: unknown, file: string): VeraConfig {
     ablation: r.has('ablation') ? r.oneOf('ablation', ['only_d', 'only_b'] as const, 'only_d') : null,
     uniqueProjections: r.bool('unique_projections', false),
     projectionInit: r.oneOf('projection_init', ['kaiming_uniform', 'kaiming_normal', 'uniform'] as const, 'kaiming_uniform'),
+    ignoredFields,
   };
   validateVeraConfig(c, file);
   return c;

@@ -60,13 +60,11 @@ export class VeraLinear extends AdapterLayer<VeraAdapter> {
     return [F.slice(p.A, 1, 0, this.inFeatures), F.slice(p.B, 0, 0, this.outFeatures)];
   }
 
+  /** Λb · B · Λd · A · dropout(x), one fused op reading A[:, :in] and B[:out, :] in place. */
   protected adapterForward(name: string, x: Tensor): Tensor {
     const { lambdaD, lambdaB, projections, dropout } = this.adapter(name);
-    const [A, B] = this.slices(projections);
     const xd = F.dropout(x, dropout, this.rng ?? defaultRng(), this.training);
-    const ax = F.matmul(xd, A, { transB: true }); // (…, r)
-    const bdax = F.matmul(F.mul(ax, lambdaD), B, { transB: true }); // (…, out)
-    return F.mul(bdax, lambdaB);
+    return F.veraBranch(xd, projections.A, projections.B, lambdaD, lambdaB);
   }
 
   /** ΔW = (λb ⊙ B)(λd ⊙ A), transposed for (in, out) storage. */

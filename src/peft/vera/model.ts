@@ -8,13 +8,21 @@ import { parseVeraConfig, veraConfigToJson, type ProjectionInit, type VeraConfig
 import { VeraLinear, type VeraProjections } from './layer.js';
 
 /**
- * Fill an (rows, cols) matrix as PEFT's _kaiming_init does: fan_in = cols, bound = √(6/fan_in),
- * drawn with torch's float32 uniform_ from the generator's stream (A first, then B).
+ * PEFT's _kaiming_init bound for fan_in `fan`, evaluated in the same order as its Python
+ * (gain √2, std = gain/√fan, bound = √3·std), then rounded to the float32 torch's uniform_ uses.
+ */
+export function kaimingBound(fan: number): number {
+  return Math.fround(Math.sqrt(3) * (Math.SQRT2 / Math.sqrt(fan)));
+}
+
+/**
+ * Fill an (rows, cols) matrix as PEFT's _kaiming_init does: fan_in = cols, drawn with torch's
+ * float32 uniform_ from the generator's stream (A first, then B).
  */
 function initMatrix(rows: number, cols: number, init: ProjectionInit, rng: Rng): Tensor {
   const data = new Float32Array(rows * cols);
   if (init === 'kaiming_uniform') {
-    const bound = Math.fround(Math.sqrt(6 / cols)); // torch passes the bound as a float32 scalar
+    const bound = kaimingBound(cols);
     rng.fillUniform(data, -bound, bound);
   } else if (init === 'kaiming_normal') {
     rng.fillNormal(data, 0, Math.sqrt(2 / cols));
@@ -91,12 +99,40 @@ export const vera: PeftMethod<VeraConfig> = {
     return sd;
   },
 
+  checkRegenerable(model, config, name) {
+    // regenerate as inject does (same targets, same order, same generator stream) and compare bits
+    const layers = veraLayers(model, name);
+    if (layers.length === 0) return;
+    const maxIn = Math.max(...layers.map(([, l]) => l.inFeatures));
+    const maxOut = Math.max(...layers.map(([, l]) => l.outFeatures));
+    const rng = new Rng(config.projectionPrngKey);
+    const shared = config.uniqueProjections ? null : generateProjections(config.r, maxIn, maxOut, config.projectionPrngKey, config.projectionInit, rng);
+    for (const [path, layer] of layers) {
+      const held = layer.adapter(name).projections;
+      const fresh = shared ?? generateProjections(config.r, layer.inFeatures, layer.outFeatures, config.projectionPrngKey, config.projectionInit, rng);
+      if (!shared && !config.initWeights) rng.fillNormal(new Float32Array(config.r)); // inject drew λd here
+      for (const [which, a, b] of [['vera_A', held.A, fresh.A], ['vera_B', held.B, fresh.B]] as const) {
+        const x = a.data();
+        const y = b.data();
+        if (x.length !== y.length || x.some((v, i) => !Object.is(v, y[i]))) {
+          throw new VeraError(`${which} of ${path} is not what projection_prng_key ${config.projectionPrngKey} regenerates; keep save_projection true for this adapter`);
+        }
+      }
+      if (shared) break;
+    }
+  },
+
   loadStateDict(model, config, name, tensors, file) {
     const layers = veraLayers(model, name);
     const loadProjection = (key: string, target: Tensor): void => {
-      // PEFT writes vera_A/vera_B when save_projection is true; otherwise they are regenerated from the seed
+      // PEFT writes vera_A/vera_B when save_projection is true; otherwise they are regenerated from
+      // the seed, and PEFT ignores stored ones (they are non-persistent buffers then): so do we
       if (!tensors.has(key)) {
         if (config.saveProjection) throw new VeraError(`${file}: missing ${key} although adapter_config.json says save_projection: true`);
+        return;
+      }
+      if (!config.saveProjection) {
+        tensors.get(key); // accounted for, not used
         return;
       }
       target.copyFrom(expectShape(tensors, key, target.shape, file, 'VeRA projection (r, max in) / (max out, r) over the targeted layers'));

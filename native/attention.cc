@@ -1,0 +1,178 @@
+// Fused scaled dot-product attention over (batch, heads, t, headDim), same semantics as the
+// TypeScript reference: causal with an offset (query i sees keys j ≤ i + causalOffset), a (batch, tk)
+// key mask, grouped-query heads (head h reads kv head h / (heads / kvHeads)), and rows that see no
+// key output 0 with lse = -inf. Work goes by blocks of query rows: one block's scores (QB × keys)
+// live in a per-thread scratch, never the whole T×T matrix, and are turned into probabilities
+// in place. Backward recomputes them from the saved log-sum-exp (as FlashAttention does).
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "gemm.h"
+#include "kernels.h"
+#include "thread_pool.h"
+
+namespace vera {
+namespace {
+
+constexpr int64_t QB = 32;  // query rows per block
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+struct Attn {
+  int64_t batch, heads, kvHeads, tq, tk, d;
+  float scale;
+  bool causal;
+  int64_t offset;
+  const float* keyMask;
+
+  int64_t group() const { return heads / kvHeads; }
+  /** Keys visible to query row i (before the key mask). */
+  int64_t limit(int64_t i) const { return causal ? std::max<int64_t>(0, std::min(tk, i + offset + 1)) : tk; }
+  bool visible(int64_t b, int64_t i, int64_t j) const { return j < limit(i) && (!keyMask || keyMask[b * tk + j] != 0.f); }
+};
+
+Attn attn_params(const Args& a, size_t at) {
+  return {a.i64(at), a.i64(at + 1), a.i64(at + 2), a.i64(at + 3), a.i64(at + 4), a.i64(at + 5),
+          float(a.num(at + 6)), a.flag(at + 7), a.i64(at + 8), a.f32(at + 9)};
+}
+
+std::vector<float>& scratch(size_t n) {
+  static thread_local std::vector<float> buf;
+  if (buf.size() < n) buf.resize(n);
+  return buf;
+}
+
+/**
+ * Probabilities of query rows [i0, i0+qb) of head (b, h) over keys [0, keys): S = scale·Q·Kᵀ,
+ * masked entries 0. With `lse` null the row normalizers are computed and written to lseOut; else
+ * P = exp(S − lse) from the saved values.
+ */
+void probabilities(const Attn& p, const float* Q, const float* K, int64_t b, int64_t h, int64_t i0, int64_t qb, int64_t keys,
+                   float* P, const float* lse, float* lseOut) {
+  const int64_t d = p.d;
+  const float* q = Q + ((b * p.heads + h) * p.tq + i0) * d;
+  const float* k = K + (b * p.kvHeads + h / p.group()) * p.tk * d;
+  sgemm(qb, keys, d, q, d, 1, k, 1, d, P, keys, false);
+  const int64_t rowBase = (b * p.heads + h) * p.tq + i0;
+  for (int64_t r = 0; r < qb; r++) {
+    float* s = P + r * keys;
+    const int64_t i = i0 + r;
+    float m = -kInf;
+    for (int64_t j = 0; j < keys; j++) {
+      if (p.visible(b, i, j)) {
+        s[j] *= p.scale;
+        m = std::max(m, s[j]);
+      } else {
+        s[j] = -kInf;
+      }
+    }
+    if (lse) {
+      const float l = lse[rowBase + r];
+      if (l == -kInf) std::fill(s, s + keys, 0.f);
+      else for (int64_t j = 0; j < keys; j++) s[j] = s[j] == -kInf ? 0.f : std::exp(s[j] - l);
+      continue;
+    }
+    if (m == -kInf) {
+      // no visible key: zeros (torch would give NaN; zeros keep padding rows harmless)
+      std::fill(s, s + keys, 0.f);
+      lseOut[rowBase + r] = -kInf;
+      continue;
+    }
+    double sum = 0;
+    for (int64_t j = 0; j < keys; j++) {
+      s[j] = s[j] == -kInf ? 0.f : std::exp(s[j] - m);
+      sum += s[j];
+    }
+    const float inv = float(1.0 / sum);
+    for (int64_t j = 0; j < keys; j++) s[j] *= inv;
+    lseOut[rowBase + r] = float(double(m) + std::log(sum));
+  }
+}
+
+napi_value k_attention(napi_env, const Args& a) {
+  const float* Q = a.f32(0);
+  const float* K = a.f32(1);
+  const float* V = a.f32(2);
+  const Attn p = attn_params(a, 3);
+  float* O = a.f32(13);
+  float* L = a.f32(14);
+  const int64_t blocks = (p.tq + QB - 1) / QB;
+  parallel_for(p.batch * p.heads * blocks, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; t++) {
+      const int64_t bh = t / blocks, b = bh / p.heads, h = bh % p.heads;
+      const int64_t i0 = (t % blocks) * QB, qb = std::min(QB, p.tq - i0);
+      const int64_t keys = p.limit(i0 + qb - 1);  // the last row sees the most keys
+      float* P = scratch(size_t(qb * std::max<int64_t>(keys, 1))).data();
+      probabilities(p, Q, K, b, h, i0, qb, keys, P, nullptr, L);
+      const float* v = V + (b * p.kvHeads + h / p.group()) * p.tk * p.d;
+      sgemm(qb, p.d, keys, P, keys, 1, v, p.d, 1, O + (bh * p.tq + i0) * p.d, p.d, false);
+      if (keys == 0)
+        for (int64_t r = 0; r < qb; r++) L[bh * p.tq + i0 + r] = -kInf;
+    }
+  });
+  return nullptr;
+}
+
+napi_value k_attention_backward(napi_env, const Args& a) {
+  const float* Q = a.f32(0);
+  const float* K = a.f32(1);
+  const float* V = a.f32(2);
+  const float* O = a.f32(3);
+  const float* L = a.f32(4);
+  const float* GO = a.f32(5);
+  const Attn p = attn_params(a, 6);
+  float* GQ = a.f32(16);
+  float* GK = a.f32(17);
+  float* GV = a.f32(18);
+  const int64_t d = p.d;
+  // one task per (batch, kv head): the query heads of a group all add into the same gK/gV rows
+  parallel_for(p.batch * p.kvHeads, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; t++) {
+      const int64_t b = t / p.kvHeads, kvh = t % p.kvHeads;
+      const int64_t kvOff = t * p.tk * d;
+      if (GK) std::fill(GK + kvOff, GK + kvOff + p.tk * d, 0.f);
+      if (GV) std::fill(GV + kvOff, GV + kvOff + p.tk * d, 0.f);
+      for (int64_t h = kvh * p.group(); h < (kvh + 1) * p.group(); h++) {
+        const int64_t bh = b * p.heads + h;
+        for (int64_t i0 = 0; i0 < p.tq; i0 += QB) {
+          const int64_t qb = std::min(QB, p.tq - i0), keys = p.limit(i0 + qb - 1);
+          const int64_t qOff = (bh * p.tq + i0) * d;
+          if (keys == 0) {
+            if (GQ) std::fill(GQ + qOff, GQ + qOff + qb * d, 0.f);
+            continue;
+          }
+          std::vector<float>& buf = scratch(size_t(2 * qb * keys));
+          float* P = buf.data();
+          float* dS = P + qb * keys;
+          probabilities(p, Q, K, b, h, i0, qb, keys, P, L, nullptr);
+          const float* go = GO + qOff;
+          // gV += Pᵀ·gO
+          if (GV) sgemm(keys, d, qb, P, 1, keys, go, d, 1, GV + kvOff, d, true);
+          if (!GQ && !GK) continue;
+          // dS = P ⊙ (gO·Vᵀ − D)·scale, D_i = gO_i·O_i
+          sgemm(qb, keys, d, go, d, 1, V + kvOff, 1, d, dS, keys, false);
+          for (int64_t r = 0; r < qb; r++) {
+            double D = 0;
+            for (int64_t c = 0; c < d; c++) D += double(go[r * d + c]) * O[qOff + r * d + c];
+            const float Df = float(D);
+            for (int64_t j = 0; j < keys; j++) dS[r * keys + j] = P[r * keys + j] * (dS[r * keys + j] - Df) * p.scale;
+          }
+          if (GQ) sgemm(qb, d, keys, dS, keys, 1, K + kvOff, d, 1, GQ + qOff, d, false);
+          if (GK) sgemm(keys, d, qb, dS, 1, keys, Q + qOff, d, 1, GK + kvOff, d, true);
+        }
+      }
+    }
+  });
+  return nullptr;
+}
+
+}  // namespace
+
+const BindingEntry kAttentionBindings[] = {
+    {"attention", k_attention},
+    {"attentionBackward", k_attention_backward},
+    {nullptr, nullptr},
+};
+
+}  // namespace vera

@@ -1,0 +1,93 @@
+// Argument unpacking for the N-API bindings. Storages arrive as Float32Arrays whose memory the
+// kernels use in place; a wrong argument throws a TypeError naming its position.
+#pragma once
+#include <node_api.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace vera {
+
+struct ArgError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+class Args {
+ public:
+  Args(napi_env env, napi_callback_info info) : env_(env) {
+    argc_ = kMax;
+    napi_get_cb_info(env, info, &argc_, argv_, nullptr, nullptr);
+  }
+
+  bool is_null(size_t i) const {
+    napi_valuetype t;
+    if (i >= argc_ || napi_typeof(env_, argv_[i], &t) != napi_ok) return true;
+    return t == napi_null || t == napi_undefined;
+  }
+
+  /** Float32Array data (nullptr for null); its element count in *len when given. */
+  float* f32(size_t i, size_t* len = nullptr) const { return static_cast<float*>(typed(i, napi_float32_array, "Float32Array", len)); }
+  int32_t* i32(size_t i, size_t* len = nullptr) const { return static_cast<int32_t*>(typed(i, napi_int32_array, "Int32Array", len)); }
+  size_t length(size_t i) const {
+    size_t n = 0;
+    typed(i, napi_float32_array, "Float32Array", &n);
+    return n;
+  }
+
+  double num(size_t i) const {
+    double v;
+    if (i >= argc_ || napi_get_value_double(env_, argv_[i], &v) != napi_ok) fail(i, "a number");
+    return v;
+  }
+  int64_t i64(size_t i) const { return static_cast<int64_t>(num(i)); }
+  bool flag(size_t i) const {
+    bool v;
+    if (i >= argc_ || napi_get_value_bool(env_, argv_[i], &v) != napi_ok) fail(i, "a boolean");
+    return v;
+  }
+  std::vector<int64_t> ints(size_t i) const {
+    uint32_t n = 0;
+    if (i >= argc_ || napi_get_array_length(env_, argv_[i], &n) != napi_ok) fail(i, "an array of numbers");
+    std::vector<int64_t> out(n);
+    for (uint32_t j = 0; j < n; j++) {
+      napi_value e;
+      double v;
+      if (napi_get_element(env_, argv_[i], j, &e) != napi_ok || napi_get_value_double(env_, e, &v) != napi_ok) fail(i, "an array of numbers");
+      out[j] = static_cast<int64_t>(v);
+    }
+    return out;
+  }
+  napi_value raw(size_t i) const { return argv_[i]; }
+
+ private:
+  static constexpr size_t kMax = 24;
+
+  [[noreturn]] void fail(size_t i, const char* what) const {
+    throw ArgError("argument " + std::to_string(i) + " must be " + what);
+  }
+
+  void* typed(size_t i, napi_typedarray_type want, const char* what, size_t* len) const {
+    if (is_null(i)) {
+      if (len) *len = 0;
+      return nullptr;
+    }
+    bool is = false;
+    napi_is_typedarray(env_, argv_[i], &is);
+    if (!is) fail(i, what);
+    napi_typedarray_type t;
+    size_t n;
+    void* data;
+    napi_get_typedarray_info(env_, argv_[i], &t, &n, &data, nullptr, nullptr);
+    if (t != want) fail(i, what);
+    if (len) *len = n;
+    return data;
+  }
+
+  napi_env env_;
+  size_t argc_;
+  napi_value argv_[kMax];
+};
+
+}  // namespace vera

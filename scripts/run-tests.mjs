@@ -1,0 +1,24 @@
+// npm test: the whole suite once per backend — the TypeScript reference, then the native addon
+// when it was built — so both must give the same numerics. Exits non-zero if either run fails.
+import { spawnSync } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const testDir = join(root, 'dist', 'test');
+const files = readdirSync(testDir).filter((f) => f.endsWith('.test.js')).sort().map((f) => join(testDir, f));
+const addon = process.env.VERA_NATIVE_ADDON || join(root, 'build', 'Release', 'vera_native.node');
+const backends = ['ts', ...(existsSync(addon) ? ['native'] : [])];
+if (backends.length === 1) console.log('vera: native backend not built; testing the TypeScript backend only');
+
+let failed = false;
+for (const backend of backends) {
+  console.log(`\n=== VERA_BACKEND=${backend} ===`);
+  const r = spawnSync(process.execPath, ['--test', '--test-concurrency=2', ...process.argv.slice(2), ...files], {
+    stdio: 'inherit',
+    env: { ...process.env, VERA_BACKEND: backend },
+  });
+  if (r.status !== 0) failed = true;
+}
+process.exit(failed ? 1 : 0);

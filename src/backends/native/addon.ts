@@ -1,0 +1,73 @@
+// Loading the compiled addon (build/Release/vera_native.node, built by scripts/build-native.mjs at
+// install). VERA_NATIVE_ADDON points at another build; a missing or unloadable addon is reported,
+// not thrown, so the registry can fall back to the TypeScript backend.
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+
+type F32 = Float32Array;
+type F32OrNull = Float32Array | null;
+
+/** The functions the addon exports: kernels take the storages (Float32Arrays) and plain numbers. */
+export interface NativeAddon {
+  free(s: F32): void;
+  numThreads(): number;
+  setNumThreads(n: number): void;
+  gemmKernel(): string;
+  fill(out: F32, value: number): void;
+  gather(src: F32, shape: readonly number[], strides: readonly number[], offset: number, out: F32): void;
+  scatter(src: F32, shape: readonly number[], strides: readonly number[], offset: number, out: F32, accumulate: boolean): void;
+  unary(op: number, x: F32, out: F32): void;
+  unaryBackward(op: number, x: F32, y: F32, gy: F32, gx: F32): void;
+  binary(op: number, a: F32, aStrides: readonly number[], b: F32, bStrides: readonly number[], out: F32, outShape: readonly number[]): void;
+  affine(x: F32, mul: number, add: number, out: F32): void;
+  powScalar(x: F32, p: number, out: F32): void;
+  axpy(a: F32, alpha: number, b: F32, out: F32): void;
+  sumReduce(x: F32, outer: number, reduce: number, inner: number, out: F32): void;
+  maxReduce(x: F32, outer: number, reduce: number, inner: number, out: F32): void;
+  sumSquares(x: F32): number;
+  matmul(a: F32, b: F32, out: F32, batch: number, m: number, n: number, k: number, transA: boolean, transB: boolean, strideA: number, strideB: number, accumulate: boolean): void;
+  softmax(x: F32, rows: number, cols: number, out: F32): void;
+  softmaxBackward(y: F32, gy: F32, rows: number, cols: number, gx: F32): void;
+  logSoftmax(x: F32, rows: number, cols: number, out: F32): void;
+  logSoftmaxBackward(y: F32, gy: F32, rows: number, cols: number, gx: F32): void;
+  crossEntropy(logits: F32, targets: Int32Array, rows: number, cols: number, ignoreIndex: number, loss: F32, lse: F32): void;
+  crossEntropyBackward(logits: F32, lse: F32, targets: Int32Array, gLoss: F32, rows: number, cols: number, ignoreIndex: number, gx: F32): void;
+  layerNorm(x: F32, w: F32OrNull, b: F32OrNull, rows: number, cols: number, eps: number, out: F32, mean: F32, rstd: F32): void;
+  layerNormBackward(x: F32, w: F32OrNull, mean: F32, rstd: F32, gy: F32, rows: number, cols: number, gx: F32OrNull, gw: F32OrNull, gb: F32OrNull): void;
+  rmsNorm(x: F32, w: F32OrNull, rows: number, cols: number, eps: number, out: F32, rstd: F32): void;
+  rmsNormBackward(x: F32, w: F32OrNull, rstd: F32, gy: F32, rows: number, cols: number, gx: F32OrNull, gw: F32OrNull): void;
+  embedding(w: F32, ids: Int32Array, dim: number, out: F32): void;
+  embeddingBackward(gy: F32, ids: Int32Array, dim: number, gw: F32): void;
+  attention(q: F32, k: F32, v: F32, ...dims: [number, number, number, number, number, number, number, boolean, number, F32OrNull, F32, F32]): void;
+  attentionBackward(q: F32, k: F32, v: F32, out: F32, lse: F32, gOut: F32,
+    ...rest: [number, number, number, number, number, number, number, boolean, number, F32OrNull, F32OrNull, F32OrNull, F32OrNull]): void;
+  conv2d(x: F32, w: F32, bias: F32OrNull, ...rest: [...ConvDims, F32]): void;
+  conv2dBackward(x: F32, w: F32, gy: F32, ...rest: [...ConvDims, F32OrNull, F32OrNull, F32OrNull]): void;
+  maxPool2d(x: F32, n: number, c: number, h: number, w: number, k: number, stride: number, oh: number, ow: number, out: F32, argmax: Int32Array): void;
+  maxPool2dBackward(gy: F32, argmax: Int32Array, gx: F32): void;
+  adamw(param: F32, grad: F32, m: F32, v: F32, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, step: number): void;
+  veraForward(x: F32, a: F32, b: F32, lambdaD: F32, lambdaB: F32, rows: number, inF: number, outF: number, r: number, lda: number, out: F32, ax: F32): void;
+  veraBackward(a: F32, b: F32, lambdaD: F32, lambdaB: F32, ax: F32, gy: F32, rows: number, inF: number, outF: number, r: number, lda: number,
+    gx: F32OrNull, accumulateGx: boolean, gLambdaD: F32OrNull, gLambdaB: F32OrNull): void;
+}
+
+/** n, cin, h, w, cout, kh, kw, stride, pad, oh, ow */
+type ConvDims = [number, number, number, number, number, number, number, number, number, number, number];
+
+export type AddonLoad = { addon: NativeAddon; path: string } | { addon: null; path: string; reason: string };
+
+export function defaultAddonPath(): string {
+  // dist/src/backends/native/addon.js → <package>/build/Release/vera_native.node
+  return fileURLToPath(new URL('../../../../build/Release/vera_native.node', import.meta.url));
+}
+
+export function loadAddon(path = process.env.VERA_NATIVE_ADDON || defaultAddonPath()): AddonLoad {
+  try {
+    const addon = createRequire(import.meta.url)(path) as NativeAddon;
+    return { addon, path };
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    const reason = code === 'MODULE_NOT_FOUND' ? `${path} not built` : (e as Error).message.split('\n')[0];
+    return { addon: null, path, reason };
+  }
+}

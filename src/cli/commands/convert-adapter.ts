@@ -1,0 +1,46 @@
+// `vera convert-adapter`: rewrite a saved adapter in another storage dtype, or in VeRA's compact
+// form (--no-save-projection: the vectors plus projection_prng_key). Without --model the files alone
+// are rewritten (dropping projections is checked bit for bit against the key); with --model the
+// adapter is loaded onto the base model first, which also lets --save-projection add A and B.
+import { Option, type Command } from 'commander';
+import { loadPretrained } from '../../models/index.js';
+import { PeftModel, convertAdapter, type AdapterDtype } from '../../peft/index.js';
+import { statSync } from 'node:fs';
+import { join } from 'node:path';
+import { ADAPTER_WEIGHTS } from '../../peft/index.js';
+
+interface ConvertCliOptions {
+  adapter: string;
+  out: string;
+  dtype?: AdapterDtype;
+  saveProjection?: boolean;
+  model?: string;
+  json?: boolean;
+}
+
+export function registerConvertAdapter(program: Command): void {
+  program
+    .command('convert-adapter')
+    .description('rewrite an adapter: storage dtype (f32, f16, bf16) and, for VeRA, with or without the shared projections')
+    .requiredOption('--adapter <dir>', 'adapter folder (PEFT layout)')
+    .requiredOption('--out <dir>', 'output folder (written atomically)')
+    .addOption(new Option('--dtype <dtype>', 'storage dtype of the tensors (default f32)').choices(['f32', 'f16', 'bf16']))
+    .option('--save-projection', 'VeRA: store A and B in the file (needs --model if the adapter has none)')
+    .option('--no-save-projection', 'VeRA: compact form, A and B regenerated from projection_prng_key on load')
+    .option('--model <dir>', 'base model folder: load the adapter onto it first')
+    .option('--json', 'print {"inBytes", "outBytes"} as JSON')
+    .action((o: ConvertCliOptions) => {
+      let inBytes: number;
+      let outBytes: number;
+      if (o.model !== undefined) {
+        const peft = PeftModel.fromPretrained(loadPretrained(o.model).model, o.adapter);
+        peft.saveAdapter(o.out, { dtype: o.dtype, saveProjection: o.saveProjection });
+        inBytes = statSync(join(o.adapter, ADAPTER_WEIGHTS)).size;
+        outBytes = statSync(join(o.out, ADAPTER_WEIGHTS)).size;
+      } else {
+        ({ inBytes, outBytes } = convertAdapter(o.adapter, o.out, { dtype: o.dtype, saveProjection: o.saveProjection }));
+      }
+      if (o.json) console.log(JSON.stringify({ inBytes, outBytes }));
+      else console.log(`wrote ${o.out}: ${outBytes.toLocaleString('en-US')} bytes of tensors (was ${inBytes.toLocaleString('en-US')})`);
+    });
+}
