@@ -124,7 +124,7 @@ describe('vera train --task seq-cls', () => {
     assert.ok(metrics.eval_accuracy >= 0.9, `accuracy ${metrics.eval_accuracy}`);
     const config = JSON.parse(fs.readFileSync(path.join(out, 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
     assert.equal(config.task_type, 'SEQ_CLS');
-    assert.deepEqual(config.modules_to_save, ['classifier']);
+    assert.deepEqual(config.modules_to_save, ['classifier', 'score'], "PEFT's SEQ_CLS heads");
     const log = JSON.parse(fs.readFileSync(path.join(out, 'training_log.json'), 'utf8')) as { paramGroups: { name: string; lr: number; params: string[] }[] };
     assert.deepEqual(log.paramGroups.map((g) => g.name), ['adapter', 'head']);
     assert.ok(log.paramGroups[1].params.every((p) => p.includes('classifier')));
@@ -149,6 +149,8 @@ describe('vera train --task seq-cls', () => {
     const s = await trainJson(['--model', model, '--task', 'seq-cls', '--glue-task', 'mrpc', '--data', file, '--eval-data', file, ...VERA, '--steps', '20', '--batch-size', '8', '--out', out]);
     const metrics = s.evalMetrics as Record<string, number>;
     assert.deepEqual(Object.keys(metrics).sort(), ['eval_accuracy', 'eval_f1', 'eval_loss']);
+    const log = JSON.parse(fs.readFileSync(path.join(out, 'training_log.json'), 'utf8')) as { paramGroups: { name: string; params: string[] }[] };
+    assert.deepEqual(log.paramGroups[1].params.sort(), ['classifier.dense.bias', 'classifier.dense.weight', 'classifier.out_proj.bias', 'classifier.out_proj.weight'], "RoBERTa's two-layer head is in the head group");
     const base = loadPretrained(model, { log: () => {} }).model as RobertaForSequenceClassification;
     PeftModel.fromPretrained(base, out).model.eval();
     const tok = (await loadTokenizer(model))!;

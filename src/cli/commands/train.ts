@@ -378,9 +378,10 @@ export async function runTrain(o: TrainCliOptions, given: (key: string) => boole
   // ---- optimizer: the adapter at --lr; with --head-lr, the modules_to_save in a group of their own
   const params = peft.trainableParameters();
   const lr = o.lr ?? DEFAULT_LR[o.method];
+  // a parameter is the head's when any module above it is saved whole (RoBERTa's classifier.dense.weight)
   const isHead = ([name]: [string, Tensor]): boolean => {
-    const owner = name.slice(0, Math.max(0, name.lastIndexOf('.')));
-    return owner !== '' && isModuleToSave(config, owner);
+    const parts = name.split('.');
+    return parts.slice(0, -1).some((_, i) => isModuleToSave(config, parts.slice(0, i + 1).join('.')));
   };
   const groups: (ParamGroup & { name: string; names: string[] })[] = [];
   if (o.headLr !== undefined) {
