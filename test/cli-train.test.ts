@@ -253,6 +253,20 @@ describe('vera train', () => {
     assert.equal(summary.sequences, 3);
     assert.equal(summary.skippedSequences, 1);
   });
+
+  test('a Llama-family model trains as a causal LM; without --target-modules PEFT\'s default (q_proj, v_proj) applies', async () => {
+    const llama = path.join(ROOT, 'test', 'fixtures', 'decoders', 'llama-gqa');
+    const out = tmpPath('llama-out');
+    const r = await vera(['train', '--model', llama, '--data', data, '--method', 'vera', '--r', '8', '--lr', '0.05', ...COMMON, '--json', '--steps', '8', '--out', out]);
+    assert.equal(r.code, 0, r.stderr);
+    const log = JSON.parse(fs.readFileSync(path.join(out, 'training_log.json'), 'utf8')) as { history: { loss: number }[] };
+    assert.ok(log.history[7].loss < log.history[0].loss - 0.3, `train loss ${log.history[0].loss} → ${log.history[7].loss}`);
+    const config = JSON.parse(fs.readFileSync(path.join(out, 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
+    assert.deepEqual(config.target_modules, ['q_proj', 'v_proj']);
+    assert.equal(config.fan_in_fan_out, false);
+    const keys = SafetensorsFile.open(path.join(out, "adapter_model.safetensors")).keys();
+    assert.ok(keys.includes('base_model.model.model.layers.1.self_attn.v_proj.vera_lambda_b'), keys.join(', '));
+  });
 });
 
 describe('vera train: bad input fails with one line naming the flag or file, and writes nothing', { concurrency: 2 }, () => {
@@ -267,9 +281,9 @@ describe('vera train: bad input fails with one line naming the flag or file, and
     ['missing model folder', () => ['train', '--model', tmpPath('no-such-model'), '--data', data, ...rest(), '--r', '4'], /no-such-model/],
     ['missing data file', () => [...base(undefined, tmpPath('missing.jsonl')), '--r', '4'], /missing\.jsonl: not found$/],
     ['"text" without tokenizer.json', () => [...base(undefined, tmpPath('text-only.jsonl')), '--r', '4'], /text-only\.jsonl:1: "text" needs a tokenizer\.json in .*gpt2-tiny \(or give "input_ids"\)$/],
-    ['image model', () => ['train', '--model', tmpPath('mlp-model'), '--data', data, ...rest(), '--r', '4'], /model_type "vera_mlp" is not a causal language model; --task causal-lm trains GPT-2 \(use --task img-cls\)/],
+    ['image model', () => ['train', '--model', tmpPath('mlp-model'), '--data', data, ...rest(), '--r', '4'], /model_type "vera_mlp" is not a causal language model; --task causal-lm trains GPT-2 and the Llama family \(use --task img-cls\)/],
     ['--steps with --epochs', () => [...base(), '--r', '4', '--epochs', '1'], /--steps.*--epochs/],
-    ['--seq-len over n_positions', () => [...base(), '--r', '4', '--seq-len', '65'], /--seq-len 65 exceeds the model's n_positions \(64\)/],
+    ['--seq-len over n_positions', () => [...base(), '--r', '4', '--seq-len', '65'], /--seq-len 65 exceeds the model's context length \(64\)/],
     ['LoRA flag with --method vera', () => [...base(), '--r', '4', '--lora-alpha', '16'], /--lora-alpha applies to --method lora/],
     ['--head-lr without --modules-to-save', () => [...base(), '--r', '4', '--head-lr', '0.1'], /--head-lr needs --modules-to-save/],
     ['--modules-to-save matching nothing', () => [...base(), '--r', '4', '--modules-to-save', 'classifier'], /--modules-to-save classifier matched no module/],

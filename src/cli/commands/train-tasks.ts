@@ -1,7 +1,7 @@
 // The three tasks of `vera train --task`: each reads its data, loads the model it trains and says
 // how to batch, score and evaluate it. A batch is the list of example indices the sampler drew;
 // collation happens in `loss`, so the sampler (and so resume) is the same for every task.
-//   causal-lm  GPT-2 on JSONL ("input_ids"/"text") or the E2E NLG CSV (loss on the reference only)
+//   causal-lm  GPT-2 / Llama family on JSONL ("input_ids"/"text") or the E2E NLG CSV (loss on the reference only)
 //   seq-cls    BERT / RoBERTa on a GLUE task's TSV files; the task's GLUE metric on --eval-data
 //   img-cls    vera_cnn / vera_mlp / ViT on IDX images (Fashion-MNIST)
 import * as fs from 'node:fs';
@@ -17,8 +17,8 @@ import { readJsonFile } from '../../io/atomic.js';
 import { fail } from '../../io/errors.js';
 import { loadCheckpointTensors } from '../../io/safetensors.js';
 import {
-  bertCheckpointPath, bertNewlyInitialized, causalLmLoss, loadCheckpointInto, loadPretrained, modelFromConfig, robertaCheckpointPath, robertaNewlyInitialized,
-  type BertForSequenceClassification, type CNN, type GPT2LMHeadModel, type MLP, type RobertaForSequenceClassification, type ViTForImageClassification,
+  bertCheckpointPath, bertNewlyInitialized, causalLmLoss, isCausalLM, loadCheckpointInto, loadPretrained, modelFromConfig, robertaCheckpointPath, robertaNewlyInitialized,
+  type BertForSequenceClassification, type CNN, type MLP, type RobertaForSequenceClassification, type ViTForImageClassification,
 } from '../../models/index.js';
 import type { Module } from '../../nn/index.js';
 import { F, Tensor, defaultRng, noGrad } from '../../tensor/index.js';
@@ -121,15 +121,17 @@ function nextTokenHits(logits: Tensor, labels: Int32Array, [batch, seq]: readonl
 
 async function prepareCausalLm(o: TaskOptions): Promise<PreparedTask> {
   const loaded = loadPretrained(o.model, { log: o.log });
-  if (loaded.modelType !== 'gpt2') {
+  const model = loaded.model;
+  if (!isCausalLM(model)) {
     const hint = loaded.modelType === 'bert' || loaded.modelType === 'roberta' ? 'seq-cls' : 'img-cls';
-    fail(`${o.model}: model_type "${loaded.modelType}" is not a causal language model; --task causal-lm trains GPT-2 (use --task ${hint})`);
+    fail(`${o.model}: model_type "${loaded.modelType}" is not a causal language model; --task causal-lm trains GPT-2 and the Llama family (use --task ${hint})`);
   }
-  const model: GPT2LMHeadModel = loaded.model;
-  const { vocabSize, nPositions } = model.config;
-  if (o.seqLen !== undefined && o.seqLen > nPositions) fail(`--seq-len ${o.seqLen} exceeds the model's n_positions (${nPositions})`);
-  const seqLen = o.seqLen ?? Math.min(DEFAULT_SEQ_LEN, nPositions);
-  const padId = model.config.eosTokenId !== null && model.config.eosTokenId < vocabSize ? model.config.eosTokenId : 0;
+  const { vocabSize } = model.config;
+  const maxLen = model.contextLength;
+  if (o.seqLen !== undefined && maxLen !== null && o.seqLen > maxLen) fail(`--seq-len ${o.seqLen} exceeds the model's context length (${maxLen})`);
+  const seqLen = o.seqLen ?? Math.min(DEFAULT_SEQ_LEN, maxLen ?? DEFAULT_SEQ_LEN);
+  const eosId = model.eosTokenIds.find((id) => id < vocabSize) ?? null;
+  const padId = eosId ?? 0;
 
   let tokenizer: Promise<Tokenizer | null> | null = null;
   const getTokenizer = (): Promise<Tokenizer | null> => (tokenizer ??= loadTokenizer(o.model));
@@ -139,7 +141,7 @@ async function prepareCausalLm(o: TaskOptions): Promise<PreparedTask> {
       const tok = await getTokenizer();
       if (tok === null) fail(`--data-format e2e needs a tokenizer.json in ${o.model}`);
       const rows = readE2eCsv(file);
-      const enc: E2eEncoded = encodeE2e(rows, tok, { seqLen, eosId: model.config.eosTokenId }, file);
+      const enc: E2eEncoded = encodeE2e(rows, tok, { seqLen, eosId }, file);
       const bad = enc.sequences.flatMap((s) => [...s.ids]).find((id) => id >= vocabSize);
       if (bad !== undefined) fail(`${file}: ${tok.file} gave token id ${bad}, outside the model's vocabulary [0, ${vocabSize})`);
       if (enc.sequences.length === 0) fail(`${file}: no row fits --seq-len ${seqLen} (every MR prompt is longer)`);

@@ -50,7 +50,7 @@ export interface TrainCliOptions {
   glueTask?: GlueTask;
   method: Method;
   r: number;
-  targetModules: string;
+  targetModules?: string;
   out: string;
   steps?: number;
   epochs?: number;
@@ -160,7 +160,9 @@ from --seed; --epochs E means ceil(E * examples / (batch-size * grad-accum)) opt
 --target-modules: a comma list of module names; a name matches a module whose path is the name
 or ends with "." + name (c_attn, or attn.c_proj for the attention projection only). A value
 with any of * + ? ^ $ ( ) [ ] { } | \\ is instead one regular expression that must match the
-whole module path, as PEFT treats a string (e.g. '.*\\.h\\.[01]\\.attn\\.c_attn').
+whole module path, as PEFT treats a string (e.g. '.*\\.h\\.[01]\\.attn\\.c_attn'). all-linear adapts
+every linear layer but the output layer. Without the flag, PEFT's default for the model_type
+applies (c_attn for gpt2; query,value for bert/roberta/vit; q_proj,v_proj for the Llama family).
 
 --head-lr: parameters of the --modules-to-save modules (and of the task's head) train in their
 own optimizer group with this learning rate (the paper's separate classifier-head lr); the
@@ -187,7 +189,7 @@ export function registerTrain(program: Command): void {
     .addOption(new Option('--glue-task <task>', 'seq-cls: which GLUE task the TSV files are').choices(GLUE_TASKS))
     .addOption(new Option('--method <method>', 'adapter type').choices(METHODS).makeOptionMandatory())
     .requiredOption('--r <n>', 'rank (VeRA: of the shared random projections; LoRA: of A and B)', positiveInt)
-    .requiredOption('--target-modules <names>', 'modules to adapt: comma list of names, or a regex (see below)')
+    .option('--target-modules <names>', "modules to adapt: comma list of names, a regex, or all-linear (default: PEFT's default for the model_type, see below)")
     .requiredOption('--out <dir>', 'output folder for the adapter and training_log.json')
     .addOption(new Option('--steps <n>', 'optimizer steps').argParser(positiveInt).conflicts('epochs'))
     .addOption(new Option('--epochs <n>', 'passes over the data, converted to steps (default 1)').argParser(positiveNumber))
@@ -268,7 +270,7 @@ interface ResolvedFlags {
   data: string;
   evalData: string | undefined;
   dataFormat: DataFormat;
-  targets: string[] | string;
+  targets: string[] | string | null;
 }
 
 function checkFlags(o: TrainCliOptions, given: (key: string) => boolean): ResolvedFlags {
@@ -286,7 +288,7 @@ function checkFlags(o: TrainCliOptions, given: (key: string) => boolean): Resolv
   if (o.evalEvery !== undefined && evalData === undefined) fail('--eval-every needs --eval-data');
   if (o.checkpointEvery !== undefined && o.checkpointDir === undefined) fail('--checkpoint-every needs --checkpoint-dir');
   if (o.resume && o.checkpointDir === undefined) fail('--resume needs --checkpoint-dir (the folder holding the checkpoint)');
-  const targets = parseTargetModules(o.targetModules);
+  const targets = o.targetModules === undefined ? null : parseTargetModules(o.targetModules);
   if (typeof targets === 'string' && o.layersToTransform !== undefined) {
     fail('--layers-to-transform needs --target-modules as a list of names, not a regex (put the layer numbers in the regex)');
   }
@@ -369,9 +371,9 @@ export async function runTrain(o: TrainCliOptions, given: (key: string) => boole
     peft = getPeftModel(model, config);
   } catch (e) {
     if (e instanceof TargetModulesError && e.matchedNothing) {
-      fail(`--target-modules ${o.targetModules} matched no linear layer of the model (its linear layers are named ${[...linearNames].join(', ')})`);
+      fail(`--target-modules ${o.targetModules ?? "(the model_type's default)"} matched no linear layer of the model (its linear layers are named ${[...linearNames].join(', ')})`);
     }
-    if (e instanceof TargetModulesError) fail(`--target-modules ${o.targetModules}: ${e.message.replace(/^target_modules:?\s*/, '')}`);
+    if (e instanceof TargetModulesError) fail(`--target-modules ${o.targetModules ?? "(the model_type's default)"}: ${e.message.replace(/^target_modules:?\s*/, '')}`);
     throw e;
   }
 
