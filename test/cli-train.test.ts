@@ -3,7 +3,6 @@
 import '../src/backends/index.js';
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -14,28 +13,11 @@ import { SafetensorsFile } from '../src/io/safetensors.js';
 import { MLP, causalLmLoss, loadPretrained, mlpConfigToJson, savePretrained, type GPT2LMHeadModel } from '../src/models/index.js';
 import { PeftModel } from '../src/peft/index.js';
 import { noGrad } from '../src/tensor/index.js';
+import { runVera as vera, tinyGpt2TokenizerJson } from './helpers.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const BIN = path.join(ROOT, 'bin', 'vera.js');
 const TINY = path.join(ROOT, 'test', 'fixtures', 'gpt2-tiny');
 
-interface CliResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function vera(args: string[]): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-  });
-}
 
 let tmp = '';
 let data = ''; // 16 sequences of a repeating pattern
@@ -56,24 +38,6 @@ function modelCopy(name: string, editConfig: (c: Record<string, unknown>) => voi
   fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config));
   for (const [f, content] of Object.entries(extra)) fs.writeFileSync(path.join(dir, f), content);
   return dir;
-}
-
-/** Byte-level BPE tokenizer.json for gpt2-tiny's 101 tokens (printable ASCII + 'Ġ', 5 merges, <|endoftext|>). */
-function tinyTokenizerJson(): string {
-  const vocab: Record<string, number> = { Ġ: 0 };
-  for (let b = 33; b <= 126; b++) vocab[String.fromCharCode(b)] = b - 32;
-  const merges = ['Ġ t', 'h e', 'Ġt he', 'Ġ a', 'l l'];
-  merges.forEach((m, i) => (vocab[m.replace(' ', '')] = 95 + i));
-  const byteLevel = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true };
-  return JSON.stringify({
-    version: '1.0',
-    added_tokens: [{ id: 100, content: '<|endoftext|>', single_word: false, lstrip: false, rstrip: false, normalized: true, special: true }],
-    normalizer: null,
-    pre_tokenizer: byteLevel,
-    post_processor: byteLevel,
-    decoder: byteLevel,
-    model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: '', end_of_word_suffix: '', fuse_unk: false, byte_fallback: false, vocab, merges },
-  });
 }
 
 const VERA = ['--method', 'vera', '--r', '8', '--target-modules', 'c_attn,c_proj,c_fc', '--lr', '0.05'];
@@ -281,13 +245,27 @@ describe('vera train', () => {
   });
 
   test('"text" data is tokenized with the model folder\'s tokenizer.json; short sequences are skipped and counted', async () => {
-    const model = modelCopy('tiny-tok', () => {}, { 'tokenizer.json': tinyTokenizerJson() });
+    const model = modelCopy('tiny-tok', () => {}, { 'tokenizer.json': tinyGpt2TokenizerJson() });
     const text = writeJsonl(tmpPath('text.jsonl'), [{ text: 'hello the world, all at the ball!' }, { text: 'the cat sat on the mat' }, { text: 'h' }, { input_ids: [1, 2, 3] }]);
     const r = await vera(['train', '--model', model, '--data', text, ...VERA, ...COMMON, '--json', '--steps', '2', '--out', tmpPath('text-out')]);
     assert.equal(r.code, 0, r.stderr);
     const summary = JSON.parse(r.stdout) as Record<string, unknown>;
     assert.equal(summary.sequences, 3);
     assert.equal(summary.skippedSequences, 1);
+  });
+
+  test('a Llama-family model trains as a causal LM; without --target-modules PEFT\'s default (q_proj, v_proj) applies', async () => {
+    const llama = path.join(ROOT, 'test', 'fixtures', 'decoders', 'llama-gqa');
+    const out = tmpPath('llama-out');
+    const r = await vera(['train', '--model', llama, '--data', data, '--method', 'vera', '--r', '8', '--lr', '0.05', ...COMMON, '--json', '--steps', '8', '--out', out]);
+    assert.equal(r.code, 0, r.stderr);
+    const log = JSON.parse(fs.readFileSync(path.join(out, 'training_log.json'), 'utf8')) as { history: { loss: number }[] };
+    assert.ok(log.history[7].loss < log.history[0].loss - 0.3, `train loss ${log.history[0].loss} → ${log.history[7].loss}`);
+    const config = JSON.parse(fs.readFileSync(path.join(out, 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
+    assert.deepEqual(config.target_modules, ['q_proj', 'v_proj']);
+    assert.equal(config.fan_in_fan_out, false);
+    const keys = SafetensorsFile.open(path.join(out, "adapter_model.safetensors")).keys();
+    assert.ok(keys.includes('base_model.model.model.layers.1.self_attn.v_proj.vera_lambda_b'), keys.join(', '));
   });
 });
 
@@ -303,9 +281,9 @@ describe('vera train: bad input fails with one line naming the flag or file, and
     ['missing model folder', () => ['train', '--model', tmpPath('no-such-model'), '--data', data, ...rest(), '--r', '4'], /no-such-model/],
     ['missing data file', () => [...base(undefined, tmpPath('missing.jsonl')), '--r', '4'], /missing\.jsonl: not found$/],
     ['"text" without tokenizer.json', () => [...base(undefined, tmpPath('text-only.jsonl')), '--r', '4'], /text-only\.jsonl:1: "text" needs a tokenizer\.json in .*gpt2-tiny \(or give "input_ids"\)$/],
-    ['image model', () => ['train', '--model', tmpPath('mlp-model'), '--data', data, ...rest(), '--r', '4'], /vera train trains causal language models/],
+    ['image model', () => ['train', '--model', tmpPath('mlp-model'), '--data', data, ...rest(), '--r', '4'], /model_type "vera_mlp" is not a causal language model; --task causal-lm trains GPT-2 and the Llama family \(use --task img-cls\)/],
     ['--steps with --epochs', () => [...base(), '--r', '4', '--epochs', '1'], /--steps.*--epochs/],
-    ['--seq-len over n_positions', () => [...base(), '--r', '4', '--seq-len', '65'], /--seq-len 65 exceeds the model's n_positions \(64\)/],
+    ['--seq-len over n_positions', () => [...base(), '--r', '4', '--seq-len', '65'], /--seq-len 65 exceeds the model's context length \(64\)/],
     ['LoRA flag with --method vera', () => [...base(), '--r', '4', '--lora-alpha', '16'], /--lora-alpha applies to --method lora/],
     ['--head-lr without --modules-to-save', () => [...base(), '--r', '4', '--head-lr', '0.1'], /--head-lr needs --modules-to-save/],
     ['--modules-to-save matching nothing', () => [...base(), '--r', '4', '--modules-to-save', 'classifier'], /--modules-to-save classifier matched no module/],

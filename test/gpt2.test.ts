@@ -351,7 +351,7 @@ describe('GPT-2 loading errors', () => {
       [{ activation_function: 'gelu_newer' }, 'field "activation_function" must be one of'],
       [{ layer_norm_epsilon: 'small' }, 'field "layer_norm_epsilon" must be a positive number'],
       [{ attn_pdrop: 1 }, 'field "attn_pdrop" must be a number in [0, 1)'],
-      [{ model_type: 'llama' }, 'unsupported model_type "llama"'],
+      [{ model_type: 'mamba' }, 'unsupported model_type "mamba"'],
       [{ model_type: undefined }, 'field "model_type" is required'],
     ];
     for (const [edit, message] of cases) {

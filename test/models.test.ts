@@ -151,6 +151,7 @@ describe('MLP', () => {
     assert.equal(m.modelType, 'vera_mlp');
     const c = modelFromConfig({ model_type: 'vera_cnn', num_classes: 3 }, 'config.json');
     assert.equal(c.modelType, 'vera_cnn');
-    assert.throws(() => modelFromConfig({ model_type: 'llama' }, 'config.json'), /config\.json: unsupported model_type "llama" \(supported: gpt2, vera_cnn, vera_mlp, bert, roberta, vit\)/);
+    assert.throws(() => modelFromConfig({ model_type: 'mamba' }, 'config.json'), /config\.json: unsupported model_type "mamba" \(supported: gpt2, vera_cnn, vera_mlp, .*\)/);
+    assert.throws(() => modelFromConfig({ model_type: 'llama' }, 'config.json'), /config\.json: field "hidden_size" is required/);
   });
 });

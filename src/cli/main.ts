@@ -5,6 +5,7 @@ import { VeraError } from '../io/errors.js';
 import '../backends/index.js';
 import { registerConvertAdapter } from './commands/convert-adapter.js';
 import { registerDemo } from './commands/demo.js';
+import { registerGenerate } from './commands/generate.js';
 import { registerInspect } from './commands/inspect.js';
 import { registerMerge } from './commands/merge.js';
 import { registerPerplexity } from './commands/perplexity.js';
@@ -20,6 +21,7 @@ export function buildProgram(): Command {
   registerTrain(program);
   registerMerge(program);
   registerPerplexity(program);
+  registerGenerate(program);
   registerInspect(program);
   registerConvertAdapter(program);
   registerDemo(program);

@@ -60,7 +60,7 @@ export interface ReadJsonlOptions {
   /** Sequences are truncated to this many tokens. */
   seqLen: number;
   /** Called once, only if some line has "text"; null means there is no tokenizer. */
-  tokenizer?: () => Promise<Tokenizer | null>;
+  tokenizer?: () => Promise<Pick<Tokenizer, 'file' | 'encode'> | null>;
   /** Where the tokenizer.json was looked for (the model folder), for the error when it is missing. */
   tokenizerDir?: string;
   /** Sequences shorter than this (after truncation) are skipped. Default 2: one prediction. */
@@ -95,7 +95,7 @@ export async function readCausalLmJsonl(file: string, opts: ReadJsonlOptions): P
   if (content.charCodeAt(0) === 0xfeff) content = content.slice(1);
   const records = parseJsonlRecords(content, file, opts.vocabSize);
 
-  let tokenizer: Tokenizer | null = null;
+  let tokenizer: Pick<Tokenizer, 'file' | 'encode'> | null = null;
   const firstText = records.find((r) => r.text !== undefined);
   if (firstText) {
     tokenizer = opts.tokenizer ? await opts.tokenizer() : null;

@@ -16,11 +16,13 @@ import { MLP, mlpConfigFromJson, mlpConfigToJson } from './mlp.js';
 import { BertForSequenceClassification, bertCheckpointPath, bertConfigFromJson, bertConfigToJson, bertNewlyInitialized } from './bert.js';
 import { RobertaForSequenceClassification, robertaCheckpointPath, robertaNewlyInitialized } from './roberta.js';
 import { ViTForImageClassification, vitCheckpointPath, vitConfigFromJson, vitConfigToJson, vitNewlyInitialized } from './vit.js';
+import { LlamaForCausalLM, llamaConfigFromJson, llamaConfigToJson, type LlamaModelType } from './llama.js';
 
 // ---------------------------------------------------------------- registry
 
 /** Every model `loadPretrained` can return; `modelType` (config.json's model_type) tells them apart. */
-export type PretrainedModel = GPT2LMHeadModel | CNN | MLP | BertForSequenceClassification | RobertaForSequenceClassification | ViTForImageClassification;
+export type PretrainedModel = GPT2LMHeadModel | CNN | MLP | BertForSequenceClassification | RobertaForSequenceClassification | ViTForImageClassification
+  | LlamaForCausalLM<'llama'> | LlamaForCausalLM<'mistral'> | LlamaForCausalLM<'qwen2'>;
 export type ModelType = PretrainedModel['modelType'];
 export type ModelOf<K extends ModelType> = Extract<PretrainedModel, { modelType: K }>;
 
@@ -48,6 +50,20 @@ export interface ModelFamily<M extends PretrainedModel> {
 }
 
 const initRng = (opts: BuildOptions): Rng | undefined => (opts.init === false ? new SkipInitRng() : opts.rng);
+
+/** Llama, Mistral and Qwen2 share one implementation; `type` is config.json's model_type. */
+function llamaFamily<T extends LlamaModelType>(type: T): ModelFamily<ModelOf<T>> {
+  return {
+    fromConfig: (json, file, opts) => new LlamaForCausalLM({ ...llamaConfigFromJson(json, file), modelType: type }, opts),
+    configToJson: llamaConfigToJson,
+    checkpointPath(key) {
+      // rotary inverse frequencies were saved as buffers by older transformers; they are recomputed
+      if (key.endsWith('.rotary_emb.inv_freq')) return null;
+      // a bare LlamaModel checkpoint has no `model.` prefix
+      return key.startsWith('model.') || key.startsWith('lm_head.') ? key : `model.${key}`;
+    },
+  } as ModelFamily<PretrainedModel> as ModelFamily<ModelOf<T>>;
+}
 
 const FAMILIES: { [K in ModelType]: ModelFamily<ModelOf<K>> } = {
   gpt2: {
@@ -92,6 +108,9 @@ const FAMILIES: { [K in ModelType]: ModelFamily<ModelOf<K>> } = {
     newlyInitialized: vitNewlyInitialized,
     initWeights: (model, only) => model.initWeights(defaultRng(), only),
   },
+  llama: llamaFamily('llama'),
+  mistral: llamaFamily('mistral'),
+  qwen2: llamaFamily('qwen2'),
 };
 
 export const MODEL_TYPES = Object.keys(FAMILIES) as ModelType[];

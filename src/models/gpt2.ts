@@ -8,6 +8,7 @@ import { fail } from '../io/errors.js';
 import { Activation, ACTIVATION_NAMES, type ActivationName } from './activations.js';
 import { ConfigReader, asJsonObject, type JsonObject } from './config.js';
 import { SkipInitRng, initNormal, type TensorLayer } from './common.js';
+import { defaultPositions, keepLastPositions, type CausalLMForwardOptions, type LayerKV } from './kv-cache.js';
 
 // ---------------------------------------------------------------- config
 
@@ -116,19 +117,24 @@ export class GPT2Attention extends Module {
     this.resid_dropout = this.addModule('resid_dropout', new Dropout(config.residPdrop));
   }
 
-  /** hidden (B, T, C) → (B, T, C); `attentionMask` (B·T) marks keys to attend (1) or skip (0). */
-  forward(hidden: Tensor, attentionMask: Float32Array | null = null): Tensor {
+  /**
+   * hidden (B, T, C) → (B, T, C); `attentionMask` marks keys to attend (1) or skip (0): (B·T), or
+   * (B·(past+T)) with a `cache`, whose keys and values come first and get this step's appended.
+   */
+  forward(hidden: Tensor, attentionMask: Float32Array | null = null, cache: LayerKV | null = null): Tensor {
     const qkv = this.c_attn.forward(hidden);
     const s = this.splitSize;
     const query = this.splitHeads(F.slice(qkv, 2, 0, s));
-    const key = this.splitHeads(F.slice(qkv, 2, s, 2 * s));
-    const value = this.splitHeads(F.slice(qkv, 2, 2 * s, 3 * s));
+    let key = this.splitHeads(F.slice(qkv, 2, s, 2 * s));
+    let value = this.splitHeads(F.slice(qkv, 2, 2 * s, 3 * s));
     // The fused kernel has no dropout on the attention weights; when that dropout is live
     // (training with attn_pdrop > 0) take the eager path, as Hugging Face's eager attention does.
-    const attnOutput =
-      this.training && this.attn_dropout.p > 0
-        ? this.eagerAttention(query, key, value, attentionMask)
-        : F.attention(query, key, value, { causal: true, keyMask: attentionMask, scale: this.scale });
+    const eager = this.training && this.attn_dropout.p > 0;
+    if (eager && cache) throw new Error('GPT2Attention: a KV cache is for inference; call eval() first');
+    if (cache) [key, value] = cache.update(key, value);
+    const attnOutput = eager
+      ? this.eagerAttention(query, key, value, attentionMask)
+      : F.attention(query, key, value, { causal: true, keyMask: attentionMask, scale: this.scale });
     return this.resid_dropout.forward(this.c_proj.forward(this.mergeHeads(attnOutput)));
   }
 
@@ -195,18 +201,14 @@ export class GPT2Block extends Module {
     this.mlp = this.addModule('mlp', new GPT2MLP(inner, config, rng));
   }
 
-  forward(hidden: Tensor, attentionMask: Float32Array | null = null): Tensor {
-    hidden = F.add(hidden, this.attn.forward(this.ln_1.forward(hidden), attentionMask));
+  forward(hidden: Tensor, attentionMask: Float32Array | null = null, cache: LayerKV | null = null): Tensor {
+    hidden = F.add(hidden, this.attn.forward(this.ln_1.forward(hidden), attentionMask, cache));
     return F.add(hidden, this.mlp.forward(this.ln_2.forward(hidden)));
   }
 }
 
-export interface GPT2ForwardOptions {
-  /** (batch·seq) row-major, 1 = token, 0 = padding (never attended to). */
-  attentionMask?: Float32Array;
-  /** (batch·seq) positions; default 0..seq-1 in every row (pass them for left padding). */
-  positionIds?: Int32Array;
-}
+/** attentionMask, positionIds and a KV cache (see CausalLMForwardOptions). */
+export type GPT2ForwardOptions = CausalLMForwardOptions;
 
 export class GPT2Model extends Module {
   readonly config: GPT2Config;
@@ -230,24 +232,26 @@ export class GPT2Model extends Module {
   /** Final hidden states (batch, seq, n_embd). */
   forward(inputIds: Int32Array, shape: readonly [number, number], opts: GPT2ForwardOptions = {}): Tensor {
     const [batch, seq] = shape;
-    this.checkInputs(inputIds, shape, opts);
+    const past = opts.cache?.length ?? 0;
+    this.checkInputs(inputIds, shape, past, opts);
     const positions = opts.positionIds
       ? this.wpe.forward(opts.positionIds, [batch, seq])
-      : this.wpe.forward(Int32Array.from({ length: seq }, (_, i) => i), [seq]); // broadcast over the batch
+      : this.wpe.forward(defaultPositions(past, seq), [seq]); // broadcast over the batch
     let hidden = this.drop.forward(F.add(this.wte.forward(inputIds, [batch, seq]), positions));
     const mask = opts.attentionMask ?? null;
-    for (const block of this.h.items) hidden = block.forward(hidden, mask);
+    this.h.items.forEach((block, i) => (hidden = block.forward(hidden, mask, opts.cache?.layer(i) ?? null)));
     return this.ln_f.forward(hidden);
   }
 
-  private checkInputs(inputIds: Int32Array, shape: readonly [number, number], opts: GPT2ForwardOptions): void {
+  private checkInputs(inputIds: Int32Array, shape: readonly [number, number], past: number, opts: GPT2ForwardOptions): void {
     const [batch, seq] = shape;
     const { vocabSize, nPositions } = this.config;
     if (!Number.isInteger(batch) || !Number.isInteger(seq) || batch < 1 || seq < 1) fail(`GPT-2 input: shape [${shape.join(', ')}] must be two positive integers [batch, seq]`);
     if (inputIds.length !== batch * seq) fail(`GPT-2 input: ${inputIds.length} input ids for shape [${batch}, ${seq}]`);
-    if (seq > nPositions) fail(`GPT-2 input: sequence length ${seq} exceeds the model's n_positions (${nPositions}); truncate or split the input`);
+    if (past + seq > nPositions) fail(`GPT-2 input: sequence length ${past + seq} exceeds the model's n_positions (${nPositions}); truncate or split the input`);
     for (const id of inputIds) if (!(id >= 0 && id < vocabSize)) fail(`GPT-2 input: token id ${id} is out of range [0, ${vocabSize}) (vocab_size)`);
-    if (opts.attentionMask && opts.attentionMask.length !== batch * seq) fail(`GPT-2 input: attention mask of ${opts.attentionMask.length} values for shape [${batch}, ${seq}]`);
+    const keys = past + seq;
+    if (opts.attentionMask && opts.attentionMask.length !== batch * keys) fail(`GPT-2 input: attention mask of ${opts.attentionMask.length} values for ${batch} × ${keys} keys`);
     if (opts.positionIds) {
       if (opts.positionIds.length !== batch * seq) fail(`GPT-2 input: ${opts.positionIds.length} position ids for shape [${batch}, ${seq}]`);
       for (const p of opts.positionIds) if (!(p >= 0 && p < nPositions)) fail(`GPT-2 input: position id ${p} is out of range [0, ${nPositions}) (n_positions)`);
@@ -279,14 +283,24 @@ export class GPT2LMHeadModel extends Module {
     if (opts.init !== false) this.initWeights(opts.rng ?? defaultRng());
   }
 
+  /** Longest sequence the model takes (learned positions): n_positions. */
+  get contextLength(): number {
+    return this.config.nPositions;
+  }
+
+  /** Tokens that end generation: eos_token_id. */
+  get eosTokenIds(): number[] {
+    return this.config.eosTokenId === null ? [] : [this.config.eosTokenId];
+  }
+
   /** Make `lm_head.weight` the very tensor `transformer.wte.weight` (gradients reach it from both uses). */
   tieWeights(): void {
     this.lm_head.setParameter('weight', this.transformer.wte.weight);
   }
 
-  /** Logits (batch, seq, vocab_size). */
+  /** Logits (batch, seq, vocab_size); (batch, n, vocab_size) with `logitsToKeep` n. */
   forward(inputIds: Int32Array, shape: readonly [number, number], opts: GPT2ForwardOptions = {}): Tensor {
-    return this.lm_head.forward(this.transformer.forward(inputIds, shape, opts));
+    return this.lm_head.forward(keepLastPositions(this.transformer.forward(inputIds, shape, opts), opts.logitsToKeep));
   }
 
   /** Hugging Face's _init_weights: N(0, initializer_range) matrices, c_proj scaled by 1/√(2·n_layer). */

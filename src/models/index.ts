@@ -1,6 +1,9 @@
 export * from './gpt2.js';
 export * from './cnn.js';
 export * from './mlp.js';
+export * from './llama.js';
+export * from './kv-cache.js';
+export * from './generation.js';
 export * from './auto.js';
 export { Activation, ACTIVATION_NAMES, type ActivationName } from './activations.js';
 export { SkipInitRng, type TensorLayer } from './common.js';

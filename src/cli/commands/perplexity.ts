@@ -4,7 +4,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { VeraError } from '../../io/errors.js';
 import { readJsonFile } from '../../io/atomic.js';
-import { loadPretrained, type GPT2LMHeadModel } from '../../models/index.js';
+import { isCausalLM, loadPretrained, type CausalLM } from '../../models/index.js';
 import { PeftModel } from '../../peft/index.js';
 import { F, noGrad } from '../../tensor/index.js';
 import { loadTokenizer } from '../../data/tokenizer.js';
@@ -17,12 +17,12 @@ export interface PerplexityResult {
 }
 
 /**
- * Every token after the first is predicted once. A sequence longer than the context is cut into
- * windows of nPositions tokens that overlap by one, so each window predicts its own tokens from
- * the prefix inside the window.
+ * Every token after the first is predicted once. A sequence longer than the context (GPT-2's
+ * n_positions, a sliding window) is cut into windows of that many tokens that overlap by one, so
+ * each window predicts its own tokens from the prefix inside the window.
  */
-export function perplexity(model: GPT2LMHeadModel, ids: Int32Array): PerplexityResult {
-  const context = model.config.nPositions;
+export function perplexity(model: CausalLM, ids: Int32Array): PerplexityResult {
+  const context = model.contextLength ?? ids.length;
   if (ids.length < 2) throw new VeraError(`perplexity: need at least 2 tokens, got ${ids.length}`);
   let sum = 0;
   let count = 0;
@@ -62,8 +62,8 @@ export function registerPerplexity(program: Command): void {
     .action(async (o: { model: string; adapter?: string; text?: string; tokenIds?: string; json?: boolean }) => {
       if ((o.text === undefined) === (o.tokenIds === undefined)) throw new VeraError('perplexity: give exactly one of --text FILE or --token-ids FILE.json');
       const loaded = loadPretrained(o.model);
-      if (loaded.modelType !== 'gpt2') throw new VeraError(`${o.model}: perplexity needs a causal language model, this is a ${loaded.modelType}`);
       const model = loaded.model;
+      if (!isCausalLM(model)) throw new VeraError(`${o.model}: perplexity needs a causal language model, this is a ${loaded.modelType}`);
       if (o.adapter !== undefined) PeftModel.fromPretrained(model, o.adapter);
       let ids: Int32Array;
       if (o.tokenIds !== undefined) ids = readTokenIds(o.tokenIds, model.config.vocabSize);

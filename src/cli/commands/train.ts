@@ -1,16 +1,16 @@
-// `vera train`: finetune a causal language model (GPT-2) with a VeRA or LoRA adapter on JSONL data
-// and write the adapter in PEFT's layout (adapter_config.json + adapter_model.safetensors) plus
-// training_log.json. Every flag is checked and every input read before training starts, and the
+// `vera train`: finetune a model with a VeRA or LoRA adapter for one of three tasks (causal-lm:
+// GPT-2 on JSONL or E2E; seq-cls: BERT/RoBERTa on GLUE; img-cls: CNN/MLP/ViT on IDX images; see
+// train-tasks.ts) and write the adapter in PEFT's layout (adapter_config.json +
+// adapter_model.safetensors) plus training_log.json. Every flag is checked and every input read before training starts, and the
 // output folder is written only at the end, so a run that fails leaves no output behind.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { InvalidArgumentError, Option, type Command } from 'commander';
-import { collateCausalLm, EpochSampler, IGNORE_INDEX, readCausalLmJsonl, sequentialBatches, type CausalLmBatch, type CausalLmData } from '../../data/jsonl.js';
-import { loadTokenizer, type Tokenizer } from '../../data/tokenizer.js';
+import { EpochSampler } from '../../data/jsonl.js';
+import { GLUE_TASKS, type GlueTask } from '../../data/glue.js';
 import { readJsonFile, writeFileAtomic } from '../../io/atomic.js';
 import { fail } from '../../io/errors.js';
-import { causalLmLoss, loadPretrained, type GPT2LMHeadModel } from '../../models/index.js';
-import { Linear } from '../../nn/index.js';
+import { Linear, type Module } from '../../nn/index.js';
 import {
   ADAPTER_CONFIG,
   ADAPTER_WEIGHTS,
@@ -26,26 +26,31 @@ import {
   type ProjectionInit,
   type VeraAblation,
 } from '../../peft/index.js';
-import { F, manualSeed, noGrad, type Tensor } from '../../tensor/index.js';
+import { manualSeed, type Tensor } from '../../tensor/index.js';
 import { AdamW, hasCheckpoint, ReplayRng, TRAINER_STATE_FILE, train, type ParamGroup, type ScheduleKind, type TrainTask } from '../../train/index.js';
 import { finiteNumber, intList, nameList, nonNegativeInt, positiveInt, positiveNumber, probability } from '../options.js';
+import { checkDataFormat, DATA_FORMATS, DEFAULT_FORMAT, DEFAULT_SEQ_LEN, prepareTask, TASKS, type DataFormat, type PreparedTask, type TaskName } from './train-tasks.js';
 
 export const TRAINING_LOG = 'training_log.json';
 
 const METHODS = ['vera', 'lora'] as const;
 type Method = (typeof METHODS)[number];
 const DEFAULT_LR: Record<Method, number> = { vera: 1e-2, lora: 1e-3 };
-const DEFAULT_SEQ_LEN = 128;
 /** Characters that make --target-modules a regex (PEFT's string form) rather than a list of names. */
 const REGEX_CHARS = /[*+?^$()[\]{}|\\]/;
 
 /** The parsed flags (commander's camelCase names). */
 export interface TrainCliOptions {
   model: string;
-  data: string;
+  task?: TaskName;
+  /** --data or its alias --train. */
+  data?: string;
+  train?: string;
+  dataFormat?: DataFormat;
+  glueTask?: GlueTask;
   method: Method;
   r: number;
-  targetModules: string;
+  targetModules?: string;
   out: string;
   steps?: number;
   epochs?: number;
@@ -60,6 +65,7 @@ export interface TrainCliOptions {
   gradAccum: number;
   maxGradNorm: number;
   evalData?: string;
+  eval?: string;
   evalEvery?: number;
   seed: number;
   dInitial: number;
@@ -84,16 +90,24 @@ export interface TrainCliOptions {
 
 /** The figures printed at the end (and, with --json, the one object on stdout). */
 export interface TrainSummary {
+  task: TaskName;
   method: Method;
   steps: number;
   epochs: number;
   trainLoss: number;
   evalLoss: number | null;
   evalPerplexity: number | null;
-  /** Next-token accuracy on the eval data. */
+  /** Next-token accuracy (causal-lm) or classification accuracy on the eval data. */
   evalAccuracy: number | null;
-  tokens: number;
-  tokensPerSecond: number;
+  /** Every metric of the last evaluation (eval_loss, eval_accuracy, eval_f1, eval_matthews_correlation, eval_pearson, eval_spearmanr, …). */
+  evalMetrics: Record<string, number> | null;
+  /** Tokens (causal-lm) or samples trained on in this run, and per second. */
+  unit: 'tokens' | 'samples';
+  items: number;
+  itemsPerSecond: number;
+  /** causal-lm: the same as items / itemsPerSecond; null for the other tasks. */
+  tokens: number | null;
+  tokensPerSecond: number | null;
   seconds: number;
   sequences: number;
   skippedSequences: number;
@@ -119,22 +133,40 @@ function fraction(value: string): number {
 }
 
 const HELP_AFTER = `
-Data (--data, --eval-data): JSONL, one JSON object per line, each line one sequence:
-  {"input_ids": [464, 3290, 318]}   token ids in [0, vocab_size)
-  {"text": "The cat sat."}          tokenized with the model folder's tokenizer.json
-Empty lines are skipped. Sequences are cut to --seq-len tokens (default ${DEFAULT_SEQ_LEN}, or the
-model's n_positions if smaller); sequences with fewer than 2 tokens are skipped. Batches are
-padded to their longest sequence; padding is masked out of attention and loss. Each epoch visits
-the sequences in a new random order drawn from --seed; --epochs E means
-ceil(E * sequences / (batch-size * grad-accum)) optimizer steps (default: 1 epoch).
+Tasks (--task, default causal-lm) and their data (--data or --train; --eval-data or --eval):
+  causal-lm  GPT-2.  --data-format jsonl (default): one JSON object per line, each one sequence:
+               {"input_ids": [464, 3290, 318]}   token ids in [0, vocab_size)
+               {"text": "The cat sat."}          tokenized with the model folder's tokenizer.json
+             Empty lines are skipped; sequences with fewer than 2 tokens are skipped.
+             --data-format e2e: the E2E NLG CSV (columns mr, ref): each row is "MR ||" + " ref" +
+             <|endoftext|>, the loss on the reference tokens only.
+             Evaluation: loss, perplexity and next-token accuracy.
+  seq-cls    BERT / RoBERTa (config.json + model.safetensors + tokenizer.json).  --glue-task
+             cola|sst2|mrpc|stsb|qqp|mnli|qnli|rte|wnli, --data/--eval-data the task's GLUE TSV
+             files (train.tsv, dev.tsv; MNLI dev_matched.tsv). The head is sized for the task
+             (STS-B: 1 output, regression) and trained fully with the adapter (modules_to_save
+             classifier, as PEFT's SEQ_CLS); --head-lr gives it its own learning rate.
+             Evaluation: loss and the task's GLUE metric (CoLA: Matthews correlation; STS-B:
+             Pearson and Spearman; MRPC, QQP: accuracy and F1; the others: accuracy).
+  img-cls    vera_cnn / vera_mlp / ViT.  --data fashion-mnist:DIR (the train split of the
+             standard IDX files in DIR; as --eval-data, the t10k test split) or IMAGES,LABELS
+             (two IDX files). ViT trains its classifier fully too. Evaluation: loss and accuracy.
+Sequences are cut to --seq-len tokens (default ${DEFAULT_SEQ_LEN}, or the model's positions if fewer;
+GLUE pairs with longest_first truncation). Batches are padded to their longest sequence; padding
+is masked out of attention and loss. Each epoch visits the examples in a new random order drawn
+from --seed; --epochs E means ceil(E * examples / (batch-size * grad-accum)) optimizer steps
+(default: 1 epoch).
 
 --target-modules: a comma list of module names; a name matches a module whose path is the name
 or ends with "." + name (c_attn, or attn.c_proj for the attention projection only). A value
 with any of * + ? ^ $ ( ) [ ] { } | \\ is instead one regular expression that must match the
-whole module path, as PEFT treats a string (e.g. '.*\\.h\\.[01]\\.attn\\.c_attn').
+whole module path, as PEFT treats a string (e.g. '.*\\.h\\.[01]\\.attn\\.c_attn'). all-linear adapts
+every linear layer but the output layer. Without the flag, PEFT's default for the model_type
+applies (c_attn for gpt2; query,value for bert/roberta/vit; q_proj,v_proj for the Llama family).
 
---head-lr: parameters of the --modules-to-save modules train in their own optimizer group with
-this learning rate (the paper's separate classifier-head lr); the adapter uses --lr.
+--head-lr: parameters of the --modules-to-save modules (and of the task's head) train in their
+own optimizer group with this learning rate (the paper's separate classifier-head lr); the
+adapter uses --lr.
 
 Method flags: --d-initial, --projection-prng-key, --no-save-projection, --vera-dropout,
 --ablation, --unique-projections and --projection-init are for --method vera; --lora-alpha and
@@ -143,20 +175,21 @@ Method flags: --d-initial, --projection-prng-key, --no-save-projection, --vera-d
 Output (--out): adapter_config.json + adapter_model.safetensors (PEFT's layout; load with
 PeftModel.from_pretrained) and ${TRAINING_LOG}, written when training ends. With
 --checkpoint-dir the trainer state is saved every --checkpoint-every steps and at the end;
---resume continues from it (same flags) to the adapter an uninterrupted run would give.
-
-vera train trains causal language models (GPT-2). The image models (vera_cnn, vera_mlp) are
-trained with \`vera demo\` or the library.`;
+--resume continues from it (same flags) to the adapter an uninterrupted run would give.`;
 
 export function registerTrain(program: Command): void {
   program
     .command('train')
-    .description('finetune a causal LM (GPT-2) with a VeRA or LoRA adapter on JSONL data; writes the adapter in PEFT layout')
-    .requiredOption('--model <dir>', 'base model folder (config.json + model.safetensors; tokenizer.json for "text" data)')
-    .requiredOption('--data <file>', 'training data: JSONL with "input_ids" or "text" per line')
+    .description('finetune a model with a VeRA or LoRA adapter (causal LM, GLUE sequence classification, image classification); writes the adapter in PEFT layout')
+    .requiredOption('--model <dir>', 'base model folder (config.json + model.safetensors; tokenizer.json for text)')
+    .addOption(new Option('--task <task>', 'what to train (see below)').choices(TASKS).default('causal-lm'))
+    .option('--data <file>', 'training data (see below for each task)')
+    .addOption(new Option('--train <file>', 'the same as --data').conflicts('data'))
+    .addOption(new Option('--data-format <format>', 'format of --data and --eval-data (default: jsonl for causal-lm, glue for seq-cls, idx for img-cls)').choices(DATA_FORMATS))
+    .addOption(new Option('--glue-task <task>', 'seq-cls: which GLUE task the TSV files are').choices(GLUE_TASKS))
     .addOption(new Option('--method <method>', 'adapter type').choices(METHODS).makeOptionMandatory())
     .requiredOption('--r <n>', 'rank (VeRA: of the shared random projections; LoRA: of A and B)', positiveInt)
-    .requiredOption('--target-modules <names>', 'modules to adapt: comma list of names, or a regex (see below)')
+    .option('--target-modules <names>', "modules to adapt: comma list of names, a regex, or all-linear (default: PEFT's default for the model_type, see below)")
     .requiredOption('--out <dir>', 'output folder for the adapter and training_log.json')
     .addOption(new Option('--steps <n>', 'optimizer steps').argParser(positiveInt).conflicts('epochs'))
     .addOption(new Option('--epochs <n>', 'passes over the data, converted to steps (default 1)').argParser(positiveNumber))
@@ -170,7 +203,8 @@ export function registerTrain(program: Command): void {
     .option('--warmup-ratio <x>', 'warmup as a fraction of the steps (rounded up)', fraction)
     .option('--grad-accum <n>', 'micro-batches per optimizer step', positiveInt, 1)
     .option('--max-grad-norm <x>', 'clip the global gradient norm (0: no clipping)', nonNegativeNumber, 1.0)
-    .option('--eval-data <file>', 'evaluation data (same format); loss, perplexity and next-token accuracy at the end')
+    .option('--eval-data <file>', "evaluation data (same format); evaluated at the end with the task's metrics")
+    .addOption(new Option('--eval <file>', 'the same as --eval-data').conflicts('evalData'))
     .option('--eval-every <n>', 'also evaluate every n steps (needs --eval-data)', positiveInt)
     .option('--seed <n>', 'seed for batch order, dropout and LoRA init', nonNegativeInt, 42)
     .option('--d-initial <x>', 'VeRA: initial value of every λd entry', finiteNumber, 0.1)
@@ -230,114 +264,79 @@ export function parseTargetModules(value: string): string[] | string {
   return names;
 }
 
-function checkFlags(o: TrainCliOptions, given: (key: string) => boolean): string[] | string {
+/** The flags after aliases (--train, --eval) and per-task defaults are resolved. */
+interface ResolvedFlags {
+  task: TaskName;
+  data: string;
+  evalData: string | undefined;
+  dataFormat: DataFormat;
+  targets: string[] | string | null;
+}
+
+function checkFlags(o: TrainCliOptions, given: (key: string) => boolean): ResolvedFlags {
   const wrong = o.method === 'vera' ? LORA_ONLY : VERA_ONLY;
   for (const [key, flag] of wrong) if (given(key)) fail(`${flag} applies to --method ${o.method === 'vera' ? 'lora' : 'vera'}, not --method ${o.method}`);
   if (o.method === 'vera' && o.bias === 'lora_only') fail('--bias lora_only is for --method lora (use vera_only)');
   if (o.method === 'lora' && o.bias === 'vera_only') fail('--bias vera_only is for --method vera (use lora_only)');
-  if (o.headLr !== undefined && o.modulesToSave === undefined) fail('--head-lr needs --modules-to-save (the modules it applies to)');
-  if (o.evalEvery !== undefined && o.evalData === undefined) fail('--eval-every needs --eval-data');
+  const task = o.task ?? 'causal-lm';
+  const data = o.data ?? o.train;
+  if (data === undefined) fail('--data (or --train) is required: the training data');
+  const evalData = o.evalData ?? o.eval;
+  const dataFormat = o.dataFormat ?? DEFAULT_FORMAT[task];
+  checkDataFormat(task, dataFormat);
+  if (o.glueTask !== undefined && task !== 'seq-cls') fail(`--glue-task is for --task seq-cls, not --task ${task}`);
+  if (o.evalEvery !== undefined && evalData === undefined) fail('--eval-every needs --eval-data');
   if (o.checkpointEvery !== undefined && o.checkpointDir === undefined) fail('--checkpoint-every needs --checkpoint-dir');
   if (o.resume && o.checkpointDir === undefined) fail('--resume needs --checkpoint-dir (the folder holding the checkpoint)');
-  const targets = parseTargetModules(o.targetModules);
+  const targets = o.targetModules === undefined ? null : parseTargetModules(o.targetModules);
   if (typeof targets === 'string' && o.layersToTransform !== undefined) {
     fail('--layers-to-transform needs --target-modules as a list of names, not a regex (put the layer numbers in the regex)');
   }
   if (fs.existsSync(o.out) && !fs.statSync(o.out).isDirectory()) fail(`--out ${o.out}: exists and is not a folder`);
-  for (const file of [o.data, o.evalData]) {
-    if (file === undefined) continue;
-    if (!fs.existsSync(file)) fail(`${file}: not found`);
-    if (fs.statSync(file).isDirectory()) fail(`${file}: is a folder, expected a JSONL file`);
-  }
-  return targets;
-}
-
-// ---------------------------------------------------------------- the task
-
-/** Mean next-token loss of one padded batch, and the loss terms it covers. */
-/** Positions whose arg-max logit is the next label (labels at IGNORE_INDEX do not count). */
-function nextTokenHits(logits: Tensor, labels: Int32Array, [batch, seq]: readonly [number, number]): number {
-  const predicted = F.argmax(logits);
-  let hits = 0;
-  for (let b = 0; b < batch; b++) {
-    for (let t = 0; t + 1 < seq; t++) {
-      const target = labels[b * seq + t + 1];
-      if (target !== IGNORE_INDEX && predicted[b * seq + t] === target) hits++;
+  if (task !== 'img-cls') {
+    for (const file of [data, evalData]) {
+      if (file === undefined) continue;
+      if (!fs.existsSync(file)) fail(`${file}: not found`);
+      if (fs.statSync(file).isDirectory()) fail(`${file}: is a folder, expected a ${dataFormat === 'jsonl' ? 'JSONL' : dataFormat === 'e2e' ? 'CSV' : 'TSV'} file`);
     }
   }
-  return hits;
-}
-
-function batchLoss(model: GPT2LMHeadModel, batch: CausalLmBatch): Tensor {
-  const logits = model.forward(batch.inputIds, batch.shape, { attentionMask: batch.attentionMask });
-  return causalLmLoss(logits, batch.inputIds, batch.shape, IGNORE_INDEX, batch.labels);
-}
-
-/** Token-weighted mean loss over `data` (noGrad, eval mode), its perplexity, and next-token accuracy. */
-function evaluateData(model: GPT2LMHeadModel, data: CausalLmData, batchSize: number, padId: number): { loss: number; perplexity: number; accuracy: number } {
-  const wasTraining = model.training;
-  model.eval();
-  try {
-    let sum = 0;
-    let count = 0;
-    let correct = 0;
-    noGrad(() => {
-      for (const seqs of sequentialBatches(data.sequences, batchSize)) {
-        const batch = collateCausalLm(seqs, padId);
-        const logits = model.forward(batch.inputIds, batch.shape, { attentionMask: batch.attentionMask });
-        sum += causalLmLoss(logits, batch.inputIds, batch.shape, IGNORE_INDEX, batch.labels).item() * batch.targets;
-        count += batch.targets;
-        correct += nextTokenHits(logits, batch.labels, batch.shape);
-      }
-    });
-    const loss = sum / count;
-    return { loss, perplexity: Math.exp(loss), accuracy: correct / count };
-  } finally {
-    model.train(wasTraining);
-  }
+  return { task, data, evalData, dataFormat, targets };
 }
 
 // ---------------------------------------------------------------- the command
 
 export async function runTrain(o: TrainCliOptions, given: (key: string) => boolean = () => false): Promise<TrainSummary> {
-  const targets = checkFlags(o, given);
+  const flags = checkFlags(o, given);
+  const { task: taskName, targets } = flags;
+  const log = (line: string): void => {
+    if (!o.quiet) process.stderr.write(`${line}\n`);
+  };
 
   // dropout layers take their generator when built: seed it first so runs reproduce
   manualSeed(o.seed);
-  const loaded = loadPretrained(o.model);
-  if (loaded.modelType !== 'gpt2') {
-    fail(`${o.model}: model_type "${loaded.modelType}" is an image model; vera train trains causal language models (GPT-2) — train image models with \`vera demo\` or the library (a --task option for them is planned)`);
-  }
-  const model = loaded.model;
-  const { vocabSize, nPositions } = model.config;
-  if (o.seqLen !== undefined && o.seqLen > nPositions) fail(`--seq-len ${o.seqLen} exceeds the model's n_positions (${nPositions})`);
-  const seqLen = o.seqLen ?? Math.min(DEFAULT_SEQ_LEN, nPositions);
-  const padId = model.config.eosTokenId !== null && model.config.eosTokenId < vocabSize ? model.config.eosTokenId : 0;
-
-  // the tokenizer is loaded once, and only if some line has "text"
-  let tokenizer: Promise<Tokenizer | null> | null = null;
-  const readOpts = { vocabSize, seqLen, tokenizerDir: o.model, tokenizer: () => (tokenizer ??= loadTokenizer(o.model)) };
-  const data = await readCausalLmJsonl(o.data, readOpts);
-  if (data.sequences.length === 0) fail(`${o.data}: no sequence with at least 2 tokens (${data.records} lines read, ${data.skipped} too short)`);
-  const evalData = o.evalData !== undefined ? await readCausalLmJsonl(o.evalData, readOpts) : null;
-  if (evalData && evalData.sequences.length === 0) fail(`${o.evalData}: no sequence with at least 2 tokens (${evalData.records} lines read, ${evalData.skipped} too short)`);
+  const task: PreparedTask = await prepareTask({
+    task: taskName, model: o.model, data: flags.data, evalData: flags.evalData, dataFormat: flags.dataFormat, glueTask: o.glueTask, seqLen: o.seqLen, batchSize: o.batchSize, log,
+  });
+  const model: Module = task.model;
 
   const perStep = o.batchSize * o.gradAccum;
-  const epochs = o.steps === undefined ? (o.epochs ?? 1) : (o.steps * perStep) / data.sequences.length;
-  const steps = o.steps ?? Math.ceil((epochs * data.sequences.length) / perStep);
+  const epochs = o.steps === undefined ? (o.epochs ?? 1) : (o.steps * perStep) / task.size;
+  const steps = o.steps ?? Math.ceil((epochs * task.size) / perStep);
   const warmupSteps = o.warmupSteps ?? (o.warmupRatio !== undefined ? Math.ceil(o.warmupRatio * steps) : 0);
   if (warmupSteps > steps) fail(`--warmup-steps ${warmupSteps} exceeds the ${steps} training steps`);
 
-  // ---- the adapter
+  // ---- the adapter; the task's head (PEFT's SEQ_CLS classifier) trains fully beside it
+  const modulesToSave = [...new Set([...(o.modulesToSave ?? []), ...task.headModules])];
+  if (o.headLr !== undefined && modulesToSave.length === 0) fail('--head-lr needs --modules-to-save (the modules it applies to)');
   const base: Omit<BasePeftConfig, 'peftType'> = {
     targetModules: targets,
     layersToTransform: o.layersToTransform ?? null,
     layersPattern: null,
-    modulesToSave: o.modulesToSave ?? null,
+    modulesToSave: modulesToSave.length > 0 ? modulesToSave : null,
     bias: o.bias,
     fanInFanOut: false,
     baseModelNameOrPath: o.model,
-    taskType: 'CAUSAL_LM',
+    taskType: task.peftTaskType,
     inferenceMode: false,
   };
   const linearNames = new Set<string>();
@@ -349,7 +348,7 @@ export async function runTrain(o: TrainCliOptions, given: (key: string) => boole
   }
   base.fanInFanOut = fanInFanOut; // GPT-2's Conv1D stores weights (in, out), as PEFT records it
   if (o.modulesToSave !== undefined) {
-    const matched = [...model.namedModules()].some(([p]) => p !== '' && isModuleToSave({ ...base, peftType: 'VERA' }, p));
+    const matched = [...model.namedModules()].some(([p]) => p !== '' && isModuleToSave({ ...base, modulesToSave: o.modulesToSave ?? null, peftType: 'VERA' }, p));
     if (!matched) fail(`--modules-to-save ${o.modulesToSave.join(',')} matched no module of the model`);
   }
   const config =
@@ -367,23 +366,24 @@ export async function runTrain(o: TrainCliOptions, given: (key: string) => boole
         })
       : loraConfig({ ...base, r: o.r, loraAlpha: o.loraAlpha, loraDropout: o.loraDropout });
   manualSeed(o.seed); // LoRA's A is drawn from the global generator
-  let peft: PeftModel<GPT2LMHeadModel>;
+  let peft: PeftModel<Module>;
   try {
     peft = getPeftModel(model, config);
   } catch (e) {
     if (e instanceof TargetModulesError && e.matchedNothing) {
-      fail(`--target-modules ${o.targetModules} matched no linear layer of the model (its linear layers are named ${[...linearNames].join(', ')})`);
+      fail(`--target-modules ${o.targetModules ?? "(the model_type's default)"} matched no linear layer of the model (its linear layers are named ${[...linearNames].join(', ')})`);
     }
-    if (e instanceof TargetModulesError) fail(`--target-modules ${o.targetModules}: ${e.message.replace(/^target_modules:?\s*/, '')}`);
+    if (e instanceof TargetModulesError) fail(`--target-modules ${o.targetModules ?? "(the model_type's default)"}: ${e.message.replace(/^target_modules:?\s*/, '')}`);
     throw e;
   }
 
   // ---- optimizer: the adapter at --lr; with --head-lr, the modules_to_save in a group of their own
   const params = peft.trainableParameters();
   const lr = o.lr ?? DEFAULT_LR[o.method];
+  // a parameter is the head's when any module above it is saved whole (RoBERTa's classifier.dense.weight)
   const isHead = ([name]: [string, Tensor]): boolean => {
-    const owner = name.slice(0, Math.max(0, name.lastIndexOf('.')));
-    return owner !== '' && isModuleToSave(config, owner);
+    const parts = name.split('.');
+    return parts.slice(0, -1).some((_, i) => isModuleToSave(config, parts.slice(0, i + 1).join('.')));
   };
   const groups: (ParamGroup & { name: string; names: string[] })[] = [];
   if (o.headLr !== undefined) {
@@ -400,25 +400,20 @@ export async function runTrain(o: TrainCliOptions, given: (key: string) => boole
   const counts = peft.getNbTrainableParameters();
   if (!o.json && !o.quiet) peft.printTrainableParameters((line) => process.stderr.write(`${line}\n`));
 
-  // ---- the task
-  const sampler = new EpochSampler(data.sequences.length, o.batchSize);
+  // ---- training
+  const sampler = new EpochSampler(task.size, o.batchSize);
   let resumedFromStep: number | null = null;
   if (o.resume && hasCheckpoint(o.checkpointDir!)) {
     resumedFromStep = fastForward(sampler, o.checkpointDir!, o.seed, o.gradAccum);
   }
-  const task: TrainTask<CausalLmBatch> = {
-    nextBatch: (rng) => collateCausalLm(sampler.next(rng).map((i) => data.sequences[i]), padId),
-    loss: (batch) => ({ loss: batchLoss(model, batch), items: batch.tokens }),
-    evaluate: evalData
-      ? () => {
-          const r = evaluateData(model, evalData, o.batchSize, padId);
-          return { loss: r.loss, perplexity: r.perplexity, accuracy: r.accuracy };
-        }
-      : undefined,
+  const trainTask: TrainTask<number[]> = {
+    nextBatch: (rng) => sampler.next(rng),
+    loss: (indices) => task.loss(indices),
+    evaluate: task.evaluate ?? undefined,
   };
 
   model.train();
-  const result = train(ordered, optimizer, task, {
+  const result = train(ordered, optimizer, trainTask, {
     steps,
     gradAccumulation: o.gradAccum,
     schedule: o.schedule,
@@ -430,43 +425,47 @@ export async function runTrain(o: TrainCliOptions, given: (key: string) => boole
     checkpointEvery: o.checkpointEvery ?? 0,
     resume: o.resume ?? false,
     progress: !o.quiet,
-    throughputUnit: 'tokens',
+    throughputUnit: task.unit,
   });
   model.eval();
 
-  let evalLoss: number | null = null;
-  let evalPerplexity: number | null = null;
-  let evalAccuracy: number | null = null;
-  if (evalData) {
+  // the trainer evaluates at the last step; a resumed run that had nothing left to do evaluates here
+  let evalMetrics: Record<string, number> | null = null;
+  if (task.evaluate) {
     const last = result.history.at(-1);
     if (last && last.step === result.steps && typeof last['eval_loss'] === 'number') {
-      evalLoss = last['eval_loss'];
-      evalPerplexity = last['eval_perplexity'] ?? Math.exp(evalLoss);
-      evalAccuracy = last['eval_accuracy'] ?? null;
+      evalMetrics = Object.fromEntries(Object.entries(last).filter(([k, v]) => k.startsWith('eval_') && typeof v === 'number')) as Record<string, number>;
     } else {
-      ({ loss: evalLoss, perplexity: evalPerplexity, accuracy: evalAccuracy } = evaluateData(model, evalData, o.batchSize, padId));
+      evalMetrics = Object.fromEntries(Object.entries(task.evaluate()).map(([k, v]) => [`eval_${k}`, v]));
     }
   }
+  const evalLoss = evalMetrics?.['eval_loss'] ?? null;
 
   // ---- output: the adapter, then the log beside it
   peft.saveAdapter(o.out, { dtype: o.dtype === 'f16' ? 'F16' : 'F32' });
   const adapterBytes = fs.statSync(path.join(o.out, ADAPTER_WEIGHTS)).size;
-  const tokensThisRun = Math.round(result.itemsPerSecond * result.seconds);
+  const itemsThisRun = Math.round(result.itemsPerSecond * result.seconds);
+  const lm = taskName === 'causal-lm';
   const summary: TrainSummary = {
+    task: taskName,
     method: o.method,
     steps: result.steps,
     epochs,
     trainLoss: result.finalLoss,
     evalLoss,
-    evalPerplexity,
-    evalAccuracy,
-    tokens: tokensThisRun,
-    tokensPerSecond: result.itemsPerSecond,
+    evalPerplexity: lm && evalLoss !== null ? (evalMetrics?.['eval_perplexity'] ?? Math.exp(evalLoss)) : null,
+    evalAccuracy: evalMetrics?.['eval_accuracy'] ?? null,
+    evalMetrics,
+    unit: task.unit,
+    items: itemsThisRun,
+    itemsPerSecond: result.itemsPerSecond,
+    tokens: lm ? itemsThisRun : null,
+    tokensPerSecond: lm ? result.itemsPerSecond : null,
     seconds: result.seconds,
-    sequences: data.sequences.length,
-    skippedSequences: data.skipped,
-    truncatedSequences: data.truncated,
-    evalSequences: evalData ? evalData.sequences.length : null,
+    sequences: task.counts.examples,
+    skippedSequences: task.counts.skipped,
+    truncatedSequences: task.counts.truncated,
+    evalSequences: task.counts.evalExamples,
     trainableParams: counts.trainable,
     allParams: counts.all,
     adapter: o.out,
@@ -474,19 +473,20 @@ export async function runTrain(o: TrainCliOptions, given: (key: string) => boole
     resumedFromStep,
   };
   const otherMethodKeys = new Set((o.method === 'vera' ? LORA_ONLY : VERA_ONLY).map(([k]) => k));
+  const resolved = { ...o, task: taskName, data: flags.data, evalData: flags.evalData, dataFormat: flags.dataFormat, seqLen: task.seqLen, lr, steps, warmupSteps, targetModules: targets, modulesToSave };
   const trainingLog = {
     command: 'vera train',
     summary,
-    options: Object.fromEntries(Object.entries({ ...o, seqLen, lr, steps, warmupSteps, targetModules: targets }).filter(([k]) => !otherMethodKeys.has(k))),
+    options: Object.fromEntries(Object.entries(resolved).filter(([k, v]) => !otherMethodKeys.has(k) && k !== 'train' && k !== 'eval' && v !== undefined)),
     paramGroups: groups.map((g) => ({ name: g.name, lr: g.lr, params: g.names })),
-    data: { file: o.data, records: data.records, sequences: data.sequences.length, skipped: data.skipped, truncated: data.truncated, tokens: data.tokens },
-    evalData: evalData ? { file: o.evalData, records: evalData.records, sequences: evalData.sequences.length, skipped: evalData.skipped, truncated: evalData.truncated, tokens: evalData.tokens } : null,
+    data: task.dataLog,
+    evalData: task.evalDataLog,
     history: result.history,
   };
   writeFileAtomic(path.join(o.out, TRAINING_LOG), `${JSON.stringify(trainingLog, jsonNumbers, 2)}\n`);
 
   if (o.json) process.stdout.write(`${JSON.stringify(summary, jsonNumbers)}\n`);
-  else if (!o.quiet) printSummary(summary, data);
+  else if (!o.quiet) printSummary(summary, flags.data);
   return summary;
 }
 
@@ -519,15 +519,29 @@ function fmt(x: number | null, digits = 4): string {
   return x === null || !Number.isFinite(x) ? '--' : x.toFixed(digits);
 }
 
-function printSummary(s: TrainSummary, data: CausalLmData): void {
-  const skipped = s.skippedSequences > 0 ? `; ${s.skippedSequences} skipped as shorter than 2 tokens` : '';
+const METRIC_LABELS: Record<string, string> = {
+  eval_accuracy: 'accuracy',
+  eval_f1: 'F1',
+  eval_matthews_correlation: 'Matthews corr.',
+  eval_pearson: 'Pearson',
+  eval_spearmanr: 'Spearman',
+};
+
+function printSummary(s: TrainSummary, dataFile: string): void {
+  const what = s.task === 'causal-lm' ? 'sequences' : 'examples';
+  const skipped = s.skippedSequences > 0 ? `; ${s.skippedSequences} skipped as too short` : '';
   const resumed = s.resumedFromStep !== null ? `; resumed at step ${s.resumedFromStep}` : '';
   const lines = [
-    `steps: ${s.steps} (${s.epochs.toFixed(2)} epochs over ${s.sequences} sequences of ${data.file}${skipped}${resumed})`,
+    `steps: ${s.steps} (${s.epochs.toFixed(2)} epochs over ${s.sequences} ${what} of ${dataFile}${skipped}${resumed})`,
     `train loss: ${fmt(s.trainLoss)}`,
   ];
-  if (s.evalLoss !== null) lines.push(`eval loss: ${fmt(s.evalLoss)}  perplexity: ${fmt(s.evalPerplexity, 2)}  next-token accuracy: ${s.evalAccuracy === null ? '-' : (100 * s.evalAccuracy).toFixed(1) + '%'}`);
-  lines.push(`throughput: ${s.tokensPerSecond.toFixed(0)} tokens/s (${s.tokens} tokens in ${s.seconds.toFixed(1)} s)`);
+  if (s.evalLoss !== null && s.task === 'causal-lm') {
+    lines.push(`eval loss: ${fmt(s.evalLoss)}  perplexity: ${fmt(s.evalPerplexity, 2)}  next-token accuracy: ${s.evalAccuracy === null ? '-' : (100 * s.evalAccuracy).toFixed(1) + '%'}`);
+  } else if (s.evalLoss !== null && s.evalMetrics) {
+    const metrics = Object.entries(METRIC_LABELS).filter(([k]) => k in s.evalMetrics!).map(([k, label]) => `${label}: ${fmt(s.evalMetrics![k])}`);
+    lines.push(`eval loss: ${fmt(s.evalLoss)}  ${metrics.join('  ')}`);
+  }
+  lines.push(`throughput: ${s.itemsPerSecond.toFixed(0)} ${s.unit}/s (${s.items} ${s.unit} in ${s.seconds.toFixed(1)} s)`);
   lines.push(`adapter: ${s.adapter} (${ADAPTER_CONFIG} + ${ADAPTER_WEIGHTS}, ${s.adapterBytes} bytes; ${s.trainableParams} trainable params)`);
   for (const line of lines) process.stdout.write(`${line}\n`);
 }
