@@ -14,8 +14,13 @@
 namespace vera {
 namespace {
 
-constexpr int64_t MC = 144;   // rows of A per L2 block (multiple of MR)
-constexpr int64_t KC = 256;   // depth of one slab
+// MC·KC floats of A (288 KB) stay in L2, a KC×NR micro-panel of B (24 KB) in L1
+#ifndef VERA_MC
+#define VERA_MC 192
+#define VERA_KC 384
+#endif
+constexpr int64_t MC = VERA_MC;   // rows of A per L2 block (multiple of MR)
+constexpr int64_t KC = VERA_KC;   // depth of one slab
 constexpr int64_t NC = 3072;  // columns of B per panel (multiple of NR)
 
 void micro_kernel_portable(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, bool accumulate) {

@@ -313,9 +313,7 @@ describe('native kernels match the TypeScript reference', { skip }, () => {
   });
 });
 
-test('the native backend registers itself under VERA_BACKEND=native', { skip }, async () => {
-  const { backendNames } = await import('../src/backends/index.js');
-  assert.ok(backendNames().includes('native'));
+test('the addon reports its thread pool and GEMM micro-kernel', { skip }, () => {
   assert.ok(load.addon!.numThreads() >= 1);
   assert.match(load.addon!.gemmKernel(), /^(avx2-fma|portable)$/);
 });
