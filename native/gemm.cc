@@ -14,8 +14,13 @@
 namespace vera {
 namespace {
 
-constexpr int64_t MC = 144;   // rows of A per L2 block (multiple of MR)
-constexpr int64_t KC = 256;   // depth of one slab
+// MC·KC floats of A (288 KB) stay in L2, a KC×NR micro-panel of B (24 KB) in L1
+#ifndef VERA_MC
+#define VERA_MC 192
+#define VERA_KC 384
+#endif
+constexpr int64_t MC = VERA_MC;   // rows of A per L2 block (multiple of MR)
+constexpr int64_t KC = VERA_KC;   // depth of one slab
 constexpr int64_t NC = 3072;  // columns of B per panel (multiple of NR)
 
 void micro_kernel_portable(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, bool accumulate) {
@@ -64,6 +69,20 @@ void pack_a(int64_t mc, int64_t kc, const float* A, int64_t rs, int64_t cs, floa
   for (int64_t i0 = 0; i0 < mc; i0 += MR) {
     const int64_t mr = std::min<int64_t>(MR, mc - i0);
     float* dst = out + i0 * kc;
+    if (cs == 1 && mr == MR) {
+      // six row streams in, one contiguous stream out
+      const float* r0 = A + i0 * rs;
+      for (int64_t p = 0; p < kc; p++) {
+        float* d = dst + p * MR;
+        d[0] = r0[p];
+        d[1] = r0[rs + p];
+        d[2] = r0[2 * rs + p];
+        d[3] = r0[3 * rs + p];
+        d[4] = r0[4 * rs + p];
+        d[5] = r0[5 * rs + p];
+      }
+      continue;
+    }
     if (cs == 1) {
       for (int64_t i = 0; i < mr; i++) {
         const float* src = A + (i0 + i) * rs;
@@ -105,46 +124,85 @@ void pack_b(int64_t kc, int64_t nc, const float* B, int64_t rs, int64_t cs, floa
   }
 }
 
+/** C[0:mc, 0:nc] (+)= packed A block · packed B panel, one MR×NR register tile at a time. */
+void macro_kernel(int64_t mc, int64_t nc, int64_t kc, const float* a, const float* b, float* C, int64_t ldc, bool acc) {
+  alignas(64) float tile[MR * NR];
+  for (int64_t jr = 0; jr < nc; jr += NR) {
+    const int64_t nr = std::min<int64_t>(NR, nc - jr);
+    const float* bp = b + jr * kc;
+    for (int64_t ir = 0; ir < mc; ir += MR) {
+      const int64_t mr = std::min<int64_t>(MR, mc - ir);
+      const float* ap = a + ir * kc;
+      float* c = C + ir * ldc + jr;
+      if (mr == MR && nr == NR) {
+        kernel(kc, ap, bp, c, ldc, acc);
+      } else {
+        // edge tile: compute the full tile aside, keep the part inside C
+        kernel(kc, ap, bp, tile, NR, false);
+        for (int64_t i = 0; i < mr; i++)
+          for (int64_t j = 0; j < nr; j++) c[i * ldc + j] = acc ? c[i * ldc + j] + tile[i * NR + j] : tile[i * NR + j];
+      }
+    }
+  }
+}
+
+bool zero_k(int64_t m, int64_t n, int64_t k, float* C, int64_t ldc, bool accumulate) {
+  if (k > 0) return false;
+  if (!accumulate)
+    for (int64_t i = 0; i < m; i++) std::memset(C + i * ldc, 0, n * sizeof(float));
+  return true;
+}
+
 /** One thread's whole product: the five loops around the micro-kernel. */
 void gemm_serial(int64_t m, int64_t n, int64_t k,
                  const float* A, int64_t rsA, int64_t csA,
                  const float* B, int64_t rsB, int64_t csB,
                  float* C, int64_t ldc, bool accumulate) {
-  if (m <= 0 || n <= 0) return;
-  if (k <= 0) {
-    if (!accumulate)
-      for (int64_t i = 0; i < m; i++) std::memset(C + i * ldc, 0, n * sizeof(float));
-    return;
-  }
+  if (m <= 0 || n <= 0 || zero_k(m, n, k, C, ldc, accumulate)) return;
   PackBuffers& buf = buffers();
-  alignas(64) float tile[MR * NR];
   for (int64_t jc = 0; jc < n; jc += NC) {
     const int64_t nc = std::min(NC, n - jc);
     for (int64_t pc = 0; pc < k; pc += KC) {
       const int64_t kc = std::min(KC, k - pc);
-      const bool acc = accumulate || pc > 0;
       pack_b(kc, nc, B + pc * rsB + jc * csB, rsB, csB, buf.b);
       for (int64_t ic = 0; ic < m; ic += MC) {
         const int64_t mc = std::min(MC, m - ic);
         pack_a(mc, kc, A + ic * rsA + pc * csA, rsA, csA, buf.a);
-        for (int64_t jr = 0; jr < nc; jr += NR) {
-          const int64_t nr = std::min<int64_t>(NR, nc - jr);
-          const float* bp = buf.b + jr * kc;
-          for (int64_t ir = 0; ir < mc; ir += MR) {
-            const int64_t mr = std::min<int64_t>(MR, mc - ir);
-            const float* ap = buf.a + ir * kc;
-            float* c = C + (ic + ir) * ldc + jc + jr;
-            if (mr == MR && nr == NR) {
-              kernel(kc, ap, bp, c, ldc, acc);
-            } else {
-              // edge tile: compute the full tile aside, keep the part inside C
-              kernel(kc, ap, bp, tile, NR, false);
-              for (int64_t i = 0; i < mr; i++)
-                for (int64_t j = 0; j < nr; j++) c[i * ldc + j] = acc ? c[i * ldc + j] + tile[i * NR + j] : tile[i * NR + j];
-            }
-          }
-        }
+        macro_kernel(mc, nc, kc, buf.a, buf.b, C + ic * ldc + jc, ldc, accumulate || pc > 0);
       }
+    }
+  }
+}
+
+/**
+ * One product on every thread: each slab of B is packed once, by all threads together, into the
+ * caller's panel; then the threads take blocks of A's rows, each packing its own block. Nothing is
+ * packed twice, and each C element still sees the same slabs in the same order.
+ */
+void gemm_shared_b(int64_t m, int64_t n, int64_t k,
+                   const float* A, int64_t rsA, int64_t csA,
+                   const float* B, int64_t rsB, int64_t csB,
+                   float* C, int64_t ldc, bool accumulate, int threads) {
+  if (zero_k(m, n, k, C, ldc, accumulate)) return;
+  float* panel = buffers().b;
+  const int64_t blocks = std::max<int64_t>(threads, (m + MC - 1) / MC);
+  const int64_t mStep = ((m + blocks - 1) / blocks + MR - 1) / MR * MR;
+  for (int64_t jc = 0; jc < n; jc += NC) {
+    const int64_t nc = std::min(NC, n - jc);
+    for (int64_t pc = 0; pc < k; pc += KC) {
+      const int64_t kc = std::min(KC, k - pc);
+      parallel_for((nc + NR - 1) / NR, 1, [&](int64_t p0, int64_t p1) {
+        const int64_t j0 = p0 * NR, j1 = std::min(nc, p1 * NR);
+        pack_b(kc, j1 - j0, B + pc * rsB + (jc + j0) * csB, rsB, csB, panel + j0 * kc);
+      });
+      parallel_for((m + mStep - 1) / mStep, 1, [&](int64_t b0, int64_t b1) {
+        float* a = buffers().a;
+        for (int64_t blk = b0; blk < b1; blk++) {
+          const int64_t ic = blk * mStep, mc = std::min(mStep, m - ic);
+          pack_a(mc, kc, A + ic * rsA + pc * csA, rsA, csA, a);
+          macro_kernel(mc, nc, kc, a, panel, C + ic * ldc + jc, ldc, accumulate || pc > 0);
+        }
+      });
     }
   }
 }
@@ -160,6 +218,11 @@ void sgemm_batched(int64_t batch, int64_t m, int64_t n, int64_t k,
   if (batch <= 0 || m <= 0 || n <= 0) return;
   const int threads = num_threads();
   const double flops = 2.0 * double(batch) * m * n * std::max<int64_t>(k, 1);
+  if (threads > 1 && batch < threads && m >= 4 * MR * threads && flops > 2.0 * 64 * 64 * 64) {
+    for (int64_t b = 0; b < batch; b++)
+      gemm_shared_b(m, n, k, A + b * strideA, rsA, csA, B + b * strideB, rsB, csB, C + b * strideC, ldc, accumulate, threads);
+    return;
+  }
   // Split each product's C into mParts × nParts tiles so there are about `threads` tasks.
   int64_t parts = 1;
   if (threads > 1 && flops > 2.0 * 48 * 48 * 48 && batch < threads) parts = (threads + batch - 1) / batch;

@@ -8,7 +8,8 @@
 
 namespace vera {
 
-void micro_kernel_avx2(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, bool accumulate) {
+// the target attribute keeps this compiling where the build's -mavx2 -mfma flags do not reach
+__attribute__((target("avx2,fma"))) void micro_kernel_avx2(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, bool accumulate) {
   __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
   __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
   __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
@@ -32,9 +33,14 @@ void micro_kernel_avx2(int64_t kc, const float* Ap, const float* Bp, float* C, i
     a = _mm256_broadcast_ss(Ap + (off_a) + 5);                             \
     c50 = _mm256_fmadd_ps(a, b0, c50); c51 = _mm256_fmadd_ps(a, b1, c51); \
   }
+  // C's rows are usually a page apart: start fetching the tile now, it is touched only at the end
+  for (int i = 0; i < MR; i++) {
+    _mm_prefetch(reinterpret_cast<const char*>(C + i * ldc), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(C + i * ldc + NR - 1), _MM_HINT_T0);
+  }
   int64_t p = 0;
   for (; p + 4 <= kc; p += 4) {
-    _mm_prefetch(reinterpret_cast<const char*>(Bp + 8 * NR), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(Ap + 8 * MR), _MM_HINT_T0);
     VERA_STEP(0, 0)
     VERA_STEP(MR, NR)
     VERA_STEP(2 * MR, 2 * NR)

@@ -21,15 +21,21 @@ class Pool {
   int size() const { return nthreads_; }
 
   void resize(int n) {
+    std::lock_guard<std::mutex> busy(busy_);
     n = std::max(1, n);
     if (n == nthreads_) return;
     stop();
     nthreads_ = n;
     quit_ = false;
-    for (int i = 1; i < n; i++) workers_.emplace_back([this] { loop(); });
+    // a worker joins every run after the generation it was created at, even if it starts late
+    const uint64_t start = generation_;
+    for (int i = 1; i < n; i++) workers_.emplace_back([this, start] { loop(start); });
   }
 
-  void run(int64_t n, int64_t chunk, const std::function<void(int64_t, int64_t)>& fn) {
+  /** False (and nothing run) when another thread (a Node worker) holds the pool. */
+  bool run(int64_t n, int64_t chunk, const std::function<void(int64_t, int64_t)>& fn) {
+    std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
+    if (!busy.owns_lock()) return false;
     std::unique_lock<std::mutex> lk(mu_);
     fn_ = &fn;
     n_ = n;
@@ -45,6 +51,7 @@ class Pool {
     lk.lock();
     done_cv_.wait(lk, [this] { return active_ == 0; });
     fn_ = nullptr;
+    return true;
   }
 
  private:
@@ -56,9 +63,8 @@ class Pool {
     }
   }
 
-  void loop() {
+  void loop(uint64_t seen) {
     in_worker = true;
-    uint64_t seen = 0;
     for (;;) {
       std::unique_lock<std::mutex> lk(mu_);
       cv_.wait(lk, [&] { return quit_ || generation_ != seen; });
@@ -83,6 +89,7 @@ class Pool {
 
   int nthreads_ = 0;
   std::vector<std::thread> workers_;
+  std::mutex busy_;  // one parallel_for at a time
   std::mutex mu_;
   std::condition_variable cv_, done_cv_;
   bool quit_ = false;
@@ -122,7 +129,7 @@ void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, in
   }
   // a few chunks per thread balances uneven work without much counter traffic
   int64_t chunk = std::max(grain, (n + 4 * t - 1) / (4 * t));
-  pool().run(n, chunk, fn);
+  if (!pool().run(n, chunk, fn)) fn(0, n);
 }
 
 }  // namespace vera

@@ -17,19 +17,11 @@ struct VeraDims {
 
 VeraDims vera_dims(const Args& a, size_t at) { return {a.i64(at), a.i64(at + 1), a.i64(at + 2), a.i64(at + 3), a.i64(at + 4)}; }
 
-/** (rows × cols) row-major x scaled column-wise by v. */
-std::vector<float> scale_columns(const float* x, const float* v, int64_t rows, int64_t cols) {
+/** (rows × cols) row-major x with column j scaled by v[j] (byColumn) or row i by v[i]. */
+std::vector<float> scaled(const float* x, const float* v, int64_t rows, int64_t cols, bool byColumn) {
   std::vector<float> out(size_t(rows * cols));
   for (int64_t i = 0; i < rows; i++)
-    for (int64_t j = 0; j < cols; j++) out[i * cols + j] = x[i * cols + j] * v[j];
-  return out;
-}
-
-/** (rows × cols) row-major x scaled row-wise by v. */
-std::vector<float> scale_rows(const float* x, const float* v, int64_t rows, int64_t cols) {
-  std::vector<float> out(size_t(rows * cols));
-  for (int64_t i = 0; i < rows; i++)
-    for (int64_t j = 0; j < cols; j++) out[i * cols + j] = x[i * cols + j] * v[i];
+    for (int64_t j = 0; j < cols; j++) out[i * cols + j] = x[i * cols + j] * v[byColumn ? j : i];
   return out;
 }
 
@@ -44,8 +36,8 @@ napi_value k_vera_forward(napi_env, const Args& a) {
   float* y = a.f32(10);
   float* ax = a.f32(11);
   sgemm(v.rows, v.r, v.in, x, v.in, 1, A, 1, v.lda, ax, v.r, false);  // ax = x·A[:, :in]ᵀ
-  const std::vector<float> u = scale_columns(ax, ld, v.rows, v.r);    // λd ⊙ ax
-  const std::vector<float> bs = scale_rows(B, lb, v.out, v.r);        // λb ⊙ B[:out]
+  const std::vector<float> u = scaled(ax, ld, v.rows, v.r, true);   // λd ⊙ ax
+  const std::vector<float> bs = scaled(B, lb, v.out, v.r, false);   // λb ⊙ B[:out]
   sgemm(v.rows, v.out, v.r, u.data(), v.r, 1, bs.data(), 1, v.r, y, v.out, false);
   return nullptr;
 }
@@ -64,7 +56,7 @@ napi_value k_vera_backward(napi_env, const Args& a) {
   float* gld = a.f32(13);
   float* glb = a.f32(14);
   if (glb) {
-    const std::vector<float> u = scale_columns(ax, ld, v.rows, v.r);
+    const std::vector<float> u = scaled(ax, ld, v.rows, v.r, true);
     std::vector<float> m(size_t(v.out * v.r));
     sgemm(v.out, v.r, v.rows, gy, 1, v.out, u.data(), v.r, 1, m.data(), v.r, false);  // gyᵀ·u
     for (int64_t o = 0; o < v.out; o++) {
@@ -74,7 +66,7 @@ napi_value k_vera_backward(napi_env, const Args& a) {
     }
   }
   if (!gld && !gx) return nullptr;
-  const std::vector<float> bs = scale_rows(B, lb, v.out, v.r);
+  const std::vector<float> bs = scaled(B, lb, v.out, v.r, false);
   std::vector<float> gu(size_t(v.rows * v.r));
   sgemm(v.rows, v.r, v.out, gy, v.out, 1, bs.data(), v.r, 1, gu.data(), v.r, false);  // gy·(λb ⊙ B)
   if (gld)
@@ -84,7 +76,7 @@ napi_value k_vera_backward(napi_env, const Args& a) {
       gld[j] += float(s);
     }
   if (gx) {
-    const std::vector<float> gt = scale_columns(gu.data(), ld, v.rows, v.r);
+    const std::vector<float> gt = scaled(gu.data(), ld, v.rows, v.r, true);
     sgemm(v.rows, v.in, v.r, gt.data(), v.r, 1, A, v.lda, 1, gx, v.in, accumulateGx);  // (λd ⊙ gu)·A[:, :in]
   }
   return nullptr;

@@ -313,10 +313,32 @@ describe('native kernels match the TypeScript reference', { skip }, () => {
   });
 });
 
-// under VERA_BACKEND=ts (npm test's first run) src/backends never loads the addon
-test('the native backend registers itself under VERA_BACKEND=native', { skip: skip || (process.env.VERA_BACKEND === 'ts' ? 'VERA_BACKEND=ts' : false) }, async () => {
-  const { backendNames } = await import('../src/backends/index.js');
-  assert.ok(backendNames().includes('native'));
+test('the addon reports its thread pool and GEMM micro-kernel', { skip }, () => {
   assert.ok(load.addon!.numThreads() >= 1);
   assert.match(load.addon!.gemmKernel(), /^(avx2-fma|portable)$/);
+});
+
+test('results do not depend on the thread count (bit for bit)', { skip }, () => {
+  const addon = load.addon!;
+  const before = addon.numThreads();
+  const [m, n, k] = [203, 190, 410];
+  const a = randn(m * k);
+  const b = randn(k * n);
+  const x = randn(64 * 3000);
+  const run = (threads: number): [Float32Array, Float32Array, number] => {
+    addon.setNumThreads(threads);
+    assert.equal(addon.numThreads(), threads);
+    const c = new Float32Array(m * n);
+    native!.matmul(a, b, c, { batch: 1, m, n, k, transA: false, transB: true, strideA: 0, strideB: 0, accumulate: false });
+    const sums = new Float32Array(3000);
+    native!.sumReduce(x, 1, 64, 3000, sums);
+    return [c, sums, native!.sumSquares(x)];
+  };
+  try {
+    const one = run(1);
+    const three = run(3);
+    assert.deepEqual(three, one);
+  } finally {
+    addon.setNumThreads(before);
+  }
 });

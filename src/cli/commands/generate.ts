@@ -37,28 +37,12 @@ function topPValue(value: string): number {
   return n;
 }
 
-/** The tokens of `text` as the tokenizer's post-processor leaves them, with nothing it adds around every text. */
-function specialTokensAdded(tokenizer: Tokenizer): number[] {
-  return tokenizer.encode('');
-}
-
 /**
- * The prompt's token ids. A chat template writes the bos token itself, and transformers then
- * encodes without special tokens; our tokenizer always adds them, so a doubled leading bos is cut.
+ * The prompt's token ids. A chat template writes the bos token itself, so, as transformers'
+ * apply_chat_template, the rendered chat is encoded without the template's special tokens.
  */
 function promptIds(tokenizer: Tokenizer, text: string, chat: boolean): number[] {
-  const ids = tokenizer.encode(text);
-  const added = specialTokensAdded(tokenizer);
-  const n = added.length;
-  const startsWithTwice = n > 0 && ids.length >= 2 * n && added.every((id, i) => ids[i] === id && ids[n + i] === id);
-  return chat && startsWithTwice ? ids.slice(n) : ids;
-}
-
-/** The id of one special token's text, or null when it is not a single token. */
-function tokenId(tokenizer: Tokenizer, token: string): number | null {
-  const n = specialTokensAdded(tokenizer).length;
-  const ids = tokenizer.encode(token).slice(n);
-  return ids.length === 1 ? ids[0] : null;
+  return tokenizer.encode(text, { addSpecialTokens: !chat });
 }
 
 /** eos ids as generation would use them: generation_config.json's when present (chat models list several), else config.json's. */
@@ -110,7 +94,7 @@ export function registerGenerate(program: Command): void {
         const template = loadChatTemplate(o.model);
         promptText = template.render([{ role: 'user', content: o.prompt }], { addGenerationPrompt: true });
         // chat models end their turn with the tokenizer's eos token
-        const turnEnd = template.eosToken === null ? null : tokenId(tokenizer, template.eosToken);
+        const turnEnd = template.eosToken === null ? null : tokenizer.tokenToId(template.eosToken);
         if (turnEnd !== null && !eos.includes(turnEnd)) eos.push(turnEnd);
       }
       const prompt = promptIds(tokenizer, promptText, o.chat ?? false);
