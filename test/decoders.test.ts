@@ -8,7 +8,6 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { Rng, noGrad } from '../src/tensor/index.js';
-import { VeraError } from '../src/io/errors.js';
 import { SafetensorsFile, loadCheckpointTensors, writeSafetensors, type TensorToWrite } from '../src/io/safetensors.js';
 import { loadPretrained, modelFromConfig, savePretrained } from '../src/models/auto.js';
 import { GPT2LMHeadModel } from '../src/models/gpt2.js';
@@ -17,7 +16,7 @@ import { LlamaForCausalLM, llamaConfigFromJson, ropeInverseFrequencies } from '.
 import type { CausalLM } from '../src/models/generation.js';
 import { getPeftModel, loraConfig, veraConfig } from '../src/peft/index.js';
 import { perplexity } from '../src/cli/commands/perplexity.js';
-import { withTmp } from './helpers.js';
+import { maxAbsDiff, throwsVera, withTmp } from './helpers.js';
 
 const FIXTURES = fileURLToPath(new URL('../../test/fixtures/', import.meta.url));
 const DECODERS = path.join(FIXTURES, 'decoders');
@@ -33,22 +32,6 @@ function reference(name: string): { inputIds: Int32Array; logits: Float32Array; 
   const ref = SafetensorsFile.open(path.join(DECODERS, `${name}.reference.safetensors`));
   const ints = (key: string): number[] => Array.from(ref.getFloat32(key), (v) => Math.round(v));
   return { inputIds: Int32Array.from(ints('input_ids')), logits: ref.getFloat32('logits'), prompt: ints('prompt'), greedy: ints('greedy') };
-}
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length, 'lengths differ');
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
-}
-
-function throwsVera(fn: () => unknown, pattern: RegExp): void {
-  assert.throws(fn, (e: unknown) => {
-    assert.ok(e instanceof VeraError, `expected a VeraError, got ${String(e)}`);
-    assert.match(e.message, pattern);
-    assert.ok(!e.message.includes('\n'), 'one line');
-    return true;
-  });
 }
 
 /** Logits of `ids` fed in chunks of the given sizes through one KV cache, concatenated. */
@@ -72,12 +55,13 @@ function incrementalLogits(model: CausalLM, ids: Int32Array, chunks: number[]): 
 
 describe('Llama family against PyTorch', () => {
   for (const name of NAMES) {
-    test(`${name}: logits within 1e-4 of the float64 reference`, () => {
+    test(`${name}: logits within 1e-4 of the float64 reference`, (t) => {
       const model = llama(path.join(DECODERS, name));
       const ref = reference(name);
       const logits = noGrad(() => model.forward(ref.inputIds, [2, ref.inputIds.length / 2]));
       assert.deepEqual(logits.shape, [2, ref.inputIds.length / 2, model.config.vocabSize]);
       const diff = maxAbsDiff(logits.toFloat32Array(), ref.logits);
+      t.diagnostic(`max |Δ| ${diff.toExponential(2)}`);
       assert.ok(diff < 1e-4, `max |Δ| ${diff}`);
     });
   }
