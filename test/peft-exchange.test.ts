@@ -16,19 +16,12 @@ import {
   ADAPTER_CONFIG, ADAPTER_WEIGHTS, PeftModel, convertAdapter, generateProjections, getPeftModel, kaimingBound, loraConfig, parsePeftConfig, veraConfig,
 } from '../src/peft/index.js';
 import { main } from '../src/cli/main.js';
-import { withTmp } from './helpers.js';
+import { maxAbsDiff, withTmp } from './helpers.js';
 
 const gpt2Config = (): GPT2LMHeadModel['config'] => (loadPretrained(join(fixtures, 'gpt2-tiny')).model as GPT2LMHeadModel).config;
 const fixtures = new URL('../../test/fixtures/', import.meta.url).pathname;
 const peftDir = join(fixtures, 'peft');
 const gpt2Dir = join(fixtures, 'gpt2-tiny');
-
-function maxAbsDiff(a: Float32Array, b: Float32Array): number {
-  assert.equal(a.length, b.length);
-  let worst = 0;
-  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
-  return worst;
-}
 
 function bitEqual(a: Float32Array, b: Float32Array, what: string): void {
   assert.equal(a.length, b.length, `${what}: length`);
