@@ -1,0 +1,131 @@
+// Metrics of generated text against several references each, as the E2E NLG Challenge's
+// e2e-metrics scripts compute them (the VeRA and LoRA papers report those):
+//   BLEU     corpus-level, n-grams up to 4, each n-gram's count clipped by its largest count in any
+//            one reference, brevity penalty against the sum of the references closest in length to
+//            each prediction (ties: the shorter); case-insensitive, on mteval-v13a's basic
+//            tokenization. e2e-metrics floors a zero hit count at 1e-15 (so BLEU is tiny, not 0)
+//            and counts len − n + 1 n-gram slots per sentence even when that is negative; NLTK's
+//            corpus_bleu (our reference) agrees on every sentence of 4 tokens or more with a hit
+//            at every order.
+//   ROUGE-L  pycocoevalcap's scorer: per prediction, the longest common subsequence with each
+//            reference gives a precision and a recall; the best of each makes an F-measure with
+//            β = 1.2; the corpus score is the mean. e2e-metrics tokenizes with Stanford's
+//            PTBTokenizer (Java), which lowercases and drops punctuation; we drop the same
+//            punctuation tokens from the mteval tokenization, which differs from PTB's on
+//            contractions ("isn't") and a few symbols.
+
+/** mteval-v13a's basic tokenization (what e2e-metrics' BLEU and NIST use). */
+export function mtevalTokenize(text: string): string[] {
+  let s = text
+    .replaceAll('<skipped>', '')
+    .replaceAll('-\n', '')
+    .replaceAll('\n', ' ')
+    .replaceAll('&quot;', '"')
+    .replaceAll('&amp;', '&')
+    .replaceAll('&lt;', '<')
+    .replaceAll('&gt;', '>');
+  s = ` ${s} `;
+  // ASCII punctuation and symbols other than ' . , - are tokens of their own
+  s = s.replace(/([{-~[-` -&(-+:-@/])/g, ' $1 ');
+  s = s.replace(/([^0-9])([.,])/g, '$1 $2 '); // . and , split off unless after a digit
+  s = s.replace(/([.,])([^0-9])/g, ' $1 $2'); // ... or before one
+  s = s.replace(/([0-9])(-)/g, '$1 $2 '); // a dash after a digit
+  return s.replace(/\s+/g, ' ').trim().split(' ');
+}
+
+function checkCorpus(predictions: readonly string[], references: readonly (readonly string[])[], what: string): void {
+  if (predictions.length !== references.length) throw new Error(`${what}: ${predictions.length} predictions for ${references.length} reference sets`);
+  if (predictions.length === 0) throw new Error(`${what}: no predictions`);
+  const empty = references.findIndex((r) => r.length === 0);
+  if (empty >= 0) throw new Error(`${what}: prediction ${empty + 1} has no reference`);
+}
+
+function ngramCounts(tokens: readonly string[], n: number): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (let i = 0; i + n <= tokens.length; i++) {
+    const key = tokens.slice(i, i + n).join('\u0001');
+    counts.set(key, (counts.get(key) ?? 0) + 1);
+  }
+  return counts;
+}
+
+export interface BleuResult {
+  bleu: number;
+  /** Clipped n-gram precision of each order 1..maxN. */
+  precisions: number[];
+  brevityPenalty: number;
+  /** Prediction tokens, and the summed lengths of the closest references. */
+  predictionLength: number;
+  referenceLength: number;
+}
+
+/** Corpus BLEU of `predictions` (one string each) against their `references` (several strings each). */
+export function corpusBleu(predictions: readonly string[], references: readonly (readonly string[])[], maxN = 4): BleuResult {
+  checkCorpus(predictions, references, 'BLEU');
+  const hits = new Array<number>(maxN).fill(0);
+  const slots = new Array<number>(maxN).fill(0);
+  let referenceLength = 0;
+  predictions.forEach((prediction, i) => {
+    const pred = mtevalTokenize(prediction.toLowerCase());
+    const refs = references[i].map((r) => mtevalTokenize(r.toLowerCase()));
+    for (let n = 1; n <= maxN; n++) {
+      const clip = new Map<string, number>();
+      for (const ref of refs) for (const [k, c] of ngramCounts(ref, n)) clip.set(k, Math.max(clip.get(k) ?? 0, c));
+      for (const [k, c] of ngramCounts(pred, n)) hits[n - 1] += Math.min(c, clip.get(k) ?? 0);
+      slots[n - 1] += pred.length - n + 1;
+    }
+    const closest = refs.reduce((best, r) => {
+      const d = Math.abs(r.length - pred.length) - Math.abs(best.length - pred.length);
+      return d < 0 || (d === 0 && r.length < best.length) ? r : best;
+    });
+    referenceLength += closest.length;
+  });
+  const precisions = hits.map((h, n) => Math.max(h, 1e-15) / Math.max(slots[n], 1e-9));
+  const predictionLength = slots[0];
+  const brevityPenalty = predictionLength > referenceLength ? 1 : Math.exp(1 - referenceLength / (predictionLength || 1e-5));
+  const logMean = precisions.reduce((s, p) => s + Math.log(p), 0) / maxN;
+  return { bleu: brevityPenalty * Math.exp(logMean), precisions, brevityPenalty, predictionLength, referenceLength };
+}
+
+/** Punctuation tokens that PTBTokenizer's output for pycocoevalcap leaves out. */
+const PUNCTUATION = new Set(["''", "'", '``', '`', '.', '?', '!', ',', ':', '-', '--', '...', ';']);
+
+/** Lowercased tokens without punctuation (the COCO caption tokenization, approximated). */
+export function cocoTokenize(text: string): string[] {
+  return mtevalTokenize(text.toLowerCase()).filter((t) => t !== '' && !PUNCTUATION.has(t));
+}
+
+function lcsLength(a: readonly string[], b: readonly string[]): number {
+  let prev = new Array<number>(b.length + 1).fill(0);
+  for (const x of a) {
+    const cur = [0];
+    for (let j = 0; j < b.length; j++) cur.push(x === b[j] ? prev[j] + 1 : Math.max(prev[j + 1], cur[j]));
+    prev = cur;
+  }
+  return prev[b.length];
+}
+
+/** ROUGE-L F-measure (β = 1.2) of one tokenized prediction against its tokenized references. */
+export function rougeLSentence(prediction: readonly string[], references: readonly (readonly string[])[], beta = 1.2): number {
+  let precision = 0;
+  let recall = 0;
+  for (const ref of references) {
+    const lcs = lcsLength(prediction, ref);
+    if (prediction.length > 0) precision = Math.max(precision, lcs / prediction.length);
+    if (ref.length > 0) recall = Math.max(recall, lcs / ref.length);
+  }
+  if (precision === 0 || recall === 0) return 0;
+  return ((1 + beta ** 2) * precision * recall) / (recall + beta ** 2 * precision);
+}
+
+/** Mean ROUGE-L over the corpus, and each prediction's score. */
+export function corpusRougeL(predictions: readonly string[], references: readonly (readonly string[])[], beta = 1.2): { rougeL: number; sentences: number[] } {
+  checkCorpus(predictions, references, 'ROUGE-L');
+  const sentences = predictions.map((p, i) => rougeLSentence(cocoTokenize(p), references[i].map(cocoTokenize), beta));
+  return { rougeL: sentences.reduce((a, b) => a + b, 0) / sentences.length, sentences };
+}
+
+/** The E2E metrics we compute, as 0..1 fractions. */
+export function e2eMetrics(predictions: readonly string[], references: readonly (readonly string[])[]): { bleu: number; rouge_l: number } {
+  return { bleu: corpusBleu(predictions, references).bleu, rouge_l: corpusRougeL(predictions, references).rougeL };
+}
