@@ -53,8 +53,8 @@ export function oneOf<T extends string>(options: readonly T[]): (value: string) 
  * --no-repeat-ngram-size <n> (transformers' no_repeat_ngram_size). Commander reads a long name
  * starting with --no- as the negation of a boolean; this one is a plain numeric flag.
  */
-export function noRepeatNgramSizeOption(): Option {
-  const option = new Option('--no-repeat-ngram-size <n>', 'never repeat an n-gram (prompt included); 0 = off');
+export function noRepeatNgramSizeOption(defaultValue = 0, description = 'never repeat an n-gram (prompt included); 0 = off'): Option {
+  const option = new Option('--no-repeat-ngram-size <n>', description);
   option.negate = false;
-  return option.argParser(nonNegativeInt).default(0);
+  return option.argParser(nonNegativeInt).default(defaultValue);
 }
