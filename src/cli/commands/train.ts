@@ -159,7 +159,10 @@ Tasks (--task, default causal-lm) and their data (--data or --train; --eval-data
              Empty lines are skipped; sequences with fewer than 2 tokens are skipped.
              --data-format e2e: the E2E NLG CSV (columns mr, ref): each row is "MR ||" + " ref" +
              <|endoftext|>, the loss on the reference tokens only.
-             Evaluation: loss, perplexity and next-token accuracy.
+             Evaluation: loss, perplexity and next-token accuracy; for e2e also beam search
+             (--num-beams, --length-penalty, --no-repeat-ngram-size, --max-new-tokens) on each
+             eval MR (--eval-limit: the first n), BLEU and ROUGE-L against its references, the
+             texts in <out>/${E2E_PREDICTIONS}.
   seq-cls    BERT / RoBERTa (config.json + model.safetensors + tokenizer.json).  --glue-task
              cola|sst2|mrpc|stsb|qqp|mnli|qnli|rte|wnli, --data/--eval-data the task's GLUE TSV
              files (train.tsv, dev.tsv; MNLI dev_matched.tsv). The head is sized for the task
