@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { cocoTokenize, corpusBleu, corpusRougeL, mtevalTokenize, rougeLSentence } from '../src/data/text-metrics.js';
+import { cocoTokenize, corpusBleu, corpusNist, corpusRougeL, mtevalTokenize, rougeLSentence } from '../src/data/text-metrics.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 interface MetricsCase {
@@ -13,6 +13,7 @@ interface MetricsCase {
   references: string[][];
   tokens: string[];
   bleu: number;
+  nist: number;
   rouge_l: number;
   rouge_l_sentences: number[];
 }
@@ -20,10 +21,12 @@ const CASES = JSON.parse(fs.readFileSync(path.join(ROOT, 'test/fixtures/text-met
 
 describe('E2E metrics against the Python references', () => {
   for (const c of CASES) {
-    test(`${c.name}: BLEU is NLTK's corpus_bleu, ROUGE-L the reference's`, () => {
+    test(`${c.name}: BLEU is NLTK's corpus_bleu, NIST and ROUGE-L the references'`, () => {
       assert.deepEqual(mtevalTokenize(c.predictions[0].toLowerCase()), c.tokens);
       const bleu = corpusBleu(c.predictions, c.references);
       assert.ok(Math.abs(bleu.bleu - c.bleu) < 1e-12, `BLEU ${bleu.bleu} vs NLTK ${c.bleu}`);
+      const nist = corpusNist(c.predictions, c.references);
+      assert.ok(Math.abs(nist - c.nist) < 1e-12, `NIST ${nist} vs ${c.nist}`);
       const rouge = corpusRougeL(c.predictions, c.references);
       assert.ok(Math.abs(rouge.rougeL - c.rouge_l) < 1e-12, `ROUGE-L ${rouge.rougeL} vs ${c.rouge_l}`);
       rouge.sentences.forEach((s, i) => assert.ok(Math.abs(s - c.rouge_l_sentences[i]) < 1e-12));

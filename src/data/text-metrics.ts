@@ -7,6 +7,11 @@
 //            and counts len − n + 1 n-gram slots per sentence even when that is negative; NLTK's
 //            corpus_bleu (our reference) agrees on every sentence of 4 tokens or more with a hit
 //            at every order.
+//   NIST     e2e-metrics' NIST (mteval-v13a's, n-grams up to 5): each clipped n-gram hit weighs its
+//            information log2(count of its first n−1 words / count of the n-gram) over all
+//            references of the corpus; the sum per order over the prediction n-gram slots, summed
+//            over orders, times the length penalty exp(−β·ln²(ratio)) for a prediction/average-
+//            reference length ratio below 1 (β = −ln 0.5 / ln² 1.5). Same tokenization as BLEU.
 //   ROUGE-L  pycocoevalcap's scorer: per prediction, the longest common subsequence with each
 //            reference gives a precision and a recall; the best of each makes an F-measure with
 //            β = 1.2; the corpus score is the mean. e2e-metrics tokenizes with Stanford's
@@ -87,6 +92,52 @@ export function corpusBleu(predictions: readonly string[], references: readonly 
   return { bleu: brevityPenalty * Math.exp(logMean), precisions, brevityPenalty, predictionLength, referenceLength };
 }
 
+/** Corpus NIST of `predictions` against their `references`, as e2e-metrics computes it. */
+export function corpusNist(predictions: readonly string[], references: readonly (readonly string[])[], maxN = 5): number {
+  checkCorpus(predictions, references, 'NIST');
+  // refCounts[n]: every n-gram of every reference (n = 0: the empty prefix, counting all words)
+  const refCounts = Array.from({ length: maxN + 1 }, () => new Map<string, number>());
+  const hits: Map<string, number>[][] = Array.from({ length: maxN }, () => []);
+  const slots = new Array<number>(maxN).fill(0);
+  let averageRefLength = 0;
+  predictions.forEach((prediction, i) => {
+    const pred = mtevalTokenize(prediction.toLowerCase());
+    const refs = references[i].map((r) => mtevalTokenize(r.toLowerCase()));
+    for (let n = 1; n <= maxN; n++) {
+      slots[n - 1] += pred.length - n + 1;
+      const clip = new Map<string, number>();
+      for (const ref of refs) {
+        for (const [k, c] of ngramCounts(ref, n)) {
+          clip.set(k, Math.max(clip.get(k) ?? 0, c));
+          refCounts[n].set(k, (refCounts[n].get(k) ?? 0) + c);
+        }
+      }
+      const sentenceHits = new Map<string, number>();
+      for (const [k, c] of ngramCounts(pred, n)) if (clip.has(k)) sentenceHits.set(k, Math.min(c, clip.get(k)!));
+      hits[n - 1].push(sentenceHits);
+    }
+    const refWords = refs.reduce((sum, r) => sum + r.length, 0);
+    refCounts[0].set('', (refCounts[0].get('') ?? 0) + refWords);
+    averageRefLength += refWords / refs.length;
+  });
+  const info = (ngram: string, n: number): number => {
+    const count = refCounts[n].get(ngram);
+    if (count === undefined) return 0;
+    const prefix = n === 1 ? '' : ngram.slice(0, ngram.lastIndexOf('\u0001'));
+    return Math.log2(refCounts[n - 1].get(prefix)! / count);
+  };
+  let score = 0;
+  for (let n = 1; n <= maxN; n++) {
+    let weighted = 0;
+    for (const sentenceHits of hits[n - 1]) for (const [k, c] of sentenceHits) weighted += info(k, n) * c;
+    score += weighted / slots[n - 1];
+  }
+  const ratio = slots[0] / averageRefLength;
+  const beta = -Math.log(0.5) / Math.log(1.5) ** 2;
+  const penalty = ratio >= 1 ? 1 : ratio <= 0 ? 0 : Math.exp(-beta * Math.log(ratio) ** 2);
+  return penalty * score;
+}
+
 /** Punctuation tokens that PTBTokenizer's output for pycocoevalcap leaves out. */
 const PUNCTUATION = new Set(["''", "'", '``', '`', '.', '?', '!', ',', ':', '-', '--', '...', ';']);
 
@@ -126,6 +177,6 @@ export function corpusRougeL(predictions: readonly string[], references: readonl
 }
 
 /** The E2E metrics we compute, as 0..1 fractions. */
-export function e2eMetrics(predictions: readonly string[], references: readonly (readonly string[])[]): { bleu: number; rouge_l: number } {
-  return { bleu: corpusBleu(predictions, references).bleu, rouge_l: corpusRougeL(predictions, references).rougeL };
+export function e2eMetrics(predictions: readonly string[], references: readonly (readonly string[])[]): { bleu: number; nist: number; rouge_l: number } {
+  return { bleu: corpusBleu(predictions, references).bleu, nist: corpusNist(predictions, references), rouge_l: corpusRougeL(predictions, references).rougeL };
 }

@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { collateCausalLm, IGNORE_INDEX, readCausalLmJsonl, sequentialBatches, type CausalLmData } from '../../data/jsonl.js';
 import { e2ePrompt, encodeE2e, groupReferences, readE2eCsv, type E2eEncoded, type E2eGroup } from '../../data/e2e.js';
-import { corpusBleu, corpusRougeL } from '../../data/text-metrics.js';
+import { e2eMetrics } from '../../data/text-metrics.js';
 import { GLUE_SPECS, readGlueTsv, type GlueData, type GlueTask } from '../../data/glue.js';
 import { glueMetric } from '../../data/metrics.js';
 import { loadFashionMnist } from '../../data/fashion-mnist.js';
@@ -65,7 +65,7 @@ export interface E2eGenerationOptions {
 export interface E2eEvaluation {
   groups: E2eGroup[];
   predictions: string[];
-  metrics: { bleu: number; rouge_l: number };
+  metrics: { bleu: number; nist: number; rouge_l: number };
   maxNewTokens: number;
 }
 
@@ -223,7 +223,7 @@ async function prepareCausalLm(o: TaskOptions): Promise<PreparedTask> {
 
 /**
  * The E2E generation eval of LoRA's and VeRA's papers: beam search from each distinct MR's prompt
- * (the first `limit` MRs), the text up to eos, scored with BLEU and ROUGE-L against all of that
+ * (the first `limit` MRs), the text up to eos, scored with BLEU, NIST and ROUGE-L against all of that
  * MR's references. Prompt lengths are checked here, before training.
  */
 function e2eGenerationEval(model: CausalLM, allGroups: E2eGroup[], tokenizer: Tokenizer, eosId: number | null, g: E2eGenerationOptions, file: string): (onProgress?: (done: number, total: number) => void) => E2eEvaluation {
@@ -246,8 +246,7 @@ function e2eGenerationEval(model: CausalLM, allGroups: E2eGroup[], tokenizer: To
       // one line per MR in the predictions file
       return ids.length === 0 ? '' : tokenizer.decode(ids).replace(/\s+/g, ' ').trim();
     });
-    const refs = groups.map((x) => x.refs);
-    const metrics = { bleu: corpusBleu(predictions, refs).bleu, rouge_l: corpusRougeL(predictions, refs).rougeL };
+    const metrics = e2eMetrics(predictions, groups.map((x) => x.refs));
     return { groups, predictions, metrics, maxNewTokens };
   };
 }
