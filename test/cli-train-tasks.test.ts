@@ -18,7 +18,7 @@ import { accuracy, f1 } from '../src/data/metrics.js';
 import { BertForSequenceClassification, MLP, RobertaForSequenceClassification, bertConfigFromJson, loadPretrained, mlpConfigToJson, modelConfigJson, savePretrained } from '../src/models/index.js';
 import { PeftModel } from '../src/peft/index.js';
 import { e2ePrompt, groupReferences, readE2eCsv } from '../src/data/e2e.js';
-import { corpusBleu, corpusNist, corpusRougeL } from '../src/data/text-metrics.js';
+import { corpusBleu, corpusCider, corpusNist, corpusRougeL } from '../src/data/text-metrics.js';
 import { beamSearch } from '../src/models/generation.js';
 import type { Module } from '../src/nn/index.js';
 import { F, Rng, Tensor, noGrad } from '../src/tensor/index.js';
@@ -286,7 +286,7 @@ describe('vera train --data-format e2e', () => {
     const beams = { numBeams: 3, lengthPenalty: 0.9, noRepeatNgramSize: 4, maxNewTokens: 16 };
     const s = await trainJson(['--model', dir, '--data-format', 'e2e', '--data', file, '--eval-data', file, '--method', 'vera', '--r', '8', '--target-modules', 'c_attn,c_proj,c_fc',
       '--lr', '0.05', '--steps', '30', '--batch-size', '3', '--label-smoothing', '0.1', '--num-beams', '3', '--length-penalty', '0.9', '--max-new-tokens', '16', '--eval-limit', '2', '--out', out]);
-    const e2e = s.e2e as { bleu: number; nist: number; rougeL: number; mrs: number; predictions: string; numBeams: number; maxNewTokens: number };
+    const e2e = s.e2e as { bleu: number; nist: number; rougeL: number; cider: number; mrs: number; predictions: string; numBeams: number; maxNewTokens: number };
     assert.equal(e2e.mrs, 2);
     assert.equal(e2e.numBeams, 3);
     const predictions = fs.readFileSync(path.join(out, 'e2e_predictions.txt'), 'utf8').split('\n').slice(0, -1);
@@ -298,6 +298,7 @@ describe('vera train --data-format e2e', () => {
     assert.equal(e2e.bleu, corpusBleu(predictions, refs).bleu);
     assert.equal(e2e.rougeL, corpusRougeL(predictions, refs).rougeL);
     assert.equal(e2e.nist, corpusNist(predictions, refs));
+    assert.equal(e2e.cider, corpusCider(predictions, refs));
     const metrics = s.evalMetrics as Record<string, number>;
     assert.equal(metrics.eval_bleu, e2e.bleu);
     assert.ok(e2e.rougeL > 0, `ROUGE-L ${e2e.rougeL}: the adapter learned nothing of the references (${predictions.join(' | ')})`);

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { cocoTokenize, corpusBleu, corpusNist, corpusRougeL, mtevalTokenize, rougeLSentence } from '../src/data/text-metrics.js';
+import { cocoTokenize, corpusBleu, corpusCider, corpusNist, corpusRougeL, e2eMetrics, mtevalTokenize, rougeLSentence } from '../src/data/text-metrics.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 interface MetricsCase {
@@ -14,6 +14,7 @@ interface MetricsCase {
   tokens: string[];
   bleu: number;
   nist: number;
+  cider: number;
   rouge_l: number;
   rouge_l_sentences: number[];
 }
@@ -21,12 +22,14 @@ const CASES = JSON.parse(fs.readFileSync(path.join(ROOT, 'test/fixtures/text-met
 
 describe('E2E metrics against the Python references', () => {
   for (const c of CASES) {
-    test(`${c.name}: BLEU is NLTK's corpus_bleu, NIST and ROUGE-L the references'`, () => {
+    test(`${c.name}: BLEU is NLTK's corpus_bleu, NIST, CIDEr and ROUGE-L the references'`, () => {
       assert.deepEqual(mtevalTokenize(c.predictions[0].toLowerCase()), c.tokens);
       const bleu = corpusBleu(c.predictions, c.references);
       assert.ok(Math.abs(bleu.bleu - c.bleu) < 1e-12, `BLEU ${bleu.bleu} vs NLTK ${c.bleu}`);
       const nist = corpusNist(c.predictions, c.references);
       assert.ok(Math.abs(nist - c.nist) < 1e-12, `NIST ${nist} vs ${c.nist}`);
+      const cider = corpusCider(c.predictions, c.references);
+      assert.ok(Math.abs(cider - c.cider) < 1e-12, `CIDEr ${cider} vs ${c.cider}`);
       const rouge = corpusRougeL(c.predictions, c.references);
       assert.ok(Math.abs(rouge.rougeL - c.rouge_l) < 1e-12, `ROUGE-L ${rouge.rougeL} vs ${c.rouge_l}`);
       rouge.sentences.forEach((s, i) => assert.ok(Math.abs(s - c.rouge_l_sentences[i]) < 1e-12));
@@ -47,6 +50,9 @@ describe('E2E metrics by hand', () => {
     const refs = [['The Vaults is a pub near the river.', 'A pub.']];
     assert.equal(corpusBleu(['the vaults is a PUB near the river.'], refs).bleu, 1);
     assert.equal(corpusRougeL(['the vaults is a PUB near the river.'], refs).rougeL, 1);
+    // one MR: every idf is log(1) − log(1) = 0, so CIDEr is 0 whatever the text
+    assert.equal(corpusCider(['the vaults is a pub near the river.'], refs), 0);
+    assert.deepEqual(Object.keys(e2eMetrics(['a pub'], refs)), ['bleu', 'nist', 'rouge_l', 'cider']);
   });
 
   test('ROUGE-L takes the best precision and the best recall separately, β = 1.2', () => {

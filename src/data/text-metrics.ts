@@ -18,6 +18,11 @@
 //            PTBTokenizer (Java), which lowercases and drops punctuation; we drop the same
 //            punctuation tokens from the mteval tokenization, which differs from PTB's on
 //            contractions ("isn't") and a few symbols.
+//   CIDEr    pycocoevalcap's Cider (the CIDEr-D variant) on the ROUGE-L tokens: n-grams 1..4 weighted
+//            tf × (log #MRs − log document frequency over the MRs' reference sets), per order the
+//            cosine with each reference with the prediction's weights clipped by the reference's,
+//            times exp(−Δ²/2σ²) for the difference Δ of their bigram counts (σ = 6); averaged over
+//            orders and references, × 10, mean over MRs.
 
 /** mteval-v13a's basic tokenization (what e2e-metrics' BLEU and NIST use). */
 export function mtevalTokenize(text: string): string[] {
@@ -176,7 +181,70 @@ export function corpusRougeL(predictions: readonly string[], references: readonl
   return { rougeL: sentences.reduce((a, b) => a + b, 0) / sentences.length, sentences };
 }
 
-/** The E2E metrics we compute, as 0..1 fractions. */
-export function e2eMetrics(predictions: readonly string[], references: readonly (readonly string[])[]): { bleu: number; nist: number; rouge_l: number } {
-  return { bleu: corpusBleu(predictions, references).bleu, nist: corpusNist(predictions, references), rouge_l: corpusRougeL(predictions, references).rougeL };
+/** TF-IDF vectors of one text's n-grams (orders 1..4), their norms and its bigram count (CIDEr's length). */
+interface CiderVector {
+  vec: Map<string, number>[];
+  norm: number[];
+  length: number;
+}
+
+function ciderVector(tokens: readonly string[], documentFrequency: Map<string, number>, logDocuments: number, maxN: number): CiderVector {
+  const vec: Map<string, number>[] = [];
+  const norm: number[] = [];
+  for (let n = 1; n <= maxN; n++) {
+    const weights = new Map<string, number>();
+    let squares = 0;
+    for (const [k, tf] of ngramCounts(tokens, n)) {
+      const w = tf * (logDocuments - Math.log(Math.max(1, documentFrequency.get(`${n}:${k}`) ?? 0)));
+      weights.set(k, w);
+      squares += w * w;
+    }
+    vec.push(weights);
+    norm.push(Math.sqrt(squares));
+  }
+  return { vec, norm, length: Math.max(0, tokens.length - 1) };
+}
+
+/** Corpus CIDEr (pycocoevalcap's CIDEr-D: clipped, with the Gaussian length penalty, × 10). */
+export function corpusCider(predictions: readonly string[], references: readonly (readonly string[])[], maxN = 4, sigma = 6): number {
+  checkCorpus(predictions, references, 'CIDEr');
+  const refTokens = references.map((refs) => refs.map(cocoTokenize));
+  // document frequency: in how many MRs' reference sets an n-gram appears
+  const documentFrequency = new Map<string, number>();
+  for (const refs of refTokens) {
+    const seen = new Set<string>();
+    for (const ref of refs) for (let n = 1; n <= maxN; n++) for (const k of ngramCounts(ref, n).keys()) seen.add(`${n}:${k}`);
+    for (const k of seen) documentFrequency.set(k, (documentFrequency.get(k) ?? 0) + 1);
+  }
+  const logDocuments = Math.log(predictions.length);
+  let total = 0;
+  predictions.forEach((prediction, i) => {
+    const hyp = ciderVector(cocoTokenize(prediction), documentFrequency, logDocuments, maxN);
+    const perOrder = new Array<number>(maxN).fill(0);
+    for (const tokens of refTokens[i]) {
+      const ref = ciderVector(tokens, documentFrequency, logDocuments, maxN);
+      const delta = hyp.length - ref.length;
+      for (let n = 0; n < maxN; n++) {
+        let dot = 0;
+        for (const [k, w] of hyp.vec[n]) {
+          const r = ref.vec[n].get(k) ?? 0;
+          dot += Math.min(w, r) * r;
+        }
+        if (hyp.norm[n] !== 0 && ref.norm[n] !== 0) dot /= hyp.norm[n] * ref.norm[n];
+        perOrder[n] += dot * Math.exp(-(delta * delta) / (2 * sigma * sigma));
+      }
+    }
+    total += (10 * perOrder.reduce((a, b) => a + b, 0)) / maxN / refTokens[i].length;
+  });
+  return total / predictions.length;
+}
+
+/** The E2E metrics we compute (BLEU and ROUGE-L as 0..1 fractions; NIST and CIDEr unscaled, as e2e-metrics prints them). */
+export function e2eMetrics(predictions: readonly string[], references: readonly (readonly string[])[]): { bleu: number; nist: number; rouge_l: number; cider: number } {
+  return {
+    bleu: corpusBleu(predictions, references).bleu,
+    nist: corpusNist(predictions, references),
+    rouge_l: corpusRougeL(predictions, references).rougeL,
+    cider: corpusCider(predictions, references),
+  };
 }

@@ -65,7 +65,7 @@ export interface E2eGenerationOptions {
 export interface E2eEvaluation {
   groups: E2eGroup[];
   predictions: string[];
-  metrics: { bleu: number; nist: number; rouge_l: number };
+  metrics: { bleu: number; nist: number; rouge_l: number; cider: number };
   maxNewTokens: number;
 }
 
@@ -223,7 +223,7 @@ async function prepareCausalLm(o: TaskOptions): Promise<PreparedTask> {
 
 /**
  * The E2E generation eval of LoRA's and VeRA's papers: beam search from each distinct MR's prompt
- * (the first `limit` MRs), the text up to eos, scored with BLEU, NIST and ROUGE-L against all of that
+ * (the first `limit` MRs), the text up to eos, scored with BLEU, NIST, ROUGE-L and CIDEr against all of that
  * MR's references. Prompt lengths are checked here, before training.
  */
 function e2eGenerationEval(model: CausalLM, allGroups: E2eGroup[], tokenizer: Tokenizer, eosId: number | null, g: E2eGenerationOptions, file: string): (onProgress?: (done: number, total: number) => void) => E2eEvaluation {

@@ -131,7 +131,7 @@ export interface TrainSummary {
   truncatedSequences: number;
   evalSequences: number | null;
   /** The E2E generation eval (causal-lm, --data-format e2e, with eval data); null otherwise. */
-  e2e: { bleu: number; nist: number; rougeL: number; mrs: number; predictions: string; numBeams: number; lengthPenalty: number; noRepeatNgramSize: number; maxNewTokens: number; evalLimit: number | null } | null;
+  e2e: { bleu: number; nist: number; rougeL: number; cider: number; mrs: number; predictions: string; numBeams: number; lengthPenalty: number; noRepeatNgramSize: number; maxNewTokens: number; evalLimit: number | null } | null;
   trainableParams: number;
   allParams: number;
   adapter: string;
@@ -161,7 +161,7 @@ Tasks (--task, default causal-lm) and their data (--data or --train; --eval-data
              <|endoftext|>, the loss on the reference tokens only.
              Evaluation: loss, perplexity and next-token accuracy; for e2e also beam search
              (--num-beams, --length-penalty, --no-repeat-ngram-size, --max-new-tokens) on each
-             eval MR (--eval-limit: the first n), BLEU, NIST and ROUGE-L against its references, the
+             eval MR (--eval-limit: the first n), BLEU, NIST, ROUGE-L and CIDEr against its references, the
              texts in <out>/${E2E_PREDICTIONS}.
   seq-cls    BERT / RoBERTa (config.json + model.safetensors + tokenizer.json).  --glue-task
              cola|sst2|mrpc|stsb|qqp|mnli|qnli|rte|wnli, --data/--eval-data the task's GLUE TSV
@@ -477,7 +477,7 @@ export async function runTrain(o: TrainCliOptions, given: (key: string) => boole
   const generated = task.evaluateGeneration?.((done, total) => {
     if (!o.quiet && (done === total || done % 10 === 0)) process.stderr.write(`\rvera: E2E eval: generated ${done}/${total} MRs${done === total ? '\n' : ''}`);
   });
-  if (generated) evalMetrics = { ...evalMetrics, eval_bleu: generated.metrics.bleu, eval_nist: generated.metrics.nist, eval_rouge_l: generated.metrics.rouge_l };
+  if (generated) evalMetrics = { ...evalMetrics, eval_bleu: generated.metrics.bleu, eval_nist: generated.metrics.nist, eval_rouge_l: generated.metrics.rouge_l, eval_cider: generated.metrics.cider };
   const evalLoss = evalMetrics?.['eval_loss'] ?? null;
 
   // ---- output: the adapter, then the log beside it
@@ -511,7 +511,7 @@ export async function runTrain(o: TrainCliOptions, given: (key: string) => boole
     truncatedSequences: task.counts.truncated,
     evalSequences: task.counts.evalExamples,
     e2e: generated
-      ? { bleu: generated.metrics.bleu, nist: generated.metrics.nist, rougeL: generated.metrics.rouge_l, mrs: generated.predictions.length, predictions: path.join(o.out, E2E_PREDICTIONS), numBeams: o.numBeams, lengthPenalty: o.lengthPenalty, noRepeatNgramSize: o.noRepeatNgramSize, maxNewTokens: generated.maxNewTokens, evalLimit: o.evalLimit ?? null }
+      ? { bleu: generated.metrics.bleu, nist: generated.metrics.nist, rougeL: generated.metrics.rouge_l, cider: generated.metrics.cider, mrs: generated.predictions.length, predictions: path.join(o.out, E2E_PREDICTIONS), numBeams: o.numBeams, lengthPenalty: o.lengthPenalty, noRepeatNgramSize: o.noRepeatNgramSize, maxNewTokens: generated.maxNewTokens, evalLimit: o.evalLimit ?? null }
       : null,
     trainableParams: counts.trainable,
     allParams: counts.all,
@@ -588,7 +588,7 @@ function printSummary(s: TrainSummary, dataFile: string): void {
     const metrics = Object.entries(METRIC_LABELS).filter(([k]) => k in s.evalMetrics!).map(([k, label]) => `${label}: ${fmt(s.evalMetrics![k])}`);
     lines.push(`eval loss: ${fmt(s.evalLoss)}  ${metrics.join('  ')}`);
   }
-  if (s.e2e) lines.push(`E2E (${s.e2e.mrs} MRs, ${s.e2e.numBeams} beams): BLEU ${(100 * s.e2e.bleu).toFixed(2)}  NIST ${s.e2e.nist.toFixed(4)}  ROUGE-L ${(100 * s.e2e.rougeL).toFixed(2)}  (texts: ${s.e2e.predictions})`);
+  if (s.e2e) lines.push(`E2E (${s.e2e.mrs} MRs, ${s.e2e.numBeams} beams): BLEU ${(100 * s.e2e.bleu).toFixed(2)}  NIST ${s.e2e.nist.toFixed(4)}  ROUGE-L ${(100 * s.e2e.rougeL).toFixed(2)}  CIDEr ${s.e2e.cider.toFixed(4)}  (texts: ${s.e2e.predictions})`);
   lines.push(`throughput: ${s.itemsPerSecond.toFixed(0)} ${s.unit}/s (${s.items} ${s.unit} in ${s.seconds.toFixed(1)} s)`);
   lines.push(`adapter: ${s.adapter} (${ADAPTER_CONFIG} + ${ADAPTER_WEIGHTS}, ${s.adapterBytes} bytes; ${s.trainableParams} trainable params)`);
   for (const line of lines) process.stdout.write(`${line}\n`);
