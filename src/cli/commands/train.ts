@@ -161,8 +161,8 @@ Tasks (--task, default causal-lm) and their data (--data or --train; --eval-data
              <|endoftext|>, the loss on the reference tokens only.
              Evaluation: loss, perplexity and next-token accuracy; for e2e also beam search
              (--num-beams, --length-penalty, --no-repeat-ngram-size, --max-new-tokens) on each
-             eval MR (--eval-limit: the first n), BLEU, NIST, ROUGE-L and CIDEr against its references, the
-             texts in <out>/${E2E_PREDICTIONS}.
+             eval MR (--eval-limit: the first n), BLEU, NIST, ROUGE-L and CIDEr against its
+             references, the texts in <out>/${E2E_PREDICTIONS}.
   seq-cls    BERT / RoBERTa (config.json + model.safetensors + tokenizer.json).  --glue-task
              cola|sst2|mrpc|stsb|qqp|mnli|qnli|rte|wnli, --data/--eval-data the task's GLUE TSV
              files (train.tsv, dev.tsv; MNLI dev_matched.tsv). The head is sized for the task
@@ -473,7 +473,7 @@ export async function runTrain(o: TrainCliOptions, given: (key: string) => boole
       evalMetrics = Object.fromEntries(Object.entries(task.evaluate()).map(([k, v]) => [`eval_${k}`, v]));
     }
   }
-  // the E2E generation eval: beam search for each eval MR, BLEU and ROUGE-L against its references
+  // the E2E generation eval: beam search for each eval MR, the E2E metrics against its references
   const generated = task.evaluateGeneration?.((done, total) => {
     if (!o.quiet && (done === total || done % 10 === 0)) process.stderr.write(`\rvera: E2E eval: generated ${done}/${total} MRs${done === total ? '\n' : ''}`);
   });
