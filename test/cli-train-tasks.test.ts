@@ -17,6 +17,10 @@ import { loadFashionMnist } from '../src/data/fashion-mnist.js';
 import { accuracy, f1 } from '../src/data/metrics.js';
 import { BertForSequenceClassification, MLP, RobertaForSequenceClassification, bertConfigFromJson, loadPretrained, mlpConfigToJson, modelConfigJson, savePretrained } from '../src/models/index.js';
 import { PeftModel } from '../src/peft/index.js';
+import { e2ePrompt, groupReferences, readE2eCsv } from '../src/data/e2e.js';
+import { corpusBleu, corpusCider, corpusNist, corpusRougeL } from '../src/data/text-metrics.js';
+import { beamSearch } from '../src/models/generation.js';
+import type { Module } from '../src/nn/index.js';
 import { F, Rng, Tensor, noGrad } from '../src/tensor/index.js';
 import { runVera as vera, tinyGpt2TokenizerJson } from './helpers.js';
 
@@ -247,15 +251,21 @@ describe('vera train --task img-cls', () => {
 });
 
 describe('vera train --data-format e2e', () => {
-  test('gpt2-tiny on an E2E CSV: the loss covers the references only and goes down', async () => {
-    const dir = tmpPath('gpt2-e2e');
+  const rows = ['Alimentum', 'Aromi', 'Bibimbap'].flatMap((n) => [`"name[${n}], area[city]","${n} is in the city."`, `"name[${n}], area[city]","In the city: ${n}."`]);
+  /** gpt2-tiny with a tokenizer, and an E2E CSV of `rows`. */
+  const setup = (name: string): { dir: string; file: string } => {
+    const dir = tmpPath(`gpt2-${name}`);
     fs.mkdirSync(dir);
     const tiny = path.join(ROOT, 'test', 'fixtures', 'gpt2-tiny');
     for (const f of ['config.json', 'model.safetensors']) fs.copyFileSync(path.join(tiny, f), path.join(dir, f));
     fs.writeFileSync(path.join(dir, 'tokenizer.json'), tinyGpt2TokenizerJson());
-    const rows = ['Alimentum', 'Aromi', 'Bibimbap'].flatMap((n) => [`"name[${n}], area[city]","${n} is in the city."`, `"name[${n}], area[city]","In the city: ${n}."`]);
-    const file = tmpPath('trainset.csv');
+    const file = tmpPath(`${name}.csv`);
     fs.writeFileSync(file, 'mr,ref\n' + rows.join('\n') + '\n');
+    return { dir, file };
+  };
+
+  test('gpt2-tiny on an E2E CSV: the loss covers the references only and goes down', async () => {
+    const { dir, file } = setup('e2e');
     const out = tmpPath('out-e2e');
     const s = await trainJson(['--model', dir, '--data-format', 'e2e', '--data', file, '--eval-data', file, '--method', 'vera', '--r', '8', '--target-modules', 'c_attn,c_proj,c_fc', '--lr', '0.05', '--steps', '12', '--batch-size', '3', '--out', out]);
     assert.equal(s.sequences, 6);
@@ -268,5 +278,52 @@ describe('vera train --data-format e2e', () => {
     const first = log.history.find((h) => typeof h.loss === 'number')!;
     assert.ok((s.trainLoss as number) < first.loss, `loss ${first.loss} → ${String(s.trainLoss)}`);
     assert.equal(typeof s.evalPerplexity, 'number');
+  });
+
+  test('the generation eval: BLEU and ROUGE-L of e2e_predictions.txt, texts the saved adapter generates', async () => {
+    const { dir, file } = setup('e2e-gen');
+    const out = tmpPath('out-e2e-gen');
+    const beams = { numBeams: 3, lengthPenalty: 0.9, noRepeatNgramSize: 4, maxNewTokens: 16 };
+    const s = await trainJson(['--model', dir, '--data-format', 'e2e', '--data', file, '--eval-data', file, '--method', 'vera', '--r', '8', '--target-modules', 'c_attn,c_proj,c_fc',
+      '--lr', '0.05', '--steps', '30', '--batch-size', '3', '--label-smoothing', '0.1', '--num-beams', '3', '--length-penalty', '0.9', '--max-new-tokens', '16', '--eval-limit', '2', '--out', out]);
+    const e2e = s.e2e as { bleu: number; nist: number; rougeL: number; cider: number; mrs: number; predictions: string; numBeams: number; maxNewTokens: number };
+    assert.equal(e2e.mrs, 2);
+    assert.equal(e2e.numBeams, 3);
+    const predictions = fs.readFileSync(path.join(out, 'e2e_predictions.txt'), 'utf8').split('\n').slice(0, -1);
+    assert.equal(predictions.length, 2);
+    const groups = groupReferences(readE2eCsv(file)).slice(0, 2);
+    assert.equal(fs.readFileSync(path.join(out, 'e2e_references.txt'), 'utf8'), groups.map((g) => g.refs.join('\n') + '\n').join('\n'));
+    // the reported metrics are those of the written texts
+    const refs = groups.map((g) => g.refs);
+    assert.equal(e2e.bleu, corpusBleu(predictions, refs).bleu);
+    assert.equal(e2e.rougeL, corpusRougeL(predictions, refs).rougeL);
+    assert.equal(e2e.nist, corpusNist(predictions, refs));
+    assert.equal(e2e.cider, corpusCider(predictions, refs));
+    const metrics = s.evalMetrics as Record<string, number>;
+    assert.equal(metrics.eval_bleu, e2e.bleu);
+    assert.ok(e2e.rougeL > 0, `ROUGE-L ${e2e.rougeL}: the adapter learned nothing of the references (${predictions.join(' | ')})`);
+    // and the texts are what beam search generates with the saved adapter
+    const model = loadPretrained(dir).model as unknown as Parameters<typeof beamSearch>[0] & Module;
+    PeftModel.fromPretrained(model, out);
+    const tok = (await loadTokenizer(dir))!;
+    groups.forEach((g, i) => {
+      const result = beamSearch(model, tok.encode(e2ePrompt(g.mr)), { ...beams, eosTokenIds: [100] });
+      const ids = result.finishReason === 'eos' ? result.tokens.slice(0, -1) : result.tokens;
+      assert.equal(predictions[i], tok.decode(ids).replace(/\s+/g, ' ').trim());
+    });
+    const log = JSON.parse(fs.readFileSync(path.join(out, 'training_log.json'), 'utf8')) as { options: Record<string, unknown>; summary: { e2e: unknown } };
+    assert.equal(log.options.labelSmoothing, 0.1);
+    assert.deepEqual(log.summary.e2e, e2e);
+  });
+
+  test('the generation flags need the E2E eval; a too long --max-new-tokens fails before training', async () => {
+    const { dir, file } = setup('e2e-flags');
+    const out = tmpPath('out-e2e-flags');
+    const r = await vera(['train', '--model', dir, '--data-format', 'e2e', '--data', file, '--method', 'vera', '--r', '4', '--num-beams', '4', '--steps', '1', '--out', out, '--quiet']);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr.trim(), /^vera: --num-beams is for the E2E generation eval \(--task causal-lm --data-format e2e with --eval-data\)$/);
+    const r2 = await vera(['train', '--model', dir, '--data-format', 'e2e', '--data', file, '--eval-data', file, '--method', 'vera', '--r', '4', '--max-new-tokens', '60', '--steps', '1', '--out', out, '--quiet']);
+    assert.match(r2.stderr.trim(), /e2e-flags\.csv: an MR prompt of \d+ tokens \+ --max-new-tokens 60 exceeds the model's context of 64 positions$/);
+    assert.ok(!fs.existsSync(out));
   });
 });

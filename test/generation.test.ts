@@ -237,6 +237,20 @@ describe('vera generate', () => {
     assert.equal(streamed.stdout, `${expected.text}\n`);
   });
 
+  test('--num-beams, --length-penalty, --no-repeat-ngram-size: the library beam search', async () => {
+    const tokenizer = (await loadTokenizer(LLAMA))!;
+    const prompt = tokenizer.encode('The a');
+    const opts = { maxNewTokens: 10, numBeams: 3, lengthPenalty: 0.9, noRepeatNgramSize: 2, decode: (ids: readonly number[]) => tokenizer.decode(ids) };
+    const expected = generate(lm(LLAMA), prompt, opts);
+    const json = vera(['--model', LLAMA, '--prompt', 'The a', '--max-new-tokens', '10', '--num-beams', '3', '--length-penalty', '0.9', '--no-repeat-ngram-size', '2', '--json']);
+    assert.equal(json.code, 0, json.stderr);
+    assert.deepEqual(JSON.parse(json.stdout).tokens, expected.tokens);
+    assert.notDeepEqual(generate(lm(LLAMA), prompt, { ...opts, noRepeatNgramSize: 0 }).tokens, expected.tokens, 'the n-gram rule matters for this prompt');
+    const bad = vera(['--model', LLAMA, '--prompt', 'x', '--num-beams', '2', '--temperature', '0.7']);
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.stderr, /--num-beams > 1 is beam search/);
+  });
+
   test('--chat formats the prompt with the template (one bos) and stops at the turn end; sampling flags are seeded', async () => {
     const tokenizer = (await loadTokenizer(LLAMA))!;
     const text = '<s><|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n';

@@ -1,6 +1,6 @@
 // Option parsers shared by the subcommands: each rejects bad values with a one-line error
 // naming the flag.
-import { InvalidArgumentError } from 'commander';
+import { InvalidArgumentError, Option } from 'commander';
 
 export function positiveInt(value: string): number {
   const n = Number(value);
@@ -47,4 +47,14 @@ export function oneOf<T extends string>(options: readonly T[]): (value: string) 
     if (!options.includes(value as T)) throw new InvalidArgumentError(`must be one of ${options.join(', ')}`);
     return value as T;
   };
+}
+
+/**
+ * --no-repeat-ngram-size <n> (transformers' no_repeat_ngram_size). Commander reads a long name
+ * starting with --no- as the negation of a boolean; this one is a plain numeric flag.
+ */
+export function noRepeatNgramSizeOption(defaultValue = 0, description = 'never repeat an n-gram (prompt included); 0 = off'): Option {
+  const option = new Option('--no-repeat-ngram-size <n>', description);
+  option.negate = false;
+  return option.argParser(nonNegativeInt).default(defaultValue);
 }

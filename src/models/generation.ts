@@ -1,7 +1,9 @@
 // Autoregressive generation for the decoders (GPT-2, the Llama family), as transformers'
-// `generate` with greedy search or multinomial sampling: the prompt runs once into a KV cache, then
-// each step feeds only the newest token. Sampling applies transformers' logits warpers in their
-// order (temperature, top-k, top-p) and draws with our seeded Rng, so a seed reproduces a run.
+// `generate` with greedy search, multinomial sampling or beam search: the prompt runs once into a
+// KV cache, then each step feeds only the newest token (of every beam). Sampling applies
+// transformers' logits warpers in their order (temperature, top-k, top-p) and draws with our
+// seeded Rng, so a seed reproduces a run. Beam search follows transformers' BeamSearchScorer
+// (v4.30 semantics: the length penalty divides by the whole sequence's length, prompt included).
 import { Rng, noGrad, type Tensor } from '../tensor/index.js';
 import { fail } from '../io/errors.js';
 import { KVCache, type CausalLMForwardOptions } from './kv-cache.js';
@@ -47,6 +49,14 @@ export interface GenerationOptions {
   seed?: number;
   /** Called with every step, as the stream yields it. */
   onToken?: (step: GenerationStep) => void;
+  /** Beams of beam search; 1 (default) is greedy search or sampling. Beam search is deterministic (no doSample). */
+  numBeams?: number;
+  /** Beam search: a finished hypothesis scores sum(log p) / length^lengthPenalty, length counting the prompt (default 1). */
+  lengthPenalty?: number;
+  /** Beam search's stopping rule, as transformers' early_stopping: true, false (default: heuristic) or 'never'. */
+  earlyStopping?: boolean | 'never';
+  /** Never repeat an n-gram of this size (prompt included), as transformers' no_repeat_ngram_size; 0 (default) turns it off. */
+  noRepeatNgramSize?: number;
 }
 
 export interface GenerationStep {
@@ -126,6 +136,22 @@ export function sampleIndex(probs: Float64Array, rng: Rng): number {
   return last; // rounding left u just above the total
 }
 
+/**
+ * Tokens that would repeat an n-gram of `sequence` (transformers' NoRepeatNGramLogitsProcessor):
+ * the tokens that followed an earlier occurrence of the sequence's last n−1 tokens.
+ */
+export function bannedNgramTokens(sequence: readonly number[], n: number): number[] {
+  if (n <= 0 || sequence.length + 1 < n) return [];
+  const tail = sequence.slice(sequence.length - n + 1);
+  const banned: number[] = [];
+  for (let start = 0; start + n <= sequence.length; start++) {
+    let same = true;
+    for (let j = 0; j < n - 1 && same; j++) same = sequence[start + j] === tail[j];
+    if (same) banned.push(sequence[start + n - 1]);
+  }
+  return banned;
+}
+
 function argmax(row: Float32Array): number {
   let best = 0;
   for (let i = 1; i < row.length; i++) if (row[i] > row[best]) best = i;
@@ -142,6 +168,12 @@ function checkOptions(opts: GenerationOptions): void {
   if (!(topP > 0 && topP <= 1)) fail(`generate: topP must be in (0, 1], got ${topP}`);
   if (opts.stopStrings?.length && !opts.decode) fail('generate: stopStrings need a decode function');
   if (opts.stopStrings?.some((s) => s === '')) fail('generate: a stop string must not be empty');
+  const { numBeams = 1, lengthPenalty = 1, noRepeatNgramSize = 0 } = opts;
+  if (!Number.isSafeInteger(numBeams) || numBeams < 1) fail(`generate: numBeams must be a positive integer, got ${numBeams}`);
+  if (!Number.isFinite(lengthPenalty)) fail(`generate: lengthPenalty must be a finite number, got ${lengthPenalty}`);
+  if (!Number.isSafeInteger(noRepeatNgramSize) || noRepeatNgramSize < 0) fail(`generate: noRepeatNgramSize must be a non-negative integer, got ${noRepeatNgramSize}`);
+  if (numBeams > 1 && opts.doSample) fail('generate: beam search (numBeams > 1) does not sample; drop doSample');
+  if (numBeams > 1 && opts.stopStrings?.length) fail('generate: stop strings are for greedy search and sampling, not beam search');
 }
 
 /**
@@ -158,8 +190,10 @@ export function* generateStream(model: CausalLM | { readonly model: CausalLM }, 
   if (limit !== null && prompt.length + maxNewTokens > limit) {
     fail(`generate: prompt of ${prompt.length} tokens + ${maxNewTokens} new tokens exceeds the model's context of ${limit} positions`);
   }
+  if ((opts.numBeams ?? 1) > 1) return yield* replay(beamSearch(lm, prompt, opts), opts);
   const eos = new Set(opts.eosTokenIds ?? lm.eosTokenIds);
   const rng = opts.rng ?? new Rng(opts.seed ?? 0);
+  const ngram = opts.noRepeatNgramSize ?? 0;
   const decode = opts.decode;
   const cache = new KVCache();
   const tokens: number[] = [];
@@ -173,6 +207,7 @@ export function* generateStream(model: CausalLM | { readonly model: CausalLM }, 
     let input = Int32Array.from(prompt);
     for (let step = 0; step < maxNewTokens; step++) {
       const row = noGrad(() => lm.forward(input, [1, input.length], { cache, logitsToKeep: 1 }).toFloat32Array());
+      if (ngram > 0) for (const t of bannedNgramTokens([...prompt, ...tokens], ngram)) row[t] = -Infinity;
       const token = opts.doSample ? sampleIndex(samplingProbabilities(row, opts), rng) : argmax(row);
       tokens.push(token);
       input = Int32Array.of(token);
@@ -201,6 +236,189 @@ export function* generateStream(model: CausalLM | { readonly model: CausalLM }, 
   const textTokens = finishReason === 'eos' ? tokens.slice(0, -1) : tokens;
   // some decoders refuse an empty list
   return { tokens, text: decode ? (textTokens.length === 0 ? '' : decode(textTokens)) : null, finishReason };
+}
+
+/** Yields the tokens of a finished (beam search) result as steps, with their text deltas. */
+function* replay(result: GenerationResult, opts: GenerationOptions): Generator<GenerationStep, GenerationResult> {
+  let emitted = '';
+  const eos = opts.eosTokenIds;
+  for (let i = 0; i < result.tokens.length; i++) {
+    let text = '';
+    const isEos = result.finishReason === 'eos' && i === result.tokens.length - 1;
+    if (opts.decode && !isEos && !(eos?.includes(result.tokens[i]) ?? false)) {
+      const full = opts.decode(result.tokens.slice(0, i + 1));
+      if (!full.endsWith('\uFFFD') && full.startsWith(emitted)) {
+        text = full.slice(emitted.length);
+        emitted = full;
+      }
+    }
+    const event = { token: result.tokens[i], text };
+    opts.onToken?.(event);
+    yield event;
+  }
+  return result;
+}
+
+// ---------------------------------------------------------------- beam search
+
+/** A finished hypothesis: its generated tokens (eos excluded) and its length-penalized score. */
+interface Hypothesis {
+  tokens: number[];
+  score: number;
+  eos: number | null;
+}
+
+/** The best `numBeams` finished hypotheses (transformers' BeamHypotheses). */
+class Hypotheses {
+  readonly list: Hypothesis[] = [];
+  private worst = 1e9;
+
+  constructor(
+    private readonly numBeams: number,
+    private readonly lengthPenalty: number,
+    private readonly earlyStopping: boolean | 'never',
+    private readonly maxLength: number,
+  ) {}
+
+  /** `length` is the whole sequence's (prompt + generated, eos excluded). */
+  add(tokens: number[], sumLogprobs: number, length: number, eos: number | null): void {
+    const score = sumLogprobs / length ** this.lengthPenalty;
+    if (this.list.length < this.numBeams || score > this.worst) {
+      this.list.push({ tokens, score, eos });
+      if (this.list.length > this.numBeams) {
+        const order = this.list.map((h, i) => [h.score, i] as const).sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+        this.list.splice(order[0][1], 1);
+        this.worst = order[1][0];
+      } else this.worst = Math.min(score, this.worst);
+    }
+  }
+
+  /** Whether no running beam can beat the worst kept hypothesis any more. */
+  isDone(bestSumLogprobs: number, curLength: number): boolean {
+    if (this.list.length < this.numBeams) return false;
+    if (this.earlyStopping === true) return true;
+    // false: the heuristic bound from the current length; 'never': the exact bound
+    const length = this.earlyStopping === 'never' && this.lengthPenalty > 0 ? this.maxLength : curLength;
+    return this.worst >= bestSumLogprobs / length ** this.lengthPenalty;
+  }
+
+  /** The best hypothesis (of equal scores, the one added last, as transformers' sort-and-pop). */
+  best(): Hypothesis {
+    let best = this.list[0];
+    for (const h of this.list) if (h.score >= best.score) best = h;
+    return best;
+  }
+}
+
+/** Log-softmax of each row of `logits` (rows·vocab) in double. */
+function logSoftmaxRows(logits: Float32Array, rows: number, vocab: number): Float64Array {
+  const out = new Float64Array(rows * vocab);
+  for (let r = 0; r < rows; r++) {
+    let max = -Infinity;
+    for (let v = 0; v < vocab; v++) max = Math.max(max, logits[r * vocab + v]);
+    let sum = 0;
+    for (let v = 0; v < vocab; v++) sum += Math.exp(logits[r * vocab + v] - max);
+    const lse = max + Math.log(sum);
+    for (let v = 0; v < vocab; v++) out[r * vocab + v] = logits[r * vocab + v] - lse;
+  }
+  return out;
+}
+
+/** Indices of the k largest scores, best first (ties: the lower index first). */
+function topIndices(scores: Float64Array, k: number): number[] {
+  const top: number[] = [];
+  for (let i = 0; i < scores.length; i++) {
+    const s = scores[i];
+    if (top.length === k && !(s > scores[top[k - 1]])) continue;
+    let at = top.length === k ? k - 1 : top.length;
+    while (at > 0 && s > scores[top[at - 1]]) at--;
+    top.splice(at, 0, i);
+    if (top.length > k) top.pop();
+  }
+  return top;
+}
+
+/**
+ * Beam search as transformers' `generate(num_beams=…)` with BeamSearchScorer: every step scores
+ * each beam's log-softmax plus its running sum, keeps the best 2·numBeams candidates of all beams,
+ * sends candidates ending in eos (ranked within the first numBeams) to the finished hypotheses and
+ * continues with the best numBeams others. The beams run as one batch over a shared KV cache whose
+ * rows are reordered to follow their parents.
+ */
+export function beamSearch(model: CausalLM | { readonly model: CausalLM }, prompt: readonly number[], opts: GenerationOptions = {}): GenerationResult {
+  const lm = 'forward' in model ? model : model.model;
+  checkOptions(opts);
+  const numBeams = opts.numBeams ?? 1;
+  const maxNewTokens = opts.maxNewTokens ?? 20;
+  if (prompt.length === 0) fail('generate: the prompt is empty (a causal LM needs at least one token to start from)');
+  const limit = lm.contextLength;
+  if (limit !== null && prompt.length + maxNewTokens > limit) {
+    fail(`generate: prompt of ${prompt.length} tokens + ${maxNewTokens} new tokens exceeds the model's context of ${limit} positions`);
+  }
+  const eosIds = opts.eosTokenIds ?? lm.eosTokenIds;
+  const eos = new Set(eosIds);
+  const ngram = opts.noRepeatNgramSize ?? 0;
+  const vocab = lm.config.vocabSize;
+  const maxLength = prompt.length + maxNewTokens;
+  const hyps = new Hypotheses(numBeams, opts.lengthPenalty ?? 1, opts.earlyStopping ?? false, maxLength);
+  // every beam starts as the prompt; only the first counts until the beams differ
+  let beams: number[][] = Array.from({ length: numBeams }, () => []);
+  let beamScores = Float64Array.from({ length: numBeams }, (_, i) => (i === 0 ? 0 : -1e9));
+  const cache = new KVCache();
+  const candidates = Math.max(2, 1 + eos.size) * numBeams;
+  let done = false;
+  const wasTraining = lm.training;
+  lm.train(false);
+  try {
+    noGrad(() => {
+      // the prompt runs once (batch 1); its cache row is copied to every beam
+      let logits = lm.forward(Int32Array.from(prompt), [1, prompt.length], { cache, logitsToKeep: 1 }).toFloat32Array();
+      cache.selectRows(new Int32Array(numBeams));
+      logits = Float32Array.from({ length: numBeams * vocab }, (_, i) => logits[i % vocab]);
+      for (let generated = 0; ; ) {
+        const curLength = prompt.length + generated;
+        const scores = logSoftmaxRows(logits, numBeams, vocab);
+        for (let b = 0; b < numBeams; b++) {
+          if (ngram > 0) for (const t of bannedNgramTokens([...prompt, ...beams[b]], ngram)) scores[b * vocab + t] = -Infinity;
+          for (let v = 0; v < vocab; v++) scores[b * vocab + v] += beamScores[b];
+        }
+        const nextBeams: number[][] = [];
+        const nextScores: number[] = [];
+        const parents: number[] = [];
+        const nextTokens: number[] = [];
+        const top = topIndices(scores, candidates);
+        for (let rank = 0; rank < top.length && nextBeams.length < numBeams; rank++) {
+          const parent = Math.floor(top[rank] / vocab);
+          const token = top[rank] % vocab;
+          if (eos.has(token)) {
+            if (rank < numBeams) hyps.add([...beams[parent]], scores[top[rank]], curLength, token);
+          } else {
+            nextBeams.push([...beams[parent], token]);
+            nextScores.push(scores[top[rank]]);
+            parents.push(parent);
+            nextTokens.push(token);
+          }
+        }
+        if (nextBeams.length < numBeams) fail(`generate: fewer than ${numBeams} beams can continue (more eos candidates than beams)`);
+        done = hyps.isDone(scores[top[0]], curLength);
+        beams = nextBeams;
+        beamScores = Float64Array.from(nextScores);
+        generated++;
+        if (done || generated >= maxNewTokens) break;
+        cache.selectRows(Int32Array.from(parents));
+        logits = lm.forward(Int32Array.from(nextTokens), [numBeams, 1], { cache, logitsToKeep: 1 }).toFloat32Array();
+      }
+    });
+  } finally {
+    lm.train(wasTraining);
+  }
+  if (!done) for (let b = 0; b < numBeams; b++) hyps.add(beams[b], beamScores[b], prompt.length + beams[b].length, null);
+  const best = hyps.best();
+  // transformers appends eos to a hypothesis shorter than max_length: one that ended in eos
+  const finished = best.tokens.length < maxNewTokens;
+  const tokens = finished ? [...best.tokens, best.eos ?? eosIds[0]] : best.tokens;
+  const decode = opts.decode;
+  return { tokens, text: decode ? (best.tokens.length === 0 ? '' : decode(best.tokens)) : null, finishReason: finished ? 'eos' : 'length' };
 }
 
 /**

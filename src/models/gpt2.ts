@@ -3,7 +3,7 @@
 // same dotted paths (`transformer.h.0.attn.c_attn`). Every layer calls its children through their
 // properties, so a child that PEFT swaps in is the one that runs.
 import { F, Tensor, defaultRng, type Rng } from '../tensor/index.js';
-import { Conv1D, Dropout, Embedding, LayerNorm, Linear, Module, ModuleList } from '../nn/index.js';
+import { Conv1D, Dropout, Embedding, LayerNorm, Linear, Module, ModuleList, labelSmoothedCrossEntropy } from '../nn/index.js';
 import { fail } from '../io/errors.js';
 import { Activation, ACTIVATION_NAMES, type ActivationName } from './activations.js';
 import { ConfigReader, asJsonObject, type JsonObject } from './config.js';
@@ -319,9 +319,9 @@ export class GPT2LMHeadModel extends Module {
  * Causal LM loss as Hugging Face computes it: logits at position t predict token t+1 of `labels`
  * (default: the input ids); the mean cross-entropy over targets that are not `ignoreIndex`.
  * Shifting is done on the targets (the last position of each row gets none), so the logits are
- * used in place.
+ * used in place. `labelSmoothing` ε > 0 mixes in the uniform distribution (torch's label_smoothing).
  */
-export function causalLmLoss(logits: Tensor, inputIds: Int32Array, shape: readonly [number, number], ignoreIndex = -100, labels?: Int32Array): Tensor {
+export function causalLmLoss(logits: Tensor, inputIds: Int32Array, shape: readonly [number, number], ignoreIndex = -100, labels?: Int32Array, labelSmoothing = 0): Tensor {
   const [batch, seq] = shape;
   const source = labels ?? inputIds;
   if (logits.ndim !== 3 || logits.shape[0] !== batch || logits.shape[1] !== seq) {
@@ -332,5 +332,5 @@ export function causalLmLoss(logits: Tensor, inputIds: Int32Array, shape: readon
   for (let b = 0; b < batch; b++) {
     for (let t = 0; t + 1 < seq; t++) targets[b * seq + t] = source[b * seq + t + 1];
   }
-  return F.crossEntropy(logits, targets, { ignoreIndex });
+  return labelSmoothing > 0 ? labelSmoothedCrossEntropy(logits, targets, labelSmoothing, ignoreIndex) : F.crossEntropy(logits, targets, { ignoreIndex });
 }

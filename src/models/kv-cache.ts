@@ -22,6 +22,20 @@ export class LayerKV {
     this.value = this.value === null ? value.detach() : F.concat([this.value, value.detach()], 2);
     return [this.key, this.value];
   }
+
+  /** Keeps batch rows `rows` (in that order, repeats allowed): beam search's reordering of the past. */
+  selectRows(rows: Int32Array): void {
+    if (this.key === null || this.value === null) return;
+    this.key = selectBatchRows(this.key, rows);
+    this.value = selectBatchRows(this.value, rows);
+  }
+}
+
+/** Rows of dimension 0 of `x` picked by `rows`: an embedding lookup over x viewed as (batch, rest). */
+function selectBatchRows(x: Tensor, rows: Int32Array): Tensor {
+  const [batch, ...rest] = x.shape;
+  const flat = F.reshape(x, [batch, rest.reduce((a, b) => a * b, 1)]);
+  return F.reshape(F.embedding(flat, rows), [rows.length, ...rest]);
 }
 
 /** Per-layer caches of one decoder, created as layers ask for them. */
@@ -31,6 +45,11 @@ export class KVCache {
   layer(index: number): LayerKV {
     while (this.layers.length <= index) this.layers.push(new LayerKV());
     return this.layers[index];
+  }
+
+  /** Keeps batch rows `rows` of every layer (beam search: each beam continues the past of the beam it extends). */
+  selectRows(rows: Int32Array): void {
+    for (const layer of this.layers) layer.selectRows(rows);
   }
 
   /** Positions already cached (those of layer 0, which every forward fills first). */

@@ -1,5 +1,6 @@
 // `vera generate`: text from a causal LM (GPT-2 or the Llama family), optionally with an adapter,
-// streamed to stdout as it is produced. Greedy by default; --temperature, --top-k or --top-p sample.
+// streamed to stdout as it is produced. Greedy by default; --temperature, --top-k or --top-p sample;
+// --num-beams > 1 is beam search (printed once it ends).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { InvalidArgumentError, type Command } from 'commander';
@@ -9,7 +10,7 @@ import { loadPretrained, generateAsync, isCausalLM, type CausalLM, type Generati
 import { PeftModel } from '../../peft/index.js';
 import { loadTokenizer, type Tokenizer } from '../../data/tokenizer.js';
 import { loadChatTemplate } from '../../data/chat-template.js';
-import { finiteNumber, nonNegativeInt, positiveInt } from '../options.js';
+import { finiteNumber, noRepeatNgramSizeOption, nonNegativeInt, positiveInt } from '../options.js';
 
 interface GenerateFlags {
   model: string;
@@ -21,6 +22,9 @@ interface GenerateFlags {
   topP?: number;
   seed: number;
   stop?: string[];
+  numBeams: number;
+  lengthPenalty: number;
+  noRepeatNgramSize: number;
   chat?: boolean;
   json?: boolean;
 }
@@ -77,11 +81,16 @@ export function registerGenerate(program: Command): void {
     .option('--top-p <p>', 'nucleus sampling: the smallest set of tokens whose probability reaches p', topPValue)
     .option('--seed <s>', 'seed of the sampling generator', nonNegativeInt, 0)
     .option('--stop <strings...>', 'stop once the generated text contains one of these')
+    .option('--num-beams <n>', 'beam search with n beams (1 = greedy search or sampling); not with sampling or --stop', positiveInt, 1)
+    .option('--length-penalty <x>', 'beam search: a finished beam scores sum(log p) / length^x (length counts the prompt)', finiteNumber, 1)
+    .addOption(noRepeatNgramSizeOption())
     .option('--chat', "format the prompt as a user message with the tokenizer_config.json's chat_template")
     .option('--json', 'print {"prompt_tokens", "tokens", "text", "finish_reason"} as one JSON line instead of streaming')
     .action(async (o: GenerateFlags) => {
       const { doSample, temperature } = samplingFlags(o);
       if (o.stop?.some((s) => s === '')) throw new VeraError('--stop: a stop string must not be empty');
+      if (o.numBeams > 1 && doSample) throw new VeraError('--num-beams > 1 is beam search, which does not sample; drop --temperature/--top-k/--top-p');
+      if (o.numBeams > 1 && o.stop?.length) throw new VeraError('--stop is for greedy search and sampling, not --num-beams > 1');
       const loaded = loadPretrained(o.model);
       const model = loaded.model;
       if (!isCausalLM(model)) throw new VeraError(`${o.model}: generate needs a causal language model, this is a ${loaded.modelType}`);
@@ -107,6 +116,9 @@ export function registerGenerate(program: Command): void {
         seed: o.seed,
         eosTokenIds: eos,
         stopStrings: o.stop,
+        numBeams: o.numBeams,
+        lengthPenalty: o.lengthPenalty,
+        noRepeatNgramSize: o.noRepeatNgramSize,
         decode: (ids) => tokenizer.decode(ids),
       });
       let result: GenerationResult;

@@ -7,7 +7,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { collateCausalLm, IGNORE_INDEX, readCausalLmJsonl, sequentialBatches, type CausalLmData } from '../../data/jsonl.js';
-import { encodeE2e, readE2eCsv, type E2eEncoded } from '../../data/e2e.js';
+import { e2ePrompt, encodeE2e, groupReferences, readE2eCsv, type E2eEncoded, type E2eGroup } from '../../data/e2e.js';
+import { e2eMetrics } from '../../data/text-metrics.js';
 import { GLUE_SPECS, readGlueTsv, type GlueData, type GlueTask } from '../../data/glue.js';
 import { glueMetric } from '../../data/metrics.js';
 import { loadFashionMnist } from '../../data/fashion-mnist.js';
@@ -17,10 +18,10 @@ import { readJsonFile } from '../../io/atomic.js';
 import { fail } from '../../io/errors.js';
 import { loadCheckpointTensors } from '../../io/safetensors.js';
 import {
-  bertCheckpointPath, bertNewlyInitialized, causalLmLoss, isCausalLM, loadCheckpointInto, loadPretrained, modelFromConfig, robertaCheckpointPath, robertaNewlyInitialized,
-  type BertForSequenceClassification, type CNN, type MLP, type RobertaForSequenceClassification, type ViTForImageClassification,
+  beamSearch, bertCheckpointPath, bertNewlyInitialized, causalLmLoss, generate, isCausalLM, loadCheckpointInto, loadPretrained, modelFromConfig, robertaCheckpointPath, robertaNewlyInitialized,
+  type BertForSequenceClassification, type CausalLM, type CNN, type MLP, type RobertaForSequenceClassification, type ViTForImageClassification,
 } from '../../models/index.js';
-import type { Module } from '../../nn/index.js';
+import { labelSmoothedCrossEntropy, type Module } from '../../nn/index.js';
 import { F, Tensor, defaultRng, noGrad } from '../../tensor/index.js';
 
 export const TASKS = ['causal-lm', 'seq-cls', 'img-cls'] as const;
@@ -30,6 +31,8 @@ export type DataFormat = (typeof DATA_FORMATS)[number];
 export const DEFAULT_FORMAT: Record<TaskName, DataFormat> = { 'causal-lm': 'jsonl', 'seq-cls': 'glue', 'img-cls': 'idx' };
 const FORMATS_OF: Record<TaskName, readonly DataFormat[]> = { 'causal-lm': ['jsonl', 'e2e'], 'seq-cls': ['glue'], 'img-cls': ['idx'] };
 export const DEFAULT_SEQ_LEN = 128;
+/** Tokens generated per MR in the E2E eval (LoRA's E2E setup generates up to 64). */
+export const DEFAULT_MAX_NEW_TOKENS = 64;
 
 export interface TaskOptions {
   task: TaskName;
@@ -40,7 +43,30 @@ export interface TaskOptions {
   glueTask?: GlueTask;
   seqLen?: number;
   batchSize: number;
+  /** ε of label smoothing on the training loss (0: none). */
+  labelSmoothing?: number;
+  /** causal-lm on E2E with eval data: how the eval MRs are generated for BLEU / ROUGE-L. */
+  generation?: E2eGenerationOptions;
   log: (line: string) => void;
+}
+
+/** Beam search settings of the E2E generation eval (LoRA's and VeRA's: 10 beams, 0.9, no 4-gram repeats). */
+export interface E2eGenerationOptions {
+  numBeams: number;
+  lengthPenalty: number;
+  noRepeatNgramSize: number;
+  /** Default: 64, or fewer when the model's context leaves less after the longest prompt. */
+  maxNewTokens?: number;
+  /** Generate for the first n MRs of the eval file only. */
+  limit?: number;
+}
+
+/** The E2E generation eval: one text per MR, and the metrics against that MR's references. */
+export interface E2eEvaluation {
+  groups: E2eGroup[];
+  predictions: string[];
+  metrics: { bleu: number; nist: number; rouge_l: number; cider: number };
+  maxNewTokens: number;
 }
 
 /** What runTrain needs from a task. */
@@ -57,6 +83,8 @@ export interface PreparedTask {
   loss(indices: number[]): { loss: Tensor; items: number };
   /** Eval metrics (loss, and the task's), run under noGrad; null without --eval-data. */
   evaluate: (() => Record<string, number>) | null;
+  /** causal-lm on E2E with eval data: generates for each eval MR and scores the texts. */
+  evaluateGeneration?: (onProgress?: (done: number, total: number) => void) => E2eEvaluation;
   /** The sequence length used (causal-lm, seq-cls). */
   seqLen: number | null;
   counts: { examples: number; skipped: number; truncated: number; evalExamples: number | null };
@@ -135,7 +163,7 @@ async function prepareCausalLm(o: TaskOptions): Promise<PreparedTask> {
 
   let tokenizer: Promise<Tokenizer | null> | null = null;
   const getTokenizer = (): Promise<Tokenizer | null> => (tokenizer ??= loadTokenizer(o.model));
-  type Read = { sequences: LmSequence[]; log: Record<string, unknown>; skipped: number; truncated: number };
+  type Read = { sequences: LmSequence[]; log: Record<string, unknown>; skipped: number; truncated: number; groups?: E2eGroup[]; tokenizer?: Tokenizer };
   const read = async (file: string): Promise<Read> => {
     if (o.dataFormat === 'e2e') {
       const tok = await getTokenizer();
@@ -146,7 +174,7 @@ async function prepareCausalLm(o: TaskOptions): Promise<PreparedTask> {
       if (bad !== undefined) fail(`${file}: ${tok.file} gave token id ${bad}, outside the model's vocabulary [0, ${vocabSize})`);
       if (enc.sequences.length === 0) fail(`${file}: no row fits --seq-len ${seqLen} (every MR prompt is longer)`);
       const log = { file, format: 'e2e', rows: rows.length, sequences: enc.sequences.length, skipped: enc.skipped, truncated: enc.truncated, targetTokens: enc.targetTokens };
-      return { sequences: enc.sequences, log, skipped: enc.skipped, truncated: enc.truncated };
+      return { sequences: enc.sequences, log, skipped: enc.skipped, truncated: enc.truncated, groups: groupReferences(rows), tokenizer: tok };
     }
     const data: CausalLmData = await readCausalLmJsonl(file, { vocabSize, seqLen, tokenizerDir: o.model, tokenizer: getTokenizer });
     if (data.sequences.length === 0) fail(`${file}: no sequence with at least 2 tokens (${data.records} lines read, ${data.skipped} too short)`);
@@ -155,6 +183,7 @@ async function prepareCausalLm(o: TaskOptions): Promise<PreparedTask> {
   };
   const train = await read(o.data);
   const evalSet = o.evalData !== undefined ? await read(o.evalData) : null;
+  const evaluateGeneration = evalSet?.groups && o.generation ? e2eGenerationEval(model, evalSet.groups, evalSet.tokenizer!, eosId, o.generation, o.evalData!) : undefined;
 
   const evaluate = (set: Read) => (): Record<string, number> =>
     inEvalMode(model, () => {
@@ -181,13 +210,44 @@ async function prepareCausalLm(o: TaskOptions): Promise<PreparedTask> {
     loss(indices) {
       const batch = collateLm(indices.map((i) => train.sequences[i]), padId);
       const logits = model.forward(batch.inputIds, batch.shape, { attentionMask: batch.attentionMask });
-      return { loss: causalLmLoss(logits, batch.inputIds, batch.shape, IGNORE_INDEX, batch.labels), items: batch.tokens };
+      return { loss: causalLmLoss(logits, batch.inputIds, batch.shape, IGNORE_INDEX, batch.labels, o.labelSmoothing ?? 0), items: batch.tokens };
     },
     evaluate: evalSet ? evaluate(evalSet) : null,
+    evaluateGeneration,
     seqLen,
     counts: { examples: train.sequences.length, skipped: train.skipped, truncated: train.truncated, evalExamples: evalSet?.sequences.length ?? null },
     dataLog: train.log,
     evalDataLog: evalSet?.log ?? null,
+  };
+}
+
+/**
+ * The E2E generation eval of LoRA's and VeRA's papers: beam search from each distinct MR's prompt
+ * (the first `limit` MRs), the text up to eos, scored with BLEU, NIST, ROUGE-L and CIDEr against all of that
+ * MR's references. Prompt lengths are checked here, before training.
+ */
+function e2eGenerationEval(model: CausalLM, allGroups: E2eGroup[], tokenizer: Tokenizer, eosId: number | null, g: E2eGenerationOptions, file: string): (onProgress?: (done: number, total: number) => void) => E2eEvaluation {
+  const groups = allGroups.slice(0, g.limit ?? allGroups.length);
+  const noRefs = groups.findIndex((x) => x.refs.length === 0);
+  if (noRefs >= 0) fail(`${file}: MR ${noRefs + 1} has no reference (the file needs a "ref" column to be scored)`);
+  const prompts = groups.map((x) => tokenizer.encode(e2ePrompt(x.mr)));
+  const longest = Math.max(...prompts.map((p) => p.length));
+  const context = model.contextLength ?? Infinity;
+  const maxNewTokens = g.maxNewTokens ?? Math.min(DEFAULT_MAX_NEW_TOKENS, context - longest);
+  if (longest + maxNewTokens > context || maxNewTokens < 1) {
+    fail(`${file}: an MR prompt of ${longest} tokens + ${maxNewTokens < 1 ? 'a generated token' : `--max-new-tokens ${maxNewTokens}`} exceeds the model's context of ${context} positions`);
+  }
+  return (onProgress) => {
+    const opts = { numBeams: g.numBeams, lengthPenalty: g.lengthPenalty, noRepeatNgramSize: g.noRepeatNgramSize, maxNewTokens, eosTokenIds: eosId === null ? [] : [eosId] };
+    const predictions = prompts.map((prompt, i) => {
+      const result = g.numBeams > 1 ? beamSearch(model, prompt, opts) : generate(model, prompt, opts);
+      onProgress?.(i + 1, prompts.length);
+      const ids = result.finishReason === 'eos' ? result.tokens.slice(0, -1) : result.tokens;
+      // one line per MR in the predictions file
+      return ids.length === 0 ? '' : tokenizer.decode(ids).replace(/\s+/g, ' ').trim();
+    });
+    const metrics = e2eMetrics(predictions, groups.map((x) => x.refs));
+    return { groups, predictions, metrics, maxNewTokens };
   };
 }
 
@@ -270,6 +330,7 @@ async function prepareSeqCls(o: TaskOptions): Promise<PreparedTask> {
   const train = read(o.data);
   const evalSet = o.evalData !== undefined ? read(o.evalData) : null;
   const regression = GLUE_SPECS[task].labelNames === null;
+  if (regression && o.labelSmoothing) fail(`--label-smoothing is for classification; --glue-task ${task} is a regression`);
 
   const forward = (rows: readonly EncodedExample[]): Tensor => {
     const seq = Math.max(...rows.map((r) => r.ids.length));
@@ -309,7 +370,10 @@ async function prepareSeqCls(o: TaskOptions): Promise<PreparedTask> {
     unit: 'samples',
     loss(indices) {
       const rows = indices.map((i) => train.examples[i]);
-      return { loss: model.loss(forward(rows), labelsOf(rows)), items: rows.length };
+      const logits = forward(rows);
+      // single-label classification's loss is cross-entropy, which label smoothing generalizes
+      const loss = o.labelSmoothing ? labelSmoothedCrossEntropy(logits, Int32Array.from(rows, (r) => r.label), o.labelSmoothing) : model.loss(logits, labelsOf(rows));
+      return { loss, items: rows.length };
     },
     evaluate: evalSet ? evaluate(evalSet) : null,
     seqLen,
@@ -417,7 +481,8 @@ async function prepareImgCls(o: TaskOptions): Promise<PreparedTask> {
     unit: 'samples',
     loss(indices) {
       const logits = model.forward(input(train, indices));
-      return { loss: lossOf(logits, Int32Array.from(indices, (i) => train.labels[i])), items: indices.length };
+      const labels = Int32Array.from(indices, (i) => train.labels[i]);
+      return { loss: o.labelSmoothing ? labelSmoothedCrossEntropy(logits, labels, o.labelSmoothing) : lossOf(logits, labels), items: indices.length };
     },
     evaluate: evalSet ? evaluate(evalSet) : null,
     seqLen: null,

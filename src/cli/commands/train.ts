@@ -28,10 +28,21 @@ import {
 } from '../../peft/index.js';
 import { manualSeed, type Tensor } from '../../tensor/index.js';
 import { AdamW, hasCheckpoint, ReplayRng, TRAINER_STATE_FILE, train, type ParamGroup, type ScheduleKind, type TrainTask } from '../../train/index.js';
-import { finiteNumber, intList, nameList, nonNegativeInt, positiveInt, positiveNumber, probability } from '../options.js';
+import { finiteNumber, intList, nameList, noRepeatNgramSizeOption, nonNegativeInt, positiveInt, positiveNumber, probability } from '../options.js';
 import { checkDataFormat, DATA_FORMATS, DEFAULT_FORMAT, DEFAULT_SEQ_LEN, prepareTask, TASKS, type DataFormat, type PreparedTask, type TaskName } from './train-tasks.js';
 
 export const TRAINING_LOG = 'training_log.json';
+/** The E2E generation eval's outputs: one generated text per eval MR, and the references as e2e-metrics reads them. */
+export const E2E_PREDICTIONS = 'e2e_predictions.txt';
+export const E2E_REFERENCES = 'e2e_references.txt';
+/** The E2E generation flags (only with --data-format e2e and --eval-data). */
+const GENERATION_FLAGS: [string, string][] = [
+  ['numBeams', '--num-beams'],
+  ['lengthPenalty', '--length-penalty'],
+  ['noRepeatNgramSize', '--no-repeat-ngram-size'],
+  ['maxNewTokens', '--max-new-tokens'],
+  ['evalLimit', '--eval-limit'],
+];
 
 const METHODS = ['vera', 'lora'] as const;
 type Method = (typeof METHODS)[number];
@@ -67,6 +78,12 @@ export interface TrainCliOptions {
   evalData?: string;
   eval?: string;
   evalEvery?: number;
+  labelSmoothing?: number;
+  numBeams: number;
+  lengthPenalty: number;
+  noRepeatNgramSize: number;
+  maxNewTokens?: number;
+  evalLimit?: number;
   seed: number;
   dInitial: number;
   projectionPrngKey: number;
@@ -113,6 +130,8 @@ export interface TrainSummary {
   skippedSequences: number;
   truncatedSequences: number;
   evalSequences: number | null;
+  /** The E2E generation eval (causal-lm, --data-format e2e, with eval data); null otherwise. */
+  e2e: { bleu: number; nist: number; rougeL: number; cider: number; mrs: number; predictions: string; numBeams: number; lengthPenalty: number; noRepeatNgramSize: number; maxNewTokens: number; evalLimit: number | null } | null;
   trainableParams: number;
   allParams: number;
   adapter: string;
@@ -140,7 +159,10 @@ Tasks (--task, default causal-lm) and their data (--data or --train; --eval-data
              Empty lines are skipped; sequences with fewer than 2 tokens are skipped.
              --data-format e2e: the E2E NLG CSV (columns mr, ref): each row is "MR ||" + " ref" +
              <|endoftext|>, the loss on the reference tokens only.
-             Evaluation: loss, perplexity and next-token accuracy.
+             Evaluation: loss, perplexity and next-token accuracy; for e2e also beam search
+             (--num-beams, --length-penalty, --no-repeat-ngram-size, --max-new-tokens) on each
+             eval MR (--eval-limit: the first n), BLEU, NIST, ROUGE-L and CIDEr against its
+             references, the texts in <out>/${E2E_PREDICTIONS}.
   seq-cls    BERT / RoBERTa (config.json + model.safetensors + tokenizer.json).  --glue-task
              cola|sst2|mrpc|stsb|qqp|mnli|qnli|rte|wnli, --data/--eval-data the task's GLUE TSV
              files (train.tsv, dev.tsv; MNLI dev_matched.tsv). The head is sized for the task
@@ -206,6 +228,12 @@ export function registerTrain(program: Command): void {
     .option('--eval-data <file>', "evaluation data (same format); evaluated at the end with the task's metrics")
     .addOption(new Option('--eval <file>', 'the same as --eval-data').conflicts('evalData'))
     .option('--eval-every <n>', 'also evaluate every n steps (needs --eval-data)', positiveInt)
+    .option('--label-smoothing <x>', "label smoothing ε of the training loss (torch's CrossEntropyLoss(label_smoothing)); classification and causal-lm", fraction)
+    .option('--num-beams <n>', 'E2E eval: beams of the beam search generating each MR (1 = greedy)', positiveInt, 10)
+    .option('--length-penalty <x>', 'E2E eval: beam length penalty (score / length^x)', finiteNumber, 0.9)
+    .addOption(noRepeatNgramSizeOption(4, 'E2E eval: never repeat an n-gram (0 = off)'))
+    .option('--max-new-tokens <n>', "E2E eval: tokens generated per MR at most (default 64, or what the model's context leaves after the longest prompt)", positiveInt)
+    .option('--eval-limit <n>', 'E2E eval: generate for the first n MRs of the eval file only', positiveInt)
     .option('--seed <n>', 'seed for batch order, dropout and LoRA init', nonNegativeInt, 42)
     .option('--d-initial <x>', 'VeRA: initial value of every λd entry', finiteNumber, 0.1)
     .option('--projection-prng-key <n>', 'VeRA: seed of the shared random projections A and B', nonNegativeInt, 0)
@@ -286,6 +314,10 @@ function checkFlags(o: TrainCliOptions, given: (key: string) => boolean): Resolv
   checkDataFormat(task, dataFormat);
   if (o.glueTask !== undefined && task !== 'seq-cls') fail(`--glue-task is for --task seq-cls, not --task ${task}`);
   if (o.evalEvery !== undefined && evalData === undefined) fail('--eval-every needs --eval-data');
+  const generationEval = task === 'causal-lm' && dataFormat === 'e2e' && evalData !== undefined;
+  for (const [key, flag] of GENERATION_FLAGS) {
+    if (given(key) && !generationEval) fail(`${flag} is for the E2E generation eval (--task causal-lm --data-format e2e with --eval-data)`);
+  }
   if (o.checkpointEvery !== undefined && o.checkpointDir === undefined) fail('--checkpoint-every needs --checkpoint-dir');
   if (o.resume && o.checkpointDir === undefined) fail('--resume needs --checkpoint-dir (the folder holding the checkpoint)');
   const targets = o.targetModules === undefined ? null : parseTargetModules(o.targetModules);
@@ -316,6 +348,8 @@ export async function runTrain(o: TrainCliOptions, given: (key: string) => boole
   manualSeed(o.seed);
   const task: PreparedTask = await prepareTask({
     task: taskName, model: o.model, data: flags.data, evalData: flags.evalData, dataFormat: flags.dataFormat, glueTask: o.glueTask, seqLen: o.seqLen, batchSize: o.batchSize, log,
+    labelSmoothing: o.labelSmoothing,
+    generation: { numBeams: o.numBeams, lengthPenalty: o.lengthPenalty, noRepeatNgramSize: o.noRepeatNgramSize, maxNewTokens: o.maxNewTokens, limit: o.evalLimit },
   });
   const model: Module = task.model;
 
@@ -439,11 +473,21 @@ export async function runTrain(o: TrainCliOptions, given: (key: string) => boole
       evalMetrics = Object.fromEntries(Object.entries(task.evaluate()).map(([k, v]) => [`eval_${k}`, v]));
     }
   }
+  // the E2E generation eval: beam search for each eval MR, the E2E metrics against its references
+  const generated = task.evaluateGeneration?.((done, total) => {
+    if (!o.quiet && (done === total || done % 10 === 0)) process.stderr.write(`\rvera: E2E eval: generated ${done}/${total} MRs${done === total ? '\n' : ''}`);
+  });
+  if (generated) evalMetrics = { ...evalMetrics, eval_bleu: generated.metrics.bleu, eval_nist: generated.metrics.nist, eval_rouge_l: generated.metrics.rouge_l, eval_cider: generated.metrics.cider };
   const evalLoss = evalMetrics?.['eval_loss'] ?? null;
 
   // ---- output: the adapter, then the log beside it
   peft.saveAdapter(o.out, { dtype: o.dtype === 'f16' ? 'F16' : 'F32' });
   const adapterBytes = fs.statSync(path.join(o.out, ADAPTER_WEIGHTS)).size;
+  if (generated) {
+    writeFileAtomic(path.join(o.out, E2E_PREDICTIONS), generated.predictions.map((p) => `${p}\n`).join(''));
+    // e2e-metrics' reference format: each MR's references one per line, MRs separated by an empty line
+    writeFileAtomic(path.join(o.out, E2E_REFERENCES), generated.groups.map((g) => g.refs.map((r) => `${r}\n`).join('')).join('\n'));
+  }
   const itemsThisRun = Math.round(result.itemsPerSecond * result.seconds);
   const lm = taskName === 'causal-lm';
   const summary: TrainSummary = {
@@ -466,13 +510,16 @@ export async function runTrain(o: TrainCliOptions, given: (key: string) => boole
     skippedSequences: task.counts.skipped,
     truncatedSequences: task.counts.truncated,
     evalSequences: task.counts.evalExamples,
+    e2e: generated
+      ? { bleu: generated.metrics.bleu, nist: generated.metrics.nist, rougeL: generated.metrics.rouge_l, cider: generated.metrics.cider, mrs: generated.predictions.length, predictions: path.join(o.out, E2E_PREDICTIONS), numBeams: o.numBeams, lengthPenalty: o.lengthPenalty, noRepeatNgramSize: o.noRepeatNgramSize, maxNewTokens: generated.maxNewTokens, evalLimit: o.evalLimit ?? null }
+      : null,
     trainableParams: counts.trainable,
     allParams: counts.all,
     adapter: o.out,
     adapterBytes,
     resumedFromStep,
   };
-  const otherMethodKeys = new Set((o.method === 'vera' ? LORA_ONLY : VERA_ONLY).map(([k]) => k));
+  const otherMethodKeys = new Set([...(o.method === 'vera' ? LORA_ONLY : VERA_ONLY), ...(generated ? [] : GENERATION_FLAGS)].map(([k]) => k));
   const resolved = { ...o, task: taskName, data: flags.data, evalData: flags.evalData, dataFormat: flags.dataFormat, seqLen: task.seqLen, lr, steps, warmupSteps, targetModules: targets, modulesToSave };
   const trainingLog = {
     command: 'vera train',
@@ -541,6 +588,7 @@ function printSummary(s: TrainSummary, dataFile: string): void {
     const metrics = Object.entries(METRIC_LABELS).filter(([k]) => k in s.evalMetrics!).map(([k, label]) => `${label}: ${fmt(s.evalMetrics![k])}`);
     lines.push(`eval loss: ${fmt(s.evalLoss)}  ${metrics.join('  ')}`);
   }
+  if (s.e2e) lines.push(`E2E (${s.e2e.mrs} MRs, ${s.e2e.numBeams} beams): BLEU ${(100 * s.e2e.bleu).toFixed(2)}  NIST ${s.e2e.nist.toFixed(4)}  ROUGE-L ${(100 * s.e2e.rougeL).toFixed(2)}  CIDEr ${s.e2e.cider.toFixed(4)}  (texts: ${s.e2e.predictions})`);
   lines.push(`throughput: ${s.itemsPerSecond.toFixed(0)} ${s.unit}/s (${s.items} ${s.unit} in ${s.seconds.toFixed(1)} s)`);
   lines.push(`adapter: ${s.adapter} (${ADAPTER_CONFIG} + ${ADAPTER_WEIGHTS}, ${s.adapterBytes} bytes; ${s.trainableParams} trainable params)`);
   for (const line of lines) process.stdout.write(`${line}\n`);
