@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "thread_pool.h"
+#include "vec.h"
 
 namespace vera {
 namespace {
@@ -218,6 +219,8 @@ void gemm_shared_b(int64_t m, int64_t n, int64_t k,
 }
 
 }  // namespace
+
+bool has_avx2_fma() { return kernel != micro_kernel_portable; }
 
 const char* gemm_kernel_name() { return kernel == micro_kernel_portable ? "portable" : "avx2-fma"; }
 

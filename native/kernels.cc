@@ -11,6 +11,7 @@
 #include "gemm.h"
 #include "kernels.h"
 #include "thread_pool.h"
+#include "vec.h"
 
 namespace vera {
 namespace {
@@ -166,6 +167,12 @@ napi_value k_unary(napi_env, const Args& a) {
     case RELU: map_range(n, [&](int64_t i) { y[i] = x[i] > 0 ? x[i] : 0.f; }); break;
     case SILU: map_range(n, [&](int64_t i) { y[i] = x[i] / (1.f + std::exp(-x[i])); }); break;
     case GELU_TANH:
+#if defined(VERA_X86)
+      if (has_avx2_fma()) {
+        parallel_for(n, kGrain, [&](int64_t b, int64_t e) { gelu_tanh_avx2(x + b, y + b, e - b); });
+        break;
+      }
+#endif
       map_range(n, [&](int64_t i) {
         const float v = x[i];
         y[i] = 0.5f * v * (1.f + fast_tanh(kSqrt2OverPi * (v + 0.044715f * v * v * v)));
@@ -203,6 +210,12 @@ napi_value k_unary_backward(napi_env, const Args& a) {
       });
       break;
     case GELU_TANH:
+#if defined(VERA_X86)
+      if (has_avx2_fma()) {
+        parallel_for(n, kGrain, [&](int64_t b, int64_t e) { gelu_tanh_backward_avx2(x + b, gy + b, gx + b, e - b); });
+        break;
+      }
+#endif
       map_range(n, [&](int64_t i) {
         const float v = x[i];
         const float t = fast_tanh(kSqrt2OverPi * (v + 0.044715f * v * v * v));
