@@ -22,7 +22,7 @@
       # -mavx2 -mfma; the rest of the addon stays baseline x86-64 and picks it at run time.
       "target_name": "vera_gemm_avx2",
       "type": "static_library",
-      "sources": ["native/gemm_avx2.cc"],
+      "sources": ["native/gemm_avx2.cc", "native/vec_avx2.cc"],
       "cflags_cc": ["-O3", "-std=c++17", "-fPIC"],
       "conditions": [
         ["target_arch=='x64'", { "cflags_cc": ["-mavx2", "-mfma"], "defines": ["VERA_X86=1"] }]

@@ -3,7 +3,11 @@
 // leaves native memory between ops and `read` is a view.
 #include <node_api.h>
 
+#include <cstdlib>
 #include <exception>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include "gemm.h"
 #include "kernels.h"
@@ -65,7 +69,23 @@ const BindingEntry kRuntimeBindings[] = {
     {nullptr, nullptr},
 };
 
+/**
+ * Storages are ArrayBuffers from Node's allocator (glibc calloc). By default glibc gives every
+ * block over 128 KB its own fresh mmap and unmaps it on free, so each new activation or gradient
+ * page-faults in all its pages: in a GPT-2 training step that cost more than the elementwise
+ * kernels themselves. Keeping blocks up to 32 MB (glibc's ceiling) on the heap, and not trimming
+ * it, lets freed storages be reused warm; peak RSS stays what the step needs. The MALLOC_*_
+ * environment variables, when set, win.
+ */
+void keep_freed_blocks() {
+#if defined(__GLIBC__)
+  if (!std::getenv("MALLOC_MMAP_THRESHOLD_")) mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  if (!std::getenv("MALLOC_TRIM_THRESHOLD_")) mallopt(M_TRIM_THRESHOLD, 1 << 30);
+#endif
+}
+
 napi_value init(napi_env env, napi_value exports) {
+  keep_freed_blocks();
   for (const BindingEntry* table : {kRuntimeBindings, kElementwiseBindings, kAttentionBindings, kVeraBindings}) {
     for (const BindingEntry* e = table; e->name != nullptr; e++) {
       napi_value fn;

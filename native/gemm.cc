@@ -10,17 +10,19 @@
 #include <cstring>
 
 #include "thread_pool.h"
+#include "vec.h"
 
 namespace vera {
 namespace {
 
-// MC·KC floats of A (288 KB) stay in L2, a KC×NR micro-panel of B (24 KB) in L1
+// MC·KC floats of A (144 KB) stay in L2 beside the streamed B micro-panels, a KC×NR micro-panel of
+// B (16 KB) in L1 with room for A's micro-panel (BLIS's choice for Zen)
 #ifndef VERA_MC
-#define VERA_MC 192
-#define VERA_KC 384
+#define VERA_MC 144
+#define VERA_KC 256
 #endif
 constexpr int64_t MC = VERA_MC;   // rows of A per L2 block (multiple of MR)
-constexpr int64_t KC = VERA_KC;   // depth of one slab
+constexpr int64_t KC = VERA_KC;   // most depth of one slab
 constexpr int64_t NC = 3072;  // columns of B per panel (multiple of NR)
 
 void micro_kernel_portable(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, bool accumulate) {
@@ -146,6 +148,12 @@ void macro_kernel(int64_t mc, int64_t nc, int64_t kc, const float* a, const floa
   }
 }
 
+/** Depth of each slab: k cut into equal slabs of at most KC (k = 512 → 2×256, not 384 + 128). */
+int64_t slab_depth(int64_t k) {
+  const int64_t slabs = (k + KC - 1) / KC;
+  return (k + slabs - 1) / slabs;
+}
+
 bool zero_k(int64_t m, int64_t n, int64_t k, float* C, int64_t ldc, bool accumulate) {
   if (k > 0) return false;
   if (!accumulate)
@@ -160,10 +168,11 @@ void gemm_serial(int64_t m, int64_t n, int64_t k,
                  float* C, int64_t ldc, bool accumulate) {
   if (m <= 0 || n <= 0 || zero_k(m, n, k, C, ldc, accumulate)) return;
   PackBuffers& buf = buffers();
+  const int64_t kStep = slab_depth(k);
   for (int64_t jc = 0; jc < n; jc += NC) {
     const int64_t nc = std::min(NC, n - jc);
-    for (int64_t pc = 0; pc < k; pc += KC) {
-      const int64_t kc = std::min(KC, k - pc);
+    for (int64_t pc = 0; pc < k; pc += kStep) {
+      const int64_t kc = std::min(kStep, k - pc);
       pack_b(kc, nc, B + pc * rsB + jc * csB, rsB, csB, buf.b);
       for (int64_t ic = 0; ic < m; ic += MC) {
         const int64_t mc = std::min(MC, m - ic);
@@ -185,12 +194,14 @@ void gemm_shared_b(int64_t m, int64_t n, int64_t k,
                    float* C, int64_t ldc, bool accumulate, int threads) {
   if (zero_k(m, n, k, C, ldc, accumulate)) return;
   float* panel = buffers().b;
-  const int64_t blocks = std::max<int64_t>(threads, (m + MC - 1) / MC);
+  // a multiple of `threads` blocks of about equal height, so no thread is left with the odd one
+  const int64_t blocks = ((m + MC - 1) / MC + threads - 1) / threads * threads;
   const int64_t mStep = ((m + blocks - 1) / blocks + MR - 1) / MR * MR;
+  const int64_t kStep = slab_depth(k);
   for (int64_t jc = 0; jc < n; jc += NC) {
     const int64_t nc = std::min(NC, n - jc);
-    for (int64_t pc = 0; pc < k; pc += KC) {
-      const int64_t kc = std::min(KC, k - pc);
+    for (int64_t pc = 0; pc < k; pc += kStep) {
+      const int64_t kc = std::min(kStep, k - pc);
       parallel_for((nc + NR - 1) / NR, 1, [&](int64_t p0, int64_t p1) {
         const int64_t j0 = p0 * NR, j1 = std::min(nc, p1 * NR);
         pack_b(kc, j1 - j0, B + pc * rsB + (jc + j0) * csB, rsB, csB, panel + j0 * kc);
@@ -209,6 +220,8 @@ void gemm_shared_b(int64_t m, int64_t n, int64_t k,
 
 }  // namespace
 
+bool has_avx2_fma() { return kernel != micro_kernel_portable; }
+
 const char* gemm_kernel_name() { return kernel == micro_kernel_portable ? "portable" : "avx2-fma"; }
 
 void sgemm_batched(int64_t batch, int64_t m, int64_t n, int64_t k,
@@ -218,7 +231,9 @@ void sgemm_batched(int64_t batch, int64_t m, int64_t n, int64_t k,
   if (batch <= 0 || m <= 0 || n <= 0) return;
   const int threads = num_threads();
   const double flops = 2.0 * double(batch) * m * n * std::max<int64_t>(k, 1);
-  if (threads > 1 && batch < threads && m >= 4 * MR * threads && flops > 2.0 * 64 * 64 * 64) {
+  // Shared packing of B pays for its two hand-offs only on large products; below about 300³ each
+  // thread packing its own tile's operands was measured faster (n = 128: 1.5×, n = 256: 1.2×).
+  if (threads > 1 && batch < threads && m >= 4 * MR * threads && flops > 2.0 * 300 * 300 * 300) {
     for (int64_t b = 0; b < batch; b++)
       gemm_shared_b(m, n, k, A + b * strideA, rsA, csA, B + b * strideB, rsB, csB, C + b * strideC, ldc, accumulate, threads);
     return;

@@ -11,6 +11,7 @@
 #include "gemm.h"
 #include "kernels.h"
 #include "thread_pool.h"
+#include "vec.h"
 
 namespace vera {
 namespace {
@@ -125,6 +126,21 @@ constexpr float kSqrt2OverPi = 0.7978845608028654f;
 constexpr float kInvSqrt2 = 0.7071067811865476f;
 constexpr float kInvSqrt2Pi = 0.3989422804014327f;
 
+/**
+ * tanh within about 2 ulp at four times glibc's tanhf speed (which dominated GELU): the exp form
+ * (1 − e)/(1 + e), e = exp(−2|x|), and below |x| = 0.3, where 1 − e would cancel, the odd Taylor
+ * series to x¹¹ (next term < 2e-9 relative).
+ */
+inline float fast_tanh(float x) {
+  const float ax = std::fabs(x);
+  if (ax < 0.3f) {
+    const float x2 = x * x;
+    return x * (1.f + x2 * (-1.f / 3 + x2 * (2.f / 15 + x2 * (-17.f / 315 + x2 * (62.f / 2835 + x2 * (-1382.f / 155925))))));
+  }
+  const float e = std::exp(-2.f * ax);
+  return std::copysign((1.f - e) / (1.f + e), x);
+}
+
 template <typename F>
 void map_range(int64_t n, F f) {
   parallel_for(n, kGrain, [&](int64_t b, int64_t e) {
@@ -142,7 +158,7 @@ napi_value k_unary(napi_env, const Args& a) {
     case NEG: map_range(n, [&](int64_t i) { y[i] = -x[i]; }); break;
     case EXP: map_range(n, [&](int64_t i) { y[i] = std::exp(x[i]); }); break;
     case LOG: map_range(n, [&](int64_t i) { y[i] = std::log(x[i]); }); break;
-    case TANH: map_range(n, [&](int64_t i) { y[i] = std::tanh(x[i]); }); break;
+    case TANH: map_range(n, [&](int64_t i) { y[i] = fast_tanh(x[i]); }); break;
     case SQRT: map_range(n, [&](int64_t i) { y[i] = std::sqrt(x[i]); }); break;
     case RSQRT: map_range(n, [&](int64_t i) { y[i] = float(1.0 / std::sqrt(double(x[i]))); }); break;
     case SIGMOID: map_range(n, [&](int64_t i) { y[i] = 1.f / (1.f + std::exp(-x[i])); }); break;
@@ -151,9 +167,15 @@ napi_value k_unary(napi_env, const Args& a) {
     case RELU: map_range(n, [&](int64_t i) { y[i] = x[i] > 0 ? x[i] : 0.f; }); break;
     case SILU: map_range(n, [&](int64_t i) { y[i] = x[i] / (1.f + std::exp(-x[i])); }); break;
     case GELU_TANH:
+#if defined(VERA_X86)
+      if (has_avx2_fma()) {
+        parallel_for(n, kGrain, [&](int64_t b, int64_t e) { gelu_tanh_avx2(x + b, y + b, e - b); });
+        break;
+      }
+#endif
       map_range(n, [&](int64_t i) {
         const float v = x[i];
-        y[i] = 0.5f * v * (1.f + std::tanh(kSqrt2OverPi * (v + 0.044715f * v * v * v)));
+        y[i] = 0.5f * v * (1.f + fast_tanh(kSqrt2OverPi * (v + 0.044715f * v * v * v)));
       });
       break;
     case GELU_ERF: map_range(n, [&](int64_t i) { y[i] = 0.5f * x[i] * (1.f + std::erf(x[i] * kInvSqrt2)); }); break;
@@ -188,9 +210,15 @@ napi_value k_unary_backward(napi_env, const Args& a) {
       });
       break;
     case GELU_TANH:
+#if defined(VERA_X86)
+      if (has_avx2_fma()) {
+        parallel_for(n, kGrain, [&](int64_t b, int64_t e) { gelu_tanh_backward_avx2(x + b, gy + b, gx + b, e - b); });
+        break;
+      }
+#endif
       map_range(n, [&](int64_t i) {
         const float v = x[i];
-        const float t = std::tanh(kSqrt2OverPi * (v + 0.044715f * v * v * v));
+        const float t = fast_tanh(kSqrt2OverPi * (v + 0.044715f * v * v * v));
         gx[i] = gy[i] * (0.5f * (1.f + t) + 0.5f * v * (1.f - t * t) * kSqrt2OverPi * (1.f + 3.f * 0.044715f * v * v));
       });
       break;

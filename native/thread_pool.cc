@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <mutex>
@@ -12,6 +13,18 @@ namespace vera {
 namespace {
 
 thread_local bool in_worker = false;
+
+// Hand-off: a run publishes its job and bumps `gen_`; workers spin on `gen_` for a while after each
+// job before falling back to the condition variable, and the caller spins on `active_` until the
+// workers are done. A sleeping worker costs a futex wake-up (tens of µs here), which on back-to-back
+// small kernels (a training step issues thousands) cost more than the kernels themselves.
+constexpr auto kSpin = std::chrono::microseconds(400);
+
+inline void cpu_relax() {
+#if defined(VERA_X86)
+  __builtin_ia32_pause();
+#endif
+}
 
 class Pool {
  public:
@@ -26,9 +39,9 @@ class Pool {
     if (n == nthreads_) return;
     stop();
     nthreads_ = n;
-    quit_ = false;
+    quit_.store(false);
     // a worker joins every run after the generation it was created at, even if it starts late
-    const uint64_t start = generation_;
+    const uint64_t start = gen_.load();
     for (int i = 1; i < n; i++) workers_.emplace_back([this, start] { loop(start); });
   }
 
@@ -36,20 +49,24 @@ class Pool {
   bool run(int64_t n, int64_t chunk, const std::function<void(int64_t, int64_t)>& fn) {
     std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
     if (!busy.owns_lock()) return false;
-    std::unique_lock<std::mutex> lk(mu_);
     fn_ = &fn;
     n_ = n;
     chunk_ = chunk;
-    next_.store(0);
-    active_ = static_cast<int>(workers_.size());
-    generation_++;
-    lk.unlock();
+    next_.store(0, std::memory_order_relaxed);
+    active_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
+    {
+      // under the lock so a worker between its last check and its wait cannot miss the bump
+      std::lock_guard<std::mutex> lk(mu_);
+      gen_.fetch_add(1, std::memory_order_release);
+    }
     cv_.notify_all();
     in_worker = true;
     work();
     in_worker = false;
-    lk.lock();
-    done_cv_.wait(lk, [this] { return active_ == 0; });
+    for (uint32_t i = 0; active_.load(std::memory_order_acquire) != 0; i++) {
+      if (i < (1u << 16)) cpu_relax();
+      else std::this_thread::yield();  // a worker was descheduled: give it the core
+    }
     fn_ = nullptr;
     return true;
   }
@@ -57,7 +74,7 @@ class Pool {
  private:
   void work() {
     for (;;) {
-      int64_t b = next_.fetch_add(chunk_);
+      int64_t b = next_.fetch_add(chunk_, std::memory_order_relaxed);
       if (b >= n_) break;
       (*fn_)(b, std::min(n_, b + chunk_));
     }
@@ -66,21 +83,31 @@ class Pool {
   void loop(uint64_t seen) {
     in_worker = true;
     for (;;) {
-      std::unique_lock<std::mutex> lk(mu_);
-      cv_.wait(lk, [&] { return quit_ || generation_ != seen; });
-      if (quit_) return;
-      seen = generation_;
-      lk.unlock();
+      if (!wait_for_job(seen)) return;
+      seen = gen_.load(std::memory_order_acquire);
       work();
-      lk.lock();
-      if (--active_ == 0) done_cv_.notify_one();
+      active_.fetch_sub(1, std::memory_order_acq_rel);
     }
+  }
+
+  /** Until a generation after `seen` is published (true) or the pool stops (false). */
+  bool wait_for_job(uint64_t seen) {
+    const auto until = std::chrono::steady_clock::now() + kSpin;
+    for (uint32_t i = 1;; i++) {
+      if (quit_.load(std::memory_order_relaxed)) return false;
+      if (gen_.load(std::memory_order_acquire) != seen) return true;
+      cpu_relax();
+      if ((i & 255) == 0 && std::chrono::steady_clock::now() > until) break;
+    }
+    std::unique_lock<std::mutex> lk(mu_);
+    cv_.wait(lk, [&] { return quit_.load() || gen_.load() != seen; });
+    return !quit_.load();
   }
 
   void stop() {
     {
       std::lock_guard<std::mutex> lk(mu_);
-      quit_ = true;
+      quit_.store(true);
     }
     cv_.notify_all();
     for (auto& t : workers_) t.join();
@@ -91,10 +118,10 @@ class Pool {
   std::vector<std::thread> workers_;
   std::mutex busy_;  // one parallel_for at a time
   std::mutex mu_;
-  std::condition_variable cv_, done_cv_;
-  bool quit_ = false;
-  uint64_t generation_ = 0;
-  int active_ = 0;
+  std::condition_variable cv_;
+  std::atomic<bool> quit_{false};
+  std::atomic<uint64_t> gen_{0};
+  std::atomic<int> active_{0};
   const std::function<void(int64_t, int64_t)>* fn_ = nullptr;
   int64_t n_ = 0, chunk_ = 1;
   std::atomic<int64_t> next_{0};

@@ -99,6 +99,21 @@ describe('native kernels match the TypeScript reference', { skip }, () => {
     }
   });
 
+  test('tanh and GELU across their piecewise branches (series, exp form, saturation) and vector tails', () => {
+    const edges = [0, 1e-7, 1e-3, 0.1, 0.2999, 0.3, 0.3001, 0.37, 0.5, 1, 2.5, 9, 20, 44, 90, 1e4];
+    const values = [...edges, ...edges.map((v) => -v)];
+    for (const n of [values.length, 13, 8, 5]) {
+      const x = Float32Array.from({ length: n }, (_, i) => values[i % values.length]! * (1 + (i >= values.length ? 0.5 : 0)));
+      for (const op of ['tanh', 'gelu_tanh'] as const) {
+        compare({ x, y: new Float32Array(n) }, ['y'], (k, b) => k.unary(op, F32(b.x), F32(b.y)), 2e-6);
+        compare({ x, y: new Float32Array(n), gy: randn(n), gx: new Float32Array(n) }, ['gx'], (k, b) => {
+          k.unary(op, F32(b.x), F32(b.y));
+          k.unaryBackward(op, F32(b.x), F32(b.y), F32(b.gy), F32(b.gx));
+        }, 2e-6);
+      }
+    }
+  });
+
   test('binary ops with broadcasting, out aliasing a', () => {
     const ops: BinaryOp[] = ['add', 'sub', 'mul', 'div', 'max', 'min'];
     const cases: [number[], number[], number[], number, number][] = [

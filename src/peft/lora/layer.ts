@@ -35,7 +35,9 @@ export class LoraLinear extends AdapterLayer<LoraAdapter> {
   protected adapterForward(name: string, x: Tensor): Tensor {
     const { A, B, scaling, dropout } = this.adapter(name);
     const xd = F.dropout(x, dropout, this.rng ?? defaultRng(), this.training);
-    return F.scale(F.matmul(F.matmul(xd, A, { transB: true }), B, { transB: true }), scaling);
+    // scaling·(B·(A·x)) applied to the r-wide middle, not the out-wide result: the same product,
+    // but the scale (and its backward) touch tokens×r values instead of tokens×out
+    return F.matmul(F.scale(F.matmul(xd, A, { transB: true }), scaling), B, { transB: true });
   }
 
   /** ΔW = (α/r)·B·A, transposed for (in, out) storage. */

@@ -1,0 +1,16 @@
+// Vectorized elementwise kernels (vec_avx2.cc, built with -mavx2 -mfma); callers check
+// has_avx2_fma() first and otherwise run their scalar loops.
+#pragma once
+#include <cstdint>
+
+namespace vera {
+
+/** True when the CPU has AVX2 and FMA and VERA_NO_AVX2 is unset (as for the GEMM kernel). */
+bool has_avx2_fma();
+
+#if defined(VERA_X86)
+void gelu_tanh_avx2(const float* x, float* y, int64_t n);
+void gelu_tanh_backward_avx2(const float* x, const float* gy, float* gx, int64_t n);
+#endif
+
+}  // namespace vera

@@ -1,0 +1,99 @@
+// AVX2/FMA elementwise kernels for what libm made slow: GELU (tanh form) and its gradient, eight
+// lanes at a time with a polynomial exp. Compiled with -mavx2 -mfma beside the GEMM micro-kernel;
+// kernels.cc calls these only when the CPU has both (see vec.h).
+#include "vec.h"
+
+#if defined(VERA_X86)
+#include <immintrin.h>
+
+#include <algorithm>
+
+namespace vera {
+namespace {
+
+#define VERA_AVX2 __attribute__((target("avx2,fma")))
+
+/** exp for x ≤ 0 (Cephes expf's reduction and polynomial, ~1 ulp); below −87 gives 0-ish. */
+VERA_AVX2 inline __m256 exp_nonpositive(__m256 x) {
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.f));
+  const __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.f)));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+/** tanh as kernels.cc's fast_tanh computes it: odd series below |x| = 0.3, (1 − e)/(1 + e) above. */
+VERA_AVX2 inline __m256 tanh8(__m256 x) {
+  const __m256 sign = _mm256_set1_ps(-0.f);
+  const __m256 ax = _mm256_andnot_ps(sign, x);
+  const __m256 e = exp_nonpositive(_mm256_mul_ps(ax, _mm256_set1_ps(-2.f)));
+  const __m256 one = _mm256_set1_ps(1.f);
+  const __m256 big = _mm256_or_ps(_mm256_div_ps(_mm256_sub_ps(one, e), _mm256_add_ps(one, e)), _mm256_and_ps(sign, x));
+  const __m256 x2 = _mm256_mul_ps(x, x);
+  __m256 s = _mm256_set1_ps(-1382.f / 155925);
+  s = _mm256_fmadd_ps(s, x2, _mm256_set1_ps(62.f / 2835));
+  s = _mm256_fmadd_ps(s, x2, _mm256_set1_ps(-17.f / 315));
+  s = _mm256_fmadd_ps(s, x2, _mm256_set1_ps(2.f / 15));
+  s = _mm256_fmadd_ps(s, x2, _mm256_set1_ps(-1.f / 3));
+  s = _mm256_fmadd_ps(s, x2, one);
+  const __m256 small = _mm256_mul_ps(x, s);
+  return _mm256_blendv_ps(big, small, _mm256_cmp_ps(ax, _mm256_set1_ps(0.3f), _CMP_LT_OQ));
+}
+
+constexpr float kSqrt2OverPi = 0.7978845608028654f;
+constexpr float kCubic = 0.044715f;
+
+VERA_AVX2 inline __m256 gelu_inner(__m256 v) {
+  const __m256 v3 = _mm256_mul_ps(_mm256_mul_ps(v, v), v);
+  return _mm256_mul_ps(_mm256_set1_ps(kSqrt2OverPi), _mm256_fmadd_ps(_mm256_set1_ps(kCubic), v3, v));
+}
+
+VERA_AVX2 inline __m256 gelu8(__m256 v) {
+  const __m256 t = tanh8(gelu_inner(v));
+  return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), v), _mm256_add_ps(_mm256_set1_ps(1.f), t));
+}
+
+VERA_AVX2 inline __m256 gelu_grad8(__m256 v, __m256 gy) {
+  const __m256 t = tanh8(gelu_inner(v));
+  const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.f);
+  const __m256 left = _mm256_mul_ps(half, _mm256_add_ps(one, t));
+  const __m256 dinner = _mm256_mul_ps(_mm256_set1_ps(kSqrt2OverPi), _mm256_fmadd_ps(_mm256_set1_ps(3.f * kCubic), _mm256_mul_ps(v, v), one));
+  const __m256 right = _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(half, v), _mm256_fnmadd_ps(t, t, one)), dinner);
+  return _mm256_mul_ps(gy, _mm256_add_ps(left, right));
+}
+
+}  // namespace
+
+VERA_AVX2 void gelu_tanh_avx2(const float* x, float* y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, gelu8(_mm256_loadu_ps(x + i)));
+  if (i < n) {
+    alignas(32) float buf[8] = {};
+    std::copy(x + i, x + n, buf);
+    _mm256_store_ps(buf, gelu8(_mm256_load_ps(buf)));
+    std::copy(buf, buf + (n - i), y + i);
+  }
+}
+
+VERA_AVX2 void gelu_tanh_backward_avx2(const float* x, const float* gy, float* gx, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(gx + i, gelu_grad8(_mm256_loadu_ps(x + i), _mm256_loadu_ps(gy + i)));
+  if (i < n) {
+    alignas(32) float bx[8] = {}, bg[8] = {};
+    std::copy(x + i, x + n, bx);
+    std::copy(gy + i, gy + n, bg);
+    _mm256_store_ps(bx, gelu_grad8(_mm256_load_ps(bx), _mm256_load_ps(bg)));
+    std::copy(bx, bx + (n - i), gx + i);
+  }
+}
+
+}  // namespace vera
+#endif
