@@ -21,4 +21,13 @@ for (const backend of backends) {
   });
   if (r.status !== 0) failed = true;
 }
+if (backends.includes('native')) {
+  // the portable (non-AVX2) GEMM and vector paths, kernel by kernel against the reference
+  console.log('\n=== VERA_BACKEND=native VERA_NO_AVX2=1 (native-kernels only) ===');
+  const r = spawnSync(process.execPath, ['--test', join(testDir, 'native-kernels.test.js')], {
+    stdio: 'inherit',
+    env: { ...process.env, VERA_BACKEND: 'native', VERA_NO_AVX2: '1' },
+  });
+  if (r.status !== 0) failed = true;
+}
 process.exit(failed ? 1 : 0);
