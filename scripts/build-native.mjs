@@ -35,6 +35,9 @@ const r = spawnSync(cmd, [...pre, 'rebuild', '--release', ...(nodedir ? [`--node
   cwd: join(dirname(fileURLToPath(import.meta.url)), '..'),
   stdio: ['ignore', 'pipe', 'pipe'],
   encoding: 'utf8',
+  // a node-gyp that tries to download headers behind a firewall must not hang the install
+  timeout: 300_000,
+  killSignal: 'SIGKILL',
 });
 if (r.status !== 0) {
   console.log(`vera: native backend not built (${failureReason(r).slice(0, 200)}); using the TypeScript backend`);

@@ -247,6 +247,11 @@ test('vera convert-adapter: compact F16 form without the base model, and back wi
     const st = SafetensorsFile.open(join(compact, ADAPTER_WEIGHTS));
     assert.ok(!st.has('base_model.vera_A') && st.keys().every((k) => st.info(k).dtype === 'F16'));
     assert.equal(JSON.parse(readFileSync(join(compact, ADAPTER_CONFIG), 'utf8')).save_projection, false);
+    // without --dtype the tensors keep their stored dtype: compacting an F16 adapter stays F16
+    const compactAgain = join(tmp, 'compact-again');
+    assert.equal(await main(['convert-adapter', '--adapter', compact, '--out', compactAgain, '--no-save-projection', '--json']), 0);
+    const st2 = SafetensorsFile.open(join(compactAgain, ADAPTER_WEIGHTS));
+    assert.ok(st2.keys().every((k) => st2.info(k).dtype === 'F16'));
     // the compact adapter merges like the original, up to F16 rounding of the vectors
     const a = PeftModel.fromPretrained(loadPretrained(gpt2Dir).model, src).mergeAndUnload();
     const b = PeftModel.fromPretrained(loadPretrained(gpt2Dir).model, compact).mergeAndUnload();
@@ -275,3 +280,16 @@ test('vera convert-adapter: compact F16 form without the base model, and back wi
     rmSync(tmp, { recursive: true, force: true });
   }
 });
+
+test('a LoRA adapter whose trained biases are missing from the file is refused (only PEFT\'s VeRA saves none)', () =>
+  withTmp((tmp) => {
+    const saved = join(tmp, 'lora');
+    getPeftModel(loadPretrained(gpt2Dir).model, loraConfig({ r: 2, targetModules: ['c_attn'], bias: 'all' })).saveAdapter(saved);
+    const st = SafetensorsFile.open(join(saved, ADAPTER_WEIGHTS));
+    const biasKeys = st.keys().filter((k) => k.endsWith('.bias'));
+    assert.ok(biasKeys.length > 0, 'bias "all" saves biases');
+    const kept: Record<string, { data: Float32Array; shape: number[] }> = {};
+    for (const k of st.keys()) if (!biasKeys.includes(k)) kept[k] = { data: st.getFloat32(k), shape: [...st.info(k).shape] };
+    writeFileSync(join(saved, ADAPTER_WEIGHTS), serializeSafetensors(kept));
+    assert.throws(() => PeftModel.fromPretrained(loadPretrained(gpt2Dir).model, saved), (e: unknown) => e instanceof VeraError && /missing tensor .*\.bias/.test(e.message));
+  }));

@@ -5,7 +5,7 @@ import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { readJsonFile, writeDirAtomic } from '../io/atomic.js';
 import { VeraError } from '../io/errors.js';
-import { SafetensorsFile, serializeSafetensors, type TensorToWrite } from '../io/safetensors.js';
+import { SafetensorsFile, serializeSafetensors, type Dtype, type TensorToWrite, type WriteDtype } from '../io/safetensors.js';
 import { sortedJson } from './config.js';
 import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, adapterDtype, parsePeftConfig, type AdapterDtype } from './peft_model.js';
 import type { VeraConfig } from './vera/config.js';
@@ -57,13 +57,16 @@ export function convertAdapter(inDir: string, outDir: string, opts: ConvertOptio
     }
     out.save_projection = opts.saveProjection;
   }
-  const dtype = adapterDtype(opts.dtype);
   const tensors: Record<string, TensorToWrite> = {};
   for (const k of keys) {
     if (dropped && (k === 'base_model.vera_A' || k === 'base_model.vera_B')) continue;
+    // without a dtype asked for, each tensor keeps its stored one (compacting an F16 adapter stays F16)
+    const dtype = opts.dtype !== undefined ? adapterDtype(opts.dtype) : writableDtype(st.info(k).dtype);
     tensors[k] = { data: st.getFloat32(k), shape: [...st.info(k).shape], dtype };
   }
   const weights = serializeSafetensors(tensors, { format: 'pt' });
   writeDirAtomic(outDir, { [ADAPTER_CONFIG]: sortedJson(out), [ADAPTER_WEIGHTS]: weights });
   return { inBytes: statSync(weightsPath).size, outBytes: weights.byteLength, droppedProjections: dropped };
 }
+
+const writableDtype = (d: Dtype): WriteDtype => (d === 'F16' || d === 'BF16' ? d : 'F32');

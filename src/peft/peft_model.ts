@@ -457,7 +457,7 @@ function loadInto(peft: PeftModel, name: string, config: BasePeftConfig, tensors
   };
   peftMethod(config.peftType).loadStateDict(peft.model, config, name, tracked, file);
   // PEFT's VeRA saves no biases whatever `bias` says: a missing trained bias keeps the base model's
-  const biasKeys = new Set(peft.trainedBiasKeys(name));
+  const biasKeys = new Set(config.peftType === 'VERA' ? peft.trainedBiasKeys(name) : []);
   const savedModules = peft.modulesToSavePaths();
   for (const [k, t] of peft.adapterStateDict(name)) {
     if (used.has(k)) continue;

@@ -24,7 +24,7 @@ export function registerConvertAdapter(program: Command): void {
     .description('rewrite an adapter: storage dtype (f32, f16, bf16) and, for VeRA, with or without the shared projections')
     .requiredOption('--adapter <dir>', 'adapter folder (PEFT layout)')
     .requiredOption('--out <dir>', 'output folder (written atomically)')
-    .addOption(new Option('--dtype <dtype>', 'storage dtype of the tensors (default f32)').choices(['f32', 'f16', 'bf16']))
+    .addOption(new Option('--dtype <dtype>', 'storage dtype of the tensors (default: as stored; f32 with --model)').choices(['f32', 'f16', 'bf16']))
     .option('--save-projection', 'VeRA: store A and B in the file (needs --model if the adapter has none)')
     .option('--no-save-projection', 'VeRA: compact form, A and B regenerated from projection_prng_key on load')
     .option('--model <dir>', 'base model folder: load the adapter onto it first')

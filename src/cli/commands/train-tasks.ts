@@ -18,7 +18,7 @@ import { readJsonFile } from '../../io/atomic.js';
 import { fail } from '../../io/errors.js';
 import { loadCheckpointTensors } from '../../io/safetensors.js';
 import {
-  beamSearch, bertCheckpointPath, bertNewlyInitialized, causalLmLoss, generate, isCausalLM, loadCheckpointInto, loadPretrained, modelFromConfig, robertaCheckpointPath, robertaNewlyInitialized,
+  bertCheckpointPath, bertNewlyInitialized, causalLmLoss, generate, isCausalLM, loadCheckpointInto, loadPretrained, modelFromConfig, robertaCheckpointPath, robertaNewlyInitialized,
   type BertForSequenceClassification, type CausalLM, type CNN, type MLP, type RobertaForSequenceClassification, type ViTForImageClassification,
 } from '../../models/index.js';
 import { labelSmoothedCrossEntropy, type Module } from '../../nn/index.js';
@@ -240,7 +240,7 @@ function e2eGenerationEval(model: CausalLM, allGroups: E2eGroup[], tokenizer: To
   return (onProgress) => {
     const opts = { numBeams: g.numBeams, lengthPenalty: g.lengthPenalty, noRepeatNgramSize: g.noRepeatNgramSize, maxNewTokens, eosTokenIds: eosId === null ? [] : [eosId] };
     const predictions = prompts.map((prompt, i) => {
-      const result = g.numBeams > 1 ? beamSearch(model, prompt, opts) : generate(model, prompt, opts);
+      const result = generate(model, prompt, opts);
       onProgress?.(i + 1, prompts.length);
       const ids = result.finishReason === 'eos' ? result.tokens.slice(0, -1) : result.tokens;
       // one line per MR in the predictions file

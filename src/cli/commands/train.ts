@@ -100,7 +100,7 @@ export interface TrainCliOptions {
   checkpointDir?: string;
   checkpointEvery?: number;
   resume?: boolean;
-  dtype: 'f32' | 'f16';
+  dtype: 'f32' | 'f16' | 'bf16';
   quiet?: boolean;
   json?: boolean;
 }
@@ -250,7 +250,7 @@ export function registerTrain(program: Command): void {
     .option('--checkpoint-dir <dir>', 'save the trainer state here (resumable)')
     .option('--checkpoint-every <n>', 'checkpoint every n steps (and at the end); needs --checkpoint-dir', positiveInt)
     .option('--resume', 'continue from the checkpoint in --checkpoint-dir')
-    .addOption(new Option('--dtype <dtype>', 'storage dtype of the saved adapter').choices(['f32', 'f16']).default('f32'))
+    .addOption(new Option('--dtype <dtype>', 'storage dtype of the saved adapter').choices(['f32', 'f16', 'bf16']).default('f32'))
     .option('--quiet', 'no progress and no messages; only errors (and the --json object)')
     .option('--json', 'print one JSON object with the results on stdout instead of the summary')
     .addHelpText('after', HELP_AFTER)
@@ -481,7 +481,7 @@ export async function runTrain(o: TrainCliOptions, given: (key: string) => boole
   const evalLoss = evalMetrics?.['eval_loss'] ?? null;
 
   // ---- output: the adapter, then the log beside it
-  peft.saveAdapter(o.out, { dtype: o.dtype === 'f16' ? 'F16' : 'F32' });
+  peft.saveAdapter(o.out, { dtype: o.dtype });
   const adapterBytes = fs.statSync(path.join(o.out, ADAPTER_WEIGHTS)).size;
   if (generated) {
     writeFileAtomic(path.join(o.out, E2E_PREDICTIONS), generated.predictions.map((p) => `${p}\n`).join(''));
