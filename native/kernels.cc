@@ -111,8 +111,11 @@ napi_value k_scatter(napi_env, const Args& a) {
       }
     }
   };
-  // accumulating rows may land on the same elements (broadcast adjoints): keep those serial
-  if (accumulate) rowsOf(0, w.rows);
+  // only a broadcast adjoint (a stride of 0 over a dimension longer than 1) makes rows land on the
+  // same elements; slices and permutes write each element once, so their rows run in parallel
+  bool overlapping = false;
+  for (size_t i = 0; i < shape.size(); i++) overlapping |= shape[i] > 1 && strides[i] == 0;
+  if (accumulate && overlapping) rowsOf(0, w.rows);
   else parallel_for(w.rows, row_grain(n), rowsOf);
   return nullptr;
 }

@@ -79,8 +79,14 @@ class Args {
     napi_typedarray_type t;
     size_t n;
     void* data;
-    napi_get_typedarray_info(env_, argv_[i], &t, &n, &data, nullptr, nullptr);
+    napi_value buffer;
+    napi_get_typedarray_info(env_, argv_[i], &t, &n, &data, &buffer, nullptr);
     if (t != want) fail(i, what);
+    // a freed (detached) buffer, e.g. a reshape whose storage another tensor released, reads as
+    // empty: refuse it rather than let a kernel index a null pointer
+    bool detached = false;
+    napi_is_detached_arraybuffer(env_, buffer, &detached);
+    if (detached) fail(i, "a live buffer (it was freed)");
     if (len) *len = n;
     return data;
   }

@@ -6,6 +6,7 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <mutex>
+#include <exception>
 #include <thread>
 #include <vector>
 
@@ -63,20 +64,33 @@ class Pool {
     in_worker = true;
     work();
     in_worker = false;
+    // always wait for the workers, even after a throw: they still call *fn_, which lives in our caller
     for (uint32_t i = 0; active_.load(std::memory_order_acquire) != 0; i++) {
       if (i < (1u << 16)) cpu_relax();
       else std::this_thread::yield();  // a worker was descheduled: give it the core
     }
     fn_ = nullptr;
+    if (error_) {
+      std::exception_ptr e = error_;
+      error_ = nullptr;
+      std::rethrow_exception(e);  // (bad_alloc in a kernel): the caller sees it as a JS error
+    }
     return true;
   }
 
  private:
+  /** Runs chunks until none are left; the first exception (any thread) stops the rest and is kept. */
   void work() {
-    for (;;) {
-      int64_t b = next_.fetch_add(chunk_, std::memory_order_relaxed);
-      if (b >= n_) break;
-      (*fn_)(b, std::min(n_, b + chunk_));
+    try {
+      for (;;) {
+        int64_t b = next_.fetch_add(chunk_, std::memory_order_relaxed);
+        if (b >= n_) break;
+        (*fn_)(b, std::min(n_, b + chunk_));
+      }
+    } catch (...) {
+      next_.store(n_, std::memory_order_relaxed);
+      std::lock_guard<std::mutex> lk(error_mu_);
+      if (!error_) error_ = std::current_exception();
     }
   }
 
@@ -125,6 +139,8 @@ class Pool {
   const std::function<void(int64_t, int64_t)>* fn_ = nullptr;
   int64_t n_ = 0, chunk_ = 1;
   std::atomic<int64_t> next_{0};
+  std::mutex error_mu_;
+  std::exception_ptr error_;
 };
 
 int default_threads() {

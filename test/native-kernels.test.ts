@@ -357,3 +357,13 @@ test('results do not depend on the thread count (bit for bit)', { skip }, () => 
     addon.setNumThreads(before);
   }
 });
+
+test('a freed storage (and any view sharing it) is refused with an error, not dereferenced', { skip }, () => {
+  const k = native!;
+  const s = k.fromArray(Float32Array.from([1, 2, 3, 4]));
+  const view = s; // a reshape shares its storage
+  const out = k.alloc(4);
+  k.free!(s);
+  assert.throws(() => k.unary('neg', view, out), /freed/);
+  assert.throws(() => k.matmul(view, view, out, { batch: 1, m: 2, n: 2, k: 2, transA: false, transB: false, strideA: 0, strideB: 0, accumulate: false }), /freed/);
+});
