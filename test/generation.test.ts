@@ -216,6 +216,15 @@ describe('chat templates', () => {
       fs.writeFileSync(path.join(dir, 'tokenizer_config.json'), JSON.stringify({ chat_template: '{% for m in messages %}' }));
       rejectsVera(() => loadChatTemplate(dir), /tokenizer_config\.json: chat_template does not parse/);
     }));
+
+  test('special tokens only in special_tokens_map.json reach the template (as transformers reads both)', () =>
+    withTmp((dir) => {
+      fs.writeFileSync(path.join(dir, 'tokenizer_config.json'), JSON.stringify({ chat_template: '{{ bos_token }}{% for m in messages %}{{ m.content }}{{ eos_token }}{% endfor %}' }));
+      fs.writeFileSync(path.join(dir, 'special_tokens_map.json'), JSON.stringify({ bos_token: { content: '<s>' }, eos_token: '</s>' }));
+      const t = loadChatTemplate(dir);
+      assert.equal(t.eosToken, '</s>');
+      assert.equal(t.render([{ role: 'user', content: 'x' }]), '<s>x</s>');
+    }));
 });
 
 describe('vera generate', () => {

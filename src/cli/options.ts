@@ -1,6 +1,7 @@
 // Option parsers shared by the subcommands: each rejects bad values with a one-line error
 // naming the flag.
 import { InvalidArgumentError, Option } from 'commander';
+import { fail } from '../io/errors.js';
 
 export function positiveInt(value: string): number {
   const n = Number(value);
@@ -57,4 +58,29 @@ export function noRepeatNgramSizeOption(defaultValue = 0, description = 'never r
   const option = new Option('--no-repeat-ngram-size <n>', description);
   option.negate = false;
   return option.argParser(nonNegativeInt).default(defaultValue);
+}
+
+export function nonNegativeNumber(value: string): number {
+  const n = finiteNumber(value);
+  if (n < 0) throw new InvalidArgumentError('must be a number ≥ 0');
+  return n;
+}
+
+/** Characters that make --target-modules a regex (PEFT's string form) rather than a list of names. */
+const REGEX_CHARS = /[*+?^$()[\]{}|\\]/;
+
+/** --target-modules as PEFT takes it: a list of names, or one regex string. */
+export function parseTargetModules(value: string): string[] | string {
+  const v = value.trim();
+  if (REGEX_CHARS.test(v)) {
+    try {
+      new RegExp(`^(?:${v})$`);
+    } catch (e) {
+      fail(`--target-modules: ${JSON.stringify(v)} is not a valid regular expression (${(e as Error).message})`);
+    }
+    return v;
+  }
+  const names = v.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+  if (names.length === 0) fail('--target-modules: give a comma list of module names or a regex');
+  return names;
 }

@@ -4,9 +4,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Template } from '@huggingface/jinja';
-import { readJsonFile } from '../io/atomic.js';
 import { fail } from '../io/errors.js';
-import { TOKENIZER_CONFIG_FILE } from './tokenizer.js';
+import { TOKENIZER_CONFIG_FILE, readTokenizerConfig } from './tokenizer.js';
 
 export interface ChatMessage {
   role: string;
@@ -75,9 +74,8 @@ export function compileChatTemplate(source: string, specialTokens: Record<string
 /** Loads the chat template of a model folder (from tokenizer_config.json); a one-line error when there is none. */
 export function loadChatTemplate(dir: string): ChatTemplate {
   const file = path.join(dir, TOKENIZER_CONFIG_FILE);
-  const json = fs.existsSync(file) ? readJsonFile(file, 'tokenizer config') : {};
-  if (json === null || typeof json !== 'object' || Array.isArray(json)) fail(`${file}: tokenizer config must be a JSON object`);
-  const config = json as Record<string, unknown>;
+  // the special tokens may be only in special_tokens_map.json, as transformers also reads it
+  const config = readTokenizerConfig(dir);
   const specialTokens: Record<string, string | null> = {};
   for (const field of SPECIAL_TOKEN_FIELDS) specialTokens[field] = tokenText(config[field], field, file);
   if (config['chat_template'] !== undefined && config['chat_template'] !== null) {

@@ -141,9 +141,14 @@ export async function loadTokenizer(dir: string): Promise<Tokenizer | null> {
   const file = path.join(dir, TOKENIZER_FILE);
   if (!fs.existsSync(file)) return null;
   const json = readJsonFile(file, 'tokenizer');
+  return createTokenizer(json, readTokenizerConfig(dir), file);
+}
+
+/** A folder's tokenizer_config.json merged over its special_tokens_map.json (either may be absent), as transformers reads them. */
+export function readTokenizerConfig(dir: string): Record<string, unknown> {
   const config = readOptionalObject(path.join(dir, TOKENIZER_CONFIG_FILE), 'tokenizer config');
   const specialMap = readOptionalObject(path.join(dir, SPECIAL_TOKENS_MAP_FILE), 'special tokens map');
-  return createTokenizer(json, { ...specialMap, ...config }, file);
+  return { ...specialMap, ...config };
 }
 
 function readOptionalObject(file: string, what: string): Record<string, unknown> {

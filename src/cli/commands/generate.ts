@@ -10,7 +10,7 @@ import { loadPretrained, generateAsync, isCausalLM, type CausalLM, type Generati
 import { PeftModel } from '../../peft/index.js';
 import { loadTokenizer, type Tokenizer } from '../../data/tokenizer.js';
 import { loadChatTemplate } from '../../data/chat-template.js';
-import { finiteNumber, noRepeatNgramSizeOption, nonNegativeInt, positiveInt } from '../options.js';
+import { finiteNumber, noRepeatNgramSizeOption, nonNegativeInt, nonNegativeNumber, positiveInt } from '../options.js';
 
 interface GenerateFlags {
   model: string;
@@ -27,12 +27,6 @@ interface GenerateFlags {
   noRepeatNgramSize: number;
   chat?: boolean;
   json?: boolean;
-}
-
-function nonNegativeNumber(value: string): number {
-  const n = finiteNumber(value);
-  if (n < 0) throw new InvalidArgumentError('must be 0 (greedy) or more');
-  return n;
 }
 
 function topPValue(value: string): number {

@@ -9,8 +9,7 @@ import { SafetensorsFile } from '../../io/safetensors.js';
 import { Linear } from '../../nn/index.js';
 import { loadPretrained } from '../../models/index.js';
 import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, countAdapterParams, loraConfig, modelShapesFromConfig, parsePeftConfig, veraConfig, type ParamCount } from '../../peft/index.js';
-import { positiveInt } from '../options.js';
-import { parseTargetModules } from './train.js';
+import { parseTargetModules, positiveInt } from '../options.js';
 
 export interface AdapterLayerRow {
   module: string;

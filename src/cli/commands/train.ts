@@ -28,7 +28,7 @@ import {
 } from '../../peft/index.js';
 import { manualSeed, type Tensor } from '../../tensor/index.js';
 import { AdamW, hasCheckpoint, ReplayRng, TRAINER_STATE_FILE, train, type ParamGroup, type ScheduleKind, type TrainTask } from '../../train/index.js';
-import { finiteNumber, intList, nameList, noRepeatNgramSizeOption, nonNegativeInt, positiveInt, positiveNumber, probability } from '../options.js';
+import { finiteNumber, intList, nameList, noRepeatNgramSizeOption, nonNegativeInt, nonNegativeNumber, parseTargetModules, positiveInt, positiveNumber, probability } from '../options.js';
 import { checkDataFormat, DATA_FORMATS, DEFAULT_FORMAT, DEFAULT_SEQ_LEN, prepareTask, TASKS, type DataFormat, type PreparedTask, type TaskName } from './train-tasks.js';
 
 export const TRAINING_LOG = 'training_log.json';
@@ -47,8 +47,6 @@ const GENERATION_FLAGS: [string, string][] = [
 const METHODS = ['vera', 'lora'] as const;
 type Method = (typeof METHODS)[number];
 const DEFAULT_LR: Record<Method, number> = { vera: 1e-2, lora: 1e-3 };
-/** Characters that make --target-modules a regex (PEFT's string form) rather than a list of names. */
-const REGEX_CHARS = /[*+?^$()[\]{}|\\]/;
 
 /** The parsed flags (commander's camelCase names). */
 export interface TrainCliOptions {
@@ -137,12 +135,6 @@ export interface TrainSummary {
   adapter: string;
   adapterBytes: number;
   resumedFromStep: number | null;
-}
-
-function nonNegativeNumber(value: string): number {
-  const n = finiteNumber(value);
-  if (n < 0) throw new InvalidArgumentError('must be a number ≥ 0');
-  return n;
 }
 
 function fraction(value: string): number {
@@ -275,22 +267,6 @@ const LORA_ONLY: [string, string][] = [
   ['loraAlpha', '--lora-alpha'],
   ['loraDropout', '--lora-dropout'],
 ];
-
-/** --target-modules as PEFT takes it: a list of names, or one regex string. */
-export function parseTargetModules(value: string): string[] | string {
-  const v = value.trim();
-  if (REGEX_CHARS.test(v)) {
-    try {
-      new RegExp(`^(?:${v})$`);
-    } catch (e) {
-      fail(`--target-modules: ${JSON.stringify(v)} is not a valid regular expression (${(e as Error).message})`);
-    }
-    return v;
-  }
-  const names = v.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
-  if (names.length === 0) fail('--target-modules: give a comma list of module names or a regex');
-  return names;
-}
 
 /** The flags after aliases (--train, --eval) and per-task defaults are resolved. */
 interface ResolvedFlags {
