@@ -40,7 +40,8 @@ for (const variant of ['', 'conv1d.'] as const) {
     base.bias!.copyFrom(st.getFloat32(`${variant}bias`));
     base.requiresGrad_(false);
     const layer = new VeraLinear(base);
-    layer.addAdapter('default', { A: tensorOf(st, `${variant}vera_A`), B: tensorOf(st, `${variant}vera_B`) }, { dInitial: 0.1, bInitial: 0, dropout: 0, trainD: true, trainB: true });
+    const A = tensorOf(st, `${variant}vera_A`);
+    layer.addAdapter('default', { A, B: tensorOf(st, `${variant}vera_B`) }, { r: A.shape[0], shared: true, dInitial: 0.1, bInitial: 0, dropout: 0, trainD: true, trainB: true });
     layer.activeAdapters = ['default'];
     const a = layer.adapter('default');
     a.lambdaD.copyFrom(st.getFloat32(`${variant}lambda_d`));
@@ -155,8 +156,16 @@ test('getPeftModel: targets by suffix, freezes the base, counts r + out per laye
 test('target selection: regex, layersToTransform, and clear errors', () => {
   const regex = getPeftModel(new Net(), veraConfig({ targetModules: 'layers\\.[02]\\.q', r: 2 }));
   assert.deepEqual(regex.trainableParameters().map(([n]) => n.split('.vera')[0]).filter((v, i, a) => a.indexOf(v) === i), ['layers.0.q', 'layers.2.q']);
-  const some = getPeftModel(new Net(), veraConfig({ targetModules: ['v'], layersToTransform: [1], r: 2 }));
-  assert.deepEqual([...new Set(some.trainableParameters().map(([n]) => n.split('.vera')[0]))], ['layers.1.v']);
+  // PEFT reads the layer index after a dotted prefix ("model.layers.1.v"); a layer list at the root has none
+  assert.throws(() => getPeftModel(new Net(), veraConfig({ targetModules: ['v'], layersToTransform: [1], r: 2 })), /matched no linear layer/);
+  const wrapper = new (class extends Module {
+    model = this.addModule('model', new Net());
+    forward(x: Tensor): Tensor {
+      return this.model.forward(x);
+    }
+  })();
+  const some = getPeftModel(wrapper, veraConfig({ targetModules: ['v'], layersToTransform: [1], r: 2 }));
+  assert.deepEqual([...new Set(some.trainableParameters().map(([n]) => n.split('.vera')[0]))], ['model.layers.1.v']);
   assert.throws(() => getPeftModel(new Net(), veraConfig({ targetModules: ['nope'], r: 2 })), (e: unknown) => e instanceof VeraError && /matched no linear layer/.test(e.message));
   assert.throws(() => getPeftModel(new Net(), veraConfig({ targetModules: ['layers'], r: 2 })), VeraError);
   assert.throws(() => veraConfig({ targetModules: ['q'], r: 0 }), /r must be a positive integer/);
@@ -203,7 +212,7 @@ test('several adapters: add, switch, disable, delete', () => {
   const baseOut = noGrad(() => net.forward(x)).toFloat32Array();
   const peft = getPeftModel(net, veraConfig({ targetModules: ['q', 'v'], r: 4 }), 'alice');
   randomizeAdapter(peft, 1);
-  peft.addAdapter('bob', veraConfig({ targetModules: ['q'], r: 2, projectionPrngKey: 5 }));
+  peft.addAdapter('bob', veraConfig({ targetModules: ['q'], r: 4 }));
   assert.equal(peft.activeAdapter, 'alice');
   const alice = noGrad(() => net.forward(x)).toFloat32Array();
   peft.setAdapter('bob');
@@ -216,11 +225,14 @@ test('several adapters: add, switch, disable, delete', () => {
   assert.deepEqual(peft.withAdaptersDisabled(() => noGrad(() => net.forward(x)).toFloat32Array()), baseOut);
   peft.merge();
   close(peft.withAdaptersDisabled(() => noGrad(() => net.forward(x)).toFloat32Array()), baseOut, 1e-6, 'disabling unmerges');
+  peft.merge();
+  assert.throws(() => peft.deleteAdapter('alice'), /Cannot delete adapter\(s\) \['alice'\] while they are merged/);
+  peft.unmerge();
   peft.deleteAdapter('alice');
   assert.equal(peft.activeAdapter, 'bob');
   close(noGrad(() => net.forward(x)).toFloat32Array(), bob, 1e-6, 'bob after deleting alice');
   assert.throws(() => peft.setAdapter('alice'), VeraError);
-  assert.throws(() => peft.addAdapter('x', loraConfig({ targetModules: ['q'] })), /mixing methods/);
+  assert.throws(() => peft.addAdapter('x', loraConfig({ targetModules: ['q'] })), /Cannot combine adapters with different peft types\. Found VERA and LORA/);
 });
 
 test('save / load round trip in PEFT layout (VeRA with and without projections, LoRA, F16)', () => {

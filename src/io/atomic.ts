@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { fail } from './errors.js';
+import { parseJsonExact } from './json.js';
 
 /** Hidden, unique sibling name; `.tmp` is git-ignored and easy to spot if a crash leaves one. */
 function tempName(target: string): string {
@@ -168,7 +169,7 @@ export function readJsonFile(file: string, what: string): unknown {
   // Editors on Windows like to prepend a BOM, which JSON.parse rejects.
   if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
   try {
-    return JSON.parse(text) as unknown;
+    return parseJsonExact(text);
   } catch (err) {
     fail(`${file}: invalid JSON in ${what}: ${(err as Error).message}`);
   }

@@ -2,6 +2,7 @@
 // (and JSON null) take the default, as Hugging Face's config classes do; present ones must have the
 // right type.
 import { fail } from './errors.js';
+import { stringifyJson } from './json.js';
 
 export type JsonObject = Record<string, unknown>;
 
@@ -35,7 +36,7 @@ export class ConfigReader {
   /** Integer ≥ 1; required when no default is given. */
   positiveInt(field: string, fallback?: number): number {
     const v = this.get(field, fallback);
-    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1) this.fail(field, `must be a positive integer, got ${JSON.stringify(v)}`);
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1) this.fail(field, `must be a positive integer, got ${stringifyJson(v)}`);
     return v;
   }
 
@@ -43,34 +44,34 @@ export class ConfigReader {
   optionalIndex(field: string): number | null {
     if (!this.has(field)) return null;
     const v = this.json[field];
-    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) this.fail(field, `must be a non-negative integer or null, got ${JSON.stringify(v)}`);
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) this.fail(field, `must be a non-negative integer or null, got ${stringifyJson(v)}`);
     return v;
   }
 
   /** A finite number > 0. */
   positiveNumber(field: string, fallback?: number): number {
     const v = this.get(field, fallback);
-    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) this.fail(field, `must be a positive number, got ${JSON.stringify(v)}`);
+    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) this.fail(field, `must be a positive number, got ${stringifyJson(v)}`);
     return v;
   }
 
   /** A dropout probability in [0, 1). */
   probability(field: string, fallback: number): number {
     const v = this.get(field, fallback);
-    if (typeof v !== 'number' || !(v >= 0 && v < 1)) this.fail(field, `must be a number in [0, 1), got ${JSON.stringify(v)}`);
+    if (typeof v !== 'number' || !(v >= 0 && v < 1)) this.fail(field, `must be a number in [0, 1), got ${stringifyJson(v)}`);
     return v;
   }
 
   bool(field: string, fallback?: boolean): boolean {
     const v = this.get(field, fallback);
-    if (typeof v !== 'boolean') this.fail(field, `must be true or false, got ${JSON.stringify(v)}`);
+    if (typeof v !== 'boolean') this.fail(field, `must be true or false, got ${stringifyJson(v)}`);
     return v;
   }
 
   oneOf<T extends string>(field: string, allowed: readonly T[], fallback?: T): T {
     const v = this.get(field, fallback);
     if (typeof v !== 'string' || !(allowed as readonly string[]).includes(v)) {
-      this.fail(field, `must be one of ${allowed.map((a) => `"${a}"`).join(', ')}, got ${JSON.stringify(v)}`);
+      this.fail(field, `must be one of ${allowed.map((a) => `"${a}"`).join(', ')}, got ${stringifyJson(v)}`);
     }
     return v as T;
   }
@@ -78,7 +79,7 @@ export class ConfigReader {
   positiveIntArray(field: string, fallback?: number[]): number[] {
     const v = this.get(field, fallback);
     if (!Array.isArray(v) || !v.every((d) => typeof d === 'number' && Number.isSafeInteger(d) && d >= 1)) {
-      this.fail(field, `must be an array of positive integers, got ${JSON.stringify(v)}`);
+      this.fail(field, `must be an array of positive integers, got ${stringifyJson(v)}`);
     }
     return [...(v as number[])];
   }
@@ -86,7 +87,7 @@ export class ConfigReader {
   /** Fails unless `model_type` is absent or equals `expected`. */
   modelType(expected: string): void {
     if (this.has('model_type') && this.json['model_type'] !== expected) {
-      this.fail('model_type', `must be "${expected}" here, got ${JSON.stringify(this.json['model_type'])}`);
+      this.fail('model_type', `must be "${expected}" here, got ${stringifyJson(this.json['model_type'])}`);
     }
   }
 
@@ -95,15 +96,24 @@ export class ConfigReader {
   int(field: string, def: number, min = -Infinity): number {
     const v = this.json[field];
     if (v === undefined || v === null) return def;
-    if (typeof v !== 'number' || !Number.isInteger(v)) this.fail(field, `must be an integer, got ${JSON.stringify(v)}`);
+    if (typeof v !== 'number' || !Number.isInteger(v)) this.fail(field, `must be an integer, got ${stringifyJson(v)}`);
     if (v < min) this.fail(field, `must be ≥ ${min}, got ${v}`);
+    return v;
+  }
+
+  /** An integer of any size: a bigint where it is beyond 2⁵³ (see parseJsonExact). */
+  bigInt(field: string, def: number): number | bigint {
+    const v = this.json[field];
+    if (v === undefined || v === null) return def;
+    if (typeof v === 'bigint') return v;
+    if (typeof v !== 'number' || !Number.isInteger(v)) this.fail(field, `must be an integer, got ${stringifyJson(v)}`);
     return v;
   }
 
   num(field: string, def: number): number {
     const v = this.json[field];
     if (v === undefined || v === null) return def;
-    if (typeof v !== 'number' || !Number.isFinite(v)) this.fail(field, `must be a finite number, got ${JSON.stringify(v)}`);
+    if (typeof v !== 'number' || !Number.isFinite(v)) this.fail(field, `must be a finite number, got ${stringifyJson(v)}`);
     return v;
   }
 
@@ -111,7 +121,7 @@ export class ConfigReader {
   str(field: string, def: string | null): string | null {
     const v = this.json[field];
     if (v === undefined || v === null) return def;
-    if (typeof v !== 'string') this.fail(field, `must be a string, got ${JSON.stringify(v)}`);
+    if (typeof v !== 'string') this.fail(field, `must be a string, got ${stringifyJson(v)}`);
     return v;
   }
 

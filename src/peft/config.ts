@@ -1,5 +1,7 @@
 // What every PEFT method's config shares, and how PEFT decides which modules a config targets.
 import { ConfigReader } from '../io/config-reader.js';
+import { VeraError } from '../io/errors.js';
+import { stringifyJson } from '../io/json.js';
 
 export { ConfigReader };
 
@@ -56,18 +58,20 @@ function matchesNames(names: string[] | string, path: string): boolean {
 
 /**
  * PEFT's rule (check_target_module_exists): excluded modules and modules_to_save (and what they
- * hold) never match; a regex must match the whole path; a list entry matches the path exactly or as
- * a dotted suffix; layersToTransform then filters by the number after the layer-list name.
- * targetModules must be resolved (not null, not 'all-linear': see PeftModel.addAdapter).
+ * hold) never match; a regex must match the whole path (and ignores the layer filter); a list entry
+ * naming the whole path matches as it is; otherwise a list entry matches as a dotted suffix and
+ * layersToTransform then keeps only the layers whose index (the first number after a layer-list
+ * name, PEFT #3318) is listed. targetModules must be resolved (not null, not 'all-linear': see
+ * PeftModel.addAdapter); paths inside adapter layers are the caller's to skip.
  */
 export function isTargetModule(config: BasePeftConfig, path: string): boolean {
   const t = config.targetModules;
   if (t === null) return false;
   if (config.excludeModules != null && matchesNames(config.excludeModules, path)) return false;
-  if ((config.modulesToSave ?? []).some((m) => path === m || path.endsWith(`.${m}`) || path.startsWith(`${m}.`) || path.includes(`.${m}.`))) return false;
+  if ((config.modulesToSave ?? []).some((m) => new RegExp(`^(?:|.*\\.)${m}(?:$|\\.)`).test(path))) return false;
   if (typeof t === 'string') return matchesNames(t, path);
-  const found = t.some((name) => path === name || path.endsWith(`.${name}`));
-  if (!found) return false;
+  if (t.includes(path)) return true;
+  if (!t.some((name) => path.endsWith(`.${name}`))) return false;
   const layers = config.layersToTransform;
   if (layers === null || (Array.isArray(layers) && layers.length === 0)) return true;
   const index = layerIndex(path, config.layersPattern);
@@ -75,18 +79,26 @@ export function isTargetModule(config: BasePeftConfig, path: string): boolean {
   return typeof layers === 'number' ? index === layers : layers.includes(index);
 }
 
+/** The layer index in `path` as PEFT reads it: lazily, so a nested index (an MoE expert's) is not taken for the layer's. */
 function layerIndex(path: string, patterns: string[] | string | null): number | null {
-  const list = patterns === null || patterns.length === 0 ? null : Array.isArray(patterns) ? patterns : [patterns];
-  if (list === null) {
-    // PEFT's pattern, also allowing the layer list at the root ("layers.3.q")
-    const m = /^(?:.*\.)?[^.]*\.(\d+)\./.exec(path);
-    return m ? Number(m[1]) : null;
-  }
+  const list = patterns === null || patterns.length === 0 ? ['[^.]*'] : Array.isArray(patterns) ? patterns : [patterns];
   for (const p of list) {
-    const m = new RegExp(`^(?:.*\\.)?${p}\\.(\\d+)\\.`).exec(path);
+    const m = new RegExp(`^.*?\\.${p}\\.(\\d+)\\.`).exec(path);
     if (m) return Number(m[1]);
   }
   return null;
+}
+
+/** PEFT's __post_init__ checks on the shared fields; `regexLayerChecks`: LoraConfig's two extra ones. */
+export function validateBaseConfig(c: BasePeftConfig, where: string, regexLayerChecks = false): void {
+  const pattern = c.layersPattern;
+  const hasPattern = pattern !== null && pattern !== undefined && pattern.length > 0;
+  if (Array.isArray(c.targetModules) && c.targetModules.length === 0) throw new VeraError(`${where}: target_modules is empty`);
+  if (regexLayerChecks && typeof c.targetModules === 'string') {
+    if (c.layersToTransform !== null) throw new VeraError(`${where}: layers_to_transform cannot be used when target_modules is a string (a regex or all-linear)`);
+    if (pattern !== null) throw new VeraError(`${where}: layers_pattern cannot be used when target_modules is a string (a regex or all-linear)`);
+  }
+  if (hasPattern && c.layersToTransform === null) throw new VeraError(`${where}: layers_pattern is set but layers_to_transform is not; when layers_pattern is specified, layers_to_transform must also be specified`);
 }
 
 export function isModuleToSave(config: BasePeftConfig, path: string): boolean {
@@ -163,5 +175,5 @@ export const isUnset = (v: unknown): boolean =>
 export function sortedJson(obj: Record<string, unknown>): string {
   const sorted: Record<string, unknown> = {};
   for (const k of Object.keys(obj).sort()) sorted[k] = obj[k];
-  return JSON.stringify(sorted, null, 2) + '\n';
+  return stringifyJson(sorted, 2) + '\n';
 }

@@ -75,47 +75,62 @@ export interface ParamCounts {
 export class PeftModel<M extends Module = Module> {
   readonly model: M;
   readonly peftConfig = new Map<string, BasePeftConfig>();
-  activeAdapter: string;
   private method: PeftMethod;
+  /** PEFT's active_adapter(s): pushed to every adapter layer by setAdapter and addAdapter. */
+  private active: string[];
   /** modules_to_save: per module path, the original parameters and one trainable copy per adapter. */
   private readonly savedModules = new Map<string, { original: Map<string, Tensor>; copies: Map<string, Map<string, Tensor>> }>();
   private disabled = false;
-  /** Adapters loaded for inference only (isTrainable false) never unfreeze. */
+  /** Adapters in inference mode (loaded without isTrainable, or inferenceMode in their config) never unfreeze. */
   private readonly frozen = new Set<string>();
 
   constructor(model: M, config: BasePeftConfig, adapterName = 'default') {
     this.model = model;
     this.method = peftMethod(config.peftType);
-    this.activeAdapter = adapterName;
+    this.active = [adapterName];
     model.requiresGrad_(false); // the base is frozen: no gradient buffers, no weight-gradient matmuls
     this.addAdapter(adapterName, config);
-    this.setAdapter(adapterName);
   }
 
-  /** Add adapter `name`; the active adapter does not change. */
+  /** The active adapters, in the order their outputs are summed. */
+  get activeAdapters(): readonly string[] {
+    return this.active;
+  }
+
+  /** The active adapter (the first, when several are active). */
+  get activeAdapter(): string {
+    const name = this.active[0];
+    if (name === undefined) throw new VeraError('no adapter is active (every adapter was deleted); add one and setAdapter() it');
+    return name;
+  }
+
+  /**
+   * Add adapter `name`; the active adapters do not change (PEFT's add_adapter). VeRA adapters share
+   * the model's one projection pair, made by the first: a later one must use the same
+   * projection_prng_key and save_projection, an r and layer sizes no larger than the first's.
+   */
   addAdapter(name: string, requested: BasePeftConfig): void {
-    if (this.peftConfig.has(name)) throw new VeraError(`adapter '${name}' already exists`);
-    if (requested.peftType !== this.method.peftType) throw new VeraError(`adapter '${name}' is ${requested.peftType}, but this model carries ${this.method.peftType} adapters; mixing methods is not supported`);
+    if (this.peftConfig.has(name)) throw new VeraError(`Adapter with name '${name}' already exists.`);
+    if (requested.peftType !== this.method.peftType) throw new VeraError(`Cannot combine adapters with different peft types. Found ${this.method.peftType} and ${requested.peftType}.`);
     let config = resolveConfig(this.model, requested);
-    const targets: [string, Linear | AdapterLayer][] = [];
-    const unsupported: string[] = [];
-    for (const [path, m] of this.model.namedModules()) {
-      if (path === '' || !isTargetModule(config, path)) continue;
-      if (m instanceof Linear || m instanceof AdapterLayer) targets.push([path, m]);
-      else unsupported.push(path);
+    const existing = [...this.peftConfig.values()];
+    if (config.bias !== 'none' && existing.some((c) => c.bias !== 'none')) {
+      throw new VeraError(`${tunerName(this.method)} supports only 1 adapter with bias. When using multiple adapters, set bias to 'none' for all adapters.`);
     }
-    if (targets.length === 0) {
-      const t = config.targetModules ?? [];
-      const what = typeof t === 'string' ? `regex ${JSON.stringify(t)}` : `[${t.join(', ')}]`;
-      const extra = unsupported.length > 0 ? ` (matched only non-linear modules: ${unsupported.slice(0, 3).join(', ')})` : '';
-      throw new TargetModulesError(`target_modules ${what} matched no linear layer in the model${extra}`, true);
-    }
-    if (unsupported.length > 0) throw new TargetModulesError(`target_modules: ${unsupported[0]} is a ${this.model.getSubmodule(unsupported[0]).constructor.name}; only linear layers can be adapted`, false);
+    this.method.checkNewAdapter?.(config, existing);
+    const targets = this.matchTargets(config);
     // PEFT forces fan_in_fan_out to what the layers are (Conv1D: true) and saves that
     const fanInFanOut = targets.every(([, m]) => (m instanceof AdapterLayer ? m.base_layer : m).fanInFanOut);
     if (fanInFanOut !== config.fanInFanOut) config = { ...config, fanInFanOut };
-    this.method.inject(this.model, targets, config, name);
+    const wrappedBefore = new Set(targets.filter(([, m]) => m instanceof AdapterLayer).map(([p]) => p));
+    try {
+      this.method.inject(this.model, targets, config, name);
+    } catch (e) {
+      this.removeAdapterLayers(name, targets.map(([p]) => p).filter((p) => !wrappedBefore.has(p)));
+      throw e;
+    }
     this.peftConfig.set(name, config);
+    if (config.inferenceMode) this.frozen.add(name);
     for (const [path, m] of this.model.namedModules()) {
       if (path === '' || !isModuleToSave(config, path) || m instanceof AdapterLayer) continue;
       // PEFT copies the whole module: a head made of layers (RoBERTa's classifier.dense/out_proj)
@@ -128,27 +143,72 @@ export class PeftModel<M extends Module = Module> {
       }
       entry.copies.set(name, new Map([...entry.original].map(([p, t]) => [p, t.clone()])));
     }
-    this.applyState();
+    this.activate(this.active.filter((n) => this.peftConfig.has(n)));
   }
 
-  /** Make `name` the active adapter: it alone trains and runs. */
-  setAdapter(name: string): void {
-    if (!this.peftConfig.has(name)) throw new VeraError(`no adapter named '${name}' (have: ${[...this.peftConfig.keys()].join(', ')})`);
-    this.activeAdapter = name;
-    this.applyState();
-  }
-
-  deleteAdapter(name: string): void {
-    if (!this.peftConfig.has(name)) throw new VeraError(`no adapter named '${name}'`);
-    if (this.peftConfig.size === 1) throw new VeraError(`cannot delete '${name}': it is the only adapter (use unload())`);
-    for (const layer of this.adapterLayers()) {
-      if (layer.mergedAdapters.includes(name)) layer.unmerge();
-      if (layer.adapterNames().includes(name)) layer.deleteAdapter(name);
+  /**
+   * The layers `config` adapts, as PEFT matches them: every module path but those inside an adapter
+   * layer (a regex like "l1.*" must not reach "l1.base_layer" of an adapted l1).
+   */
+  private matchTargets(config: BasePeftConfig): [string, Linear | AdapterLayer][] {
+    const targets: [string, Linear | AdapterLayer][] = [];
+    const unsupported: string[] = [];
+    const inside: string[] = [];
+    for (const [path, m] of this.model.namedModules()) {
+      if (path === '' || inside.some((p) => path.startsWith(p))) continue;
+      if (m instanceof AdapterLayer) inside.push(`${path}.`);
+      if (!isTargetModule(config, path)) continue;
+      if (m instanceof Linear || m instanceof AdapterLayer) targets.push([path, m]);
+      else unsupported.push(path);
     }
-    for (const entry of this.savedModules.values()) entry.copies.delete(name);
+    if (targets.length === 0) {
+      const t = config.targetModules ?? [];
+      const what = typeof t === 'string' ? `regex ${JSON.stringify(t)}` : `[${t.join(', ')}]`;
+      const layers = config.layersToTransform !== null ? ` with layers_to_transform ${JSON.stringify(config.layersToTransform)}${config.layersPattern !== null ? ` and layers_pattern ${JSON.stringify(config.layersPattern)}` : ''}` : '';
+      const extra = unsupported.length > 0 ? ` (matched only non-linear modules: ${unsupported.slice(0, 3).join(', ')})` : '';
+      throw new TargetModulesError(`target_modules ${what}${layers} matched no linear layer in the model${extra}`, true);
+    }
+    if (unsupported.length > 0) throw new TargetModulesError(`target_modules: ${unsupported[0]} is a ${this.model.getSubmodule(unsupported[0]).constructor.name}; only linear layers can be adapted`, false);
+    return targets;
+  }
+
+  /** Undo a failed injection: drop adapter `name` wherever it landed and unwrap the layers wrapped for it. */
+  private removeAdapterLayers(name: string, newlyWrapped: string[]): void {
+    for (const layer of this.adapterLayers()) if (layer.adapterNames().includes(name)) layer.deleteAdapter(name);
+    for (const path of newlyWrapped) {
+      const m = this.model.getSubmodule(path);
+      if (m instanceof AdapterLayer && m.adapterNames().length === 0) this.model.setSubmodule(path, m.base_layer);
+    }
+  }
+
+  /**
+   * Make `names` the active adapters: they run (several are summed, in this order) and, unless
+   * loaded for inference or `inferenceMode` is set, train. As PEFT's set_adapter, a merged model is
+   * unmerged first; a modules_to_save module may have a copy from at most one of them.
+   */
+  setAdapter(names: string | readonly string[], opts: { inferenceMode?: boolean } = {}): void {
+    const list = typeof names === 'string' ? [names] : [...names];
+    for (const n of list) if (!this.peftConfig.has(n)) throw new VeraError(`Adapter ${n} not found (have: ${[...this.peftConfig.keys()].join(', ')})`);
+    if (new Set(list).size !== list.length) throw new VeraError(`setAdapter: adapter names repeat: ${list.join(', ')}`);
+    this.activate(list, opts.inferenceMode ?? false);
+  }
+
+  /** PEFT's delete_adapter: refused while the adapter is merged; the last one may go too (the model then runs its base). */
+  deleteAdapter(name: string): void {
+    if (!this.peftConfig.has(name)) throw new VeraError(`Adapter ${name} does not exist`);
+    const merged = this.adapterLayers().some((l) => l.mergedAdapters.includes(name));
+    if (merged) throw new VeraError(`Cannot delete adapter(s) ['${name}'] while they are merged. Please unmerge them first.`);
     this.peftConfig.delete(name);
-    if (this.activeAdapter === name) this.activeAdapter = [...this.peftConfig.keys()][0];
-    this.applyState();
+    this.frozen.delete(name);
+    // each layer picks its next active adapter as PEFT's layers do; the model takes the first layer's
+    let next: string[] | null = null;
+    for (const layer of this.adapterLayers()) {
+      layer.deleteAdapter(name);
+      next ??= [...layer.activeAdapters];
+    }
+    this.active = next ?? [];
+    for (const entry of this.savedModules.values()) entry.copies.delete(name);
+    this.applyTrainability();
   }
 
   /** Run the base model alone until enableAdapters(). */
@@ -183,29 +243,72 @@ export class PeftModel<M extends Module = Module> {
     return out;
   }
 
-  /** Push active adapter, disabled flag and trainability down to every layer. */
-  private applyState(): void {
-    const name = this.activeAdapter;
-    const config = this.peftConfig.get(name);
+  /** Set the active list on every layer (unmerging merged ones, as PEFT's set_adapter) and on modules_to_save. */
+  private activate(names: string[], inferenceMode = false): void {
+    const modules = this.modulesToSaveFor(names);
     for (const layer of this.adapterLayers()) {
-      layer.disabled = this.disabled;
-      layer.activeAdapters = layer.adapterNames().includes(name) ? [name] : [];
-      for (const n of layer.adapterNames()) {
-        const train = n === name && !this.disabled && !this.frozen.has(n);
-        for (const t of layer.trainableTensors(n)) t.requiresGrad = train;
-      }
+      if (layer.merged) layer.unmerge();
+      layer.activeAdapters = [...names];
     }
+    this.active = [...names];
+    this.applyState(modules, inferenceMode);
+  }
+
+  /** Per modules_to_save path, the one active adapter with a copy there (PEFT refuses two). */
+  private modulesToSaveFor(names: readonly string[]): Map<string, string | undefined> {
+    const out = new Map<string, string | undefined>();
+    for (const [path, entry] of this.savedModules) {
+      const withCopy = names.filter((n) => entry.copies.has(n));
+      if (withCopy.length > 1) throw new VeraError(`Only one adapter can be set at a time for modules_to_save ${path}, got ${withCopy.length} (${withCopy.join(', ')})`);
+      out.set(path, withCopy[0]);
+    }
+    return out;
+  }
+
+  private modulesToSaveChoice = new Map<string, string | undefined>();
+
+  /** Push the disabled flag, the modules_to_save copies in use and trainability down. */
+  private applyState(modules = this.modulesToSaveChoice, inferenceMode = false): void {
+    this.modulesToSaveChoice = modules;
+    for (const layer of this.adapterLayers()) layer.disabled = this.disabled;
     for (const [path, entry] of this.savedModules) {
       const m = this.model.getSubmodule(path);
-      const copy = this.disabled ? undefined : entry.copies.get(name);
+      const name = modules.get(path);
+      const copy = this.disabled || name === undefined ? undefined : entry.copies.get(name);
       for (const [p, original] of entry.original) {
         const use = copy?.get(p) ?? original;
         const dot = p.lastIndexOf('.');
         (dot < 0 ? m : m.getSubmodule(p.slice(0, dot))).setParameter(p.slice(dot + 1), use);
-        use.requiresGrad = copy !== undefined;
       }
     }
-    if (config) for (const [, t] of this.biasParameters(config)) t.requiresGrad = !this.disabled;
+    this.applyTrainability(inferenceMode);
+  }
+
+  /** Only the active adapters' tensors train (and their modules_to_save copies and biases), unless disabled or frozen. */
+  private applyTrainability(inferenceMode = false): void {
+    const trains = (n: string): boolean => this.active.includes(n) && !this.disabled && !inferenceMode && !this.frozen.has(n);
+    const adapterTensors = new Set<Tensor>();
+    for (const layer of this.adapterLayers()) {
+      for (const n of layer.adapterNames()) {
+        for (const t of layer.trainableTensors(n)) {
+          adapterTensors.add(t);
+          t.requiresGrad = trains(n);
+        }
+      }
+    }
+    for (const entry of this.savedModules.values()) {
+      for (const [n, copy] of entry.copies) {
+        for (const t of copy.values()) {
+          adapterTensors.add(t);
+          t.requiresGrad = trains(n);
+        }
+      }
+    }
+    for (const [, t] of this.model.namedParameters()) if (!adapterTensors.has(t)) t.requiresGrad = false;
+    for (const n of this.active) {
+      const config = this.peftConfig.get(n);
+      if (config && trains(n)) for (const [, t] of this.biasParameters(config)) t.requiresGrad = true;
+    }
   }
 
   /** Saved keys of the biases adapter `name` trains (see config.bias). */
@@ -230,21 +333,39 @@ export class PeftModel<M extends Module = Module> {
     return out;
   }
 
-  /** Fold adapters (default: the active one) into the base weights. */
-  merge(names: string[] = [this.activeAdapter], opts: { safe?: boolean } = {}): void {
+  /**
+   * Fold adapters (default: the active ones) into the base weights; already merged ones are skipped.
+   * All or nothing: if one refuses (`safe` and NaN/Inf), the weights are left as they were.
+   */
+  merge(names: readonly string[] = this.active, opts: { safe?: boolean } = {}): void {
     for (const n of names) if (!this.peftConfig.has(n)) throw new VeraError(`no adapter named '${n}'`);
-    for (const layer of this.adapterLayers()) {
-      layer.merge(names.filter((n) => layer.adapterNames().includes(n)), opts.safe ?? false);
+    const done: [AdapterLayer, number][] = [];
+    try {
+      for (const layer of this.adapterLayers()) done.push([layer, layer.merge([...names], opts.safe ?? false).length]);
+    } catch (e) {
+      for (const [layer, count] of done.reverse()) layer.unmerge(count);
+      throw e;
     }
   }
 
+  /** PEFT's merge_adapter. */
+  mergeAdapter(names?: readonly string[], opts: { safe?: boolean } = {}): void {
+    this.merge(names, opts);
+  }
+
+  /** Take every merged adapter out of the base weights. */
   unmerge(): void {
     for (const layer of this.adapterLayers()) layer.unmerge();
   }
 
-  /** Merge the active adapter and return the plain base model (adapter layers removed). */
-  mergeAndUnload(opts: { safe?: boolean; adapterNames?: string[] } = {}): M {
-    this.merge(opts.adapterNames ?? [this.activeAdapter], opts);
+  /** PEFT's unmerge_adapter. */
+  unmergeAdapter(): void {
+    this.unmerge();
+  }
+
+  /** Merge adapters (default: the active ones) and return the plain base model (adapter layers removed). */
+  mergeAndUnload(opts: { safe?: boolean; adapterNames?: readonly string[] } = {}): M {
+    this.merge(opts.adapterNames ?? this.active, opts);
     return this.unload();
   }
 
@@ -320,35 +441,47 @@ export class PeftModel<M extends Module = Module> {
     });
   }
 
-  /** PEFT's name for saveAdapter. */
-  savePretrained(dir: string, opts: SaveOptions = {}): void {
-    this.saveAdapter(dir, opts);
+  /**
+   * PEFT's save_pretrained: every adapter (or those in `selectedAdapters`), the one named "default"
+   * in `dir` and each other one in `dir/<name>`.
+   */
+  savePretrained(dir: string, opts: Omit<SaveOptions, 'adapterName'> & { selectedAdapters?: readonly string[] } = {}): void {
+    const names = opts.selectedAdapters ?? [...this.peftConfig.keys()];
+    for (const n of names) this.configOf(n);
+    for (const name of names) this.saveAdapter(name === 'default' ? dir : join(dir, name), { ...opts, adapterName: name });
   }
 
-  /** Load an adapter folder (ours or PEFT's) as a new adapter on this model. */
+  /** Load an adapter folder (ours or PEFT's) as a new adapter on this model; it does not become active. */
   loadAdapter(dir: string, opts: LoadOptions = {}): string {
     const name = opts.adapterName ?? 'default';
     const { config, tensors, file } = readAdapterFolder(dir);
-    this.addAdapter(name, config);
+    const wrapped = this.addAdapterTracked(name, { ...config, inferenceMode: !(opts.isTrainable ?? false) });
     try {
-      loadInto(this, name, config, tensors, file);
+      loadInto(this, name, this.configOf(name), tensors, file);
     } catch (e) {
-      this.deleteAdapterQuietly(name);
+      this.discardAdapter(name, wrapped);
       throw e;
     }
-    if (!(opts.isTrainable ?? false)) this.freezeAdapter(name);
     return name;
   }
 
-  private deleteAdapterQuietly(name: string): void {
-    for (const layer of this.adapterLayers()) if (layer.adapterNames().includes(name)) layer.deleteAdapter(name);
-    for (const entry of this.savedModules.values()) entry.copies.delete(name);
-    this.peftConfig.delete(name);
+  /** addAdapter, returning the paths it wrapped anew (to undo a failed load). */
+  private addAdapterTracked(name: string, config: BasePeftConfig): string[] {
+    const before = new Set(this.adapterLayers());
+    this.addAdapter(name, config);
+    const out: string[] = [];
+    for (const [path, m] of this.model.namedModules()) if (m instanceof AdapterLayer && !before.has(m)) out.push(path);
+    return out;
   }
 
-  private freezeAdapter(name: string): void {
-    this.frozen.add(name);
-    for (const t of this.adapterStateDict(name).values()) t.requiresGrad = false;
+  /** Remove a just-added adapter without a trace (its layers, copies, config). */
+  private discardAdapter(name: string, newlyWrapped: string[]): void {
+    this.removeAdapterLayers(name, newlyWrapped);
+    for (const entry of this.savedModules.values()) entry.copies.delete(name);
+    for (const [path, entry] of [...this.savedModules]) if (entry.copies.size === 0) this.savedModules.delete(path);
+    this.peftConfig.delete(name);
+    this.frozen.delete(name);
+    this.activate(this.active.filter((n) => this.peftConfig.has(n)));
   }
 
   /** Put tensors (PEFT keys) into adapter `name`; used by loadAdapter and checkpoints. */
@@ -360,11 +493,20 @@ export class PeftModel<M extends Module = Module> {
   static fromPretrained<M extends Module>(model: M, dir: string, opts: LoadOptions = {}): PeftModel<M> {
     const name = opts.adapterName ?? 'default';
     const { config, tensors, file } = readAdapterFolder(dir);
-    const peft = new PeftModel(model, config, name);
-    loadInto(peft, name, config, tensors, file);
-    if (!(opts.isTrainable ?? false)) peft.freezeAdapter(name);
+    const peft = new PeftModel(model, { ...config, inferenceMode: !(opts.isTrainable ?? false) }, name);
+    try {
+      loadInto(peft, name, peft.configOf(name), tensors, file);
+    } catch (e) {
+      peft.unload(); // leave the model as it was given
+      throw e;
+    }
     return peft;
   }
+}
+
+/** PEFT's tuner class name for messages ("VeraModel"). */
+function tunerName(m: PeftMethod): string {
+  return `${m.peftType[0]}${m.peftType.slice(1).toLowerCase()}Model`;
 }
 
 /** config.json's model_type of a model built by this library (its `modelType`), else null. */

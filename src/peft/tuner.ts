@@ -11,6 +11,7 @@ export abstract class AdapterLayer<A = unknown> extends Module {
   readonly base_layer: Linear;
   readonly inFeatures: number;
   readonly outFeatures: number;
+  /** The adapters this layer runs, summed in this order (PEFT's active_adapters); names it does not carry are skipped. */
   activeAdapters: string[] = [];
   mergedAdapters: string[] = [];
   disabled = false;
@@ -37,10 +38,21 @@ export abstract class AdapterLayer<A = unknown> extends Module {
     return [...this.adapters.keys()];
   }
 
+  /** Whether any adapter is folded into the base weight. */
+  get merged(): boolean {
+    return this.mergedAdapters.length > 0;
+  }
+
+  /**
+   * Remove adapter `name` (PEFT's BaseTunerLayer.delete_adapter): if it was active, the other
+   * active ones stay; if none is left, the alphabetically first adapter of this layer becomes active.
+   */
   deleteAdapter(name: string): void {
     for (const p of this.parameterNames(name)) this.removeParameter(p);
     this.adapters.delete(name);
-    this.activeAdapters = this.activeAdapters.filter((n) => n !== name);
+    if (!this.activeAdapters.includes(name)) return;
+    const rest = this.activeAdapters.filter((n) => n !== name);
+    this.activeAdapters = rest.length > 0 ? rest : this.adapterNames().sort().slice(0, 1);
   }
   /** ΔW in the base weight's storage layout ((out, in), or (in, out) for fan-in-fan-out). */
   abstract deltaWeight(name: string): Tensor;
@@ -48,39 +60,59 @@ export abstract class AdapterLayer<A = unknown> extends Module {
   protected abstract adapterForward(name: string, x: Tensor): Tensor;
 
   forward(x: Tensor): Tensor {
-    // merged weights must come out before the base alone can answer
-    if (this.disabled && this.mergedAdapters.length > 0) this.unmerge();
+    if (this.disabled) {
+      // merged weights must come out before the base alone can answer
+      if (this.merged) this.unmerge();
+      return this.base_layer.forward(x);
+    }
+    // as PEFT: once anything is merged the layer answers with its (merged) base weight alone
+    if (this.merged) return this.base_layer.forward(x);
     let y = this.base_layer.forward(x);
-    if (this.disabled) return y;
     for (const name of this.activeAdapters) {
-      if (this.mergedAdapters.includes(name)) continue;
-      y = F.add(y, this.adapterForward(name, x));
+      if (this.adapters.has(name)) y = F.add(y, this.adapterForward(name, x));
     }
     return y;
   }
 
-  /** Fold adapters into the base weight. With `safe`, refuse (and change nothing) if the result holds NaN/Inf. */
-  merge(names: string[] = this.activeAdapters, safe = false): void {
+  /**
+   * Fold adapters (default: the active ones this layer carries and has not merged yet) into the
+   * base weight; returns the names merged. With `safe`, an adapter whose ΔW would put NaN/Inf into
+   * the weight is refused before it touches it, and those this call merged before it come out again.
+   */
+  merge(names: string[] = this.activeAdapters, safe = false): string[] {
+    const done: string[] = [];
     noGrad(() => {
-      for (const name of names) {
-        if (this.mergedAdapters.includes(name)) continue;
-        const w = this.base_layer.weight;
-        const merged = F.add(w, this.deltaWeight(name));
-        if (safe) {
-          const data = merged.data();
-          for (let i = 0; i < data.length; i++) {
-            if (!Number.isFinite(data[i])) throw new VeraError(`merge: adapter '${name}' would put NaN/Inf into ${this.constructor.name} weights; refusing to merge`);
-          }
-        }
-        w.copyFrom(merged);
-        this.mergedAdapters.push(name);
+      try {
+        this.mergeEach(names, safe, done);
+      } catch (e) {
+        this.unmerge(done.length); // all or nothing
+        throw e;
       }
     });
+    return done;
   }
 
-  unmerge(): void {
+  private mergeEach(names: string[], safe: boolean, done: string[]): void {
+    for (const name of names) {
+      if (this.mergedAdapters.includes(name) || !this.adapters.has(name)) continue;
+      const w = this.base_layer.weight;
+      const merged = F.add(w, this.deltaWeight(name));
+      if (safe) {
+        const data = merged.data();
+        for (let i = 0; i < data.length; i++) {
+          if (!Number.isFinite(data[i])) throw new VeraError(`merge: adapter '${name}' would put NaN/Inf into ${this.constructor.name} weights; refusing to merge`);
+        }
+      }
+      w.copyFrom(merged);
+      this.mergedAdapters.push(name);
+      done.push(name);
+    }
+  }
+
+  /** Take merged adapters out of the base weight, last merged first (default: all). */
+  unmerge(count = this.mergedAdapters.length): void {
     noGrad(() => {
-      while (this.mergedAdapters.length > 0) {
+      for (let i = 0; i < count && this.mergedAdapters.length > 0; i++) {
         const name = this.mergedAdapters.pop()!;
         const w = this.base_layer.weight;
         w.copyFrom(F.sub(w, this.deltaWeight(name)));
@@ -112,7 +144,15 @@ export interface PeftMethod<C extends BasePeftConfig = BasePeftConfig> {
   readonly peftType: string;
   parseConfig(json: unknown, file: string): C;
   configToJson(config: C): Record<string, unknown>;
-  /** Wrap the targeted layers of `model` (already matched) and create adapter `name` on them. */
+  /**
+   * Throw a VeraError if `config` cannot join the adapters already on the model (`existing`, in the
+   * order they were added), with PEFT's _check_new_adapter_config rules for this method.
+   */
+  checkNewAdapter?(config: C, existing: readonly C[]): void;
+  /**
+   * Wrap the targeted layers of `model` (already matched) and create adapter `name` on them. Checks
+   * that can fail run before anything is changed.
+   */
   inject(model: Module, targets: [string, Linear | AdapterLayer][], config: C, name: string): void;
   /** The adapter's trainable tensors as PEFT saves them (keys without the "base_model.model." prefix for per-layer tensors). */
   stateDict(model: Module, config: C, name: string): AdapterStateDict;
@@ -120,8 +160,6 @@ export interface PeftMethod<C extends BasePeftConfig = BasePeftConfig> {
   loadStateDict(model: Module, config: C, name: string, tensors: AdapterTensors, file: string): void;
   /** Throw a VeraError unless the adapter's frozen tensors are what its config regenerates (before saving without them). */
   checkRegenerable?(model: Module, config: C, name: string): void;
-  /** Per-adapter shared state (VeRA's projections); deleted with the adapter. */
-  deleteShared?(name: string): void;
 }
 
 export interface AdapterStateDict {

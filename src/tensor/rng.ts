@@ -11,14 +11,18 @@ export class Rng {
   private index = N;
   private spareNormal: number | null = null;
 
-  constructor(seed: number) {
+  constructor(seed: number | bigint) {
     this.seed(seed);
   }
 
-  seed(seed: number): void {
-    if (!Number.isInteger(seed) || seed < 0) throw new Error(`seed must be a non-negative integer, got ${seed}`);
+  /**
+   * Seed as torch.Generator.manual_seed does: any integer in [-2⁶³, 2⁶⁴) is taken modulo 2⁶⁴ (a
+   * negative one as its two's complement) and MT19937 is seeded with its low 32 bits.
+   */
+  seed(seed: number | bigint): void {
+    if (!isTorchSeed(seed)) throw new Error(`seed must be an integer in [-2^63, 2^64), got ${seed}`);
     const mt = this.mt;
-    mt[0] = seed >>> 0; // PyTorch keeps the low 32 bits of the seed
+    mt[0] = typeof seed === 'bigint' ? Number(BigInt.asUintN(32, seed)) : seed >>> 0;
     for (let i = 1; i < N; i++) {
       const prev = mt[i - 1] ^ (mt[i - 1] >>> 30);
       mt[i] = (Math.imul(prev, 1812433253) + i) >>> 0; // 32-bit wrap-around, as in the reference
@@ -102,10 +106,16 @@ export class Rng {
   }
 }
 
+/** Whether torch.Generator.manual_seed accepts `seed`: an integer in [-2⁶³, 2⁶⁴). */
+export function isTorchSeed(seed: number | bigint): boolean {
+  if (typeof seed === 'bigint') return seed >= -(2n ** 63n) && seed < 2n ** 64n;
+  return Number.isInteger(seed) && seed >= -(2 ** 63) && seed < 2 ** 64;
+}
+
 let globalRng = new Rng(0);
 
 /** Reseed the default generator (dropout, default inits). */
-export function manualSeed(seed: number): void {
+export function manualSeed(seed: number | bigint): void {
   globalRng = new Rng(seed);
 }
 

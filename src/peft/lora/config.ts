@@ -1,6 +1,6 @@
 // LoraConfig: PEFT's fields and defaults (the paper's baseline).
 import { VeraError } from '../../io/errors.js';
-import { BASE_DEFAULTS, BASE_FIELD_NAMES, ConfigReader, isUnset, readBaseFields, unknownFields, writeBaseFields, type BasePeftConfig } from '../config.js';
+import { BASE_DEFAULTS, BASE_FIELD_NAMES, ConfigReader, isUnset, readBaseFields, unknownFields, validateBaseConfig, writeBaseFields, type BasePeftConfig } from '../config.js';
 
 export interface LoraConfig extends BasePeftConfig {
   readonly peftType: 'LORA';
@@ -32,6 +32,7 @@ export function loraConfig(init: LoraConfigInit = {}): LoraConfig {
 }
 
 export function validateLoraConfig(c: LoraConfig, where: string): void {
+  validateBaseConfig(c, where, true);
   if (!Number.isInteger(c.r) || c.r <= 0) throw new VeraError(`${where}: r must be a positive integer, got ${c.r}`);
   if (!Number.isFinite(c.loraAlpha)) throw new VeraError(`${where}: lora_alpha must be a finite number, got ${c.loraAlpha}`);
   if (!(c.loraDropout >= 0 && c.loraDropout < 1)) throw new VeraError(`${where}: lora_dropout must be in [0, 1), got ${c.loraDropout}`);

@@ -1,6 +1,7 @@
 // VeraConfig: PEFT's fields and defaults, plus the paper's ablation switches.
 import { VeraError } from '../../io/errors.js';
-import { BASE_DEFAULTS, BASE_FIELD_NAMES, ConfigReader, readBaseFields, unknownFields, writeBaseFields, type BasePeftConfig } from '../config.js';
+import { isTorchSeed } from '../../tensor/index.js';
+import { BASE_DEFAULTS, BASE_FIELD_NAMES, ConfigReader, readBaseFields, unknownFields, validateBaseConfig, writeBaseFields, type BasePeftConfig } from '../config.js';
 
 export type ProjectionInit = 'kaiming_uniform' | 'kaiming_normal' | 'uniform';
 /** Paper §4.6: "only d" freezes λb at 1 (d starts at dInitial, 0 in the paper); "only b" freezes λd at 1. */
@@ -10,8 +11,11 @@ export interface VeraConfig extends BasePeftConfig {
   readonly peftType: 'VERA';
   /** Rank of the shared projections. */
   r: number;
-  /** Seed of the PRNG that generates A and B. */
-  projectionPrngKey: number;
+  /**
+   * Seed of the PRNG that generates A and B: any integer torch.Generator.manual_seed takes,
+   * [-2⁶³, 2⁶⁴) (a bigint where it is beyond 2⁵³); its low 32 bits seed MT19937, as in PyTorch.
+   */
+  projectionPrngKey: number | bigint;
   /** Store A and B in the adapter file (otherwise regenerated from the seed on load). */
   saveProjection: boolean;
   veraDropout: number;
@@ -49,12 +53,12 @@ export function veraConfig(init: VeraConfigInit = {}): VeraConfig {
 }
 
 export function validateVeraConfig(c: VeraConfig, where: string): void {
+  validateBaseConfig(c, where);
   if (!Number.isInteger(c.r) || c.r <= 0) throw new VeraError(`${where}: r must be a positive integer, got ${c.r}`);
-  if (!Number.isInteger(c.projectionPrngKey) || c.projectionPrngKey < 0) throw new VeraError(`${where}: projection_prng_key must be a non-negative integer, got ${c.projectionPrngKey}`);
+  if (!isTorchSeed(c.projectionPrngKey)) throw new VeraError(`${where}: projection_prng_key must be an integer in [-2^63, 2^64) (what torch.Generator.manual_seed takes), got ${String(c.projectionPrngKey)}`);
   if (!(c.veraDropout >= 0 && c.veraDropout < 1)) throw new VeraError(`${where}: vera_dropout must be in [0, 1), got ${c.veraDropout}`);
   if (!Number.isFinite(c.dInitial)) throw new VeraError(`${where}: d_initial must be finite, got ${c.dInitial}`);
   if (c.bias === 'lora_only') throw new VeraError(`${where}: bias must be none, all or vera_only`);
-  if (Array.isArray(c.targetModules) && c.targetModules.length === 0) throw new VeraError(`${where}: target_modules is empty`);
 }
 
 const VERA_FIELDS = new Set([
@@ -69,7 +73,7 @@ export function parseVeraConfig(json: unknown, file: string): VeraConfig {
     peftType: 'VERA',
     ...readBaseFields(r, ['none', 'all', 'vera_only']),
     r: r.int('r', 256),
-    projectionPrngKey: r.int('projection_prng_key', 0),
+    projectionPrngKey: r.bigInt('projection_prng_key', 0),
     saveProjection: r.bool('save_projection', true),
     veraDropout: r.num('vera_dropout', 0),
     dInitial: r.num('d_initial', 0.1),
@@ -88,7 +92,8 @@ export function veraConfigToJson(c: VeraConfig): Record<string, unknown> {
     ...writeBaseFields(c),
     d_initial: c.dInitial,
     init_weights: c.initWeights,
-    projection_prng_key: c.projectionPrngKey,
+    // exactly as Python writes the int (a double beyond 2⁵³ would print rounded)
+    projection_prng_key: Number.isSafeInteger(c.projectionPrngKey) ? c.projectionPrngKey : BigInt(c.projectionPrngKey),
     r: c.r,
     save_projection: c.saveProjection,
     vera_dropout: c.veraDropout,

@@ -2,15 +2,17 @@
 //
 //     h = W0·x + Λb · B · Λd · A · x
 //
-// A (r × in) and B (out × r) are frozen random matrices shared by every adapted layer: the model
-// holds one pair of shape (r, max_in) / (max_out, r) and each layer reads the slices A[:, :in] and
-// B[:out, :]. Only λd (length r) and λb (length out) train. Parameter names follow PEFT
+// A (r × in) and B (out × r) are frozen random matrices shared by every adapted layer and by every
+// VeRA adapter on the model: the model holds one pair of shape (r, max_in) / (max_out, r), sized
+// by its first adapter, and each layer reads the slices A[:, :in] and B[:out, :]. Only λd (length
+// r) and λb (length out) train. Parameter names follow PEFT
 // ("vera_lambda_d.<adapter>") so module paths and saved keys line up.
 import { F, Tensor, defaultRng, type Rng } from '../../tensor/index.js';
 import type { Linear } from '../../nn/index.js';
+import { VeraError } from '../../io/errors.js';
 import { AdapterLayer } from '../tuner.js';
 
-/** The frozen pair one adapter's layers share. */
+/** The frozen pair the model's VeRA adapters share (PEFT's vera_A / vera_B). */
 export interface VeraProjections {
   A: Tensor; // (r, maxIn)
   B: Tensor; // (maxOut, r)
@@ -19,7 +21,10 @@ export interface VeraProjections {
 interface VeraAdapter {
   lambdaD: Tensor;
   lambdaB: Tensor;
+  /** The model's shared pair (the same object in every layer and adapter), or this layer's own under uniqueProjections. */
   projections: VeraProjections;
+  /** false only for the paper's unique-projections ablation. */
+  shared: boolean;
   dropout: number;
   /** The ablations freeze one of the vectors. */
   trainD: boolean;
@@ -32,6 +37,9 @@ export interface VeraAdapterOptions {
   dropout: number;
   trainD: boolean;
   trainB: boolean;
+  shared: boolean;
+  /** r of this adapter; the shared pair may have more rows (it is sized by the model's first adapter). */
+  r: number;
 }
 
 export class VeraLinear extends AdapterLayer<VeraAdapter> {
@@ -40,10 +48,9 @@ export class VeraLinear extends AdapterLayer<VeraAdapter> {
   }
 
   addAdapter(name: string, projections: VeraProjections, o: VeraAdapterOptions): void {
-    const r = projections.A.shape[0];
-    const lambdaD = this.addParameter(`vera_lambda_d.${name}`, Tensor.full([r], o.dInitial), false);
+    const lambdaD = this.addParameter(`vera_lambda_d.${name}`, Tensor.full([o.r], o.dInitial), false);
     const lambdaB = this.addParameter(`vera_lambda_b.${name}`, Tensor.full([this.outFeatures], o.bInitial), false);
-    this.adapters.set(name, { lambdaD, lambdaB, projections, dropout: o.dropout, trainD: o.trainD, trainB: o.trainB });
+    this.adapters.set(name, { lambdaD, lambdaB, projections, shared: o.shared, dropout: o.dropout, trainD: o.trainD, trainB: o.trainB });
   }
 
   trainableTensors(name: string): Tensor[] {
@@ -55,22 +62,36 @@ export class VeraLinear extends AdapterLayer<VeraAdapter> {
     return [`vera_lambda_d.${name}`, `vera_lambda_b.${name}`];
   }
 
-  /** A[:, :in] and B[:out, :] (frozen, so slicing records no tape). */
-  private slices(p: VeraProjections): [Tensor, Tensor] {
-    return [F.slice(p.A, 1, 0, this.inFeatures), F.slice(p.B, 0, 0, this.outFeatures)];
+  /** The projections adapter `name` computes with (PEFT's vera_A[name] / vera_B[name]). */
+  projections(name: string): VeraProjections {
+    return this.adapter(name).projections;
+  }
+
+  /**
+   * λd as wide as the pair's rank. PEFT computes every adapter with the whole shared pair, so an
+   * adapter added with a lower r than the first only runs when broadcasting allows it (r = 1).
+   */
+  private lambdaDFor(name: string): Tensor {
+    const { lambdaD, projections } = this.adapter(name);
+    const rank = projections.A.shape[0];
+    if (lambdaD.size === rank) return lambdaD;
+    if (lambdaD.size === 1) return F.mul(Tensor.full([rank], 1), lambdaD);
+    throw new VeraError(`VeRA adapter '${name}' has r=${lambdaD.size} but the model's shared vera_A has ${rank} rows (it was sized by the first adapter); PEFT cannot run such an adapter either: give every adapter on one model the same r`);
   }
 
   /** Λb · B · Λd · A · dropout(x), one fused op reading A[:, :in] and B[:out, :] in place. */
   protected adapterForward(name: string, x: Tensor): Tensor {
-    const { lambdaD, lambdaB, projections, dropout } = this.adapter(name);
+    const { lambdaB, projections, dropout } = this.adapter(name);
     const xd = F.dropout(x, dropout, this.rng ?? defaultRng(), this.training);
-    return F.veraBranch(xd, projections.A, projections.B, lambdaD, lambdaB);
+    return F.veraBranch(xd, projections.A, projections.B, this.lambdaDFor(name), lambdaB);
   }
 
-  /** ΔW = (λb ⊙ B)(λd ⊙ A), transposed for (in, out) storage. */
+  /** ΔW = (λb ⊙ B[:out])(λd ⊙ A[:, :in]), transposed for (in, out) storage. */
   deltaWeight(name: string): Tensor {
-    const { lambdaD, lambdaB, projections } = this.adapter(name);
-    const [A, B] = this.slices(projections);
+    const { lambdaB, projections } = this.adapter(name);
+    const lambdaD = this.lambdaDFor(name);
+    const A = F.slice(projections.A, 1, 0, this.inFeatures); // frozen: slicing records no tape
+    const B = F.slice(projections.B, 0, 0, this.outFeatures);
     const scaledB = F.mul(B, F.reshape(lambdaB, [this.outFeatures, 1]));
     const scaledA = F.mul(A, F.reshape(lambdaD, [lambdaD.size, 1]));
     return this.base_layer.fanInFanOut ? F.matmul(scaledA, scaledB, { transA: true, transB: true }) : F.matmul(scaledB, scaledA);
