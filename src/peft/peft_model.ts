@@ -10,7 +10,7 @@ import { Tensor } from '../tensor/index.js';
 import { Linear, type Module } from '../nn/index.js';
 import { isModuleToSave, isTargetModule, sortedJson, type BasePeftConfig } from './config.js';
 import { AdapterLayer, type AdapterTensors, type PeftMethod } from './tuner.js';
-import { SEQ_CLS_HEAD_NAMES, allLinearTargets, defaultTargetModules, isAllLinear } from './targets.js';
+import { MIN_TARGET_MODULES_FOR_OPTIMIZATION, SEQ_CLS_HEAD_NAMES, allLinearTargets, defaultTargetModules, findMinimalTargetModules, isAllLinear } from './targets.js';
 import { vera } from './vera/model.js';
 import { lora } from './lora/model.js';
 
@@ -65,6 +65,8 @@ export function adapterDtype(d: AdapterDtype | undefined): 'F32' | 'F16' | 'BF16
 export interface LoadOptions {
   adapterName?: string;
   isTrainable?: boolean;
+  /** fromPretrained: use this config (kept as the adapter's, inferenceMode set) instead of the folder's adapter_config.json. */
+  config?: BasePeftConfig;
 }
 
 export interface ParamCounts {
@@ -78,6 +80,8 @@ export class PeftModel<M extends Module = Module> {
   private method: PeftMethod;
   /** PEFT's active_adapter(s): pushed to every adapter layer by setAdapter and addAdapter. */
   private active: string[];
+  /** PeftModel.active_adapter: the one name set last (kept when a deletion leaves zero or several active, as PEFT). */
+  private current: string;
   /** modules_to_save: per module path, the original parameters and one trainable copy per adapter. */
   private readonly savedModules = new Map<string, { original: Map<string, Tensor>; copies: Map<string, Map<string, Tensor>> }>();
   private disabled = false;
@@ -88,6 +92,7 @@ export class PeftModel<M extends Module = Module> {
     this.model = model;
     this.method = peftMethod(config.peftType);
     this.active = [adapterName];
+    this.current = adapterName;
     model.requiresGrad_(false); // the base is frozen: no gradient buffers, no weight-gradient matmuls
     this.addAdapter(adapterName, config);
   }
@@ -97,11 +102,9 @@ export class PeftModel<M extends Module = Module> {
     return this.active;
   }
 
-  /** The active adapter (the first, when several are active). */
+  /** The active adapter, as PEFT's PeftModel.active_adapter: the name last set alone (see activeAdapters for the list). */
   get activeAdapter(): string {
-    const name = this.active[0];
-    if (name === undefined) throw new VeraError('no adapter is active (every adapter was deleted); add one and setAdapter() it');
-    return name;
+    return this.current;
   }
 
   /**
@@ -112,19 +115,28 @@ export class PeftModel<M extends Module = Module> {
   addAdapter(name: string, requested: BasePeftConfig): void {
     if (this.peftConfig.has(name)) throw new VeraError(`Adapter with name '${name}' already exists.`);
     if (requested.peftType !== this.method.peftType) throw new VeraError(`Cannot combine adapters with different peft types. Found ${this.method.peftType} and ${requested.peftType}.`);
-    let config = resolveConfig(this.model, requested);
+    // as PEFT, the config object itself is kept and completed (resolved targets, fan_in_fan_out)
+    const config = Object.assign(requested, resolveConfig(this.model, requested));
     const existing = [...this.peftConfig.values()];
     if (config.bias !== 'none' && existing.some((c) => c.bias !== 'none')) {
       throw new VeraError(`${tunerName(this.method)} supports only 1 adapter with bias. When using multiple adapters, set bias to 'none' for all adapters.`);
     }
     this.method.checkNewAdapter?.(config, existing);
-    const targets = this.matchTargets(config);
+    // the layers as the list names them size VeRA's pair; then, as PEFT, a list of 20 or more
+    // condenses to the fewest suffixes (saved so), which layers_to_transform may then filter
+    const sizing = this.matchTargets(config);
+    const t = config.targetModules;
+    if (Array.isArray(t) && t.length >= MIN_TARGET_MODULES_FOR_OPTIMIZATION) {
+      const others = [...this.model.namedModules()].map(([p]) => p).filter((p) => !t.includes(p) && !t.some((n) => p.endsWith(`.${n}`)));
+      const minimal = findMinimalTargetModules(t, others);
+      if (minimal.length < t.length) config.targetModules = minimal;
+    }
+    const targets = config.targetModules === t ? sizing : this.matchTargets(config);
     // PEFT forces fan_in_fan_out to what the layers are (Conv1D: true) and saves that
-    const fanInFanOut = targets.every(([, m]) => (m instanceof AdapterLayer ? m.base_layer : m).fanInFanOut);
-    if (fanInFanOut !== config.fanInFanOut) config = { ...config, fanInFanOut };
+    config.fanInFanOut = targets.every(([, m]) => (m instanceof AdapterLayer ? m.base_layer : m).fanInFanOut);
     const wrappedBefore = new Set(targets.filter(([, m]) => m instanceof AdapterLayer).map(([p]) => p));
     try {
-      this.method.inject(this.model, targets, config, name);
+      this.method.inject(this.model, targets, config, name, sizing);
     } catch (e) {
       this.removeAdapterLayers(name, targets.map(([p]) => p).filter((p) => !wrappedBefore.has(p)));
       throw e;
@@ -191,6 +203,7 @@ export class PeftModel<M extends Module = Module> {
     for (const n of list) if (!this.peftConfig.has(n)) throw new VeraError(`Adapter ${n} not found (have: ${[...this.peftConfig.keys()].join(', ')})`);
     if (new Set(list).size !== list.length) throw new VeraError(`setAdapter: adapter names repeat: ${list.join(', ')}`);
     this.activate(list, opts.inferenceMode ?? false);
+    if (list.length === 1) this.current = list[0];
   }
 
   /** PEFT's delete_adapter: refused while the adapter is merged; the last one may go too (the model then runs its base). */
@@ -207,8 +220,15 @@ export class PeftModel<M extends Module = Module> {
       next ??= [...layer.activeAdapters];
     }
     this.active = next ?? [];
-    for (const entry of this.savedModules.values()) entry.copies.delete(name);
-    this.applyTrainability();
+    if (this.active.length === 1) this.current = this.active[0];
+    // modules_to_save follow the new active adapter where it has a copy
+    const choice = new Map(this.modulesToSaveChoice);
+    for (const [path, entry] of this.savedModules) {
+      if (!entry.copies.delete(name) && choice.get(path) !== name) continue;
+      const now = this.active[0];
+      choice.set(path, now !== undefined && entry.copies.has(now) && this.active.length === 1 ? now : undefined);
+    }
+    this.applyState(choice);
   }
 
   /** Run the base model alone until enableAdapters(). */
@@ -378,6 +398,56 @@ export class PeftModel<M extends Module = Module> {
     return this.model;
   }
 
+  /** PEFT's set_requires_grad: switch training of these adapters' tensors (and modules_to_save copies) on or off; what is active does not change. */
+  setRequiresGrad(names: string | readonly string[], requiresGrad = true): void {
+    const set = new Set(typeof names === 'string' ? [names] : names);
+    for (const n of set) this.configOf(n);
+    for (const layer of this.adapterLayers()) {
+      for (const n of layer.adapterNames()) if (set.has(n)) for (const t of layer.trainableTensors(n)) t.requiresGrad = requiresGrad;
+    }
+    for (const entry of this.savedModules.values()) {
+      for (const [n, copy] of entry.copies) if (set.has(n)) for (const t of copy.values()) t.requiresGrad = requiresGrad;
+    }
+  }
+
+  /**
+   * PEFT's get_base_model_state_dict: the base model's tensors under its own keys ("lin0.weight",
+   * not "lin0.base_layer.weight"), without adapter tensors; modules_to_save give their originals.
+   */
+  getBaseModelStateDict(): Map<string, Tensor> {
+    const out = new Map<string, Tensor>();
+    const adapterPaths = this.adapterLayers().length > 0 ? new Set([...this.model.namedModules()].filter(([, m]) => m instanceof AdapterLayer).map(([p]) => p)) : new Set<string>();
+    for (const [key, t] of this.model.stateDict()) {
+      const owner = [...adapterPaths].find((p) => key.startsWith(`${p}.`));
+      let base = key;
+      if (owner !== undefined) {
+        if (!key.startsWith(`${owner}.base_layer.`)) continue; // an adapter's own tensor
+        base = `${owner}.${key.slice(`${owner}.base_layer.`.length)}`;
+      }
+      out.set(base, t);
+    }
+    for (const [path, entry] of this.savedModules) for (const [p, t] of entry.original) out.set(`${path}.${p}`, t);
+    return out;
+  }
+
+  /** PEFT's set_base_model_state_dict: copy `sd` (base keys, as getBaseModelStateDict gives them) into the base model. */
+  setBaseModelStateDict(sd: ReadonlyMap<string, Tensor | Float32Array>, opts: { strict?: boolean } = {}): { missingKeys: string[]; unexpectedKeys: string[] } {
+    const own = this.getBaseModelStateDict();
+    const missingKeys = [...own.keys()].filter((k) => !sd.has(k));
+    const unexpectedKeys = [...sd.keys()].filter((k) => !own.has(k));
+    if ((opts.strict ?? true) && (missingKeys.length > 0 || unexpectedKeys.length > 0)) {
+      throw new VeraError(`setBaseModelStateDict: ${missingKeys.length > 0 ? `missing ${missingKeys.join(', ')}` : ''}${missingKeys.length > 0 && unexpectedKeys.length > 0 ? '; ' : ''}${unexpectedKeys.length > 0 ? `unexpected ${unexpectedKeys.join(', ')}` : ''}`);
+    }
+    for (const [k, v] of sd) {
+      const t = own.get(k);
+      if (!t) continue;
+      const data = v instanceof Tensor ? v.toFloat32Array() : v;
+      if (data.length !== t.size) throw new VeraError(`setBaseModelStateDict: ${k} has ${data.length} values, the model needs ${t.size} (shape [${t.shape.join(', ')}])`);
+      t.copyFrom(data);
+    }
+    return { missingKeys, unexpectedKeys };
+  }
+
   /** Trainable tensors with their parameter paths. */
   trainableParameters(): [string, Tensor][] {
     return this.model.namedParameters().filter(([, t]) => t.requiresGrad);
@@ -492,8 +562,10 @@ export class PeftModel<M extends Module = Module> {
   /** PeftModel.from_pretrained(model, dir): wrap `model` with the adapter saved in `dir`. */
   static fromPretrained<M extends Module>(model: M, dir: string, opts: LoadOptions = {}): PeftModel<M> {
     const name = opts.adapterName ?? 'default';
-    const { config, tensors, file } = readAdapterFolder(dir);
-    const peft = new PeftModel(model, { ...config, inferenceMode: !(opts.isTrainable ?? false) }, name);
+    const { config: saved, tensors, file } = readAdapterFolder(dir);
+    const config = opts.config ?? saved;
+    config.inferenceMode = !(opts.isTrainable ?? false);
+    const peft = new PeftModel(model, config, name);
     try {
       loadInto(peft, name, peft.configOf(name), tensors, file);
     } catch (e) {

@@ -85,3 +85,39 @@ export function allLinearTargets(linearPaths: readonly string[], outputLayer: st
   }
   return linearPaths.filter((p) => !exclude.has(p));
 }
+
+/** PEFT applies findMinimalTargetModules to target lists at least this long (MIN_TARGET_MODULES_FOR_OPTIMIZATION). */
+export const MIN_TARGET_MODULES_FOR_OPTIMIZATION = 20;
+
+/**
+ * PEFT's _find_minimal_target_modules: the fewest dotted suffixes that still match every target and
+ * no other module name, chosen in PEFT's order (items sorted by their suffix lists, shortest suffix
+ * first), so a long list (all-linear's paths) condenses to what PEFT saves. Returns the targets as
+ * they are when no suffix separates them.
+ */
+export function findMinimalTargetModules(targetModules: readonly string[], otherModuleNames: Iterable<string>): string[] {
+  const targets = [...new Set(targetModules)];
+  if (targets.length === 0) throw new VeraError('target_modules should be a list or set of strings.');
+  if (targets.includes('')) throw new VeraError('target_modules should not contain an empty string.');
+  const others = new Set(otherModuleNames);
+  if (targets.some((t) => others.has(t))) throw new VeraError('target_modules and other_module_names contain common elements');
+  const suffixes = (s: string): string[] => {
+    const parts = s.split('.');
+    return parts.map((_, i) => parts.slice(i).join('.')).reverse();
+  };
+  const otherSuffixes = new Set([...others].flatMap(suffixes));
+  const compareLists = (a: string[], b: string[]): number => {
+    for (let i = 0; i < Math.min(a.length, b.length); i++) if (a[i] !== b[i]) return a[i] < b[i] ? -1 : 1;
+    return a.length - b.length;
+  };
+  const items = targets.map((t) => [t, suffixes(t)] as const).sort((x, y) => compareLists([...x[1]], [...y[1]]));
+  const required: string[] = [];
+  for (const [item, sfx] of items) {
+    for (const s of sfx) {
+      if (required.includes(s) || otherSuffixes.has(s)) continue;
+      if (!required.some((r) => item.endsWith(`.${r}`))) required.push(s);
+      break;
+    }
+  }
+  return required.length === 0 ? targets : required.sort();
+}

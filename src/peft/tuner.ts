@@ -52,7 +52,12 @@ export abstract class AdapterLayer<A = unknown> extends Module {
     this.adapters.delete(name);
     if (!this.activeAdapters.includes(name)) return;
     const rest = this.activeAdapters.filter((n) => n !== name);
-    this.activeAdapters = rest.length > 0 ? rest : this.adapterNames().sort().slice(0, 1);
+    this.activeAdapters = rest.length > 0 ? rest : this.availableAdapterNames().sort().slice(0, 1);
+  }
+
+  /** The adapters this layer knows of (PEFT's _all_available_adapter_names): its own, and for VeRA those sharing its pair. */
+  protected availableAdapterNames(): string[] {
+    return this.adapterNames();
   }
   /** ΔW in the base weight's storage layout ((out, in), or (in, out) for fan-in-fan-out). */
   abstract deltaWeight(name: string): Tensor;
@@ -151,9 +156,10 @@ export interface PeftMethod<C extends BasePeftConfig = BasePeftConfig> {
   checkNewAdapter?(config: C, existing: readonly C[]): void;
   /**
    * Wrap the targeted layers of `model` (already matched) and create adapter `name` on them. Checks
-   * that can fail run before anything is changed.
+   * that can fail run before anything is changed. `sizing`: the layers the config's own list names,
+   * which size shared state (VeRA's pair) where PEFT's target condensing then matched others.
    */
-  inject(model: Module, targets: [string, Linear | AdapterLayer][], config: C, name: string): void;
+  inject(model: Module, targets: [string, Linear | AdapterLayer][], config: C, name: string, sizing?: [string, Linear | AdapterLayer][]): void;
   /** The adapter's trainable tensors as PEFT saves them (keys without the "base_model.model." prefix for per-layer tensors). */
   stateDict(model: Module, config: C, name: string): AdapterStateDict;
   /** Load tensors saved by `stateDict` (or by PEFT) into adapter `name`; throw VeraError on mismatch. */

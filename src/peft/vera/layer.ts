@@ -42,7 +42,13 @@ export interface VeraAdapterOptions {
   r: number;
 }
 
+/** The adapters using each shared pair, over all layers (PEFT's model-level vera_A dict, keyed by adapter). */
+const pairUsers = new WeakMap<VeraProjections, Set<string>>();
+
 export class VeraLinear extends AdapterLayer<VeraAdapter> {
+  /** The shared pair this layer has seen (kept when its own adapters are all gone, as PEFT's layers keep vera_A). */
+  private pair: VeraProjections | null = null;
+
   constructor(base: Linear, private readonly rng: Rng | null = null) {
     super(base);
   }
@@ -51,6 +57,26 @@ export class VeraLinear extends AdapterLayer<VeraAdapter> {
     const lambdaD = this.addParameter(`vera_lambda_d.${name}`, Tensor.full([o.r], o.dInitial), false);
     const lambdaB = this.addParameter(`vera_lambda_b.${name}`, Tensor.full([this.outFeatures], o.bInitial), false);
     this.adapters.set(name, { lambdaD, lambdaB, projections, shared: o.shared, dropout: o.dropout, trainD: o.trainD, trainB: o.trainB });
+    if (o.shared) {
+      this.pair = projections;
+      let users = pairUsers.get(projections);
+      if (!users) pairUsers.set(projections, (users = new Set()));
+      users.add(name);
+    }
+  }
+
+  override deleteAdapter(name: string): void {
+    if (this.pair) pairUsers.get(this.pair)?.delete(name);
+    super.deleteAdapter(name);
+  }
+
+  /**
+   * As PEFT: the shared pair's dict names every VeRA adapter of the model, so a layer choosing its
+   * next active adapter picks among all of them, and every layer picks the same one.
+   */
+  protected override availableAdapterNames(): string[] {
+    const shared = this.pair ? [...(pairUsers.get(this.pair) ?? [])] : [];
+    return [...new Set([...this.adapterNames(), ...shared])];
   }
 
   trainableTensors(name: string): Tensor[] {

@@ -107,13 +107,13 @@ export const vera: PeftMethod<VeraConfig> = {
     }
   },
 
-  inject(model, targets, config, name) {
+  inject(model, targets, config, name, sizing = targets) {
     const existing = config.uniqueProjections ? null : sharedProjections(model);
     if (existing) checkFitsShared(existing, targets, config.r);
     const rng = new Rng(config.projectionPrngKey);
     let shared = existing;
     if (!shared && !config.uniqueProjections) {
-      const [maxIn, maxOut] = largestShape(targets.map(([, l]) => baseOf(l)));
+      const [maxIn, maxOut] = largestShape(sizing.map(([, l]) => baseOf(l)));
       shared = generateProjections(config.r, maxIn, maxOut, config.projectionPrngKey, config.projectionInit, rng);
     }
     const onlyD = config.ablation === 'only_d';
