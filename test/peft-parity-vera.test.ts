@@ -4,7 +4,7 @@
 import '../src/backends/index.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Tensor, manualSeed, noGrad } from '../src/tensor/index.js';
 import { SafetensorsFile } from '../src/io/safetensors.js';
@@ -272,4 +272,76 @@ test('the shared pair outlives the adapter that made it, and a second adapter sa
     host.setAdapter('small');
     assert.ok(maxAbsDiff(out(host, x), want) < 1e-6);
   });
+});
+
+// ---------------------------------------------------------------- deliberate differences (README: "Several adapters on one model")
+
+test('deliberate: a refused loadAdapter or fromPretrained leaves the model as it was', () => {
+  withTmp((dir) => {
+    const src = getPeftModel(new MLP4(), veraConfig({ targetModules: ['lin2', 'lin3'], r: 4, projectionPrngKey: 5 }));
+    src.saveAdapter(join(dir, 'k5'));
+    const peft = getPeftModel(new MLP4(), veraConfig({ targetModules: ['lin1'], r: 4 }));
+    const before = [...peft.model.namedModules()].map(([p, m]) => `${p}:${m.constructor.name}`);
+    throwsVera(() => peft.loadAdapter(join(dir, 'k5'), { adapterName: 'k5' }), /Vera PRNG initialisation key must be the same/);
+    assert.deepEqual([...peft.model.namedModules()].map(([p, m]) => `${p}:${m.constructor.name}`), before);
+    assert.deepEqual([...peft.peftConfig.keys()], ['default']);
+    // a file whose tensors do not fit: the layers wrapped for it are unwrapped again
+    const other = getPeftModel(new MLP4(), veraConfig({ targetModules: ['lin1'], r: 8 }));
+    other.saveAdapter(join(dir, 'r8'));
+    const cfgPath = join(dir, 'r8', 'adapter_config.json');
+    const cfg = JSON.parse(readFileSync(cfgPath, 'utf8')) as Record<string, unknown>;
+    writeFileSync(cfgPath, JSON.stringify({ ...cfg, r: 4, target_modules: ['lin1', 'lin2'] }));
+    throwsVera(() => peft.loadAdapter(join(dir, 'r8'), { adapterName: 'bad' }), /adapter_model\.safetensors/);
+    assert.deepEqual([...peft.model.namedModules()].map(([p, m]) => `${p}:${m.constructor.name}`), before, 'lin2 unwrapped again');
+    const fresh = new MLP4();
+    const freshModules = [...fresh.namedModules()].map(([p, m]) => `${p}:${m.constructor.name}`);
+    throwsVera(() => PeftModel.fromPretrained(fresh, join(dir, 'r8')), /adapter_model\.safetensors/);
+    assert.deepEqual([...fresh.namedModules()].map(([p, m]) => `${p}:${m.constructor.name}`), freshModules);
+  });
+});
+
+test('deliberate: merge is all or nothing when a safe merge meets NaN', () => {
+  const peft = getPeftModel(new MLP4(), veraConfig({ targetModules: ['lin0', 'lin1', 'lin2'], r: 4, initWeights: false }));
+  const weights = (): Float32Array[] => ['lin0', 'lin1', 'lin2'].map((l) => vera(peft, l).base_layer.weight.toFloat32Array());
+  const w0 = weights();
+  const b = vera(peft, 'lin2').adapter('default').lambdaB;
+  b.copyFrom(b.toFloat32Array().map((v, i) => (i === 3 ? Number.NaN : v)));
+  throwsVera(() => peft.merge(undefined, { safe: true }), /NaN\/Inf/);
+  assert.deepEqual(weights(), w0, 'lin0 and lin1, merged before lin2 failed, are unmerged again');
+  assert.ok(['lin0', 'lin1', 'lin2'].every((l) => !vera(peft, l).merged));
+});
+
+test('deliberate: an adapter loaded for inference stays frozen when activated or re-enabled', () => {
+  withTmp((dir) => {
+    getPeftModel(new MLP4(), veraConfig({ targetModules: ['lin1'], r: 4 })).saveAdapter(dir);
+    const peft = getPeftModel(new MLP4(), veraConfig({ targetModules: ['lin1'], r: 4 }), 'train');
+    peft.loadAdapter(dir, { adapterName: 'frozen' });
+    peft.setAdapter('frozen');
+    peft.withAdaptersDisabled(() => undefined);
+    assert.deepEqual(peft.trainableParameters().map(([n]) => n), []);
+    peft.setAdapter('train');
+    assert.deepEqual(peft.trainableParameters().map(([n]) => n).sort(), ['lin1.vera_lambda_b.train', 'lin1.vera_lambda_d.train']);
+    peft.loadAdapter(dir, { adapterName: 'more', isTrainable: true });
+    assert.deepEqual(peft.trainableParameters().map(([n]) => n).sort(), ['lin1.vera_lambda_b.train', 'lin1.vera_lambda_d.train'], 'loading another adapter leaves the active one trainable');
+  });
+});
+
+test('deliberate: after every VeRA adapter is deleted, the next one makes a fresh pair', () => {
+  const peft = getPeftModel(new MLP4(), veraConfig({ targetModules: ['lin1'], r: 4 }));
+  peft.deleteAdapter('default');
+  assert.deepEqual([...peft.activeAdapters], []);
+  assert.equal(sharedProjections(peft.model), null);
+  const x = randomInput(3, 10, 7);
+  assert.deepEqual(out(peft, x), noGrad(() => new MLP4().forward(x)).toFloat32Array(), 'no adapter: the base model');
+  peft.addAdapter('again', veraConfig({ targetModules: ['lin0', 'lin1'], r: 8 }));
+  assert.deepEqual(sharedProjections(peft.model)!.A.shape, [8, 20]);
+  peft.setAdapter('again');
+  out(peft, x);
+});
+
+test('deliberate: disabling adapters freezes the biases an adapter trains', () => {
+  const peft = getPeftModel(new MLP4(), veraConfig({ targetModules: ['lin1'], r: 4, bias: 'vera_only' }));
+  assert.ok(peft.trainableParameters().some(([n]) => n === 'lin1.base_layer.bias'));
+  peft.withAdaptersDisabled(() => assert.deepEqual(peft.trainableParameters(), []));
+  assert.ok(peft.trainableParameters().some(([n]) => n === 'lin1.base_layer.bias'));
 });

@@ -355,17 +355,13 @@ export class PeftModel<M extends Module = Module> {
 
   /**
    * Fold adapters (default: the active ones) into the base weights; already merged ones are skipped.
-   * All or nothing: if one refuses (`safe` and NaN/Inf), the weights are left as they were.
+   * All or nothing: every layer's merge is checked (with `safe`, for NaN/Inf) before any weight changes.
    */
   merge(names: readonly string[] = this.active, opts: { safe?: boolean } = {}): void {
     for (const n of names) if (!this.peftConfig.has(n)) throw new VeraError(`no adapter named '${n}'`);
-    const done: [AdapterLayer, number][] = [];
-    try {
-      for (const layer of this.adapterLayers()) done.push([layer, layer.merge([...names], opts.safe ?? false).length]);
-    } catch (e) {
-      for (const [layer, count] of done.reverse()) layer.unmerge(count);
-      throw e;
-    }
+    const layers = this.adapterLayers();
+    if (layers.length > 1) for (const layer of layers) layer.checkMerge(names, opts.safe ?? false);
+    for (const layer of layers) layer.merge([...names], opts.safe ?? false);
   }
 
   /** PEFT's merge_adapter. */

@@ -97,17 +97,30 @@ export abstract class AdapterLayer<A = unknown> extends Module {
     return done;
   }
 
+  /** Throw what merge(names, safe) would throw, changing nothing (so a model-wide merge can be all or nothing). */
+  checkMerge(names: readonly string[], safe: boolean): void {
+    noGrad(() => {
+      for (const name of names) {
+        if (this.mergedAdapters.includes(name) || !this.adapters.has(name)) continue;
+        const merged = F.add(this.base_layer.weight, this.deltaWeight(name));
+        if (safe) this.checkFinite(name, merged);
+      }
+    });
+  }
+
+  private checkFinite(name: string, merged: Tensor): void {
+    const data = merged.data();
+    for (let i = 0; i < data.length; i++) {
+      if (!Number.isFinite(data[i])) throw new VeraError(`merge: adapter '${name}' would put NaN/Inf into ${this.constructor.name} weights; refusing to merge`);
+    }
+  }
+
   private mergeEach(names: string[], safe: boolean, done: string[]): void {
     for (const name of names) {
       if (this.mergedAdapters.includes(name) || !this.adapters.has(name)) continue;
       const w = this.base_layer.weight;
       const merged = F.add(w, this.deltaWeight(name));
-      if (safe) {
-        const data = merged.data();
-        for (let i = 0; i < data.length; i++) {
-          if (!Number.isFinite(data[i])) throw new VeraError(`merge: adapter '${name}' would put NaN/Inf into ${this.constructor.name} weights; refusing to merge`);
-        }
-      }
+      if (safe) this.checkFinite(name, merged);
       w.copyFrom(merged);
       this.mergedAdapters.push(name);
       done.push(name);
