@@ -9,6 +9,10 @@ there — see README.md).
   import   PEFT loads an adapter saved by vera, merges it, and compares with vera's merge of it;
            also compares PEFT's unmerged forward with the merged model's logits.
   compare  two checkpoints (model.safetensors), tensor by tensor.
+  multi    several VeRA adapters on one model, with real PEFT: replays the cases of
+           test/fixtures/peft/multi-adapter.json (made by vera's independent PyTorch re-implementation)
+           and compares PEFT's outputs with the fixture's; then PEFT's refusals and deletion rules
+           that test/peft-parity-*.test.ts assert. Needs torch, peft, safetensors (no transformers model).
 
 Example (GPT-2 small downloaded beforehand to ./gpt2):
   python peft_check.py export --base ./gpt2 --out ./from-peft
@@ -27,9 +31,16 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM
-
 from peft import LoraConfig, PeftModel, VeraConfig, get_peft_model
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def causal_lm(path, **kwargs):
+    from transformers import AutoModelForCausalLM  # only export/import need transformers
+
+    return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+
 
 TOKENS = torch.tensor([[464, 3290, 318, 257, 1332, 13, 383, 2068, 7586, 21831]])
 
@@ -54,7 +65,7 @@ def export(args):
     }
     out = Path(args.out)
     for i, (name, cfg) in enumerate(cases.items()):
-        base = AutoModelForCausalLM.from_pretrained(args.base, torch_dtype=torch.float32)
+        base = causal_lm(args.base, torch_dtype=torch.float32)
         model = get_peft_model(base, cfg)
         perturb(model, i)
         model.save_pretrained(out / name / "adapter")
@@ -85,7 +96,7 @@ def compare_checkpoints(a, b, tol):
 
 
 def do_import(args):
-    base = AutoModelForCausalLM.from_pretrained(args.base, torch_dtype=torch.float32)
+    base = causal_lm(args.base, torch_dtype=torch.float32)
     config = json.loads((Path(args.adapter) / "adapter_config.json").read_text())
     print(f"loading a vera-saved {config['peft_type']} adapter (save_projection={config.get('save_projection')}) into PEFT")
     model = PeftModel.from_pretrained(base, args.adapter)
@@ -97,13 +108,110 @@ def do_import(args):
     ok = True
     if args.vera_merged:
         ok &= compare_checkpoints(str(tmp / "model.safetensors"), str(Path(args.vera_merged) / "model.safetensors"), args.tol)
-        ours = AutoModelForCausalLM.from_pretrained(args.vera_merged, torch_dtype=torch.float32)
+        ours = causal_lm(args.vera_merged, torch_dtype=torch.float32)
         with torch.no_grad():
             err = (ours(TOKENS).logits - unmerged).abs().max().item()
         print(f"  logits: vera's merge vs PEFT's unmerged forward: max |diff| {err:.3g}")
         ok &= err <= 1e-3
     print("OK" if ok else "MISMATCH")
     return 0 if ok else 1
+
+
+class MLP4(torch.nn.Module):
+    """PEFT's test MLP (tests/test_vera.py): lin0 10->20, lin1 and lin2 20->20, lin3 20->2."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin0 = torch.nn.Linear(10, 20)
+        self.lin1 = torch.nn.Linear(20, 20)
+        self.lin2 = torch.nn.Linear(20, 20)
+        self.lin3 = torch.nn.Linear(20, 2)
+
+    def forward(self, x):
+        h = torch.relu(self.lin0(x))
+        h = torch.relu(self.lin1(h))
+        h = torch.relu(self.lin2(h))
+        return torch.log_softmax(self.lin3(h), dim=-1)
+
+
+def do_multi(args):
+    fixtures = Path(args.fixtures)
+    st = load_file(str(fixtures / "multi-adapter.safetensors"))
+    cases = json.loads((fixtures / "multi-adapter.json").read_text())
+    x = st["x"]
+    failures = []
+
+    def fresh():
+        m = MLP4()
+        with torch.no_grad():
+            for name, p in m.named_parameters():
+                p.copy_(st[name])
+        return m.eval()
+
+    def set_lambdas(model, case, a):
+        for layer in a["targets"]:
+            mod = getattr(model.base_model.model, layer)
+            with torch.no_grad():
+                mod.vera_lambda_d[a["name"]].copy_(st[f"{case['name']}.{a['name']}.{layer}.lambda_d"])
+                mod.vera_lambda_b[a["name"]].copy_(st[f"{case['name']}.{a['name']}.{layer}.lambda_b"])
+
+    def check(what, got, want, tol=2e-5):
+        err = (got - want).abs().max().item()
+        print(f"{'ok ' if err <= tol else 'BAD'} {what}: max |diff| {err:.3g}")
+        if err > tol:
+            failures.append(what)
+
+    for case in cases:
+        first, *rest = case["adapters"]
+        model = get_peft_model(fresh(), VeraConfig(target_modules=first["targets"], r=first["r"], projection_prng_key=case["key"]), adapter_name=first["name"])
+        for a in rest:
+            model.add_adapter(a["name"], VeraConfig(target_modules=a["targets"], r=a["r"], projection_prng_key=case["key"]))
+        for a in case["adapters"]:
+            set_lambdas(model, case, a)
+        check(f"{case['name']} vera_A", model.base_model.vera_A[first["name"]], st[f"{case['name']}.vera_A"], 0)
+        for active in case["actives"]:
+            model.base_model.set_adapter(active)
+            with torch.no_grad():
+                check(f"{case['name']} {'+'.join(active)}", model(x), st[f"{case['name']}.out.{'+'.join(active)}"])
+        for a in case["adapters"]:
+            alone = get_peft_model(fresh(), VeraConfig(target_modules=a["targets"], r=a["r"], projection_prng_key=case["key"]), adapter_name=a["name"])
+            set_lambdas(alone, case, a)
+            with torch.no_grad():
+                check(f"{case['name']} {a['name']} alone", alone(x), st[f"{case['name']}.alone.{a['name']}"])
+
+    def expect_error(what, fn, needle):
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 - any error type is reported
+            ok = needle in str(e)
+            print(f"{'ok ' if ok else 'BAD'} {what}: {type(e).__name__}: {e}")
+            if not ok:
+                failures.append(what)
+            return
+        print(f"BAD {what}: no error")
+        failures.append(what)
+
+    m = get_peft_model(fresh(), VeraConfig(target_modules=["lin1"], r=8))
+    expect_error("key mismatch", lambda: m.add_adapter("k", VeraConfig(target_modules=["lin1"], r=8, projection_prng_key=1)), "Vera PRNG initialisation key must be the same")
+    expect_error("save_projection mixed", lambda: m.add_adapter("s", VeraConfig(target_modules=["lin1"], r=8, save_projection=False)), "must be saved for all adapters or none")
+    expect_error("higher rank", lambda: m.add_adapter("h", VeraConfig(target_modules=["lin1"], r=16)), "vera_A has a size of 8 but 16 or greater is required")
+    m2 = get_peft_model(MLP4(), VeraConfig(target_modules=["lin3"], r=4))
+    expect_error("wider input", lambda: m2.add_adapter("w", VeraConfig(target_modules=["lin0"], r=4)), "vera_B has a size of 2 but 20 or greater is required")
+    m3 = get_peft_model(MLP4(), VeraConfig(target_modules=["lin1"], bias="all"))
+    expect_error("bias guard", lambda: m3.add_adapter("b", VeraConfig(target_modules=["lin1"], bias="all")), "supports only 1 adapter with bias")
+    m4 = get_peft_model(MLP4(), VeraConfig(target_modules=["lin0", "lin1"], r=4), adapter_name="zeta")
+    m4.add_adapter("beta", VeraConfig(target_modules=["lin1"], r=4))
+    m4.add_adapter("alpha", VeraConfig(target_modules=["lin1"], r=4))
+    m4.delete_adapter("zeta")
+    got = (m4.base_model.model.lin0.active_adapters, m4.base_model.model.lin1.active_adapters, m4.active_adapters)
+    want = (["alpha"], ["alpha"], ["alpha"])
+    print(f"{'ok ' if got == want else 'BAD'} next active after deleting the active adapter: {got}")
+    if got != want:
+        failures.append("delete active")
+    m4.merge_adapter(["alpha"])
+    expect_error("delete merged", lambda: m4.delete_adapter("alpha"), "Cannot delete adapter(s) ['alpha'] while they are merged")
+    print("OK" if not failures else f"MISMATCH: {failures}")
+    return 0 if not failures else 1
 
 
 def main():
@@ -122,7 +230,11 @@ def main():
     c.add_argument("a")
     c.add_argument("b")
     c.add_argument("--tol", type=float, default=1e-5)
+    mu = sub.add_parser("multi")
+    mu.add_argument("--fixtures", default=str(ROOT / "test" / "fixtures" / "peft"))
     args = p.parse_args()
+    if args.cmd == "multi":
+        return do_multi(args)
     if args.cmd == "export":
         export(args)
         return 0
