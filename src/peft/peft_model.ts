@@ -1,10 +1,10 @@
 // PeftModel: a base model plus named adapters, with PEFT's API (getPeftModel, addAdapter,
 // setAdapter, merge/unmerge/mergeAndUnload, saveAdapter, PeftModel.fromPretrained) and its on-disk
 // layout (adapter_config.json + adapter_model.safetensors). Methods plug in through PeftMethod.
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { VeraError } from '../io/errors.js';
-import { readJsonFile, writeDirAtomic } from '../io/atomic.js';
+import { readJsonFile, writeDirAtomic, writeFileAtomic } from '../io/atomic.js';
 import { SafetensorsFile, serializeSafetensors, type TensorToWrite } from '../io/safetensors.js';
 import { Tensor } from '../tensor/index.js';
 import { Linear, type Module } from '../nn/index.js';
@@ -279,7 +279,7 @@ export class PeftModel<M extends Module = Module> {
     const out = new Map<string, string | undefined>();
     for (const [path, entry] of this.savedModules) {
       const withCopy = names.filter((n) => entry.copies.has(n));
-      if (withCopy.length > 1) throw new VeraError(`Only one adapter can be set at a time for modules_to_save ${path}, got ${withCopy.length} (${withCopy.join(', ')})`);
+      if (withCopy.length > 1) throw new VeraError(`Only one adapter can be set at a time for ModulesToSaveWrapper(${path}), got ${withCopy.length} (${withCopy.join(', ')})`);
       out.set(path, withCopy[0]);
     }
     return out;
@@ -515,9 +515,14 @@ export class PeftModel<M extends Module = Module> {
     const names = opts.selectedAdapters ?? [...this.peftConfig.keys()];
     for (const n of names) this.configOf(n);
     for (const name of names) this.saveAdapter(name === 'default' ? dir : join(dir, name), { ...opts, adapterName: name });
+    const card = join(dir, 'README.md');
+    writeFileAtomic(card, modelCard(existsSync(card) ? readFileSync(card, 'utf8') : null, names.map((n) => this.configOf(n))));
   }
 
-  /** Load an adapter folder (ours or PEFT's) as a new adapter on this model; it does not become active. */
+  /**
+   * Load an adapter folder (ours or PEFT's) as a new adapter on this model; it does not become
+   * active. Loaded for inference (the default) it stays frozen, and the model goes to eval mode.
+   */
   loadAdapter(dir: string, opts: LoadOptions = {}): string {
     const name = opts.adapterName ?? 'default';
     const { config, tensors, file } = readAdapterFolder(dir);
@@ -528,6 +533,7 @@ export class PeftModel<M extends Module = Module> {
       this.discardAdapter(name, wrapped);
       throw e;
     }
+    if (!(opts.isTrainable ?? false)) this.model.eval();
     return name;
   }
 
@@ -568,8 +574,29 @@ export class PeftModel<M extends Module = Module> {
       peft.unload(); // leave the model as it was given
       throw e;
     }
+    if (!(opts.isTrainable ?? false)) model.eval(); // as PEFT's load_adapter: an inference model runs without dropout
     return peft;
   }
+}
+
+/**
+ * README.md beside saved adapters, as PEFT's create_or_update_model_card: YAML front matter with
+ * `library_name: peft` and the methods as tags (PEFT adds base_model only from a transformers
+ * model's own config, which these models do not carry); an existing card keeps its text and fields.
+ */
+function modelCard(existing: string | null, configs: readonly BasePeftConfig[]): string {
+  const fields = new Map<string, string>([['library_name', 'peft']]);
+  const tags = [...new Set(configs.map((c) => c.peftType.toLowerCase()))].sort();
+  fields.set('tags', `[${tags.map((t) => JSON.stringify(t)).join(', ')}]`);
+  let front: string[] = [];
+  let body = '\n# Adapter\n\nAdapter weights saved by vera in the PEFT layout (adapter_config.json, adapter_model.safetensors).\n\n### Framework versions\n\n- vera 0.1.0\n';
+  const m = existing === null ? null : /^---\n([\s\S]*?)\n---\n?([\s\S]*)$/.exec(existing);
+  if (m) {
+    front = m[1].split('\n').filter((l) => !fields.has(l.split(':')[0].trim()) || l.startsWith(' '));
+    body = m[2];
+  } else if (existing !== null) body = existing;
+  const lines = [...front, ...[...fields].map(([k, v]) => `${k}: ${v}`)];
+  return `---\n${lines.join('\n')}\n---\n${body.startsWith('\n') ? '' : '\n'}${body}`;
 }
 
 /** PEFT's tuner class name for messages ("VeraModel"). */
