@@ -214,12 +214,16 @@ test('all-linear with task_type SEQ_CLS leaves the classifier out and trains it 
   assert.ok(cls.trainableParameters().some(([p]) => p === 'classifier.weight'));
 });
 
-test('exclude_modules and modules_to_save keep layers out of the targets', () => {
-  const peft = getPeftModel(new GPT2LMHeadModel(gpt2Config()), veraConfig({ r: 4, targetModules: ['c_attn', 'c_proj'], excludeModules: ['h.1.attn.c_proj', 'mlp.c_proj'] }));
+test('exclude_modules (LoRA; not a VeraConfig field, as in PEFT) and modules_to_save keep layers out of the targets', () => {
+  const peft = getPeftModel(new GPT2LMHeadModel(gpt2Config()), loraConfig({ r: 4, targetModules: ['c_attn', 'c_proj'], excludeModules: ['h.1.attn.c_proj', 'mlp.c_proj'] }));
   assert.deepEqual(adapted(peft), ['transformer.h.0.attn.c_attn', 'transformer.h.0.attn.c_proj', 'transformer.h.1.attn.c_attn']);
+  assert.throws(() => veraConfig({ r: 4, targetModules: ['c_attn'], excludeModules: ['h.1.attn.c_attn'] }), /exclude_modules is not a VeraConfig field/);
   const json = JSON.parse(readFileSync(join(peftDir, 'gpt2-vera-key0-r4-cattn', ADAPTER_CONFIG), 'utf8'));
   const parsed = parsePeftConfig({ ...json, exclude_modules: '.*h\\.0.*' }, 'f');
-  assert.equal(parsed.excludeModules, '.*h\\.0.*');
+  assert.equal(parsed.excludeModules, null, 'PEFT drops the unknown field from a VeRA config');
+  assert.ok(parsed.ignoredFields?.includes('exclude_modules'));
+  const lora = parsePeftConfig({ ...json, peft_type: 'LORA', lora_alpha: 8, save_projection: undefined, exclude_modules: '.*h\\.0.*' }, 'f');
+  assert.equal(lora.excludeModules, '.*h\\.0.*');
   const mlp = getPeftModel(new MLP({ inputSize: 4, hiddenSizes: [8], numClasses: 2 }), veraConfig({ r: 2, targetModules: ['layers.0', 'layers.1'], modulesToSave: ['layers.1'] }));
   assert.deepEqual(adapted(mlp), ['layers.0']);
 });

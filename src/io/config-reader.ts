@@ -145,8 +145,8 @@ export class ConfigReader {
       return v;
     }
     const list = this.strList(field);
-    if (list === null || list.length === 0) this.fail(field, 'is required: a list of module names or a regex');
-    return list;
+    if (list === null) this.fail(field, 'is required: a list of module names or a regex');
+    return list; // an empty list is a valid config that matches nothing, as PEFT's
   }
 
   intOrIntList(field: string): number[] | number | null {

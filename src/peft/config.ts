@@ -14,7 +14,7 @@ export interface BasePeftConfig {
    * or null for PEFT's default for the model's model_type (resolved when the adapter is added).
    */
   targetModules: string[] | string | null;
-  /** Modules never adapted, even when targetModules matches them (list of suffixes or one regex), as PEFT's exclude_modules. */
+  /** Modules never adapted, even when targetModules matches them (list of suffixes or one regex), as PEFT's exclude_modules (LoRA; PEFT's VeraConfig has no such field). */
   excludeModules?: string[] | string | null;
   /** Only these layer indices (or this one), as PEFT's layers_to_transform. */
   layersToTransform: number[] | number | null;
@@ -28,12 +28,17 @@ export interface BasePeftConfig {
   baseModelNameOrPath: string | null;
   /** Revision (branch, tag or commit) of the base model on the Hub. */
   revision?: string | null;
-  /** PEFT's task_type: CAUSAL_LM, SEQ_CLS (adds classifier/score to modules_to_save), … */
+  /** PEFT's task_type: CAUSAL_LM, SEQ_CLS (adds classifier/score to modules_to_save), … (one of TASK_TYPES). */
   taskType: string | null;
+  /** The PEFT version that wrote the adapter (kept and written back; vera leaves it unset). */
+  peftVersion?: string | null;
   inferenceMode: boolean;
   /** Fields of adapter_config.json this version does not know and ignored (from a newer PEFT); empty when built in code. */
   ignoredFields?: readonly string[];
 }
+
+/** PEFT's TaskType values. */
+export const TASK_TYPES = ['SEQ_CLS', 'SEQ_2_SEQ_LM', 'CAUSAL_LM', 'TOKEN_CLS', 'QUESTION_ANS', 'FEATURE_EXTRACTION'] as const;
 
 /** PEFT's defaults for the shared fields. */
 export const BASE_DEFAULTS: Omit<BasePeftConfig, 'peftType'> = {
@@ -93,7 +98,9 @@ function layerIndex(path: string, patterns: string[] | string | null): number | 
 export function validateBaseConfig(c: BasePeftConfig, where: string, regexLayerChecks = false): void {
   const pattern = c.layersPattern;
   const hasPattern = pattern !== null && pattern !== undefined && pattern.length > 0;
-  if (Array.isArray(c.targetModules) && c.targetModules.length === 0) throw new VeraError(`${where}: target_modules is empty`);
+  if (c.taskType !== null && !(TASK_TYPES as readonly string[]).includes(c.taskType)) {
+    throw new VeraError(`${where}: Invalid task type: '${c.taskType}'. Must be one of the following task types: ${TASK_TYPES.join(', ')}.`);
+  }
   if (regexLayerChecks && typeof c.targetModules === 'string') {
     if (c.layersToTransform !== null) throw new VeraError(`${where}: layers_to_transform cannot be used when target_modules is a string (a regex or all-linear)`);
     if (pattern !== null) throw new VeraError(`${where}: layers_pattern cannot be used when target_modules is a string (a regex or all-linear)`);
@@ -105,11 +112,12 @@ export function isModuleToSave(config: BasePeftConfig, path: string): boolean {
   return (config.modulesToSave ?? []).some((name) => path === name || path.endsWith(`.${name}`));
 }
 
-/** Shared fields, read from PEFT's JSON. */
-export function readBaseFields(r: ConfigReader, biasModes: readonly BiasMode[]): Omit<BasePeftConfig, 'peftType'> {
+/** Shared fields, read from PEFT's JSON (exclude_modules only where the method has it: LoRA). */
+export function readBaseFields(r: ConfigReader, biasModes: readonly BiasMode[], opts: { excludeModules?: boolean } = {}): Omit<BasePeftConfig, 'peftType'> {
   return {
     targetModules: r.has('target_modules') ? r.targets('target_modules') : null,
-    excludeModules: r.has('exclude_modules') ? r.targets('exclude_modules') : null,
+    excludeModules: opts.excludeModules && r.has('exclude_modules') ? r.targets('exclude_modules') : null,
+    peftVersion: r.str('peft_version', null),
     layersToTransform: r.intOrIntList('layers_to_transform'),
     layersPattern: r.strOrStrList('layers_pattern'),
     modulesToSave: r.strList('modules_to_save'),
@@ -139,6 +147,7 @@ export function writeBaseFields(c: BasePeftConfig): Record<string, unknown> {
     task_type: c.taskType,
     // only when set: PEFT before 0.14 refuses unknown fields
     ...(c.excludeModules != null ? { exclude_modules: c.excludeModules } : {}),
+    ...(c.peftVersion != null ? { peft_version: c.peftVersion } : {}),
   };
 }
 
@@ -163,7 +172,7 @@ export function unknownFields(r: ConfigReader, known: ReadonlySet<string>, unsup
 
 /** Shared field names as PEFT writes them (PeftConfigMixin + the tuner fields every method here has). */
 export const BASE_FIELD_NAMES: readonly string[] = [
-  'auto_mapping', 'base_model_name_or_path', 'bias', 'exclude_modules', 'fan_in_fan_out', 'inference_mode', 'layers_pattern',
+  'auto_mapping', 'base_model_name_or_path', 'bias', 'fan_in_fan_out', 'inference_mode', 'layers_pattern',
   'layers_to_transform', 'modules_to_save', 'peft_type', 'peft_version', 'revision', 'target_modules', 'task_type',
 ];
 

@@ -7,7 +7,7 @@ import { VeraError } from '../io/errors.js';
 import { readJsonFile, writeDirAtomic, writeFileAtomic } from '../io/atomic.js';
 import { SafetensorsFile, serializeSafetensors, type TensorToWrite } from '../io/safetensors.js';
 import { Tensor } from '../tensor/index.js';
-import { Linear, type Module } from '../nn/index.js';
+import { Linear, ModuleList, type Module } from '../nn/index.js';
 import { isModuleToSave, isTargetModule, sortedJson, type BasePeftConfig } from './config.js';
 import { AdapterLayer, type AdapterTensors, type PeftMethod } from './tuner.js';
 import { MIN_TARGET_MODULES_FOR_OPTIMIZATION, SEQ_CLS_HEAD_NAMES, allLinearTargets, defaultTargetModules, findMinimalTargetModules, isAllLinear } from './targets.js';
@@ -122,6 +122,10 @@ export class PeftModel<M extends Module = Module> {
       throw new VeraError(`${tunerName(this.method)} supports only 1 adapter with bias. When using multiple adapters, set bias to 'none' for all adapters.`);
     }
     this.method.checkNewAdapter?.(config, existing);
+    for (const [path, m] of this.model.namedModules()) {
+      // PEFT's ModulesToSaveWrapper.check_module: a container has no forward of its own to swap
+      if (path !== '' && isModuleToSave(config, path) && m instanceof ModuleList) throw new VeraError(`modules_to_save cannot be applied to modules of type ModuleList (${path}); name the layers inside it`);
+    }
     // the layers as the list names them size VeRA's pair; then, as PEFT, a list of 20 or more
     // condenses to the fewest suffixes (saved so), which layers_to_transform may then filter
     const sizing = this.matchTargets(config);

@@ -40,7 +40,7 @@ export function validateLoraConfig(c: LoraConfig, where: string): void {
 }
 
 const LORA_FIELDS = new Set([
-  ...BASE_FIELD_NAMES, 'r', 'lora_alpha', 'lora_dropout', 'use_rslora', 'init_lora_weights',
+  ...BASE_FIELD_NAMES, 'exclude_modules', 'r', 'lora_alpha', 'lora_dropout', 'use_rslora', 'init_lora_weights',
   // used only by Megatron, or only to initialize (EVA, CorDA) an adapter that is then saved: safe to ignore
   'megatron_config', 'megatron_core', 'eva_config', 'corda_config', 'qalora_group_size', 'ensure_weight_tying',
 ]);
@@ -59,7 +59,7 @@ export function parseLoraConfig(json: unknown, file: string): LoraConfig {
   if (init !== undefined && init !== null && typeof init !== 'boolean' && typeof init !== 'string') r.fail('init_lora_weights', `must be true, false or a name, got ${JSON.stringify(init)}`);
   const c: LoraConfig = {
     peftType: 'LORA',
-    ...readBaseFields(r, ['none', 'all', 'lora_only']),
+    ...readBaseFields(r, ['none', 'all', 'lora_only'], { excludeModules: true }),
     r: r.int('r', 8),
     loraAlpha: r.num('lora_alpha', 8),
     loraDropout: r.num('lora_dropout', 0),

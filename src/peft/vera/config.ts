@@ -54,6 +54,7 @@ export function veraConfig(init: VeraConfigInit = {}): VeraConfig {
 
 export function validateVeraConfig(c: VeraConfig, where: string): void {
   validateBaseConfig(c, where);
+  if (c.excludeModules != null) throw new VeraError(`${where}: exclude_modules is not a VeraConfig field in PEFT (an adapter using it would adapt other layers there); use target_modules`);
   if (!Number.isInteger(c.r) || c.r <= 0) throw new VeraError(`${where}: r must be a positive integer, got ${c.r}`);
   if (!isTorchSeed(c.projectionPrngKey)) throw new VeraError(`${where}: projection_prng_key must be an integer in [-2^63, 2^64) (what torch.Generator.manual_seed takes), got ${String(c.projectionPrngKey)}`);
   if (!(c.veraDropout >= 0 && c.veraDropout < 1)) throw new VeraError(`${where}: vera_dropout must be in [0, 1), got ${c.veraDropout}`);
