@@ -345,3 +345,9 @@ test('deliberate: disabling adapters freezes the biases an adapter trains', () =
   peft.withAdaptersDisabled(() => assert.deepEqual(peft.trainableParameters(), []));
   assert.ok(peft.trainableParameters().some(([n]) => n === 'lin1.base_layer.bias'));
 });
+
+test("deliberate: targetModules ['all-linear'] (a one-name list) means all-linear", () => {
+  const adapted = (p: PeftModel): string[] => [...p.model.namedModules()].filter(([, m]) => m instanceof VeraLinear).map(([path]) => path);
+  assert.deepEqual(adapted(getPeftModel(new MLP4(), veraConfig({ targetModules: ['all-linear'], r: 2 }))), ['lin0', 'lin1', 'lin2', 'lin3']);
+  assert.deepEqual(adapted(getPeftModel(new MLP4(), veraConfig({ targetModules: 'all-linear', r: 2 }))), ['lin0', 'lin1', 'lin2', 'lin3']);
+});
