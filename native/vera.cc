@@ -2,11 +2,16 @@
 // A (r × maxIn) is read through its row stride, B's first `out` rows are contiguous, so the shared
 // projections are never sliced or copied. The scaling vectors are folded into r-wide operands:
 // the only (rows × r) intermediate kept for backward is ax = x·A[:, :in]ᵀ, and backward never forms
-// a (rows × out) matrix: gλb[o] = Σ_j B[o, j]·(gyᵀ·(ax ⊙ λd))[o, j].
+// a (rows × out) matrix: gλb[o] = Σ_j B[o, j]·(gyᵀ·(ax ⊙ λd))[o, j]. The routed inference form
+// (veraRoutedForward) gives each row its own λd/λb slot over the same A and B.
+#include <algorithm>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "gemm.h"
 #include "kernels.h"
+#include "thread_pool.h"
 
 namespace vera {
 namespace {
@@ -82,11 +87,98 @@ napi_value k_vera_backward(napi_env, const Args& a) {
   return nullptr;
 }
 
+/** Rows per task so one task touches about 16K floats. */
+int64_t rows_per_task(int64_t cols) { return std::max<int64_t>(1, (int64_t(1) << 14) / std::max<int64_t>(1, cols)); }
+
+// veraRoutedForward(x, A, B, λd slab, λb slab, slots, rows, in, out, r, lda, numSlots, y, accumulate)
+// Routed inference branch: row i takes slot s = slots[i] (λd row s, λb row s) or nothing when s < 0.
+// ax = x·A[:, :in]ᵀ is one GEMM over every row; the routed rows are packed in order (λd applied) into
+// the front of the same buffer, one GEMM with B[:out]ᵀ gives their (m × out) result, and each is scaled
+// by its λb and stored or added into its own row of y. Scratch: rows × r plus, unless every row routes
+// and y is overwritten (then the GEMM writes y directly), m × out floats.
+napi_value k_vera_routed_forward(napi_env, const Args& a) {
+  size_t nx, nA, nB, nld, nlb, ns, ny;
+  const float* x = a.f32(0, &nx);
+  const float* A = a.f32(1, &nA);
+  const float* B = a.f32(2, &nB);
+  const float* ld = a.f32(3, &nld);
+  const float* lb = a.f32(4, &nlb);
+  const int32_t* slots = a.i32(5, &ns);
+  const VeraDims v = vera_dims(a, 6);
+  const int64_t numSlots = a.i64(11);
+  float* y = a.f32(12, &ny);
+  const bool accumulate = a.flag(13);
+  // the addon must never read outside its buffers, whatever the caller passed
+  if (v.rows < 0 || v.in < 0 || v.out < 0 || v.r < 0 || v.lda < v.in || numSlots < 0) throw std::runtime_error("veraRoutedForward: bad dimensions");
+  const auto fits = [](size_t have, int64_t need) { return int64_t(have) >= need; };
+  if (int64_t(ns) != v.rows || !fits(nx, v.rows * v.in) || !fits(ny, v.rows * v.out) || !fits(nB, v.out * v.r) ||
+      !fits(nld, numSlots * v.r) || !fits(nlb, numSlots * v.out) || (v.r > 0 && !fits(nA, (v.r - 1) * v.lda + v.in)))
+    throw std::runtime_error("veraRoutedForward: a buffer is smaller than the dimensions need");
+  for (int64_t i = 0; i < v.rows; i++)
+    if (slots[i] >= numSlots)
+      throw std::runtime_error("veraRoutedForward: row " + std::to_string(i) + " uses slot " + std::to_string(slots[i]) + ", but the slabs hold " +
+                               std::to_string(numSlots));
+  if (!accumulate) std::fill(y, y + v.rows * v.out, 0.0f);
+  if (v.rows == 0 || v.out == 0) return nullptr;
+
+  std::vector<int64_t> routed;  // the rows that take an adapter, in order
+  routed.reserve(size_t(v.rows));
+  for (int64_t i = 0; i < v.rows; i++)
+    if (slots[i] >= 0) routed.push_back(i);
+  const int64_t m = int64_t(routed.size());
+  if (m == 0) return nullptr;
+
+  std::vector<float> ax(size_t(v.rows * v.r));
+  sgemm(v.rows, v.r, v.in, x, v.in, 1, A, 1, v.lda, ax.data(), v.r, false);  // ax = x·A[:, :in]ᵀ, every row
+  float* u = ax.data();
+  if (m == v.rows) {  // every row routes: scale in place, row by row on the pool
+    parallel_for(m, rows_per_task(v.r), [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; i++) {
+        const float* d = ld + int64_t(slots[i]) * v.r;
+        float* row = u + i * v.r;
+        for (int64_t j = 0; j < v.r; j++) row[j] *= d[j];
+      }
+    });
+  } else {  // pack the routed rows to the front (row k comes from row routed[k] ≥ k, so in order is safe)
+    for (int64_t k = 0; k < m; k++) {
+      const float* src = u + routed[size_t(k)] * v.r;
+      const float* d = ld + int64_t(slots[routed[size_t(k)]]) * v.r;
+      float* dst = u + k * v.r;
+      for (int64_t j = 0; j < v.r; j++) dst[j] = src[j] * d[j];
+    }
+  }
+
+  if (m == v.rows && !accumulate) {  // t is y itself: scale each row by its λb in place
+    sgemm(m, v.out, v.r, u, v.r, 1, B, 1, v.r, y, v.out, false);
+    parallel_for(m, rows_per_task(v.out), [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; i++) {
+        const float* b = lb + int64_t(slots[i]) * v.out;
+        float* row = y + i * v.out;
+        for (int64_t o = 0; o < v.out; o++) row[o] *= b[o];
+      }
+    });
+    return nullptr;
+  }
+  std::vector<float> t(size_t(m * v.out));
+  sgemm(m, v.out, v.r, u, v.r, 1, B, 1, v.r, t.data(), v.out, false);  // t = u·B[:out]ᵀ
+  parallel_for(m, rows_per_task(v.out), [&](int64_t k0, int64_t k1) {
+    for (int64_t k = k0; k < k1; k++) {
+      const int64_t i = routed[size_t(k)];
+      const float* b = lb + int64_t(slots[i]) * v.out;
+      const float* src = t.data() + k * v.out;
+      float* row = y + i * v.out;
+      for (int64_t o = 0; o < v.out; o++) row[o] += b[o] * src[o];  // y was zeroed when overwriting
+    }
+  });
+  return nullptr;
+}
+
 }  // namespace
 
 const BindingEntry kVeraBindings[] = {
     {"veraForward", k_vera_forward},
     {"veraBackward", k_vera_backward},
+    {"veraRoutedForward", k_vera_routed_forward},
     {nullptr, nullptr},
 };
 

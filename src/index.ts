@@ -16,3 +16,4 @@ export { loadTokenizer, createTokenizer, type Tokenizer, type BatchEncoding, typ
 export { readGlueTsv, parseGlueTsv, GLUE_SPECS, type GlueData, type GlueExample } from './data/glue.js';
 export { readE2eCsv, parseE2eCsv, groupReferences, encodeE2e, e2ePrompt, type E2eRow, type E2eGroup } from './data/e2e.js';
 export { accuracy, f1, matthewsCorrelation, pearson, spearman, glueMetric, GLUE_TASKS, GLUE_METRICS, type GlueTask, type GlueMetricName } from './data/metrics.js';
+export * from './engine/index.js';

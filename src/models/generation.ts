@@ -65,7 +65,7 @@ export interface GenerationStep {
   text: string;
 }
 
-export type FinishReason = 'eos' | 'stop_string' | 'length';
+export type FinishReason = 'eos' | 'stop_string' | 'length' | 'cancelled';
 
 export interface GenerationResult {
   /** Generated token ids (the prompt excluded; a final eos included). */
@@ -160,7 +160,8 @@ function argmax(row: Float32Array): number {
 
 // ---------------------------------------------------------------- generation
 
-function checkOptions(opts: GenerationOptions): void {
+/** Refuses out-of-range generation options with one line (shared by generate and the engine). */
+export function checkGenerationOptions(opts: GenerationOptions): void {
   const { maxNewTokens = 20, temperature = 1, topK = 50, topP = 1 } = opts;
   if (!Number.isSafeInteger(maxNewTokens) || maxNewTokens < 1) fail(`generate: maxNewTokens must be a positive integer, got ${maxNewTokens}`);
   if (!(Number.isFinite(temperature) && temperature > 0)) fail(`generate: temperature must be a number > 0, got ${temperature}`);
@@ -183,7 +184,7 @@ function checkOptions(opts: GenerationOptions): void {
  */
 export function* generateStream(model: CausalLM | { readonly model: CausalLM }, prompt: readonly number[], opts: GenerationOptions = {}): Generator<GenerationStep, GenerationResult> {
   const lm = 'forward' in model ? model : model.model;
-  checkOptions(opts);
+  checkGenerationOptions(opts);
   const maxNewTokens = opts.maxNewTokens ?? 20;
   if (prompt.length === 0) fail('generate: the prompt is empty (a causal LM needs at least one token to start from)');
   const limit = lm.contextLength;
@@ -191,51 +192,83 @@ export function* generateStream(model: CausalLM | { readonly model: CausalLM }, 
     fail(`generate: prompt of ${prompt.length} tokens + ${maxNewTokens} new tokens exceeds the model's context of ${limit} positions`);
   }
   if ((opts.numBeams ?? 1) > 1) return yield* replay(beamSearch(lm, prompt, opts), opts);
-  const eos = new Set(opts.eosTokenIds ?? lm.eosTokenIds);
   const rng = opts.rng ?? new Rng(opts.seed ?? 0);
   const ngram = opts.noRepeatNgramSize ?? 0;
-  const decode = opts.decode;
   const cache = new KVCache();
-  const tokens: number[] = [];
-  let emitted = ''; // text handed out so far
-  let decodedLength = 0; // length of the text decoded at the previous step
-  const longestStop = Math.max(0, ...(opts.stopStrings ?? []).map((s) => s.length));
-  let finishReason: FinishReason = 'length';
+  const tracker = new TokenTextTracker(opts.eosTokenIds ?? lm.eosTokenIds, opts.decode, opts.stopStrings);
   const wasTraining = lm.training;
   lm.train(false); // dropout off while generating
   try {
     let input = Int32Array.from(prompt);
     for (let step = 0; step < maxNewTokens; step++) {
       const row = noGrad(() => lm.forward(input, [1, input.length], { cache, logitsToKeep: 1 }).toFloat32Array());
-      if (ngram > 0) for (const t of bannedNgramTokens([...prompt, ...tokens], ngram)) row[t] = -Infinity;
-      const token = opts.doSample ? sampleIndex(samplingProbabilities(row, opts), rng) : argmax(row);
-      tokens.push(token);
+      if (ngram > 0) for (const t of bannedNgramTokens([...prompt, ...tracker.tokens], ngram)) row[t] = -Infinity;
+      const token = chooseToken(row, opts, rng);
       input = Int32Array.of(token);
-      let text = '';
-      if (eos.has(token)) finishReason = 'eos';
-      else if (decode) {
-        const full = decode(tokens);
-        // a token that ends inside a multi-byte character decodes to U+FFFD until the rest arrives
-        if (!full.endsWith('\uFFFD')) {
-          text = full.startsWith(emitted) ? full.slice(emitted.length) : '';
-          if (text !== '') emitted = full;
-        }
-        // only occurrences that reach into this token's text are new
-        const from = Math.max(0, decodedLength - longestStop + 1);
-        decodedLength = full.length;
-        if ((opts.stopStrings ?? []).some((s) => full.indexOf(s, from) >= 0)) finishReason = 'stop_string';
-      }
-      const event = { token, text };
+      const event = tracker.push(token);
       opts.onToken?.(event);
       yield event;
-      if (finishReason !== 'length') break;
+      if (tracker.finishReason !== null) break;
     }
   } finally {
     lm.train(wasTraining);
   }
-  const textTokens = finishReason === 'eos' ? tokens.slice(0, -1) : tokens;
-  // some decoders refuse an empty list
-  return { tokens, text: decode ? (textTokens.length === 0 ? '' : decode(textTokens)) : null, finishReason };
+  return tracker.result();
+}
+
+/** Greedy (argmax) or a draw from the warped distribution (temperature, top-k, top-p). */
+export function chooseToken(row: Float32Array, opts: { doSample?: boolean; temperature?: number; topK?: number; topP?: number }, rng: Rng): number {
+  return opts.doSample ? sampleIndex(samplingProbabilities(row, opts), rng) : argmax(row);
+}
+
+/**
+ * Follows one generation's tokens: each token's text delta (held back while a multi-byte character
+ * is incomplete), and its end at an eos token or at a stop string reaching into the new text.
+ */
+export class TokenTextTracker {
+  readonly tokens: number[] = [];
+  /** Set once a token ends the generation. */
+  finishReason: FinishReason | null = null;
+  private readonly eos: ReadonlySet<number>;
+  private emitted = ''; // text handed out so far
+  private decodedLength = 0; // length of the text decoded at the previous token
+  private readonly longestStop: number;
+
+  constructor(
+    eosTokenIds: readonly number[],
+    private readonly decode?: (ids: readonly number[]) => string,
+    private readonly stopStrings: readonly string[] = [],
+  ) {
+    this.eos = new Set(eosTokenIds);
+    this.longestStop = Math.max(0, ...stopStrings.map((x) => x.length));
+  }
+
+  push(token: number): GenerationStep {
+    this.tokens.push(token);
+    let text = '';
+    if (this.eos.has(token)) this.finishReason = 'eos';
+    else if (this.decode) {
+      const full = this.decode(this.tokens);
+      // a token that ends inside a multi-byte character decodes to U+FFFD until the rest arrives
+      if (!full.endsWith('\uFFFD')) {
+        text = full.startsWith(this.emitted) ? full.slice(this.emitted.length) : '';
+        if (text !== '') this.emitted = full;
+      }
+      // only occurrences that reach into this token's text are new
+      const from = Math.max(0, this.decodedLength - this.longestStop + 1);
+      this.decodedLength = full.length;
+      if (this.stopStrings.some((x) => full.indexOf(x, from) >= 0)) this.finishReason = 'stop_string';
+    }
+    return { token, text };
+  }
+
+  /** The result so far; an unfinished generation ended by its token budget ('length'). */
+  result(finishReason: FinishReason = this.finishReason ?? 'length'): GenerationResult {
+    const tokens = [...this.tokens];
+    const textTokens = finishReason === 'eos' ? tokens.slice(0, -1) : tokens;
+    // some decoders refuse an empty list
+    return { tokens, text: this.decode ? (textTokens.length === 0 ? '' : this.decode(textTokens)) : null, finishReason };
+  }
 }
 
 /** Yields the tokens of a finished (beam search) result as steps, with their text deltas. */
@@ -347,7 +380,7 @@ function topIndices(scores: Float64Array, k: number): number[] {
  */
 export function beamSearch(model: CausalLM | { readonly model: CausalLM }, prompt: readonly number[], opts: GenerationOptions = {}): GenerationResult {
   const lm = 'forward' in model ? model : model.model;
-  checkOptions(opts);
+  checkGenerationOptions(opts);
   const numBeams = opts.numBeams ?? 1;
   const maxNewTokens = opts.maxNewTokens ?? 20;
   if (prompt.length === 0) fail('generate: the prompt is empty (a causal LM needs at least one token to start from)');

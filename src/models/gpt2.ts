@@ -8,7 +8,7 @@ import { fail } from '../io/errors.js';
 import { Activation, ACTIVATION_NAMES, type ActivationName } from './activations.js';
 import { ConfigReader, asJsonObject, type JsonObject } from './config.js';
 import { SkipInitRng, initNormal, type TensorLayer } from './common.js';
-import { defaultPositions, keepLastPositions, type CausalLMForwardOptions, type LayerKV } from './kv-cache.js';
+import { RaggedKVCache, RaggedLayerKV, defaultPositions, hiddenForLogits, layerCache, pastLength, type CausalLMForwardOptions, type LayerKV } from './kv-cache.js';
 
 // ---------------------------------------------------------------- config
 
@@ -121,7 +121,7 @@ export class GPT2Attention extends Module {
    * hidden (B, T, C) → (B, T, C); `attentionMask` marks keys to attend (1) or skip (0): (B·T), or
    * (B·(past+T)) with a `cache`, whose keys and values come first and get this step's appended.
    */
-  forward(hidden: Tensor, attentionMask: Float32Array | null = null, cache: LayerKV | null = null): Tensor {
+  forward(hidden: Tensor, attentionMask: Float32Array | null = null, cache: LayerKV | RaggedLayerKV | null = null): Tensor {
     const qkv = this.c_attn.forward(hidden);
     const s = this.splitSize;
     const query = this.splitHeads(F.slice(qkv, 2, 0, s));
@@ -131,6 +131,7 @@ export class GPT2Attention extends Module {
     // (training with attn_pdrop > 0) take the eager path, as Hugging Face's eager attention does.
     const eager = this.training && this.attn_dropout.p > 0;
     if (eager && cache) throw new Error('GPT2Attention: a KV cache is for inference; call eval() first');
+    if (cache instanceof RaggedLayerKV) return this.resid_dropout.forward(this.c_proj.forward(this.mergeHeads(cache.attend(query, key, value, this.scale))));
     if (cache) [key, value] = cache.update(key, value);
     const attnOutput = eager
       ? this.eagerAttention(query, key, value, attentionMask)
@@ -201,7 +202,7 @@ export class GPT2Block extends Module {
     this.mlp = this.addModule('mlp', new GPT2MLP(inner, config, rng));
   }
 
-  forward(hidden: Tensor, attentionMask: Float32Array | null = null, cache: LayerKV | null = null): Tensor {
+  forward(hidden: Tensor, attentionMask: Float32Array | null = null, cache: LayerKV | RaggedLayerKV | null = null): Tensor {
     hidden = F.add(hidden, this.attn.forward(this.ln_1.forward(hidden), attentionMask, cache));
     return F.add(hidden, this.mlp.forward(this.ln_2.forward(hidden)));
   }
@@ -232,14 +233,14 @@ export class GPT2Model extends Module {
   /** Final hidden states (batch, seq, n_embd). */
   forward(inputIds: Int32Array, shape: readonly [number, number], opts: GPT2ForwardOptions = {}): Tensor {
     const [batch, seq] = shape;
-    const past = opts.cache?.length ?? 0;
+    const past = pastLength(opts.cache);
     this.checkInputs(inputIds, shape, past, opts);
     const positions = opts.positionIds
       ? this.wpe.forward(opts.positionIds, [batch, seq])
       : this.wpe.forward(defaultPositions(past, seq), [seq]); // broadcast over the batch
     let hidden = this.drop.forward(F.add(this.wte.forward(inputIds, [batch, seq]), positions));
     const mask = opts.attentionMask ?? null;
-    this.h.items.forEach((block, i) => (hidden = block.forward(hidden, mask, opts.cache?.layer(i) ?? null)));
+    this.h.items.forEach((block, i) => (hidden = block.forward(hidden, mask, layerCache(opts.cache, i))));
     return this.ln_f.forward(hidden);
   }
 
@@ -248,7 +249,9 @@ export class GPT2Model extends Module {
     const { vocabSize, nPositions } = this.config;
     if (!Number.isInteger(batch) || !Number.isInteger(seq) || batch < 1 || seq < 1) fail(`GPT-2 input: shape [${shape.join(', ')}] must be two positive integers [batch, seq]`);
     if (inputIds.length !== batch * seq) fail(`GPT-2 input: ${inputIds.length} input ids for shape [${batch}, ${seq}]`);
-    if (past + seq > nPositions) fail(`GPT-2 input: sequence length ${past + seq} exceeds the model's n_positions (${nPositions}); truncate or split the input`);
+    const ragged = opts.cache instanceof RaggedKVCache;
+    if (ragged && (batch !== 1 || !opts.positionIds || opts.attentionMask)) fail('GPT-2 input: a ragged batch is one row of tokens with positionIds and no attention mask');
+    if (!ragged && past + seq > nPositions) fail(`GPT-2 input: sequence length ${past + seq} exceeds the model's n_positions (${nPositions}); truncate or split the input`);
     for (const id of inputIds) if (!(id >= 0 && id < vocabSize)) fail(`GPT-2 input: token id ${id} is out of range [0, ${vocabSize}) (vocab_size)`);
     const keys = past + seq;
     if (opts.attentionMask && opts.attentionMask.length !== batch * keys) fail(`GPT-2 input: attention mask of ${opts.attentionMask.length} values for ${batch} × ${keys} keys`);
@@ -300,7 +303,7 @@ export class GPT2LMHeadModel extends Module {
 
   /** Logits (batch, seq, vocab_size); (batch, n, vocab_size) with `logitsToKeep` n. */
   forward(inputIds: Int32Array, shape: readonly [number, number], opts: GPT2ForwardOptions = {}): Tensor {
-    return this.lm_head.forward(keepLastPositions(this.transformer.forward(inputIds, shape, opts), opts.logitsToKeep));
+    return this.lm_head.forward(hiddenForLogits(this.transformer.forward(inputIds, shape, opts), opts));
   }
 
   /** Hugging Face's _init_weights: N(0, initializer_range) matrices, c_proj scaled by 1/√(2·n_layer). */

@@ -58,6 +58,54 @@ export class KVCache {
   }
 }
 
+/**
+ * One layer of a ragged batch: several sequences run as one row of Σ lengths tokens (sequence s
+ * owns `lengths[s]` consecutive tokens), each attending only to its own cache. The linear layers
+ * see every token at once (one read of the weights for the whole batch); attention runs per
+ * sequence, so sequences of any lengths, joining at any step, need no padding or mask.
+ */
+export class RaggedLayerKV {
+  constructor(
+    readonly lengths: readonly number[],
+    readonly caches: readonly LayerKV[],
+  ) {}
+
+  /**
+   * Attention of each sequence's tokens over its past and themselves: query, key, value are
+   * (1, heads, Σ lengths, headDim) (key/value with kv heads); returns (1, heads, Σ lengths, headDim).
+   */
+  attend(query: Tensor, key: Tensor, value: Tensor, scale: number): Tensor {
+    const outs: Tensor[] = [];
+    let start = 0;
+    this.lengths.forEach((n, s) => {
+      const [k, v] = this.caches[s].update(F.slice(key, 2, start, start + n), F.slice(value, 2, start, start + n));
+      outs.push(F.attention(F.slice(query, 2, start, start + n), k, v, { causal: true, scale }));
+      start += n;
+    });
+    return outs.length === 1 ? outs[0] : F.concat(outs, 2);
+  }
+}
+
+/** The caches of the sequences of a ragged batch, in the order of their tokens (see RaggedLayerKV). */
+export class RaggedKVCache {
+  constructor(
+    readonly lengths: readonly number[],
+    readonly caches: readonly KVCache[],
+  ) {
+    if (lengths.length !== caches.length || lengths.some((n) => !(Number.isInteger(n) && n >= 1))) {
+      throw new Error('RaggedKVCache: one positive token count per sequence cache');
+    }
+  }
+
+  layer(index: number): RaggedLayerKV {
+    return new RaggedLayerKV(this.lengths, this.caches.map((c) => c.layer(index)));
+  }
+
+  get tokens(): number {
+    return this.lengths.reduce((a, b) => a + b, 0);
+  }
+}
+
 /** What the decoders' forward takes besides the token ids. */
 export interface CausalLMForwardOptions {
   /**
@@ -67,10 +115,33 @@ export interface CausalLMForwardOptions {
   attentionMask?: Float32Array;
   /** (batch·seq) positions; default past..past+seq-1 in every row (pass them for left padding). */
   positionIds?: Int32Array;
-  /** Keys and values of earlier calls; this call's are appended to it. */
-  cache?: KVCache;
+  /**
+   * Keys and values of earlier calls; this call's are appended to it. A RaggedKVCache runs several
+   * sequences as one (1, Σ lengths) batch; positionIds are then required.
+   */
+  cache?: KVCache | RaggedKVCache;
   /** Compute logits for the last n positions only (transformers' logits_to_keep); generation needs 1. */
   logitsToKeep?: number;
+  /** Compute logits only at these token indices (into batch·seq), in this order: (1, n, vocab). */
+  logitsAt?: Int32Array;
+}
+
+/** The layer cache a decoder layer gets from `opts.cache`. */
+export function layerCache(cache: KVCache | RaggedKVCache | undefined, index: number): LayerKV | RaggedLayerKV | null {
+  return cache ? cache.layer(index) : null;
+}
+
+/** Hidden states (batch, seq, dim) → the rows `logitsAt` picks ((1, n, dim)), or the last `logitsToKeep` positions. */
+export function hiddenForLogits(hidden: Tensor, opts: CausalLMForwardOptions): Tensor {
+  if (!opts.logitsAt) return keepLastPositions(hidden, opts.logitsToKeep);
+  const [batch, seq, dim] = hidden.shape;
+  for (const i of opts.logitsAt) if (!(Number.isInteger(i) && i >= 0 && i < batch * seq)) throw new Error(`logitsAt: index ${i} is outside the ${batch * seq} tokens`);
+  return F.reshape(F.embedding(F.reshape(hidden, [batch * seq, dim]), opts.logitsAt), [1, opts.logitsAt.length, dim]);
+}
+
+/** Positions already cached before this call: 0 for a ragged batch (whose positions are passed). */
+export function pastLength(cache: KVCache | RaggedKVCache | undefined): number {
+  return cache instanceof KVCache ? cache.length : 0;
 }
 
 /** The last `keep` positions of hidden states (batch, seq, dim): all of them when keep is absent. */

@@ -9,7 +9,7 @@ import { fail } from '../io/errors.js';
 import { Activation, ACTIVATION_NAMES, type ActivationName } from './activations.js';
 import { ConfigReader, asJsonObject, type JsonObject } from './config.js';
 import { SkipInitRng, initNormal, type TensorLayer } from './common.js';
-import { defaultPositions, keepLastPositions, type CausalLMForwardOptions, type LayerKV } from './kv-cache.js';
+import { RaggedKVCache, RaggedLayerKV, defaultPositions, hiddenForLogits, layerCache, pastLength, type CausalLMForwardOptions, type LayerKV } from './kv-cache.js';
 
 // ---------------------------------------------------------------- config
 
@@ -252,13 +252,18 @@ export class LlamaAttention extends Module {
   }
 
   /** hidden (B, T, C) → (B, T, C); keys past a `cache` come first, as in GPT2Attention. */
-  forward(hidden: Tensor, cos: Tensor, sin: Tensor, attentionMask: Float32Array | null, cache: LayerKV | null): Tensor {
+  forward(hidden: Tensor, cos: Tensor, sin: Tensor, attentionMask: Float32Array | null, cache: LayerKV | RaggedLayerKV | null): Tensor {
     const query = applyRotary(this.splitHeads(this.q_proj.forward(hidden), this.numHeads), cos, sin);
     let key = applyRotary(this.splitHeads(this.k_proj.forward(hidden), this.numKeyValueHeads), cos, sin);
     let value = this.splitHeads(this.v_proj.forward(hidden), this.numKeyValueHeads);
-    if (cache) [key, value] = cache.update(key, value);
-    // grouped-query attention: the kernel maps query head h to key/value head h / (H / H_kv)
-    const out = F.attention(query, key, value, { causal: true, keyMask: attentionMask, scale: 1 / Math.sqrt(this.headDim) });
+    const scale = 1 / Math.sqrt(this.headDim);
+    let out: Tensor;
+    if (cache instanceof RaggedLayerKV) out = cache.attend(query, key, value, scale);
+    else {
+      if (cache) [key, value] = cache.update(key, value);
+      // grouped-query attention: the kernel maps query head h to key/value head h / (H / H_kv)
+      out = F.attention(query, key, value, { causal: true, keyMask: attentionMask, scale });
+    }
     const [b, , t] = out.shape;
     return this.o_proj.forward(F.reshape(F.permute(out, [0, 2, 1, 3]), [b, t, this.numHeads * this.headDim]));
   }
@@ -305,7 +310,7 @@ export class LlamaDecoderLayer extends Module {
     this.post_attention_layernorm = this.addModule('post_attention_layernorm', new RMSNorm(config.hiddenSize, config.rmsNormEps));
   }
 
-  forward(hidden: Tensor, cos: Tensor, sin: Tensor, attentionMask: Float32Array | null, cache: LayerKV | null): Tensor {
+  forward(hidden: Tensor, cos: Tensor, sin: Tensor, attentionMask: Float32Array | null, cache: LayerKV | RaggedLayerKV | null): Tensor {
     hidden = F.add(hidden, this.self_attn.forward(this.input_layernorm.forward(hidden), cos, sin, attentionMask, cache));
     return F.add(hidden, this.mlp.forward(this.post_attention_layernorm.forward(hidden)));
   }
@@ -330,14 +335,14 @@ export class LlamaModel extends Module {
   /** Final hidden states (batch, seq, hidden_size). */
   forward(inputIds: Int32Array, shape: readonly [number, number], opts: CausalLMForwardOptions = {}): Tensor {
     const [batch, seq] = shape;
-    const past = opts.cache?.length ?? 0;
+    const past = pastLength(opts.cache);
     this.checkInputs(inputIds, shape, past, opts);
     const [cos, sin] = opts.positionIds
       ? this.rotary_emb.forward(opts.positionIds, batch, seq)
       : this.rotary_emb.forward(defaultPositions(past, seq), 1, seq); // broadcast over the batch
     let hidden = this.embed_tokens.forward(inputIds, [batch, seq]);
     const mask = opts.attentionMask ?? null;
-    this.layers.items.forEach((layer, i) => (hidden = layer.forward(hidden, cos, sin, mask, opts.cache?.layer(i) ?? null)));
+    this.layers.items.forEach((layer, i) => (hidden = layer.forward(hidden, cos, sin, mask, layerCache(opts.cache, i))));
     return this.norm.forward(hidden);
   }
 
@@ -348,8 +353,13 @@ export class LlamaModel extends Module {
     if (!Number.isInteger(batch) || !Number.isInteger(seq) || batch < 1 || seq < 1) fail(`${what}: shape [${shape.join(', ')}] must be two positive integers [batch, seq]`);
     if (inputIds.length !== batch * seq) fail(`${what}: ${inputIds.length} input ids for shape [${batch}, ${seq}]`);
     for (const id of inputIds) if (!(id >= 0 && id < vocabSize)) fail(`${what}: token id ${id} is out of range [0, ${vocabSize}) (vocab_size)`);
+    const ragged = opts.cache instanceof RaggedKVCache;
+    if (ragged) {
+      if (batch !== 1 || !opts.positionIds || opts.attentionMask) fail(`${what}: a ragged batch is one row of tokens with positionIds and no attention mask`);
+      if (slidingWindow !== null && opts.positionIds.some((p) => p >= slidingWindow)) fail(`${what}: a position reaches past the sliding_window (${slidingWindow}); sliding-window attention is not supported, keep sequences within the window`);
+    }
     // sliding-window attention is not implemented; within the window it equals full attention
-    if (slidingWindow !== null && past + seq > slidingWindow) fail(`${what}: sequence length ${past + seq} exceeds the sliding_window (${slidingWindow}); sliding-window attention is not supported, keep sequences within the window`);
+    if (!ragged && slidingWindow !== null && past + seq > slidingWindow) fail(`${what}: sequence length ${past + seq} exceeds the sliding_window (${slidingWindow}); sliding-window attention is not supported, keep sequences within the window`);
     if (opts.attentionMask && opts.attentionMask.length !== batch * (past + seq)) fail(`${what}: attention mask of ${opts.attentionMask.length} values for ${batch} × ${past + seq} keys`);
     if (opts.positionIds) {
       if (opts.positionIds.length !== batch * seq) fail(`${what}: ${opts.positionIds.length} position ids for shape [${batch}, ${seq}]`);
@@ -398,7 +408,7 @@ export class LlamaForCausalLM<T extends LlamaModelType = LlamaModelType> extends
 
   /** Logits (batch, seq, vocab_size); (batch, n, vocab_size) with `logitsToKeep` n. */
   forward(inputIds: Int32Array, shape: readonly [number, number], opts: CausalLMForwardOptions = {}): Tensor {
-    return this.lm_head.forward(keepLastPositions(this.model.forward(inputIds, shape, opts), opts.logitsToKeep));
+    return this.lm_head.forward(hiddenForLogits(this.model.forward(inputIds, shape, opts), opts));
   }
 
   /** Hugging Face's _init_weights: N(0, initializer_range) for linear and embedding weights; biases 0, norms 1. */

@@ -78,6 +78,17 @@ export interface VeraParams {
   lda: number;
 }
 
+/** Per-row VeRA for inference: row i uses row slots[i] of the λd slab (numSlots, rank) and of the λb slab (numSlots, outFeatures); slots[i] < 0 contributes nothing. */
+export interface VeraRoutedParams {
+  rows: number;
+  inFeatures: number;
+  outFeatures: number;
+  rank: number;
+  /** row stride of A (its max_in) */
+  lda: number;
+  numSlots: number;
+}
+
 export interface Kernels {
   readonly name: string;
 
@@ -155,4 +166,11 @@ export interface Kernels {
   /** gx is overwritten, or added to with accumulateGx; gLambdaD / gLambdaB are added to. */
   veraBackward(a: Storage, b: Storage, lambdaD: Storage, lambdaB: Storage, ax: Storage, gy: Storage, p: VeraParams,
     gx: Storage | null, accumulateGx: boolean, gLambdaD: Storage | null, gLambdaB: Storage | null): void;
+  /**
+   * Routed VeRA for inference (no backward): out[i, o] (+)= λb[s, o]·Σ_j B[o, j]·λd[s, j]·(x·A[:, :in]ᵀ)[i, j] with
+   * s = slots[i]; rows with s < 0 are left as they are (accumulate) or zeroed (overwrite). x·A[:, :in]ᵀ is one GEMM
+   * over every row whatever the slots. Callers check 0 ≤ slots[i] < numSlots for the rows that route.
+   */
+  veraRoutedForward(x: Storage, a: Storage, b: Storage, lambdaD: Storage, lambdaB: Storage, slots: Int32Array, p: VeraRoutedParams,
+    out: Storage, accumulate: boolean): void;
 }

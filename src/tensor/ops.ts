@@ -2,7 +2,7 @@
 // gradients its inputs need.
 import { kernels } from './device.js';
 import type { BinaryOp, UnaryOp } from './kernels.js';
-import { Tensor, contiguousStrides, record, sizeOf, type Shape } from './tensor.js';
+import { Tensor, contiguousStrides, isGradEnabled, record, sizeOf, type Shape } from './tensor.js';
 import type { Rng } from './rng.js';
 
 const empty = (shape: Shape): Tensor => new Tensor(kernels().alloc(sizeOf(shape)), shape);
@@ -629,6 +629,67 @@ export function veraBranch(x: Tensor, A: Tensor, B: Tensor, lambdaD: Tensor, lam
     k.veraBackward(A.storage, B.storage, lambdaD.storage, lambdaB.storage, ax.storage, g.storage, p, gx?.storage ?? null, false, gd?.storage ?? null, gb?.storage ?? null);
     return [gx, gd, gb];
   });
+}
+
+/** Refuse inputs that would need a gradient: inference ops record no tape (under noGrad nothing does, so any input is fine). */
+function inferenceOnly(op: string, inputs: Record<string, Tensor | undefined>): void {
+  if (!isGradEnabled()) return;
+  for (const [name, t] of Object.entries(inputs)) {
+    if (t?.requiresGrad) throw new Error(`${op}: inference only, but ${name} requires grad (run it under noGrad, or pass detached tensors)`);
+  }
+}
+
+/**
+ * The VeRA branch with one adapter per row, for inference over a shared pair: row i of x (any
+ * leading shape, flattened to rows) takes λd = lambdaDSlab[slots[i]] and λb = lambdaBSlab[slots[i]],
+ * so y[i] = λb ⊙ (B[:out, :] · (λd ⊙ (A[:, :in] · x[i]))); a negative slot gives the row no adapter
+ * (0, or `into` left as it is). A (r, maxIn), B (maxOut, r) as in veraBranch; lambdaDSlab is
+ * (slots, r), lambdaBSlab (slots, out). Returns (..., out), or adds into `into` (that shape) and
+ * returns it. x·A[:, :in]ᵀ is one GEMM for the whole batch whatever the slots. Records no tape.
+ */
+export function veraRouted(x: Tensor, A: Tensor, B: Tensor, lambdaDSlab: Tensor, lambdaBSlab: Tensor, slots: Int32Array, into?: Tensor): Tensor {
+  if (x.ndim < 1) throw new Error(`veraRouted: x must have a feature axis, got ${shapeStr(x.shape)}`);
+  const inFeatures = x.shape[x.ndim - 1];
+  if (A.ndim !== 2 || B.ndim !== 2 || B.shape[1] !== A.shape[0]) {
+    throw new Error(`veraRouted: need A (r, maxIn), B (maxOut, r); got A ${shapeStr(A.shape)}, B ${shapeStr(B.shape)}`);
+  }
+  const rank = A.shape[0];
+  if (lambdaDSlab.ndim !== 2 || lambdaBSlab.ndim !== 2 || lambdaDSlab.shape[1] !== rank || lambdaBSlab.shape[0] !== lambdaDSlab.shape[0]) {
+    throw new Error(`veraRouted: need λd slab (slots, ${rank}) and λb slab (slots, out) with the same slot count; got λd ${shapeStr(lambdaDSlab.shape)}, λb ${shapeStr(lambdaBSlab.shape)}`);
+  }
+  const numSlots = lambdaDSlab.shape[0];
+  const outFeatures = lambdaBSlab.shape[1];
+  if (inFeatures > A.shape[1] || outFeatures > B.shape[0]) {
+    throw new Error(`veraRouted: a ${inFeatures} → ${outFeatures} layer does not fit projections A ${shapeStr(A.shape)}, B ${shapeStr(B.shape)}`);
+  }
+  const rows = inFeatures === 0 ? sizeOf(x.shape.slice(0, -1)) : x.size / inFeatures;
+  if (slots.length !== rows) throw new Error(`veraRouted: ${slots.length} slots for ${rows} rows of x ${shapeStr(x.shape)}`);
+  for (let i = 0; i < rows; i++) {
+    if (slots[i] >= numSlots) throw new Error(`veraRouted: slot ${slots[i]} (row ${i}) out of range: the slabs hold ${numSlots} adapters`);
+  }
+  const outShape = [...x.shape.slice(0, -1), outFeatures];
+  if (into && !shapesEqual(into.shape, outShape)) throw new Error(`veraRouted: into is ${shapeStr(into.shape)}, the branch gives ${shapeStr(outShape)}`);
+  inferenceOnly('veraRouted', { x, A, B, lambdaDSlab, lambdaBSlab, into });
+  const out = into ?? empty(outShape);
+  const p = { rows, inFeatures, outFeatures, rank, lda: A.shape[1], numSlots };
+  kernels().veraRoutedForward(x.storage, A.storage, B.storage, lambdaDSlab.storage, lambdaBSlab.storage, slots, p, out.storage, into !== undefined);
+  return out;
+}
+
+/** target[rows[i]] += src[i] in place (target (n, d), src (rows.length, d); rows may repeat); returns target. Records no tape. */
+export function scatterAddRows(target: Tensor, rows: Int32Array, src: Tensor): Tensor {
+  if (target.ndim !== 2) throw new Error(`scatterAddRows: target must be (n, d), got ${shapeStr(target.shape)}`);
+  const [n, d] = target.shape;
+  if (src.ndim !== 2 || src.shape[0] !== rows.length || src.shape[1] !== d) {
+    throw new Error(`scatterAddRows: need src (${rows.length}, ${d}) for ${rows.length} rows of target ${shapeStr(target.shape)}, got ${shapeStr(src.shape)}`);
+  }
+  for (let i = 0; i < rows.length; i++) {
+    if (!(rows[i] >= 0 && rows[i] < n)) throw new Error(`scatterAddRows: row ${rows[i]} (index ${i}) out of range [0, ${n})`);
+  }
+  if (src.storage === target.storage) throw new Error('scatterAddRows: src and target share storage');
+  inferenceOnly('scatterAddRows', { target, src });
+  if (rows.length > 0 && d > 0) kernels().embeddingBackward(src.storage, rows, d, target.storage);
+  return target;
 }
 
 // ---------------------------------------------------------------- images

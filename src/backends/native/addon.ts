@@ -49,6 +49,8 @@ export interface NativeAddon {
   veraForward(x: F32, a: F32, b: F32, lambdaD: F32, lambdaB: F32, rows: number, inF: number, outF: number, r: number, lda: number, out: F32, ax: F32): void;
   veraBackward(a: F32, b: F32, lambdaD: F32, lambdaB: F32, ax: F32, gy: F32, rows: number, inF: number, outF: number, r: number, lda: number,
     gx: F32OrNull, accumulateGx: boolean, gLambdaD: F32OrNull, gLambdaB: F32OrNull): void;
+  veraRoutedForward(x: F32, a: F32, b: F32, lambdaD: F32, lambdaB: F32, slots: Int32Array, rows: number, inF: number, outF: number, r: number, lda: number,
+    numSlots: number, out: F32, accumulate: boolean): void;
 }
 
 /** n, cin, h, w, cout, kh, kw, stride, pad, oh, ow */

@@ -78,5 +78,13 @@ export function nativeKernels(n: NativeAddon): Kernels {
     veraBackward: (a, b, lambdaD, lambdaB, ax, gy, p, gx, accumulateGx, gLambdaD, gLambdaB) =>
       n.veraBackward(f(a), f(b), f(lambdaD), f(lambdaB), f(ax), f(gy), p.rows, p.inFeatures, p.outFeatures, p.rank, p.lda,
         fOrNull(gx), accumulateGx, fOrNull(gLambdaD), fOrNull(gLambdaB)),
+    veraRoutedForward: (x, a, b, lambdaD, lambdaB, slots, p, out, accumulate) => {
+      // the addon checks too, but a bad slot is the caller's error: name it here
+      if (slots.length !== p.rows) throw new Error(`veraRoutedForward: ${slots.length} slots for ${p.rows} rows`);
+      for (let i = 0; i < slots.length; i++) {
+        if (slots[i] >= p.numSlots) throw new Error(`veraRoutedForward: row ${i} uses slot ${slots[i]}, but the slabs hold ${p.numSlots}`);
+      }
+      n.veraRoutedForward(f(x), f(a), f(b), f(lambdaD), f(lambdaB), slots, p.rows, p.inFeatures, p.outFeatures, p.rank, p.lda, p.numSlots, f(out), accumulate);
+    },
   };
 }

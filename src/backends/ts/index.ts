@@ -3,6 +3,7 @@
 // closures) and accumulate in double where a sum runs over a row.
 import type {
   AdamWParams, AttentionParams, BinaryOp, Conv2dParams, Kernels, MatmulParams, Pool2dParams, Storage, UnaryOp, VeraParams,
+  VeraRoutedParams,
 } from '../../tensor/kernels.js';
 import { gemm } from './gemm.js';
 import { erf } from './math.js';
@@ -205,7 +206,7 @@ function scaled(x: Float32Array, v: Float32Array, rows: number, cols: number, by
 }
 
 /** A[:, :in] of the shared (rank, lda) projection, contiguous (a view when in == lda). */
-function veraA(a: Float32Array, p: VeraParams): Float32Array {
+function veraA(a: Float32Array, p: { rank: number; inFeatures: number; lda: number }): Float32Array {
   if (p.lda === p.inFeatures) return a.subarray(0, p.rank * p.inFeatures);
   const out = new Float32Array(p.rank * p.inFeatures);
   for (let j = 0; j < p.rank; j++) out.set(a.subarray(j * p.lda, j * p.lda + p.inFeatures), j * p.inFeatures);
@@ -749,4 +750,44 @@ export const tsKernels: Kernels = {
     }
     if (GX) gemm(scaled(gu, LD, rows, rank, true), 0, veraA(f(a), p), 0, GX, 0, rows, inFeatures, rank, false, false, accumulateGx);
   },
+
+  // ax = x·A[:, :in]ᵀ once for every row; the rows that route are packed (λd of their slot applied)
+  // into u (m × rank), one GEMM with B[:out]ᵀ gives t (m × out), and t's row k, scaled by λb of its
+  // slot, goes to (or onto) its row of out.
+  veraRoutedForward(x, a, b, lambdaD, lambdaB, slots, p: VeraRoutedParams, out, accumulate) {
+    const { rows, inFeatures, outFeatures, rank, numSlots } = p;
+    checkSlots(slots, rows, numSlots);
+    const O = f(out);
+    if (!accumulate) O.fill(0, 0, rows * outFeatures);
+    if (rows === 0 || outFeatures === 0) return;
+    const ax = new Float32Array(rows * rank);
+    gemm(f(x), 0, veraA(f(a), p), 0, ax, 0, rows, rank, inFeatures, false, true, false);
+    const LD = f(lambdaD);
+    const LB = f(lambdaB);
+    const active: number[] = [];
+    for (let i = 0; i < rows; i++) {
+      const s = slots[i];
+      if (s < 0) continue;
+      const k = active.length;
+      for (let j = 0; j < rank; j++) ax[k * rank + j] = ax[i * rank + j] * LD[s * rank + j]; // k ≤ i: in place
+      active.push(i);
+    }
+    const m = active.length;
+    if (m === 0) return;
+    const t = new Float32Array(m * outFeatures);
+    gemm(ax, 0, f(b), 0, t, 0, m, outFeatures, rank, false, true, false);
+    for (let k = 0; k < m; k++) {
+      const i = active[k];
+      const lb = slots[i] * outFeatures;
+      for (let o = 0; o < outFeatures; o++) O[i * outFeatures + o] += LB[lb + o] * t[k * outFeatures + o];
+    }
+  },
 };
+
+/** Every slot below numSlots (negative: the row takes no adapter). */
+function checkSlots(slots: Int32Array, rows: number, numSlots: number): void {
+  if (slots.length !== rows) throw new Error(`veraRoutedForward: ${slots.length} slots for ${rows} rows`);
+  for (let i = 0; i < rows; i++) {
+    if (slots[i] >= numSlots) throw new Error(`veraRoutedForward: row ${i} uses slot ${slots[i]}, but the slabs hold ${numSlots}`);
+  }
+}

@@ -1,0 +1,3 @@
+export * from './engine.js';
+export { AdapterStore, type AdapterSource, type AdapterStoreStats, type AdapterLease, type VeraSpec } from './adapter-store.js';
+export { RoutedLinear, type StepRoute } from './routed-linear.js';

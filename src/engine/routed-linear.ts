@@ -1,0 +1,56 @@
+// A base model's linear layer as the engine runs it: the frozen layer for every token, plus, per
+// token, the adapter its request names. VeRA adapters share A and B, so x·Aᵀ is computed once for
+// the whole batch and each row is scaled by its own λd and λb (one fused kernel, F.veraRouted);
+// LoRA adapters differ in A and B, so their rows are gathered and run adapter by adapter.
+import { F, type Tensor } from '../tensor/index.js';
+import { Module, type Linear } from '../nn/index.js';
+import type { AdapterStore } from './adapter-store.js';
+
+/** Which adapter each token of one step uses. */
+export interface StepRoute {
+  /** Per token, the VeRA slab slot, −1 for none; null when no token uses a VeRA adapter. */
+  veraSlots: Int32Array | null;
+  /** LoRA adapters in the step, each with the indices of its tokens. */
+  lora: { weights: ReadonlyMap<string, { A: Tensor; B: Tensor; scaling: number }>; rows: Int32Array }[];
+}
+
+export class RoutedLinear extends Module {
+  readonly base_layer: Linear;
+  readonly inFeatures: number;
+  readonly outFeatures: number;
+  /** Set by the engine for the duration of one step; without it the layer is the base layer. */
+  route: StepRoute | null = null;
+
+  constructor(
+    base: Linear,
+    readonly path: string,
+    private readonly store: AdapterStore,
+  ) {
+    super();
+    this.base_layer = this.addModule('base_layer', base);
+    this.inFeatures = base.inFeatures;
+    this.outFeatures = base.outFeatures;
+  }
+
+  forward(x: Tensor): Tensor {
+    const y = this.base_layer.forward(x);
+    const route = this.route;
+    if (!route) return y;
+    const vera = this.store.veraState;
+    const slabD = vera?.slabD.get(this.path);
+    if (route.veraSlots && vera && slabD) F.veraRouted(x, vera.A, vera.B, slabD, vera.slabB.get(this.path)!, route.veraSlots, y);
+    if (route.lora.length > 0) {
+      const tokens = x.size / this.inFeatures;
+      const x2 = F.reshape(x, [tokens, this.inFeatures]);
+      const y2 = F.reshape(y, [tokens, this.outFeatures]); // shares y's storage: rows are added in place
+      for (const group of route.lora) {
+        const w = group.weights.get(this.path);
+        if (!w) continue;
+        const rows = F.embedding(x2, group.rows);
+        const delta = F.scale(F.matmul(F.matmul(rows, w.A, { transB: true }), w.B, { transB: true }), w.scaling);
+        F.scatterAddRows(y2, group.rows, delta);
+      }
+    }
+    return y;
+  }
+}
