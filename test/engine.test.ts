@@ -5,14 +5,14 @@
 import '../src/backends/index.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Rng, noGrad, manualSeed } from '../src/tensor/index.js';
 import { loadPretrained, generate, type CausalLM } from '../src/models/index.js';
 import { PeftModel, getPeftModel, loraConfig, veraConfig, type BasePeftConfig } from '../src/peft/index.js';
 import { InferenceEngine, type EngineRequest, type EngineStep } from '../src/engine/index.js';
 import { SafetensorsFile, serializeSafetensors } from '../src/io/safetensors.js';
-import { maxAbsDiff, rejectsVera, throwsVera, withTmp } from './helpers.js';
+import { maxAbsDiff, rejectsVera, runVera, throwsVera, tinyGpt2TokenizerJson, withTmp } from './helpers.js';
 
 const gpt2Dir = new URL('../../test/fixtures/gpt2-tiny', import.meta.url).pathname;
 const llamaDir = new URL('../../test/fixtures/decoders/llama-gqa', import.meta.url).pathname;
@@ -239,3 +239,51 @@ test('10,000 registered VeRA adapters: resident bytes per adapter are its vector
   });
 });
 
+
+test('vera generate --adapter NAME=DIR --prompts FILE.jsonl --json: one line per request, in input order, as each alone', async () => {
+  await withTmp(async (dir) => {
+    const modelDir = join(dir, 'model');
+    mkdirSync(modelDir);
+    for (const f of ['config.json', 'model.safetensors']) copyFileSync(join(gpt2Dir, f), join(modelDir, f));
+    writeFileSync(join(modelDir, 'tokenizer.json'), tinyGpt2TokenizerJson());
+    const alice = makeAdapter(gpt2Dir, dir, 'alice', veraConfig({ targetModules: ['c_attn', 'c_fc'], r: 4, initWeights: false }), 51);
+    const carol = makeAdapter(gpt2Dir, dir, 'carol', loraConfig({ targetModules: ['c_attn'], r: 2, loraAlpha: 4 }), 52);
+    const lines = [
+      { prompt_ids: [5, 6, 7], adapter: 'alice' },
+      { prompt_ids: [9, 1], adapter: null },
+      { prompt_ids: [3, 3, 3, 3, 3], adapter: 'carol', max_new_tokens: 3 },
+      { prompt_ids: [8], adapter: 'alice', temperature: 0.7, top_k: 10, seed: 4 },
+      { prompt: 'the hall', adapter: 'carol' },
+    ];
+    const prompts = join(dir, 'prompts.jsonl');
+    writeFileSync(prompts, lines.map((l) => JSON.stringify(l)).join('\n') + '\n');
+    const r = await runVera(['generate', '--model', modelDir, '--adapter', `alice=${alice}`, '--adapter', `carol=${carol}`, '--prompts', prompts, '--max-new-tokens', '5', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const out = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { line: number; adapter: string | null; tokens: number[]; text: string; finish_reason: string; prompt_tokens: number[] });
+    assert.deepEqual(out.map((o) => o.line), [1, 2, 3, 4, 5]);
+    const dirs: Record<string, string> = { alice, carol };
+    out.slice(0, 3).forEach((o, i) => {
+      const l = lines[i];
+      const want = solo(gpt2Dir, l.adapter === null ? null : dirs[l.adapter], l.prompt_ids!, l.max_new_tokens ?? 5).tokens;
+      const eosAt = want.indexOf(100);
+      assert.deepEqual(o.tokens, eosAt >= 0 ? want.slice(0, eosAt + 1) : want, `line ${i + 1}`);
+      assert.equal(o.adapter, l.adapter);
+    });
+    const merged = PeftModel.fromPretrained(load(gpt2Dir), alice).mergeAndUnload() as Lm;
+    const sampled = generate(merged, [8], { maxNewTokens: 5, doSample: true, temperature: 0.7, topK: 10, seed: 4 });
+    assert.deepEqual(out[3].tokens, sampled.tokens, 'the line\'s own sampling fields');
+    assert.ok(out[4].prompt_tokens.length > 0 && typeof out[4].text === 'string');
+    // one-line refusals
+    writeFileSync(prompts, `${JSON.stringify({ prompt_ids: [1], adapter: 'zed' })}\n`);
+    const bad = await runVera(['generate', '--model', modelDir, '--adapter', `alice=${alice}`, '--prompts', prompts]);
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.stderr.trim(), /prompts\.jsonl:1: field "adapter": no adapter named 'zed'/);
+    assert.equal(bad.stderr.trim().split('\n').length, 1);
+    const both = await runVera(['generate', '--model', modelDir, '--adapter', `alice=${alice}`, '--prompt', 'hi']);
+    assert.notEqual(both.code, 0);
+    assert.match(both.stderr, /named adapters are for --prompts/);
+    writeFileSync(prompts, '{"prompt_ids": [1], "top_p": 2}\n');
+    const range = await runVera(['generate', '--model', modelDir, '--prompts', prompts]);
+    assert.match(range.stderr, /prompts\.jsonl:1: field "top_p" must be a number in \(0, 1\]/);
+  });
+});

@@ -8,14 +8,17 @@ import { VeraError } from '../../io/errors.js';
 import { readJsonFile } from '../../io/atomic.js';
 import { loadPretrained, generateAsync, isCausalLM, type CausalLM, type GenerationResult } from '../../models/index.js';
 import { PeftModel } from '../../peft/index.js';
+import { InferenceEngine, type EngineRequest } from '../../engine/index.js';
+import { parsePromptsJsonl } from '../../data/prompts.js';
 import { loadTokenizer, type Tokenizer } from '../../data/tokenizer.js';
 import { loadChatTemplate } from '../../data/chat-template.js';
 import { finiteNumber, noRepeatNgramSizeOption, nonNegativeInt, nonNegativeNumber, positiveInt } from '../options.js';
 
 interface GenerateFlags {
   model: string;
-  adapter?: string;
-  prompt: string;
+  adapter: string[];
+  prompt?: string;
+  prompts?: string;
   maxNewTokens: number;
   temperature?: number;
   topK?: number;
@@ -55,11 +58,81 @@ function eosTokenIds(dir: string, model: CausalLM): number[] {
   return list as number[];
 }
 
-function samplingFlags(o: GenerateFlags): { doSample: boolean; temperature?: number } {
+function samplingFlags(o: Pick<GenerateFlags, 'temperature' | 'topK' | 'topP'>, names = ['--top-k', '--top-p', '--temperature']): { doSample: boolean; temperature?: number } {
   const filters = o.topK !== undefined || o.topP !== undefined;
-  if (o.temperature === 0 && filters) throw new VeraError(`${o.topK !== undefined ? '--top-k' : '--top-p'} samples, but --temperature 0 asks for greedy decoding; give --temperature > 0 or drop it`);
+  if (o.temperature === 0 && filters) throw new VeraError(`${o.topK !== undefined ? names[0] : names[1]} samples, but ${names[2]} 0 asks for greedy decoding; give ${names[2]} > 0 or drop it`);
   const doSample = (o.temperature !== undefined && o.temperature > 0) || filters;
   return { doSample, temperature: doSample ? o.temperature ?? 1 : undefined };
+}
+
+/** Text → prompt ids, through the chat template with --chat (whose turn-ending eos joins `eos`). */
+function chatEncoder(o: GenerateFlags, tokenizer: Tokenizer, eos: number[]): (text: string) => number[] {
+  if (!o.chat) return (text) => promptIds(tokenizer, text, false);
+  const template = loadChatTemplate(o.model);
+  // chat models end their turn with the tokenizer's eos token
+  const turnEnd = template.eosToken === null ? null : tokenizer.tokenToId(template.eosToken);
+  if (turnEnd !== null && !eos.includes(turnEnd)) eos.push(turnEnd);
+  return (text) => promptIds(tokenizer, template.render([{ role: 'user', content: text }], { addGenerationPrompt: true }), true);
+}
+
+/** --prompts: every line through the multi-adapter engine at once; results in input order. */
+async function generateMany(o: GenerateFlags): Promise<void> {
+  if (o.numBeams > 1) throw new VeraError('--num-beams > 1 is not available with --prompts (the engine decodes greedily or by sampling)');
+  if (o.stop?.some((s) => s === '')) throw new VeraError('--stop: a stop string must not be empty');
+  const named = new Map<string, string>();
+  for (const a of o.adapter) {
+    const eq = a.indexOf('=');
+    if (eq <= 0 || eq === a.length - 1) throw new VeraError(`--adapter ${a}: with --prompts, adapters are NAME=DIR`);
+    const name = a.slice(0, eq);
+    if (named.has(name)) throw new VeraError(`--adapter ${a}: the name '${name}' is given twice`);
+    named.set(name, a.slice(eq + 1));
+  }
+  const loaded = loadPretrained(o.model);
+  const model = loaded.model;
+  if (!isCausalLM(model)) throw new VeraError(`${o.model}: generate needs a causal language model, this is a ${loaded.modelType}`);
+  const lines = parsePromptsJsonl(readTextFile(o.prompts!, 'prompts'), o.prompts!, model.config.vocabSize);
+  for (const l of lines) if (l.adapter !== null && !named.has(l.adapter)) throw new VeraError(`${o.prompts}:${l.line}: field "adapter": no adapter named '${l.adapter}' (give it with --adapter ${l.adapter}=DIR)`);
+  const tokenizer = await loadTokenizer(o.model);
+  if (tokenizer === null && lines.some((l) => l.text !== undefined)) throw new VeraError(`${o.model}: no tokenizer.json (needed for "prompt" texts; "prompt_ids" need none)`);
+  const eos = eosTokenIds(o.model, model);
+  const toIds = tokenizer ? chatEncoder(o, tokenizer, eos) : null;
+  const decode = tokenizer ? (ids: readonly number[]): string => tokenizer.decode(ids) : undefined;
+  const engine = new InferenceEngine(model, { decode });
+  for (const [name, dir] of named) engine.addAdapter(name, dir);
+  const requests: EngineRequest[] = lines.map((l) => {
+    const where = `${o.prompts}:${l.line}`;
+    const own = { temperature: l.temperature ?? o.temperature, topK: l.topK ?? o.topK, topP: l.topP ?? o.topP };
+    const { doSample, temperature } = samplingFlags(own, [`${where}: "top_k"`, `${where}: "top_p"`, `${where}: "temperature"`]);
+    const stop = l.stop ?? o.stop;
+    if (stop?.length && !decode) throw new VeraError(`${where}: "stop" needs the model's tokenizer.json`);
+    return {
+      promptIds: l.ids ?? toIds!(l.text!),
+      adapter: l.adapter,
+      maxNewTokens: l.maxNewTokens ?? o.maxNewTokens,
+      doSample,
+      temperature,
+      topK: own.topK,
+      topP: own.topP,
+      seed: l.seed ?? o.seed,
+      stopStrings: stop,
+      eosTokenIds: eos,
+    };
+  });
+  const results = await engine.generateAll(requests);
+  results.forEach((r, i) => {
+    const text = r.text ?? '';
+    if (o.json) console.log(JSON.stringify({ line: lines[i].line, adapter: r.adapter, prompt_tokens: requests[i].promptIds, tokens: r.tokens, text, finish_reason: r.finishReason }));
+    else process.stdout.write(`=== ${o.prompts}:${lines[i].line} (${r.adapter ?? 'base model'}) ===\n${text}\n`);
+  });
+  await engine.close();
+}
+
+function readTextFile(file: string, what: string): string {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new VeraError(`${file}: cannot read ${what} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
 }
 
 export function registerGenerate(program: Command): void {
@@ -67,8 +140,9 @@ export function registerGenerate(program: Command): void {
     .command('generate')
     .description('generate text from a causal LM (GPT-2, Llama, Mistral, Qwen2), optionally with an adapter; streams to stdout')
     .requiredOption('--model <dir>', 'model folder (config.json, safetensors, tokenizer.json)')
-    .option('--adapter <dir>', 'adapter folder (PEFT layout)')
-    .requiredOption('--prompt <text>', 'the prompt (or the user message, with --chat)')
+    .option('--adapter <dir|name=dir>', 'adapter folder (PEFT layout); NAME=DIR (repeatable) registers named adapters for --prompts', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--prompt <text>', 'the prompt (or the user message, with --chat)')
+    .option('--prompts <file>', 'JSONL, one request per line: {"prompt" | "prompt_ids", "adapter", and optionally max_new_tokens, temperature, top_k, top_p, seed, stop}; all run together through the multi-adapter engine')
     .option('--max-new-tokens <n>', 'tokens to generate at most', positiveInt, 64)
     .option('--temperature <t>', 'sampling temperature; 0 = greedy (the default unless --top-k/--top-p are given)', nonNegativeNumber)
     .option('--top-k <k>', 'sample among the k most likely tokens (0 = all; default 50 when sampling)', nonNegativeInt)
@@ -81,6 +155,12 @@ export function registerGenerate(program: Command): void {
     .option('--chat', "format the prompt as a user message with the tokenizer_config.json's chat_template")
     .option('--json', 'print {"prompt_tokens", "tokens", "text", "finish_reason"} as one JSON line instead of streaming')
     .action(async (o: GenerateFlags) => {
+      if ((o.prompt === undefined) === (o.prompts === undefined)) throw new VeraError('give --prompt TEXT or --prompts FILE.jsonl (one of them)');
+      const named = o.adapter.filter((a) => a.includes('='));
+      if (o.prompts !== undefined) return generateMany(o);
+      if (named.length > 0) throw new VeraError(`--adapter ${named[0]}: named adapters are for --prompts; with --prompt give --adapter DIR`);
+      if (o.adapter.length > 1) throw new VeraError('--adapter: one adapter folder with --prompt (named NAME=DIR ones go with --prompts)');
+      const prompt0 = o.prompt!;
       const { doSample, temperature } = samplingFlags(o);
       if (o.stop?.some((s) => s === '')) throw new VeraError('--stop: a stop string must not be empty');
       if (o.numBeams > 1 && doSample) throw new VeraError('--num-beams > 1 is beam search, which does not sample; drop --temperature/--top-k/--top-p');
@@ -88,19 +168,12 @@ export function registerGenerate(program: Command): void {
       const loaded = loadPretrained(o.model);
       const model = loaded.model;
       if (!isCausalLM(model)) throw new VeraError(`${o.model}: generate needs a causal language model, this is a ${loaded.modelType}`);
-      if (o.adapter !== undefined) PeftModel.fromPretrained(model, o.adapter);
+      if (o.adapter.length === 1) PeftModel.fromPretrained(model, o.adapter[0]);
       const tokenizer = await loadTokenizer(o.model);
       if (tokenizer === null) throw new VeraError(`${o.model}: no tokenizer.json (generate needs the model's tokenizer)`);
       const eos = eosTokenIds(o.model, model);
-      let promptText = o.prompt;
-      if (o.chat) {
-        const template = loadChatTemplate(o.model);
-        promptText = template.render([{ role: 'user', content: o.prompt }], { addGenerationPrompt: true });
-        // chat models end their turn with the tokenizer's eos token
-        const turnEnd = template.eosToken === null ? null : tokenizer.tokenToId(template.eosToken);
-        if (turnEnd !== null && !eos.includes(turnEnd)) eos.push(turnEnd);
-      }
-      const prompt = promptIds(tokenizer, promptText, o.chat ?? false);
+      const toIds = chatEncoder(o, tokenizer, eos);
+      const prompt = toIds(prompt0);
       const stream = generateAsync(model, prompt, {
         maxNewTokens: o.maxNewTokens,
         doSample,
