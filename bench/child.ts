@@ -1,16 +1,20 @@
 // Child process of `npm run bench`: one measurement on our runtime, printed as one JSON line, so
-// each configuration's peak RSS is its own. Usage: node dist/bench/child.js gemm|train '<json>'.
+// each configuration's peak RSS is its own. Usage: node dist/bench/child.js gemm|train|decode '<json>'.
 import { kernels } from '../src/tensor/index.js';
 import { backendThreads, gemmSeconds, runTrainSpec, type GemmSpec, type TrainSpec } from './step.js';
+import { runDecodeSpec, type DecodeSpec } from './decode.js';
 
-function main(): void {
+async function main(): Promise<void> {
   const [mode, json] = process.argv.slice(2);
-  if ((mode !== 'gemm' && mode !== 'train') || json === undefined) {
-    process.stderr.write('usage: child.js gemm|train <json spec>\n');
+  if ((mode !== 'gemm' && mode !== 'train' && mode !== 'decode') || json === undefined) {
+    process.stderr.write('usage: child.js gemm|train|decode <json spec>\n');
     process.exit(2);
   }
   const base = { backend: kernels().name, threads: backendThreads() };
-  if (mode === 'gemm') {
+  if (mode === 'decode') {
+    const result = await runDecodeSpec(JSON.parse(json) as DecodeSpec);
+    process.stdout.write(`${JSON.stringify({ ...base, ...result })}\n`);
+  } else if (mode === 'gemm') {
     const spec = JSON.parse(json) as GemmSpec;
     const results = spec.sizes.map((n) => ({ n, seconds: gemmSeconds(n, spec.warmup, spec.runs, spec.minSeconds) }));
     process.stdout.write(`${JSON.stringify({ ...base, results })}\n`);
@@ -20,4 +24,4 @@ function main(): void {
   }
 }
 
-main();
+void main();

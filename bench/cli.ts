@@ -5,6 +5,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { VeraError } from '../src/io/errors.js';
 import { SECTIONS, runBench, type BenchOptions, type ModelShape, type Section } from './main.js';
 import { renderMarkdown } from './report.js';
+import { SMOLLM_135M } from './decode.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -62,7 +63,7 @@ interface Flags {
 
 export function optionsFromArgv(argv: string[]): BenchOptions {
   const program = new Command('npm run bench --')
-    .description('Our runtime against PyTorch on this machine: GEMM, and VeRA / LoRA training steps on GPT-2 shapes; writes BENCHMARKS.md')
+    .description('Our runtime against PyTorch on this machine: GEMM, VeRA / LoRA training steps on GPT-2 shapes, and multi-adapter decoding on a SmolLM-135M shape; writes BENCHMARKS.md')
     .addOption(new Option('--quick', 'small shapes and few runs, for smoke testing (under a minute)'))
     .addOption(new Option('--only <sections>', `comma-separated subset of: ${SECTIONS.join(', ')}`).argParser(parseSections))
     .option('--out <file>', 'markdown report to write', path.join(ROOT, 'BENCHMARKS.md'))
@@ -104,6 +105,9 @@ export function optionsFromArgv(argv: string[]): BenchOptions {
     loraAlpha: 8,
     warmup: 1,
     steps: f.steps ?? (quick ? 2 : 3),
+    decode: quick
+      ? { shape: { vocab: 2048, hidden: 128, intermediate: 256, layers: 4, heads: 4, kvHeads: 2 }, prompt: 8, newTokens: 6, batch: 4, mixed: 8, veraR: 16, loraR: 8, loopTokens: 3, registry: 1000, runs: 1 }
+      : { shape: SMOLLM_135M, prompt: 32, newTokens: 16, batch: 16, mixed: 64, veraR: 256, loraR: 8, loopTokens: 6, registry: 10_000, runs: 2 },
     command: ['npm run bench', ...(argv.length > 0 ? ['--', ...argv.map(shellQuote)] : [])].join(' '),
     note: f.note ?? null,
     log: (line) => process.stdout.write(`${line}\n`),

@@ -7,12 +7,13 @@ import { fileURLToPath } from 'node:url';
 import { writeFileAtomic } from '../src/io/atomic.js';
 import { renderMarkdown } from './report.js';
 import type { GemmSpec, Method, TrainResult, TrainSpec } from './step.js';
-import { probeTorch, torchGemm, torchTrain, type Probe, type TorchGemm, type TorchTrain } from './torch.js';
+import { probeTorch, torchDecode, torchGemm, torchTrain, type Probe, type TorchDecode, type TorchGemm, type TorchTrain } from './torch.js';
+import type { DecodeResult, DecodeSpec } from './decode.js';
 
 const CHILD = fileURLToPath(new URL('./child.js', import.meta.url));
 
-export type Section = 'gemm' | 'vera' | 'lora';
-export const SECTIONS: readonly Section[] = ['gemm', 'vera', 'lora'];
+export type Section = 'gemm' | 'vera' | 'lora' | 'decode';
+export const SECTIONS: readonly Section[] = ['gemm', 'vera', 'lora', 'decode'];
 
 export interface ModelShape {
   layers: number;
@@ -41,6 +42,7 @@ export interface BenchOptions {
   loraAlpha: number;
   warmup: number;
   steps: number;
+  decode: DecodeSpec;
   /** The command line, for the report's header. */
   command: string;
   /** Free text for the report (e.g. "other jobs were using the CPU"). */
@@ -82,6 +84,11 @@ export interface BenchResults {
   torch: Probe;
   gemm: { spec: GemmSpec; ours: Outcome<OursGemm>; torch: Outcome<TorchGemm> | null } | null;
   train: TrainEntry[];
+  decode?: { spec: DecodeSpec; ours: Outcome<OursDecode>; torch: Outcome<TorchDecode> | null };
+}
+
+export interface OursDecode extends DecodeResult {
+  threads: number;
 }
 
 function attempt<T>(fn: () => T): Outcome<T> {
@@ -92,7 +99,7 @@ function attempt<T>(fn: () => T): Outcome<T> {
   }
 }
 
-function runChild<T>(mode: 'gemm' | 'train', spec: object, threads: number | null): T {
+function runChild<T>(mode: 'gemm' | 'train' | 'decode', spec: object, threads: number | null): T {
   const env = { ...process.env };
   if (threads !== null) env.VERA_NUM_THREADS = String(threads);
   const r = spawnSync(process.execPath, [CHILD, mode, JSON.stringify(spec)], { encoding: 'utf8', env, maxBuffer: 64 << 20 });
@@ -162,6 +169,15 @@ export function runBench(o: BenchOptions): BenchResults {
       results.train.push({ spec, ours, torch: theirs });
       o.log(`${method} ${shape.layers}x${shape.width}: ours ${ours.ok ? 'done' : ours.error}${theirs ? `; torch ${theirs.ok ? 'done' : theirs.error}` : ''}`);
     }
+  }
+
+  if (o.sections.includes('decode')) {
+    const ours = attempt(() => runChild<OursDecode>('decode', o.decode, o.threads));
+    if (ours.ok) noteBackend(ours.value.backend, ours.value.threads);
+    const threads = ours.ok ? ours.value.threads : (o.threads ?? os.availableParallelism());
+    const theirs = torch.python === null ? null : attempt(() => torchDecode(torch.python, o.decode, threads));
+    results.decode = { spec: o.decode, ours, torch: theirs };
+    o.log(`decode: ours ${ours.ok ? 'done' : ours.error}${theirs ? `; torch ${theirs.ok ? 'done' : theirs.error}` : ''}`);
   }
 
   results.load.end = os.loadavg()[0];

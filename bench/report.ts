@@ -226,6 +226,48 @@ function veraVsLora(r: BenchResults): string[] {
   return lines;
 }
 
+/** The decode section: batch 1 against the bandwidth bound, batch N, and adapters mixed in one batch. */
+function decodeSection(r: BenchResults): string[] {
+  const d = r.decode;
+  if (!d) return [];
+  const s = d.spec;
+  const lines = ['', '## Decoding with many adapters (the multi-adapter engine)', ''];
+  const ours = value(d.ours);
+  const theirs = value(d.torch);
+  lines.push(
+    `A Llama of SmolLM-135M's shape (${s.shape.layers} layers, width ${s.shape.hidden}, ${s.shape.heads} heads / ${s.shape.kvHeads} kv heads, vocab ${s.shape.vocab.toLocaleString('en-US')}, random float32 weights) decodes through \`InferenceEngine\`: ${s.prompt}-token prompts, ${s.newTokens} new tokens each, greedy. ` +
+      'Rates are steady decoding (after every request has its first token): tokens per second over all requests. ' +
+      `VeRA adapters: r ${s.veraR} on q, k, v, o, gate, up and down of every layer; LoRA r ${s.loraR} on the same. ` +
+      'The PEFT-style loop runs each adapter\'s rows as their own batch (PEFT cannot batch VeRA adapters: its `adapter_names` is LoRA-only), one request at a time. ' +
+      'PyTorch: an independent eager Llama (torch_bench.py decode), KV cache grown by concatenation as transformers\' eager generate.',
+    '',
+  );
+  if (!ours) return [...lines, ...failures('ours', d.ours), ...failures('PyTorch', d.torch)];
+  const bound = median(ours.readSeconds);
+  const rate = (runs: { tokensPerSecond: number }[]): number => median(runs.map((x) => x.tokensPerSecond));
+  const step1 = median(ours.batch1.map((x) => x.stepSeconds));
+  const torch1 = theirs ? median(theirs.batch1_step_seconds ?? []) : null;
+  const torchN = theirs ? median(theirs[`batch${s.batch}_step_seconds`] ?? []) : null;
+  const oursN = rate(ours.batchN);
+  const mixed = rate(ours.mixedVera);
+  lines.push(
+    '| measurement | ours | PyTorch | ours ÷ PyTorch (speed) |',
+    '|---|---:|---:|---:|',
+    `| read every weight once (${fixed(ours.weightBytes / 2 ** 20, 0)} MiB): the batch-1 bound | ${fixed(1000 * bound, 1)} ms (${fixed(ours.weightBytes / bound / 1e9, 1)} GB/s) | | |`,
+    `| batch 1: time per token | ${fixed(1000 * step1, 1)} ms (${fixed(100 * (bound / step1), 0)}% of the bound) | ${torch1 === null ? NA : `${fixed(1000 * torch1, 1)} ms`} | ${ratio(torch1, step1)} |`,
+    `| batch ${s.batch}: tokens/s | ${fixed(oursN, 1)} (${ratio(oursN, rate(ours.batch1))} batch 1) | ${torchN === null ? NA : fixed(s.batch / torchN, 1)} | ${torchN === null ? NA : ratio(oursN, s.batch / torchN)} |`,
+    `| ${s.mixed} requests, ${s.mixed} distinct VeRA adapters: tokens/s | ${fixed(mixed, 1)} | | |`,
+    `| ${s.mixed} requests, one VeRA adapter | ${fixed(rate(ours.singleVera), 1)} (mixed ÷ this: ${ratio(mixed, rate(ours.singleVera))}) | | |`,
+    `| ${s.mixed} requests, base model | ${fixed(rate(ours.base), 1)} | | |`,
+    `| ${s.mixed} requests, ${s.mixed} distinct LoRA r ${s.loraR} adapters | ${fixed(rate(ours.mixedLora), 1)} | | |`,
+    `| PEFT-style loop over the ${s.mixed} VeRA adapters | ${fixed(rate(ours.peftLoop), 1)} (mixed ÷ this: ${ratio(mixed, rate(ours.peftLoop))}) | | |`,
+    `| resident bytes per VeRA adapter (r ${s.veraR} on q_proj and v_proj; ${ours.memory.adapters.toLocaleString('en-US')} registered) | ${ours.memory.bytesPerAdapter.toLocaleString('en-US')} B of vectors (${fixed(ours.memory.arrayBufferBytesPerAdapter, 0)} B of ArrayBuffers per adapter, slab headroom and cold copies included) | | |`,
+    '',
+    `Peak RSS: ours ${fixed(mib(ours.maxRssKiB), 0)} MiB${theirs ? `, PyTorch ${fixed(mib(theirs.max_rss_kib), 0)} MiB` : ''}.`,
+  );
+  return [...lines, ...failures('PyTorch', d.torch)];
+}
+
 export function renderMarkdown(r: BenchResults): string {
-  return [...header(r), ...gemmSection(r), ...trainSection(r), ...veraVsLora(r), ''].join('\n');
+  return [...header(r), ...gemmSection(r), ...trainSection(r), ...veraVsLora(r), ...decodeSection(r), ''].join('\n');
 }

@@ -3,6 +3,7 @@
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { GemmSpec, TrainSpec } from './step.js';
+import type { DecodeSpec } from './decode.js';
 
 const SCRIPT = fileURLToPath(new URL('../../bench/torch_bench.py', import.meta.url));
 
@@ -76,4 +77,19 @@ export function torchTrain(python: string, spec: TrainSpec, threads: number): To
     args.push(`--${key}`, String(spec[key]));
   }
   return runTorch<TorchTrain>(python, args, threads);
+}
+
+export interface TorchDecode {
+  threads: number;
+  /** Seconds per decode step (every row advances one token), per run, keyed by rows: batch1_step_seconds, … */
+  [key: `batch${number}_step_seconds`]: number[];
+  max_rss_kib: number;
+}
+
+export function torchDecode(python: string, spec: DecodeSpec, threads: number): TorchDecode {
+  const s = spec.shape;
+  const args = ['decode', '--threads', String(threads), '--layers', String(s.layers), '--width', String(s.hidden), '--intermediate', String(s.intermediate),
+    '--heads', String(s.heads), '--kv-heads', String(s.kvHeads), '--vocab', String(s.vocab), '--seq', String(spec.prompt),
+    '--new-tokens', String(spec.newTokens), '--batches', `1,${spec.batch}`, '--runs', String(spec.runs)];
+  return runTorch<TorchDecode>(python, args, threads);
 }

@@ -8,6 +8,14 @@ stdout line.
     torch_bench.py gemm --sizes 256,512 --warmup 1 --runs 5 --min-seconds 1 --threads 2
     torch_bench.py train --method vera --layers 2 --width 128 --vocab 50257 --positions 1024 \
         --batch 8 --seq 128 --r 256 --warmup 1 --steps 3 --threads 2
+    torch_bench.py decode --layers 30 --width 576 --intermediate 1536 --heads 9 --kv-heads 3 \
+        --vocab 49152 --seq 32 --new-tokens 16 --batches 1,16 --runs 2 --threads 2
+
+`decode` builds an independent Llama (SmolLM's shape: RMSNorm, rotary embeddings, grouped-query
+attention, SwiGLU, tied lm_head; written here from the Llama paper and Hugging Face's
+description, random weights) and times eager decoding with a KV cache grown by concatenation, as
+transformers' eager generate does: a prompt, then one token per step for every row, logits of
+the last position only.
 
 `train` builds an independent GPT-2 (Hugging Face's modeling_gpt2 layout, written here from its
 description: Conv1D weights stored (in, out), pre-LayerNorm blocks, tanh GELU, tied lm_head),
@@ -252,9 +260,114 @@ def mode_train(args):
     }
 
 
+def llama_class():
+    """The decode benchmark's Llama (defined here: torch is imported lazily, as in the other modes)."""
+    import torch
+
+    class Llama(torch.nn.Module):
+        def __init__(self, layers, width, inter, heads, kv_heads, vocab):
+            super().__init__()
+            nn = torch.nn
+            self.heads, self.kv_heads, self.hd = heads, kv_heads, width // heads
+            self.embed = nn.Embedding(vocab, width)
+            self.blocks = nn.ModuleList()
+            for _ in range(layers):
+                b = nn.Module()
+                b.q = nn.Linear(width, heads * self.hd, bias=False)
+                b.k = nn.Linear(width, kv_heads * self.hd, bias=False)
+                b.v = nn.Linear(width, kv_heads * self.hd, bias=False)
+                b.o = nn.Linear(heads * self.hd, width, bias=False)
+                b.gate = nn.Linear(width, inter, bias=False)
+                b.up = nn.Linear(width, inter, bias=False)
+                b.down = nn.Linear(inter, width, bias=False)
+                b.n1 = torch.nn.Parameter(torch.ones(width))
+                b.n2 = torch.nn.Parameter(torch.ones(width))
+                self.blocks.append(b)
+            self.norm = torch.nn.Parameter(torch.ones(width))
+            inv = 1.0 / (10000 ** (torch.arange(0, self.hd, 2, dtype=torch.float64) / self.hd))
+            self.register_buffer('inv_freq', inv, persistent=False)
+
+        @staticmethod
+        def rms(x, w, eps=1e-5):
+            return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
+
+        def rope(self, x, pos):
+            ang = pos[:, None].double() * self.inv_freq[None, :]
+            cos = torch.cat([ang.cos(), ang.cos()], -1).float()
+            sin = torch.cat([ang.sin(), ang.sin()], -1).float()
+            half = x.shape[-1] // 2
+            rot = torch.cat([-x[..., half:], x[..., :half]], -1)
+            return x * cos + rot * sin
+
+        def forward(self, ids, cache, past):
+            bsz, t = ids.shape
+            pos = torch.arange(past, past + t)
+            h = self.embed(ids)
+            for i, b in enumerate(self.blocks):
+                x = self.rms(h, b.n1)
+                q = self.rope(b.q(x).view(bsz, t, self.heads, self.hd).transpose(1, 2), pos)
+                k = self.rope(b.k(x).view(bsz, t, self.kv_heads, self.hd).transpose(1, 2), pos)
+                v = b.v(x).view(bsz, t, self.kv_heads, self.hd).transpose(1, 2)
+                if i < len(cache):
+                    k = torch.cat([cache[i][0], k], 2)
+                    v = torch.cat([cache[i][1], v], 2)
+                    cache[i] = (k, v)
+                else:
+                    cache.append((k, v))
+                rep = self.heads // self.kv_heads
+                kk = k.repeat_interleave(rep, 1)
+                vv = v.repeat_interleave(rep, 1)
+                scores = (q @ kk.transpose(-1, -2)) / math.sqrt(self.hd)
+                if t > 1:  # the prompt: causal over its own positions (past is 0 there)
+                    scores = scores + torch.full((t, t), float('-inf')).triu(1)
+                a = torch.softmax(scores, -1) @ vv
+                h = h + b.o(a.transpose(1, 2).reshape(bsz, t, -1))
+                x = self.rms(h, b.n2)
+                h = h + b.down(torch.nn.functional.silu(b.gate(x)) * b.up(x))
+            last = self.rms(h[:, -1:], self.norm)
+            return last @ self.embed.weight.t()
+
+    return Llama
+
+
+def mode_decode(args):
+    import torch
+
+    Llama = llama_class()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = Llama(args.layers, args.width, args.intermediate, args.heads, args.kv_heads, args.vocab).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    out = {'threads': torch.get_num_threads()}
+    for bsz in [int(b) for b in args.batches.split(',')]:
+        per_token = []
+        for run in range(args.runs + 1):
+            ids = torch.randint(0, args.vocab, (bsz, args.seq))
+            with torch.no_grad():
+                cache = []
+                logits = model(ids, cache, 0)
+                nxt = logits[:, -1].argmax(-1, keepdim=True)
+                t0 = time.perf_counter()
+                for step in range(args.new_tokens - 1):
+                    logits = model(nxt, cache, args.seq + step)
+                    nxt = logits[:, -1].argmax(-1, keepdim=True)
+                seconds = (time.perf_counter() - t0) / (args.new_tokens - 1)
+            if run > 0:
+                per_token.append(seconds)
+        out[f'batch{bsz}_step_seconds'] = per_token
+    out['max_rss_kib'] = max_rss_kib()
+    return out
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('mode', choices=['info', 'gemm', 'train'])
+    p.add_argument('mode', choices=['info', 'gemm', 'train', 'decode'])
+    p.add_argument('--intermediate', type=int, default=1536)
+    p.add_argument('--heads', type=int, default=9)
+    p.add_argument('--kv-heads', type=int, default=3)
+    p.add_argument('--new-tokens', type=int, default=16)
+    p.add_argument('--batches', default='1,16')
     p.add_argument('--sizes', default='256,512,1024,2048')
     p.add_argument('--warmup', type=int, default=1)
     p.add_argument('--runs', type=int, default=5)
@@ -271,7 +384,7 @@ def main():
     p.add_argument('--r', type=int, default=256)
     p.add_argument('--alpha', type=float, default=8)
     args = p.parse_args()
-    result = {'info': mode_info, 'gemm': mode_gemm, 'train': mode_train}[args.mode](args)
+    result = {'info': mode_info, 'gemm': mode_gemm, 'train': mode_train, 'decode': mode_decode}[args.mode](args)
     print(json.dumps(result))
 
 

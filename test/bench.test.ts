@@ -40,6 +40,7 @@ function tinyOptions(dir: string): BenchOptions {
     loraAlpha: 8,
     warmup: 1,
     steps: 2,
+    decode: { shape: { vocab: 97, hidden: 32, intermediate: 64, layers: 2, heads: 4, kvHeads: 2 }, prompt: 4, newTokens: 4, batch: 3, mixed: 4, veraR: 8, loraR: 2, loopTokens: 3, registry: 50, runs: 1 },
     command: 'npm run bench -- (test)',
     note: null,
     log: () => {},
@@ -141,4 +142,29 @@ test('the PyTorch side counts the same tokens and trainable parameters', {
     assert.equal(t.trainable_params, expected);
     assert.ok(Math.abs(t.losses[0] - Math.log(VOCAB)) < 0.05, `first loss ${t.losses[0]}`);
   }
+});
+
+test('bench decode section on a tiny shape: every measurement runs, resident bytes are the vectors, the report has the table', () => {
+  withTmp((dir) => {
+    const o = { ...tinyOptions(dir), sections: ['decode' as const] };
+    const r = runBench(o);
+    assert.ok(r.decode, 'decode results');
+    assert.ok(r.decode.ours.ok, r.decode.ours.ok ? '' : r.decode.ours.error);
+    const d = r.decode.ours.value;
+    const s = o.decode.shape;
+    // weights: embedding (tied head) + per layer q, k, v, o, gate, up, down and two norms, + the final norm
+    const hd = s.hidden / s.heads;
+    const perLayer = s.hidden * s.heads * hd * 2 + 2 * s.hidden * s.kvHeads * hd + 3 * s.hidden * s.intermediate + 2 * s.hidden;
+    assert.equal(d.weightBytes, 4 * (s.vocab * s.hidden + s.layers * perLayer + s.hidden));
+    for (const runs of [d.batch1, d.batchN, d.mixedVera, d.singleVera, d.base, d.mixedLora, d.peftLoop]) {
+      assert.ok(runs.length > 0 && runs.every((x) => Number.isFinite(x.tokensPerSecond) && x.tokensPerSecond > 0));
+    }
+    assert.equal(d.mixedVera[0].requests, o.decode.mixed);
+    // the registry's adapters: q_proj and v_proj of every layer, r + out each
+    assert.equal(d.memory.bytesPerAdapter, 4 * s.layers * (2 * o.decode.veraR + s.heads * hd + s.kvHeads * hd));
+    assert.equal(d.memory.adapters, 50);
+    const md = readFileSync(o.out!, 'utf8');
+    assert.match(md, /## Decoding with many adapters/);
+    assert.match(md, /% of the bound/);
+  });
 });
