@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { Rng, noGrad, manualSeed } from '../src/tensor/index.js';
 import { loadPretrained, generate, type CausalLM } from '../src/models/index.js';
 import { PeftModel, getPeftModel, loraConfig, veraConfig, type BasePeftConfig } from '../src/peft/index.js';
-import { InferenceEngine, type EngineRequest, type EngineStep } from '../src/engine/index.js';
+import { InferenceEngine, generateBatch, type EngineRequest, type EngineStep } from '../src/engine/index.js';
 import { SafetensorsFile, serializeSafetensors } from '../src/io/safetensors.js';
 import { maxAbsDiff, rejectsVera, runVera, throwsVera, tinyGpt2TokenizerJson, withTmp } from './helpers.js';
 
@@ -285,5 +285,20 @@ test('vera generate --adapter NAME=DIR --prompts FILE.jsonl --json: one line per
     writeFileSync(prompts, '{"prompt_ids": [1], "top_p": 2}\n');
     const range = await runVera(['generate', '--model', modelDir, '--prompts', prompts]);
     assert.match(range.stderr, /prompts\.jsonl:1: field "top_p" must be a number in \(0, 1\]/);
+  });
+});
+
+test('generateBatch: prompts with per-prompt adapters in one call; the model is given back unchanged', async () => {
+  await withTmp(async (dir) => {
+    const alice = makeAdapter(gpt2Dir, dir, 'alice', veraConfig({ targetModules: ['c_attn'], r: 4, initWeights: false }), 61);
+    const model = load(gpt2Dir);
+    const names = [...model.namedModules()].map(([p, m]) => `${p}:${m.constructor.name}`);
+    const results = await generateBatch(model, [
+      { promptIds: [1, 2], adapter: 'alice', maxNewTokens: 4, eosTokenIds: [] },
+      { promptIds: [3], maxNewTokens: 4, eosTokenIds: [] },
+    ], { adapters: { alice } });
+    assert.deepEqual(results[0].tokens, solo(gpt2Dir, alice, [1, 2], 4).tokens);
+    assert.deepEqual(results[1].tokens, solo(gpt2Dir, null, [3], 4).tokens);
+    assert.deepEqual([...model.namedModules()].map(([p, m]) => `${p}:${m.constructor.name}`), names);
   });
 });

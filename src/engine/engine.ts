@@ -417,3 +417,22 @@ export class InferenceEngine {
     }
   }
 }
+
+/**
+ * generate() for a batch: every request with its own adapter (a name from `adapters`, or null for
+ * the base model), decoded together by an engine made for the call; results in request order.
+ * The model gets its own layers back afterwards.
+ */
+export async function generateBatch(
+  model: CausalLM & Module,
+  requests: readonly EngineRequest[],
+  opts: EngineOptions & { adapters?: Readonly<Record<string, AdapterSource>> } = {},
+): Promise<EngineResult[]> {
+  const engine = new InferenceEngine(model, opts);
+  try {
+    for (const [name, source] of Object.entries(opts.adapters ?? {})) engine.addAdapter(name, source);
+    return await engine.generateAll(requests);
+  } finally {
+    await engine.close();
+  }
+}
