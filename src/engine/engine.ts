@@ -10,7 +10,7 @@ import { Rng, noGrad, type Tensor } from '../tensor/index.js';
 import { Linear, type Module } from '../nn/index.js';
 import { AdapterLayer, modelTypeOf, outputLayerOf, veraConfig } from '../peft/index.js';
 import {
-  KVCache, RaggedKVCache, TokenTextTracker, checkGenerationOptions, chooseToken,
+  RaggedKVCache, SequenceCache, TokenTextTracker, checkGenerationOptions, chooseToken,
   type CausalLM, type FinishReason, type GenerationOptions, type GenerationResult, type GenerationStep,
 } from '../models/index.js';
 import { AdapterStore, type AdapterLease, type AdapterSource, type AdapterStoreStats, type LayerShape } from './adapter-store.js';
@@ -123,7 +123,7 @@ interface Running {
   prompt: Int32Array;
   /** Prompt tokens already in the cache. */
   fed: number;
-  cache: KVCache;
+  cache: SequenceCache;
   lease: AdapterLease | null;
   tracker: TokenTextTracker;
   rng: Rng;
@@ -314,7 +314,7 @@ export class InferenceEngine {
         handle: w.handle,
         prompt: Int32Array.from(w.req.promptIds),
         fed: 0,
-        cache: new KVCache(),
+        cache: new SequenceCache(),
         lease,
         tracker: new TokenTextTracker(w.req.eosTokenIds ?? this.lm.eosTokenIds, this.opts.decode, w.req.stopStrings),
         rng: new Rng(w.req.seed ?? 0),

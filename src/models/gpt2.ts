@@ -124,6 +124,13 @@ export class GPT2Attention extends Module {
   forward(hidden: Tensor, attentionMask: Float32Array | null = null, cache: LayerKV | RaggedLayerKV | null = null): Tensor {
     const qkv = this.c_attn.forward(hidden);
     const s = this.splitSize;
+    if (cache instanceof RaggedLayerKV) {
+      // a ragged batch stays position-major (1, T, heads, D): no head transposes
+      const t = hidden.shape[1];
+      const heads = (x: Tensor): Tensor => F.reshape(x, [1, t, this.numHeads, this.headDim]);
+      const out = cache.attend(heads(F.slice(qkv, 2, 0, s)), heads(F.slice(qkv, 2, s, 2 * s)), heads(F.slice(qkv, 2, 2 * s, 3 * s)), this.scale);
+      return this.resid_dropout.forward(this.c_proj.forward(F.reshape(out, [1, t, this.numHeads * this.headDim])));
+    }
     const query = this.splitHeads(F.slice(qkv, 2, 0, s));
     let key = this.splitHeads(F.slice(qkv, 2, s, 2 * s));
     let value = this.splitHeads(F.slice(qkv, 2, 2 * s, 3 * s));
@@ -131,7 +138,6 @@ export class GPT2Attention extends Module {
     // (training with attn_pdrop > 0) take the eager path, as Hugging Face's eager attention does.
     const eager = this.training && this.attn_dropout.p > 0;
     if (eager && cache) throw new Error('GPT2Attention: a KV cache is for inference; call eval() first');
-    if (cache instanceof RaggedLayerKV) return this.resid_dropout.forward(this.c_proj.forward(this.mergeHeads(cache.attend(query, key, value, this.scale))));
     if (cache) [key, value] = cache.update(key, value);
     const attnOutput = eager
       ? this.eagerAttention(query, key, value, attentionMask)

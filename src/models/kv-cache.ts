@@ -2,7 +2,7 @@
 // every position seen so far, so a step feeds only the new tokens and attends to the whole past.
 // Queries of a step sit at positions past..past+T-1; the fused attention kernel takes that offset
 // (`causalOffset`, tk - tq by default), so the causal mask stays right without re-running the prefix.
-import { F, type Tensor } from '../tensor/index.js';
+import { F, Tensor, kernels } from '../tensor/index.js';
 
 /** One layer's cache: keys and values (batch, kvHeads, past, headDim), or null before the first step. */
 export class LayerKV {
@@ -59,30 +59,71 @@ export class KVCache {
 }
 
 /**
+ * One sequence's keys and values in one layer for a ragged batch: preallocated position-major
+ * (capacity, kvHeads, headDim) and grown by doubling, so a step appends in place and copies
+ * nothing that grows with the sequence.
+ */
+export class SequenceLayerKV {
+  key: Tensor | null = null;
+  value: Tensor | null = null;
+  /** Positions held. */
+  length = 0;
+
+  /** Room for `positions` positions (the first `length` kept). */
+  reserve(positions: number, kvHeads: number, headDim: number): void {
+    const capacity = this.key?.shape[0] ?? 0;
+    if (positions <= capacity) return;
+    const grown = Math.max(positions, 2 * capacity, 16);
+    const k = Tensor.zeros([grown, kvHeads, headDim]);
+    const v = Tensor.zeros([grown, kvHeads, headDim]);
+    if (this.key && this.value && this.length > 0) {
+      const used = this.length * kvHeads * headDim;
+      kernels().write(k.storage, this.key.data().subarray(0, used), 0);
+      kernels().write(v.storage, this.value.data().subarray(0, used), 0);
+    }
+    this.key = k;
+    this.value = v;
+  }
+}
+
+/** One sequence's cache across layers, for the ragged batches of the multi-adapter engine. */
+export class SequenceCache {
+  private readonly layers: SequenceLayerKV[] = [];
+
+  layer(index: number): SequenceLayerKV {
+    while (this.layers.length <= index) this.layers.push(new SequenceLayerKV());
+    return this.layers[index];
+  }
+
+  /** Positions already cached. */
+  get length(): number {
+    return this.layers[0]?.length ?? 0;
+  }
+}
+
+/**
  * One layer of a ragged batch: several sequences run as one row of Σ lengths tokens (sequence s
  * owns `lengths[s]` consecutive tokens), each attending only to its own cache. The linear layers
  * see every token at once (one read of the weights for the whole batch); attention runs per
- * sequence, so sequences of any lengths, joining at any step, need no padding or mask.
+ * sequence in one kernel call, so sequences of any lengths, joining at any step, need no padding.
  */
 export class RaggedLayerKV {
   constructor(
     readonly lengths: readonly number[],
-    readonly caches: readonly LayerKV[],
+    readonly caches: readonly SequenceLayerKV[],
   ) {}
 
   /**
-   * Attention of each sequence's tokens over its past and themselves: query, key, value are
-   * (1, heads, Σ lengths, headDim) (key/value with kv heads); returns (1, heads, Σ lengths, headDim).
+   * query (1, T, heads, headDim), key and value (1, T, kvHeads, headDim), position-major; appends
+   * each sequence's keys and values to its cache and returns (1, T, heads, headDim).
    */
   attend(query: Tensor, key: Tensor, value: Tensor, scale: number): Tensor {
-    const outs: Tensor[] = [];
-    let start = 0;
-    this.lengths.forEach((n, s) => {
-      const [k, v] = this.caches[s].update(F.slice(key, 2, start, start + n), F.slice(value, 2, start, start + n));
-      outs.push(F.attention(F.slice(query, 2, start, start + n), k, v, { causal: true, scale }));
-      start += n;
-    });
-    return outs.length === 1 ? outs[0] : F.concat(outs, 2);
+    const [kvHeads, headDim] = key.shape.slice(-2);
+    const past = Int32Array.from(this.caches, (c) => c.length);
+    this.caches.forEach((c, s) => c.reserve(past[s] + this.lengths[s], kvHeads, headDim));
+    const out = F.raggedAttention(query, key, value, this.caches.map((c) => c.key!), this.caches.map((c) => c.value!), Int32Array.from(this.lengths), past, scale);
+    this.caches.forEach((c, s) => (c.length += this.lengths[s]));
+    return out;
   }
 }
 
@@ -90,7 +131,7 @@ export class RaggedLayerKV {
 export class RaggedKVCache {
   constructor(
     readonly lengths: readonly number[],
-    readonly caches: readonly KVCache[],
+    readonly caches: readonly SequenceCache[],
   ) {
     if (lengths.length !== caches.length || lengths.some((n) => !(Number.isInteger(n) && n >= 1))) {
       throw new Error('RaggedKVCache: one positive token count per sequence cache');

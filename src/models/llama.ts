@@ -253,17 +253,23 @@ export class LlamaAttention extends Module {
 
   /** hidden (B, T, C) → (B, T, C); keys past a `cache` come first, as in GPT2Attention. */
   forward(hidden: Tensor, cos: Tensor, sin: Tensor, attentionMask: Float32Array | null, cache: LayerKV | RaggedLayerKV | null): Tensor {
+    const scale = 1 / Math.sqrt(this.headDim);
+    if (cache instanceof RaggedLayerKV) {
+      // a ragged batch stays position-major (1, T, heads, D): no head transposes, cos/sin (1, T, 1, D)
+      const [, t] = hidden.shape;
+      const c = F.reshape(cos, [1, t, 1, this.headDim]);
+      const s = F.reshape(sin, [1, t, 1, this.headDim]);
+      const q = applyRotary(F.reshape(this.q_proj.forward(hidden), [1, t, this.numHeads, this.headDim]), c, s);
+      const k = applyRotary(F.reshape(this.k_proj.forward(hidden), [1, t, this.numKeyValueHeads, this.headDim]), c, s);
+      const v = F.reshape(this.v_proj.forward(hidden), [1, t, this.numKeyValueHeads, this.headDim]);
+      return this.o_proj.forward(F.reshape(cache.attend(q, k, v, scale), [1, t, this.numHeads * this.headDim]));
+    }
     const query = applyRotary(this.splitHeads(this.q_proj.forward(hidden), this.numHeads), cos, sin);
     let key = applyRotary(this.splitHeads(this.k_proj.forward(hidden), this.numKeyValueHeads), cos, sin);
     let value = this.splitHeads(this.v_proj.forward(hidden), this.numKeyValueHeads);
-    const scale = 1 / Math.sqrt(this.headDim);
-    let out: Tensor;
-    if (cache instanceof RaggedLayerKV) out = cache.attend(query, key, value, scale);
-    else {
-      if (cache) [key, value] = cache.update(key, value);
-      // grouped-query attention: the kernel maps query head h to key/value head h / (H / H_kv)
-      out = F.attention(query, key, value, { causal: true, keyMask: attentionMask, scale });
-    }
+    if (cache) [key, value] = cache.update(key, value);
+    // grouped-query attention: the kernel maps query head h to key/value head h / (H / H_kv)
+    const out = F.attention(query, key, value, { causal: true, keyMask: attentionMask, scale });
     const [b, , t] = out.shape;
     return this.o_proj.forward(F.reshape(F.permute(out, [0, 2, 1, 3]), [b, t, this.numHeads * this.headDim]));
   }

@@ -89,6 +89,21 @@ export interface VeraRoutedParams {
   numSlots: number;
 }
 
+/**
+ * Attention of a ragged batch (inference): T tokens of several sequences, each sequence with its
+ * own KV cache laid out position-major (capacity, kvHeads, headDim).
+ */
+export interface RaggedAttentionParams {
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  scale: number;
+  /** Per sequence: its tokens in this call (consecutive, in order). */
+  tokens: Int32Array;
+  /** Per sequence: positions already in its cache (its tokens sit at past, past+1, …). */
+  past: Int32Array;
+}
+
 export interface Kernels {
   readonly name: string;
 
@@ -150,6 +165,14 @@ export interface Kernels {
   attention(q: Storage, k: Storage, v: Storage, p: AttentionParams, out: Storage, lse: Storage): void;
   attentionBackward(q: Storage, k: Storage, v: Storage, out: Storage, lse: Storage, gOut: Storage, p: AttentionParams,
     gq: Storage | null, gk: Storage | null, gv: Storage | null): void;
+
+  /**
+   * Ragged attention: q (T, heads, headDim), kNew/vNew (T, kvHeads, headDim) position-major; each
+   * sequence's new keys and values are first written into its caches at positions past..past+n−1
+   * (every cache holds at least past + n positions), then each of its tokens attends causally over
+   * its cache; out (T, heads, headDim).
+   */
+  raggedAttention(q: Storage, kNew: Storage, vNew: Storage, kCaches: readonly Storage[], vCaches: readonly Storage[], p: RaggedAttentionParams, out: Storage): void;
 
   // images (NCHW)
   conv2d(x: Storage, w: Storage, bias: Storage | null, p: Conv2dParams, out: Storage): void;

@@ -599,6 +599,33 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   });
 }
 
+/**
+ * Ragged attention for inference: q (…, T, heads, headDim) and this step's k, v (…, T, kvHeads,
+ * headDim), position-major, for several sequences of `tokens[s]` consecutive tokens each; sequence
+ * s's keys and values are appended to its caches (capacity, kvHeads, headDim) at position past[s]
+ * and its tokens attend causally over them. Returns (…, T, heads, headDim). No tape.
+ */
+export function raggedAttention(q: Tensor, k: Tensor, v: Tensor, kCaches: readonly Tensor[], vCaches: readonly Tensor[], tokens: Int32Array, past: Int32Array, scale: number): Tensor {
+  const [heads, headDim] = q.shape.slice(-2);
+  const [kvHeads, kd] = k.shape.slice(-2);
+  const total = q.size / (heads * headDim);
+  if (!shapesEqual(k.shape, v.shape) || kd !== headDim || heads % kvHeads !== 0 || k.size !== total * kvHeads * headDim) {
+    throw new Error(`raggedAttention: q ${shapeStr(q.shape)}, k ${shapeStr(k.shape)}, v ${shapeStr(v.shape)} do not fit`);
+  }
+  if (tokens.length !== past.length || kCaches.length !== tokens.length || vCaches.length !== tokens.length) throw new Error('raggedAttention: one token count, past length and cache pair per sequence');
+  let sum = 0;
+  tokens.forEach((n, s) => {
+    const need = (past[s] + n) * kvHeads * headDim;
+    if (!(n >= 1 && past[s] >= 0) || kCaches[s].size < need || vCaches[s].size < need) throw new Error(`raggedAttention: sequence ${s} needs ${past[s] + n} cached positions`);
+    sum += n;
+  });
+  if (sum !== total) throw new Error(`raggedAttention: ${sum} tokens in the sequences, ${total} in q`);
+  if (isGradEnabled() && [q, k, v].some((t) => t.requiresGrad)) throw new Error('raggedAttention is for inference (run under noGrad)');
+  const out = empty(q.shape);
+  kernels().raggedAttention(q.storage, k.storage, v.storage, kCaches.map((c) => c.storage), vCaches.map((c) => c.storage), { heads, kvHeads, headDim, scale, tokens, past }, out.storage);
+  return out;
+}
+
 // ---------------------------------------------------------------- VeRA
 
 /**

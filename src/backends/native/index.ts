@@ -3,6 +3,7 @@
 // stays put between ops and `read` is a view; `free` detaches the buffer to release it at once.
 import type { Kernels, Storage, UnaryOp, BinaryOp } from '../../tensor/kernels.js';
 import type { NativeAddon } from './addon.js';
+import { tsKernels } from '../ts/index.js';
 
 export { loadAddon, defaultAddonPath, type NativeAddon, type AddonLoad } from './addon.js';
 
@@ -25,6 +26,9 @@ export function nativeKernels(n: NativeAddon): Kernels {
     write: (s, data, offset) => f(s).set(data, offset),
     free: (s) => n.free(f(s)),
     fill: (out, value) => n.fill(f(out), value),
+
+    // the reference kernel over the same Float32Array storages, until the addon has its own
+    raggedAttention: (q, kNew, vNew, kCaches, vCaches, p, out) => tsKernels.raggedAttention(q, kNew, vNew, kCaches, vCaches, p, out),
 
     gather: (src, shape, strides, offset, out) => n.gather(f(src), shape, strides, offset, f(out)),
     scatter: (src, shape, strides, offset, out, accumulate) => n.scatter(f(src), shape, strides, offset, f(out), accumulate),

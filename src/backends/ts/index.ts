@@ -3,7 +3,7 @@
 // closures) and accumulate in double where a sum runs over a row.
 import type {
   AdamWParams, AttentionParams, BinaryOp, Conv2dParams, Kernels, MatmulParams, Pool2dParams, Storage, UnaryOp, VeraParams,
-  VeraRoutedParams,
+  VeraRoutedParams, RaggedAttentionParams,
 } from '../../tensor/kernels.js';
 import { gemm } from './gemm.js';
 import { erf } from './math.js';
@@ -517,6 +517,50 @@ export const tsKernels: Kernels = {
     }
   },
 
+  raggedAttention(q, kNew, vNew, kCaches, vCaches, p: RaggedAttentionParams, out) {
+    const Q = f(q);
+    const KN = f(kNew);
+    const VN = f(vNew);
+    const O = f(out);
+    const { heads, kvHeads, headDim: d, scale, tokens, past } = p;
+    const group = heads / kvHeads;
+    const row = kvHeads * d; // one position of a cache
+    const acc = new Float64Array(d);
+    let start = 0;
+    for (let s = 0; s < tokens.length; s++) {
+      const n = tokens[s];
+      const K = f(kCaches[s]);
+      const V = f(vCaches[s]);
+      K.set(KN.subarray(start * row, (start + n) * row), past[s] * row);
+      V.set(VN.subarray(start * row, (start + n) * row), past[s] * row);
+      const scores = scratchOf(past[s] + n);
+      for (let i = 0; i < n; i++) {
+        const keys = past[s] + i + 1; // causal: its own position and everything before
+        for (let h = 0; h < heads; h++) {
+          const qBase = ((start + i) * heads + h) * d;
+          const kvh = Math.floor(h / group);
+          let m = -Infinity;
+          for (let j = 0; j < keys; j++) {
+            let dot = 0;
+            const kb = j * row + kvh * d;
+            for (let c = 0; c < d; c++) dot += Q[qBase + c] * K[kb + c];
+            scores[j] = dot * scale;
+            if (scores[j] > m) m = scores[j];
+          }
+          let sum = 0;
+          acc.fill(0);
+          for (let j = 0; j < keys; j++) {
+            const e = Math.exp(scores[j] - m);
+            sum += e;
+            const vb = j * row + kvh * d;
+            for (let c = 0; c < d; c++) acc[c] += e * V[vb + c];
+          }
+          for (let c = 0; c < d; c++) O[qBase + c] = acc[c] / sum;
+        }
+      }
+      start += n;
+    }
+  },
   attention(q, k, v, p: AttentionParams, out, lse) {
     const Q = f(q);
     const K = f(k);
