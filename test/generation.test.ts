@@ -305,7 +305,7 @@ describe('vera generate', () => {
       [['--model', path.join(FIXTURES, 'gpt2-tiny'), '--prompt', 'x'], /gpt2-tiny: no tokenizer\.json/],
       [['--model', path.join(DECODERS, 'qwen2'), '--prompt', 'x', '--chat'], /qwen2: no tokenizer\.json/],
       [['--model', path.join(ROOT, 'nope'), '--prompt', 'x'], /nope\/config\.json/],
-      [['--model', LLAMA], /required option '--prompt <text>' not specified/],
+      [['--model', LLAMA], /give --prompt TEXT or --prompts FILE.jsonl/],
     ];
     for (const [args, pattern] of cases) {
       const r = vera(args);
