@@ -8,7 +8,8 @@
         "native/gemm.cc",
         "native/thread_pool.cc",
         "native/attention.cc",
-        "native/vera.cc"
+        "native/vera.cc",
+        "native/ragged.cc"
       ],
       "dependencies": ["vera_gemm_avx2"],
       "cflags_cc!": ["-fno-exceptions"],

@@ -1,12 +1,14 @@
 // Fused scaled dot-product attention over (batch, heads, t, headDim), same semantics as the
 // TypeScript reference: causal with an offset (query i sees keys j ≤ i + causalOffset), a (batch, tk)
 // key mask, grouped-query heads (head h reads kv head h / (heads / kvHeads)), and rows that see no
-// key output 0 with lse = -inf. Work goes by blocks of query rows: one block's scores (QB × keys)
-// live in a per-thread scratch, never the whole T×T matrix, and are turned into probabilities
-// in place. Backward recomputes them from the saved log-sum-exp (as FlashAttention does).
+// key output 0 with lse = -inf. K/V may be a preallocated cache read in place: kvStride positions
+// allocated per kv head, the first tk used. Work goes by blocks of query rows: one block's scores
+// (QB × keys) live in a per-thread scratch, never the whole T×T matrix, and are turned into
+// probabilities in place. Backward recomputes them from the saved log-sum-exp (as FlashAttention does).
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "gemm.h"
@@ -25,16 +27,23 @@ struct Attn {
   bool causal;
   int64_t offset;
   const float* keyMask;
+  int64_t kvStride;  // positions allocated per kv head in K/V (≥ tk): a preallocated cache read in place
 
   int64_t group() const { return heads / kvHeads; }
+  /** Offset of kv head (b, kvh) in K/V (and gK/gV). */
+  int64_t kv_offset(int64_t b, int64_t kvh) const { return (b * kvHeads + kvh) * kvStride * d; }
   /** Keys visible to query row i (before the key mask). */
   int64_t limit(int64_t i) const { return causal ? std::max<int64_t>(0, std::min(tk, i + offset + 1)) : tk; }
   bool visible(int64_t b, int64_t i, int64_t j) const { return j < limit(i) && (!keyMask || keyMask[b * tk + j] != 0.f); }
 };
 
-Attn attn_params(const Args& a, size_t at) {
-  return {a.i64(at), a.i64(at + 1), a.i64(at + 2), a.i64(at + 3), a.i64(at + 4), a.i64(at + 5),
-          float(a.num(at + 6)), a.flag(at + 7), a.i64(at + 8), a.f32(at + 9)};
+/** The 10 parameters from `at` on; kvStride (default tk) at `strideAt`, after the buffers. */
+Attn attn_params(const Args& a, size_t at, size_t strideAt) {
+  Attn p{a.i64(at), a.i64(at + 1), a.i64(at + 2), a.i64(at + 3), a.i64(at + 4), a.i64(at + 5),
+         float(a.num(at + 6)), a.flag(at + 7), a.i64(at + 8), a.f32(at + 9), 0};
+  p.kvStride = a.is_null(strideAt) ? p.tk : a.i64(strideAt);
+  if (p.kvStride < p.tk) throw ArgError("attention: kvStride " + std::to_string(p.kvStride) + " < tk " + std::to_string(p.tk));
+  return p;
 }
 
 std::vector<float>& scratch(size_t n) {
@@ -52,7 +61,7 @@ void probabilities(const Attn& p, const float* Q, const float* K, int64_t b, int
                    float* P, const float* lse, float* lseOut) {
   const int64_t d = p.d;
   const float* q = Q + ((b * p.heads + h) * p.tq + i0) * d;
-  const float* k = K + (b * p.kvHeads + h / p.group()) * p.tk * d;
+  const float* k = K + p.kv_offset(b, h / p.group());
   sgemm(qb, keys, d, q, d, 1, k, 1, d, P, keys, false);
   const int64_t rowBase = (b * p.heads + h) * p.tq + i0;
   for (int64_t r = 0; r < qb; r++) {
@@ -94,18 +103,22 @@ napi_value k_attention(napi_env, const Args& a) {
   const float* Q = a.f32(0);
   const float* K = a.f32(1);
   const float* V = a.f32(2);
-  const Attn p = attn_params(a, 3);
+  const Attn p = attn_params(a, 3, 15);
   float* O = a.f32(13);
   float* L = a.f32(14);
   const int64_t blocks = (p.tq + QB - 1) / QB;
-  parallel_for(p.batch * p.heads * blocks, 1, [&](int64_t t0, int64_t t1) {
+  const int64_t tasks = p.batch * p.heads * blocks;
+  // one decoding step's attention (9 heads × 1 query × 40 keys) is a few µs of work: a hand-off
+  // to a worker that the OS has parked behind Node's own threads costs far more (measured 10-25×)
+  const double work = double(p.batch) * p.heads * p.tq * p.tk * p.d;
+  parallel_for(tasks, work < 65536.0 ? tasks : 1, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; t++) {
       const int64_t bh = t / blocks, b = bh / p.heads, h = bh % p.heads;
       const int64_t i0 = (t % blocks) * QB, qb = std::min(QB, p.tq - i0);
       const int64_t keys = p.limit(i0 + qb - 1);  // the last row sees the most keys
       float* P = scratch(size_t(qb * std::max<int64_t>(keys, 1))).data();
       probabilities(p, Q, K, b, h, i0, qb, keys, P, nullptr, L);
-      const float* v = V + (b * p.kvHeads + h / p.group()) * p.tk * p.d;
+      const float* v = V + p.kv_offset(b, h / p.group());
       sgemm(qb, p.d, keys, P, keys, 1, v, p.d, 1, O + (bh * p.tq + i0) * p.d, p.d, false);
       if (keys == 0)
         for (int64_t r = 0; r < qb; r++) L[bh * p.tq + i0 + r] = -kInf;
@@ -121,7 +134,7 @@ napi_value k_attention_backward(napi_env, const Args& a) {
   const float* O = a.f32(3);
   const float* L = a.f32(4);
   const float* GO = a.f32(5);
-  const Attn p = attn_params(a, 6);
+  const Attn p = attn_params(a, 6, 19);
   float* GQ = a.f32(16);
   float* GK = a.f32(17);
   float* GV = a.f32(18);
@@ -130,9 +143,10 @@ napi_value k_attention_backward(napi_env, const Args& a) {
   parallel_for(p.batch * p.kvHeads, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; t++) {
       const int64_t b = t / p.kvHeads, kvh = t % p.kvHeads;
-      const int64_t kvOff = t * p.tk * d;
-      if (GK) std::fill(GK + kvOff, GK + kvOff + p.tk * d, 0.f);
-      if (GV) std::fill(GV + kvOff, GV + kvOff + p.tk * d, 0.f);
+      const int64_t kvOff = p.kv_offset(b, kvh);
+      // the whole allocation of the head, positions past tk included (they get no gradient)
+      if (GK) std::fill(GK + kvOff, GK + kvOff + p.kvStride * d, 0.f);
+      if (GV) std::fill(GV + kvOff, GV + kvOff + p.kvStride * d, 0.f);
       for (int64_t h = kvh * p.group(); h < (kvh + 1) * p.group(); h++) {
         const int64_t bh = b * p.heads + h;
         for (int64_t i0 = 0; i0 < p.tq; i0 += QB) {

@@ -3,11 +3,14 @@
 // each MC-high block of A into MR-high micro-panels (stays in L2), and the micro-kernel streams
 // both from L1 into an MR×NR register tile of C. Threads take disjoint tiles of C (or whole batch
 // entries), so no two threads ever write the same element and results do not depend on the count.
+// Products with few rows of A (decoding: m ≤ 64) skip packing and stream B once, in place
+// (gemm_small_m below, kernels in gemm_avx2.cc).
 #include "gemm.h"
 
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #include "thread_pool.h"
 #include "vec.h"
@@ -218,6 +221,163 @@ void gemm_shared_b(int64_t m, int64_t n, int64_t k,
   }
 }
 
+// ------------------------------------------------------------------ small m (see gemm.h)
+//
+// Token-by-token decoding multiplies a few rows of activations by a large weight matrix: the
+// product is bound by reading B once, and packing B (a transposing gather for nn.Linear's (out, in)
+// layout) or padding 1 row to a 6-row micro-tile only adds to that. Below kSmallM rows, B is read
+// in place, once, with all threads: each takes whole blocks of output columns and computes them
+// against every row of A (which stays in L1/L2).
+
+// Crossover measured on a 2-core Zen 2 (AVX2), k = 576/1536/3072, n = 576/768/1536/49152: the
+// streamed kernels beat the packed path at every m up to 64 (m = 1: 3-7×, m = 16: 1.5-3×,
+// m = 64: 1.1-3×), the "nt" one even to m = 128-192 for k = 576; the packed path is kept for
+// larger products, whose B reuse it exploits, and for A past 2 MB (m = 64, k = 8192).
+#ifndef VERA_SMALL_M
+#define VERA_SMALL_M 64
+#endif
+constexpr int64_t kSmallM = VERA_SMALL_M;
+#ifndef VERA_SMALL_MAX_A
+#define VERA_SMALL_MAX_A (int64_t(1) << 19)
+#endif
+constexpr int64_t kSmallMaxA = VERA_SMALL_MAX_A;  // most floats of A (m×k)
+constexpr int64_t kSmallStrip = 16;  // columns per work item
+
+/** Portable "nt" tile: R rows of A against 4 B rows, 8 lanes per element as the AVX2 kernel. */
+template <int R>
+void nt_tile_portable(int64_t k, const float* A, int64_t lda, const float* const b[4], float* C, int64_t ldc, int nc,
+                      bool accumulate) {
+  float s[R][4][8] = {};
+  int64_t p = 0;
+  for (; p + 8 <= k; p += 8)
+    for (int r = 0; r < R; r++)
+      for (int c = 0; c < 4; c++)
+        for (int l = 0; l < 8; l++) s[r][c][l] += A[r * lda + p + l] * b[c][p + l];
+  if (p < k) {
+    const int64_t t = k - p;
+    float at[R][8] = {}, bt[4][8] = {};
+    for (int r = 0; r < R; r++)
+      for (int64_t l = 0; l < t; l++) at[r][l] = A[r * lda + p + l];
+    for (int c = 0; c < 4; c++)
+      for (int64_t l = 0; l < t; l++) bt[c][l] = b[c][p + l];
+    for (int r = 0; r < R; r++)
+      for (int c = 0; c < 4; c++)
+        for (int l = 0; l < 8; l++) s[r][c][l] += at[r][l] * bt[c][l];
+  }
+  for (int r = 0; r < R; r++)
+    for (int c = 0; c < nc; c++) {
+      const float* v = s[r][c];
+      const float sum = ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
+      float& out = C[r * ldc + c];
+      out = accumulate ? out + sum : sum;
+    }
+}
+
+void small_nt_portable(int64_t m, int64_t k, const float* A, int64_t lda, const float* B, int64_t ldb,
+                       int64_t j0, int64_t j1, float* C, int64_t ldc, bool accumulate) {
+  for (int64_t j = j0; j < j1; j += 4) {
+    const int nc = int(std::min<int64_t>(4, j1 - j));
+    const float* b[4];
+    for (int c = 0; c < 4; c++) b[c] = B + (j + (c < nc ? c : 0)) * ldb;
+    for (int64_t i = 0; i < m; i += 2) {
+      if (m - i >= 2) nt_tile_portable<2>(k, A + i * lda, lda, b, C + i * ldc + j, ldc, nc, accumulate);
+      else nt_tile_portable<1>(k, A + i * lda, lda, b, C + i * ldc + j, ldc, nc, accumulate);
+    }
+  }
+}
+
+/** Portable "nn" tile: C[0:R, 0:nc] (+)= A[0:R, :]·B[:, 0:nc], one multiply-add chain per element (from C's value when accumulating). */
+template <int R>
+void nn_tile_portable(int64_t k, const float* A, int64_t rsA, int64_t csA, const float* B, int64_t ldb, float* C, int64_t ldc,
+                      int nc, bool accumulate) {
+  float s[R][kSmallStrip] = {};
+  if (accumulate)
+    for (int r = 0; r < R; r++)
+      for (int c = 0; c < nc; c++) s[r][c] = C[r * ldc + c];
+  float pad[kSmallStrip] = {};
+  for (int64_t p = 0; p < k; p++) {
+    const float* b = B + p * ldb;
+    if (nc < kSmallStrip) {
+      for (int c = 0; c < nc; c++) pad[c] = b[c];
+      b = pad;
+    }
+    for (int r = 0; r < R; r++) {
+      const float a = A[r * rsA + p * csA];
+      for (int c = 0; c < kSmallStrip; c++) s[r][c] += a * b[c];
+    }
+  }
+  for (int r = 0; r < R; r++)
+    for (int c = 0; c < nc; c++) C[r * ldc + c] = s[r][c];
+}
+
+void small_nn_portable(int64_t m, int64_t k, const float* A, int64_t rsA, int64_t csA, const float* B, int64_t ldb,
+                       int64_t j0, int64_t j1, float* C, int64_t ldc, bool accumulate) {
+  for (int64_t j = j0; j < j1; j += kSmallStrip) {
+    const int nc = int(std::min<int64_t>(kSmallStrip, j1 - j));
+    for (int64_t i = 0; i < m; i += 2) {
+      if (m - i >= 2) nn_tile_portable<2>(k, A + i * rsA, rsA, csA, B + j, ldb, C + i * ldc + j, ldc, nc, accumulate);
+      else nn_tile_portable<1>(k, A + i * rsA, rsA, csA, B + j, ldb, C + i * ldc + j, ldc, nc, accumulate);
+    }
+  }
+}
+
+const SmallNtKernel small_nt =
+#if defined(VERA_X86)
+    kernel == micro_kernel_avx2 ? small_nt_avx2 :
+#endif
+    small_nt_portable;
+const SmallNnKernel small_nn =
+#if defined(VERA_X86)
+    kernel == micro_kernel_avx2 ? small_nn_avx2 :
+#endif
+    small_nn_portable;
+
+/**
+ * The small-m path, or false (nothing done) when the layout is not one it streams: B must be
+ * contiguous along k ("nt") or along n ("nn"). Each output element is computed by one kernel call,
+ * whatever the thread count, so results are bit-identical for any split.
+ */
+bool gemm_small_m(int64_t batch, int64_t m, int64_t n, int64_t k,
+                  const float* A, int64_t rsA, int64_t csA, int64_t strideA,
+                  const float* B, int64_t rsB, int64_t csB, int64_t strideB,
+                  float* C, int64_t ldc, int64_t strideC, bool accumulate) {
+  if (m > kSmallM || m * k > kSmallMaxA || k <= 0) return false;
+  // nt reads B rows along k; for a single row/column B is both ways and nt is the cheaper walk
+  bool nt;
+  if (rsB == 1 && (csB != 1 || n < kSmallStrip)) nt = true;
+  else if (csB == 1) nt = false;
+  else return false;
+  // nt loads A along k: a transposed A (a few rows, so small) is copied contiguous first
+  static thread_local std::vector<float> packedA;
+  int64_t lda = rsA;
+  if (nt && csA != 1) {
+    const int64_t entries = strideA == 0 ? 1 : batch;
+    if (entries * m * k > (int64_t(1) << 22)) return false;
+    packedA.resize(size_t(entries * m * k));
+    for (int64_t b = 0; b < entries; b++)
+      for (int64_t i = 0; i < m; i++)
+        for (int64_t p = 0; p < k; p++) packedA[size_t((b * m + i) * k + p)] = A[b * strideA + i * rsA + p * csA];
+    A = packedA.data();
+    lda = k;
+    if (strideA != 0) strideA = m * k;
+  }
+  const int64_t strips = (n + kSmallStrip - 1) / kSmallStrip;
+  const double perStrip = double(m) * kSmallStrip * k;  // multiply-adds
+  // below ~128K multiply-adds a hand-off costs more than it saves; else chunks of at least ~32K
+  const int64_t items = batch * strips;
+  const int64_t grain = perStrip * items < 131072.0 ? items : std::max<int64_t>(1, int64_t(32768.0 / perStrip));
+  parallel_for(items, grain, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1;) {
+      const int64_t b = t / strips, s0 = t % strips, s1 = std::min(strips, s0 + (t1 - t));
+      const int64_t j0 = s0 * kSmallStrip, j1 = std::min(n, s1 * kSmallStrip);
+      if (nt) small_nt(m, k, A + b * strideA, lda, B + b * strideB, csB, j0, j1, C + b * strideC, ldc, accumulate);
+      else small_nn(m, k, A + b * strideA, rsA, csA, B + b * strideB, rsB, j0, j1, C + b * strideC, ldc, accumulate);
+      t += s1 - s0;
+    }
+  });
+  return true;
+}
+
 }  // namespace
 
 bool has_avx2_fma() { return kernel != micro_kernel_portable; }
@@ -229,6 +389,7 @@ void sgemm_batched(int64_t batch, int64_t m, int64_t n, int64_t k,
                    const float* B, int64_t rsB, int64_t csB, int64_t strideB,
                    float* C, int64_t ldc, int64_t strideC, bool accumulate) {
   if (batch <= 0 || m <= 0 || n <= 0) return;
+  if (gemm_small_m(batch, m, n, k, A, rsA, csA, strideA, B, rsB, csB, strideB, C, ldc, strideC, accumulate)) return;
   const int threads = num_threads();
   const double flops = 2.0 * double(batch) * m * n * std::max<int64_t>(k, 1);
   // Shared packing of B pays for its two hand-offs only on large products; below about 300³ each

@@ -16,6 +16,27 @@ using MicroKernel = void (*)(int64_t kc, const float* Ap, const float* Bp, float
 void micro_kernel_avx2(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, bool accumulate);
 #endif
 
+// Small-m kernels (few rows of A, e.g. token-by-token decoding): B is streamed once, unpacked, and
+// each call computes C[0:m, j0:j1] completely (every element by one fixed sequence of operations,
+// whatever the tiling, so results do not depend on how columns are split between threads).
+//
+// "nt": B(p, j) at B[j·ldb + p] (contiguous along k, nn.Linear's (out, in) weight), A(i, p) at
+// A[i·lda + p]. Each element is an 8-lane dot product over k (k tail zero-filled), lanes summed as
+// ((l0+l1)+(l2+l3)) + ((l4+l5)+(l6+l7)).
+using SmallNtKernel = void (*)(int64_t m, int64_t k, const float* A, int64_t lda, const float* B, int64_t ldb,
+                               int64_t j0, int64_t j1, float* C, int64_t ldc, bool accumulate);
+// "nn": B(p, j) at B[p·ldb + j] (contiguous along n), A(i, p) at A[i·rsA + p·csA]. Each element is
+// one multiply-add chain over p in order, started from C's value when accumulating.
+using SmallNnKernel = void (*)(int64_t m, int64_t k, const float* A, int64_t rsA, int64_t csA, const float* B, int64_t ldb,
+                               int64_t j0, int64_t j1, float* C, int64_t ldc, bool accumulate);
+
+#if defined(VERA_X86)
+void small_nt_avx2(int64_t m, int64_t k, const float* A, int64_t lda, const float* B, int64_t ldb,
+                   int64_t j0, int64_t j1, float* C, int64_t ldc, bool accumulate);
+void small_nn_avx2(int64_t m, int64_t k, const float* A, int64_t rsA, int64_t csA, const float* B, int64_t ldb,
+                   int64_t j0, int64_t j1, float* C, int64_t ldc, bool accumulate);
+#endif
+
 /** Multithreaded over the pool (serial when called from a worker). */
 void sgemm(int64_t m, int64_t n, int64_t k,
            const float* A, int64_t rsA, int64_t csA,

@@ -20,5 +20,7 @@ extern const BindingEntry kElementwiseBindings[];
 extern const BindingEntry kAttentionBindings[];
 // vera.cc
 extern const BindingEntry kVeraBindings[];
+// ragged.cc
+extern const BindingEntry kRaggedBindings[];
 
 }  // namespace vera

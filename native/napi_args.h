@@ -61,6 +61,29 @@ class Args {
   }
   napi_value raw(size_t i) const { return argv_[i]; }
 
+  /** An array of live Float32Arrays: their data, and their element counts in *lens. */
+  std::vector<float*> f32list(size_t i, std::vector<size_t>* lens) const {
+    uint32_t n = 0;
+    bool isArray = false;
+    if (i >= argc_ || napi_is_array(env_, argv_[i], &isArray) != napi_ok || !isArray || napi_get_array_length(env_, argv_[i], &n) != napi_ok) fail(i, "an array of Float32Arrays");
+    std::vector<float*> out(n);
+    lens->assign(n, 0);
+    for (uint32_t j = 0; j < n; j++) {
+      napi_value e;
+      bool is = false;
+      if (napi_get_element(env_, argv_[i], j, &e) != napi_ok || napi_is_typedarray(env_, e, &is) != napi_ok || !is) fail(i, "an array of Float32Arrays");
+      napi_typedarray_type t;
+      void* data;
+      napi_value buffer;
+      napi_get_typedarray_info(env_, e, &t, &(*lens)[j], &data, &buffer, nullptr);
+      bool detached = false;
+      napi_is_detached_arraybuffer(env_, buffer, &detached);
+      if (t != napi_float32_array || detached) fail(i, "an array of live Float32Arrays");
+      out[j] = static_cast<float*>(data);
+    }
+    return out;
+  }
+
  private:
   static constexpr size_t kMax = 24;
 

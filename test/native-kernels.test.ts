@@ -19,6 +19,9 @@ type Bufs = Record<string, Buf>;
 
 const rng = new Rng(20240601);
 const randn = (n: number, std = 1): Float32Array => rng.fillNormal(new Float32Array(n), 0, std);
+// the few-row matmul tests draw from their own generator, so the other tests' inputs do not depend on them
+const smallRng = new Rng(20250117);
+const srandn = (n: number): Float32Array => smallRng.fillNormal(new Float32Array(n), 0, 1);
 const randu = (n: number, lo: number, hi: number): Float32Array => Float32Array.from({ length: n }, () => rng.uniform(lo, hi));
 const ints = (n: number, hi: number): Int32Array => Int32Array.from({ length: n }, () => Math.floor(rng.uniform(0, hi)));
 
@@ -46,6 +49,26 @@ function compare(inputs: Bufs, outputs: string[], run: (k: Kernels, b: Bufs) => 
         continue;
       }
       assert.ok(Math.abs(a[i] - b[i]) <= tol * (1 + Math.abs(b[i])), `${name}[${i}]: native ${a[i]} vs ts ${b[i]}`);
+    }
+  }
+}
+
+/** Every layout of one matmul shape (A and B transposed or not, a batch operand broadcast or not, accumulate or not) against the reference. */
+function compareMatmulLayouts(batch: number, m: number, n: number, k: number, rand: (n: number) => Float32Array): void {
+  for (const transA of [false, true]) {
+    for (const transB of [false, true]) {
+      for (const [bcastA, bcastB] of [[false, false], [true, false], [false, true]]) {
+        if (batch === 1 && (bcastA || bcastB)) continue;
+        for (const accumulate of [false, true]) {
+          const p: MatmulParams = { batch, m, n, k, transA, transB, strideA: bcastA ? 0 : m * k, strideB: bcastB ? 0 : k * n, accumulate };
+          compare(
+            { a: rand((bcastA ? 1 : batch) * m * k), b: rand((bcastB ? 1 : batch) * k * n), c: rand(batch * m * n) },
+            ['c'],
+            (kern, x) => kern.matmul(F32(x.a), F32(x.b), F32(x.c), p),
+            2e-5 * Math.sqrt(k),
+          );
+        }
+      }
     }
   }
 }
@@ -147,28 +170,40 @@ describe('native kernels match the TypeScript reference', { skip }, () => {
       // batch, m, n, k
       [1, 1, 1, 1], [1, 7, 5, 3], [1, 13, 17, 11], [3, 6, 16, 9], [2, 31, 33, 35], [1, 150, 37, 300], [1, 5, 3100, 7], [1, 97, 130, 520],
     ];
-    for (const [batch, m, n, k] of shapes) {
-      for (const transA of [false, true]) {
-        for (const transB of [false, true]) {
-          for (const [bcastA, bcastB] of [[false, false], [true, false], [false, true]]) {
-            if (batch === 1 && (bcastA || bcastB)) continue;
+    for (const [batch, m, n, k] of shapes) compareMatmulLayouts(batch, m, n, k, randn);
+    // k = 0: overwrite gives zeros, accumulate leaves C alone
+    for (const accumulate of [false, true]) {
+      const p: MatmulParams = { batch: 1, m: 3, n: 4, k: 0, transA: false, transB: false, strideA: 0, strideB: 0, accumulate };
+      compare({ a: new Float32Array(0), b: new Float32Array(0), c: randn(12) }, ['c'], (kern, x) => kern.matmul(F32(x.a), F32(x.b), F32(x.c), p));
+    }
+  });
+
+  test('matmul with few rows (B streamed in place): m = 1..24, both layouts of A and B, k and n tails, accumulate', () => {
+    // n crosses the 4-column (nt) and 16-column (nn) groups and the 128-column blocks, k the 8-lane
+    // tail and the 128-row slabs of the nn kernel
+    const nks: [number, number][] = [[1, 1], [5, 7], [17, 9], [33, 130], [130, 17], [300, 300], [3, 1], [16, 8], [4, 257]];
+    for (let m = 1; m <= 24; m++) {
+      for (const [n, k] of [nks[m % nks.length], nks[(m * 5 + 3) % nks.length]]) {
+        for (const transA of [false, true]) {
+          for (const transB of [false, true]) {
             for (const accumulate of [false, true]) {
-              const p: MatmulParams = { batch, m, n, k, transA, transB, strideA: bcastA ? 0 : m * k, strideB: bcastB ? 0 : k * n, accumulate };
-              compare(
-                { a: randn((bcastA ? 1 : batch) * m * k), b: randn((bcastB ? 1 : batch) * k * n), c: randn(batch * m * n) },
-                ['c'],
-                (kern, x) => kern.matmul(F32(x.a), F32(x.b), F32(x.c), p),
-                2e-5 * Math.sqrt(k),
-              );
+              const p: MatmulParams = { batch: 1, m, n, k, transA, transB, strideA: 0, strideB: 0, accumulate };
+              compare({ a: srandn(m * k), b: srandn(k * n), c: srandn(m * n) }, ['c'], (kern, x) => kern.matmul(F32(x.a), F32(x.b), F32(x.c), p), 2e-5 * Math.sqrt(k));
             }
           }
         }
       }
     }
-    // k = 0: overwrite gives zeros, accumulate leaves C alone
-    for (const accumulate of [false, true]) {
-      const p: MatmulParams = { batch: 1, m: 3, n: 4, k: 0, transA: false, transB: false, strideA: 0, strideB: 0, accumulate };
-      compare({ a: new Float32Array(0), b: new Float32Array(0), c: randn(12) }, ['c'], (kern, x) => kern.matmul(F32(x.a), F32(x.b), F32(x.c), p));
+  });
+
+  test('matmul with few rows: batches with their own or broadcast operands; sizes around the small-m limits', () => {
+    for (const [batch, m, n, k] of [[3, 1, 21, 19], [2, 4, 130, 33], [4, 13, 37, 64], [3, 2, 1, 9]]) compareMatmulLayouts(batch, m, n, k, srandn);
+    // the streamed path stops at 64 rows and at 2^19 floats of A; either side of both must agree
+    for (const [m, n, k] of [[64, 70, 40], [65, 70, 40], [40, 21, 13107], [41, 21, 12800]]) {
+      for (const transB of [false, true]) {
+        const p: MatmulParams = { batch: 1, m, n, k, transA: false, transB, strideA: 0, strideB: 0, accumulate: false };
+        compare({ a: srandn(m * k), b: srandn(k * n), c: new Float32Array(m * n) }, ['c'], (kern, x) => kern.matmul(F32(x.a), F32(x.b), F32(x.c), p), 2e-5 * Math.sqrt(k));
+      }
     }
   });
 
@@ -353,6 +388,53 @@ test('results do not depend on the thread count (bit for bit)', { skip }, () => 
     const one = run(1);
     const three = run(3);
     assert.deepEqual(three, one);
+  } finally {
+    addon.setNumThreads(before);
+  }
+});
+
+test('few-row matmuls do not depend on the thread count or on the other rows (bit for bit)', { skip }, () => {
+  const addon = load.addon!;
+  const before = addon.numThreads();
+  // large enough to be split between threads; n and k leave tails
+  const [n, k] = [1003, 301];
+  const run = (threads: number, p: MatmulParams, a: Float32Array, b: Float32Array, c0: Float32Array): Float32Array => {
+    addon.setNumThreads(threads);
+    const c = c0.slice();
+    native!.matmul(a, b, c, p);
+    return c;
+  };
+  try {
+    for (const transB of [false, true]) {
+      for (const m of [1, 3, 7, 16, 24]) {
+        for (const accumulate of [false, true]) {
+          for (const batch of [1, 2]) {
+            const p: MatmulParams = { batch, m, n, k, transA: false, transB, strideA: m * k, strideB: batch === 1 ? 0 : k * n, accumulate };
+            const a = srandn(batch * m * k);
+            const b = srandn((batch === 1 ? 1 : batch) * k * n);
+            const c0 = srandn(batch * m * n);
+            const one = run(1, p, a, b, c0);
+            assert.deepEqual(run(3, p, a, b, c0), one, `transB ${transB}, m ${m}, accumulate ${accumulate}, batch ${batch}`);
+            assert.deepEqual(run(2, p, a, b, c0), one);
+          }
+        }
+      }
+      // each row of a 16-row product is the 1-row product of that row alone (decoding batched or
+      // not), also when k is long enough to be cut into slabs
+      addon.setNumThreads(before);
+      for (const kk of [k, 1001]) {
+        const m = 16;
+        const a = srandn(m * kk);
+        const b = srandn(kk * n);
+        const all = new Float32Array(m * n);
+        native!.matmul(a, b, all, { batch: 1, m, n, k: kk, transA: false, transB, strideA: 0, strideB: 0, accumulate: false });
+        for (const i of [0, 5, 15]) {
+          const row = new Float32Array(n);
+          native!.matmul(a.subarray(i * kk, (i + 1) * kk), b, row, { batch: 1, m: 1, n, k: kk, transA: false, transB, strideA: 0, strideB: 0, accumulate: false });
+          assert.deepEqual(row, all.subarray(i * n, (i + 1) * n), `row ${i}, k ${kk}, transB ${transB}`);
+        }
+      }
+    }
   } finally {
     addon.setNumThreads(before);
   }

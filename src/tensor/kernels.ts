@@ -43,6 +43,12 @@ export interface AttentionParams {
   causalOffset: number;
   /** (batch, tk) with 1 = attend, 0 = masked; null = all keys visible. */
   keyMask: Float32Array | null;
+  /**
+   * Positions allocated per kv head in k/v (≥ tk; default tk): k/v are (batch, kvHeads, kvStride, headDim)
+   * of which the first tk positions are used, so head (b, kvh) starts at ((b·kvHeads + kvh)·kvStride)·headDim.
+   * A preallocated KV cache is read in place. gk/gv in backward have the same layout.
+   */
+  kvStride?: number;
 }
 
 export interface Conv2dParams {

@@ -1,7 +1,7 @@
 // Differentiable ops. Each op: check shapes, run kernels, record a backward that computes only the
 // gradients its inputs need.
 import { kernels } from './device.js';
-import type { BinaryOp, UnaryOp } from './kernels.js';
+import type { AttentionParams, BinaryOp, UnaryOp } from './kernels.js';
 import { Tensor, contiguousStrides, isGradEnabled, record, sizeOf, type Shape } from './tensor.js';
 import type { Rng } from './rng.js';
 
@@ -566,25 +566,43 @@ export interface AttentionOptions {
   /** (batch, tk): 1 attends, 0 masked (padding). */
   keyMask?: Float32Array | null;
   scale?: number;
+  /** Query i sits at absolute position i + causalOffset; default tk − tq. */
   causalOffset?: number;
+  /**
+   * Valid positions of k/v (a preallocated KV cache): k/v are (B, Hkv, capacity, D) and only the
+   * first kvLength ≤ capacity positions are read, in place (tk = kvLength; keyMask is (B, kvLength)).
+   * Default: capacity. Inference only: with kvLength < capacity no input may require gradients.
+   */
+  kvLength?: number;
 }
 
-/** Fused scaled dot-product attention; q (B, H, Tq, D), k/v (B, Hkv, Tk, D), H % Hkv == 0. */
+/**
+ * Fused scaled dot-product attention; q (B, H, Tq, D), k/v (B, Hkv, Tk, D), H % Hkv == 0. With
+ * `kvLength`, k/v are (B, Hkv, capacity, D) and the first kvLength positions are the keys.
+ */
 export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions = {}): Tensor {
   if (q.ndim !== 4 || k.ndim !== 4 || v.ndim !== 4) throw new Error('attention: q, k, v must be (batch, heads, time, headDim)');
   const [batch, heads, tq, headDim] = q.shape;
-  const [kb, kvHeads, tk, kd] = k.shape;
+  const [kb, kvHeads, capacity, kd] = k.shape;
   if (kb !== batch || kd !== headDim || !shapesEqual(k.shape, v.shape) || heads % kvHeads !== 0) {
     throw new Error(`attention: incompatible shapes q ${shapeStr(q.shape)}, k ${shapeStr(k.shape)}, v ${shapeStr(v.shape)}`);
   }
+  const tk = opts.kvLength ?? capacity;
+  if (!Number.isInteger(tk) || tk < 0 || tk > capacity) {
+    throw new Error(`attention: kvLength ${tk} must be an integer in [0, ${capacity}] (the k/v capacity of ${shapeStr(k.shape)})`);
+  }
+  if (tk !== capacity && isGradEnabled() && (q.requiresGrad || k.requiresGrad || v.requiresGrad)) {
+    throw new Error(`attention: kvLength ${tk} < capacity ${capacity} is for inference; no input may require gradients (use noGrad)`);
+  }
   const keyMask = opts.keyMask ?? null;
   if (keyMask && keyMask.length !== batch * tk) throw new Error(`attention: key mask of ${keyMask.length} for batch ${batch} × ${tk} keys`);
-  const p = {
+  const p: AttentionParams = {
     batch, heads, kvHeads, tq, tk, headDim,
     scale: opts.scale ?? 1 / Math.sqrt(headDim),
     causal: opts.causal ?? false,
     causalOffset: opts.causalOffset ?? tk - tq,
     keyMask,
+    kvStride: capacity,
   };
   const kern = kernels();
   const out = empty(q.shape);

@@ -38,9 +38,10 @@ export interface NativeAddon {
   rmsNormBackward(x: F32, w: F32OrNull, rstd: F32, gy: F32, rows: number, cols: number, gx: F32OrNull, gw: F32OrNull): void;
   embedding(w: F32, ids: Int32Array, dim: number, out: F32): void;
   embeddingBackward(gy: F32, ids: Int32Array, dim: number, gw: F32): void;
-  attention(q: F32, k: F32, v: F32, ...dims: [number, number, number, number, number, number, number, boolean, number, F32OrNull, F32, F32]): void;
+  /** The trailing number is kvStride (positions allocated per kv head). */
+  attention(q: F32, k: F32, v: F32, ...dims: [number, number, number, number, number, number, number, boolean, number, F32OrNull, F32, F32, number]): void;
   attentionBackward(q: F32, k: F32, v: F32, out: F32, lse: F32, gOut: F32,
-    ...rest: [number, number, number, number, number, number, number, boolean, number, F32OrNull, F32OrNull, F32OrNull, F32OrNull]): void;
+    ...rest: [number, number, number, number, number, number, number, boolean, number, F32OrNull, F32OrNull, F32OrNull, F32OrNull, number]): void;
   conv2d(x: F32, w: F32, bias: F32OrNull, ...rest: [...ConvDims, F32]): void;
   conv2dBackward(x: F32, w: F32, gy: F32, ...rest: [...ConvDims, F32OrNull, F32OrNull, F32OrNull]): void;
   maxPool2d(x: F32, n: number, c: number, h: number, w: number, k: number, stride: number, oh: number, ow: number, out: F32, argmax: Int32Array): void;
@@ -49,6 +50,8 @@ export interface NativeAddon {
   veraForward(x: F32, a: F32, b: F32, lambdaD: F32, lambdaB: F32, rows: number, inF: number, outF: number, r: number, lda: number, out: F32, ax: F32): void;
   veraBackward(a: F32, b: F32, lambdaD: F32, lambdaB: F32, ax: F32, gy: F32, rows: number, inF: number, outF: number, r: number, lda: number,
     gx: F32OrNull, accumulateGx: boolean, gLambdaD: F32OrNull, gLambdaB: F32OrNull): void;
+  raggedAttention(q: F32, kNew: F32, vNew: F32, kCaches: F32[], vCaches: F32[], heads: number, kvHeads: number, headDim: number, scale: number,
+    tokens: Int32Array, past: Int32Array, out: F32): void;
   veraRoutedForward(x: F32, a: F32, b: F32, lambdaD: F32, lambdaB: F32, slots: Int32Array, rows: number, inF: number, outF: number, r: number, lda: number,
     numSlots: number, out: F32, accumulate: boolean): void;
 }

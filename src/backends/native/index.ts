@@ -3,7 +3,6 @@
 // stays put between ops and `read` is a view; `free` detaches the buffer to release it at once.
 import type { Kernels, Storage, UnaryOp, BinaryOp } from '../../tensor/kernels.js';
 import type { NativeAddon } from './addon.js';
-import { tsKernels } from '../ts/index.js';
 
 export { loadAddon, defaultAddonPath, type NativeAddon, type AddonLoad } from './addon.js';
 
@@ -27,8 +26,8 @@ export function nativeKernels(n: NativeAddon): Kernels {
     free: (s) => n.free(f(s)),
     fill: (out, value) => n.fill(f(out), value),
 
-    // the reference kernel over the same Float32Array storages, until the addon has its own
-    raggedAttention: (q, kNew, vNew, kCaches, vCaches, p, out) => tsKernels.raggedAttention(q, kNew, vNew, kCaches, vCaches, p, out),
+    raggedAttention: (q, kNew, vNew, kCaches, vCaches, p, out) =>
+      n.raggedAttention(f(q), f(kNew), f(vNew), kCaches.map(f), vCaches.map(f), p.heads, p.kvHeads, p.headDim, p.scale, p.tokens, p.past, f(out)),
 
     gather: (src, shape, strides, offset, out) => n.gather(f(src), shape, strides, offset, f(out)),
     scatter: (src, shape, strides, offset, out, accumulate) => n.scatter(f(src), shape, strides, offset, f(out), accumulate),
@@ -63,10 +62,12 @@ export function nativeKernels(n: NativeAddon): Kernels {
     embeddingBackward: (gy, ids, dim, gw) => n.embeddingBackward(f(gy), ids, dim, f(gw)),
 
     attention: (q, k, v, p, out, lse) =>
-      n.attention(f(q), f(k), f(v), p.batch, p.heads, p.kvHeads, p.tq, p.tk, p.headDim, p.scale, p.causal, p.causalOffset, p.keyMask, f(out), f(lse)),
+      n.attention(f(q), f(k), f(v), p.batch, p.heads, p.kvHeads, p.tq, p.tk, p.headDim, p.scale, p.causal, p.causalOffset, p.keyMask, f(out), f(lse),
+        p.kvStride ?? p.tk),
     attentionBackward: (q, k, v, out, lse, gOut, p, gq, gk, gv) =>
       n.attentionBackward(f(q), f(k), f(v), f(out), f(lse), f(gOut),
-        p.batch, p.heads, p.kvHeads, p.tq, p.tk, p.headDim, p.scale, p.causal, p.causalOffset, p.keyMask, fOrNull(gq), fOrNull(gk), fOrNull(gv)),
+        p.batch, p.heads, p.kvHeads, p.tq, p.tk, p.headDim, p.scale, p.causal, p.causalOffset, p.keyMask, fOrNull(gq), fOrNull(gk), fOrNull(gv),
+        p.kvStride ?? p.tk),
 
     conv2d: (x, w, bias, p, out) =>
       n.conv2d(f(x), f(w), fOrNull(bias), p.n, p.cin, p.h, p.w, p.cout, p.kh, p.kw, p.stride, p.pad, p.oh, p.ow, f(out)),

@@ -568,12 +568,13 @@ export const tsKernels: Kernels = {
     const O = f(out);
     const L = f(lse);
     const { batch, heads, kvHeads, tq, tk, headDim: d, scale, causal, causalOffset, keyMask } = p;
+    const kvStride = p.kvStride ?? tk;
     const group = heads / kvHeads;
     const s = scratchOf(tk);
     const acc = new Float64Array(d);
     for (let b = 0; b < batch; b++) {
       for (let h = 0; h < heads; h++) {
-        const kvBase = (b * kvHeads + Math.floor(h / group)) * tk * d;
+        const kvBase = (b * kvHeads + Math.floor(h / group)) * kvStride * d;
         for (let i = 0; i < tq; i++) {
           const qBase = ((b * heads + h) * tq + i) * d;
           const limit = causal ? Math.min(tk, i + causalOffset + 1) : tk;
@@ -626,10 +627,11 @@ export const tsKernels: Kernels = {
     if (GK) GK.fill(0);
     if (GV) GV.fill(0);
     const { batch, heads, kvHeads, tq, tk, headDim: d, scale, causal, causalOffset, keyMask } = p;
+    const kvStride = p.kvStride ?? tk;
     const group = heads / kvHeads;
     for (let b = 0; b < batch; b++) {
       for (let h = 0; h < heads; h++) {
-        const kvBase = (b * kvHeads + Math.floor(h / group)) * tk * d;
+        const kvBase = (b * kvHeads + Math.floor(h / group)) * kvStride * d;
         for (let i = 0; i < tq; i++) {
           const row = (b * heads + h) * tq + i;
           const l = L[row];

@@ -1,0 +1,112 @@
+// Ragged attention for the multi-adapter engine (inference only): T tokens of several sequences,
+// each sequence with its own KV cache laid out position-major (capacity, kvHeads, headDim). One
+// call per layer appends every sequence's new keys and values to its cache and lets each token
+// attend causally over its own sequence's cache; the same semantics as the TypeScript reference
+// (src/backends/ts/index.ts, raggedAttention). Work is split by (token, head); each output row is
+// computed by one thread in a fixed order, so results do not depend on the thread count.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "kernels.h"
+#include "thread_pool.h"
+
+namespace vera {
+namespace {
+
+/** Σ a[c]·b[c] with eight independent partial sums (the compiler vectorizes them). */
+inline float dot(const float* a, const float* b, int64_t n) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t c = 0;
+  for (; c + 8 <= n; c += 8)
+    for (int l = 0; l < 8; l++) acc[l] += a[c + l] * b[c + l];
+  float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  for (; c < n; c++) s += a[c] * b[c];
+  return s;
+}
+
+std::vector<float>& scratch(size_t n) {
+  static thread_local std::vector<float> buf;
+  if (buf.size() < n) buf.resize(n);
+  return buf;
+}
+
+// raggedAttention(q, kNew, vNew, kCaches[], vCaches[], heads, kvHeads, headDim, scale, tokens, past, out)
+napi_value k_ragged_attention(napi_env, const Args& a) {
+  size_t qLen, knLen, vnLen, oLen, nSeq, nPast;
+  const float* Q = a.f32(0, &qLen);
+  const float* KN = a.f32(1, &knLen);
+  const float* VN = a.f32(2, &vnLen);
+  std::vector<size_t> kcLen, vcLen;
+  const std::vector<float*> KC = a.f32list(3, &kcLen);
+  const std::vector<float*> VC = a.f32list(4, &vcLen);
+  const int64_t heads = a.i64(5), kvHeads = a.i64(6), d = a.i64(7);
+  const float scale = float(a.num(8));
+  const int32_t* tokens = a.i32(9, &nSeq);
+  const int32_t* past = a.i32(10, &nPast);
+  float* O = a.f32(11, &oLen);
+  if (heads <= 0 || kvHeads <= 0 || d <= 0 || heads % kvHeads != 0) throw ArgError("raggedAttention: heads must be a positive multiple of kvHeads");
+  if (nPast != nSeq || KC.size() != nSeq || VC.size() != nSeq) throw ArgError("raggedAttention: one token count, past length and cache pair per sequence");
+  const int64_t row = kvHeads * d;
+  int64_t total = 0;
+  for (size_t s = 0; s < nSeq; s++) {
+    if (tokens[s] < 1 || past[s] < 0) throw ArgError("raggedAttention: token counts must be ≥ 1 and past lengths ≥ 0");
+    const size_t need = size_t(past[s] + tokens[s]) * size_t(row);
+    if (kcLen[s] < need || vcLen[s] < need) throw ArgError("raggedAttention: a cache is smaller than its sequence");
+    total += tokens[s];
+  }
+  if (qLen != size_t(total * heads * d) || oLen != qLen || knLen != size_t(total * row) || vnLen != knLen) throw ArgError("raggedAttention: q, k, v or out does not hold the sequences' tokens");
+  // append, and note each token's sequence and absolute position
+  std::vector<int32_t> seqOf(total), posOf(total);
+  int64_t start = 0;
+  for (size_t s = 0; s < nSeq; s++) {
+    std::memcpy(KC[s] + int64_t(past[s]) * row, KN + start * row, size_t(tokens[s] * row) * sizeof(float));
+    std::memcpy(VC[s] + int64_t(past[s]) * row, VN + start * row, size_t(tokens[s] * row) * sizeof(float));
+    for (int32_t i = 0; i < tokens[s]; i++) {
+      seqOf[start + i] = int32_t(s);
+      posOf[start + i] = past[s] + i;
+    }
+    start += tokens[s];
+  }
+  const int64_t group = heads / kvHeads;
+  parallel_for(total * heads, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t task = t0; task < t1; task++) {
+      const int64_t t = task / heads, h = task % heads;
+      const int32_t s = seqOf[t];
+      const int64_t keys = int64_t(posOf[t]) + 1;
+      const float* q = Q + (t * heads + h) * d;
+      const float* K = KC[s] + (h / group) * d;
+      const float* V = VC[s] + (h / group) * d;
+      std::vector<float>& buf = scratch(size_t(keys + d));
+      float* sc = buf.data();
+      float* acc = sc + keys;
+      float m = -INFINITY;
+      for (int64_t j = 0; j < keys; j++) {
+        sc[j] = dot(q, K + j * row, d) * scale;
+        m = std::max(m, sc[j]);
+      }
+      double sum = 0;
+      std::fill(acc, acc + d, 0.f);
+      for (int64_t j = 0; j < keys; j++) {
+        const float e = std::exp(sc[j] - m);
+        sum += e;
+        const float* v = V + j * row;
+        for (int64_t c = 0; c < d; c++) acc[c] += e * v[c];
+      }
+      const float inv = float(1.0 / sum);
+      float* o = O + (t * heads + h) * d;
+      for (int64_t c = 0; c < d; c++) o[c] = acc[c] * inv;
+    }
+  });
+  return nullptr;
+}
+
+}  // namespace
+
+const BindingEntry kRaggedBindings[] = {
+    {"raggedAttention", k_ragged_attention},
+    {nullptr, nullptr},
+};
+
+}  // namespace vera
