@@ -365,10 +365,18 @@ napi_value k_sum_squares(napi_env env, const Args& a) {
   // fixed blocks summed in order: the result does not depend on the thread count
   const int64_t blocks = (n + kGrain - 1) / kGrain;
   std::vector<double> partial(blocks, 0.0);
+  const bool avx2 = has_avx2_fma();
   parallel_for(blocks, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; b++) {
+      const int64_t i0 = b * kGrain, e = std::min(n, (b + 1) * kGrain);
+#if defined(VERA_X86)
+      if (avx2) {
+        partial[b] = sum_squares_avx2(x + i0, e - i0);
+        continue;
+      }
+#endif
       double acc = 0;
-      for (int64_t i = b * kGrain, e = std::min(n, (b + 1) * kGrain); i < e; i++) acc += double(x[i]) * x[i];
+      for (int64_t i = i0; i < e; i++) acc += double(x[i]) * x[i];
       partial[b] = acc;
     }
   });

@@ -11,6 +11,8 @@ bool has_avx2_fma();
 #if defined(VERA_X86)
 void gelu_tanh_avx2(const float* x, float* y, int64_t n);
 void gelu_tanh_backward_avx2(const float* x, const float* gy, float* gx, int64_t n);
+/** Σ x² in double, sixteen floats at a time (a fixed order: the result does not depend on threads). */
+double sum_squares_avx2(const float* x, int64_t n);
 #endif
 
 }  // namespace vera

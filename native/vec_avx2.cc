@@ -95,5 +95,26 @@ VERA_AVX2 void gelu_tanh_backward_avx2(const float* x, const float* gy, float* g
   }
 }
 
+VERA_AVX2 double sum_squares_avx2(const float* x, int64_t n) {
+  // four double accumulators of four lanes: the sum in double as the scalar loop, in a fixed order
+  __m256d acc[4] = {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd()};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m256 a = _mm256_loadu_ps(x + i);
+    const __m256 b = _mm256_loadu_ps(x + i + 8);
+    const __m256d a0 = _mm256_cvtps_pd(_mm256_castps256_ps128(a)), a1 = _mm256_cvtps_pd(_mm256_extractf128_ps(a, 1));
+    const __m256d b0 = _mm256_cvtps_pd(_mm256_castps256_ps128(b)), b1 = _mm256_cvtps_pd(_mm256_extractf128_ps(b, 1));
+    acc[0] = _mm256_fmadd_pd(a0, a0, acc[0]);
+    acc[1] = _mm256_fmadd_pd(a1, a1, acc[1]);
+    acc[2] = _mm256_fmadd_pd(b0, b0, acc[2]);
+    acc[3] = _mm256_fmadd_pd(b1, b1, acc[3]);
+  }
+  alignas(32) double lanes[4];
+  _mm256_store_pd(lanes, _mm256_add_pd(_mm256_add_pd(acc[0], acc[1]), _mm256_add_pd(acc[2], acc[3])));
+  double s = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+  for (; i < n; i++) s += double(x[i]) * x[i];
+  return s;
+}
+
 }  // namespace vera
 #endif

@@ -199,15 +199,23 @@ describe('KV cache', () => {
     }
   });
 
-  test('the cache holds each layer\'s keys and values, appended per step', () => {
+  test('the cache holds each layer\'s keys and values, appended in place per step (buffers grown by doubling)', () => {
     const model = llama(path.join(DECODERS, 'llama-gqa'));
     const cache = new KVCache();
     noGrad(() => model.forward(ids.subarray(0, 5), [1, 5], { cache }));
+    const buffer = cache.layer(0).key;
     noGrad(() => model.forward(ids.subarray(5, 6), [1, 1], { cache }));
+    assert.equal(cache.length, 6);
+    assert.equal(cache.layer(0).key, buffer, 'a step within the capacity writes in place');
     for (let l = 0; l < model.config.numHiddenLayers; l++) {
-      assert.deepEqual(cache.layer(l).key?.shape, [1, 2, 6, 8], 'kv heads, not query heads');
-      assert.deepEqual(cache.layer(l).value?.shape, [1, 2, 6, 8]);
+      const [b, kvHeads, capacity, headDim] = cache.layer(l).key!.shape;
+      assert.deepEqual([b, kvHeads, headDim], [1, 2, 8], 'kv heads, not query heads');
+      assert.ok(capacity >= 6 && cache.layer(l).length === 6);
+      assert.deepEqual(cache.layer(l).value?.shape, cache.layer(l).key?.shape);
     }
+    // past the capacity the buffers grow and keep what they held: decoding still equals the full forward
+    const long = Int32Array.from({ length: 40 }, (_, i) => (i * 13) % 90);
+    assert.ok(maxAbsDiff(incrementalLogits(model, long, Array<number>(40).fill(1)), noGrad(() => model.forward(long, [1, 40])).toFloat32Array()) < 2e-5);
   });
 
   test('with a cache the attention mask covers past and new keys', () => {

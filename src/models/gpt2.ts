@@ -138,10 +138,11 @@ export class GPT2Attention extends Module {
     // (training with attn_pdrop > 0) take the eager path, as Hugging Face's eager attention does.
     const eager = this.training && this.attn_dropout.p > 0;
     if (eager && cache) throw new Error('GPT2Attention: a KV cache is for inference; call eval() first');
-    if (cache) [key, value] = cache.update(key, value);
+    let kvLength: number | undefined;
+    if (cache) ({ key, value, length: kvLength } = cache.update(key, value));
     const attnOutput = eager
       ? this.eagerAttention(query, key, value, attentionMask)
-      : F.attention(query, key, value, { causal: true, keyMask: attentionMask, scale: this.scale });
+      : F.attention(query, key, value, { causal: true, keyMask: attentionMask, scale: this.scale, kvLength });
     return this.resid_dropout.forward(this.c_proj.forward(this.mergeHeads(attnOutput)));
   }
 

@@ -1,26 +1,61 @@
 // The key/value cache of incremental decoding: each attention layer keeps the keys and values of
-// every position seen so far, so a step feeds only the new tokens and attends to the whole past.
+// every position seen so far (in place, in buffers grown by doubling), so a step feeds only the new
+// tokens and attends to the whole past.
 // Queries of a step sit at positions past..past+T-1; the fused attention kernel takes that offset
 // (`causalOffset`, tk - tq by default), so the causal mask stays right without re-running the prefix.
 import { F, Tensor, kernels } from '../tensor/index.js';
 
-/** One layer's cache: keys and values (batch, kvHeads, past, headDim), or null before the first step. */
+/**
+ * One layer's cache: keys and values in buffers (batch, kvHeads, capacity, headDim) whose first
+ * `length` positions are filled, grown by doubling; null before the first step. A step writes its
+ * keys and values in place, so nothing copied per step grows with the sequence.
+ */
 export class LayerKV {
   key: Tensor | null = null;
   value: Tensor | null = null;
+  private filled = 0;
 
   /** Positions held. */
   get length(): number {
-    return this.key?.shape[2] ?? 0;
+    return this.filled;
   }
 
-  /** Appends this step's keys and values (batch, kvHeads, T, headDim); returns the whole past with them. */
-  update(key: Tensor, value: Tensor): [Tensor, Tensor] {
+  /**
+   * Appends this step's keys and values (batch, kvHeads, T, headDim); returns the buffers and the
+   * positions they now hold (attend with `kvLength: length`).
+   */
+  update(key: Tensor, value: Tensor): { key: Tensor; value: Tensor; length: number } {
+    const [batch, kvHeads, t, headDim] = key.shape;
     // cached tensors never carry a tape: generation runs under noGrad, and a cache kept across a
     // training step would otherwise hold every earlier graph alive
-    this.key = this.key === null ? key.detach() : F.concat([this.key, key.detach()], 2);
-    this.value = this.value === null ? value.detach() : F.concat([this.value, value.detach()], 2);
-    return [this.key, this.value];
+    this.reserve(batch, kvHeads, this.filled + t, headDim);
+    const cap = this.key!.shape[2];
+    const strides = [kvHeads * cap * headDim, cap * headDim, headDim, 1];
+    kernels().scatter(key.storage, key.shape, strides, this.filled * headDim, this.key!.storage, false);
+    kernels().scatter(value.storage, value.shape, strides, this.filled * headDim, this.value!.storage, false);
+    this.filled += t;
+    return { key: this.key!, value: this.value!, length: this.filled };
+  }
+
+  private reserve(batch: number, kvHeads: number, positions: number, headDim: number): void {
+    const cap = this.key?.shape[2] ?? 0;
+    if (this.key && this.key.shape[0] !== batch) throw new Error(`KV cache: it holds ${this.key.shape[0]} rows, this step has ${batch}`);
+    if (positions <= cap) return;
+    const grown = Math.max(positions, 2 * cap, 16);
+    const k = Tensor.zeros([batch, kvHeads, grown, headDim]);
+    const v = Tensor.zeros([batch, kvHeads, grown, headDim]);
+    if (this.key && this.value && this.filled > 0) {
+      const shape = [batch, kvHeads, this.filled, headDim];
+      const from = [kvHeads * cap * headDim, cap * headDim, headDim, 1];
+      const to = [kvHeads * grown * headDim, grown * headDim, headDim, 1];
+      for (const [src, dst] of [[this.key, k], [this.value, v]] as const) {
+        const held = Tensor.zeros(shape);
+        kernels().gather(src.storage, shape, from, 0, held.storage);
+        kernels().scatter(held.storage, shape, to, 0, dst.storage, false);
+      }
+    }
+    this.key = k;
+    this.value = v;
   }
 
   /** Keeps batch rows `rows` (in that order, repeats allowed): beam search's reordering of the past. */

@@ -267,9 +267,10 @@ export class LlamaAttention extends Module {
     const query = applyRotary(this.splitHeads(this.q_proj.forward(hidden), this.numHeads), cos, sin);
     let key = applyRotary(this.splitHeads(this.k_proj.forward(hidden), this.numKeyValueHeads), cos, sin);
     let value = this.splitHeads(this.v_proj.forward(hidden), this.numKeyValueHeads);
-    if (cache) [key, value] = cache.update(key, value);
+    let kvLength: number | undefined;
+    if (cache) ({ key, value, length: kvLength } = cache.update(key, value));
     // grouped-query attention: the kernel maps query head h to key/value head h / (H / H_kv)
-    const out = F.attention(query, key, value, { causal: true, keyMask: attentionMask, scale });
+    const out = F.attention(query, key, value, { causal: true, keyMask: attentionMask, scale, kvLength });
     const [b, , t] = out.shape;
     return this.o_proj.forward(F.reshape(F.permute(out, [0, 2, 1, 3]), [b, t, this.numHeads * this.headDim]));
   }
