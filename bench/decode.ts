@@ -129,13 +129,14 @@ export async function runDecodeSpec(spec: DecodeSpec): Promise<DecodeResult> {
     for (const t of weights) k.sumSquares(t.storage);
     if (i > 0) readSeconds.push((performance.now() - t0) / 1000);
   }
-  // adapters are made on a second model of the shape (the engine takes its own model's layers)
-  const maker = buildModel(spec.shape);
-  const vera = Array.from({ length: spec.mixed }, (_, i) => adapterFiles(maker, veraConfig({ targetModules: TARGETS, r: spec.veraR, initWeights: false, saveProjection: false }), 100 + i));
-  const lora = Array.from({ length: spec.mixed }, (_, i) => adapterFiles(maker, loraConfig({ targetModules: TARGETS, r: spec.loraR, loraAlpha: spec.loraR }), 500 + i));
   const engine = new InferenceEngine(model, { vera: { r: spec.veraR, targetModules: TARGETS }, maxBatchSize: Math.max(spec.mixed, spec.batch), maxBatchTokens: 1024 });
-  vera.forEach((f, i) => engine.addAdapter(`v${i}`, f));
-  lora.forEach((f, i) => engine.addAdapter(`l${i}`, f));
+  // adapters are made on a second model of the shape (the engine takes its own model's layers),
+  // which is dropped before anything is timed; LoRA adapters join only for their own run
+  const files = (make: (maker: LlamaForCausalLM, i: number) => { config: string; weights: Uint8Array }): { config: string; weights: Uint8Array }[] => {
+    const maker = buildModel(spec.shape);
+    return Array.from({ length: spec.mixed }, (_, i) => make(maker, i));
+  };
+  files((maker, i) => adapterFiles(maker, veraConfig({ targetModules: TARGETS, r: spec.veraR, initWeights: false, saveProjection: false }), 100 + i)).forEach((f, i) => engine.addAdapter(`v${i}`, f));
   const rng = new Rng(7);
   const prompt = (): number[] => Array.from({ length: spec.prompt }, () => rng.int(spec.shape.vocab));
   const reqs = (n: number, adapter: (i: number) => string | null, tokens = spec.newTokens): EngineRequest[] =>
@@ -150,14 +151,15 @@ export async function runDecodeSpec(spec: DecodeSpec): Promise<DecodeResult> {
     out.mixedVera.push(await timedRun(engine, reqs(spec.mixed, (i) => `v${i}`)));
     out.singleVera.push(await timedRun(engine, reqs(spec.mixed, () => 'v0')));
     out.base.push(await timedRun(engine, reqs(spec.mixed, () => null)));
-    out.mixedLora.push(await timedRun(engine, reqs(spec.mixed, (i) => `l${i}`)));
   }
   out.peftLoop.push(await sequentialRun(engine, reqs(spec.mixed, (i) => `v${i}`, spec.loopTokens)));
+  files((maker, i) => adapterFiles(maker, loraConfig({ targetModules: TARGETS, r: spec.loraR, loraAlpha: spec.loraR }), 500 + i)).forEach((f, i) => engine.addAdapter(`l${i}`, f));
+  for (let run = 0; run < spec.runs; run++) out.mixedLora.push(await timedRun(engine, reqs(spec.mixed, (i) => `l${i}`)));
   await engine.close();
   // resident bytes of many registered adapters (from bytes: their vectors, in slabs), on q and v
   // only: on all seven projections 10,000 adapters would hold 8 GB of vectors
+  const one = adapterFiles(model, veraConfig({ targetModules: REGISTRY_TARGETS, r: spec.veraR, saveProjection: false }), 9);
   const registry = new InferenceEngine(model, { vera: { r: spec.veraR, targetModules: REGISTRY_TARGETS } });
-  const one = adapterFiles(maker, veraConfig({ targetModules: REGISTRY_TARGETS, r: spec.veraR, saveProjection: false }), 9);
   const before = process.memoryUsage().arrayBuffers;
   for (let i = 0; i < spec.registry; i++) registry.addAdapter(`u${i}`, one);
   const stats = registry.adapterStats();
