@@ -302,3 +302,21 @@ test('generateBatch: prompts with per-prompt adapters in one call; the model is 
     assert.deepEqual([...model.namedModules()].map(([p, m]) => `${p}:${m.constructor.name}`), names);
   });
 });
+
+test('adapters registered from bytes: evicted ones keep their vectors aside and come back exact', async () => {
+  await withTmp(async (dir) => {
+    const targets = ['c_attn'];
+    const paths = Array.from({ length: 4 }, (_, i) => makeAdapter(gpt2Dir, dir, `b${i}`, veraConfig({ targetModules: targets, r: 4, initWeights: false }), 70 + i));
+    const perAdapter = 4 * 2 * (4 + 96);
+    const engine = new InferenceEngine(load(gpt2Dir), { vera: { r: 4, targetModules: targets }, maxAdapterBytes: 2 * perAdapter });
+    paths.forEach((p, i) => engine.addAdapter(`b${i}`, { config: readFileSync(join(p, 'adapter_config.json'), 'utf8'), weights: readFileSync(join(p, 'adapter_model.safetensors')) }));
+    for (let round = 0; round < 2; round++) {
+      for (let i = 0; i < 4; i++) {
+        const r = await engine.generate({ promptIds: [7, 8, 9], adapter: `b${i}`, maxNewTokens: 4, eosTokenIds: [] }).result;
+        assert.deepEqual(r.tokens, solo(gpt2Dir, paths[i], [7, 8, 9], 4).tokens, `b${i}, round ${round}`);
+        assert.ok(engine.adapterStats().resident <= 2);
+      }
+    }
+    await engine.close();
+  });
+});

@@ -2,8 +2,8 @@
 // projection pair (one projection_prng_key, one r, one set of target layers), so an adapter is just
 // its vectors: each adapted layer keeps two slabs, λd (slots × r) and λb (slots × out), and an
 // adapter is a slot, the same in every layer. Slots live under a byte budget with least-recently-
-// used eviction; adapters registered from a folder are read again from disk when needed, those
-// registered from bytes keep a cold copy of their vectors. LoRA adapters (whose A and B differ per
+// used eviction; adapters registered from a folder are read again from disk when needed; a VeRA
+// adapter registered from bytes lives in its slot, and only an evicted one keeps its vectors aside. LoRA adapters (whose A and B differ per
 // adapter) sit beside them under the same budget.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -44,7 +44,7 @@ interface Entry {
   name: string;
   method: 'VERA' | 'LORA';
   source: AdapterSource;
-  /** VeRA: per target layer, λd and λb (a cold copy for byte sources, or while loading). */
+  /** VeRA from bytes while evicted: per target layer, λd and λb (null while resident: the slabs hold them). */
   cold: Map<string, { d: Float32Array; b: Float32Array }> | null;
   /** VeRA: resident slot, or -1. */
   slot: number;
@@ -157,7 +157,9 @@ export class AdapterStore {
   add(name: string, source: AdapterSource): void {
     if (name === '' || /[\u0000-\u001f]/.test(name)) throw new VeraError(`adapter name ${JSON.stringify(name)} is not valid`);
     const parsed = this.read(name, source);
-    const entry: Entry = { name, method: parsed.method, source, cold: null, slot: -1, lora: null, pins: 0, lastUse: ++this.clock, retired: false, bytes: parsed.bytes };
+    // a VeRA adapter from bytes needs the bytes no more: its vectors are all it is
+    const kept: AdapterSource = parsed.method === 'VERA' && typeof source !== 'string' ? { config: source.config, weights: new Uint8Array(0) } : source;
+    const entry: Entry = { name, method: parsed.method, source: kept, cold: null, slot: -1, lora: null, pins: 0, lastUse: ++this.clock, retired: false, bytes: parsed.bytes };
     if (parsed.method === 'VERA' && typeof source !== 'string') entry.cold = parsed.vectors;
     const old = this.entries.get(name);
     if (old) this.retire(old);
@@ -252,6 +254,8 @@ export class AdapterStore {
 
   private evict(e: Entry): void {
     if (e.method === 'VERA' && e.slot >= 0 && this.vera) {
+      // an adapter registered from bytes has nowhere else to come back from: keep its vectors aside
+      if (typeof e.source !== 'string' && !e.retired) e.cold = this.slotVectors(e.slot);
       this.vera.free.push(e.slot);
       e.slot = -1;
     }
@@ -278,6 +282,21 @@ export class AdapterStore {
       k.write(v.slabB.get(t)!.storage, vec?.b ?? new Float32Array(out), slot * out);
     }
     e.slot = slot;
+    e.cold = null; // the slabs hold the vectors now
+  }
+
+  /** A slot's vectors, copied out of the slabs. */
+  private slotVectors(slot: number): Map<string, { d: Float32Array; b: Float32Array }> {
+    const v = this.vera!;
+    const out = new Map<string, { d: Float32Array; b: Float32Array }>();
+    for (const t of v.spec.targets) {
+      const width = this.base.layers.get(t)!.outFeatures;
+      out.set(t, {
+        d: v.slabD.get(t)!.data().slice(slot * v.spec.r, (slot + 1) * v.spec.r),
+        b: v.slabB.get(t)!.data().slice(slot * width, (slot + 1) * width),
+      });
+    }
+    return out;
   }
 
   /** Double the slabs (between steps: a running step holds the old tensors until it ends). */
