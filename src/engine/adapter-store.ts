@@ -154,7 +154,7 @@ export class AdapterStore {
    * and changes nothing); it becomes resident when the budget allows, else when first used. A
    * replaced adapter keeps serving the requests already using it.
    */
-  add(name: string, source: AdapterSource): void {
+  add(name: string, source: AdapterSource): { method: 'VERA' | 'LORA'; targets: string[] } {
     if (name === '' || /[\u0000-\u001f]/.test(name)) throw new VeraError(`adapter name ${JSON.stringify(name)} is not valid`);
     const parsed = this.read(name, source);
     // a VeRA adapter from bytes needs the bytes no more: its vectors are all it is
@@ -166,6 +166,7 @@ export class AdapterStore {
     this.entries.set(name, entry);
     // resident now if that needs no eviction: the first use pays nothing
     if (this.residentBytes() + entry.bytes <= this.maxBytes) this.makeResident(entry, parsed);
+    return { method: parsed.method, targets: parsed.method === 'LORA' ? [...parsed.lora.keys()] : [...parsed.vectors.keys()] };
   }
 
   /** Drop adapter `name`; requests already using it finish with it. */

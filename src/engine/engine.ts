@@ -185,14 +185,10 @@ export class InferenceEngine {
   /** Register (or replace) an adapter from a PEFT folder or its files' contents; refused in one line if it does not fit. */
   addAdapter(name: string, source: AdapterSource): void {
     this.open();
-    this.store.add(name, source);
+    const { targets } = this.store.add(name, source);
     const vera = this.store.veraState;
     if (vera) this.routeLayers(vera.spec.targets);
-    const lease = this.store.acquire(name);
-    if (lease) {
-      if (lease.lora) this.routeLayers([...lease.lora.keys()]);
-      this.store.release(lease);
-    }
+    this.routeLayers(targets); // a LoRA adapter's layers (VeRA's are the engine's)
   }
 
   /** Drop an adapter; requests already using it finish with it. */
