@@ -149,35 +149,31 @@ export function runBench(o: BenchOptions): BenchResults {
     results.backend ??= { name, threads };
   };
 
+  /** Ours in a child, then PyTorch with the thread count ours reported. */
+  const sideBySide = <O extends { backend: string; threads: number }, T>(label: string, ours: () => O, theirs: (python: string, threads: number) => T): { ours: Outcome<O>; torch: Outcome<T> | null } => {
+    const mine = attempt(ours);
+    if (mine.ok) noteBackend(mine.value.backend, mine.value.threads);
+    const threads = mine.ok ? mine.value.threads : (o.threads ?? os.availableParallelism());
+    const python = torch.python;
+    const other = python === null ? null : attempt(() => theirs(python, threads));
+    o.log(`${label}: ours ${mine.ok ? 'done' : mine.error}${other ? `; torch ${other.ok ? 'done' : other.error}` : ''}`);
+    return { ours: mine, torch: other };
+  };
+
   if (o.sections.includes('gemm')) {
-    const ours = attempt(() => runChild<OursGemm>('gemm', o.gemm, o.threads));
-    if (ours.ok) noteBackend(ours.value.backend, ours.value.threads);
-    const threads = ours.ok ? ours.value.threads : (o.threads ?? os.availableParallelism());
-    const theirs = torch.python === null ? null : attempt(() => torchGemm(torch.python, o.gemm, threads));
-    results.gemm = { spec: o.gemm, ours, torch: theirs };
-    o.log(`gemm: ours ${ours.ok ? 'done' : ours.error}${theirs ? `; torch ${theirs.ok ? 'done' : theirs.error}` : ''}`);
+    results.gemm = { spec: o.gemm, ...sideBySide('gemm', () => runChild<OursGemm>('gemm', o.gemm, o.threads), (py, t) => torchGemm(py, o.gemm, t)) };
   }
 
   const methods = (['vera', 'lora'] as const).filter((m) => o.sections.includes(m));
   for (const shape of o.models) {
     for (const method of methods) {
       const spec = trainSpecFor(o, shape, method);
-      const ours = attempt(() => runChild<OursTrain>('train', spec, o.threads));
-      if (ours.ok) noteBackend(ours.value.backend, ours.value.threads);
-      const threads = ours.ok ? ours.value.threads : (o.threads ?? os.availableParallelism());
-      const theirs = torch.python === null ? null : attempt(() => torchTrain(torch.python, spec, threads));
-      results.train.push({ spec, ours, torch: theirs });
-      o.log(`${method} ${shape.layers}x${shape.width}: ours ${ours.ok ? 'done' : ours.error}${theirs ? `; torch ${theirs.ok ? 'done' : theirs.error}` : ''}`);
+      results.train.push({ spec, ...sideBySide(`${method} ${shape.layers}x${shape.width}`, () => runChild<OursTrain>('train', spec, o.threads), (py, t) => torchTrain(py, spec, t)) });
     }
   }
 
   if (o.sections.includes('decode')) {
-    const ours = attempt(() => runChild<OursDecode>('decode', o.decode, o.threads));
-    if (ours.ok) noteBackend(ours.value.backend, ours.value.threads);
-    const threads = ours.ok ? ours.value.threads : (o.threads ?? os.availableParallelism());
-    const theirs = torch.python === null ? null : attempt(() => torchDecode(torch.python, o.decode, threads));
-    results.decode = { spec: o.decode, ours, torch: theirs };
-    o.log(`decode: ours ${ours.ok ? 'done' : ours.error}${theirs ? `; torch ${theirs.ok ? 'done' : theirs.error}` : ''}`);
+    results.decode = { spec: o.decode, ...sideBySide('decode', () => runChild<OursDecode>('decode', o.decode, o.threads), (py, t) => torchDecode(py, o.decode, t)) };
   }
 
   results.load.end = os.loadavg()[0];
