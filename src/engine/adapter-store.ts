@@ -5,16 +5,13 @@
 // used eviction; adapters registered from a folder are read again from disk when needed; a VeRA
 // adapter registered from bytes lives in its slot, and only an evicted one keeps its vectors aside. LoRA adapters (whose A and B differ per
 // adapter) sit beside them under the same budget.
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import { VeraError } from '../io/errors.js';
-import { readJsonFile } from '../io/atomic.js';
 import { parseJsonExact } from '../io/json.js';
 import { SafetensorsFile } from '../io/safetensors.js';
 import { Tensor, kernels } from '../tensor/index.js';
 import {
-  ADAPTER_CONFIG, ADAPTER_WEIGHTS, allLinearTargets, defaultTargetModules, generateProjections, isAllLinear, isTargetModule,
-  parsePeftConfig, type BasePeftConfig, type LoraConfig, type VeraConfig,
+  ADAPTER_CONFIG, ADAPTER_WEIGHTS, adapterTensors, allLinearTargets, defaultTargetModules, expectShape, generateProjections, isAllLinear, largestShape,
+  isTargetModule, parsePeftConfig, readAdapterFolder, type AdapterTensors, type BasePeftConfig, type LoraConfig, type VeraConfig,
 } from '../peft/index.js';
 
 /** A linear layer of the base model the engine may route adapters through. */
@@ -43,7 +40,8 @@ interface LoraLayerWeights {
 interface Entry {
   name: string;
   method: 'VERA' | 'LORA';
-  source: AdapterSource;
+  /** What to read again after an eviction: the folder, or a LoRA adapter's bytes; null for VeRA bytes (`cold` holds them). */
+  reload: AdapterSource | null;
   /** VeRA from bytes while evicted: per target layer, λd and λb (null while resident: the slabs hold them). */
   cold: Map<string, { d: Float32Array; b: Float32Array }> | null;
   /** VeRA: resident slot, or -1. */
@@ -112,14 +110,9 @@ export class AdapterStore {
   setVeraSpec(spec: VeraSpec): void {
     if (this.vera) throw new VeraError('the engine already has its VeRA setting');
     if (spec.targets.length === 0) throw new VeraError('vera: no target layers');
-    let maxIn = 0;
-    let maxOut = 0;
-    for (const t of spec.targets) {
-      const l = this.base.layers.get(t);
-      if (!l) throw new VeraError(`vera: target ${t} is not a linear layer of the model`);
-      maxIn = Math.max(maxIn, l.inFeatures);
-      maxOut = Math.max(maxOut, l.outFeatures);
-    }
+    const missing = spec.targets.find((t) => !this.base.layers.has(t));
+    if (missing !== undefined) throw new VeraError(`vera: target ${missing} is not a linear layer of the model`);
+    const [maxIn, maxOut] = largestShape(spec.targets.map((t) => this.base.layers.get(t)!));
     const { A, B } = generateProjections(spec.r, maxIn, maxOut, spec.projectionPrngKey);
     const slabD = new Map<string, Tensor>();
     const slabB = new Map<string, Tensor>();
@@ -158,14 +151,13 @@ export class AdapterStore {
     if (name === '' || /[\u0000-\u001f]/.test(name)) throw new VeraError(`adapter name ${JSON.stringify(name)} is not valid`);
     const parsed = this.read(name, source);
     // a VeRA adapter from bytes needs the bytes no more: its vectors are all it is
-    const kept: AdapterSource = parsed.method === 'VERA' && typeof source !== 'string' ? { config: source.config, weights: new Uint8Array(0) } : source;
-    const entry: Entry = { name, method: parsed.method, source: kept, cold: null, slot: -1, lora: null, pins: 0, lastUse: ++this.clock, retired: false, bytes: parsed.bytes };
-    if (parsed.method === 'VERA' && typeof source !== 'string') entry.cold = parsed.vectors;
+    const vectorsOnly = parsed.method === 'VERA' && typeof source !== 'string';
+    const entry: Entry = { name, method: parsed.method, reload: vectorsOnly ? null : source, cold: vectorsOnly ? parsed.vectors : null, slot: -1, lora: null, pins: 0, lastUse: ++this.clock, retired: false, bytes: parsed.bytes };
     const old = this.entries.get(name);
     if (old) this.retire(old);
     this.entries.set(name, entry);
     // resident now if that needs no eviction: the first use pays nothing
-    if (this.residentBytes() + entry.bytes <= this.maxBytes) this.makeResident(entry, parsed);
+    if (this.resident + entry.bytes <= this.maxBytes) this.makeResident(entry, parsed);
     return { method: parsed.method, targets: parsed.method === 'LORA' ? [...parsed.lora.keys()] : [...parsed.vectors.keys()] };
   }
 
@@ -209,7 +201,7 @@ export class AdapterStore {
     return {
       registered: all.length,
       resident: all.filter((e) => this.isResident(e)).length,
-      residentBytes: this.residentBytes(),
+      residentBytes: this.resident,
       veraBytesPerAdapter: this.veraBytesPerAdapter(),
       slabCapacity: this.vera?.capacity ?? 0,
     };
@@ -236,17 +228,18 @@ export class AdapterStore {
     return 4 * spec.targets.reduce((s, t) => s + spec.r + this.base.layers.get(t)!.outFeatures, 0);
   }
 
-  private residentBytes(): number {
-    let n = 0;
-    for (const e of [...this.entries.values(), ...this.retiredPinned]) if (this.isResident(e)) n += e.bytes;
-    return n;
-  }
+  /** Bytes of the resident adapters (retired ones still pinned included), kept as they come and go. */
+  private resident = 0;
+
 
   /** Evict least-recently-used unpinned adapters until `bytes` more fit; false if they cannot. */
   private makeRoom(bytes: number, keep: Entry): boolean {
     if (bytes > this.maxBytes) throw new VeraError(`adapter '${keep.name}' takes ${bytes} bytes, more than the engine's whole adapter budget (${this.maxBytes})`);
-    while (this.residentBytes() + bytes > this.maxBytes) {
-      const victim = [...this.entries.values()].filter((e) => e !== keep && e.pins === 0 && this.isResident(e)).sort((a, b) => a.lastUse - b.lastUse)[0];
+    while (this.resident + bytes > this.maxBytes) {
+      let victim: Entry | null = null;
+      for (const e of this.entries.values()) {
+        if (e !== keep && e.pins === 0 && this.isResident(e) && (victim === null || e.lastUse < victim.lastUse)) victim = e;
+      }
       if (!victim) return false;
       this.evict(victim);
     }
@@ -254,9 +247,10 @@ export class AdapterStore {
   }
 
   private evict(e: Entry): void {
+    if (this.isResident(e)) this.resident -= e.bytes;
     if (e.method === 'VERA' && e.slot >= 0 && this.vera) {
       // an adapter registered from bytes has nowhere else to come back from: keep its vectors aside
-      if (typeof e.source !== 'string' && !e.retired) e.cold = this.slotVectors(e.slot);
+      if (e.reload === null && !e.retired) e.cold = this.slotVectors(e.slot);
       this.vera.free.push(e.slot);
       e.slot = -1;
     }
@@ -266,7 +260,8 @@ export class AdapterStore {
   }
 
   private makeResident(e: Entry, parsed: ParsedAdapter | null): void {
-    const p = parsed ?? (e.cold ? { method: 'VERA' as const, vectors: e.cold, lora: null, bytes: e.bytes } : this.read(e.name, e.source));
+    const p = parsed ?? (e.cold ? { method: 'VERA' as const, vectors: e.cold, lora: null, bytes: e.bytes } : this.read(e.name, e.reload!));
+    this.resident += e.bytes;
     if (p.method === 'LORA') {
       e.lora = p.lora;
       return;
@@ -318,15 +313,24 @@ export class AdapterStore {
 
   /** Read and check one adapter against the engine: one line naming the file and field on any problem. */
   private read(name: string, source: AdapterSource): ParsedAdapter {
-    const { configFile, weightsFile, json, st } = openSource(name, source);
-    const config = parsePeftConfig(json, configFile);
+    const { config, tensors, file, configFile } = openSource(name, source);
     if (config.modulesToSave !== null && config.modulesToSave.length > 0) throw new VeraError(`${configFile}: modules_to_save is set; the engine serves adapters of linear layers only`);
-    if (config.peftType === 'VERA') return this.readVera(config as VeraConfig, configFile, weightsFile, st);
-    if (config.peftType === 'LORA') return this.readLora(config as LoraConfig, configFile, weightsFile, st);
-    throw new VeraError(`${configFile}: peft_type ${config.peftType} is not served by the engine`);
+    // every key in the file must land somewhere (the tensor getters below note what they read)
+    const used = new Set<string>();
+    const tracked: AdapterTensors = { ...tensors, get: (k) => (used.add(k), tensors.get(k)) };
+    let parsed: ParsedAdapter;
+    if (config.peftType === 'VERA') parsed = this.readVera(config as VeraConfig, configFile, file, tracked);
+    else if (config.peftType === 'LORA') parsed = this.readLora(config as LoraConfig, configFile, file, tracked);
+    else throw new VeraError(`${configFile}: peft_type ${config.peftType} is not served by the engine`);
+    for (const k of tensors.keys()) {
+      if (used.has(k)) continue;
+      if (k.endsWith('.bias')) throw new VeraError(`${file}: ${k}: the adapter trains biases (bias: ${config.bias}); the engine serves adapters that leave the base biases alone`);
+      throw new VeraError(`${file}: tensor ${k} matches no layer the engine adapts`);
+    }
+    return parsed;
   }
 
-  private readVera(config: VeraConfig, configFile: string, weightsFile: string, st: SafetensorsFile): ParsedAdapter {
+  private readVera(config: VeraConfig, configFile: string, file: string, tensors: AdapterTensors): ParsedAdapter {
     if (config.ablation !== null || config.uniqueProjections || config.projectionInit !== 'kaiming_uniform') {
       throw new VeraError(`${configFile}: the paper's ablation fields are set; the engine serves adapters on the shared kaiming_uniform pair only`);
     }
@@ -341,71 +345,39 @@ export class AdapterStore {
     const outside = targets.filter((t) => !v.spec.targets.includes(t));
     if (outside.length > 0) throw new VeraError(`${configFile}: target_modules reach ${outside[0]}, which the engine's VeRA setting does not adapt`);
     // the pair this adapter computes with is the one its own targets size: it must be the engine's
-    let maxIn = 0;
-    let maxOut = 0;
-    for (const t of targets) {
-      maxIn = Math.max(maxIn, this.base.layers.get(t)!.inFeatures);
-      maxOut = Math.max(maxOut, this.base.layers.get(t)!.outFeatures);
-    }
+    const [maxIn, maxOut] = largestShape(targets.map((t) => this.base.layers.get(t)!));
     if (maxIn !== v.A.shape[1] || maxOut !== v.B.shape[0]) {
       throw new VeraError(`${configFile}: target_modules size its projections (${config.r}, ${maxIn}) / (${maxOut}, ${config.r}), not the engine's shared (${v.A.shape.join(', ')}) / (${v.B.shape.join(', ')}); it would compute with other A and B`);
     }
-    const used = new Set<string>();
-    const get = (key: string, shape: readonly number[]): Float32Array => {
-      if (!st.has(key)) throw new VeraError(`${weightsFile}: missing tensor ${key}`);
-      const got = st.info(key).shape;
-      if (got.length !== shape.length || got.some((d, i) => d !== shape[i])) throw new VeraError(`${weightsFile}: ${key} has shape [${got.join(', ')}], the engine needs [${shape.join(', ')}]`);
-      const data = st.getFloat32(key);
-      for (let i = 0; i < data.length; i++) if (!Number.isFinite(data[i])) throw new VeraError(`${weightsFile}: ${key} contains NaN or Inf`);
-      used.add(key);
-      return data;
-    };
     if (config.saveProjection) {
       for (const [key, held] of [['base_model.vera_A', v.A], ['base_model.vera_B', v.B]] as const) {
-        const stored = get(key, held.shape);
+        const stored = expectShape(tensors, key, held.shape, file);
         const mine = held.data();
-        if (stored.some((x, i) => !Object.is(x, mine[i]))) throw new VeraError(`${weightsFile}: ${key} is not the pair projection_prng_key ${BigInt(config.projectionPrngKey)} makes; the engine computes every adapter with that one pair`);
+        if (stored.some((x, i) => !Object.is(x, mine[i]))) throw new VeraError(`${file}: ${key} is not the pair projection_prng_key ${BigInt(config.projectionPrngKey)} makes; the engine computes every adapter with that one pair`);
       }
     }
     const vectors = new Map<string, { d: Float32Array; b: Float32Array }>();
     for (const t of targets) {
       const key = `base_model.model.${t}`;
-      vectors.set(t, { d: get(`${key}.vera_lambda_d`, [config.r]), b: get(`${key}.vera_lambda_b`, [this.base.layers.get(t)!.outFeatures]) });
-    }
-    for (const k of st.keys()) {
-      if (used.has(k)) continue;
-      if (k.endsWith('.bias')) throw new VeraError(`${weightsFile}: ${k}: the adapter trains biases (bias: ${config.bias}); the engine serves adapters that leave the base biases alone`);
-      throw new VeraError(`${weightsFile}: tensor ${k} matches no layer the engine adapts`);
+      vectors.set(t, { d: expectShape(tensors, `${key}.vera_lambda_d`, [config.r], file), b: expectShape(tensors, `${key}.vera_lambda_b`, [this.base.layers.get(t)!.outFeatures], file) });
     }
     return { method: 'VERA', vectors, lora: null, bytes: this.veraBytesPerAdapter() };
   }
 
-  private readLora(config: LoraConfig, configFile: string, weightsFile: string, st: SafetensorsFile): ParsedAdapter {
+  private readLora(config: LoraConfig, configFile: string, file: string, tensors: AdapterTensors): ParsedAdapter {
     const targets = this.resolveTargets(config);
     if (targets.length === 0) throw new VeraError(`${configFile}: target_modules match no linear layer of the engine's model`);
     const scaling = config.useRslora ? config.loraAlpha / Math.sqrt(config.r) : config.loraAlpha / config.r;
     const lora = new Map<string, LoraLayerWeights>();
-    const used = new Set<string>();
     let bytes = 0;
+    const load = (key: string, shape: number[]): Tensor => {
+      bytes += 4 * shape[0] * shape[1];
+      return Tensor.fromArray(expectShape(tensors, key, shape, file), shape);
+    };
     for (const t of targets) {
       const { inFeatures, outFeatures } = this.base.layers.get(t)!;
       const key = `base_model.model.${t}`;
-      const load = (k: string, shape: number[]): Tensor => {
-        if (!st.has(k)) throw new VeraError(`${weightsFile}: missing tensor ${k}`);
-        const got = st.info(k).shape;
-        if (got.length !== 2 || got[0] !== shape[0] || got[1] !== shape[1]) throw new VeraError(`${weightsFile}: ${k} has shape [${got.join(', ')}], the model needs [${shape.join(', ')}]`);
-        const data = st.getFloat32(k);
-        for (let i = 0; i < data.length; i++) if (!Number.isFinite(data[i])) throw new VeraError(`${weightsFile}: ${k} contains NaN or Inf`);
-        used.add(k);
-        bytes += 4 * data.length;
-        return Tensor.fromArray(data, shape);
-      };
       lora.set(t, { A: load(`${key}.lora_A.weight`, [config.r, inFeatures]), B: load(`${key}.lora_B.weight`, [outFeatures, config.r]), scaling });
-    }
-    for (const k of st.keys()) {
-      if (used.has(k)) continue;
-      if (k.endsWith('.bias')) throw new VeraError(`${weightsFile}: ${k}: the adapter trains biases (bias: ${config.bias}); the engine serves adapters that leave the base biases alone`);
-      throw new VeraError(`${weightsFile}: tensor ${k} matches no linear layer of the engine's model`);
     }
     return { method: 'LORA', vectors: new Map(), lora, bytes };
   }
@@ -415,17 +387,11 @@ type ParsedAdapter =
   | { method: 'VERA'; vectors: Map<string, { d: Float32Array; b: Float32Array }>; lora: null; bytes: number }
   | { method: 'LORA'; vectors: Map<string, { d: Float32Array; b: Float32Array }>; lora: Map<string, LoraLayerWeights>; bytes: number };
 
-function openSource(name: string, source: AdapterSource): { configFile: string; weightsFile: string; json: unknown; st: SafetensorsFile } {
-  if (typeof source === 'string') {
-    const configFile = join(source, ADAPTER_CONFIG);
-    const weightsFile = join(source, ADAPTER_WEIGHTS);
-    if (!existsSync(configFile)) throw new VeraError(`${configFile}: not found (is ${source} an adapter folder?)`);
-    const json = readJsonFile(configFile, 'adapter config');
-    if (!existsSync(weightsFile)) throw new VeraError(`${weightsFile}: not found`);
-    return { configFile, weightsFile, json, st: SafetensorsFile.open(weightsFile) };
-  }
+/** An adapter's config and tensors, from its PEFT folder or from its two files' contents. */
+function openSource(name: string, source: AdapterSource): { config: BasePeftConfig; tensors: AdapterTensors; file: string; configFile: string } {
+  if (typeof source === 'string') return readAdapterFolder(source);
   const configFile = `adapter '${name}' ${ADAPTER_CONFIG}`;
-  const weightsFile = `adapter '${name}' ${ADAPTER_WEIGHTS}`;
+  const file = `adapter '${name}' ${ADAPTER_WEIGHTS}`;
   let json = source.config;
   if (typeof json === 'string') {
     try {
@@ -434,5 +400,5 @@ function openSource(name: string, source: AdapterSource): { configFile: string; 
       throw new VeraError(`${configFile}: invalid JSON: ${(e as Error).message}`);
     }
   }
-  return { configFile, weightsFile, json, st: SafetensorsFile.fromBytes(source.weights, weightsFile) };
+  return { config: parsePeftConfig(json, configFile), tensors: adapterTensors(SafetensorsFile.fromBytes(source.weights, file)), file, configFile };
 }

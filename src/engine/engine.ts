@@ -204,18 +204,23 @@ export class InferenceEngine {
   generate(req: EngineRequest): RequestHandle {
     this.open();
     this.check(req);
+    return this.enqueue(req);
+  }
+
+  /** Run requests together; results in their order. All are checked before any starts. */
+  async generateAll(reqs: readonly EngineRequest[]): Promise<EngineResult[]> {
+    this.open();
+    for (const r of reqs) this.check(r);
+    return Promise.all(reqs.map((r) => this.enqueue(r).result));
+  }
+
+  private enqueue(req: EngineRequest): RequestHandle {
     if (this.waiting.length >= this.maxQueue) throw new VeraError(`engine: the queue is full (${this.waiting.length} requests waiting); try again later`);
     const handle = new RequestHandle();
     this.waiting.push({ req, handle });
     req.signal?.addEventListener('abort', () => this.pump(), { once: true });
     this.pump();
     return handle;
-  }
-
-  /** Run requests together; results in their order. */
-  async generateAll(reqs: readonly EngineRequest[]): Promise<EngineResult[]> {
-    for (const r of reqs) this.check(r);
-    return Promise.all(reqs.map((r) => this.generate(r).result));
   }
 
   /** Requests waiting and running, and steps run so far. */

@@ -273,19 +273,12 @@ export class TokenTextTracker {
 
 /** Yields the tokens of a finished (beam search) result as steps, with their text deltas. */
 function* replay(result: GenerationResult, opts: GenerationOptions): Generator<GenerationStep, GenerationResult> {
-  let emitted = '';
-  const eos = opts.eosTokenIds;
-  for (let i = 0; i < result.tokens.length; i++) {
-    let text = '';
-    const isEos = result.finishReason === 'eos' && i === result.tokens.length - 1;
-    if (opts.decode && !isEos && !(eos?.includes(result.tokens[i]) ?? false)) {
-      const full = opts.decode(result.tokens.slice(0, i + 1));
-      if (!full.endsWith('\uFFFD') && full.startsWith(emitted)) {
-        text = full.slice(emitted.length);
-        emitted = full;
-      }
-    }
-    const event = { token: result.tokens[i], text };
+  const last = result.tokens[result.tokens.length - 1];
+  // the search's own eos ended it even when opts names none
+  const eos = [...(opts.eosTokenIds ?? []), ...(result.finishReason === 'eos' && last !== undefined ? [last] : [])];
+  const tracker = new TokenTextTracker(eos, opts.decode);
+  for (const token of result.tokens) {
+    const event = tracker.push(token);
     opts.onToken?.(event);
     yield event;
   }

@@ -144,7 +144,8 @@ export class SequenceCache {
  */
 export class RaggedLayerKV {
   constructor(
-    readonly lengths: readonly number[],
+    /** Per sequence, its tokens in this call. */
+    readonly lengths: Int32Array,
     readonly caches: readonly SequenceLayerKV[],
   ) {}
 
@@ -156,7 +157,7 @@ export class RaggedLayerKV {
     const [kvHeads, headDim] = key.shape.slice(-2);
     const past = Int32Array.from(this.caches, (c) => c.length);
     this.caches.forEach((c, s) => c.reserve(past[s] + this.lengths[s], kvHeads, headDim));
-    const out = F.raggedAttention(query, key, value, this.caches.map((c) => c.key!), this.caches.map((c) => c.value!), Int32Array.from(this.lengths), past, scale);
+    const out = F.raggedAttention(query, key, value, this.caches.map((c) => c.key!), this.caches.map((c) => c.value!), this.lengths, past, scale);
     this.caches.forEach((c, s) => (c.length += this.lengths[s]));
     return out;
   }
@@ -164,13 +165,17 @@ export class RaggedLayerKV {
 
 /** The caches of the sequences of a ragged batch, in the order of their tokens (see RaggedLayerKV). */
 export class RaggedKVCache {
+  /** Per sequence, its tokens in this call (handed to every layer as is). */
+  readonly lengths: Int32Array;
+
   constructor(
-    readonly lengths: readonly number[],
+    lengths: readonly number[],
     readonly caches: readonly SequenceCache[],
   ) {
     if (lengths.length !== caches.length || lengths.some((n) => !(Number.isInteger(n) && n >= 1))) {
       throw new Error('RaggedKVCache: one positive token count per sequence cache');
     }
+    this.lengths = Int32Array.from(lengths);
   }
 
   layer(index: number): RaggedLayerKV {

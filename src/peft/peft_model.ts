@@ -113,6 +113,11 @@ export class PeftModel<M extends Module = Module> {
    * projection_prng_key and save_projection, an r and layer sizes no larger than the first's.
    */
   addAdapter(name: string, requested: BasePeftConfig): void {
+    this.add(name, requested);
+  }
+
+  /** addAdapter, returning the paths it wrapped anew (what a failed load must unwrap again). */
+  private add(name: string, requested: BasePeftConfig): string[] {
     if (this.peftConfig.has(name)) throw new VeraError(`Adapter with name '${name}' already exists.`);
     if (requested.peftType !== this.method.peftType) throw new VeraError(`Cannot combine adapters with different peft types. Found ${this.method.peftType} and ${requested.peftType}.`);
     // as PEFT, the config object itself is kept and completed (resolved targets, fan_in_fan_out)
@@ -138,11 +143,11 @@ export class PeftModel<M extends Module = Module> {
     const targets = config.targetModules === t ? sizing : this.matchTargets(config);
     // PEFT forces fan_in_fan_out to what the layers are (Conv1D: true) and saves that
     config.fanInFanOut = targets.every(([, m]) => (m instanceof AdapterLayer ? m.base_layer : m).fanInFanOut);
-    const wrappedBefore = new Set(targets.filter(([, m]) => m instanceof AdapterLayer).map(([p]) => p));
+    const newlyWrapped = targets.filter(([, m]) => !(m instanceof AdapterLayer)).map(([p]) => p);
     try {
       this.method.inject(this.model, targets, config, name, sizing);
     } catch (e) {
-      this.removeAdapterLayers(name, targets.map(([p]) => p).filter((p) => !wrappedBefore.has(p)));
+      this.removeAdapterLayers(name, newlyWrapped);
       throw e;
     }
     this.peftConfig.set(name, config);
@@ -160,6 +165,7 @@ export class PeftModel<M extends Module = Module> {
       entry.copies.set(name, new Map([...entry.original].map(([p, t]) => [p, t.clone()])));
     }
     this.activate(this.active.filter((n) => this.peftConfig.has(n)));
+    return newlyWrapped;
   }
 
   /**
@@ -530,7 +536,7 @@ export class PeftModel<M extends Module = Module> {
   loadAdapter(dir: string, opts: LoadOptions = {}): string {
     const name = opts.adapterName ?? 'default';
     const { config, tensors, file } = readAdapterFolder(dir);
-    const wrapped = this.addAdapterTracked(name, { ...config, inferenceMode: !(opts.isTrainable ?? false) });
+    const wrapped = this.add(name, { ...config, inferenceMode: !(opts.isTrainable ?? false) });
     try {
       loadInto(this, name, this.configOf(name), tensors, file);
     } catch (e) {
@@ -539,15 +545,6 @@ export class PeftModel<M extends Module = Module> {
     }
     if (!(opts.isTrainable ?? false)) this.model.eval();
     return name;
-  }
-
-  /** addAdapter, returning the paths it wrapped anew (to undo a failed load). */
-  private addAdapterTracked(name: string, config: BasePeftConfig): string[] {
-    const before = new Set(this.adapterLayers());
-    this.addAdapter(name, config);
-    const out: string[] = [];
-    for (const [path, m] of this.model.namedModules()) if (m instanceof AdapterLayer && !before.has(m)) out.push(path);
-    return out;
   }
 
   /** Remove a just-added adapter without a trace (its layers, copies, config). */
@@ -657,20 +654,24 @@ export function getPeftModel<M extends Module>(model: M, config: BasePeftConfig,
   return new PeftModel(model, config, adapterName);
 }
 
-function readAdapterFolder(dir: string): { config: BasePeftConfig; tensors: AdapterTensors; file: string } {
+/** A PEFT adapter folder: its parsed config and its tensors (`file`: the weights' path, `configFile`: the config's). */
+export function readAdapterFolder(dir: string): { config: BasePeftConfig; tensors: AdapterTensors; file: string; configFile: string } {
   const configPath = join(dir, ADAPTER_CONFIG);
   const weightsPath = join(dir, ADAPTER_WEIGHTS);
   if (!existsSync(configPath)) throw new VeraError(`${configPath}: not found (is ${dir} an adapter folder?)`);
   const config = parsePeftConfig(readJsonFile(configPath, 'adapter config'), configPath);
   if (!existsSync(weightsPath)) throw new VeraError(`${weightsPath}: not found`);
-  const st = SafetensorsFile.open(weightsPath);
-  const tensors: AdapterTensors = {
+  return { config, tensors: adapterTensors(SafetensorsFile.open(weightsPath)), file: weightsPath, configFile: configPath };
+}
+
+/** A safetensors file as the tensors an adapter loads from. */
+export function adapterTensors(st: SafetensorsFile): AdapterTensors {
+  return {
     has: (k) => st.has(k),
     shape: (k) => st.info(k).shape,
     get: (k) => st.getFloat32(k),
     keys: () => st.keys(),
   };
-  return { config, tensors, file: weightsPath };
 }
 
 /**

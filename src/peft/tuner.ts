@@ -102,10 +102,16 @@ export abstract class AdapterLayer<A = unknown> extends Module {
     noGrad(() => {
       for (const name of names) {
         if (this.mergedAdapters.includes(name) || !this.adapters.has(name)) continue;
-        const merged = F.add(this.base_layer.weight, this.deltaWeight(name));
-        if (safe) this.checkFinite(name, merged);
+        // only a safe merge needs the merged values; otherwise what can fail is checked cheaply
+        if (safe) this.checkFinite(name, F.add(this.base_layer.weight, this.deltaWeight(name)));
+        else this.assertMergeable(name);
       }
     });
+  }
+
+  /** Throw what deltaWeight(name) would throw, without computing it (default: nothing can). */
+  protected assertMergeable(name: string): void {
+    void name;
   }
 
   private checkFinite(name: string, merged: Tensor): void {

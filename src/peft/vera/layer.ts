@@ -105,6 +105,10 @@ export class VeraLinear extends AdapterLayer<VeraAdapter> {
     throw new VeraError(`VeRA adapter '${name}' has r=${lambdaD.size} but the model's shared vera_A has ${rank} rows (it was sized by the first adapter); PEFT cannot run such an adapter either: give every adapter on one model the same r`);
   }
 
+  protected override assertMergeable(name: string): void {
+    this.lambdaDFor(name);
+  }
+
   /** Λb · B · Λd · A · dropout(x), one fused op reading A[:, :in] and B[:out, :] in place. */
   protected adapterForward(name: string, x: Tensor): Tensor {
     const { lambdaB, projections, dropout } = this.adapter(name);

@@ -64,7 +64,7 @@ export function sharedProjections(model: Module): VeraProjections | null {
 const keyText = (k: number | bigint): string => BigInt(k).toString();
 
 /** The largest (in, out) over the layers, as PEFT's _find_dim sizes the pair. */
-function largestShape(layers: Iterable<{ inFeatures: number; outFeatures: number }>): [number, number] {
+export function largestShape(layers: Iterable<{ inFeatures: number; outFeatures: number }>): [number, number] {
   let maxIn = 0;
   let maxOut = 0;
   for (const l of layers) {
