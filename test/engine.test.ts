@@ -9,9 +9,10 @@ import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Rng, noGrad, manualSeed } from '../src/tensor/index.js';
 import { loadPretrained, generate, type CausalLM } from '../src/models/index.js';
-import { PeftModel, getPeftModel, loraConfig, veraConfig, type BasePeftConfig } from '../src/peft/index.js';
+import { PeftModel, loraConfig, veraConfig, type BasePeftConfig } from '../src/peft/index.js';
 import { InferenceEngine, generateBatch, type EngineRequest, type EngineStep } from '../src/engine/index.js';
 import { SafetensorsFile, serializeSafetensors } from '../src/io/safetensors.js';
+import { makeAdapter as makeAdapterWith } from './serve-helpers.js';
 import { maxAbsDiff, rejectsVera, runVera, throwsVera, tinyGpt2TokenizerJson, withTmp } from './helpers.js';
 
 const gpt2Dir = new URL('../../test/fixtures/gpt2-tiny', import.meta.url).pathname;
@@ -21,14 +22,7 @@ type Lm = CausalLM & ReturnType<typeof loadPretrained>['model'];
 const load = (dir: string): Lm => loadPretrained(dir).model as Lm;
 
 /** Save an adapter with non-trivial ("trained") values into dir/name. */
-function makeAdapter(modelDir: string, dir: string, name: string, config: BasePeftConfig, seed: number): string {
-  const peft = getPeftModel(load(modelDir), config);
-  const rng = new Rng(seed);
-  for (const [, t] of peft.trainableParameters()) t.copyFrom(rng.fillNormal(new Float32Array(t.size), 0, 0.4));
-  const out = join(dir, name);
-  peft.saveAdapter(out);
-  return out;
-}
+const makeAdapter = (modelDir: string, dir: string, name: string, config: BasePeftConfig, seed: number): string => makeAdapterWith(modelDir, dir, name, config, seed, 0.4);
 
 /** The reference: the adapter merged into a fresh model, decoded alone (greedy), and the logits of every step from a full forward. */
 function solo(modelDir: string, adapterDir: string | null, prompt: number[], maxNewTokens: number): { tokens: number[]; logits: Float32Array[] } {

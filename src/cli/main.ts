@@ -3,12 +3,15 @@
 import { Command, CommanderError } from 'commander';
 import { VeraError } from '../io/errors.js';
 import '../backends/index.js';
+import { registerAdapters } from './commands/adapters.js';
 import { registerConvertAdapter } from './commands/convert-adapter.js';
 import { registerDemo } from './commands/demo.js';
 import { registerGenerate } from './commands/generate.js';
 import { registerInspect } from './commands/inspect.js';
+import { registerKeys } from './commands/keys.js';
 import { registerMerge } from './commands/merge.js';
 import { registerPerplexity } from './commands/perplexity.js';
+import { registerServe } from './commands/serve.js';
 import { registerTrain } from './commands/train.js';
 
 export function buildProgram(): Command {
@@ -24,7 +27,10 @@ export function buildProgram(): Command {
   registerGenerate(program);
   registerInspect(program);
   registerConvertAdapter(program);
+  registerServe(program);
   registerDemo(program);
+  registerKeys(program);
+  registerAdapters(program);
   for (const c of program.commands) c.exitOverride();
   return program;
 }

@@ -86,3 +86,31 @@ export function loadChatTemplate(dir: string): ChatTemplate {
   if (fs.existsSync(jinjaFile)) return compileChatTemplate(fs.readFileSync(jinjaFile, 'utf8'), specialTokens, jinjaFile);
   fail(`${file}: has no "chat_template" (and there is no ${CHAT_TEMPLATE_FILE}): this model has no chat format`);
 }
+
+/**
+ * The chat format of a model folder without a chat template (GPT-2 and other base models): one
+ * `role: content` line per message, and `assistant:` where the reply begins. Serving and
+ * fine-tuning both use it, so an adapter trained on chats answers in the format it was taught.
+ */
+export function plainChatTemplate(file = 'plain chat format'): ChatTemplate {
+  return {
+    file,
+    bosToken: null,
+    eosToken: null,
+    render(messages, opts = {}) {
+      const lines = messages.map((m) => `${m.role}: ${m.content}\n`).join('');
+      return (opts.addGenerationPrompt ?? true) ? `${lines}assistant:` : lines;
+    },
+  };
+}
+
+/** Whether a model folder has a chat template (tokenizer_config.json's chat_template or chat_template.jinja). */
+export function hasChatTemplate(dir: string): boolean {
+  const t = readTokenizerConfig(dir)['chat_template'];
+  return (t !== undefined && t !== null) || fs.existsSync(path.join(dir, CHAT_TEMPLATE_FILE));
+}
+
+/** The folder's chat template when it has one, else the plain format. */
+export function chatTemplateOrPlain(dir: string): ChatTemplate {
+  return hasChatTemplate(dir) ? loadChatTemplate(dir) : plainChatTemplate();
+}

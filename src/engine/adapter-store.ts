@@ -161,6 +161,11 @@ export class AdapterStore {
     return { method: parsed.method, targets: parsed.method === 'LORA' ? [...parsed.lora.keys()] : [...parsed.vectors.keys()] };
   }
 
+  /** Read and check an adapter as `add` would, registering nothing: one line if it does not fit. */
+  check(name: string, source: AdapterSource): 'VERA' | 'LORA' {
+    return this.read(name, source).method;
+  }
+
   /** Drop adapter `name`; requests already using it finish with it. */
   remove(name: string): void {
     const e = this.entries.get(name);

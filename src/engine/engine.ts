@@ -191,6 +191,11 @@ export class InferenceEngine {
     this.routeLayers(targets); // a LoRA adapter's layers (VeRA's are the engine's)
   }
 
+  /** Check that an adapter fits this engine (its key, r, targets, shapes, finite values) without registering it. */
+  checkAdapter(name: string, source: AdapterSource): 'VERA' | 'LORA' {
+    return this.store.check(name, source);
+  }
+
   /** Drop an adapter; requests already using it finish with it. */
   removeAdapter(name: string): void {
     this.store.remove(name);

@@ -2,6 +2,7 @@
 // sharded index), dispatching on config.json's `model_type` through a registry of model families.
 // Loading records where each parameter came from (key, dtype, shape) so a merged model can be
 // written back with exactly the input's tensor names, shapes and dtypes.
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Module } from '../nn/index.js';
 import { defaultRng, type Rng, type Tensor } from '../tensor/index.js';
@@ -324,4 +325,16 @@ export function savePretrained(dir: string, model: Module, configJson: JsonObjec
     'config.json': `${JSON.stringify(configJson, null, 2)}\n`,
     'model.safetensors': serializeSafetensors(tensors, { format: 'pt' }),
   });
+}
+
+/** eos ids as generation would use them: generation_config.json's when present (chat models list several), else config.json's. */
+export function generationEosTokenIds(dir: string, model: { readonly eosTokenIds: readonly number[] }): number[] {
+  const file = path.join(dir, 'generation_config.json');
+  if (!fs.existsSync(file)) return [...model.eosTokenIds];
+  const json = readJsonFile(file, 'generation config') as Record<string, unknown> | null;
+  const v = json?.['eos_token_id'];
+  if (v === undefined || v === null) return [...model.eosTokenIds];
+  const list = Array.isArray(v) ? v : [v];
+  if (!list.every((id) => Number.isSafeInteger(id) && (id as number) >= 0)) fail(`${file}: field "eos_token_id" must be a token id or a list of token ids`);
+  return list as number[];
 }

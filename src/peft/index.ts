@@ -4,6 +4,7 @@ export * from './peft_model.js';
 export * from './vera/config.js';
 export { VeraLinear, type VeraProjections } from './vera/layer.js';
 export { vera, generateProjections, kaimingBound, largestShape, sharedProjections } from './vera/model.js';
+export { veraToLora, convertVeraToLora } from './vera/to-lora.js';
 export * from './lora/config.js';
 export { LoraLinear } from './lora/layer.js';
 export { lora } from './lora/model.js';

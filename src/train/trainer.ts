@@ -111,7 +111,7 @@ function resolve(o: TrainerOptions): Resolved {
 }
 
 /** Per-step seed for defaultRng (murmur3's finalizer over seed and step). */
-function stepSeed(seed: number, step: number): number {
+export function stepSeed(seed: number, step: number): number {
   let h = (Math.imul(seed >>> 0, 0x9e3779b1) ^ step) >>> 0;
   h ^= h >>> 16;
   h = Math.imul(h, 0x85ebca6b);

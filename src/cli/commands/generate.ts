@@ -2,11 +2,9 @@
 // streamed to stdout as it is produced. Greedy by default; --temperature, --top-k or --top-p sample;
 // --num-beams > 1 is beam search (printed once it ends).
 import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { InvalidArgumentError, type Command } from 'commander';
 import { VeraError } from '../../io/errors.js';
-import { readJsonFile } from '../../io/atomic.js';
-import { loadPretrained, generateAsync, isCausalLM, type CausalLM, type GenerationResult } from '../../models/index.js';
+import { loadPretrained, generateAsync, generationEosTokenIds as eosTokenIds, isCausalLM, type GenerationResult } from '../../models/index.js';
 import { PeftModel } from '../../peft/index.js';
 import { InferenceEngine, type EngineRequest } from '../../engine/index.js';
 import { parsePromptsJsonl } from '../../data/prompts.js';
@@ -44,18 +42,6 @@ function topPValue(value: string): number {
  */
 function promptIds(tokenizer: Tokenizer, text: string, chat: boolean): number[] {
   return tokenizer.encode(text, { addSpecialTokens: !chat });
-}
-
-/** eos ids as generation would use them: generation_config.json's when present (chat models list several), else config.json's. */
-function eosTokenIds(dir: string, model: CausalLM): number[] {
-  const file = path.join(dir, 'generation_config.json');
-  if (!fs.existsSync(file)) return [...model.eosTokenIds];
-  const json = readJsonFile(file, 'generation config') as Record<string, unknown> | null;
-  const v = json?.['eos_token_id'];
-  if (v === undefined || v === null) return [...model.eosTokenIds];
-  const list = Array.isArray(v) ? v : [v];
-  if (!list.every((id) => Number.isSafeInteger(id) && (id as number) >= 0)) throw new VeraError(`${file}: field "eos_token_id" must be a token id or a list of token ids`);
-  return list as number[];
 }
 
 function samplingFlags(o: Pick<GenerateFlags, 'temperature' | 'topK' | 'topP'>, names = ['--top-k', '--top-p', '--temperature']): { doSample: boolean; temperature?: number } {
