@@ -22,6 +22,8 @@ export interface JobManagerOptions {
   /** The engine's check that an adapter fits (run on the result before it is stored). */
   checkAdapter: (name: string, source: AdapterSource) => unknown;
   checkpointEvery: number;
+  /** Training examples are cut to this many tokens (null: the model's context). */
+  maxSeqLength: number | null;
   /** How training files are read (tokenizer, chat format, context); null: the model has no tokenizer, so no fine-tuning. */
   data: ChatDataOptions | null;
   /** false: accept jobs but leave running them to another replica. */
@@ -122,6 +124,8 @@ export class JobManager {
         projectionPrngKey: this.opts.vera.projectionPrngKey,
         targetModules: this.opts.vera.targets,
         checkpointEvery: this.opts.checkpointEvery,
+        maxSeqLength: this.opts.maxSeqLength ?? undefined,
+        baseModelName: this.opts.baseModel,
       },
       checkpoint,
     );

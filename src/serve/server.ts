@@ -177,6 +177,7 @@ export class VeraServer {
       checkpointEvery: opts.jobs?.checkpointEvery ?? 10,
       run: opts.jobs?.run ?? true,
       workerId: opts.jobs?.workerId ?? hostname(),
+      maxSeqLength: data?.maxLength ?? null,
       data,
       log: opts.log ?? (() => undefined),
     });
@@ -191,7 +192,8 @@ export class VeraServer {
     if (!isCausalLM(model)) throw new VeraError(`${opts.modelDir}: serve needs a causal language model, this is a ${loaded.modelType}`);
     const tokenizer = await loadTokenizer(opts.modelDir);
     const chat = tokenizer ? chatTemplateOrPlain(opts.modelDir) : null;
-    const data = tokenizer ? await chatDataOptions(opts.modelDir, model) : null;
+    // fine-tuning cuts examples to the context; a model without a fixed one (RoPE) uses the tokenizer's limit, else 2048
+    const data = tokenizer ? await chatDataOptions(opts.modelDir, model, model.contextLength ?? tokenizer.modelMaxLength ?? 2048) : null;
     const store = ServeStore.open(opts.storePath);
     try {
       return new VeraServer(opts, model as CausalLM & Module, tokenizer, chat, data, store);
