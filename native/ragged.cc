@@ -11,6 +11,7 @@
 
 #include "kernels.h"
 #include "thread_pool.h"
+#include "vec.h"
 
 namespace vera {
 namespace {
@@ -70,6 +71,11 @@ napi_value k_ragged_attention(napi_env, const Args& a) {
     start += tokens[s];
   }
   const int64_t group = heads / kvHeads;
+#if defined(VERA_X86)
+  const bool avx2 = has_avx2_fma() && d % 8 == 0;
+#else
+  const bool avx2 = false;
+#endif
   parallel_for(total * heads, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t task = t0; task < t1; task++) {
       const int64_t t = task / heads, h = task % heads;
@@ -80,6 +86,12 @@ napi_value k_ragged_attention(napi_env, const Args& a) {
       const float* V = VC[s] + (h / group) * d;
       std::vector<float>& buf = scratch(size_t(keys + d));
       float* sc = buf.data();
+#if defined(VERA_X86)
+      if (avx2) {
+        attend_row_avx2(q, K, V, row, keys, d, scale, sc, O + (t * heads + h) * d);
+        continue;
+      }
+#endif
       float* acc = sc + keys;
       float m = -INFINITY;
       for (int64_t j = 0; j < keys; j++) {

@@ -7,6 +7,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cmath>
 
 namespace vera {
 namespace {
@@ -114,6 +115,86 @@ VERA_AVX2 double sum_squares_avx2(const float* x, int64_t n) {
   double s = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
   for (; i < n; i++) s += double(x[i]) * x[i];
   return s;
+}
+
+/** Lane sum of one vector. */
+VERA_AVX2 inline float hsum8(__m256 v) {
+  const __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 h2 = _mm_add_ps(h, _mm_movehl_ps(h, h));
+  return _mm_cvtss_f32(_mm_add_ss(h2, _mm_shuffle_ps(h2, h2, 1)));
+}
+
+/** Σ_j w_j v_j over `keys` rows for D8 = d / 8 lanes groups held in registers (independent FMAs per key). */
+template <int D8>
+VERA_AVX2 inline void weighted_rows(const float* w, const float* V, int64_t row, int64_t keys, __m256 inv, float* out) {
+  __m256 acc[D8];
+  for (int c = 0; c < D8; c++) acc[c] = _mm256_setzero_ps();
+  for (int64_t j = 0; j < keys; j++) {
+    const __m256 e = _mm256_set1_ps(w[j]);
+    const float* v = V + j * row;
+    for (int c = 0; c < D8; c++) acc[c] = _mm256_fmadd_ps(e, _mm256_loadu_ps(v + 8 * c), acc[c]);
+  }
+  for (int c = 0; c < D8; c++) _mm256_storeu_ps(out + 8 * c, _mm256_mul_ps(acc[c], inv));
+}
+
+VERA_AVX2 void attend_row_avx2(const float* q, const float* K, const float* V, int64_t row, int64_t keys, int64_t d, float scale,
+                               float* scores, float* out) {
+  // scores and their max: 8-lane dot products, four keys at a time so their chains overlap
+  int64_t j = 0;
+  for (; j + 4 <= keys; j += 4) {
+    const float* k0 = K + j * row;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int64_t c = 0; c < d; c += 8) {
+      const __m256 qv = _mm256_loadu_ps(q + c);
+      a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + c), a0);
+      a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + row + c), a1);
+      a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 2 * row + c), a2);
+      a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 3 * row + c), a3);
+    }
+    scores[j] = hsum8(a0) * scale;
+    scores[j + 1] = hsum8(a1) * scale;
+    scores[j + 2] = hsum8(a2) * scale;
+    scores[j + 3] = hsum8(a3) * scale;
+  }
+  for (; j < keys; j++) {
+    __m256 a = _mm256_setzero_ps();
+    for (int64_t c = 0; c < d; c += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(q + c), _mm256_loadu_ps(K + j * row + c), a);
+    scores[j] = hsum8(a) * scale;
+  }
+  float m = -INFINITY;
+  for (j = 0; j < keys; j++) m = std::max(m, scores[j]);
+  // e^(s − max), eight at a time (all ≤ 0, the polynomial's range); the tail lanes are dropped
+  const __m256 mv = _mm256_set1_ps(m);
+  __m256 sum8 = _mm256_setzero_ps();
+  for (j = 0; j + 8 <= keys; j += 8) {
+    const __m256 e = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(scores + j), mv));
+    _mm256_storeu_ps(scores + j, e);
+    sum8 = _mm256_add_ps(sum8, e);
+  }
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, sum8);
+  double sum = ((double(lanes[0]) + lanes[1]) + (double(lanes[2]) + lanes[3])) + ((double(lanes[4]) + lanes[5]) + (double(lanes[6]) + lanes[7]));
+  if (j < keys) {
+    alignas(32) float tail[8];
+    for (int l = 0; l < 8; l++) tail[l] = j + l < keys ? scores[j + l] - m : -87.f;
+    _mm256_store_ps(tail, exp_nonpositive(_mm256_load_ps(tail)));
+    for (int64_t l = 0; j + l < keys; l++) {
+      scores[j + l] = tail[l];
+      sum += tail[l];
+    }
+  }
+  const __m256 inv = _mm256_set1_ps(float(1.0 / sum));
+  switch (d) {
+    case 32: weighted_rows<4>(scores, V, row, keys, inv, out); return;
+    case 64: weighted_rows<8>(scores, V, row, keys, inv, out); return;
+    case 128: weighted_rows<16>(scores, V, row, keys, inv, out); return;
+    default: break;
+  }
+  for (int64_t c = 0; c < d; c += 8) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t jj = 0; jj < keys; jj++) acc = _mm256_fmadd_ps(_mm256_set1_ps(scores[jj]), _mm256_loadu_ps(V + jj * row + c), acc);
+    _mm256_storeu_ps(out + c, _mm256_mul_ps(acc, inv));
+  }
 }
 
 }  // namespace vera

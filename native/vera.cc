@@ -90,12 +90,13 @@ napi_value k_vera_backward(napi_env, const Args& a) {
 /** Rows per task so one task touches about 16K floats. */
 int64_t rows_per_task(int64_t cols) { return std::max<int64_t>(1, (int64_t(1) << 14) / std::max<int64_t>(1, cols)); }
 
-// veraRoutedForward(x, A, B, λd slab, λb slab, slots, rows, in, out, r, lda, numSlots, y, accumulate)
+// veraRoutedForward(x, A, B, λd slab, λb slab, slots, rows, in, out, r, lda, numSlots, y, accumulate, sharedAx, sharedReady)
 // Routed inference branch: row i takes slot s = slots[i] (λd row s, λb row s) or nothing when s < 0.
 // ax = x·A[:, :in]ᵀ is one GEMM over every row; the routed rows are packed in order (λd applied) into
 // the front of the same buffer, one GEMM with B[:out]ᵀ gives their (m × out) result, and each is scaled
 // by its λb and stored or added into its own row of y. Scratch: rows × r plus, unless every row routes
-// and y is overwritten (then the GEMM writes y directly), m × out floats.
+// and y is overwritten (then the GEMM writes y directly), m × out floats. A non-empty sharedAx holds
+// x·A[:, :in]ᵀ for layers with the same input: computed into it unless sharedReady, then only read.
 napi_value k_vera_routed_forward(napi_env, const Args& a) {
   size_t nx, nA, nB, nld, nlb, ns, ny;
   const float* x = a.f32(0, &nx);
@@ -108,6 +109,9 @@ napi_value k_vera_routed_forward(napi_env, const Args& a) {
   const int64_t numSlots = a.i64(11);
   float* y = a.f32(12, &ny);
   const bool accumulate = a.flag(13);
+  size_t nShared;
+  float* shared = a.f32(14, &nShared);
+  const bool sharedReady = a.flag(15);
   // the addon must never read outside its buffers, whatever the caller passed
   if (v.rows < 0 || v.in < 0 || v.out < 0 || v.r < 0 || v.lda < v.in || numSlots < 0) throw std::runtime_error("veraRoutedForward: bad dimensions");
   const auto fits = [](size_t have, int64_t need) { return int64_t(have) >= need; };
@@ -118,6 +122,7 @@ napi_value k_vera_routed_forward(napi_env, const Args& a) {
     if (slots[i] >= numSlots)
       throw std::runtime_error("veraRoutedForward: row " + std::to_string(i) + " uses slot " + std::to_string(slots[i]) + ", but the slabs hold " +
                                std::to_string(numSlots));
+  if (nShared > 0 && !fits(nShared, v.rows * v.r)) throw std::runtime_error("veraRoutedForward: the shared x·Aᵀ buffer is smaller than rows × r");
   if (!accumulate) std::fill(y, y + v.rows * v.out, 0.0f);
   if (v.rows == 0 || v.out == 0) return nullptr;
 
@@ -129,19 +134,27 @@ napi_value k_vera_routed_forward(napi_env, const Args& a) {
   if (m == 0) return nullptr;
 
   std::vector<float> ax(size_t(v.rows * v.r));
-  sgemm(v.rows, v.r, v.in, x, v.in, 1, A, 1, v.lda, ax.data(), v.r, false);  // ax = x·A[:, :in]ᵀ, every row
-  float* u = ax.data();
+  // x·A[:, :in]ᵀ for every row: into the shared buffer (once for the layers that share it) or ours
+  const float* base = ax.data();
+  if (nShared > 0) {
+    if (!sharedReady) sgemm(v.rows, v.r, v.in, x, v.in, 1, A, 1, v.lda, shared, v.r, false);
+    base = shared;
+  } else {
+    sgemm(v.rows, v.r, v.in, x, v.in, 1, A, 1, v.lda, ax.data(), v.r, false);
+  }
+  float* u = ax.data();  // the rows scaled by λd (in place when not shared)
   if (m == v.rows) {  // every row routes: scale in place, row by row on the pool
     parallel_for(m, rows_per_task(v.r), [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; i++) {
         const float* d = ld + int64_t(slots[i]) * v.r;
+        const float* src = base + i * v.r;
         float* row = u + i * v.r;
-        for (int64_t j = 0; j < v.r; j++) row[j] *= d[j];
+        for (int64_t j = 0; j < v.r; j++) row[j] = src[j] * d[j];
       }
     });
   } else {  // pack the routed rows to the front (row k comes from row routed[k] ≥ k, so in order is safe)
     for (int64_t k = 0; k < m; k++) {
-      const float* src = u + routed[size_t(k)] * v.r;
+      const float* src = base + routed[size_t(k)] * v.r;
       const float* d = ld + int64_t(slots[routed[size_t(k)]]) * v.r;
       float* dst = u + k * v.r;
       for (int64_t j = 0; j < v.r; j++) dst[j] = src[j] * d[j];

@@ -197,3 +197,24 @@ describe('native veraRoutedForward matches the TypeScript kernel', { skip: load.
     }
   });
 });
+
+test('veraRouted with a shared x·Aᵀ: layers reading one input (q, k, v) compute it once and give what each gives alone', () => {
+  noGrad(() => {
+    const rank = 6, inF = 10, rows = 7;
+    const A = randn([rank, 12]), B = randn([20, rank]);
+    const x = randn([rows, inF]);
+    const slots = Int32Array.from([0, -1, 2, 1, 2, -1, 0]);
+    const shared = { ax: Tensor.zeros([rows, rank]), ready: false };
+    for (const out of [20, 8, 15]) {
+      const lambdaD = randn([3, rank]), lambdaB = randn([3, out]);
+      const alone = F.veraRouted(x, A, B, lambdaD, lambdaB, slots).toFloat32Array();
+      const y = F.veraRouted(x, A, B, lambdaD, lambdaB, slots, undefined, shared).toFloat32Array();
+      assertClose(y, alone, `out ${out}`);
+      shared.ready = true;
+      // the shared rows are x·A[:, :in]ᵀ, untouched by any layer's λd
+      const xa = F.matmul(x, F.slice(A, 1, 0, inF), { transB: true }).toFloat32Array();
+      assertClose(shared.ax.toFloat32Array(), xa, 'shared x·Aᵀ');
+    }
+    assert.throws(() => F.veraRouted(x, A, B, randn([3, rank]), randn([3, 5]), slots, undefined, { ax: Tensor.zeros([rows - 1, rank]), ready: true }), /shared x·Aᵀ/);
+  });
+});

@@ -2,7 +2,7 @@
 // token, the adapter its request names. VeRA adapters share A and B, so x·Aᵀ is computed once for
 // the whole batch and each row is scaled by its own λd and λb (one fused kernel, F.veraRouted);
 // LoRA adapters differ in A and B, so their rows are gathered and run adapter by adapter.
-import { F, type Tensor } from '../tensor/index.js';
+import { F, Tensor } from '../tensor/index.js';
 import { Module, type Linear } from '../nn/index.js';
 import type { AdapterStore } from './adapter-store.js';
 
@@ -12,6 +12,11 @@ export interface StepRoute {
   veraSlots: Int32Array | null;
   /** LoRA adapters in the step, each with the indices of its tokens. */
   lora: { weights: ReadonlyMap<string, { A: Tensor; B: Tensor; scaling: number }>; rows: Int32Array }[];
+  /**
+   * The last input's x·Aₛᵀ: the layers reading one input in a row (q, k, v; gate, up) share it,
+   * since Aₛ = A[:, :in] depends on the input width only. One entry, so it dies with the next input.
+   */
+  lastAx?: { x: Tensor; ax: Tensor };
 }
 
 export class RoutedLinear extends Module {
@@ -38,7 +43,11 @@ export class RoutedLinear extends Module {
     if (!route) return y;
     const vera = this.store.veraState;
     const slabD = vera?.slabD.get(this.path);
-    if (route.veraSlots && vera && slabD) F.veraRouted(x, vera.A, vera.B, slabD, vera.slabB.get(this.path)!, route.veraSlots, y);
+    if (route.veraSlots && vera && slabD) {
+      const ready = route.lastAx?.x === x;
+      if (!ready) route.lastAx = { x, ax: Tensor.zeros([route.veraSlots.length, vera.spec.r]) };
+      F.veraRouted(x, vera.A, vera.B, slabD, vera.slabB.get(this.path)!, route.veraSlots, y, { ax: route.lastAx!.ax, ready });
+    }
     if (route.lora.length > 0) {
       const tokens = x.size / this.inFeatures;
       const x2 = F.reshape(x, [tokens, this.inFeatures]);

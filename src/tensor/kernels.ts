@@ -200,6 +200,10 @@ export interface Kernels {
    * s = slots[i]; rows with s < 0 are left as they are (accumulate) or zeroed (overwrite). x·A[:, :in]ᵀ is one GEMM
    * over every row whatever the slots. Callers check 0 ≤ slots[i] < numSlots for the rows that route.
    */
+  /**
+   * `shared`: x·A[:, :in]ᵀ (rows × r) kept for other layers with the same input: written there
+   * first unless `ready`, then read (never changed) instead of computed.
+   */
   veraRoutedForward(x: Storage, a: Storage, b: Storage, lambdaD: Storage, lambdaB: Storage, slots: Int32Array, p: VeraRoutedParams,
-    out: Storage, accumulate: boolean): void;
+    out: Storage, accumulate: boolean, shared?: { ax: Storage; ready: boolean }): void;
 }

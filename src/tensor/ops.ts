@@ -690,9 +690,11 @@ function inferenceOnly(op: string, inputs: Record<string, Tensor | undefined>): 
  * so y[i] = λb ⊙ (B[:out, :] · (λd ⊙ (A[:, :in] · x[i]))); a negative slot gives the row no adapter
  * (0, or `into` left as it is). A (r, maxIn), B (maxOut, r) as in veraBranch; lambdaDSlab is
  * (slots, r), lambdaBSlab (slots, out). Returns (..., out), or adds into `into` (that shape) and
- * returns it. x·A[:, :in]ᵀ is one GEMM for the whole batch whatever the slots. Records no tape.
+ * returns it. x·A[:, :in]ᵀ is one GEMM for the whole batch whatever the slots; with `shared` it is
+ * written to shared.ax (unless `ready`) and read from there, so layers fed the same x (q, k and v;
+ * gate and up) compute it once. Records no tape.
  */
-export function veraRouted(x: Tensor, A: Tensor, B: Tensor, lambdaDSlab: Tensor, lambdaBSlab: Tensor, slots: Int32Array, into?: Tensor): Tensor {
+export function veraRouted(x: Tensor, A: Tensor, B: Tensor, lambdaDSlab: Tensor, lambdaBSlab: Tensor, slots: Int32Array, into?: Tensor, shared?: { ax: Tensor; ready: boolean }): Tensor {
   if (x.ndim < 1) throw new Error(`veraRouted: x must have a feature axis, got ${shapeStr(x.shape)}`);
   const inFeatures = x.shape[x.ndim - 1];
   if (A.ndim !== 2 || B.ndim !== 2 || B.shape[1] !== A.shape[0]) {
@@ -717,7 +719,9 @@ export function veraRouted(x: Tensor, A: Tensor, B: Tensor, lambdaDSlab: Tensor,
   inferenceOnly('veraRouted', { x, A, B, lambdaDSlab, lambdaBSlab, into });
   const out = into ?? empty(outShape);
   const p = { rows, inFeatures, outFeatures, rank, lda: A.shape[1], numSlots };
-  kernels().veraRoutedForward(x.storage, A.storage, B.storage, lambdaDSlab.storage, lambdaBSlab.storage, slots, p, out.storage, into !== undefined);
+  if (shared && shared.ax.size < rows * rank) throw new Error(`veraRouted: the shared x·Aᵀ has ${shared.ax.size} values, ${rows} rows × r ${rank} needed`);
+  kernels().veraRoutedForward(x.storage, A.storage, B.storage, lambdaDSlab.storage, lambdaBSlab.storage, slots, p, out.storage, into !== undefined,
+    shared ? { ax: shared.ax.storage, ready: shared.ready } : undefined);
   return out;
 }
 

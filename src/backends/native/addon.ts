@@ -53,7 +53,7 @@ export interface NativeAddon {
   raggedAttention(q: F32, kNew: F32, vNew: F32, kCaches: F32[], vCaches: F32[], heads: number, kvHeads: number, headDim: number, scale: number,
     tokens: Int32Array, past: Int32Array, out: F32): void;
   veraRoutedForward(x: F32, a: F32, b: F32, lambdaD: F32, lambdaB: F32, slots: Int32Array, rows: number, inF: number, outF: number, r: number, lda: number,
-    numSlots: number, out: F32, accumulate: boolean): void;
+    numSlots: number, out: F32, accumulate: boolean, sharedAx: F32, sharedReady: boolean): void;
 }
 
 /** n, cin, h, w, cout, kh, kw, stride, pad, oh, ow */

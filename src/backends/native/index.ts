@@ -4,6 +4,9 @@
 import type { Kernels, Storage, UnaryOp, BinaryOp } from '../../tensor/kernels.js';
 import type { NativeAddon } from './addon.js';
 
+/** No shared x·Aᵀ: the kernel computes its own. */
+const NO_SHARED_AX = new Float32Array(0);
+
 export { loadAddon, defaultAddonPath, type NativeAddon, type AddonLoad } from './addon.js';
 
 const f = (s: Storage): Float32Array => s as Float32Array;
@@ -83,13 +86,14 @@ export function nativeKernels(n: NativeAddon): Kernels {
     veraBackward: (a, b, lambdaD, lambdaB, ax, gy, p, gx, accumulateGx, gLambdaD, gLambdaB) =>
       n.veraBackward(f(a), f(b), f(lambdaD), f(lambdaB), f(ax), f(gy), p.rows, p.inFeatures, p.outFeatures, p.rank, p.lda,
         fOrNull(gx), accumulateGx, fOrNull(gLambdaD), fOrNull(gLambdaB)),
-    veraRoutedForward: (x, a, b, lambdaD, lambdaB, slots, p, out, accumulate) => {
+    veraRoutedForward: (x, a, b, lambdaD, lambdaB, slots, p, out, accumulate, shared) => {
       // the addon checks too, but a bad slot is the caller's error: name it here
       if (slots.length !== p.rows) throw new Error(`veraRoutedForward: ${slots.length} slots for ${p.rows} rows`);
       for (let i = 0; i < slots.length; i++) {
         if (slots[i] >= p.numSlots) throw new Error(`veraRoutedForward: row ${i} uses slot ${slots[i]}, but the slabs hold ${p.numSlots}`);
       }
-      n.veraRoutedForward(f(x), f(a), f(b), f(lambdaD), f(lambdaB), slots, p.rows, p.inFeatures, p.outFeatures, p.rank, p.lda, p.numSlots, f(out), accumulate);
+      n.veraRoutedForward(f(x), f(a), f(b), f(lambdaD), f(lambdaB), slots, p.rows, p.inFeatures, p.outFeatures, p.rank, p.lda, p.numSlots, f(out), accumulate,
+        shared ? f(shared.ax) : NO_SHARED_AX, shared?.ready ?? false);
     },
   };
 }

@@ -800,14 +800,17 @@ export const tsKernels: Kernels = {
   // ax = x·A[:, :in]ᵀ once for every row; the rows that route are packed (λd of their slot applied)
   // into u (m × rank), one GEMM with B[:out]ᵀ gives t (m × out), and t's row k, scaled by λb of its
   // slot, goes to (or onto) its row of out.
-  veraRoutedForward(x, a, b, lambdaD, lambdaB, slots, p: VeraRoutedParams, out, accumulate) {
+  veraRoutedForward(x, a, b, lambdaD, lambdaB, slots, p: VeraRoutedParams, out, accumulate, shared) {
     const { rows, inFeatures, outFeatures, rank, numSlots } = p;
     checkSlots(slots, rows, numSlots);
     const O = f(out);
     if (!accumulate) O.fill(0, 0, rows * outFeatures);
     if (rows === 0 || outFeatures === 0) return;
-    const ax = new Float32Array(rows * rank);
-    gemm(f(x), 0, veraA(f(a), p), 0, ax, 0, rows, rank, inFeatures, false, true, false);
+    if (shared && f(shared.ax).length < rows * rank) throw new Error(`veraRoutedForward: the shared x·Aᵀ holds ${f(shared.ax).length} floats, ${rows * rank} needed`);
+    if (shared && !shared.ready) gemm(f(x), 0, veraA(f(a), p), 0, f(shared.ax), 0, rows, rank, inFeatures, false, true, false);
+    // the rows are scaled by λd in a copy when x·Aᵀ is shared, in place otherwise
+    const ax = shared ? f(shared.ax).slice(0, rows * rank) : new Float32Array(rows * rank);
+    if (!shared) gemm(f(x), 0, veraA(f(a), p), 0, ax, 0, rows, rank, inFeatures, false, true, false);
     const LD = f(lambdaD);
     const LB = f(lambdaB);
     const active: number[] = [];
