@@ -9,7 +9,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Rng } from '../src/tensor/index.js';
-import { LlamaForCausalLM, llamaConfigFromJson, modelConfigJson, savePretrained } from '../src/models/index.js';
+import { LlamaForCausalLM, llamaConfigFromJson, modelConfigJson, savePretrained, type PretrainedModel } from '../src/models/index.js';
 import { veraConfig } from '../src/peft/index.js';
 import { tinyGpt2TokenizerJson } from './helpers.js';
 import { api, createKey, makeAdapter, modelFolder, putAdapter, serve, type Served } from './serve-helpers.js';
@@ -20,6 +20,7 @@ let modelDir: string;
 let store: string;
 let server: Served;
 let alice: string;
+let bob: string;
 let adapter: { config: Uint8Array; weights: Uint8Array };
 
 before(async () => {
@@ -27,7 +28,7 @@ before(async () => {
   modelDir = modelFolder(dir);
   store = join(dir, 'store.db');
   alice = await createKey(store, 'alice');
-  await createKey(store, 'bob');
+  bob = await createKey(store, 'bob');
   const made = makeAdapter(modelDir, dir, 'a', veraConfig({ targetModules: ['c_attn'], r: 4, initWeights: false, saveProjection: false }), 1);
   adapter = { config: readFileSync(join(made, 'adapter_config.json')), weights: readFileSync(join(made, 'adapter_model.safetensors')) };
   server = await serve(['--model', modelDir, '--store', store, '--vera-r', '4', '--vera-target-modules', 'c_attn', '--max-tokens', '24', '--checkpoint-every', '1', '--quiet'], { VERA_ADMIN_KEY: ADMIN });
@@ -49,7 +50,7 @@ function isError(r: { status: number; body: Record<string, unknown> }, status: n
   if (pattern) assert.match(e.message, pattern);
 }
 
-async function send(method: string, path: string, headers: Record<string, string>, body?: BodyInit): Promise<{ status: number; body: Record<string, unknown> }> {
+async function send(method: string, path: string, headers: Record<string, string>, body?: string | FormData): Promise<{ status: number; body: Record<string, unknown> }> {
   const res = await fetch(`${server.url}${path}`, { method, headers: { authorization: `Bearer ${alice}`, ...headers }, body });
   const text = await res.text();
   try {
@@ -69,15 +70,13 @@ const form = (parts: [string, string | Uint8Array, string?][]): FormData => {
 };
 
 test('malformed multipart bodies are a 400 naming the body, not a 500', async () => {
-  const bodies: [string, string][] = [
+  const bodies = (field: string): [string, string][] => [
     ['multipart/form-data', 'hello'], // no boundary
     ['multipart/form-data; boundary=xx', '--xx\r\ngarbage'],
-    ['multipart/form-data; boundary=xx', '--xx\r\nContent-Disposition: form-data; name="adapter_config.json"; filename="a"\r\n\r\n{"a":'],
+    ['multipart/form-data; boundary=xx', `--xx\r\nContent-Disposition: form-data; name="${field}"; filename="a"\r\n\r\n{"a":`], // ends mid-part
   ];
-  for (const [type, body] of bodies) {
-    isError(await send('PUT', '/v1/adapters/m1', { 'content-type': type }, body), 400, 'body', /multipart/);
-    isError(await send('POST', '/v1/files', { 'content-type': type }, body), 400, 'body', /multipart/);
-  }
+  for (const [type, body] of bodies('adapter_config.json')) isError(await send('PUT', '/v1/adapters/m1', { 'content-type': type }, body), 400, 'body', /multipart/);
+  for (const [type, body] of bodies('file')) isError(await send('POST', '/v1/files', { 'content-type': type }, body), 400, 'body', /multipart/);
   const listed = (await api(server.url, alice, 'GET', '/v1/adapters')).body['data'] as { id: string }[];
   assert.deepEqual(listed.map((a) => a.id), ['mine'], 'nothing stored');
 });
@@ -95,11 +94,13 @@ test('multipart fields given twice, files past the form\'s count and over-long f
   assert.deepEqual((await api(server.url, alice, 'GET', '/v1/files')).body['data'], []);
 });
 
-test('URLs the router refuses (bad percent-encoding, an over-long id) still answer OpenAI\'s error object', async () => {
+test('URLs the router or the HTTP parser refuses (bad percent-encoding, an over-long id or URL) still answer OpenAI\'s error object', async () => {
   isError(await send('GET', '/v1/adapters/%ZZ', {}), 400, null, /url/i);
   isError(await send('PUT', '/v1/adapters/%ZZ', {}), 400, null, /url/i);
   isError(await send('GET', `/v1/adapters/${'x'.repeat(500)}`, {}), 414, null);
   isError(await send('GET', `/v1/files/${'x'.repeat(500)}`, {}), 414, null);
+  // past the HTTP parser's header limit, before fastify sees the request
+  isError(await send('GET', `/v1/adapters/${'x'.repeat(100_000)}`, {}), 431, null, /headers are too large/);
 });
 
 test('a request that could never fit the per-key limit is a 400, not a 429 a client would retry forever', async () => {
@@ -163,7 +164,7 @@ test('cancelling a job while it writes checkpoints does not take the server down
 });
 
 test('a model without a fixed context (Llama) refuses prompts past max_position_embeddings instead of prefilling them', async () => {
-  const model = new LlamaForCausalLM(llamaConfigFromJson({ model_type: 'llama', vocab_size: 101, hidden_size: 32, intermediate_size: 64, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 64, bos_token_id: 100, eos_token_id: 100 }, 'l'), { rng: new Rng(1) });
+  const model = new LlamaForCausalLM(llamaConfigFromJson({ model_type: 'llama', vocab_size: 101, hidden_size: 32, intermediate_size: 64, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 64, bos_token_id: 100, eos_token_id: 100 }, 'l'), { rng: new Rng(1) }) as PretrainedModel;
   const llama = join(dir, 'llama');
   savePretrained(llama, model, modelConfigJson(model));
   writeFileSync(join(llama, 'tokenizer.json'), tinyGpt2TokenizerJson());
@@ -182,15 +183,47 @@ test('a model without a fixed context (Llama) refuses prompts past max_position_
   }
 });
 
+/** An upload whose body stops arriving after its first bytes (the socket stays open), of `length` bytes declared. */
+async function stalledUpload(url: string, key: string, id: string, length = 100_000): Promise<net.Socket> {
+  const sock = net.connect(Number(new URL(url).port), '127.0.0.1');
+  sock.on('error', () => undefined);
+  await new Promise<void>((resolve) => sock.once('connect', () => resolve()));
+  sock.write(`PUT /v1/adapters/${id} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${key}\r\nContent-Type: multipart/form-data; boundary=xx\r\nContent-Length: ${length}\r\n\r\n--xx\r\nContent-Disposition: form-data; name="adapter_config.json"; filename="a"\r\n\r\n{"a":`);
+  return sock;
+}
+
+test('uploads are held in memory whole, so a key may send only a few large ones at once: 429 with Retry-After beyond', async () => {
+  // small uploads side by side are fine
+  const small = await Promise.all([1, 2, 3, 4, 5].map((i) => putAdapter(server.url, alice, `small${i}`, adapter)));
+  assert.deepEqual(small.map((r) => r.status), [201, 201, 201, 201, 201]);
+  for (let i = 1; i <= 5; i++) assert.equal((await api(server.url, alice, 'DELETE', `/v1/adapters/small${i}`)).status, 200);
+  // two of the largest size the server takes (2 files of --upload-limit-mb 64 and the form) fill the key's share
+  const largest = 2 * 64 * 2 ** 20 + 2 ** 20;
+  const stalled = [await stalledUpload(server.url, alice, 's1', largest), await stalledUpload(server.url, alice, 's2', largest)];
+  try {
+    await new Promise((r) => setTimeout(r, 200));
+    const res = await fetch(`${server.url}/v1/adapters/third`, { method: 'PUT', headers: { authorization: `Bearer ${alice}` }, body: form([['adapter_config.json', adapter.config], ['adapter_model.safetensors', adapter.weights]]) });
+    isError({ status: res.status, body: (await res.json()) as Record<string, unknown> }, 429, null, /at most 2 uploads of the largest size at once per API key/);
+    assert.equal(res.headers.get('retry-after'), '1');
+    // another key is not held up
+    assert.equal((await putAdapter(server.url, bob, 'bobs', adapter)).status, 201);
+  } finally {
+    for (const sock of stalled) sock.destroy();
+  }
+  let status = 0;
+  for (let i = 0; i < 50 && status !== 201; i++) {
+    await new Promise((r) => setTimeout(r, 20));
+    status = (await putAdapter(server.url, alice, 'third', adapter)).status;
+  }
+  assert.equal(status, 201, 'the slots come back when the stalled uploads go away');
+  assert.equal((await api(server.url, alice, 'DELETE', '/v1/adapters/third')).status, 200);
+});
+
 test('SIGTERM with an upload that never finishes arriving still exits, after the request timeout', async () => {
   const termStore = join(dir, 'store-term.db');
   const key = await createKey(termStore, 'dave');
   const s = await serve(['--model', modelDir, '--store', termStore, '--vera-r', '4', '--vera-target-modules', 'c_attn', '--request-timeout', '1', '--quiet']);
-  const port = Number(new URL(s.url).port);
-  const sock = net.connect(port, '127.0.0.1');
-  sock.on('error', () => undefined);
-  await new Promise<void>((resolve) => sock.once('connect', () => resolve()));
-  sock.write(`PUT /v1/adapters/slow HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${key}\r\nContent-Type: multipart/form-data; boundary=xx\r\nContent-Length: 100000\r\n\r\n--xx\r\nContent-Disposition: form-data; name="adapter_config.json"; filename="a"\r\n\r\n{"a":`);
+  const sock = await stalledUpload(s.url, key, 'slow');
   await new Promise((r) => setTimeout(r, 300));
   s.child.kill('SIGTERM');
   const code = await Promise.race([s.exited, new Promise<string>((r) => setTimeout(() => r('still running 10 s after SIGTERM'), 10_000))]);
@@ -198,3 +231,4 @@ test('SIGTERM with an upload that never finishes arriving still exits, after the
   if (code !== 0) s.child.kill('SIGKILL');
   assert.equal(code, 0, s.stderr());
 });
+

@@ -86,12 +86,32 @@ export class JobManager {
 
   private kick(): void {
     if (!this.started || this.stopped || this.current) return;
-    const job = this.store.claimNextJob(this.opts.workerId, JobManager.LEASE_S);
+    // runs from a timer and from a finished job: a store error (busy, disk full) must not end the process
+    let job: Job | null;
+    try {
+      job = this.store.claimNextJob(this.opts.workerId, JobManager.LEASE_S);
+    } catch (e) {
+      this.opts.log(`cannot claim a fine-tuning job: ${(e as Error)?.message ?? String(e)}`);
+      return;
+    }
     if (job === null) return;
-    this.idle = this.runJob(job).finally(() => {
-      this.current = null;
-      this.kick();
-    });
+    const id = job.id;
+    this.idle = this.runJob(job)
+      .catch((e: unknown) => this.opts.log(`job ${id}: ${(e as Error)?.message ?? String(e)}`))
+      .finally(() => {
+        this.current = null;
+        this.kick();
+      });
+  }
+
+  /** A write for job `id` from a worker message or timer; failing, it is logged, not thrown where nothing catches it. */
+  private record(id: string, what: string, write: () => void): void {
+    try {
+      write();
+    } catch (e) {
+      // e.g. a checkpoint that arrives after the job was cancelled: the store refuses it, rightly
+      this.opts.log(`job ${id}: ${what} not recorded: ${(e as Error)?.message ?? String(e)}`);
+    }
   }
 
   private async runJob(job: Job): Promise<void> {
@@ -131,15 +151,15 @@ export class JobManager {
     );
     const current: { jobId: string; run: FineTuneRun; stopping: 'pause' | 'cancel' | null } = { jobId: job.id, run, stopping: null };
     this.current = current;
-    run.onEvent((e) => store.addJobEvent(job.id, e.level, e.message));
-    run.onCheckpoint((c) => store.saveCheckpoint(job.id, c.step, c.bytes));
+    run.onEvent((e) => this.record(job.id, 'event', () => store.addJobEvent(job.id, e.level, e.message)));
+    run.onCheckpoint((c) => this.record(job.id, `checkpoint at step ${c.step}`, () => store.saveCheckpoint(job.id, c.step, c.bytes)));
     // keep the claim while training; losing it (another replica took over) pauses this run
-    const renew = setInterval(() => {
+    const renew = setInterval(() => this.record(job.id, 'lease renewal', () => {
       if (!store.renewJobLease(job.id, this.opts.workerId, JobManager.LEASE_S) && current.stopping === null) {
         current.stopping = 'pause';
         run.cancel();
       }
-    }, (JobManager.LEASE_S * 1000) / 4);
+    }), (JobManager.LEASE_S * 1000) / 4);
     renew.unref();
     try {
       const result = await run.result;
@@ -169,6 +189,7 @@ export class JobManager {
   uploadFile(owner: string, filename: string, purpose: string | undefined, content: Buffer): FileMeta {
     if (purpose !== 'fine-tune') throw badRequest('purpose', `purpose must be 'fine-tune' (the only purpose this server uses), got ${JSON.stringify(purpose ?? null)}`);
     if (this.opts.data === null) throw badRequest('file', 'the served model has no tokenizer.json, so it cannot be fine-tuned on text');
+    if (filename.length > 1024) throw badRequest('file', `the file name is ${filename.length} characters; at most 1024`);
     try {
       validateTrainingData(content.toString('utf8'), filename, this.opts.data);
     } catch (e) {

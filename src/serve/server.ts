@@ -4,6 +4,9 @@
 // store alone: the engine's registrations are a cache checked against the store's checksum on each
 // request, so replicas sharing the store see each other's writes and a restart loses nothing.
 import { randomBytes, randomInt } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
+import { STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
 import { hostname } from 'node:os';
 import { basename } from 'node:path';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
@@ -29,6 +32,13 @@ export interface ServerLimits extends RequestLimits {
   bodyBytes: number;
   /** Uploaded files (adapters, training data) at most, in bytes each. */
   uploadBytes: number;
+  /**
+   * Uploads being received at once, in all and per API key, counted in the largest upload requests
+   * allowed (one of Content-Length n counts n / that; none declared counts 1): each is held in
+   * memory whole, so this bounds their memory. More are answered 429.
+   */
+  concurrentUploads: number;
+  concurrentUploadsPerTenant: number;
   /** Generation requests one tenant may have running or queued at once (choices count one each). */
   concurrentPerTenant: number;
   /** Requests waiting in the engine at most; more are answered 429. */
@@ -45,6 +55,8 @@ export const DEFAULT_LIMITS: ServerLimits = {
   maxPrompts: 32,
   bodyBytes: 4 * 1024 * 1024,
   uploadBytes: 64 * 1024 * 1024,
+  concurrentUploads: 8,
+  concurrentUploadsPerTenant: 2,
   concurrentPerTenant: 16,
   maxQueue: 256,
   requestTimeoutMs: 300_000,
@@ -143,8 +155,13 @@ export class VeraServer {
   private readonly chat: ChatTemplate | null;
   private readonly eos: number[];
   private readonly lm: CausalLM;
+  /** Prompt + completion tokens at most (see servingContext). */
+  private readonly context: number;
+  /** Prompt characters at most: past this a text cannot fit the context whatever it holds. */
+  private readonly maxPromptChars: number;
   private readonly registered: RegisteredAdapters;
   private readonly active = new Map<string, number>(); // tenant → generations running or queued
+  private readonly uploading = new Map<string, number>(); // tenant → upload bytes being received (see concurrentUploads)
   private readonly created = now();
   /** Choices finished, by how (GET /health). */
   private readonly finished = { stop: 0, length: 0, cancelled: 0 };
@@ -158,6 +175,8 @@ export class VeraServer {
     this.chat = chat;
     this.modelName = opts.servedModelName ?? basename(opts.modelDir.replace(/[/\\]+$/, ''));
     this.eos = generationEosTokenIds(opts.modelDir, model);
+    this.context = servingContext(model, tokenizer);
+    this.maxPromptChars = this.context * longestTokenChars(tokenizer);
     // chat models end their turn with the template's eos token
     const turnEnd = chat?.eosToken && tokenizer ? tokenizer.tokenToId(chat.eosToken) : null;
     if (turnEnd !== null && turnEnd !== undefined && !this.eos.includes(turnEnd)) this.eos.push(turnEnd);
@@ -181,7 +200,14 @@ export class VeraServer {
       data,
       log: opts.log ?? (() => undefined),
     });
-    this.app = Fastify({ bodyLimit: this.limits.bodyBytes, logger: false, forceCloseConnections: false, return503OnClosing: true });
+    this.app = Fastify({
+      bodyLimit: this.limits.bodyBytes, logger: false, forceCloseConnections: false, return503OnClosing: true,
+      // a client may take as long to send its request as a generation may run, not forever
+      requestTimeout: this.limits.requestTimeoutMs,
+      // URLs the router refuses (bad percent-encoding, an over-long id) answer OpenAI's error object too
+      frameworkErrors: (err, _req, reply) => void this.sendError(reply, err),
+      clientErrorHandler: clientError,
+    });
     this.routes(opts.adminKey ?? null);
   }
 
@@ -215,7 +241,15 @@ export class VeraServer {
     if (this.draining) return;
     this.draining = true;
     await this.jobs.stop();
-    await this.app.close(); // waits for in-flight requests (streams included)
+    // waits for in-flight requests (streams included); a client still sending its body, or no longer
+    // reading its stream, would hold that open forever, so past the request timeout its connection is cut
+    const cut = setTimeout(() => this.app.server.closeAllConnections(), this.limits.requestTimeoutMs);
+    cut.unref();
+    try {
+      await this.app.close();
+    } finally {
+      clearTimeout(cut);
+    }
     await this.engine.close();
     this.store.close();
   }
@@ -244,9 +278,10 @@ export class VeraServer {
       req.caller = { owner: tenant.id, name: tenant.name, admin: false };
     });
 
+    // the models the caller can use: for the admin, its own adapters (a tenant's would answer 404)
     app.get('/v1/models', async (req) => ({
       object: 'list',
-      data: [this.baseModelObject(), ...this.store.listAdapters(req.caller.admin ? null : req.caller.owner).map((a) => this.modelObject(a))],
+      data: [this.baseModelObject(), ...this.store.listAdapters(req.caller.owner).map((a) => this.modelObject(a))],
     }));
     app.get<{ Params: { model: string } }>('/v1/models/*', async (req) => {
       const id = (req.params as Record<string, string>)['*'];
@@ -289,7 +324,7 @@ export class VeraServer {
   private async refuseOversized(req: FastifyRequest): Promise<void> {
     const declared = Number(req.headers['content-length'] ?? 0);
     const multipartBody = /^multipart\//i.test(req.headers['content-type'] ?? '');
-    const limit = multipartBody ? 2 * this.limits.uploadBytes + (1 << 20) : this.limits.bodyBytes;
+    const limit = multipartBody ? this.uploadRequestBytes : this.limits.bodyBytes;
     if (!(declared > limit)) return;
     const cap = Math.max(4 * limit, 64 << 20);
     if (declared <= cap) {
@@ -336,24 +371,59 @@ export class VeraServer {
   /** Multipart fields of an upload: named files (bytes) and text fields. */
   private async readUpload(req: FastifyRequest, fileFields: readonly string[], textFields: readonly string[]): Promise<{ files: Map<string, { bytes: Buffer; filename: string }>; fields: Map<string, string> }> {
     if (!req.isMultipart()) throw badRequest('body', 'expected a multipart/form-data body');
+    const tenant = req.caller.owner;
+    const largest = this.uploadRequestBytes;
+    const declared = Number(req.headers['content-length']);
+    const bytes = Number.isSafeInteger(declared) && declared > 0 ? Math.min(declared, largest) : largest;
+    const mine = this.uploading.get(tenant) ?? 0;
+    let all = 0;
+    for (const n of this.uploading.values()) all += n;
+    if (mine + bytes > this.limits.concurrentUploadsPerTenant * largest || all + bytes > this.limits.concurrentUploads * largest) {
+      const why = mine + bytes > this.limits.concurrentUploadsPerTenant * largest ? `at most ${this.limits.concurrentUploadsPerTenant} uploads of the largest size at once per API key` : 'the server is receiving as many uploads as it holds at once';
+      throw new ApiError(429, `too many uploads: ${why}; try again shortly`, 'rate_limit_exceeded', null, 'rate_limit_exceeded');
+    }
+    this.uploading.set(tenant, mine + bytes);
+    try {
+      return await this.readParts(req, fileFields, textFields);
+    } finally {
+      const left = (this.uploading.get(tenant) ?? bytes) - bytes;
+      if (left > 0) this.uploading.set(tenant, left);
+      else this.uploading.delete(tenant);
+    }
+  }
+
+  /** The largest multipart body accepted: two files of the upload limit and the form around them. */
+  private get uploadRequestBytes(): number {
+    return 2 * this.limits.uploadBytes + (1 << 20);
+  }
+
+  private async readParts(req: FastifyRequest, fileFields: readonly string[], textFields: readonly string[]): Promise<{ files: Map<string, { bytes: Buffer; filename: string }>; fields: Map<string, string> }> {
     const files = new Map<string, { bytes: Buffer; filename: string }>();
     const fields = new Map<string, string>();
-    for await (const part of req.parts()) {
-      const name = part.fieldname;
-      if (part.type === 'file') {
-        if (!fileFields.includes(name)) {
-          part.file.resume();
-          throw badRequest(name, `unexpected file field '${name}' (expected ${fileFields.join(', ')})`);
+    try {
+      for await (const part of req.parts()) {
+        const name = part.fieldname;
+        if (part.type === 'file') {
+          if (!fileFields.includes(name)) {
+            part.file.resume();
+            throw badRequest(name, `unexpected file field '${name}' (expected ${fileFields.join(', ')})`);
+          }
+          const bytes = await part.toBuffer(); // throws RequestFileTooLargeError past the limit
+          if (files.has(name)) throw badRequest(name, `file field '${name}' is given twice`);
+          files.set(name, { bytes, filename: part.filename });
+        } else {
+          const value = typeof part.value === 'string' ? part.value : String(part.value);
+          // a second value would silently replace the first
+          if (files.has(name) || fields.has(name)) throw badRequest(name, `field '${name}' is given twice`);
+          if (fileFields.includes(name)) files.set(name, { bytes: Buffer.from(value, 'utf8'), filename: name });
+          else if (textFields.includes(name)) fields.set(name, value);
+          else throw badRequest(name, `unexpected field '${name}'`);
         }
-        const bytes = await part.toBuffer(); // throws RequestFileTooLargeError past the limit
-        if (files.has(name)) throw badRequest(name, `file field '${name}' is given twice`);
-        files.set(name, { bytes, filename: part.filename });
-      } else {
-        const value = typeof part.value === 'string' ? part.value : String(part.value);
-        if (fileFields.includes(name)) files.set(name, { bytes: Buffer.from(value, 'utf8'), filename: name });
-        else if (textFields.includes(name)) fields.set(name, value);
-        else throw badRequest(name, `unexpected field '${name}'`);
       }
+    } catch (e) {
+      // busboy's parse errors (no boundary, a broken part, a body that ends early) are plain Errors: the client's fault
+      if (e instanceof ApiError || typeof (e as { statusCode?: unknown })?.statusCode === 'number') throw e;
+      throw badRequest('body', `malformed multipart/form-data body: ${String((e as Error)?.message ?? e).split('\n')[0]}`);
     }
     for (const f of fileFields) if (!files.has(f)) throw badRequest(f, `missing the file field '${f}'`);
     return { files, fields };
@@ -399,15 +469,25 @@ export class VeraServer {
     }
   }
 
-  private encode(text: string, special: boolean): number[] {
+  /** Token ids of a text prompt; `field` names it in errors (prompt, prompt[i], messages). */
+  private encode(text: string, special: boolean, field: string): number[] {
     if (this.tokenizer === null) throw badRequest('prompt', `the served model has no tokenizer.json: give prompts as token ids`);
-    return this.tokenizer.encode(text, { addSpecialTokens: special });
+    const param = field.startsWith('prompt') ? 'prompt' : field;
+    // tokenizing megabytes takes seconds of the event loop: a text too long for any tokenization to fit is refused unread
+    if (text.length > this.maxPromptChars) {
+      throw badRequest(param, `${field}: This model's maximum context length is ${this.context} tokens; the prompt has ${text.length} characters, more than that many tokens can hold.`);
+    }
+    const ids = this.tokenizer.encode(text, { addSpecialTokens: special });
+    if (ids.length === 0) throw badRequest(param, `${field}: the prompt is empty (it has no tokens in this model's vocabulary)`);
+    // one prompt past the context ends the request before the others are tokenized
+    if (ids.length >= this.context) throw badRequest(param, `${field}: This model's maximum context length is ${this.context} tokens; the prompt has ${ids.length}.`);
+    return ids;
   }
 
   private async completions(req: FastifyRequest, reply: FastifyReply): Promise<void> {
     const p = parseCompletionRequest(req.body, this.limits, this.lm.config.vocabSize);
     const adapter = this.adapterFor(req.caller, p.model);
-    const prompts = p.prompts.map((q) => (typeof q === 'string' ? this.encode(q, true) : q));
+    const prompts = p.prompts.map((q, i) => (typeof q === 'string' ? this.encode(q, true, p.prompts.length > 1 ? `prompt[${i}]` : 'prompt') : q));
     const choices: Choice[] = [];
     prompts.forEach((ids, i) => {
       for (let c = 0; c < p.n; c++) choices.push({ index: i * p.n + c, promptIds: ids });
@@ -427,7 +507,7 @@ export class VeraServer {
       throw e;
     }
     // the template writes the special tokens itself (transformers' apply_chat_template)
-    const ids = this.encode(text, false);
+    const ids = this.encode(text, false, 'messages');
     const choices: Choice[] = [];
     for (let c = 0; c < p.n; c++) choices.push({ index: c, promptIds: ids });
     await this.generate(req, reply, 'chat.completion', `chatcmpl-${randomBytes(12).toString('hex')}`, p, adapter, choices);
@@ -435,15 +515,18 @@ export class VeraServer {
 
   /** Run the choices through the engine and answer, whole or streamed. */
   private async generate(req: FastifyRequest, reply: FastifyReply, object: 'text_completion' | 'chat.completion', id: string, p: SamplingParams & { model: string }, adapter: string | null, choices: Choice[]): Promise<void> {
-    const context = this.lm.contextLength;
+    const context = this.context;
     const longest = Math.max(...choices.map((c) => c.promptIds.length));
-    let maxTokens = p.maxTokens ?? this.limits.maxTokens;
-    if (context !== null) {
-      if (p.maxTokens !== null && longest + p.maxTokens > context) {
-        throw badRequest(object === 'chat.completion' ? 'messages' : 'prompt', `This model's maximum context length is ${context} tokens. However, you requested ${longest + p.maxTokens} tokens (${longest} in the prompt, ${p.maxTokens} in the completion). Please reduce the prompt or max_tokens.`);
-      }
-      if (longest >= context) throw badRequest(object === 'chat.completion' ? 'messages' : 'prompt', `This model's maximum context length is ${context} tokens; the prompt has ${longest}.`);
-      maxTokens = Math.min(maxTokens, context - longest);
+    if (p.maxTokens !== null && longest + p.maxTokens > context) {
+      throw badRequest(object === 'chat.completion' ? 'messages' : 'prompt', `This model's maximum context length is ${context} tokens. However, you requested ${longest + p.maxTokens} tokens (${longest} in the prompt, ${p.maxTokens} in the completion). Please reduce the prompt or max_tokens.`);
+    }
+    if (longest >= context) throw badRequest(object === 'chat.completion' ? 'messages' : 'prompt', `This model's maximum context length is ${context} tokens; the prompt has ${longest}.`);
+    const maxTokens = Math.min(p.maxTokens ?? this.limits.maxTokens, context - longest);
+    // a request larger than the limits themselves would get a 429 every time: retrying cannot help
+    const most = Math.min(this.limits.concurrentPerTenant, this.limits.maxQueue);
+    if (choices.length > most) {
+      const prompts = choices.length / p.n;
+      throw badRequest(p.n > 1 ? 'n' : 'prompt', `${choices.length} generations (${prompts} prompt${prompts === 1 ? '' : 's'} × n ${p.n}) in one request; this server runs at most ${most} at once per API key`);
     }
     // admission: the tenant's share and the engine's queue
     const tenant = req.caller.owner;
@@ -456,6 +539,7 @@ export class VeraServer {
     }
     this.active.set(tenant, mine + choices.length);
     const abort = new AbortController();
+    setMaxListeners(choices.length + 10, abort.signal); // the engine listens once per choice
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
@@ -476,7 +560,7 @@ export class VeraServer {
           this.finished[r.finishReason === 'cancelled' ? 'cancelled' : finishReason(r.finishReason)]++;
         }, () => undefined);
       }
-      if (p.stream) await this.stream(reply, object, id, p, choices, () => timedOut);
+      if (p.stream) await this.stream(reply, object, id, p, choices, () => timedOut, abort.signal);
       else {
         const results = await Promise.all(choices.map((c) => c.handle!.result));
         if (timedOut) throw new ApiError(504, `the request timed out after ${this.limits.requestTimeoutMs / 1000} s`, 'timeout', null, 'timeout');
@@ -514,7 +598,7 @@ export class VeraServer {
   }
 
   /** Server-sent events: one chunk per text delta per choice, a final chunk per choice, usage, [DONE]. */
-  private async stream(reply: FastifyReply, object: 'text_completion' | 'chat.completion', id: string, p: SamplingParams & { model: string }, choices: Choice[], timedOut: () => boolean): Promise<void> {
+  private async stream(reply: FastifyReply, object: 'text_completion' | 'chat.completion', id: string, p: SamplingParams & { model: string }, choices: Choice[], timedOut: () => boolean, ended: AbortSignal): Promise<void> {
     reply.hijack();
     const raw = reply.raw;
     raw.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
@@ -522,14 +606,26 @@ export class VeraServer {
     const chunkObject = object === 'chat.completion' ? 'chat.completion.chunk' : 'text_completion';
     const send = async (data: unknown): Promise<void> => {
       if (raw.destroyed || raw.writableEnded) return;
-      if (!raw.write(`data: ${JSON.stringify(data)}\n\n`)) await new Promise<void>((r) => {
+      if (raw.write(`data: ${JSON.stringify(data)}\n\n`)) return;
+      // a client that stops reading holds this request (and its key's slot) only until the request ends
+      if (ended.aborted) {
+        raw.destroy();
+        return;
+      }
+      await new Promise<void>((r) => {
         const done = (): void => {
           raw.off('drain', done);
           raw.off('close', done);
+          ended.removeEventListener('abort', cut);
           r();
+        };
+        const cut = (): void => {
+          raw.destroy();
+          done();
         };
         raw.on('drain', done);
         raw.on('close', done);
+        ended.addEventListener('abort', cut, { once: true });
       });
     };
     const chunk = (choice: Record<string, unknown>): Record<string, unknown> => {
@@ -569,6 +665,41 @@ export class VeraServer {
   }
 }
 
+/**
+ * The longest prompt + completion served: the model's context; a model without a fixed one (RoPE)
+ * would take a prefill of a million tokens from one request, so config's max_position_embeddings,
+ * else the tokenizer's limit, else 2048 (as fine-tuning).
+ */
+function servingContext(model: CausalLM, tokenizer: Tokenizer | null): number {
+  if (model.contextLength !== null) return model.contextLength;
+  const positions = (model.config as { maxPositionEmbeddings?: unknown }).maxPositionEmbeddings;
+  if (typeof positions === 'number' && Number.isSafeInteger(positions) && positions > 0) return positions;
+  return tokenizer?.modelMaxLength ?? 2048;
+}
+
+/**
+ * Characters one token covers at most, doubled for normalizers that shrink text (NFC). A token's
+ * string is at least as long as the text it covers (byte-level BPE: one character per byte;
+ * SentencePiece: '▁' for ' ', <0xNN> for a byte), so a text longer than context × this needs more
+ * tokens than the context holds.
+ */
+function longestTokenChars(tokenizer: Tokenizer | null): number {
+  let longest = 1;
+  for (let id = 0; tokenizer !== null && id < tokenizer.vocabSize; id++) longest = Math.max(longest, tokenizer.idToToken(id)?.length ?? 0);
+  return 2 * longest;
+}
+
+/** What Node's HTTP parser refuses before fastify sees a request (headers too large, a broken request, one too slow to arrive): OpenAI's error object too. */
+function clientError(err: Error & { code?: string }, socket: Socket): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  const [status, message] = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? [408, 'the request took longer to arrive than --request-timeout allows']
+    : err.code === 'HPE_HEADER_OVERFLOW' ? [431, 'the request headers are too large']
+    : [400, `malformed HTTP request (${err.code ?? 'parse error'})`];
+  const body = JSON.stringify(new ApiError(status, message).body());
+  if (socket.writable) socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n${body}`);
+  socket.destroy(err);
+}
+
 /** Any failure as the client sees it: ours as they are, fastify's by status, the rest a 500 without internals. */
 export function toApiError(err: unknown): ApiError {
   if (err instanceof ApiError) return err;
@@ -578,7 +709,11 @@ export function toApiError(err: unknown): ApiError {
   if (e?.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || (e?.code === 'FST_ERR_CTP_EMPTY_JSON_BODY') || (status === 400 && /JSON/.test(e?.message ?? ''))) {
     return new ApiError(400, `We could not parse the JSON body of your request: ${(e.message ?? '').split('\n')[0]}`, 'invalid_request_error', null, 'invalid_json');
   }
-  if (e?.code === 'FST_ERR_CTP_BODY_TOO_LARGE' || e?.code === 'FST_REQ_FILE_TOO_LARGE' || e?.code === 'FST_PARTS_LIMIT' || e?.code === 'FST_FILES_LIMIT' || e?.code === 'FST_FIELDS_LIMIT') {
+  if (e?.code === 'FST_PARTS_LIMIT' || e?.code === 'FST_FILES_LIMIT' || e?.code === 'FST_FIELDS_LIMIT') {
+    // more parts than any upload here has: the form is wrong, not too large
+    return new ApiError(400, `the multipart/form-data body has more ${e.code === 'FST_FILES_LIMIT' ? 'files' : e.code === 'FST_FIELDS_LIMIT' ? 'fields' : 'parts'} than this endpoint takes`, 'invalid_request_error', 'body');
+  }
+  if (e?.code === 'FST_ERR_CTP_BODY_TOO_LARGE' || e?.code === 'FST_REQ_FILE_TOO_LARGE') {
     return new ApiError(413, `the request body is too large: ${(e.message ?? '').split('\n')[0]}`, 'invalid_request_error', null, 'request_too_large');
   }
   if (status >= 400 && status < 500) return new ApiError(status, (e?.message ?? 'bad request').split('\n')[0]);
