@@ -38,16 +38,34 @@ struct Attn {
 };
 
 /** The 10 parameters from `at` on; kvStride (default tk) at `strideAt`, after the buffers. */
-Attn attn_params(const Args& a, size_t at, size_t strideAt) {
-  Attn p{a.i64(at), a.i64(at + 1), a.i64(at + 2), a.i64(at + 3), a.i64(at + 4), a.i64(at + 5),
-         float(a.num(at + 6)), a.flag(at + 7), a.i64(at + 8), a.f32(at + 9), 0};
-  p.kvStride = a.is_null(strideAt) ? p.tk : a.i64(strideAt);
-  if (p.kvStride < p.tk) throw ArgError("attention: kvStride " + std::to_string(p.kvStride) + " < tk " + std::to_string(p.tk));
+Attn attn_params(const Args& a, size_t at, size_t strideAt, const char* k) {
+  size_t maskLen;
+  Attn p{a.dim(at), a.dim(at + 1), a.dim(at + 2), a.dim(at + 3), a.dim(at + 4), a.dim(at + 5),
+         float(a.num(at + 6)), a.flag(at + 7), a.i64(at + 8), a.f32(at + 9, &maskLen), 0};
+  p.kvStride = a.is_null(strideAt) ? p.tk : a.dim(strideAt);
+  if (p.kvStride < p.tk) throw ArgError(std::string(k) + ": kvStride " + std::to_string(p.kvStride) + " < tk " + std::to_string(p.tk));
+  require(p.heads >= 1 && p.kvHeads >= 1 && p.heads % p.kvHeads == 0, k, "heads must be a positive multiple of kvHeads");
+  if (p.keyMask) need(k, "keyMask", maskLen, double(p.batch) * double(p.tk));
   return p;
+}
+
+/** Elements of q/out, of k/v (their allocation) and rows of lse. */
+struct AttnSizes {
+  double q, kv, rows;
+};
+AttnSizes attn_sizes(const Attn& p) {
+  const double rows = double(p.batch) * double(p.heads) * double(p.tq);
+  return {rows * double(p.d), double(p.batch) * double(p.kvHeads) * double(p.kvStride) * double(p.d), rows};
 }
 
 std::vector<float>& scratch(size_t n) {
   static thread_local std::vector<float> buf;
+  if (buf.size() < n) buf.resize(n);
+  return buf;
+}
+
+std::vector<unsigned char>& mask_scratch(size_t n) {
+  static thread_local std::vector<unsigned char> buf;
   if (buf.size() < n) buf.resize(n);
   return buf;
 }
@@ -67,30 +85,40 @@ void probabilities(const Attn& p, const float* Q, const float* K, int64_t b, int
   for (int64_t r = 0; r < qb; r++) {
     float* s = P + r * keys;
     const int64_t i = i0 + r;
+    // masked keys are marked apart from the scores: a visible score may itself be -inf or NaN
+    std::vector<unsigned char>& vis = mask_scratch(size_t(keys));
     float m = -kInf;
+    int64_t nVisible = 0;
     for (int64_t j = 0; j < keys; j++) {
-      if (p.visible(b, i, j)) {
+      vis[j] = p.visible(b, i, j);
+      if (vis[j]) {
         s[j] *= p.scale;
-        m = std::max(m, s[j]);
-      } else {
-        s[j] = -kInf;
+        nVisible++;
+        // NaN sticks (std::max would drop it): a NaN score makes the whole row NaN, as in torch
+        if (s[j] > m || s[j] != s[j]) m = s[j];
       }
     }
     if (lse) {
       const float l = lse[rowBase + r];
       if (l == -kInf) std::fill(s, s + keys, 0.f);
-      else for (int64_t j = 0; j < keys; j++) s[j] = s[j] == -kInf ? 0.f : std::exp(s[j] - l);
+      else for (int64_t j = 0; j < keys; j++) s[j] = vis[j] ? std::exp(s[j] - l) : 0.f;
       continue;
     }
-    if (m == -kInf) {
-      // no visible key: zeros (torch would give NaN; zeros keep padding rows harmless)
+    if (nVisible == 0) {
+      // no visible key (an all-masked row): defined as zeros, not torch's NaN, so padding rows stay harmless
       std::fill(s, s + keys, 0.f);
       lseOut[rowBase + r] = -kInf;
       continue;
     }
+    if (!std::isfinite(m)) {
+      // a NaN score, or visible scores all -inf or some +inf: softmax is NaN in torch
+      std::fill(s, s + keys, std::numeric_limits<float>::quiet_NaN());
+      lseOut[rowBase + r] = std::numeric_limits<float>::quiet_NaN();
+      continue;
+    }
     double sum = 0;
     for (int64_t j = 0; j < keys; j++) {
-      s[j] = s[j] == -kInf ? 0.f : std::exp(s[j] - m);
+      s[j] = vis[j] ? std::exp(s[j] - m) : 0.f;
       sum += s[j];
     }
     const float inv = float(1.0 / sum);
@@ -100,12 +128,19 @@ void probabilities(const Attn& p, const float* Q, const float* K, int64_t b, int
 }
 
 napi_value k_attention(napi_env, const Args& a) {
-  const float* Q = a.f32(0);
-  const float* K = a.f32(1);
-  const float* V = a.f32(2);
-  const Attn p = attn_params(a, 3, 15);
-  float* O = a.f32(13);
-  float* L = a.f32(14);
+  size_t nq, nk, nv, no, nl;
+  const float* Q = a.f32(0, &nq);
+  const float* K = a.f32(1, &nk);
+  const float* V = a.f32(2, &nv);
+  const Attn p = attn_params(a, 3, 15, "attention");
+  float* O = a.f32(13, &no);
+  float* L = a.f32(14, &nl);
+  const AttnSizes z = attn_sizes(p);
+  need("attention", "q", nq, z.q);
+  need("attention", "k", nk, z.kv);
+  need("attention", "v", nv, z.kv);
+  need("attention", "out", no, z.q);
+  need("attention", "lse", nl, z.rows);
   const int64_t blocks = (p.tq + QB - 1) / QB;
   const int64_t tasks = p.batch * p.heads * blocks;
   // one decoding step's attention (9 heads × 1 query × 40 keys) is a few µs of work: a hand-off
@@ -128,16 +163,28 @@ napi_value k_attention(napi_env, const Args& a) {
 }
 
 napi_value k_attention_backward(napi_env, const Args& a) {
-  const float* Q = a.f32(0);
-  const float* K = a.f32(1);
-  const float* V = a.f32(2);
-  const float* O = a.f32(3);
-  const float* L = a.f32(4);
-  const float* GO = a.f32(5);
-  const Attn p = attn_params(a, 6, 19);
-  float* GQ = a.f32(16);
-  float* GK = a.f32(17);
-  float* GV = a.f32(18);
+  size_t nq, nk, nv, no, nl, ngo, ngq, ngk, ngv;
+  const float* Q = a.f32(0, &nq);
+  const float* K = a.f32(1, &nk);
+  const float* V = a.f32(2, &nv);
+  const float* O = a.f32(3, &no);
+  const float* L = a.f32(4, &nl);
+  const float* GO = a.f32(5, &ngo);
+  const Attn p = attn_params(a, 6, 19, "attentionBackward");
+  float* GQ = a.f32(16, &ngq);
+  float* GK = a.f32(17, &ngk);
+  float* GV = a.f32(18, &ngv);
+  const AttnSizes z = attn_sizes(p);
+  const char* k = "attentionBackward";
+  need(k, "q", nq, z.q);
+  need(k, "k", nk, z.kv);
+  need(k, "v", nv, z.kv);
+  need(k, "out", no, z.q);
+  need(k, "lse", nl, z.rows);
+  need(k, "gOut", ngo, z.q);
+  if (GQ) need(k, "gq", ngq, z.q);
+  if (GK) need(k, "gk", ngk, z.kv);
+  if (GV) need(k, "gv", ngv, z.kv);
   const int64_t d = p.d;
   // one task per (batch, kv head): the query heads of a group all add into the same gK/gV rows
   parallel_for(p.batch * p.kvHeads, 1, [&](int64_t t0, int64_t t1) {

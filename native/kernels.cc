@@ -46,6 +46,25 @@ struct RowWalk {
   int64_t last(const std::vector<int64_t>& s) const { return s.empty() ? 0 : s.back(); }
 };
 
+/** (shape, strides, offset) stays inside a buffer of `len` elements; returns the element count. */
+double check_reach(const char* k, const char* what, const std::vector<int64_t>& shape, const std::vector<int64_t>& strides, int64_t offset, size_t len) {
+  require(strides.size() == shape.size(), k, std::string(what) + " strides and shape differ in length");
+  double lo = double(offset), hi = double(offset), count = 1;
+  for (size_t d = 0; d < shape.size(); d++) {
+    require(shape[d] >= 0, k, "shape sizes must be >= 0");
+    count *= double(shape[d]);
+    const double span = double(shape[d] - 1) * double(strides[d]);
+    if (span < 0) lo += span;
+    else hi += span;
+  }
+  if (count > 0 && (lo < 0 || hi >= double(len)))
+    throw ArgError(std::string(k) + ": " + what + " reaches elements " + std::to_string(int64_t(lo)) + ".." + std::to_string(int64_t(hi)) + ", the buffer holds " + std::to_string(len));
+  return count;
+}
+
+/** Elementwise kernels take their length from the first buffer; the others must hold as many. */
+void same_len(const char* k, const char* what, size_t have, size_t n) { need(k, what, have, double(n)); }
+
 napi_value k_fill(napi_env, const Args& a) {
   size_t n;
   float* out = a.f32(0, &n);
@@ -55,10 +74,12 @@ napi_value k_fill(napi_env, const Args& a) {
 }
 
 napi_value k_gather(napi_env, const Args& a) {
-  const float* src = a.f32(0);
+  size_t srcLen, outLen;
+  const float* src = a.f32(0, &srcLen);
   const auto shape = a.ints(1), strides = a.ints(2);
   const int64_t offset = a.i64(3);
-  float* out = a.f32(4);
+  float* out = a.f32(4, &outLen);
+  need("gather", "out", outLen, check_reach("gather", "src", shape, strides, offset, srcLen));
   if (shape.empty()) {
     out[0] = src[offset];
     return nullptr;
@@ -79,11 +100,13 @@ napi_value k_gather(napi_env, const Args& a) {
 }
 
 napi_value k_scatter(napi_env, const Args& a) {
-  const float* src = a.f32(0);
+  size_t srcLen, outLen;
+  const float* src = a.f32(0, &srcLen);
   const auto shape = a.ints(1), strides = a.ints(2);
   const int64_t offset = a.i64(3);
-  float* out = a.f32(4);
+  float* out = a.f32(4, &outLen);
   const bool accumulate = a.flag(5);
+  need("scatter", "src", srcLen, check_reach("scatter", "out", shape, strides, offset, outLen));
   if (shape.empty()) {
     out[offset] = accumulate ? out[offset] + src[0] : src[0];
     return nullptr;
@@ -155,7 +178,9 @@ napi_value k_unary(napi_env, const Args& a) {
   const int op = int(a.i64(0));
   size_t len;
   const float* x = a.f32(1, &len);
-  float* y = a.f32(2);
+  size_t yLen;
+  float* y = a.f32(2, &yLen);
+  same_len("unary", "out", yLen, len);
   const int64_t n = int64_t(len);
   switch (op) {
     case NEG: map_range(n, [&](int64_t i) { y[i] = -x[i]; }); break;
@@ -191,9 +216,13 @@ napi_value k_unary_backward(napi_env, const Args& a) {
   const int op = int(a.i64(0));
   size_t len;
   const float* x = a.f32(1, &len);
-  const float* y = a.f32(2);
-  const float* gy = a.f32(3);
-  float* gx = a.f32(4);
+  size_t l2, l3, l4;
+  const float* y = a.f32(2, &l2);
+  const float* gy = a.f32(3, &l3);
+  float* gx = a.f32(4, &l4);
+  same_len("unaryBackward", "y", l2, len);
+  same_len("unaryBackward", "gy", l3, len);
+  same_len("unaryBackward", "gx", l4, len);
   const int64_t n = int64_t(len);
   switch (op) {
     case NEG: map_range(n, [&](int64_t i) { gx[i] = -gy[i]; }); break;
@@ -256,12 +285,15 @@ void binary_rows(const float* A, int64_t sa, const float* B, int64_t sb, float* 
 
 napi_value k_binary(napi_env, const Args& a) {
   const int op = int(a.i64(0));
-  const float* A = a.f32(1);
+  size_t aLen, bLen, oLen;
+  const float* A = a.f32(1, &aLen);
   const auto sA = a.ints(2);
-  const float* B = a.f32(3);
+  const float* B = a.f32(3, &bLen);
   const auto sB = a.ints(4);
-  float* O = a.f32(5);
+  float* O = a.f32(5, &oLen);
   const auto shape = a.ints(6);
+  check_reach("binary", "a", shape, sA, 0, aLen);
+  need("binary", "out", oLen, check_reach("binary", "b", shape, sB, 0, bLen));
   RowWalk w(shape, sA, sB);
   const int64_t sa = w.last(sA), sb = w.last(sB);
   switch (op) {
@@ -280,7 +312,9 @@ napi_value k_affine(napi_env, const Args& a) {
   size_t n;
   const float* x = a.f32(0, &n);
   const double mul = a.num(1), add = a.num(2);
-  float* out = a.f32(3);
+  size_t oLen;
+  float* out = a.f32(3, &oLen);
+  same_len("affine", "out", oLen, n);
   map_range(int64_t(n), [&](int64_t i) { out[i] = float(x[i] * mul + add); });
   return nullptr;
 }
@@ -289,7 +323,9 @@ napi_value k_pow_scalar(napi_env, const Args& a) {
   size_t n;
   const float* x = a.f32(0, &n);
   const double p = a.num(1);
-  float* out = a.f32(2);
+  size_t oLen;
+  float* out = a.f32(2, &oLen);
+  same_len("powScalar", "out", oLen, n);
   if (p == 2) map_range(int64_t(n), [&](int64_t i) { out[i] = x[i] * x[i]; });
   else map_range(int64_t(n), [&](int64_t i) { out[i] = float(std::pow(double(x[i]), p)); });
   return nullptr;
@@ -299,8 +335,11 @@ napi_value k_axpy(napi_env, const Args& a) {
   size_t n;
   const float* x = a.f32(0, &n);
   const float alpha = float(a.num(1));
-  const float* y = a.f32(2);
-  float* out = a.f32(3);
+  size_t yLen, oLen;
+  const float* y = a.f32(2, &yLen);
+  float* out = a.f32(3, &oLen);
+  same_len("axpy", "b", yLen, n);
+  same_len("axpy", "out", oLen, n);
   map_range(int64_t(n), [&](int64_t i) { out[i] = x[i] + alpha * y[i]; });
   return nullptr;
 }
@@ -308,9 +347,12 @@ napi_value k_axpy(napi_env, const Args& a) {
 // ------------------------------------------------------------------ reductions
 
 napi_value k_sum_reduce(napi_env, const Args& a) {
-  const float* x = a.f32(0);
-  const int64_t outer = a.i64(1), reduce = a.i64(2), inner = a.i64(3);
-  float* out = a.f32(4);
+  size_t xLen, oLen;
+  const float* x = a.f32(0, &xLen);
+  const int64_t outer = a.dim(1), reduce = a.dim(2), inner = a.dim(3);
+  float* out = a.f32(4, &oLen);
+  need("sumReduce", "x", xLen, double(outer) * double(reduce) * double(inner));
+  need("sumReduce", "out", oLen, double(outer) * double(inner));
   if (inner == 1) {
     parallel_for(outer, row_grain(reduce), [&](int64_t o0, int64_t o1) {
       for (int64_t o = o0; o < o1; o++) {
@@ -341,9 +383,12 @@ napi_value k_sum_reduce(napi_env, const Args& a) {
 }
 
 napi_value k_max_reduce(napi_env, const Args& a) {
-  const float* x = a.f32(0);
-  const int64_t outer = a.i64(1), reduce = a.i64(2), inner = a.i64(3);
-  float* out = a.f32(4);
+  size_t xLen, oLen;
+  const float* x = a.f32(0, &xLen);
+  const int64_t outer = a.dim(1), reduce = a.dim(2), inner = a.dim(3);
+  float* out = a.f32(4, &oLen);
+  need("maxReduce", "x", xLen, double(outer) * double(reduce) * double(inner));
+  need("maxReduce", "out", oLen, double(outer) * double(inner));
   parallel_for(outer * inner, row_grain(reduce), [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; t++) {
       const int64_t o = t / inner, i = t % inner;
@@ -390,13 +435,18 @@ napi_value k_sum_squares(napi_env env, const Args& a) {
 // ------------------------------------------------------------------ matmul
 
 napi_value k_matmul(napi_env, const Args& a) {
-  const float* A = a.f32(0);
-  const float* B = a.f32(1);
-  float* C = a.f32(2);
-  const int64_t batch = a.i64(3), m = a.i64(4), n = a.i64(5), k = a.i64(6);
+  size_t aLen, bLen, cLen;
+  const float* A = a.f32(0, &aLen);
+  const float* B = a.f32(1, &bLen);
+  float* C = a.f32(2, &cLen);
+  const int64_t batch = a.dim(3), m = a.dim(4), n = a.dim(5), k = a.dim(6);
   const bool transA = a.flag(7), transB = a.flag(8);
-  const int64_t strideA = a.i64(9), strideB = a.i64(10);
+  const int64_t strideA = a.dim(9), strideB = a.dim(10);
   const bool accumulate = a.flag(11);
+  // the last batch's matrix ends at (batch − 1)·stride + its size
+  if (batch > 0 && double(m) * double(k) > 0) need("matmul", "a", aLen, double(batch - 1) * double(strideA) + double(m) * double(k));
+  if (batch > 0 && double(k) * double(n) > 0) need("matmul", "b", bLen, double(batch - 1) * double(strideB) + double(k) * double(n));
+  need("matmul", "out", cLen, double(batch) * double(m) * double(n));
   // A(i, p): stored (m, k) → i·k + p; transposed (k, m) → p·m + i. Likewise B(p, j).
   sgemm_batched(batch, m, n, k,
                 A, transA ? 1 : k, transA ? m : 1, strideA,
@@ -421,9 +471,12 @@ float row_max(const float* x, int64_t n) {
 }
 
 napi_value k_softmax(napi_env, const Args& a) {
-  const float* X = a.f32(0);
-  const int64_t rows = a.i64(1), cols = a.i64(2);
-  float* O = a.f32(3);
+  size_t xLen, oLen;
+  const float* X = a.f32(0, &xLen);
+  const int64_t rows = a.dim(1), cols = a.dim(2);
+  float* O = a.f32(3, &oLen);
+  need("softmax", "x", xLen, double(rows) * double(cols));
+  need("softmax", "out", oLen, double(rows) * double(cols));
   for_rows(rows, cols, [&](int64_t r) {
     const float* x = X + r * cols;
     float* o = O + r * cols;
@@ -440,10 +493,15 @@ napi_value k_softmax(napi_env, const Args& a) {
 }
 
 napi_value k_softmax_backward(napi_env, const Args& a) {
-  const float* Y = a.f32(0);
-  const float* G = a.f32(1);
-  const int64_t rows = a.i64(2), cols = a.i64(3);
-  float* GX = a.f32(4);
+  size_t yLen, gLen, gxLen;
+  const float* Y = a.f32(0, &yLen);
+  const float* G = a.f32(1, &gLen);
+  const int64_t rows = a.dim(2), cols = a.dim(3);
+  float* GX = a.f32(4, &gxLen);
+  const double n = double(rows) * double(cols);
+  need("softmaxBackward", "y", yLen, n);
+  need("softmaxBackward", "gy", gLen, n);
+  need("softmaxBackward", "gx", gxLen, n);
   for_rows(rows, cols, [&](int64_t r) {
     const float* y = Y + r * cols;
     const float* g = G + r * cols;
@@ -464,9 +522,12 @@ double row_lse(const float* x, int64_t n) {
 }
 
 napi_value k_log_softmax(napi_env, const Args& a) {
-  const float* X = a.f32(0);
-  const int64_t rows = a.i64(1), cols = a.i64(2);
-  float* O = a.f32(3);
+  size_t xLen, oLen;
+  const float* X = a.f32(0, &xLen);
+  const int64_t rows = a.dim(1), cols = a.dim(2);
+  float* O = a.f32(3, &oLen);
+  need("logSoftmax", "x", xLen, double(rows) * double(cols));
+  need("logSoftmax", "out", oLen, double(rows) * double(cols));
   for_rows(rows, cols, [&](int64_t r) {
     const float* x = X + r * cols;
     const double l = row_lse(x, cols);
@@ -476,10 +537,15 @@ napi_value k_log_softmax(napi_env, const Args& a) {
 }
 
 napi_value k_log_softmax_backward(napi_env, const Args& a) {
-  const float* Y = a.f32(0);
-  const float* G = a.f32(1);
-  const int64_t rows = a.i64(2), cols = a.i64(3);
-  float* GX = a.f32(4);
+  size_t yLen, gLen, gxLen;
+  const float* Y = a.f32(0, &yLen);
+  const float* G = a.f32(1, &gLen);
+  const int64_t rows = a.dim(2), cols = a.dim(3);
+  float* GX = a.f32(4, &gxLen);
+  const double n = double(rows) * double(cols);
+  need("logSoftmaxBackward", "y", yLen, n);
+  need("logSoftmaxBackward", "gy", gLen, n);
+  need("logSoftmaxBackward", "gx", gxLen, n);
   for_rows(rows, cols, [&](int64_t r) {
     const float* y = Y + r * cols;
     const float* g = G + r * cols;
@@ -491,12 +557,24 @@ napi_value k_log_softmax_backward(napi_env, const Args& a) {
   return nullptr;
 }
 
+/** Each row's target is the ignore index or a column. */
+void check_targets(const char* k, const int32_t* T, size_t tLen, int64_t rows, int64_t cols, int64_t ignore) {
+  need(k, "targets", tLen, double(rows));
+  for (int64_t r = 0; r < rows; r++)
+    require(T[r] == ignore || (T[r] >= 0 && T[r] < cols), k, "targets[" + std::to_string(r) + "] = " + std::to_string(T[r]) + " out of range [0, " + std::to_string(cols) + ")");
+}
+
 napi_value k_cross_entropy(napi_env, const Args& a) {
-  const float* X = a.f32(0);
-  const int32_t* T = a.i32(1);
-  const int64_t rows = a.i64(2), cols = a.i64(3), ignore = a.i64(4);
-  float* L = a.f32(5);
-  float* S = a.f32(6);
+  size_t xLen, tLen, lLen, sLen;
+  const float* X = a.f32(0, &xLen);
+  const int32_t* T = a.i32(1, &tLen);
+  const int64_t rows = a.dim(2), cols = a.dim(3), ignore = a.i64(4);
+  float* L = a.f32(5, &lLen);
+  float* S = a.f32(6, &sLen);
+  check_targets("crossEntropy", T, tLen, rows, cols, ignore);
+  need("crossEntropy", "logits", xLen, double(rows) * double(cols));
+  need("crossEntropy", "loss", lLen, double(rows));
+  need("crossEntropy", "lse", sLen, double(rows));
   for_rows(rows, cols, [&](int64_t r) {
     const float* x = X + r * cols;
     const double l = row_lse(x, cols);
@@ -507,12 +585,18 @@ napi_value k_cross_entropy(napi_env, const Args& a) {
 }
 
 napi_value k_cross_entropy_backward(napi_env, const Args& a) {
-  const float* X = a.f32(0);
-  const float* S = a.f32(1);
-  const int32_t* T = a.i32(2);
-  const float* G = a.f32(3);
-  const int64_t rows = a.i64(4), cols = a.i64(5), ignore = a.i64(6);
-  float* GX = a.f32(7);
+  size_t xLen, sLen, tLen, gLen, gxLen;
+  const float* X = a.f32(0, &xLen);
+  const float* S = a.f32(1, &sLen);
+  const int32_t* T = a.i32(2, &tLen);
+  const float* G = a.f32(3, &gLen);
+  const int64_t rows = a.dim(4), cols = a.dim(5), ignore = a.i64(6);
+  float* GX = a.f32(7, &gxLen);
+  check_targets("crossEntropyBackward", T, tLen, rows, cols, ignore);
+  need("crossEntropyBackward", "logits", xLen, double(rows) * double(cols));
+  need("crossEntropyBackward", "gx", gxLen, double(rows) * double(cols));
+  need("crossEntropyBackward", "lse", sLen, double(rows));
+  need("crossEntropyBackward", "gLoss", gLen, double(rows));
   for_rows(rows, cols, [&](int64_t r) {
     float* gx = GX + r * cols;
     if (T[r] == ignore) {
@@ -528,14 +612,22 @@ napi_value k_cross_entropy_backward(napi_env, const Args& a) {
 }
 
 napi_value k_layer_norm(napi_env, const Args& a) {
-  const float* X = a.f32(0);
-  const float* W = a.f32(1);
-  const float* Bi = a.f32(2);
-  const int64_t rows = a.i64(3), cols = a.i64(4);
+  size_t xLen, wLen, bLen, oLen, muLen, rsLen;
+  const float* X = a.f32(0, &xLen);
+  const float* W = a.f32(1, &wLen);
+  const float* Bi = a.f32(2, &bLen);
+  const int64_t rows = a.dim(3), cols = a.dim(4);
   const double eps = a.num(5);
-  float* O = a.f32(6);
-  float* MU = a.f32(7);
-  float* RS = a.f32(8);
+  float* O = a.f32(6, &oLen);
+  float* MU = a.f32(7, &muLen);
+  float* RS = a.f32(8, &rsLen);
+  const double n = double(rows) * double(cols);
+  need("layerNorm", "x", xLen, n);
+  need("layerNorm", "out", oLen, n);
+  if (W) need("layerNorm", "weight", wLen, double(cols));
+  if (Bi) need("layerNorm", "bias", bLen, double(cols));
+  need("layerNorm", "mean", muLen, double(rows));
+  need("layerNorm", "rstd", rsLen, double(rows));
   for_rows(rows, cols, [&](int64_t r) {
     const float* x = X + r * cols;
     float* o = O + r * cols;
@@ -577,15 +669,25 @@ void column_sums(int64_t rows, int64_t cols, float* gw, F f) {
 }
 
 napi_value k_layer_norm_backward(napi_env, const Args& a) {
-  const float* X = a.f32(0);
-  const float* W = a.f32(1);
-  const float* MU = a.f32(2);
-  const float* RS = a.f32(3);
-  const float* G = a.f32(4);
-  const int64_t rows = a.i64(5), cols = a.i64(6);
-  float* GX = a.f32(7);
-  float* GW = a.f32(8);
-  float* GB = a.f32(9);
+  size_t xLen, wLen, muLen, rsLen, gLen, gxLen, gwLen, gbLen;
+  const float* X = a.f32(0, &xLen);
+  const float* W = a.f32(1, &wLen);
+  const float* MU = a.f32(2, &muLen);
+  const float* RS = a.f32(3, &rsLen);
+  const float* G = a.f32(4, &gLen);
+  const int64_t rows = a.dim(5), cols = a.dim(6);
+  float* GX = a.f32(7, &gxLen);
+  float* GW = a.f32(8, &gwLen);
+  float* GB = a.f32(9, &gbLen);
+  const double n = double(rows) * double(cols);
+  need("layerNormBackward", "x", xLen, n);
+  need("layerNormBackward", "gy", gLen, n);
+  if (GX) need("layerNormBackward", "gx", gxLen, n);
+  if (W) need("layerNormBackward", "weight", wLen, double(cols));
+  if (GW) need("layerNormBackward", "gWeight", gwLen, double(cols));
+  if (GB) need("layerNormBackward", "gBias", gbLen, double(cols));
+  need("layerNormBackward", "mean", muLen, double(rows));
+  need("layerNormBackward", "rstd", rsLen, double(rows));
   if (GW) column_sums(rows, cols, GW, [&](int64_t r, int64_t j) { return double(G[r * cols + j]) * ((X[r * cols + j] - MU[r]) * RS[r]); });
   if (GB) column_sums(rows, cols, GB, [&](int64_t r, int64_t j) { return double(G[r * cols + j]); });
   if (!GX) return nullptr;
@@ -611,12 +713,18 @@ napi_value k_layer_norm_backward(napi_env, const Args& a) {
 }
 
 napi_value k_rms_norm(napi_env, const Args& a) {
-  const float* X = a.f32(0);
-  const float* W = a.f32(1);
-  const int64_t rows = a.i64(2), cols = a.i64(3);
+  size_t xLen, wLen, oLen, rsLen;
+  const float* X = a.f32(0, &xLen);
+  const float* W = a.f32(1, &wLen);
+  const int64_t rows = a.dim(2), cols = a.dim(3);
   const double eps = a.num(4);
-  float* O = a.f32(5);
-  float* RS = a.f32(6);
+  float* O = a.f32(5, &oLen);
+  float* RS = a.f32(6, &rsLen);
+  const double n = double(rows) * double(cols);
+  need("rmsNorm", "x", xLen, n);
+  need("rmsNorm", "out", oLen, n);
+  if (W) need("rmsNorm", "weight", wLen, double(cols));
+  need("rmsNorm", "rstd", rsLen, double(rows));
   for_rows(rows, cols, [&](int64_t r) {
     const float* x = X + r * cols;
     double ss = 0;
@@ -629,13 +737,21 @@ napi_value k_rms_norm(napi_env, const Args& a) {
 }
 
 napi_value k_rms_norm_backward(napi_env, const Args& a) {
-  const float* X = a.f32(0);
-  const float* W = a.f32(1);
-  const float* RS = a.f32(2);
-  const float* G = a.f32(3);
-  const int64_t rows = a.i64(4), cols = a.i64(5);
-  float* GX = a.f32(6);
-  float* GW = a.f32(7);
+  size_t xLen, wLen, rsLen, gLen, gxLen, gwLen;
+  const float* X = a.f32(0, &xLen);
+  const float* W = a.f32(1, &wLen);
+  const float* RS = a.f32(2, &rsLen);
+  const float* G = a.f32(3, &gLen);
+  const int64_t rows = a.dim(4), cols = a.dim(5);
+  float* GX = a.f32(6, &gxLen);
+  float* GW = a.f32(7, &gwLen);
+  const double n = double(rows) * double(cols);
+  need("rmsNormBackward", "x", xLen, n);
+  need("rmsNormBackward", "gy", gLen, n);
+  if (GX) need("rmsNormBackward", "gx", gxLen, n);
+  if (W) need("rmsNormBackward", "weight", wLen, double(cols));
+  if (GW) need("rmsNormBackward", "gWeight", gwLen, double(cols));
+  need("rmsNormBackward", "rstd", rsLen, double(rows));
   if (GW) column_sums(rows, cols, GW, [&](int64_t r, int64_t j) { return double(G[r * cols + j]) * X[r * cols + j] * RS[r]; });
   if (!GX) return nullptr;
   for_rows(rows, cols, [&](int64_t r) {
@@ -652,22 +768,36 @@ napi_value k_rms_norm_backward(napi_env, const Args& a) {
 
 // ------------------------------------------------------------------ lookups
 
+/** Every id names a row of the (len / dim, dim) table. */
+void check_ids(const char* k, const char* table, const int32_t* ids, size_t count, int64_t dim, size_t len) {
+  if (dim == 0) return;
+  const int64_t rows = int64_t(len) / dim;
+  for (size_t i = 0; i < count; i++)
+    require(ids[i] >= 0 && ids[i] < rows, k, "ids[" + std::to_string(i) + "] = " + std::to_string(ids[i]) + " outside the " + table + " of " + std::to_string(rows) + " rows");
+}
+
 napi_value k_embedding(napi_env, const Args& a) {
-  const float* W = a.f32(0);
+  size_t wLen, oLen;
+  const float* W = a.f32(0, &wLen);
   size_t count;
   const int32_t* ids = a.i32(1, &count);
-  const int64_t dim = a.i64(2);
-  float* O = a.f32(3);
+  const int64_t dim = a.dim(2);
+  float* O = a.f32(3, &oLen);
+  check_ids("embedding", "weight", ids, count, dim, wLen);
+  need("embedding", "out", oLen, double(count) * double(dim));
   for_rows(int64_t(count), dim, [&](int64_t i) { std::memcpy(O + i * dim, W + int64_t(ids[i]) * dim, dim * sizeof(float)); });
   return nullptr;
 }
 
 napi_value k_embedding_backward(napi_env, const Args& a) {
-  const float* G = a.f32(0);
+  size_t gLen, gwLen;
+  const float* G = a.f32(0, &gLen);
   size_t count;
   const int32_t* ids = a.i32(1, &count);
-  const int64_t dim = a.i64(2);
-  float* GW = a.f32(3);
+  const int64_t dim = a.dim(2);
+  float* GW = a.f32(3, &gwLen);
+  check_ids("embeddingBackward", "gWeight", ids, count, dim, gwLen);
+  need("embeddingBackward", "gy", gLen, double(count) * double(dim));
   // ids repeat, so split the embedding dimension rather than the ids
   parallel_for(dim, std::max<int64_t>(16, kGrain / std::max<int64_t>(1, int64_t(count))), [&](int64_t j0, int64_t j1) {
     for (size_t i = 0; i < count; i++) {
@@ -685,9 +815,21 @@ struct Conv {
   int64_t n, cin, h, w, cout, kh, kw, stride, pad, oh, ow;
 };
 
-Conv conv_params(const Args& a, size_t at) {
-  return {a.i64(at), a.i64(at + 1), a.i64(at + 2), a.i64(at + 3), a.i64(at + 4), a.i64(at + 5),
-          a.i64(at + 6), a.i64(at + 7), a.i64(at + 8), a.i64(at + 9), a.i64(at + 10)};
+Conv conv_params(const Args& a, size_t at, const char* k) {
+  Conv p{a.dim(at), a.dim(at + 1), a.dim(at + 2), a.dim(at + 3), a.dim(at + 4), a.dim(at + 5),
+         a.dim(at + 6), a.dim(at + 7), a.dim(at + 8), a.dim(at + 9), a.dim(at + 10)};
+  require(p.kh >= 1 && p.kw >= 1 && p.stride >= 1, k, "kernel size and stride must be >= 1");
+  // the output size follows from the rest; patches() bounds its reads by h and w
+  require(p.oh == (p.h + 2 * p.pad - p.kh) / p.stride + 1 && p.h + 2 * p.pad >= p.kh && p.ow == (p.w + 2 * p.pad - p.kw) / p.stride + 1 && p.w + 2 * p.pad >= p.kw, k,
+          "output size does not follow from input, kernel, stride and pad");
+  return p;
+}
+
+struct ConvSizes {
+  double x, w, y;
+};
+ConvSizes conv_sizes(const Conv& p) {
+  return {double(p.n) * p.cin * p.h * p.w, double(p.cout) * p.cin * p.kh * p.kw, double(p.n) * p.cout * p.oh * p.ow};
 }
 
 /** im2col (toCols) and its adjoint col2im (!toCols) over one image, one index map for both. */
@@ -720,11 +862,17 @@ void patches(float* img, float* cols, const Conv& p, bool toCols) {
 }
 
 napi_value k_conv2d(napi_env, const Args& a) {
-  float* X = a.f32(0);
-  const float* W = a.f32(1);
-  const float* Bi = a.f32(2);
-  const Conv p = conv_params(a, 3);
-  float* O = a.f32(14);
+  size_t xLen, wLen, bLen, oLen;
+  float* X = a.f32(0, &xLen);
+  const float* W = a.f32(1, &wLen);
+  const float* Bi = a.f32(2, &bLen);
+  const Conv p = conv_params(a, 3, "conv2d");
+  float* O = a.f32(14, &oLen);
+  const ConvSizes z = conv_sizes(p);
+  need("conv2d", "x", xLen, z.x);
+  need("conv2d", "w", wLen, z.w);
+  if (Bi) need("conv2d", "bias", bLen, double(p.cout));
+  need("conv2d", "out", oLen, z.y);
   const int64_t plane = p.oh * p.ow, kdim = p.cin * p.kh * p.kw;
   std::vector<float> cols(size_t(kdim * plane));
   for (int64_t n = 0; n < p.n; n++) {
@@ -739,14 +887,22 @@ napi_value k_conv2d(napi_env, const Args& a) {
 }
 
 napi_value k_conv2d_backward(napi_env, const Args& a) {
-  float* X = a.f32(0);
-  const float* W = a.f32(1);
-  const float* G = a.f32(2);
-  const Conv p = conv_params(a, 3);
+  size_t xLen, wLen, gLen, gwLen, gbLen;
+  float* X = a.f32(0, &xLen);
+  const float* W = a.f32(1, &wLen);
+  const float* G = a.f32(2, &gLen);
+  const Conv p = conv_params(a, 3, "conv2dBackward");
   size_t gxLen;
   float* GX = a.f32(14, &gxLen);
-  float* GW = a.f32(15);
-  float* GB = a.f32(16);
+  float* GW = a.f32(15, &gwLen);
+  float* GB = a.f32(16, &gbLen);
+  const ConvSizes z = conv_sizes(p);
+  need("conv2dBackward", "x", xLen, z.x);
+  need("conv2dBackward", "w", wLen, z.w);
+  need("conv2dBackward", "gy", gLen, z.y);
+  if (GX) need("conv2dBackward", "gx", gxLen, z.x);
+  if (GW) need("conv2dBackward", "gw", gwLen, z.w);
+  if (GB) need("conv2dBackward", "gb", gbLen, double(p.cout));
   const int64_t plane = p.oh * p.ow, kdim = p.cin * p.kh * p.kw;
   std::vector<float> cols(size_t(kdim * plane));
   if (GX) std::fill(GX, GX + gxLen, 0.f);
@@ -773,10 +929,18 @@ napi_value k_conv2d_backward(napi_env, const Args& a) {
 }
 
 napi_value k_max_pool2d(napi_env, const Args& a) {
-  const float* X = a.f32(0);
-  const int64_t n = a.i64(1), c = a.i64(2), h = a.i64(3), w = a.i64(4), k = a.i64(5), stride = a.i64(6), oh = a.i64(7), ow = a.i64(8);
-  float* O = a.f32(9);
-  int32_t* argmax = a.i32(10);
+  size_t xLen, oLen, amLen;
+  const float* X = a.f32(0, &xLen);
+  const int64_t n = a.dim(1), c = a.dim(2), h = a.dim(3), w = a.dim(4), k = a.dim(5), stride = a.dim(6), oh = a.dim(7), ow = a.dim(8);
+  float* O = a.f32(9, &oLen);
+  int32_t* argmax = a.i32(10, &amLen);
+  require(k >= 1 && stride >= 1, "maxPool2d", "kernel size and stride must be >= 1");
+  // every window lies inside the image
+  require((oh == 0 || double(oh - 1) * stride + k <= double(h)) && (ow == 0 || double(ow - 1) * stride + k <= double(w)), "maxPool2d",
+          "output size does not fit the input with this kernel and stride");
+  need("maxPool2d", "x", xLen, double(n) * c * h * w);
+  need("maxPool2d", "out", oLen, double(n) * c * oh * ow);
+  need("maxPool2d", "argmax", amLen, double(n) * c * oh * ow);
   for_rows(n * c, h * w, [&](int64_t nc) {
     const int64_t base = nc * h * w;
     for (int64_t oi = 0; oi < oh; oi++)
@@ -800,10 +964,14 @@ napi_value k_max_pool2d(napi_env, const Args& a) {
 }
 
 napi_value k_max_pool2d_backward(napi_env, const Args& a) {
-  const float* G = a.f32(0);
+  size_t gLen;
+  const float* G = a.f32(0, &gLen);
   size_t count, gxLen;
   const int32_t* argmax = a.i32(1, &count);
   float* GX = a.f32(2, &gxLen);
+  need("maxPool2dBackward", "gy", gLen, double(count));
+  for (size_t i = 0; i < count; i++)
+    require(argmax[i] >= 0 && size_t(argmax[i]) < gxLen, "maxPool2dBackward", "argmax[" + std::to_string(i) + "] = " + std::to_string(argmax[i]) + " outside gx");
   std::fill(GX, GX + gxLen, 0.f);
   for (size_t i = 0; i < count; i++) GX[argmax[i]] += G[i];
   return nullptr;
@@ -814,9 +982,13 @@ napi_value k_max_pool2d_backward(napi_env, const Args& a) {
 napi_value k_adamw(napi_env, const Args& a) {
   size_t len;
   float* P = a.f32(0, &len);
-  const float* G = a.f32(1);
-  float* M = a.f32(2);
-  float* V = a.f32(3);
+  size_t gLen, mLen, vLen;
+  const float* G = a.f32(1, &gLen);
+  float* M = a.f32(2, &mLen);
+  float* V = a.f32(3, &vLen);
+  same_len("adamw", "grad", gLen, len);
+  same_len("adamw", "m", mLen, len);
+  same_len("adamw", "v", vLen, len);
   const double lr = a.num(4), beta1 = a.num(5), beta2 = a.num(6), eps = a.num(7), wd = a.num(8), step = a.num(9);
   const double bc1 = 1 - std::pow(beta1, step);
   const double bc2Sqrt = std::sqrt(1 - std::pow(beta2, step));

@@ -3,7 +3,9 @@
 #pragma once
 #include <node_api.h>
 
+#include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -13,6 +15,22 @@ namespace vera {
 struct ArgError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
+
+/**
+ * A kernel's bounds check: a buffer of `have` elements must hold the `want` it will touch. `want`
+ * is computed in double by the caller, so huge dimensions cannot overflow into a small number.
+ */
+inline void need(const char* kernel, const char* what, size_t have, double want) {
+  if (double(have) < want) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.17g", want);
+    throw ArgError(std::string(kernel) + ": " + what + " holds " + std::to_string(have) + " elements, " + buf + " needed");
+  }
+}
+
+inline void require(bool ok, const char* kernel, const std::string& msg) {
+  if (!ok) throw ArgError(std::string(kernel) + ": " + msg);
+}
 
 class Args {
  public:
@@ -41,7 +59,18 @@ class Args {
     if (i >= argc_ || napi_get_value_double(env_, argv_[i], &v) != napi_ok) fail(i, "a number");
     return v;
   }
-  int64_t i64(size_t i) const { return static_cast<int64_t>(num(i)); }
+  /** An integer (a fraction, NaN or ±inf would be truncated into a wrong size or offset: refused). */
+  int64_t i64(size_t i) const {
+    const double v = num(i);
+    if (!(v == std::floor(v) && std::fabs(v) <= 9007199254740992.0)) fail(i, "an integer");
+    return static_cast<int64_t>(v);
+  }
+  /** A size: an integer ≥ 0. */
+  int64_t dim(size_t i) const {
+    const int64_t v = i64(i);
+    if (v < 0) fail(i, "an integer >= 0");
+    return v;
+  }
   bool flag(size_t i) const {
     bool v;
     if (i >= argc_ || napi_get_value_bool(env_, argv_[i], &v) != napi_ok) fail(i, "a boolean");
@@ -55,6 +84,7 @@ class Args {
       napi_value e;
       double v;
       if (napi_get_element(env_, argv_[i], j, &e) != napi_ok || napi_get_value_double(env_, e, &v) != napi_ok) fail(i, "an array of numbers");
+      if (!(v == std::floor(v) && std::fabs(v) <= 9007199254740992.0)) fail(i, "an array of integers");
       out[j] = static_cast<int64_t>(v);
     }
     return out;
@@ -111,7 +141,11 @@ class Args {
     napi_is_detached_arraybuffer(env_, buffer, &detached);
     if (detached) fail(i, "a live buffer (it was freed)");
     if (len) *len = n;
-    return data;
+    // an empty array may report no data pointer; kernels read a null pointer as "absent" for
+    // optional buffers, so give it a non-null one: the bounds checks then refuse it where sizes
+    // need elements, and nothing reads or writes it where they need none
+    static float empty[1];
+    return data != nullptr ? data : static_cast<void*>(empty);
   }
 
   napi_env env_;

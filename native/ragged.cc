@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "kernels.h"
@@ -42,22 +43,24 @@ napi_value k_ragged_attention(napi_env, const Args& a) {
   std::vector<size_t> kcLen, vcLen;
   const std::vector<float*> KC = a.f32list(3, &kcLen);
   const std::vector<float*> VC = a.f32list(4, &vcLen);
-  const int64_t heads = a.i64(5), kvHeads = a.i64(6), d = a.i64(7);
+  const int64_t heads = a.dim(5), kvHeads = a.dim(6), d = a.dim(7);
   const float scale = float(a.num(8));
   const int32_t* tokens = a.i32(9, &nSeq);
   const int32_t* past = a.i32(10, &nPast);
   float* O = a.f32(11, &oLen);
   if (heads <= 0 || kvHeads <= 0 || d <= 0 || heads % kvHeads != 0) throw ArgError("raggedAttention: heads must be a positive multiple of kvHeads");
   if (nPast != nSeq || KC.size() != nSeq || VC.size() != nSeq) throw ArgError("raggedAttention: one token count, past length and cache pair per sequence");
+  require(double(heads) * double(d) < 9e15, "raggedAttention", "heads × headDim is too large");
   const int64_t row = kvHeads * d;
   int64_t total = 0;
   for (size_t s = 0; s < nSeq; s++) {
     if (tokens[s] < 1 || past[s] < 0) throw ArgError("raggedAttention: token counts must be ≥ 1 and past lengths ≥ 0");
-    const size_t need = size_t(past[s] + tokens[s]) * size_t(row);
-    if (kcLen[s] < need || vcLen[s] < need) throw ArgError("raggedAttention: a cache is smaller than its sequence");
+    const double want = (double(past[s]) + double(tokens[s])) * double(row);
+    need("raggedAttention", "a key cache", kcLen[s], want);
+    need("raggedAttention", "a value cache", vcLen[s], want);
     total += tokens[s];
   }
-  if (qLen != size_t(total * heads * d) || oLen != qLen || knLen != size_t(total * row) || vnLen != knLen) throw ArgError("raggedAttention: q, k, v or out does not hold the sequences' tokens");
+  if (double(qLen) != double(total) * double(heads) * double(d) || oLen != qLen || double(knLen) != double(total) * double(row) || vnLen != knLen) throw ArgError("raggedAttention: q, k, v or out does not hold the sequences' tokens");
   // append, and note each token's sequence and absolute position
   std::vector<int32_t> seqOf(total), posOf(total);
   int64_t start = 0;
@@ -96,7 +99,13 @@ napi_value k_ragged_attention(napi_env, const Args& a) {
       float m = -INFINITY;
       for (int64_t j = 0; j < keys; j++) {
         sc[j] = dot(q, K + j * row, d) * scale;
-        m = std::max(m, sc[j]);
+        if (sc[j] > m || sc[j] != sc[j]) m = sc[j];  // NaN sticks
+      }
+      float* o = O + (t * heads + h) * d;
+      if (!std::isfinite(m)) {
+        // a NaN score (or infinite ones): torch's softmax row is NaN, so is the output
+        std::fill(o, o + d, std::numeric_limits<float>::quiet_NaN());
+        continue;
       }
       double sum = 0;
       std::fill(acc, acc + d, 0.f);
@@ -107,7 +116,6 @@ napi_value k_ragged_attention(napi_env, const Args& a) {
         for (int64_t c = 0; c < d; c++) acc[c] += e * v[c];
       }
       const float inv = float(1.0 / sum);
-      float* o = O + (t * heads + h) * d;
       for (int64_t c = 0; c < d; c++) o[c] = acc[c] * inv;
     }
   });

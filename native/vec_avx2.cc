@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 namespace vera {
 namespace {
@@ -162,7 +163,14 @@ VERA_AVX2 void attend_row_avx2(const float* q, const float* K, const float* V, i
     scores[j] = hsum8(a) * scale;
   }
   float m = -INFINITY;
-  for (j = 0; j < keys; j++) m = std::max(m, scores[j]);
+  for (j = 0; j < keys; j++)
+    if (scores[j] > m || scores[j] != scores[j]) m = scores[j];  // NaN sticks (std::max drops it)
+  if (!std::isfinite(m)) {
+    // a NaN score (or infinite ones) makes torch's softmax row NaN; the clamped polynomial exp
+    // below would turn it into a finite weight
+    for (int64_t c = 0; c < d; c++) out[c] = std::numeric_limits<float>::quiet_NaN();
+    return;
+  }
   // e^(s − max), eight at a time (all ≤ 0, the polynomial's range); the tail lanes are dropped
   const __m256 mv = _mm256_set1_ps(m);
   __m256 sum8 = _mm256_setzero_ps();

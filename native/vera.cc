@@ -20,7 +20,14 @@ struct VeraDims {
   int64_t rows, in, out, r, lda;
 };
 
-VeraDims vera_dims(const Args& a, size_t at) { return {a.i64(at), a.i64(at + 1), a.i64(at + 2), a.i64(at + 3), a.i64(at + 4)}; }
+VeraDims vera_dims(const Args& a, size_t at, const char* k) {
+  const VeraDims v{a.dim(at), a.dim(at + 1), a.dim(at + 2), a.dim(at + 3), a.dim(at + 4)};
+  require(v.in <= v.lda, k, "inFeatures exceeds lda");
+  return v;
+}
+
+/** Elements of A (r, lda) that A[:, :in] touches. */
+double a_extent(const VeraDims& v) { return v.r > 0 && v.in > 0 ? double(v.r - 1) * double(v.lda) + double(v.in) : 0; }
 
 /** (rows × cols) row-major x with column j scaled by v[j] (byColumn) or row i by v[i]. */
 std::vector<float> scaled(const float* x, const float* v, int64_t rows, int64_t cols, bool byColumn) {
@@ -32,14 +39,23 @@ std::vector<float> scaled(const float* x, const float* v, int64_t rows, int64_t 
 
 // veraForward(x, A, B, λd, λb, rows, in, out, r, lda, y, ax)
 napi_value k_vera_forward(napi_env, const Args& a) {
-  const float* x = a.f32(0);
-  const float* A = a.f32(1);
-  const float* B = a.f32(2);
-  const float* ld = a.f32(3);
-  const float* lb = a.f32(4);
-  const VeraDims v = vera_dims(a, 5);
-  float* y = a.f32(10);
-  float* ax = a.f32(11);
+  size_t nx, nA, nB, nld, nlb, ny, nax;
+  const float* x = a.f32(0, &nx);
+  const float* A = a.f32(1, &nA);
+  const float* B = a.f32(2, &nB);
+  const float* ld = a.f32(3, &nld);
+  const float* lb = a.f32(4, &nlb);
+  const VeraDims v = vera_dims(a, 5, "veraForward");
+  float* y = a.f32(10, &ny);
+  float* ax = a.f32(11, &nax);
+  const char* k = "veraForward";
+  need(k, "x", nx, double(v.rows) * double(v.in));
+  need(k, "a", nA, a_extent(v));
+  need(k, "b", nB, double(v.out) * double(v.r));
+  need(k, "lambdaD", nld, double(v.r));
+  need(k, "lambdaB", nlb, double(v.out));
+  need(k, "out", ny, double(v.rows) * double(v.out));
+  need(k, "ax", nax, double(v.rows) * double(v.r));
   sgemm(v.rows, v.r, v.in, x, v.in, 1, A, 1, v.lda, ax, v.r, false);  // ax = x·A[:, :in]ᵀ
   const std::vector<float> u = scaled(ax, ld, v.rows, v.r, true);   // λd ⊙ ax
   const std::vector<float> bs = scaled(B, lb, v.out, v.r, false);   // λb ⊙ B[:out]
@@ -49,17 +65,28 @@ napi_value k_vera_forward(napi_env, const Args& a) {
 
 // veraBackward(A, B, λd, λb, ax, gy, rows, in, out, r, lda, gx, accumulateGx, gλd, gλb)
 napi_value k_vera_backward(napi_env, const Args& a) {
-  const float* A = a.f32(0);
-  const float* B = a.f32(1);
-  const float* ld = a.f32(2);
-  const float* lb = a.f32(3);
-  const float* ax = a.f32(4);
-  const float* gy = a.f32(5);
-  const VeraDims v = vera_dims(a, 6);
-  float* gx = a.f32(11);
+  size_t nA, nB, nld, nlb, nax, ngy, ngx, ngld, nglb;
+  const float* A = a.f32(0, &nA);
+  const float* B = a.f32(1, &nB);
+  const float* ld = a.f32(2, &nld);
+  const float* lb = a.f32(3, &nlb);
+  const float* ax = a.f32(4, &nax);
+  const float* gy = a.f32(5, &ngy);
+  const VeraDims v = vera_dims(a, 6, "veraBackward");
+  float* gx = a.f32(11, &ngx);
   const bool accumulateGx = a.flag(12);
-  float* gld = a.f32(13);
-  float* glb = a.f32(14);
+  float* gld = a.f32(13, &ngld);
+  float* glb = a.f32(14, &nglb);
+  const char* k = "veraBackward";
+  need(k, "a", nA, a_extent(v));
+  need(k, "b", nB, double(v.out) * double(v.r));
+  need(k, "lambdaD", nld, double(v.r));
+  need(k, "lambdaB", nlb, double(v.out));
+  need(k, "ax", nax, double(v.rows) * double(v.r));
+  need(k, "gy", ngy, double(v.rows) * double(v.out));
+  if (gx) need(k, "gx", ngx, double(v.rows) * double(v.in));
+  if (gld) need(k, "gLambdaD", ngld, double(v.r));
+  if (glb) need(k, "gLambdaB", nglb, double(v.out));
   if (glb) {
     const std::vector<float> u = scaled(ax, ld, v.rows, v.r, true);
     std::vector<float> m(size_t(v.out * v.r));
@@ -105,8 +132,8 @@ napi_value k_vera_routed_forward(napi_env, const Args& a) {
   const float* ld = a.f32(3, &nld);
   const float* lb = a.f32(4, &nlb);
   const int32_t* slots = a.i32(5, &ns);
-  const VeraDims v = vera_dims(a, 6);
-  const int64_t numSlots = a.i64(11);
+  const VeraDims v = vera_dims(a, 6, "veraRoutedForward");
+  const int64_t numSlots = a.dim(11);
   float* y = a.f32(12, &ny);
   const bool accumulate = a.flag(13);
   size_t nShared;
@@ -114,15 +141,15 @@ napi_value k_vera_routed_forward(napi_env, const Args& a) {
   const bool sharedReady = a.flag(15);
   // the addon must never read outside its buffers, whatever the caller passed
   if (v.rows < 0 || v.in < 0 || v.out < 0 || v.r < 0 || v.lda < v.in || numSlots < 0) throw std::runtime_error("veraRoutedForward: bad dimensions");
-  const auto fits = [](size_t have, int64_t need) { return int64_t(have) >= need; };
-  if (int64_t(ns) != v.rows || !fits(nx, v.rows * v.in) || !fits(ny, v.rows * v.out) || !fits(nB, v.out * v.r) ||
-      !fits(nld, numSlots * v.r) || !fits(nlb, numSlots * v.out) || (v.r > 0 && !fits(nA, (v.r - 1) * v.lda + v.in)))
+  const auto fits = [](size_t have, double need) { return double(have) >= need; };
+  if (int64_t(ns) != v.rows || !fits(nx, double(v.rows) * v.in) || !fits(ny, double(v.rows) * v.out) || !fits(nB, double(v.out) * v.r) ||
+      !fits(nld, double(numSlots) * v.r) || !fits(nlb, double(numSlots) * v.out) || !fits(nA, a_extent(v)))
     throw std::runtime_error("veraRoutedForward: a buffer is smaller than the dimensions need");
   for (int64_t i = 0; i < v.rows; i++)
     if (slots[i] >= numSlots)
       throw std::runtime_error("veraRoutedForward: row " + std::to_string(i) + " uses slot " + std::to_string(slots[i]) + ", but the slabs hold " +
                                std::to_string(numSlots));
-  if (nShared > 0 && !fits(nShared, v.rows * v.r)) throw std::runtime_error("veraRoutedForward: the shared x·Aᵀ buffer is smaller than rows × r");
+  if (nShared > 0 && !fits(nShared, double(v.rows) * v.r)) throw std::runtime_error("veraRoutedForward: the shared x·Aᵀ buffer is smaller than rows × r");
   if (!accumulate) std::fill(y, y + v.rows * v.out, 0.0f);
   if (v.rows == 0 || v.out == 0) return nullptr;
 

@@ -121,7 +121,7 @@ test('bad input: one line on stderr, non-zero exit, no partial output', () => {
     cpSync(fx('gpt2-tiny-lora'), badShape, { recursive: true });
     const cfg = JSON.parse(readFileSync(join(badShape, 'adapter_config.json'), 'utf8'));
     writeFileSync(join(badShape, 'adapter_config.json'), JSON.stringify({ ...cfg, r: 3 }));
-    cases.push([['merge', '--model', fx('gpt2-tiny'), '--adapter', badShape, '--out', out], /lora_A\.weight has shape \[4, 32\], the model needs \[3, 32\]/]);
+    cases.push([['merge', '--model', fx('gpt2-tiny'), '--adapter', badShape, '--out', out], /lora_A\.weight has shape \[4, 32\], but adapter_config\.json says r = 3/]);
     // NaN in an adapter
     const nan = join(dir, 'nan');
     cpSync(fx('gpt2-tiny-vera-noproj'), nan, { recursive: true });

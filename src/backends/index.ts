@@ -2,15 +2,18 @@
 // it was built at install, else the reference TypeScript backend, with a one-line notice saying why.
 import { setKernels, hasKernels } from '../tensor/device.js';
 import type { Kernels } from '../tensor/kernels.js';
+import { checkedKernels } from '../tensor/kernel-checks.js';
 import { tsKernels } from './ts/index.js';
 import { loadAddon, nativeKernels } from './native/index.js';
 
-const available: Record<string, Kernels> = { ts: tsKernels };
+// every registered backend runs behind the same argument checks (buffer lengths against the
+// sizes a kernel will touch), so a new backend is as safe as these two
+const available: Record<string, Kernels> = { ts: checkedKernels(tsKernels) };
 
 const wanted = process.env.VERA_BACKEND;
 // VERA_BACKEND=ts never touches the addon
 const native = wanted === 'ts' ? null : loadAddon();
-if (native?.addon) available.native = nativeKernels(native.addon);
+if (native?.addon) available.native = checkedKernels(nativeKernels(native.addon));
 
 export function backendNames(): string[] {
   return Object.keys(available);

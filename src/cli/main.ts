@@ -35,9 +35,43 @@ export function buildProgram(): Command {
   return program;
 }
 
+/**
+ * A reader that goes away (`vera generate … | head -c1`) makes the next write fail with EPIPE:
+ * nothing more can be shown, so stop quietly instead of dying on an unhandled 'error' event.
+ */
+function quietOnClosedPipe(stream: NodeJS.WriteStream): void {
+  if (stream.listenerCount('error') > 0) return;
+  stream.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE' || err.code === 'ERR_STREAM_DESTROYED') process.exit(0);
+    throw err;
+  });
+}
+
+/**
+ * Commands left with Node's default Ctrl-C (immediate exit by the signal): `serve` drains on
+ * SIGINT itself; `perplexity` and `demo` compute synchronously for minutes, where a handler would
+ * only run at the end and so make Ctrl-C do nothing. Their outputs are atomic either way.
+ */
+const OWN_SIGINT = new Set(['serve', 'perplexity', 'demo']);
+
+/**
+ * Ctrl-C: one line and exit status 130. Outputs are written atomically and this runs between
+ * event-loop turns, never inside a synchronous write, so nothing partial is left behind; the
+ * trainer yields to the event loop between steps (trainAsync) so this runs within a step.
+ */
+function onSigint(): void {
+  process.stderr.write(`${process.stderr.isTTY ? '\n' : ''}vera: interrupted\n`);
+  process.exit(130);
+}
+
 /** Run the CLI; resolves to the process exit code. */
 export async function main(argv: string[]): Promise<number> {
+  quietOnClosedPipe(process.stdout);
+  quietOnClosedPipe(process.stderr);
   const program = buildProgram();
+  program.hook('preAction', (_program, command) => {
+    if (!OWN_SIGINT.has(command.name()) && !process.listeners('SIGINT').includes(onSigint)) process.on('SIGINT', onSigint);
+  });
   try {
     await program.parseAsync(argv, { from: 'user' });
     return 0;
@@ -58,4 +92,5 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`vera: internal error: ${(e as Error)?.stack ?? String(e)}\n`);
     return 2;
   }
+  // the SIGINT listener stays: a Ctrl-C during the last synchronous phase must not be swallowed
 }

@@ -12,7 +12,7 @@
 import * as path from 'node:path';
 import { fail } from '../io/errors.js';
 import { hasChatTemplate, loadChatTemplate, type ChatMessage, type ChatTemplate } from './chat-template.js';
-import { IGNORE_INDEX } from './jsonl.js';
+import { IGNORE_INDEX, encodeCut } from './jsonl.js';
 import { loadTokenizer, type Tokenizer } from './tokenizer.js';
 
 export const CHAT_ROLES = ['system', 'user', 'assistant'] as const;
@@ -229,7 +229,9 @@ function tokenizeSegments(segments: Segment[], opts: ChatDataOptions, where: str
     if (s.ids !== undefined) piece = s.ids;
     else if (s.text === '') piece = [];
     else {
-      piece = opts.tokenizer.encode(s.text!, { addSpecialTokens: first });
+      const addSpecialTokens = first;
+      // only maxLength tokens can be kept: a huge segment is cut before it is encoded
+      piece = encodeCut((t) => opts.tokenizer.encode(t, { addSpecialTokens }), s.text!, opts.maxLength);
       first = false;
     }
     for (const id of piece) {

@@ -9,7 +9,7 @@
 import { parse } from 'csv-parse/sync';
 import { fail } from '../io/errors.js';
 import { readTextFile } from './text-file.js';
-import { IGNORE_INDEX } from './jsonl.js';
+import { IGNORE_INDEX, encodeCut } from './jsonl.js';
 import type { Tokenizer } from './tokenizer.js';
 
 export interface E2eRow {
@@ -108,8 +108,9 @@ export function encodeE2e(rows: readonly E2eRow[], tokenizer: Pick<Tokenizer, 'e
   const out: E2eEncoded = { sequences: [], skipped: 0, truncated: 0, targetTokens: 0 };
   for (const row of rows) {
     if (row.ref === null) fail(`${file}: has no "ref" column; training needs references`);
-    const prompt = tokenizer.encode(e2ePrompt(row.mr, opts.separator));
-    const completion = tokenizer.encode(` ${row.ref}`, { addSpecialTokens: false });
+    // only seqLen tokens are kept: huge cells are cut before they are encoded
+    const prompt = encodeCut((t) => tokenizer.encode(t), e2ePrompt(row.mr, opts.separator), opts.seqLen);
+    const completion = encodeCut((t) => tokenizer.encode(t, { addSpecialTokens: false }), ` ${row.ref}`, opts.seqLen);
     if (eos !== null) completion.push(eos);
     // the loss needs a prompt token before each target: at least one completion token must fit
     if (prompt.length >= opts.seqLen) {

@@ -54,6 +54,35 @@ export function parseJsonlRecords(content: string, file: string, vocabSize: numb
   return out;
 }
 
+/**
+ * Characters per token assumed when cutting a long text before it is encoded. Generous on purpose:
+ * BPE tokenizers average about 4 characters of English per token, and a text whose tokens are
+ * longer only costs a retry with a larger cut (encodeCut), never a different result.
+ */
+export const MAX_CHARS_PER_TOKEN = 32;
+/** Tokens beyond the kept ones that the cut text must still give, so the cut (which can change how the last word splits) is well past them. */
+const CUT_MARGIN = 64;
+
+/**
+ * `encode(text)` of which only the first `maxTokens` ids will be used: a long text is cut to
+ * maxTokens × MAX_CHARS_PER_TOKEN characters (plus slack) before encoding, so a 200 MB line costs
+ * what a short one does. The cut is grown until it yields maxTokens + a margin of tokens, so the
+ * first maxTokens ids are those of the whole text (the cut only affects the word it falls in);
+ * texts under the bound are encoded whole, exactly as before.
+ */
+export function encodeCut(encode: (text: string) => number[], text: string, maxTokens: number): number[] {
+  let bound = maxTokens * MAX_CHARS_PER_TOKEN + 1024;
+  for (;;) {
+    if (text.length <= bound) return encode(text);
+    let end = bound;
+    const c = text.charCodeAt(end - 1);
+    if (c >= 0xd800 && c <= 0xdbff) end--; // never split a surrogate pair
+    const ids = encode(text.slice(0, end));
+    if (ids.length >= maxTokens + CUT_MARGIN) return ids;
+    bound *= 4;
+  }
+}
+
 export interface ReadJsonlOptions {
   /** Token ids must lie in [0, vocabSize). */
   vocabSize: number;
@@ -110,7 +139,7 @@ export async function readCausalLmJsonl(file: string, opts: ReadJsonlOptions): P
     let ids: Int32Array;
     if (r.ids !== undefined) ids = r.ids;
     else {
-      const encoded = tokenizer!.encode(r.text);
+      const encoded = encodeCut((t) => tokenizer!.encode(t), r.text, opts.seqLen);
       const bad = encoded.find((id) => !(Number.isInteger(id) && id >= 0 && id < opts.vocabSize));
       if (bad !== undefined) fail(`${file}:${r.line}: ${tokenizer!.file} gave token id ${bad}, outside the model's vocabulary [0, ${opts.vocabSize})`);
       ids = Int32Array.from(encoded);

@@ -5,13 +5,14 @@
 // used eviction; adapters registered from a folder are read again from disk when needed; a VeRA
 // adapter registered from bytes lives in its slot, and only an evicted one keeps its vectors aside. LoRA adapters (whose A and B differ per
 // adapter) sit beside them under the same budget.
+import { freemem, totalmem } from 'node:os';
 import { VeraError } from '../io/errors.js';
 import { parseJsonExact } from '../io/json.js';
 import { SafetensorsFile } from '../io/safetensors.js';
 import { Tensor, kernels } from '../tensor/index.js';
 import {
   ADAPTER_CONFIG, ADAPTER_WEIGHTS, adapterTensors, allLinearTargets, defaultTargetModules, expectShape, generateProjections, isAllLinear, largestShape,
-  isTargetModule, parsePeftConfig, readAdapterFolder, type AdapterTensors, type BasePeftConfig, type LoraConfig, type VeraConfig,
+  isTargetModule, parsePeftConfig, readAdapterFolder, vera, type AdapterTensors, type BasePeftConfig, type LoraConfig, type VeraConfig,
 } from '../peft/index.js';
 
 /** A linear layer of the base model the engine may route adapters through. */
@@ -113,6 +114,10 @@ export class AdapterStore {
     const missing = spec.targets.find((t) => !this.base.layers.has(t));
     if (missing !== undefined) throw new VeraError(`vera: target ${missing} is not a linear layer of the model`);
     const [maxIn, maxOut] = largestShape(spec.targets.map((t) => this.base.layers.get(t)!));
+    // r comes from an adapter's config: refuse a pair no memory holds before generating it
+    const bytes = 4 * spec.r * (maxIn + maxOut + 4 * spec.targets.length);
+    const available = Math.min(freemem(), totalmem());
+    if (!(bytes <= available)) throw new VeraError(`vera: r ${spec.r} needs about ${(bytes / 2 ** 30).toFixed(1)} GB for the shared projections, more than the ${(available / 2 ** 30).toFixed(1)} GB available`);
     const { A, B } = generateProjections(spec.r, maxIn, maxOut, spec.projectionPrngKey);
     const slabD = new Map<string, Tensor>();
     const slabB = new Map<string, Tensor>();
@@ -341,6 +346,8 @@ export class AdapterStore {
     }
     const targets = this.resolveTargets(config);
     if (targets.length === 0) throw new VeraError(`${configFile}: target_modules match no linear layer of the engine's model`);
+    // r against the stored λd before a first adapter sizes (and generates) the shared projections
+    vera.checkStoredSizes?.(config, tensors, file);
     if (!this.vera) this.setVeraSpec({ projectionPrngKey: config.projectionPrngKey, r: config.r, targets });
     const v = this.vera!;
     if (BigInt(config.projectionPrngKey) !== BigInt(v.spec.projectionPrngKey)) {

@@ -6,14 +6,72 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { fail } from './errors.js';
+import { VeraError, fail } from './errors.js';
 import { parseJsonExact } from './json.js';
 
-/** Hidden, unique sibling name; `.tmp` is git-ignored and easy to spot if a crash leaves one. */
-function tempName(target: string): string {
-  const dir = path.dirname(target);
-  const base = path.basename(target);
-  return path.join(dir, `.${base}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
+/**
+ * Temp names: hidden siblings of the target that carry a fixed marker and the writer's pid, so a
+ * later run can tell leftovers of a killed writer (pid no longer alive) from a live writer's files.
+ * `tmp` holds new contents being written; `old` holds the previous folder for the instant between
+ * the two renames of a replace.
+ */
+type TempKind = 'tmp' | 'old';
+const TEMP_RE = /^vera-(tmp|old)-(\d+)-[0-9a-f]+$/;
+/** The format written before pids were parsed back: `.<base>.<pid>.<12 hex>.tmp`. */
+const LEGACY_TEMP_RE = /^(\d+)\.[0-9a-f]{12}\.tmp$/;
+
+function tempName(target: string, kind: TempKind = 'tmp'): string {
+  return path.join(path.dirname(target), `.${path.basename(target)}.vera-${kind}-${process.pid}-${randomBytes(6).toString('hex')}`);
+}
+
+function pidAlive(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    // EPERM: the pid exists but belongs to someone else; only ESRCH proves it is gone.
+    return (err as NodeJS.ErrnoException).code !== 'ESRCH';
+  }
+}
+
+/**
+ * Cleans up after writers of `target` that were killed: their temp files/folders are removed, and
+ * a previous folder set aside by a replace that died between its two renames is put back when
+ * `target` is missing (the new contents were not in place yet). Leftovers of live processes are
+ * left alone. Never throws: recovery must not hide the real work's errors.
+ */
+export function recoverDir(target: string): void {
+  const abs = path.resolve(target);
+  const dir = path.dirname(abs);
+  const prefix = `.${path.basename(abs)}.`;
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir).filter((n) => n.startsWith(prefix));
+  } catch {
+    return;
+  }
+  const stale: { name: string; kind: TempKind }[] = [];
+  for (const name of names) {
+    const rest = name.slice(prefix.length);
+    const m = TEMP_RE.exec(rest);
+    const legacy = m ? null : LEGACY_TEMP_RE.exec(rest);
+    const pid = Number(m ? m[2] : legacy?.[1]);
+    if (!(m || legacy) || pidAlive(pid)) continue;
+    stale.push({ name, kind: m ? (m[1] as TempKind) : 'tmp' });
+  }
+  for (const { name, kind } of stale) {
+    const p = path.join(dir, name);
+    if (kind === 'old' && !fs.existsSync(abs)) {
+      try {
+        fs.renameSync(p, abs);
+        continue;
+      } catch {
+        // fall through: remove it rather than leave it
+      }
+    }
+    removeQuietly(p);
+  }
 }
 
 function toBytes(data: Uint8Array | string): Uint8Array {
@@ -58,20 +116,37 @@ function removeQuietly(p: string): void {
 }
 
 /**
+ * An fs error from writing becomes a one-line VeraError naming what the user gave (`label`),
+ * never the temp path the error carries.
+ */
+function asUserError(err: unknown, label: string): unknown {
+  if (err instanceof VeraError) return err;
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  if (typeof code !== 'string') return err;
+  const why: Record<string, string> = { EACCES: 'permission denied', EPERM: 'permission denied', EROFS: 'read-only file system', ENOSPC: 'no space left on the device', EDQUOT: 'disk quota exceeded', ENOTDIR: 'a parent is not a folder' };
+  return new VeraError(`${label}: cannot write (${why[code] ? `${why[code]}, ` : ''}${code})`);
+}
+
+/**
  * Atomically replaces `file` with `data`: temp file in the same directory
  * (so rename cannot cross filesystems), fsync, rename. Parent directories are
  * created. On failure the temp file is removed and the target is untouched.
  */
 export function writeFileAtomic(file: string, data: Uint8Array | string): void {
   const dir = path.dirname(file);
-  fs.mkdirSync(dir, { recursive: true });
   const tmp = tempName(file);
   try {
-    writeAndSync(tmp, toBytes(data));
-    fs.renameSync(tmp, file);
+    fs.mkdirSync(dir, { recursive: true });
+    recoverDir(file);
+    try {
+      writeAndSync(tmp, toBytes(data));
+      fs.renameSync(tmp, file);
+    } catch (err) {
+      removeQuietly(tmp);
+      throw err;
+    }
   } catch (err) {
-    removeQuietly(tmp);
-    throw err;
+    throw asUserError(err, file);
   }
   syncDir(dir);
 }
@@ -95,47 +170,100 @@ function writeFilesInto(root: string, files: [string, Uint8Array][]): void {
 }
 
 /**
- * Writes a set of files so that a reader never observes a partial set.
- *
- * - `dir` missing: everything goes into a temp sibling directory that is then
- *   renamed to `dir` in one step.
- * - `dir` present: every file is first written to its own temp file; only when
- *   all are complete are they renamed into place. Each file is replaced
- *   atomically; the set is as close to atomic as POSIX allows without
- *   replacing the directory (which might hold unrelated files).
- *
- * On failure, temp files/directories are removed.
+ * How writeDirAtomic treats a `dir` that already exists:
+ * - `merge` (the library default, like save_pretrained): each file is replaced atomically and other
+ *   files are kept, but the set is not atomic (a crash can mix old and new files).
+ * - `create`: refuse a non-empty `dir`.
+ * - `replace`: swap the whole folder for the new one; files not in `files` are gone afterwards.
  */
-export function writeDirAtomic(dir: string, files: Record<string, Uint8Array | string>): void {
+export type WriteDirMode = 'merge' | 'create' | 'replace';
+
+export interface WriteDirOptions {
+  mode?: WriteDirMode;
+  /** What to call `dir` in errors (e.g. `--out run`); default `dir` itself. */
+  label?: string;
+}
+
+/**
+ * Writes a set of files so that a reader never observes a partial set (except in `merge` mode
+ * into an existing folder, see WriteDirMode).
+ *
+ * The new folder is written complete as a temp sibling, then renamed onto `dir` (which succeeds
+ * when `dir` is missing or empty). `replace` of a non-empty `dir` takes two renames, old → a temp
+ * sibling, new → `dir`; a kill between them leaves `dir` missing and the old folder set aside,
+ * which recoverDir (run at the start of every write, and by readers that care) puts back. So after
+ * a kill at any moment `dir` is the old folder or the new one, complete.
+ *
+ * Errors name `opts.label ?? dir`; temp files and folders are removed on failure.
+ */
+export function writeDirAtomic(dir: string, files: Record<string, Uint8Array | string>, opts: WriteDirOptions = {}): void {
+  const label = opts.label ?? dir;
   const entries: [string, Uint8Array][] = Object.entries(files).map(([name, data]) => [
-    checkRelativeName(dir, name),
+    checkRelativeName(label, name),
     toBytes(data),
   ]);
+  try {
+    writeDir(dir, entries, opts.mode ?? 'merge', label);
+  } catch (err) {
+    throw asUserError(err, label);
+  }
+}
 
-  if (!fs.existsSync(dir)) {
-    const parent = path.dirname(path.resolve(dir));
-    fs.mkdirSync(parent, { recursive: true });
-    const tmpDir = tempName(path.resolve(dir));
+function writeDir(dir: string, entries: [string, Uint8Array][], mode: WriteDirMode, label: string): void {
+  let abs = path.resolve(dir);
+  // a symlinked folder keeps its link: the folder it points to is what gets replaced
+  if (fs.existsSync(abs) && fs.lstatSync(abs).isSymbolicLink()) abs = fs.realpathSync(abs);
+  const parent = path.dirname(abs);
+  fs.mkdirSync(parent, { recursive: true });
+  recoverDir(abs);
+  if (fs.existsSync(abs) && !fs.statSync(abs).isDirectory()) fail(`${label}: exists and is not a folder`);
+
+  if (mode !== 'merge' || !fs.existsSync(abs)) {
+    const tmpDir = tempName(abs);
     try {
       fs.mkdirSync(tmpDir);
       writeFilesInto(tmpDir, entries);
       syncDir(tmpDir);
-      fs.renameSync(tmpDir, dir);
-      syncDir(parent);
-      return;
+      try {
+        fs.renameSync(tmpDir, abs); // dir missing or empty
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (!(code === 'ENOTEMPTY' || code === 'EEXIST')) throw err;
+        if (mode === 'create') fail(`${label}: exists and is not empty`);
+        if (mode === 'merge') {
+          // someone else created `dir` meanwhile: merge into it below
+          removeQuietly(tmpDir);
+          mergeInto(abs, entries);
+          return;
+        }
+        const old = tempName(abs, 'old');
+        fs.renameSync(abs, old);
+        try {
+          fs.renameSync(tmpDir, abs);
+        } catch (e) {
+          fs.renameSync(old, abs); // put the old folder back before reporting
+          throw e;
+        }
+        removeQuietly(old);
+      }
     } catch (err) {
       removeQuietly(tmpDir);
-      const code = (err as NodeJS.ErrnoException).code;
-      // Someone else created `dir` meanwhile: fall through and merge into it.
-      if (!(code === 'ENOTEMPTY' || code === 'EEXIST') || !fs.existsSync(dir)) throw err;
+      throw err;
     }
+    syncDir(parent);
+    return;
   }
+  mergeInto(abs, entries);
+}
 
+/** `merge` into an existing folder: every file staged beside its target, then all renamed. */
+function mergeInto(dir: string, entries: [string, Uint8Array][]): void {
   const staged: { tmp: string; target: string }[] = [];
   try {
     for (const [rel, data] of entries) {
       const target = path.join(dir, rel);
       fs.mkdirSync(path.dirname(target), { recursive: true });
+      recoverDir(target);
       const tmp = tempName(target);
       staged.push({ tmp, target });
       writeAndSync(tmp, data);

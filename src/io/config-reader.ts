@@ -33,11 +33,17 @@ export class ConfigReader {
     return fallback;
   }
 
-  /** Integer ≥ 1; required when no default is given. */
-  positiveInt(field: string, fallback?: number): number {
+  /** Integer ≥ 1 (and ≤ max when given); required when no default is given. */
+  positiveInt(field: string, fallback?: number, max?: number): number {
     const v = this.get(field, fallback);
     if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1) this.fail(field, `must be a positive integer, got ${stringifyJson(v)}`);
+    if (max !== undefined && v > max) this.fail(field, `is ${v}, more than ${max}`);
     return v;
+  }
+
+  /** A layer count: at most MAX_LAYERS, so a lying config cannot make a model build loop or its layer list overflow. */
+  layerCount(field: string, fallback?: number): number {
+    return this.positiveInt(field, fallback, MAX_LAYERS);
   }
 
   /** Integer ≥ 0 or null (token ids). */
@@ -164,3 +170,6 @@ export class ConfigReader {
     return this.strList(field);
   }
 }
+
+/** More layers than any published model has by two orders of magnitude. */
+export const MAX_LAYERS = 10_000;

@@ -3,10 +3,11 @@
 // Loading records where each parameter came from (key, dtype, shape) so a merged model can be
 // written back with exactly the input's tensor names, shapes and dtypes.
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Module } from '../nn/index.js';
-import { defaultRng, type Rng, type Tensor } from '../tensor/index.js';
-import { readJsonFile, writeDirAtomic } from '../io/atomic.js';
+import { defaultRng, withAllocationBudget, type Rng, type Tensor } from '../tensor/index.js';
+import { readJsonFile, writeDirAtomic, type WriteDirOptions } from '../io/atomic.js';
 import { fail } from '../io/errors.js';
 import { loadCheckpointTensors, serializeSafetensors, type CheckpointTensors, type Dtype, type TensorToWrite, type WriteDtype } from '../io/safetensors.js';
 import { asJsonObject, type JsonObject } from './config.js';
@@ -32,6 +33,8 @@ export interface BuildOptions {
   rng?: Rng;
   /** false skips random initialization (weights start at zero): the model is about to be loaded. */
   init?: boolean;
+  /** The checkpoint about to be loaded: its tensors' sizes bound what the config may allocate (default: the memory available). */
+  checkpoint?: CheckpointTensors;
 }
 
 /** What the loader needs to know about one model family. A new family adds one entry to FAMILIES. */
@@ -125,10 +128,57 @@ function familyOf(json: JsonObject, file: string): ModelFamily<PretrainedModel> 
   return FAMILIES[type as ModelType] as ModelFamily<PretrainedModel>;
 }
 
+// ---------------------------------------------------------------- memory bounds
+
+const GB = (bytes: number): string => `${(bytes / 2 ** 30).toFixed(bytes < 2 ** 30 ? 3 : 1)} GB`;
+
+/** Memory a new model may take: what the OS reports available now. */
+export function availableMemoryBytes(): number {
+  return Math.min(os.freemem(), os.totalmem());
+}
+
+/**
+ * Refuse a model of `params` float32 values when they exceed `available` bytes, naming both figures:
+ * allocating it would only end in swapping or the OOM killer.
+ */
+export function checkModelFitsMemory(what: string, params: number, available = availableMemoryBytes()): void {
+  const bytes = params * 4;
+  if (bytes > available) fail(`${what}: the model needs about ${GB(bytes)} in memory (${params} float32 values), more than the ${GB(available)} available`);
+}
+
+/** Extra elements a model may allocate beyond its checkpoint: fresh task heads, non-persistent buffers. */
+const BUILD_SLACK = 1 << 24;
+
+/**
+ * Build with a ceiling on allocation: the parameters config.json describes are allocated before they
+ * are compared with anything, so a config saying n_layer: 1e9 or vocab_size: 1e12 is refused at its
+ * first tensor past `limit` elements, naming the file.
+ */
+function buildBounded<M>(file: string, limit: number, against: string, build: () => M): M {
+  return withAllocationBudget(limit, (need) => {
+    fail(`${file}: the sizes it gives (layers, hidden, vocabulary) need more than ${need} values, ${against}; refusing to allocate the model`);
+  }, build);
+}
+
 /** A model built from config.json contents (`model_type` picks the family), randomly initialized. */
 export function modelFromConfig(json: unknown, file: string, opts: BuildOptions = {}): PretrainedModel {
   const obj = asJsonObject(json, file);
-  return familyOf(obj, file).fromConfig(obj, file, opts);
+  const family = familyOf(obj, file);
+  if (opts.checkpoint) {
+    const stored = checkpointElements(opts.checkpoint);
+    checkModelFitsMemory(opts.checkpoint.dir, stored);
+    return buildBounded(file, stored + BUILD_SLACK, `its checkpoint holds ${stored}`, () => family.fromConfig(obj, file, opts));
+  }
+  // no checkpoint to compare with: the ceiling is the memory available
+  const available = availableMemoryBytes();
+  return buildBounded(file, Math.floor(available / 4), `more than the ${GB(available)} of memory available`, () => family.fromConfig(obj, file, opts));
+}
+
+/** Elements of every tensor in a checkpoint (headers only). */
+function checkpointElements(ckpt: CheckpointTensors): number {
+  let n = 0;
+  for (const name of ckpt.names) n += ckpt.get(name).shape.reduce((a, b) => a * b, 1);
+  return n;
 }
 
 /** The config.json that describes `model`. */
@@ -209,6 +259,7 @@ export function loadCheckpointInto(
   ckpt: CheckpointTensors,
   checkpointPath: (key: string) => string | null = (k) => k,
   newlyInitialized: (path: string) => boolean = () => false,
+  allowNonFinite = false,
 ): CheckpointInfo {
   const source = checkpointSource(ckpt);
   const state = model.stateDict();
@@ -216,7 +267,7 @@ export function loadCheckpointInto(
   const ownerOf = new Map<Tensor, string>([...owned].map(([p, t]) => [t, p]));
   const params = new Map<string, CheckpointEntry>();
   const extras: CheckpointExtra[] = [];
-  const loads: [Tensor, () => Float32Array][] = [];
+  const loads: [Tensor, () => Float32Array, string, string][] = [];
   const fresh: NewParameter[] = [];
   // check everything before reading any data, so a bad checkpoint fails fast
   for (const key of ckpt.names) {
@@ -245,7 +296,7 @@ export function loadCheckpointInto(
     const previous = params.get(owner);
     if (previous) fail(`${stored.file}: tensors "${previous.key}" and "${key}" both hold parameter "${owner}"`);
     params.set(owner, entry);
-    loads.push([t, stored.data]);
+    loads.push([t, stored.data, stored.file, key]);
   }
   const headDtype = ckpt.names.length > 0 ? ckpt.get(ckpt.names[0]).dtype : 'F32';
   for (const [p, t] of owned) {
@@ -254,13 +305,26 @@ export function loadCheckpointInto(
     params.set(p, { key: p, dtype: FLOAT_DTYPES.includes(headDtype) ? headDtype : 'F32', shape: [...t.shape] });
     fresh.push({ path: p, storedShape: null });
   }
-  for (const [t, data] of loads) t.copyFrom(data());
+  for (const [t, data, file, key] of loads) {
+    const values = data();
+    // a NaN weight otherwise surfaces only as a NaN loss or perplexity, far from its cause
+    if (!allowNonFinite) checkFinite(values, file, key);
+    t.copyFrom(values);
+  }
   return { source, files: [...ckpt.files], params, extras, newlyInitialized: fresh };
+}
+
+function checkFinite(values: Float32Array, file: string, key: string): void {
+  for (let i = 0; i < values.length; i++) {
+    if (!Number.isFinite(values[i])) fail(`${file}: ${key} contains NaN or Inf (${values[i]} at index ${i})`);
+  }
 }
 
 export interface LoadPretrainedOptions {
   /** Where the one-line notice about newly initialized weights goes (default: stderr). */
   log?: (line: string) => void;
+  /** Load weights holding NaN/±Inf as they are (default: refused with one line naming the tensor). */
+  allowNonFinite?: boolean;
 }
 
 /**
@@ -272,8 +336,12 @@ export function loadPretrained(dir: string, opts: LoadPretrainedOptions = {}): L
   const configFile = path.join(dir, 'config.json');
   const configJson = asJsonObject(readJsonFile(configFile, 'model config'), configFile);
   const family = familyOf(configJson, configFile);
-  const model = family.fromConfig(configJson, configFile, { init: false });
-  const checkpoint = loadCheckpointInto(model, loadCheckpointTensors(dir), family.checkpointPath, family.newlyInitialized);
+  // the checkpoint's headers first: its real sizes bound what config.json may make us allocate
+  const ckpt = loadCheckpointTensors(dir);
+  const stored = checkpointElements(ckpt);
+  checkModelFitsMemory(dir, stored);
+  const model = buildBounded(configFile, stored + BUILD_SLACK, `its checkpoint holds ${stored}`, () => family.fromConfig(configJson, configFile, { init: false }));
+  const checkpoint = loadCheckpointInto(model, ckpt, family.checkpointPath, family.newlyInitialized, opts.allowNonFinite ?? false);
   if (checkpoint.newlyInitialized.length > 0) {
     const fresh = new Set(checkpoint.newlyInitialized.map((p) => p.path));
     family.initWeights?.(model, (p) => fresh.has(p));
@@ -285,6 +353,21 @@ export function loadPretrained(dir: string, opts: LoadPretrainedOptions = {}): L
 }
 
 // ---------------------------------------------------------------- saving
+
+/** The smallest magnitude each dtype rounds to ±Inf (half an ulp past its largest finite value). */
+const OVERFLOW_AT: Record<WriteDtype, number> = { F32: Infinity, F16: (2 - 2 ** -11) * 2 ** 15, BF16: (2 - 2 ** -8) * 2 ** 127 };
+
+/**
+ * A finite value the stored dtype cannot hold would be written as ±Inf (65520 in F16): a merge whose
+ * result overflows the checkpoint's dtype is refused here, naming the tensor, instead of writing Inf.
+ */
+function checkRepresentable(dir: string, key: string, data: Float32Array, dtype: WriteDtype): void {
+  const limit = OVERFLOW_AT[dtype];
+  for (let i = 0; i < data.length; i++) {
+    const v = data[i];
+    if (Math.abs(v) >= limit && Number.isFinite(v)) fail(`${dir}: ${key} would hold ${v} (at index ${i}), beyond ${dtype}'s range; refusing to write it as Inf`);
+  }
+}
 
 /** Dtypes the writer cannot produce (F64) are stored as F32. */
 function writeDtype(dtype: Dtype | undefined): WriteDtype {
@@ -299,7 +382,7 @@ function writeDtype(dtype: Dtype | undefined): WriteDtype {
  * output holds exactly the input's tensor names, shapes and dtypes. `extraFiles` (tokenizer files,
  * say) are written in the same atomic step.
  */
-export function savePretrained(dir: string, model: Module, configJson: JsonObject, keyMap?: CheckpointInfo, extraFiles: Record<string, Uint8Array> = {}): void {
+export function savePretrained(dir: string, model: Module, configJson: JsonObject, keyMap?: CheckpointInfo, extraFiles: Record<string, Uint8Array> = {}, write: WriteDirOptions = {}): void {
   const owned = ownedTensors(model);
   const tensors: Record<string, TensorToWrite> = {};
   const put = (key: string, data: Float32Array, shape: readonly number[], dtype?: Dtype): void => {
@@ -310,7 +393,9 @@ export function savePretrained(dir: string, model: Module, configJson: JsonObjec
     const entry = keyMap?.params.get(p);
     if (keyMap && !entry) throw new Error(`savePretrained: parameter "${p}" is not in the checkpoint key map (was the model changed since loading?)`);
     if (entry && shapeStr(entry.shape) !== shapeStr(t.shape)) throw new Error(`savePretrained: parameter "${p}" has shape ${shapeStr(t.shape)}, the checkpoint's ${shapeStr(entry.shape)}`);
-    put(entry?.key ?? p, t.data(), t.shape, entry?.dtype);
+    const data = t.data();
+    if (entry) checkRepresentable(dir, entry.key, data, writeDtype(entry.dtype));
+    put(entry?.key ?? p, data, t.shape, entry?.dtype);
   }
   if (keyMap) {
     for (const p of keyMap.params.keys()) if (!owned.has(p)) throw new Error(`savePretrained: checkpoint parameter "${p}" is not in the model`);
@@ -324,7 +409,7 @@ export function savePretrained(dir: string, model: Module, configJson: JsonObjec
     ...extraFiles,
     'config.json': `${JSON.stringify(configJson, null, 2)}\n`,
     'model.safetensors': serializeSafetensors(tensors, { format: 'pt' }),
-  });
+  }, write);
 }
 
 /** eos ids as generation would use them: generation_config.json's when present (chat models list several), else config.json's. */

@@ -47,7 +47,7 @@ export function bertConfigFromJson(json: unknown, file: string, modelType: 'bert
     modelType,
     vocabSize: r.positiveInt('vocab_size', roberta ? 50265 : 30522),
     hiddenSize: r.positiveInt('hidden_size', 768),
-    numHiddenLayers: r.positiveInt('num_hidden_layers', 12),
+    numHiddenLayers: r.layerCount('num_hidden_layers', 12),
     numAttentionHeads: r.positiveInt('num_attention_heads', 12),
     intermediateSize: r.positiveInt('intermediate_size', 3072),
     hiddenAct: r.oneOf('hidden_act', ACTIVATION_NAMES, 'gelu'),

@@ -44,7 +44,7 @@ export function gpt2ConfigFromJson(json: unknown, file: string): GPT2Config {
     vocabSize: r.positiveInt('vocab_size', 50257),
     nPositions: r.positiveInt('n_positions', 1024),
     nEmbd: r.positiveInt('n_embd', 768),
-    nLayer: r.positiveInt('n_layer', 12),
+    nLayer: r.layerCount('n_layer', 12),
     nHead: r.positiveInt('n_head', 12),
     nInner: r.has('n_inner') ? r.positiveInt('n_inner') : null,
     activationFunction: r.oneOf('activation_function', ACTIVATION_NAMES, 'gelu_new'),

@@ -114,7 +114,7 @@ export function llamaConfigFromJson(json: unknown, file: string): LlamaConfig {
     vocabSize: r.positiveInt('vocab_size'),
     hiddenSize,
     intermediateSize: r.positiveInt('intermediate_size'),
-    numHiddenLayers: r.positiveInt('num_hidden_layers'),
+    numHiddenLayers: r.layerCount('num_hidden_layers'),
     numAttentionHeads,
     numKeyValueHeads,
     headDim,

@@ -39,7 +39,7 @@ export function vitConfigFromJson(json: unknown, file: string): ViTConfig {
   r.modelType('vit');
   const config: ViTConfig = {
     hiddenSize: r.positiveInt('hidden_size', 768),
-    numHiddenLayers: r.positiveInt('num_hidden_layers', 12),
+    numHiddenLayers: r.layerCount('num_hidden_layers', 12),
     numAttentionHeads: r.positiveInt('num_attention_heads', 12),
     intermediateSize: r.positiveInt('intermediate_size', 3072),
     hiddenAct: r.oneOf('hidden_act', ACTIVATION_NAMES, 'gelu'),

@@ -1,15 +1,17 @@
 // Standard layers. Initializers follow PyTorch's defaults so freshly built models train alike.
-import { F, Tensor, defaultRng, type Rng } from '../tensor/index.js';
+import { F, Tensor, checkAllocation, defaultRng, type Rng } from '../tensor/index.js';
 import { Module } from './module.js';
 
 /** U(-bound, bound) of the given shape. */
 export function uniformTensor(shape: readonly number[], bound: number, rng: Rng = defaultRng(), requiresGrad = false): Tensor {
   const n = shape.reduce((a, b) => a * b, 1);
+  checkAllocation(n); // before the host array, which a model-size budget would otherwise only see after
   return Tensor.fromArray(rng.fillUniform(new Float32Array(n), -bound, bound), shape, requiresGrad);
 }
 
 export function normalTensor(shape: readonly number[], std: number, rng: Rng = defaultRng(), requiresGrad = false): Tensor {
   const n = shape.reduce((a, b) => a * b, 1);
+  checkAllocation(n);
   return Tensor.fromArray(rng.fillNormal(new Float32Array(n), 0, std), shape, requiresGrad);
 }
 

@@ -162,7 +162,7 @@ export function unknownFields(r: ConfigReader, known: ReadonlySet<string>, unsup
     if (known.has(k)) continue;
     const isDefault = unsupported[k];
     if (isDefault !== undefined) {
-      if (!isDefault(v)) r.fail(k, `is set (${JSON.stringify(v)}), which this version does not support`);
+      if (!isDefault(v)) r.fail(k, `is set (${stringifyJson(v)}), which this version does not support`); // a huge integer parses to a bigint
       continue;
     }
     ignored.push(k);

@@ -3,12 +3,12 @@
 // projections are exactly what the key regenerates.
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { readJsonFile, writeDirAtomic } from '../io/atomic.js';
+import { readJsonFile, writeDirAtomic, type WriteDirOptions } from '../io/atomic.js';
 import { VeraError } from '../io/errors.js';
 import { parseJsonExact } from '../io/json.js';
 import { SafetensorsFile, serializeSafetensors, type Dtype, type TensorToWrite, type WriteDtype } from '../io/safetensors.js';
 import { sortedJson } from './config.js';
-import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, adapterDtype, parsePeftConfig, type AdapterDtype } from './peft_model.js';
+import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, adapterDtype, adapterTensors, checkAdapterFitsMemory, parsePeftConfig, peftMethod, type AdapterDtype } from './peft_model.js';
 import type { VeraConfig } from './vera/config.js';
 import { generateProjections } from './vera/model.js';
 
@@ -16,6 +16,10 @@ export interface ConvertOptions {
   dtype?: AdapterDtype;
   /** VeRA: false drops vera_A/vera_B (checked against the key). Adding them needs the base model (PeftModel.saveAdapter). */
   saveProjection?: boolean;
+  /** How an existing `outDir` is treated (default `merge`). */
+  write?: WriteDirOptions;
+  /** Copy tensors holding NaN/±Inf as they are (default: refused, naming the tensor). */
+  allowNonFinite?: boolean;
 }
 
 export interface ConvertReport {
@@ -34,8 +38,8 @@ export function convertAdapter(inDir: string, outDir: string, opts: ConvertOptio
   if (!existsSync(configPath)) throw new VeraError(`${configPath}: not found (is ${inDir} an adapter folder?)`);
   if (!existsSync(weightsPath)) throw new VeraError(`${weightsPath}: not found`);
   const raw = readJsonFile(configPath, 'adapter config') as Record<string, unknown>;
-  const { config, weights, dropped } = rewrite(raw, SafetensorsFile.open(weightsPath), configPath, weightsPath, opts, false);
-  writeDirAtomic(outDir, { [ADAPTER_CONFIG]: config, [ADAPTER_WEIGHTS]: weights });
+  const { config, weights, dropped } = rewrite(raw, SafetensorsFile.open(weightsPath), configPath, weightsPath, opts, !(opts.allowNonFinite ?? false));
+  writeDirAtomic(outDir, { [ADAPTER_CONFIG]: config, [ADAPTER_WEIGHTS]: weights }, opts.write);
   return { inBytes: statSync(weightsPath).size, outBytes: weights.byteLength, droppedProjections: dropped };
 }
 
@@ -52,6 +56,9 @@ function rewrite(
   finite: boolean,
 ): { config: string; weights: Uint8Array; dropped: boolean } {
   const config = parsePeftConfig(raw, configName);
+  // sizes from the headers before any tensor is read: a declared size must fit memory and the config
+  checkAdapterFitsMemory(st, weightsName);
+  peftMethod(config.peftType).checkStoredSizes?.(config, adapterTensors(st), weightsName);
   const keys = st.keys();
   let dropped = false;
   const out: Record<string, unknown> = { ...raw };

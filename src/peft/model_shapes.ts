@@ -22,15 +22,17 @@ export interface ModelShapes {
 
 type ShapeRule = (r: ConfigReader) => { layers: LinearShape[]; outputLayer: string | null };
 
-const perLayer = (n: number, prefix: string, sub: [string, number, number][]): LinearShape[] =>
-  Array.from({ length: n }, (_, i) => sub.map(([name, inF, outF]) => ({ path: `${prefix}.${i}.${name}`, in: inF, out: outF }))).flat();
+function perLayer(r: ConfigReader, field: string, prefix: string, sub: [string, number, number][]): LinearShape[] {
+  const n = r.layerCount(field); // the table lists every layer, so its length must be bounded
+  return Array.from({ length: n }, (_, i) => sub.map(([name, inF, outF]) => ({ path: `${prefix}.${i}.${name}`, in: inF, out: outF }))).flat();
+}
 
 /** BERT-style encoders (bert, roberta, vit): `attention` holds the self-attention under `selfName`. */
 function encoder(selfName: string): ShapeRule {
   return (r) => {
     const h = r.positiveInt('hidden_size');
     const i = r.positiveInt('intermediate_size', 4 * h);
-    const layers = perLayer(r.positiveInt('num_hidden_layers'), 'encoder.layer', [
+    const layers = perLayer(r, 'num_hidden_layers', 'encoder.layer', [
       [`attention.${selfName}.query`, h, h], [`attention.${selfName}.key`, h, h], [`attention.${selfName}.value`, h, h],
       ['attention.output.dense', h, h], ['intermediate.dense', h, i], ['output.dense', i, h],
     ]);
@@ -45,7 +47,7 @@ const llamaLike: ShapeRule = (r) => {
   const kv = r.positiveInt('num_key_value_heads', heads);
   const hd = r.positiveInt('head_dim', Math.floor(h / heads));
   const i = r.positiveInt('intermediate_size');
-  const layers = perLayer(r.positiveInt('num_hidden_layers'), 'model.layers', [
+  const layers = perLayer(r, 'num_hidden_layers', 'model.layers', [
     ['self_attn.q_proj', h, heads * hd], ['self_attn.k_proj', h, kv * hd], ['self_attn.v_proj', h, kv * hd], ['self_attn.o_proj', heads * hd, h],
     ['mlp.gate_proj', h, i], ['mlp.up_proj', h, i], ['mlp.down_proj', i, h],
   ]);
@@ -57,7 +59,7 @@ const SHAPES: Readonly<Record<string, ShapeRule>> = {
   gpt2: (r) => {
     const e = r.positiveInt('n_embd');
     const inner = r.has('n_inner') ? r.positiveInt('n_inner') : 4 * e;
-    const layers = perLayer(r.positiveInt('n_layer'), 'transformer.h', [
+    const layers = perLayer(r, 'n_layer', 'transformer.h', [
       ['attn.c_attn', e, 3 * e], ['attn.c_proj', e, e], ['mlp.c_fc', e, inner], ['mlp.c_proj', inner, e],
     ]);
     layers.push({ path: 'lm_head', in: e, out: r.positiveInt('vocab_size') });
@@ -73,7 +75,7 @@ const SHAPES: Readonly<Record<string, ShapeRule>> = {
   opt: (r) => {
     const h = r.positiveInt('hidden_size');
     const f = r.positiveInt('ffn_dim');
-    const layers = perLayer(r.positiveInt('num_hidden_layers'), 'model.decoder.layers', [
+    const layers = perLayer(r, 'num_hidden_layers', 'model.decoder.layers', [
       ['self_attn.q_proj', h, h], ['self_attn.k_proj', h, h], ['self_attn.v_proj', h, h], ['self_attn.out_proj', h, h], ['fc1', h, f], ['fc2', f, h],
     ]);
     const proj = r.positiveInt('word_embed_proj_dim', h);

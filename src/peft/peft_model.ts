@@ -2,14 +2,16 @@
 // setAdapter, merge/unmerge/mergeAndUnload, saveAdapter, PeftModel.fromPretrained) and its on-disk
 // layout (adapter_config.json + adapter_model.safetensors). Methods plug in through PeftMethod.
 import { existsSync, readFileSync } from 'node:fs';
+import { constants as bufferConstants } from 'node:buffer';
+import { freemem, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { VeraError } from '../io/errors.js';
-import { readJsonFile, writeDirAtomic, writeFileAtomic } from '../io/atomic.js';
+import { readJsonFile, writeDirAtomic, writeFileAtomic, type WriteDirOptions } from '../io/atomic.js';
 import { SafetensorsFile, serializeSafetensors, type TensorToWrite } from '../io/safetensors.js';
-import { Tensor } from '../tensor/index.js';
+import { Tensor, withAllocationBudget } from '../tensor/index.js';
 import { Linear, ModuleList, type Module } from '../nn/index.js';
 import { isModuleToSave, isTargetModule, sortedJson, type BasePeftConfig } from './config.js';
-import { AdapterLayer, type AdapterTensors, type PeftMethod } from './tuner.js';
+import { AdapterLayer, assertFinite, type AdapterTensors, type PeftMethod } from './tuner.js';
 import { MIN_TARGET_MODULES_FOR_OPTIMIZATION, SEQ_CLS_HEAD_NAMES, allLinearTargets, defaultTargetModules, findMinimalTargetModules, isAllLinear } from './targets.js';
 import { vera } from './vera/model.js';
 import { lora } from './lora/model.js';
@@ -55,6 +57,8 @@ export interface SaveOptions {
    * refused when the projections held are not the ones the key regenerates.
    */
   saveProjection?: boolean;
+  /** How an existing folder is treated (default `merge`, as save_pretrained); the CLI uses create/replace. */
+  write?: WriteDirOptions;
 }
 
 /** 'f16' → 'F16'. */
@@ -67,6 +71,8 @@ export interface LoadOptions {
   isTrainable?: boolean;
   /** fromPretrained: use this config (kept as the adapter's, inferenceMode set) instead of the folder's adapter_config.json. */
   config?: BasePeftConfig;
+  /** Load tensors holding NaN/±Inf as they are (default: refused with one line naming the tensor). */
+  allowNonFinite?: boolean;
 }
 
 export interface ParamCounts {
@@ -145,7 +151,11 @@ export class PeftModel<M extends Module = Module> {
     config.fanInFanOut = targets.every(([, m]) => (m instanceof AdapterLayer ? m.base_layer : m).fanInFanOut);
     const newlyWrapped = targets.filter(([, m]) => !(m instanceof AdapterLayer)).map(([p]) => p);
     try {
-      this.method.inject(this.model, targets, config, name, sizing);
+      // no stored tensors to compare sizes with here: memory is the bound on what a config may allocate
+      const available = Math.min(freemem(), totalmem());
+      withAllocationBudget(Math.floor(available / 4), (need) => {
+        throw new VeraError(`adapter '${name}': its config (r over the targeted layers) needs ${need} float32 values, more than the ${(available / 2 ** 30).toFixed(1)} GB of memory available`);
+      }, () => this.method.inject(this.model, targets, config, name, sizing));
     } catch (e) {
       this.removeAdapterLayers(name, newlyWrapped);
       throw e;
@@ -369,9 +379,10 @@ export class PeftModel<M extends Module = Module> {
    */
   merge(names: readonly string[] = this.active, opts: { safe?: boolean } = {}): void {
     for (const n of names) if (!this.peftConfig.has(n)) throw new VeraError(`no adapter named '${n}'`);
-    const layers = this.adapterLayers();
-    if (layers.length > 1) for (const layer of layers) layer.checkMerge(names, opts.safe ?? false);
-    for (const layer of layers) layer.merge([...names], opts.safe ?? false);
+    const layers: [string, AdapterLayer][] = [];
+    for (const [path, m] of this.model.namedModules()) if (m instanceof AdapterLayer) layers.push([`${path}.weight`, m]);
+    if (layers.length > 1) for (const [where, layer] of layers) layer.checkMerge(names, opts.safe ?? false, where);
+    for (const [where, layer] of layers) layer.merge([...names], opts.safe ?? false, where);
   }
 
   /** PEFT's merge_adapter. */
@@ -497,6 +508,11 @@ export class PeftModel<M extends Module = Module> {
 
   /** Write adapter_config.json + adapter_model.safetensors (atomically) into `dir`. */
   saveAdapter(dir: string, opts: SaveOptions = {}): void {
+    writeDirAtomic(dir, this.adapterFiles(opts), opts.write);
+  }
+
+  /** The files saveAdapter writes, by name (to write them together with others in one atomic step). */
+  adapterFiles(opts: Omit<SaveOptions, 'write'> = {}): Record<string, Uint8Array | string> {
     const name = opts.adapterName ?? this.activeAdapter;
     let config: BasePeftConfig = { ...this.configOf(name), inferenceMode: true };
     if (opts.saveProjection !== undefined) {
@@ -511,10 +527,10 @@ export class PeftModel<M extends Module = Module> {
       for (let i = 0; i < data.length; i++) if (!Number.isFinite(data[i])) throw new VeraError(`saveAdapter: ${k} contains NaN or Inf; refusing to save`);
       tensors[k] = { data, shape: [...t.shape], dtype };
     }
-    writeDirAtomic(dir, {
+    return {
       [ADAPTER_CONFIG]: sortedJson(this.method.configToJson(config)),
       [ADAPTER_WEIGHTS]: serializeSafetensors(tensors, { format: 'pt' }),
-    });
+    };
   }
 
   /**
@@ -536,9 +552,10 @@ export class PeftModel<M extends Module = Module> {
   loadAdapter(dir: string, opts: LoadOptions = {}): string {
     const name = opts.adapterName ?? 'default';
     const { config, tensors, file } = readAdapterFolder(dir);
+    peftMethod(config.peftType).checkStoredSizes?.(config, tensors, file);
     const wrapped = this.add(name, { ...config, inferenceMode: !(opts.isTrainable ?? false) });
     try {
-      loadInto(this, name, this.configOf(name), tensors, file);
+      loadInto(this, name, this.configOf(name), tensors, file, opts.allowNonFinite ?? false);
     } catch (e) {
       this.discardAdapter(name, wrapped);
       throw e;
@@ -559,7 +576,7 @@ export class PeftModel<M extends Module = Module> {
 
   /** Put tensors (PEFT keys) into adapter `name`; used by loadAdapter and checkpoints. */
   loadAdapterTensors(name: string, tensors: AdapterTensors, file: string): void {
-    loadInto(this, name, this.configOf(name), tensors, file);
+    loadInto(this, name, this.configOf(name), tensors, file, tensors.allowNonFinite ?? false);
   }
 
   /** PeftModel.from_pretrained(model, dir): wrap `model` with the adapter saved in `dir`. */
@@ -568,9 +585,10 @@ export class PeftModel<M extends Module = Module> {
     const { config: saved, tensors, file } = readAdapterFolder(dir);
     const config = opts.config ?? saved;
     config.inferenceMode = !(opts.isTrainable ?? false);
+    peftMethod(config.peftType).checkStoredSizes?.(config, tensors, file);
     const peft = new PeftModel(model, config, name);
     try {
-      loadInto(peft, name, peft.configOf(name), tensors, file);
+      loadInto(peft, name, peft.configOf(name), tensors, file, opts.allowNonFinite ?? false);
     } catch (e) {
       peft.unload(); // leave the model as it was given
       throw e;
@@ -661,7 +679,26 @@ export function readAdapterFolder(dir: string): { config: BasePeftConfig; tensor
   if (!existsSync(configPath)) throw new VeraError(`${configPath}: not found (is ${dir} an adapter folder?)`);
   const config = parsePeftConfig(readJsonFile(configPath, 'adapter config'), configPath);
   if (!existsSync(weightsPath)) throw new VeraError(`${weightsPath}: not found`);
-  return { config, tensors: adapterTensors(SafetensorsFile.open(weightsPath)), file: weightsPath, configFile: configPath };
+  const st = SafetensorsFile.open(weightsPath);
+  checkAdapterFitsMemory(st, weightsPath);
+  return { config, tensors: adapterTensors(st), file: weightsPath, configFile: configPath };
+}
+
+const gb = (bytes: number): string => `${(bytes / 2 ** 30).toFixed(1)} GB`;
+
+/**
+ * Refuse, from the headers alone, an adapter file whose tensors cannot be read: one larger than a
+ * buffer can hold, or all of them (as float32) more than the memory available. A header may declare
+ * a 1e12-element tensor in a sparse file; reading it would end in a RangeError or the OOM killer.
+ */
+export function checkAdapterFitsMemory(st: SafetensorsFile, file: string, available = Math.min(freemem(), totalmem())): void {
+  let total = 0;
+  for (const key of st.keys()) {
+    const n = st.info(key).shape.reduce((a, b) => a * b, 1);
+    if (n * 4 > bufferConstants.MAX_LENGTH) throw new VeraError(`${file}: tensor ${key} declares ${n} values (${gb(n * 4)} as float32), more than one buffer can hold`);
+    total += n;
+  }
+  if (total * 4 > available) throw new VeraError(`${file}: its tensors need about ${gb(total * 4)} in memory (${total} float32 values), more than the ${gb(available)} available`);
 }
 
 /** A safetensors file as the tensors an adapter loads from. */
@@ -685,7 +722,7 @@ function moduleToSaveAliases(key: string, modulePaths: readonly string[]): strin
   return [`base_model.model.${path}.modules_to_save.default.${param}`, `base_model.model.${path}.modules_to_save.${param}`];
 }
 
-function loadInto(peft: PeftModel, name: string, config: BasePeftConfig, tensors: AdapterTensors, file: string): void {
+function loadInto(peft: PeftModel, name: string, config: BasePeftConfig, tensors: AdapterTensors, file: string, allowNonFinite = false): void {
   // every key in the file must land somewhere: a stray key means the adapter was made for another model
   const used = new Set<string>();
   const tracked: AdapterTensors = {
@@ -696,6 +733,7 @@ function loadInto(peft: PeftModel, name: string, config: BasePeftConfig, tensors
       return tensors.get(k);
     },
     keys: () => tensors.keys(),
+    allowNonFinite,
   };
   peftMethod(config.peftType).loadStateDict(peft.model, config, name, tracked, file);
   // PEFT's VeRA saves no biases whatever `bias` says: a missing trained bias keeps the base model's
@@ -713,7 +751,7 @@ function loadInto(peft: PeftModel, name: string, config: BasePeftConfig, tensors
       throw new VeraError(`${file}: ${key} has shape [${shape.join(', ')}], the model needs [${t.shape.join(', ')}]`);
     }
     const data = tracked.get(key);
-    for (let i = 0; i < data.length; i++) if (!Number.isFinite(data[i])) throw new VeraError(`${file}: ${key} contains NaN or Inf`);
+    if (!allowNonFinite) assertFinite(data, file, key);
     t.copyFrom(data);
   }
   for (const k of tensors.keys()) {

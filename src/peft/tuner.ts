@@ -84,11 +84,11 @@ export abstract class AdapterLayer<A = unknown> extends Module {
    * base weight; returns the names merged. With `safe`, an adapter whose ΔW would put NaN/Inf into
    * the weight is refused before it touches it, and those this call merged before it come out again.
    */
-  merge(names: string[] = this.activeAdapters, safe = false): string[] {
+  merge(names: string[] = this.activeAdapters, safe = false, where = `${this.constructor.name} weights`): string[] {
     const done: string[] = [];
     noGrad(() => {
       try {
-        this.mergeEach(names, safe, done);
+        this.mergeEach(names, safe, done, where);
       } catch (e) {
         this.unmerge(done.length); // all or nothing
         throw e;
@@ -98,12 +98,12 @@ export abstract class AdapterLayer<A = unknown> extends Module {
   }
 
   /** Throw what merge(names, safe) would throw, changing nothing (so a model-wide merge can be all or nothing). */
-  checkMerge(names: readonly string[], safe: boolean): void {
+  checkMerge(names: readonly string[], safe: boolean, where = `${this.constructor.name} weights`): void {
     noGrad(() => {
       for (const name of names) {
         if (this.mergedAdapters.includes(name) || !this.adapters.has(name)) continue;
         // only a safe merge needs the merged values; otherwise what can fail is checked cheaply
-        if (safe) this.checkFinite(name, F.add(this.base_layer.weight, this.deltaWeight(name)));
+        if (safe) this.checkFinite(name, F.add(this.base_layer.weight, this.deltaWeight(name)), where);
         else this.assertMergeable(name);
       }
     });
@@ -114,19 +114,20 @@ export abstract class AdapterLayer<A = unknown> extends Module {
     void name;
   }
 
-  private checkFinite(name: string, merged: Tensor): void {
+  /** `where` names the weight in the message (the layer's path when the PeftModel merges). */
+  private checkFinite(name: string, merged: Tensor, where: string): void {
     const data = merged.data();
     for (let i = 0; i < data.length; i++) {
-      if (!Number.isFinite(data[i])) throw new VeraError(`merge: adapter '${name}' would put NaN/Inf into ${this.constructor.name} weights; refusing to merge`);
+      if (!Number.isFinite(data[i])) throw new VeraError(`merge: adapter '${name}' would put NaN/Inf into ${where} (${data[i]} at index ${i}); refusing to merge`);
     }
   }
 
-  private mergeEach(names: string[], safe: boolean, done: string[]): void {
+  private mergeEach(names: string[], safe: boolean, done: string[], where: string): void {
     for (const name of names) {
       if (this.mergedAdapters.includes(name) || !this.adapters.has(name)) continue;
       const w = this.base_layer.weight;
       const merged = F.add(w, this.deltaWeight(name));
-      if (safe) this.checkFinite(name, merged);
+      if (safe) this.checkFinite(name, merged, where);
       w.copyFrom(merged);
       this.mergedAdapters.push(name);
       done.push(name);
@@ -185,6 +186,12 @@ export interface PeftMethod<C extends BasePeftConfig = BasePeftConfig> {
   loadStateDict(model: Module, config: C, name: string, tensors: AdapterTensors, file: string): void;
   /** Throw a VeraError unless the adapter's frozen tensors are what its config regenerates (before saving without them). */
   checkRegenerable?(model: Module, config: C, name: string): void;
+  /**
+   * Before anything is built for a saved adapter: throw a VeraError when the config's sizes
+   * disagree with the stored tensors' shapes (headers only), so a config saying r: 1e9 is refused
+   * before the layers and projections it describes are allocated.
+   */
+  checkStoredSizes?(config: C, tensors: AdapterTensors, file: string): void;
 }
 
 export interface AdapterStateDict {
@@ -199,6 +206,8 @@ export interface AdapterTensors {
   shape(key: string): readonly number[];
   get(key: string): Float32Array;
   keys(): string[];
+  /** true: NaN/±Inf values load as they are (the caller asked for it); otherwise they are refused. */
+  readonly allowNonFinite?: boolean;
 }
 
 /** Check a loaded tensor's shape; one-line error naming the file and key. */
@@ -209,6 +218,13 @@ export function expectShape(tensors: AdapterTensors, key: string, shape: readonl
     throw new VeraError(`${file}: ${key} has shape [${got.join(', ')}], the model needs [${shape.join(', ')}]${why ? ` (${why})` : ''}`);
   }
   const data = tensors.get(key);
-  for (let i = 0; i < data.length; i++) if (!Number.isFinite(data[i])) throw new VeraError(`${file}: ${key} contains NaN or Inf`);
+  if (!tensors.allowNonFinite) assertFinite(data, file, key);
   return data;
+}
+
+/** One line naming the tensor and its first non-finite value, so a poisoned file is found at load, not as a NaN result. */
+export function assertFinite(data: Float32Array, file: string, key: string, hint = ''): void {
+  for (let i = 0; i < data.length; i++) {
+    if (!Number.isFinite(data[i])) throw new VeraError(`${file}: ${key} contains NaN or Inf (${data[i]} at index ${i})${hint}`);
+  }
 }

@@ -3,3 +3,5 @@ export * as F from './ops.js';
 export * from './rng.js';
 export type * from './kernels.js';
 export { kernels, setKernels } from './device.js';
+export { checkedKernels } from './kernel-checks.js';
+export { withAllocationBudget, checkAllocation } from './alloc-budget.js';

@@ -10,7 +10,7 @@ const shapeStr = (s: Shape): string => `[${s.join(', ')}]`;
 
 function normAxis(axis: number, ndim: number): number {
   const a = axis < 0 ? axis + ndim : axis;
-  if (a < 0 || a >= ndim) throw new Error(`axis ${axis} out of range for ${ndim}-d tensor`);
+  if (!Number.isInteger(a) || a < 0 || a >= ndim) throw new Error(`axis ${axis} out of range for ${ndim}-d tensor`);
   return a;
 }
 
@@ -65,7 +65,7 @@ export function transpose(x: Tensor, a = -2, b = -1): Tensor {
 /** x[..., start:end, ...] along one axis. */
 export function slice(x: Tensor, axis: number, start: number, end: number): Tensor {
   const a = normAxis(axis, x.ndim);
-  if (!(0 <= start && start <= end && end <= x.shape[a])) throw new Error(`slice: [${start}:${end}] out of range for axis ${a} of ${shapeStr(x.shape)}`);
+  if (!(Number.isInteger(start) && Number.isInteger(end) && 0 <= start && start <= end && end <= x.shape[a])) throw new Error(`slice: [${start}:${end}] out of range for axis ${a} of ${shapeStr(x.shape)}`);
   if (start === 0 && end === x.shape[a]) return x;
   const strides = contiguousStrides(x.shape);
   const shape = [...x.shape];
@@ -311,6 +311,7 @@ export function argmax(x: Tensor): Int32Array {
   const cols = x.shape[x.ndim - 1] ?? 1;
   const rows = cols === 0 ? 0 : x.size / cols;
   const d = kernels().read(x.storage);
+  if (d.length < x.size) throw new Error(`argmax: storage holds ${d.length} elements, shape ${shapeStr(x.shape)} needs ${x.size}`);
   const out = new Int32Array(rows);
   for (let r = 0; r < rows; r++) {
     const base = r * cols;
@@ -748,6 +749,10 @@ export function conv2d(x: Tensor, w: Tensor, bias: Tensor | null, stride = 1, pa
   const [n, cin, h, wd] = x.shape;
   const [cout, wcin, kh, kw] = w.shape;
   if (wcin !== cin) throw new Error(`conv2d: input has ${cin} channels, weight expects ${wcin}`);
+  if (bias !== null && (bias.ndim !== 1 || bias.size !== cout)) throw new Error(`conv2d: bias must be (${cout}) for ${cout} output channels, got ${shapeStr(bias.shape)}`);
+  if (!Number.isSafeInteger(stride) || stride < 1) throw new Error(`conv2d: stride must be a positive integer, got ${stride}`);
+  if (!Number.isSafeInteger(pad) || pad < 0) throw new Error(`conv2d: pad must be a non-negative integer, got ${pad}`);
+  if (kh < 1 || kw < 1) throw new Error(`conv2d: kernel ${kh}×${kw} must be at least 1×1`);
   const oh = Math.floor((h + 2 * pad - kh) / stride) + 1;
   const ow = Math.floor((wd + 2 * pad - kw) / stride) + 1;
   if (oh <= 0 || ow <= 0) throw new Error(`conv2d: kernel ${kh}×${kw} larger than padded input ${h}×${wd}`);
@@ -767,6 +772,9 @@ export function conv2d(x: Tensor, w: Tensor, bias: Tensor | null, stride = 1, pa
 export function maxPool2d(x: Tensor, kernelSize: number, stride = kernelSize): Tensor {
   if (x.ndim !== 4) throw new Error(`maxPool2d: need (N,C,H,W), got ${shapeStr(x.shape)}`);
   const [n, c, h, w] = x.shape;
+  if (!Number.isSafeInteger(kernelSize) || kernelSize < 1) throw new Error(`maxPool2d: kernel size must be a positive integer, got ${kernelSize}`);
+  if (!Number.isSafeInteger(stride) || stride < 1) throw new Error(`maxPool2d: stride must be a positive integer, got ${stride}`);
+  if (kernelSize > h || kernelSize > w) throw new Error(`maxPool2d: kernel ${kernelSize} larger than input ${h}×${w}`);
   const oh = Math.floor((h - kernelSize) / stride) + 1;
   const ow = Math.floor((w - kernelSize) / stride) + 1;
   const p = { n, c, h, w, k: kernelSize, stride, oh, ow };

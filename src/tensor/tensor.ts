@@ -6,6 +6,7 @@
 // backward: each GradFn checks `inputs[i].requiresGrad` and skips gradients no one needs.
 import { kernels } from './device.js';
 import type { Storage } from './kernels.js';
+import { chargeAllocation } from './alloc-budget.js';
 
 export type Shape = readonly number[];
 
@@ -52,7 +53,9 @@ export function contiguousStrides(shape: Shape): number[] {
 export class Tensor {
   readonly shape: readonly number[];
   readonly size: number;
-  storage: Storage;
+  // private and exposed by a getter only: a storage swapped under a tensor (e.g. a 4-element
+  // buffer under a 1024×1024 shape) would let kernels index past the buffer's end
+  readonly #storage: Storage;
   requiresGrad: boolean;
   grad: Tensor | null = null;
   gradFn: GradFn | null = null;
@@ -63,10 +66,14 @@ export class Tensor {
     for (const d of shape) {
       if (!Number.isInteger(d) || d < 0) throw new Error(`invalid tensor shape [${shape.join(', ')}]`);
     }
-    this.storage = storage;
+    this.#storage = storage;
     this.shape = Object.freeze([...shape]);
     this.size = size;
     this.requiresGrad = requiresGrad;
+  }
+
+  get storage(): Storage {
+    return this.#storage;
   }
 
   get ndim(): number {
@@ -75,10 +82,12 @@ export class Tensor {
 
   static fromArray(data: ArrayLike<number>, shape?: Shape, requiresGrad = false): Tensor {
     const arr = data instanceof Float32Array ? data : Float32Array.from(data);
+    chargeAllocation(arr.length);
     return new Tensor(kernels().fromArray(arr), shape ?? [arr.length], requiresGrad);
   }
 
   static zeros(shape: Shape, requiresGrad = false): Tensor {
+    chargeAllocation(sizeOf(shape));
     return new Tensor(kernels().alloc(sizeOf(shape)), shape, requiresGrad);
   }
 

@@ -2,13 +2,14 @@
 //   trainable.safetensors  the named trainable parameters (float32, exact)
 //   optimizer.safetensors  AdamW moments, keyed as AdamW.stateDict() keys them
 //   trainer_state.json     step, seed, batch-rng state, optimizer step counts, history
-// written with writeDirAtomic. When the directory already exists the files are replaced one by
-// one, so each file records the step it belongs to and loading rejects a mixed set.
+// written with writeDirAtomic in replace mode: each save swaps the whole folder, so a kill leaves
+// the previous checkpoint or the new one. Each file still records its step, and loading rejects a
+// mixed set (a folder written by an older version, or by hand).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Tensor } from '../tensor/index.js';
 import { fail } from '../io/errors.js';
-import { writeDirAtomic, readJsonFile } from '../io/atomic.js';
+import { writeDirAtomic, readJsonFile, recoverDir } from '../io/atomic.js';
 import { SafetensorsFile, serializeSafetensors, type TensorToWrite } from '../io/safetensors.js';
 import type { AdamW } from './optim.js';
 import type { RngState } from './replay-rng.js';
@@ -44,7 +45,23 @@ export interface TrainerState {
   lastLoss: number;
 }
 
+/** Files a checkpoint folder holds; a save replaces the folder, so anything else would be lost. */
+const CHECKPOINT_FILES = new Set([TRAINER_STATE_FILE, TRAINABLE_FILE, OPTIMIZER_FILE]);
+
+/**
+ * Refuses a checkpoint folder that holds files of its own (e.g. `--checkpoint-dir .`): saving
+ * replaces the whole folder.
+ */
+export function checkCheckpointDir(dir: string, label = dir): void {
+  recoverDir(dir);
+  if (!fs.existsSync(dir)) return;
+  if (!fs.statSync(dir).isDirectory()) fail(`${label}: exists and is not a folder`);
+  const other = fs.readdirSync(dir).filter((n) => !CHECKPOINT_FILES.has(n));
+  if (other.length > 0) fail(`${label}: holds ${other.length === 1 ? `'${other[0]}'` : `${other.length} files`} besides a trainer checkpoint; give an empty or new folder (saving replaces the whole folder)`);
+}
+
 export function hasCheckpoint(dir: string): boolean {
+  recoverDir(dir); // a save killed between its two renames leaves the previous checkpoint set aside
   return fs.existsSync(path.join(dir, TRAINER_STATE_FILE));
 }
 
@@ -56,12 +73,12 @@ export function saveCheckpoint(dir: string, params: readonly [string, Tensor][],
   const moments: Record<string, TensorToWrite> = {};
   for (const [key, t] of Object.entries(sd.tensors)) moments[key] = { data: t.toFloat32Array(), shape: [...t.shape] };
   const json = { format: FORMAT, version: VERSION, ...state, optimizerSteps: sd.steps };
-  // trainer_state.json goes last: it is renamed into place only after both tensor files
+  checkCheckpointDir(dir);
   writeDirAtomic(dir, {
     [TRAINABLE_FILE]: serializeSafetensors(weights, meta),
     [OPTIMIZER_FILE]: serializeSafetensors(moments, meta),
     [TRAINER_STATE_FILE]: JSON.stringify(json, null, 1) + '\n',
-  });
+  }, { mode: 'replace' });
 }
 
 /**
@@ -70,6 +87,7 @@ export function saveCheckpoint(dir: string, params: readonly [string, Tensor][],
  * unless everything checks out.
  */
 export function loadCheckpoint(dir: string, params: readonly [string, Tensor][], optimizer: AdamW): TrainerState {
+  recoverDir(dir);
   const stateFile = path.join(dir, TRAINER_STATE_FILE);
   if (!fs.existsSync(stateFile)) fail(`${dir}: no trainer checkpoint to resume from (${TRAINER_STATE_FILE} not found)`);
   const raw = readJsonFile(stateFile, 'trainer state');

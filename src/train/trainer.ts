@@ -135,6 +135,28 @@ function checkParams(params: readonly [string, Tensor][], optimizer: AdamW): voi
 }
 
 export function train<B>(params: [string, Tensor][], optimizer: AdamW, task: TrainTask<B>, opts: TrainerOptions): TrainResult {
+  const steps = trainSteps(params, optimizer, task, opts);
+  for (;;) {
+    const r = steps.next();
+    if (r.done) return r.value;
+  }
+}
+
+/**
+ * train(), yielding to the event loop after every optimizer step, so signal handlers (the CLI's
+ * Ctrl-C) and timers run during a long run; the results are the same as train()'s.
+ */
+export async function trainAsync<B>(params: [string, Tensor][], optimizer: AdamW, task: TrainTask<B>, opts: TrainerOptions): Promise<TrainResult> {
+  const steps = trainSteps(params, optimizer, task, opts);
+  for (;;) {
+    const r = steps.next();
+    if (r.done) return r.value;
+    await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+}
+
+/** The training loop as a generator that yields after each optimizer step. */
+function* trainSteps<B>(params: [string, Tensor][], optimizer: AdamW, task: TrainTask<B>, opts: TrainerOptions): Generator<void, TrainResult, void> {
   const o = resolve(opts);
   checkParams(params, optimizer);
   const tensors = params.map(([, t]) => t);
@@ -214,6 +236,7 @@ export function train<B>(params: [string, Tensor][], optimizer: AdamW, task: Tra
         state.rng = rng.state();
         saveCheckpoint(o.checkpointDir, params, optimizer, state);
       }
+      yield;
     }
   } finally {
     reporter.stop();

@@ -545,7 +545,12 @@ export const tsKernels: Kernels = {
             const kb = j * row + kvh * d;
             for (let c = 0; c < d; c++) dot += Q[qBase + c] * K[kb + c];
             scores[j] = dot * scale;
-            if (scores[j] > m) m = scores[j];
+            if (scores[j] > m || Number.isNaN(scores[j])) m = scores[j]; // NaN sticks
+          }
+          if (!Number.isFinite(m)) {
+            // a NaN score (or infinite ones): torch's softmax row is NaN, so is the output
+            O.fill(NaN, qBase, qBase + d);
+            continue;
           }
           let sum = 0;
           acc.fill(0);
@@ -579,28 +584,33 @@ export const tsKernels: Kernels = {
           const qBase = ((b * heads + h) * tq + i) * d;
           const limit = causal ? Math.min(tk, i + causalOffset + 1) : tk;
           let m = -Infinity;
+          let visible = 0;
           for (let j = 0; j < limit; j++) {
-            if (keyMask && keyMask[b * tk + j] === 0) {
-              s[j] = -Infinity;
-              continue;
-            }
+            if (keyMask && keyMask[b * tk + j] === 0) continue;
+            visible++;
             let dot = 0;
             const kb = kvBase + j * d;
             for (let c = 0; c < d; c++) dot += Q[qBase + c] * K[kb + c];
             s[j] = dot * scale;
-            if (s[j] > m) m = s[j];
+            if (s[j] > m || Number.isNaN(s[j])) m = s[j]; // NaN sticks: it makes the row NaN, as in torch
           }
           const row = (b * heads + h) * tq + i;
-          if (m === -Infinity) {
-            // no visible key: output zeros (torch would give NaN; zeros keep padding rows harmless)
+          if (visible === 0) {
+            // every key masked: defined as zeros (torch gives NaN; zeros keep padding rows harmless)
             O.fill(0, qBase, qBase + d);
             L[row] = -Infinity;
+            continue;
+          }
+          if (!Number.isFinite(m)) {
+            // a NaN score, or visible scores all -inf or some +inf: torch's softmax row is NaN
+            O.fill(NaN, qBase, qBase + d);
+            L[row] = NaN;
             continue;
           }
           let sum = 0;
           acc.fill(0);
           for (let j = 0; j < limit; j++) {
-            if (s[j] === -Infinity) continue;
+            if (keyMask && keyMask[b * tk + j] === 0) continue;
             const e = Math.exp(s[j] - m);
             sum += e;
             const vb = kvBase + j * d;

@@ -6,6 +6,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { writeDirAtomic } from '../../io/atomic.js';
+import { OVERWRITE_HELP, prepareOut } from '../out.js';
 import { VeraError, fail } from '../../io/errors.js';
 import { loadPretrained } from '../../models/index.js';
 import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, PeftModel, compactAdapterBytes } from '../../peft/index.js';
@@ -58,6 +59,7 @@ interface ExportOptions {
   id: string;
   tenant?: string;
   out: string;
+  overwrite?: boolean;
 }
 
 interface ListOptions {
@@ -109,16 +111,18 @@ export function registerAdapters(program: Command): void {
     .requiredOption('--id <id>', 'adapter id')
     .option('--tenant <name>', "the tenant's adapter (its own, else a shared admin one); default: the admin's")
     .requiredOption('--out <dir>', 'output folder')
+    .option('--overwrite', OVERWRITE_HELP)
     .action((o: ExportOptions) => {
       checkId(o.id);
       checkTenantName(o.tenant);
+      const write = prepareOut('--out', o.out, [['--store', o.store]], o.overwrite === true);
       const store = openStore(o.store, false);
       try {
         const owner = ownerOf(store, o.tenant);
         const meta = owner === '' ? { owner: '', id: o.id } : store.resolveAdapter(owner, o.id);
         const rec = meta && store.getAdapter(meta.owner, meta.id);
         if (!rec) fail(`--id: no adapter '${o.id}' for ${o.tenant ?? 'admin'} in ${store.path}`);
-        writeDirAtomic(o.out, { [ADAPTER_CONFIG]: rec.config, [ADAPTER_WEIGHTS]: rec.weights });
+        writeDirAtomic(o.out, { [ADAPTER_CONFIG]: rec.config, [ADAPTER_WEIGHTS]: rec.weights }, write);
         console.log(`wrote ${o.out}: ${rec.method} ${rec.dtype}, ${rec.bytes.toLocaleString('en-US')} bytes`);
       } finally {
         store.close();

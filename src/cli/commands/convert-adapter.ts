@@ -13,6 +13,7 @@ import { ADAPTER_WEIGHTS } from '../../peft/index.js';
 import { convertVeraToLora } from '../../peft/vera/to-lora.js';
 import { readAdapterFolder } from '../../peft/peft_model.js';
 import { fail } from '../../io/errors.js';
+import { OVERWRITE_HELP, prepareOut } from '../out.js';
 
 interface ConvertCliOptions {
   adapter: string;
@@ -22,6 +23,8 @@ interface ConvertCliOptions {
   model?: string;
   to?: 'lora' | 'vera';
   json?: boolean;
+  overwrite?: boolean;
+  allowNonFinite?: boolean;
 }
 
 export function registerConvertAdapter(program: Command): void {
@@ -36,7 +39,10 @@ export function registerConvertAdapter(program: Command): void {
     .option('--model <dir>', 'base model folder: load the adapter onto it first')
     .addOption(new Option('--to <method>', 'lora: the exact LoRA form of a VeRA adapter (lora_A = λd·A, lora_B = λb·B, lora_alpha = r; needs --model); vera: keep the method').choices(['lora', 'vera']))
     .option('--json', 'print {"inBytes", "outBytes"} as JSON')
+    .option('--overwrite', OVERWRITE_HELP)
+    .option('--allow-non-finite', 'without --model: copy tensors holding NaN/Inf instead of refusing them')
     .action((o: ConvertCliOptions) => {
+      const write = prepareOut('--out', o.out, [['--adapter', o.adapter], ['--model', o.model]], o.overwrite === true);
       if (o.to !== undefined) {
         const { config, configFile } = readAdapterFolder(o.adapter);
         if (o.to === 'vera' && config.peftType !== 'VERA') fail(`--to vera: ${configFile} is a ${config.peftType} adapter; only VeRA → LoRA is an exact conversion`);
@@ -44,7 +50,7 @@ export function registerConvertAdapter(program: Command): void {
           if (config.peftType !== 'VERA') fail(`--to lora: ${configFile} is a ${config.peftType} adapter, not VeRA`);
           if (o.saveProjection !== undefined) fail(`--${o.saveProjection ? '' : 'no-'}save-projection does not apply with --to lora (a LoRA adapter has no projections)`);
           if (o.model === undefined) fail("--to lora needs --model DIR (the base model folder: its config.json gives each layer's in_features)");
-          const report = convertVeraToLora(o.adapter, o.out, o.model, { dtype: o.dtype });
+          const report = convertVeraToLora(o.adapter, o.out, o.model, { dtype: o.dtype }, write);
           if (o.json) console.log(JSON.stringify({ ...report, method: 'LORA' }));
           else console.log(`wrote ${o.out}: LoRA r ${(config as VeraConfig).r} on ${report.layers} layers, ${report.outBytes.toLocaleString('en-US')} bytes of tensors (VeRA: ${report.inBytes.toLocaleString('en-US')})`);
           return;
@@ -54,11 +60,11 @@ export function registerConvertAdapter(program: Command): void {
       let outBytes: number;
       if (o.model !== undefined) {
         const peft = PeftModel.fromPretrained(loadPretrained(o.model).model, o.adapter);
-        peft.saveAdapter(o.out, { dtype: o.dtype, saveProjection: o.saveProjection });
+        peft.saveAdapter(o.out, { dtype: o.dtype, saveProjection: o.saveProjection, write });
         inBytes = statSync(join(o.adapter, ADAPTER_WEIGHTS)).size;
         outBytes = statSync(join(o.out, ADAPTER_WEIGHTS)).size;
       } else {
-        ({ inBytes, outBytes } = convertAdapter(o.adapter, o.out, { dtype: o.dtype, saveProjection: o.saveProjection }));
+        ({ inBytes, outBytes } = convertAdapter(o.adapter, o.out, { dtype: o.dtype, saveProjection: o.saveProjection, write, allowNonFinite: o.allowNonFinite }));
       }
       if (o.json) console.log(JSON.stringify({ inBytes, outBytes }));
       else console.log(`wrote ${o.out}: ${outBytes.toLocaleString('en-US')} bytes of tensors (was ${inBytes.toLocaleString('en-US')})`);

@@ -2,17 +2,19 @@
 // five classes, then VeRA adapts its five linear layers to the other five while the base stays
 // frozen. Prints per-class accuracy before and after, the adapter's size next to LoRA's at the same
 // rank, and checks that the merged model answers as the unmerged one.
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { FASHION_MNIST_CLASSES, defaultFashionMnistDir, loadFashionMnist } from '../../data/fashion-mnist.js';
+import { writeDirAtomic } from '../../io/atomic.js';
 import { VeraError } from '../../io/errors.js';
 import { CNN } from '../../models/index.js';
 import { getPeftModel, loraConfig, veraConfig, type PeftModel } from '../../peft/index.js';
 import { F, Rng, Tensor, manualSeed, noGrad } from '../../tensor/index.js';
 import { AdamW, train } from '../../train/index.js';
 import { nonNegativeInt, positiveInt, positiveNumber } from '../options.js';
+import { OVERWRITE_HELP, prepareOut } from '../out.js';
 
 export interface DemoOptions {
   data: string;
@@ -24,6 +26,8 @@ export interface DemoOptions {
   veraLr: number;
   seed: number;
   out: string | null;
+  /** Replace a non-empty `out` (as a whole). */
+  overwrite?: boolean;
   quiet: boolean;
 }
 
@@ -106,8 +110,20 @@ function dirBytes(dir: string): number {
   return statSync(join(dir, 'adapter_model.safetensors')).size + statSync(join(dir, 'adapter_config.json')).size;
 }
 
+/** Every file under `root`, by path relative to it. */
+function readTree(root: string, rel = ''): Record<string, Uint8Array> {
+  const files: Record<string, Uint8Array> = {};
+  for (const e of readdirSync(join(root, rel), { withFileTypes: true })) {
+    const r = rel === '' ? e.name : `${rel}/${e.name}`;
+    if (e.isDirectory()) Object.assign(files, readTree(root, r));
+    else files[r] = readFileSync(join(root, r));
+  }
+  return files;
+}
+
 export function runDemo(o: DemoOptions, log: (line: string) => void): DemoResult {
   const t0 = performance.now();
+  const write = o.out === null ? null : prepareOut('--out', o.out, [['--data', o.data]], o.overwrite === true);
   const trainSet = loadFashionMnist(o.data, 'train');
   const testSet = loadFashionMnist(o.data, 'test');
   const baseClasses = [0, 1, 2, 3, 4];
@@ -131,7 +147,8 @@ export function runDemo(o: DemoOptions, log: (line: string) => void): DemoResult
   const disabled = peft.withAdaptersDisabled(() => perClassAccuracy(model, testSet));
 
   // adapter sizes on disk: VeRA as vectors + seed, VeRA with projections, LoRA at the same rank
-  const dir = o.out ?? mkdtempSync(join(tmpdir(), 'vera-demo-'));
+  // the adapters are saved to a scratch folder first, then copied into --out in one atomic step
+  const dir = mkdtempSync(join(tmpdir(), 'vera-demo-'));
   let veraBytes: number;
   let veraBytesWithProjections: number;
   let loraBytes: number;
@@ -147,8 +164,9 @@ export function runDemo(o: DemoOptions, log: (line: string) => void): DemoResult
     loraParams = lora.getNbTrainableParameters().trainable;
     lora.saveAdapter(join(dir, 'lora-adapter'));
     loraBytes = dirBytes(join(dir, 'lora-adapter'));
+    if (o.out !== null) writeDirAtomic(o.out, readTree(dir), write ?? {});
   } finally {
-    if (o.out === null) rmSync(dir, { recursive: true, force: true });
+    rmSync(dir, { recursive: true, force: true });
   }
 
   // merging folds ΔW into W0: the merged model must answer as the adapted one
@@ -193,6 +211,7 @@ export function registerDemo(program: Command): void {
     .option('--vera-lr <x>', 'learning rate of the VeRA vectors', positiveNumber, 2e-2)
     .option('--seed <n>', 'random seed', nonNegativeInt, 0)
     .option('--out <dir>', 'keep the saved adapters in this folder')
+    .option('--overwrite', OVERWRITE_HELP)
     .option('--quiet', 'no progress bars')
     .action((opts: Omit<DemoOptions, 'out' | 'quiet'> & { out?: string; quiet?: boolean }) => {
       runDemo({ ...opts, out: opts.out ?? null, quiet: opts.quiet ?? false }, (l) => console.log(l));

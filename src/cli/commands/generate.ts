@@ -28,6 +28,7 @@ interface GenerateFlags {
   noRepeatNgramSize: number;
   chat?: boolean;
   json?: boolean;
+  allowNonFinite?: boolean;
 }
 
 function topPValue(value: string): number {
@@ -73,7 +74,7 @@ async function generateMany(o: GenerateFlags): Promise<void> {
     if (named.has(name)) throw new VeraError(`--adapter ${a}: the name '${name}' is given twice`);
     named.set(name, a.slice(eq + 1));
   }
-  const loaded = loadPretrained(o.model);
+  const loaded = loadPretrained(o.model, { allowNonFinite: o.allowNonFinite ?? false });
   const model = loaded.model;
   if (!isCausalLM(model)) throw new VeraError(`${o.model}: generate needs a causal language model, this is a ${loaded.modelType}`);
   const lines = parsePromptsJsonl(readTextFile(o.prompts!, 'prompts'), o.prompts!, model.config.vocabSize);
@@ -140,6 +141,7 @@ export function registerGenerate(program: Command): void {
     .addOption(noRepeatNgramSizeOption())
     .option('--chat', "format the prompt as a user message with the tokenizer_config.json's chat_template")
     .option('--json', 'print {"prompt_tokens", "tokens", "text", "finish_reason"} as one JSON line instead of streaming')
+    .option('--allow-non-finite', 'load model weights (and a --prompt adapter) holding NaN/Inf instead of refusing them')
     .action(async (o: GenerateFlags) => {
       if ((o.prompt === undefined) === (o.prompts === undefined)) throw new VeraError('give --prompt TEXT or --prompts FILE.jsonl (one of them)');
       const named = o.adapter.filter((a) => a.includes('='));
@@ -151,10 +153,11 @@ export function registerGenerate(program: Command): void {
       if (o.stop?.some((s) => s === '')) throw new VeraError('--stop: a stop string must not be empty');
       if (o.numBeams > 1 && doSample) throw new VeraError('--num-beams > 1 is beam search, which does not sample; drop --temperature/--top-k/--top-p');
       if (o.numBeams > 1 && o.stop?.length) throw new VeraError('--stop is for greedy search and sampling, not --num-beams > 1');
-      const loaded = loadPretrained(o.model);
+      const allowNonFinite = o.allowNonFinite ?? false;
+      const loaded = loadPretrained(o.model, { allowNonFinite });
       const model = loaded.model;
       if (!isCausalLM(model)) throw new VeraError(`${o.model}: generate needs a causal language model, this is a ${loaded.modelType}`);
-      if (o.adapter.length === 1) PeftModel.fromPretrained(model, o.adapter[0]);
+      if (o.adapter.length === 1) PeftModel.fromPretrained(model, o.adapter[0], { allowNonFinite });
       const tokenizer = await loadTokenizer(o.model);
       if (tokenizer === null) throw new VeraError(`${o.model}: no tokenizer.json (generate needs the model's tokenizer)`);
       const eos = eosTokenIds(o.model, model);

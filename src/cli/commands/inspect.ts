@@ -8,7 +8,7 @@ import { readJsonFile } from '../../io/atomic.js';
 import { SafetensorsFile } from '../../io/safetensors.js';
 import { Linear } from '../../nn/index.js';
 import { loadPretrained } from '../../models/index.js';
-import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, countAdapterParams, loraConfig, modelShapesFromConfig, parsePeftConfig, veraConfig, type ParamCount } from '../../peft/index.js';
+import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, adapterTensors, assertFinite, checkAdapterFitsMemory, peftMethod, countAdapterParams, loraConfig, modelShapesFromConfig, parsePeftConfig, veraConfig, type ParamCount } from '../../peft/index.js';
 import { parseTargetModules, positiveInt } from '../options.js';
 
 export interface AdapterLayerRow {
@@ -34,13 +34,17 @@ export interface AdapterReport {
 
 const norm = (d: Float32Array): number => Math.sqrt(d.reduce((a, v) => a + v * v, 0));
 
-export function inspectAdapter(dir: string): AdapterReport {
+export function inspectAdapter(dir: string, opts: { allowNonFinite?: boolean } = {}): AdapterReport {
   const configPath = join(dir, ADAPTER_CONFIG);
   const weightsPath = join(dir, ADAPTER_WEIGHTS);
   if (!existsSync(configPath)) throw new VeraError(`${configPath}: not found`);
   const config = parsePeftConfig(readJsonFile(configPath, 'adapter config'), configPath);
   if (!existsSync(weightsPath)) throw new VeraError(`${weightsPath}: not found`);
   const st = SafetensorsFile.open(weightsPath);
+  checkAdapterFitsMemory(st, weightsPath); // declared sizes, before any tensor is read
+  const r = (config as unknown as { r: number }).r;
+  // the r printed must be the one the tensors have (λd is (r); LoRA's A (r, in)), checked from the headers
+  peftMethod(config.peftType).checkStoredSizes?.(config, adapterTensors(st), weightsPath);
   const suffixes = config.peftType === 'VERA' ? ['vera_lambda_d', 'vera_lambda_b'] : ['lora_A.weight', 'lora_B.weight'];
   const rows = new Map<string, AdapterLayerRow>();
   let trainable = 0;
@@ -52,14 +56,15 @@ export function inspectAdapter(dir: string): AdapterReport {
     if (suffix) {
       const module = key.slice('base_model.model.'.length, key.length - suffix.length - 1);
       const row = rows.get(module) ?? { module, norms: {}, params: 0 };
-      row.norms[suffix.replace('vera_lambda_', 'lambda_').replace('.weight', '')] = norm(st.getFloat32(key));
+      const data = st.getFloat32(key);
+      if (!opts.allowNonFinite) assertFinite(data, weightsPath, key, '; pass --allow-non-finite to inspect it anyway');
+      row.norms[suffix.replace('vera_lambda_', 'lambda_').replace('.weight', '')] = norm(data);
       row.params += size;
       rows.set(module, row);
       trainable += size;
     } else if (/(^|\.)vera_[AB]$/.test(key)) projection += size;
     else other += size; // modules_to_save, biases
   }
-  const r = (config as unknown as { r: number }).r;
   return {
     peftType: config.peftType,
     r,
@@ -79,8 +84,8 @@ export interface ModelReport {
   linearLayers: { module: string; in: number; out: number }[];
 }
 
-export function inspectModel(dir: string): ModelReport {
-  const loaded = loadPretrained(dir);
+export function inspectModel(dir: string, opts: { allowNonFinite?: boolean } = {}): ModelReport {
+  const loaded = loadPretrained(dir, { allowNonFinite: opts.allowNonFinite ?? false });
   const linearLayers: ModelReport['linearLayers'] = [];
   for (const [path, m] of loaded.model.namedModules()) if (m instanceof Linear) linearLayers.push({ module: path, in: m.inFeatures, out: m.outFeatures });
   const params = loaded.model.parameters().reduce((a, t) => a + t.size, 0);
@@ -118,7 +123,8 @@ export function registerInspect(program: Command): void {
     .option('--r <n>', 'with --config: rank', positiveInt)
     .option('--target-modules <names>', 'with --config: comma list, regex or all-linear (default: PEFT\'s for the model_type)')
     .option('--json', 'machine-readable output')
-    .action((o: { adapter?: string; model?: string; config?: string; method?: 'vera' | 'lora'; r?: number; targetModules?: string; json?: boolean }) => {
+    .option('--allow-non-finite', 'with --adapter or --model: report weights holding NaN/Inf instead of refusing them')
+    .action((o: { adapter?: string; model?: string; config?: string; method?: 'vera' | 'lora'; r?: number; targetModules?: string; json?: boolean; allowNonFinite?: boolean }) => {
       const modes = [o.adapter, o.model, o.config].filter((v) => v !== undefined).length;
       if (modes !== 1) throw new VeraError('inspect: give exactly one of --adapter DIR, --model DIR or --config FILE');
       if (o.config === undefined && (o.method !== undefined || o.r !== undefined || o.targetModules !== undefined)) throw new VeraError('inspect: --method, --r and --target-modules go with --config FILE');
@@ -130,7 +136,7 @@ export function registerInspect(program: Command): void {
         return printConfigReport(rep, o.config);
       }
       if (o.adapter !== undefined) {
-        const rep = inspectAdapter(o.adapter);
+        const rep = inspectAdapter(o.adapter, { allowNonFinite: o.allowNonFinite });
         if (o.json) return void console.log(JSON.stringify(rep));
         console.log(`${rep.peftType} adapter, r = ${rep.r}`);
         console.log(`trainable params: ${rep.trainableParams.toLocaleString('en-US')} (${rep.trainableBytesF32.toLocaleString('en-US')} bytes as F32)`);
@@ -142,7 +148,7 @@ export function registerInspect(program: Command): void {
         console.log(`\n${'module'.padEnd(width)}  ${cols.map((c) => `‖${c}‖`.padStart(12)).join('')}  params`);
         for (const l of rep.layers) console.log(`${l.module.padEnd(width)}  ${cols.map((c) => (l.norms[c] ?? NaN).toFixed(5).padStart(12)).join('')}  ${l.params}`);
       } else {
-        const rep = inspectModel(o.model!);
+        const rep = inspectModel(o.model!, { allowNonFinite: o.allowNonFinite });
         if (o.json) return void console.log(JSON.stringify(rep));
         console.log(`${rep.modelType}: ${rep.params.toLocaleString('en-US')} parameters, ${rep.linearLayers.length} linear layers`);
         for (const l of rep.linearLayers) console.log(`  ${l.module}  ${l.in} → ${l.out}`);

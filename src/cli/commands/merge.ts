@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import type { Command } from 'commander';
 import { loadPretrained, savePretrained } from '../../models/index.js';
 import { PeftModel } from '../../peft/index.js';
+import { OVERWRITE_HELP, prepareOut } from '../out.js';
 
 /** Files that travel with a model folder and do not change when weights merge. */
 const COMPANION_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.json', 'merges.txt', 'vocab.txt', 'tokenizer.model', 'generation_config.json'];
@@ -16,15 +17,20 @@ export function registerMerge(program: Command): void {
     .requiredOption('--model <dir>', 'base model folder (config.json + model.safetensors or a sharded index)')
     .requiredOption('--adapter <dir>', 'adapter folder (adapter_config.json + adapter_model.safetensors, PEFT layout)')
     .requiredOption('--out <dir>', 'output folder (written atomically)')
+    .option('--overwrite', OVERWRITE_HELP)
     .option('--quiet', 'print nothing on success')
-    .action((o: { model: string; adapter: string; out: string; quiet?: boolean }) => {
-      const loaded = loadPretrained(o.model);
-      const peft = PeftModel.fromPretrained(loaded.model, o.adapter);
-      // safe: a NaN/Inf from the adapter must never reach the written checkpoint
-      const merged = peft.mergeAndUnload({ safe: true });
+    .option('--allow-non-finite', 'load and merge weights holding NaN/Inf instead of refusing them')
+    .action((o: { model: string; adapter: string; out: string; quiet?: boolean; allowNonFinite?: boolean; overwrite?: boolean }) => {
+      const write = prepareOut('--out', o.out, [['--model', o.model], ['--adapter', o.adapter]], o.overwrite === true);
+      const allowNonFinite = o.allowNonFinite ?? false;
+      const loaded = loadPretrained(o.model, { allowNonFinite });
+      const peft = PeftModel.fromPretrained(loaded.model, o.adapter, { allowNonFinite });
+      // safe: a NaN/Inf from the adapter must never reach the written checkpoint (unless asked for);
+      // a value the stored dtype cannot hold (F16 past 65504) is refused when the checkpoint is written
+      const merged = peft.mergeAndUnload({ safe: !allowNonFinite });
       const extra: Record<string, Uint8Array> = {};
       for (const f of COMPANION_FILES) if (existsSync(join(o.model, f))) extra[f] = readFileSync(join(o.model, f));
-      savePretrained(o.out, merged, loaded.configJson, loaded.checkpoint, extra);
+      savePretrained(o.out, merged, loaded.configJson, loaded.checkpoint, extra, write);
       if (!o.quiet) console.log(`merged ${o.adapter} into ${o.model} → ${o.out}`);
     });
 }

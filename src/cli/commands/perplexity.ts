@@ -59,12 +59,14 @@ export function registerPerplexity(program: Command): void {
     .option('--text <file>', 'text file (needs tokenizer.json in the model folder)')
     .option('--token-ids <file>', 'JSON array of token ids')
     .option('--json', 'print {"tokens", "nll", "perplexity"} as JSON')
-    .action(async (o: { model: string; adapter?: string; text?: string; tokenIds?: string; json?: boolean }) => {
+    .option('--allow-non-finite', 'load weights holding NaN/Inf instead of refusing them (a NaN result still fails)')
+    .action(async (o: { model: string; adapter?: string; text?: string; tokenIds?: string; json?: boolean; allowNonFinite?: boolean }) => {
       if ((o.text === undefined) === (o.tokenIds === undefined)) throw new VeraError('perplexity: give exactly one of --text FILE or --token-ids FILE.json');
-      const loaded = loadPretrained(o.model);
+      const allowNonFinite = o.allowNonFinite ?? false;
+      const loaded = loadPretrained(o.model, { allowNonFinite });
       const model = loaded.model;
       if (!isCausalLM(model)) throw new VeraError(`${o.model}: perplexity needs a causal language model, this is a ${loaded.modelType}`);
-      if (o.adapter !== undefined) PeftModel.fromPretrained(model, o.adapter);
+      if (o.adapter !== undefined) PeftModel.fromPretrained(model, o.adapter, { allowNonFinite });
       let ids: Int32Array;
       if (o.tokenIds !== undefined) ids = readTokenIds(o.tokenIds, model.config.vocabSize);
       else {
@@ -75,6 +77,8 @@ export function registerPerplexity(program: Command): void {
         ids = Int32Array.from(tokenizer.encode(readFileSync(file, 'utf8')));
       }
       const r = perplexity(model, ids);
+      // a NaN mean is no measurement: exit non-zero rather than print "perplexity NaN" as a result
+      if (!Number.isFinite(r.nll)) throw new VeraError(`perplexity: the mean NLL over ${r.tokens} tokens is ${r.nll} (non-finite weights or activations in ${o.model}${o.adapter !== undefined ? ` or ${o.adapter}` : ''})`);
       if (o.json) console.log(JSON.stringify(r));
       else console.log(`tokens ${r.tokens}  nll ${r.nll.toFixed(6)} nats  perplexity ${r.perplexity.toFixed(4)}`);
     });

@@ -282,9 +282,10 @@ function loadForTask(dir: string, task: GlueTask, log: (line: string) => void): 
     problem_type: spec.labelNames === null ? 'regression' : 'single_label_classification',
     finetuning_task: task,
   };
-  const model = modelFromConfig(patched, configFile, { init: false }) as SeqClsModel;
+  const ckpt = loadCheckpointTensors(dir);
+  const model = modelFromConfig(patched, configFile, { init: false, checkpoint: ckpt }) as SeqClsModel;
   const { checkpointPath, newlyInitialized } = ENCODER_LOADING[type];
-  const info = loadCheckpointInto(model, loadCheckpointTensors(dir), checkpointPath, newlyInitialized);
+  const info = loadCheckpointInto(model, ckpt, checkpointPath, newlyInitialized);
   if (info.newlyInitialized.length > 0) {
     const fresh = new Set(info.newlyInitialized.map((p) => p.path));
     model.initWeights(defaultRng(), (p) => fresh.has(p));

@@ -8,7 +8,8 @@ import * as path from 'node:path';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { EpochSampler } from '../../data/jsonl.js';
 import { GLUE_TASKS, type GlueTask } from '../../data/glue.js';
-import { readJsonFile, writeFileAtomic } from '../../io/atomic.js';
+import { readJsonFile, writeDirAtomic, type WriteDirOptions } from '../../io/atomic.js';
+import { checkNoOverlap, OVERWRITE_HELP, prepareOut } from '../out.js';
 import { fail } from '../../io/errors.js';
 import { Linear, type Module } from '../../nn/index.js';
 import {
@@ -27,7 +28,7 @@ import {
   type VeraAblation,
 } from '../../peft/index.js';
 import { manualSeed, type Tensor } from '../../tensor/index.js';
-import { AdamW, hasCheckpoint, ReplayRng, TRAINER_STATE_FILE, train, type ParamGroup, type ScheduleKind, type TrainTask } from '../../train/index.js';
+import { AdamW, checkCheckpointDir, hasCheckpoint, ReplayRng, TRAINER_STATE_FILE, trainAsync, type ParamGroup, type ScheduleKind, type TrainTask } from '../../train/index.js';
 import { finiteNumber, intList, nameList, noRepeatNgramSizeOption, nonNegativeInt, nonNegativeNumber, parseTargetModules, positiveInt, positiveNumber, probability } from '../options.js';
 import { checkDataFormat, DATA_FORMATS, DEFAULT_FORMAT, DEFAULT_SEQ_LEN, prepareTask, TASKS, type DataFormat, type PreparedTask, type TaskName } from './train-tasks.js';
 
@@ -101,6 +102,7 @@ export interface TrainCliOptions {
   dtype: 'f32' | 'f16' | 'bf16';
   quiet?: boolean;
   json?: boolean;
+  overwrite?: boolean;
 }
 
 /** The figures printed at the end (and, with --json, the one object on stdout). */
@@ -243,6 +245,7 @@ export function registerTrain(program: Command): void {
     .option('--checkpoint-every <n>', 'checkpoint every n steps (and at the end); needs --checkpoint-dir', positiveInt)
     .option('--resume', 'continue from the checkpoint in --checkpoint-dir')
     .addOption(new Option('--dtype <dtype>', 'storage dtype of the saved adapter').choices(['f32', 'f16', 'bf16']).default('f32'))
+    .option('--overwrite', OVERWRITE_HELP)
     .option('--quiet', 'no progress and no messages; only errors (and the --json object)')
     .option('--json', 'print one JSON object with the results on stdout instead of the summary')
     .addHelpText('after', HELP_AFTER)
@@ -275,6 +278,8 @@ interface ResolvedFlags {
   evalData: string | undefined;
   dataFormat: DataFormat;
   targets: string[] | string | null;
+  /** How --out is written (create, or replace with --overwrite). */
+  write: WriteDirOptions;
 }
 
 function checkFlags(o: TrainCliOptions, given: (key: string) => boolean): ResolvedFlags {
@@ -300,7 +305,13 @@ function checkFlags(o: TrainCliOptions, given: (key: string) => boolean): Resolv
   if (typeof targets === 'string' && o.layersToTransform !== undefined) {
     fail('--layers-to-transform needs --target-modules as a list of names, not a regex (put the layer numbers in the regex)');
   }
-  if (fs.existsSync(o.out) && !fs.statSync(o.out).isDirectory()) fail(`--out ${o.out}: exists and is not a folder`);
+  const inputs = [['--model', o.model], ['--data', data], ['--eval-data', evalData]] as const;
+  const write = prepareOut('--out', o.out, inputs, o.overwrite === true);
+  if (o.checkpointDir !== undefined) {
+    // the checkpoint folder is replaced whole at each save: it must not overlap an input or --out
+    checkNoOverlap('--checkpoint-dir', o.checkpointDir, [...inputs, ['--out', o.out]]);
+    checkCheckpointDir(o.checkpointDir, `--checkpoint-dir ${o.checkpointDir}`);
+  }
   if (task !== 'img-cls') {
     for (const file of [data, evalData]) {
       if (file === undefined) continue;
@@ -308,7 +319,7 @@ function checkFlags(o: TrainCliOptions, given: (key: string) => boolean): Resolv
       if (fs.statSync(file).isDirectory()) fail(`${file}: is a folder, expected a ${dataFormat === 'jsonl' ? 'JSONL' : dataFormat === 'e2e' ? 'CSV' : 'TSV'} file`);
     }
   }
-  return { task, data, evalData, dataFormat, targets };
+  return { task, data, evalData, dataFormat, targets, write };
 }
 
 // ---------------------------------------------------------------- the command
@@ -423,7 +434,7 @@ export async function runTrain(o: TrainCliOptions, given: (key: string) => boole
   };
 
   model.train();
-  const result = train(ordered, optimizer, trainTask, {
+  const result = await trainAsync(ordered, optimizer, trainTask, {
     steps,
     gradAccumulation: o.gradAccum,
     schedule: o.schedule,
@@ -456,13 +467,17 @@ export async function runTrain(o: TrainCliOptions, given: (key: string) => boole
   if (generated) evalMetrics = { ...evalMetrics, eval_bleu: generated.metrics.bleu, eval_nist: generated.metrics.nist, eval_rouge_l: generated.metrics.rouge_l, eval_cider: generated.metrics.cider };
   const evalLoss = evalMetrics?.['eval_loss'] ?? null;
 
+  // a Ctrl-C during the synchronous evaluation is handled here, before anything is written
+  await new Promise<void>((resolve) => setImmediate(resolve));
+
   // ---- output: the adapter, then the log beside it
-  peft.saveAdapter(o.out, { dtype: o.dtype });
-  const adapterBytes = fs.statSync(path.join(o.out, ADAPTER_WEIGHTS)).size;
+  // every output file goes into --out in one atomic step, after the log that names them is built
+  const outFiles = peft.adapterFiles({ dtype: o.dtype });
+  const adapterBytes = (outFiles[ADAPTER_WEIGHTS] as Uint8Array).byteLength;
   if (generated) {
-    writeFileAtomic(path.join(o.out, E2E_PREDICTIONS), generated.predictions.map((p) => `${p}\n`).join(''));
+    outFiles[E2E_PREDICTIONS] = generated.predictions.map((p) => `${p}\n`).join('');
     // e2e-metrics' reference format: each MR's references one per line, MRs separated by an empty line
-    writeFileAtomic(path.join(o.out, E2E_REFERENCES), generated.groups.map((g) => g.refs.map((r) => `${r}\n`).join('')).join('\n'));
+    outFiles[E2E_REFERENCES] = generated.groups.map((g) => g.refs.map((r) => `${r}\n`).join('')).join('\n');
   }
   const itemsThisRun = Math.round(result.itemsPerSecond * result.seconds);
   const lm = taskName === 'causal-lm';
@@ -506,7 +521,8 @@ export async function runTrain(o: TrainCliOptions, given: (key: string) => boole
     evalData: task.evalDataLog,
     history: result.history,
   };
-  writeFileAtomic(path.join(o.out, TRAINING_LOG), `${JSON.stringify(trainingLog, jsonNumbers, 2)}\n`);
+  outFiles[TRAINING_LOG] = `${JSON.stringify(trainingLog, jsonNumbers, 2)}\n`;
+  writeDirAtomic(o.out, outFiles, flags.write);
 
   if (o.json) process.stdout.write(`${JSON.stringify(summary, jsonNumbers)}\n`);
   else if (!o.quiet) printSummary(summary, flags.data);

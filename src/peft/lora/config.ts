@@ -1,5 +1,6 @@
 // LoraConfig: PEFT's fields and defaults (the paper's baseline).
 import { VeraError } from '../../io/errors.js';
+import { stringifyJson } from '../../io/json.js';
 import { BASE_DEFAULTS, BASE_FIELD_NAMES, ConfigReader, isUnset, readBaseFields, unknownFields, validateBaseConfig, writeBaseFields, type BasePeftConfig } from '../config.js';
 
 export interface LoraConfig extends BasePeftConfig {
@@ -56,7 +57,7 @@ export function parseLoraConfig(json: unknown, file: string): LoraConfig {
   const r = ConfigReader.from(json, file);
   const ignoredFields = unknownFields(r, LORA_FIELDS, LORA_UNSUPPORTED);
   const init = r.json['init_lora_weights'];
-  if (init !== undefined && init !== null && typeof init !== 'boolean' && typeof init !== 'string') r.fail('init_lora_weights', `must be true, false or a name, got ${JSON.stringify(init)}`);
+  if (init !== undefined && init !== null && typeof init !== 'boolean' && typeof init !== 'string') r.fail('init_lora_weights', `must be true, false or a name, got ${stringifyJson(init)}`);
   const c: LoraConfig = {
     peftType: 'LORA',
     ...readBaseFields(r, ['none', 'all', 'lora_only'], { excludeModules: true }),

@@ -1,5 +1,6 @@
 // LoRA as a PEFT method: wrap the targeted layers, map adapters to PEFT's lora_A/lora_B keys.
 import { defaultRng } from '../../tensor/index.js';
+import { VeraError } from '../../io/errors.js';
 import type { Module } from '../../nn/index.js';
 import { expectShape, layersWithAdapter, wrapTargets, type AdapterStateDict, type PeftMethod } from '../tuner.js';
 import { loraConfigToJson, parseLoraConfig, type LoraConfig } from './config.js';
@@ -28,6 +29,16 @@ export const lora: PeftMethod<LoraConfig> = {
       sd.layers.set(`${path}.lora_B.weight`, a.B);
     }
     return sd;
+  },
+
+  checkStoredSizes(config, tensors, file) {
+    // A is (r, in) and B (out, r): refused from the headers, before anything sized by r is built
+    for (const key of tensors.keys()) {
+      const axis = key.endsWith('.lora_A.weight') ? 0 : key.endsWith('.lora_B.weight') ? 1 : -1;
+      if (axis < 0) continue;
+      const shape = tensors.shape(key);
+      if (shape.length !== 2 || shape[axis] !== config.r) throw new VeraError(`${file}: ${key} has shape [${shape.join(', ')}], but adapter_config.json says r = ${config.r}`);
+    }
   },
 
   loadStateDict(model, config, name, tensors, file) {

@@ -1,7 +1,7 @@
 // VeraConfig: PEFT's fields and defaults, plus the paper's ablation switches.
 import { VeraError } from '../../io/errors.js';
 import { isTorchSeed } from '../../tensor/index.js';
-import { BASE_DEFAULTS, BASE_FIELD_NAMES, ConfigReader, readBaseFields, unknownFields, validateBaseConfig, writeBaseFields, type BasePeftConfig } from '../config.js';
+import { BASE_DEFAULTS, BASE_FIELD_NAMES, ConfigReader, isUnset, readBaseFields, unknownFields, validateBaseConfig, writeBaseFields, type BasePeftConfig } from '../config.js';
 
 export type ProjectionInit = 'kaiming_uniform' | 'kaiming_normal' | 'uniform';
 /** Paper §4.6: "only d" freezes λb at 1 (d starts at dInitial, 0 in the paper); "only b" freezes λd at 1. */
@@ -67,9 +67,19 @@ const VERA_FIELDS = new Set([
   'ablation', 'unique_projections', 'projection_init',
 ]);
 
+/**
+ * Fields that are not VeRA's but would change what the adapter means if honoured (DoRA's magnitude,
+ * per-layer ranks, extra trained tensors): refused when set rather than silently dropped, as for LoRA.
+ * exclude_modules stays a listed unknown field: PEFT's VeraConfig drops it too.
+ */
+const VERA_UNSUPPORTED: Record<string, (v: unknown) => boolean> = {
+  use_dora: isUnset, rank_pattern: isUnset, layer_replication: isUnset, target_parameters: isUnset,
+  trainable_token_indices: isUnset, lora_bias: isUnset,
+};
+
 export function parseVeraConfig(json: unknown, file: string): VeraConfig {
   const r = ConfigReader.from(json, file);
-  const ignoredFields = unknownFields(r, VERA_FIELDS);
+  const ignoredFields = unknownFields(r, VERA_FIELDS, VERA_UNSUPPORTED);
   const c: VeraConfig = {
     peftType: 'VERA',
     ...readBaseFields(r, ['none', 'all', 'vera_only']),

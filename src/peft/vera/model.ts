@@ -1,7 +1,7 @@
 // VeRA as a PEFT method: size and generate the shared projections, wrap the targeted layers,
 // and map adapters to and from PEFT's saved keys.
 import { VeraError } from '../../io/errors.js';
-import { Rng, Tensor, defaultRng } from '../../tensor/index.js';
+import { Rng, Tensor, checkAllocation, defaultRng } from '../../tensor/index.js';
 import type { Linear, Module } from '../../nn/index.js';
 import { AdapterLayer, expectShape, layersWithAdapter, wrapTargets, type AdapterStateDict, type AdapterTensors, type PeftMethod } from '../tuner.js';
 import { parseVeraConfig, veraConfigToJson, type ProjectionInit, type VeraConfig } from './config.js';
@@ -20,6 +20,7 @@ export function kaimingBound(fan: number): number {
  * float32 uniform_ from the generator's stream (A first, then B).
  */
 function initMatrix(rows: number, cols: number, init: ProjectionInit, rng: Rng): Tensor {
+  checkAllocation(rows * cols); // before the host array: r comes from a file
   const data = new Float32Array(rows * cols);
   if (init === 'kaiming_uniform') {
     const bound = kaimingBound(cols);
@@ -181,6 +182,19 @@ export const vera: PeftMethod<VeraConfig> = {
         }
       }
       if (shared) break;
+    }
+  },
+
+  checkStoredSizes(config, tensors, file) {
+    // λd is (r) and the stored projections (r, in) / (out, r): each must agree with the config's r
+    for (const key of tensors.keys()) {
+      const shape = tensors.shape(key);
+      const at = key.endsWith('.vera_lambda_d') ? 0 : key.endsWith('vera_A') ? 0 : key.endsWith('vera_B') ? 1 : -1;
+      if (at < 0) continue;
+      const want = key.endsWith('.vera_lambda_d') ? 1 : 2;
+      if (shape.length !== want || shape[at] !== config.r) {
+        throw new VeraError(`${file}: ${key} has shape [${shape.join(', ')}], but adapter_config.json says r = ${config.r}`);
+      }
     }
   },
 

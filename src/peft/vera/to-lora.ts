@@ -6,7 +6,7 @@
 // (λb gives out_features), so they come from the base model's shapes.
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { readJsonFile, writeDirAtomic } from '../../io/atomic.js';
+import { readJsonFile, writeDirAtomic, type WriteDirOptions } from '../../io/atomic.js';
 import { fail } from '../../io/errors.js';
 import { serializeSafetensors, type TensorToWrite } from '../../io/safetensors.js';
 import { Linear, type Module } from '../../nn/index.js';
@@ -142,13 +142,13 @@ export interface VeraToLoraReport {
 }
 
 /** Converts the VeRA adapter folder `inDir` into a LoRA one in `outDir` (atomically); shapes from `modelDir`/config.json. */
-export function convertVeraToLora(inDir: string, outDir: string, modelDir: string, opts: VeraToLoraOptions = {}): VeraToLoraReport {
+export function convertVeraToLora(inDir: string, outDir: string, modelDir: string, opts: VeraToLoraOptions = {}, write: WriteDirOptions = {}): VeraToLoraReport {
   const { config, tensors, file, configFile } = readAdapterFolder(inDir);
   if (config.peftType !== 'VERA') fail(`${configFile}: is a ${config.peftType} adapter; --to lora converts VeRA adapters`);
   const modelConfig = join(modelDir, 'config.json');
   if (!existsSync(modelConfig)) fail(`${modelConfig}: not found (--model must be the base model folder)`);
   const shapes = modelShapesFromConfig(readJsonFile(modelConfig, 'model config'), modelConfig);
   const lora = veraToLora(config as VeraConfig, tensors, shapes.layers, file, opts);
-  writeDirAtomic(outDir, { 'adapter_config.json': lora.config, [ADAPTER_WEIGHTS]: lora.weights });
+  writeDirAtomic(outDir, { 'adapter_config.json': lora.config, [ADAPTER_WEIGHTS]: lora.weights }, write);
   return { inBytes: statSync(file).size, outBytes: lora.weights.byteLength, layers: lora.layers, loraParams: lora.loraParams };
 }
