@@ -668,6 +668,17 @@ void column_sums(int64_t rows, int64_t cols, float* gw, F f) {
   });
 }
 
+/** A row-normalization backward's shared buffers: x and gy (and gx when asked) hold rows × cols, weight and gWeight cols. */
+void norm_backward_needs(const char* k, int64_t rows, int64_t cols, size_t xLen, size_t gLen, const float* GX, size_t gxLen, const float* W,
+                         size_t wLen, const float* GW, size_t gwLen) {
+  const double n = double(rows) * double(cols);
+  need(k, "x", xLen, n);
+  need(k, "gy", gLen, n);
+  if (GX) need(k, "gx", gxLen, n);
+  if (W) need(k, "weight", wLen, double(cols));
+  if (GW) need(k, "gWeight", gwLen, double(cols));
+}
+
 napi_value k_layer_norm_backward(napi_env, const Args& a) {
   size_t xLen, wLen, muLen, rsLen, gLen, gxLen, gwLen, gbLen;
   const float* X = a.f32(0, &xLen);
@@ -679,12 +690,7 @@ napi_value k_layer_norm_backward(napi_env, const Args& a) {
   float* GX = a.f32(7, &gxLen);
   float* GW = a.f32(8, &gwLen);
   float* GB = a.f32(9, &gbLen);
-  const double n = double(rows) * double(cols);
-  need("layerNormBackward", "x", xLen, n);
-  need("layerNormBackward", "gy", gLen, n);
-  if (GX) need("layerNormBackward", "gx", gxLen, n);
-  if (W) need("layerNormBackward", "weight", wLen, double(cols));
-  if (GW) need("layerNormBackward", "gWeight", gwLen, double(cols));
+  norm_backward_needs("layerNormBackward", rows, cols, xLen, gLen, GX, gxLen, W, wLen, GW, gwLen);
   if (GB) need("layerNormBackward", "gBias", gbLen, double(cols));
   need("layerNormBackward", "mean", muLen, double(rows));
   need("layerNormBackward", "rstd", rsLen, double(rows));
@@ -745,12 +751,7 @@ napi_value k_rms_norm_backward(napi_env, const Args& a) {
   const int64_t rows = a.dim(4), cols = a.dim(5);
   float* GX = a.f32(6, &gxLen);
   float* GW = a.f32(7, &gwLen);
-  const double n = double(rows) * double(cols);
-  need("rmsNormBackward", "x", xLen, n);
-  need("rmsNormBackward", "gy", gLen, n);
-  if (GX) need("rmsNormBackward", "gx", gxLen, n);
-  if (W) need("rmsNormBackward", "weight", wLen, double(cols));
-  if (GW) need("rmsNormBackward", "gWeight", gwLen, double(cols));
+  norm_backward_needs("rmsNormBackward", rows, cols, xLen, gLen, GX, gxLen, W, wLen, GW, gwLen);
   need("rmsNormBackward", "rstd", rsLen, double(rows));
   if (GW) column_sums(rows, cols, GW, [&](int64_t r, int64_t j) { return double(G[r * cols + j]) * X[r * cols + j] * RS[r]; });
   if (!GX) return nullptr;

@@ -290,8 +290,17 @@ export function jobObject(j: Job): Record<string, unknown> {
   };
 }
 
+const eventId = (jobId: string, seq: number): string => `ftevent-${jobId.slice(6)}-${seq}`;
+
+/** The seq of one of job `jobId`'s event ids, or null when it is not one. */
+function eventSeq(jobId: string, id: string): number | null {
+  const prefix = eventId(jobId, 0).slice(0, -1);
+  const seq = id.startsWith(prefix) ? Number(id.slice(prefix.length)) : NaN;
+  return Number.isSafeInteger(seq) && seq >= 0 && eventId(jobId, seq) === id ? seq : null;
+}
+
 function eventObject(jobId: string, e: JobEvent): Record<string, unknown> {
-  return { object: 'fine_tuning.job.event', id: `ftevent-${jobId.slice(6)}-${e.seq}`, created_at: e.createdAt, level: e.level, message: e.message, data: {}, type: 'message' };
+  return { object: 'fine_tuning.job.event', id: eventId(jobId, e.seq), created_at: e.createdAt, level: e.level, message: e.message, data: {}, type: 'message' };
 }
 
 function fileObject(f: FileMeta): Record<string, unknown> {
@@ -339,12 +348,9 @@ export function registerJobRoutes(app: FastifyInstance, jobs: JobManager, io: { 
   });
   app.get<{ Querystring: Record<string, unknown> }>('/v1/fine_tuning/jobs', async (req) => {
     const limit = listLimit(req.query);
-    const after = typeof req.query['after'] === 'string' ? req.query['after'] : null;
-    let list = store.listJobs(req.caller.owner); // newest first
-    if (after !== null) {
-      const i = list.findIndex((j) => j.id === after);
-      list = i >= 0 ? list.slice(i + 1) : [];
-    }
+    const after = typeof req.query['after'] === 'string' ? req.query['after'] : undefined;
+    // one row past the page says whether there are more; the store pages (newest first)
+    const list = store.listJobs(req.caller.owner, { after, limit: limit + 1 });
     return { object: 'list', data: list.slice(0, limit).map(jobObject), has_more: list.length > limit };
   });
   app.get<{ Params: { id: string } }>('/v1/fine_tuning/jobs/:id', async (req) => {
@@ -356,12 +362,9 @@ export function registerJobRoutes(app: FastifyInstance, jobs: JobManager, io: { 
     const job = store.getJob(req.caller.owner, req.params.id);
     if (job === null) throw noJob(req.params.id);
     const limit = listLimit(req.query);
-    const after = typeof req.query['after'] === 'string' ? req.query['after'] : null;
-    let events = store.listJobEvents(job.id).reverse(); // newest first, as OpenAI
-    if (after !== null) {
-      const i = events.findIndex((e) => eventObject(job.id, e)['id'] === after);
-      events = i >= 0 ? events.slice(i + 1) : [];
-    }
+    const after = typeof req.query['after'] === 'string' ? eventSeq(job.id, req.query['after']) : undefined;
+    // newest first, as OpenAI; an `after` that is not one of this job's events pages past the end
+    const events = after === null ? [] : store.listJobEvents(job.id, { order: 'desc', after, limit: limit + 1 });
     return { object: 'list', data: events.slice(0, limit).map((e) => eventObject(job.id, e)), has_more: events.length > limit };
   });
   app.post<{ Params: { id: string } }>('/v1/fine_tuning/jobs/:id/cancel', async (req) => jobObject(jobs.cancel(req.caller.owner, req.params.id)));

@@ -563,7 +563,7 @@ export class VeraServer {
       if (p.stream) await this.stream(reply, object, id, p, choices, () => timedOut, abort.signal);
       else {
         const results = await Promise.all(choices.map((c) => c.handle!.result));
-        if (timedOut) throw new ApiError(504, `the request timed out after ${this.limits.requestTimeoutMs / 1000} s`, 'timeout', null, 'timeout');
+        if (timedOut) throw this.timeoutError();
         if (abort.signal.aborted) return; // nobody to answer
         await reply.send(this.wholeResponse(object, id, p.model, choices, results, p.stop));
       }
@@ -577,16 +577,14 @@ export class VeraServer {
     }
   }
 
+  private timeoutError(): ApiError {
+    return new ApiError(504, `the request timed out after ${this.limits.requestTimeoutMs / 1000} s`, 'timeout', null, 'timeout');
+  }
+
   private wholeResponse(object: 'text_completion' | 'chat.completion', id: string, model: string, choices: Choice[], results: EngineResult[], stop: string[]): Record<string, unknown> {
     let completionTokens = 0;
-    let promptTokens = 0;
-    const seen = new Set<number[]>();
     const out = results.map((r, i) => {
       completionTokens += r.tokens.length;
-      if (!seen.has(choices[i].promptIds)) {
-        seen.add(choices[i].promptIds);
-        promptTokens += choices[i].promptIds.length;
-      }
       const trim = new StopTrimmer(stop);
       const text = trim.push(r.text ?? '') + trim.end();
       const finish = finishReason(r.finishReason);
@@ -594,7 +592,7 @@ export class VeraServer {
         ? { index: choices[i].index, message: { role: 'assistant', content: text, refusal: null }, logprobs: null, finish_reason: finish }
         : { index: choices[i].index, text, logprobs: null, finish_reason: finish };
     });
-    return { id, object, created: now(), model, choices: out, usage: usage(promptTokens, completionTokens), system_fingerprint: null };
+    return { id, object, created: now(), model, choices: out, usage: usage(promptTokenCount(choices), completionTokens), system_fingerprint: null };
   }
 
   /** Server-sent events: one chunk per text delta per choice, a final chunk per choice, usage, [DONE]. */
@@ -652,12 +650,11 @@ export class VeraServer {
     } catch (e) {
       failure = e;
     }
-    if (timedOut()) failure = new ApiError(504, `the request timed out after ${this.limits.requestTimeoutMs / 1000} s`, 'timeout', null, 'timeout');
+    if (timedOut()) failure = this.timeoutError();
     if (failure !== null) await send(toApiError(failure).body());
     else {
       if (p.includeUsage) {
-        const promptTokens = [...new Set(choices.map((c) => c.promptIds))].reduce((s, ids) => s + ids.length, 0);
-        await send({ id, object: chunkObject, created, model: p.model, system_fingerprint: null, choices: [], usage: usage(promptTokens, completionTokens) });
+        await send({ id, object: chunkObject, created, model: p.model, system_fingerprint: null, choices: [], usage: usage(promptTokenCount(choices), completionTokens) });
       }
       if (!raw.destroyed && !raw.writableEnded) raw.write('data: [DONE]\n\n');
     }
@@ -698,6 +695,11 @@ function clientError(err: Error & { code?: string }, socket: Socket): void {
   const body = JSON.stringify(new ApiError(status, message).body());
   if (socket.writable) socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n${body}`);
   socket.destroy(err);
+}
+
+/** Prompt tokens of a request: each prompt once, however many choices (n) it has. */
+function promptTokenCount(choices: readonly Choice[]): number {
+  return [...new Set(choices.map((c) => c.promptIds))].reduce((sum, ids) => sum + ids.length, 0);
 }
 
 /** Any failure as the client sees it: ours as they are, fastify's by status, the rest a 500 without internals. */

@@ -89,6 +89,19 @@ function rowsCols(kernel: string, rows: unknown, cols: unknown): number {
   return int(kernel, 'rows', rows) * int(kernel, 'cols', cols);
 }
 
+/**
+ * A row-normalization's buffers: `full` hold rows × cols, `perCol` (optional: weight, bias and
+ * their gradients) cols, `perRow` (saved statistics) rows, `fullOpt` (an optional gradient) rows × cols.
+ */
+function normCheck(kernel: string, rows: unknown, cols: unknown, full: Record<string, unknown>, perCol: Record<string, unknown>,
+  perRow: Record<string, unknown>, fullOpt: Record<string, unknown> = {}): void {
+  const n = rowsCols(kernel, rows, cols);
+  for (const [name, s] of Object.entries(full)) holds(kernel, name, s, n);
+  for (const [name, s] of Object.entries(fullOpt)) holdsOpt(kernel, name, s, n);
+  for (const [name, s] of Object.entries(perCol)) holdsOpt(kernel, name, s, cols as number);
+  for (const [name, s] of Object.entries(perRow)) holds(kernel, name, s, rows as number);
+}
+
 /** Every named buffer holds rows × cols values. */
 function rowwise(kernel: string, rows: unknown, cols: unknown, buffers: Record<string, unknown>): void {
   const n = rowsCols(kernel, rows, cols);
@@ -302,47 +315,19 @@ export function checkedKernels(k: Kernels): Kernels {
       k.crossEntropyBackward(logits, lse, targets, gLoss, rows, cols, ignoreIndex, gx);
     },
     layerNorm: (x, weight, bias, rows, cols, eps, out, mean, rstd) => {
-      const K = 'layerNorm';
-      const n = rowsCols(K, rows, cols);
-      holds(K, 'x', x, n);
-      holds(K, 'out', out, n);
-      holdsOpt(K, 'weight', weight, cols);
-      holdsOpt(K, 'bias', bias, cols);
-      holds(K, 'mean', mean, rows);
-      holds(K, 'rstd', rstd, rows);
-      k.layerNorm(x, weight, bias, rows, cols, num(K, 'eps', eps), out, mean, rstd);
+      normCheck('layerNorm', rows, cols, { x, out }, { weight, bias }, { mean, rstd });
+      k.layerNorm(x, weight, bias, rows, cols, num('layerNorm', 'eps', eps), out, mean, rstd);
     },
     layerNormBackward: (x, weight, mean, rstd, gy, rows, cols, gx, gWeight, gBias) => {
-      const K = 'layerNormBackward';
-      const n = rowsCols(K, rows, cols);
-      holds(K, 'x', x, n);
-      holds(K, 'gy', gy, n);
-      holdsOpt(K, 'gx', gx, n);
-      holdsOpt(K, 'weight', weight, cols);
-      holdsOpt(K, 'gWeight', gWeight, cols);
-      holdsOpt(K, 'gBias', gBias, cols);
-      holds(K, 'mean', mean, rows);
-      holds(K, 'rstd', rstd, rows);
+      normCheck('layerNormBackward', rows, cols, { x, gy }, { weight, gWeight, gBias }, { mean, rstd }, { gx });
       k.layerNormBackward(x, weight, mean, rstd, gy, rows, cols, gx, gWeight, gBias);
     },
     rmsNorm: (x, weight, rows, cols, eps, out, rstd) => {
-      const K = 'rmsNorm';
-      const n = rowsCols(K, rows, cols);
-      holds(K, 'x', x, n);
-      holds(K, 'out', out, n);
-      holdsOpt(K, 'weight', weight, cols);
-      holds(K, 'rstd', rstd, rows);
-      k.rmsNorm(x, weight, rows, cols, num(K, 'eps', eps), out, rstd);
+      normCheck('rmsNorm', rows, cols, { x, out }, { weight }, { rstd });
+      k.rmsNorm(x, weight, rows, cols, num('rmsNorm', 'eps', eps), out, rstd);
     },
     rmsNormBackward: (x, weight, rstd, gy, rows, cols, gx, gWeight) => {
-      const K = 'rmsNormBackward';
-      const n = rowsCols(K, rows, cols);
-      holds(K, 'x', x, n);
-      holds(K, 'gy', gy, n);
-      holdsOpt(K, 'gx', gx, n);
-      holdsOpt(K, 'weight', weight, cols);
-      holdsOpt(K, 'gWeight', gWeight, cols);
-      holds(K, 'rstd', rstd, rows);
+      normCheck('rmsNormBackward', rows, cols, { x, gy }, { weight, gWeight }, { rstd }, { gx });
       k.rmsNormBackward(x, weight, rstd, gy, rows, cols, gx, gWeight);
     },
 
