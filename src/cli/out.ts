@@ -70,3 +70,38 @@ export function checkNoOverlap(flag: string, out: string, inputs: readonly OutIn
   if (within(realPathLoose(process.cwd()), real)) fail(`${label}: is the current folder or one above it; write to a new folder`);
   return real;
 }
+
+/**
+ * Where a figure flag (`--plot FILE.svg`) writes: a file of its own, written atomically once the
+ * command's other outputs are written, or — when it lies inside the command's output folder — one
+ * more file of that folder (`name`, relative to it), written in the same atomic step.
+ */
+export type PlotTarget = { kind: 'file'; file: string } | { kind: 'in-out'; name: string };
+
+/**
+ * Checks a figure file before any work is done. It must end in `.svg`; it may not be, or lie inside,
+ * an input (compared as real paths, as for folders). Inside `out` (the command's output folder, whose
+ * own rules prepareOut has checked) it becomes one of the folder's files. Elsewhere its folder must
+ * exist, and an existing file is replaced only with --overwrite.
+ */
+export function preparePlotFile(flag: string, file: string, inputs: readonly OutInput[], overwrite: boolean, out?: { flag: string; dir: string }): PlotTarget {
+  const label = `${flag} ${file}`;
+  if (!/\.svg$/i.test(file)) fail(`${label}: the figure is written as SVG; give a file name ending in .svg`);
+  const real = checkNoOverlap(flag, file, inputs);
+  if (out !== undefined) {
+    const outReal = realPathLoose(out.dir);
+    if (within(real, outReal)) {
+      const rel = path.relative(outReal, real);
+      if (rel === '') fail(`${label}: is the same path as ${out.flag} ${out.dir}`);
+      return { kind: 'in-out', name: rel.split(path.sep).join('/') };
+    }
+  }
+  const dir = path.dirname(path.resolve(file));
+  if (!fs.existsSync(dir)) fail(`${label}: folder ${path.dirname(file)} does not exist`);
+  if (!fs.statSync(dir).isDirectory()) fail(`${label}: ${path.dirname(file)} is not a folder`);
+  if (fs.existsSync(real)) {
+    if (fs.statSync(real).isDirectory()) fail(`${label}: is a folder`);
+    if (!overwrite) fail(`${label}: exists (give --overwrite to replace it)`);
+  }
+  return { kind: 'file', file };
+}

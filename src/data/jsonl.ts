@@ -1,7 +1,8 @@
 // Causal-LM training data in JSONL: one JSON object per line with "input_ids" (token ids) or
 // "text" (tokenized with the model's tokenizer.json). Each line is one sequence, truncated to the
 // sequence length; batches are right-padded to their longest sequence with attention mask 0 and
-// label -100 on the padding, so padding is never attended to and never enters the loss.
+// label -100 on the padding, so padding is never attended to and never enters the loss. Or, packed
+// (`packSequences`), the lines each followed by eos are concatenated and cut into equal blocks.
 import * as fs from 'node:fs';
 import { fail } from '../io/errors.js';
 import type { Rng } from '../tensor/index.js';
@@ -94,6 +95,10 @@ export interface ReadJsonlOptions {
   tokenizerDir?: string;
   /** Sequences shorter than this (after truncation) are skipped. Default 2: one prediction. */
   minLength?: number;
+  /** Appended after each line's tokens (before truncation: a cut sequence does not end there, so it gets none). */
+  appendEos?: number | null;
+  /** false: lines are kept whole (to be packed into blocks); default true: cut to seqLen. */
+  truncate?: boolean;
 }
 
 export interface CausalLmData {
@@ -134,17 +139,25 @@ export async function readCausalLmJsonl(file: string, opts: ReadJsonlOptions): P
   }
 
   const minLength = opts.minLength ?? 2;
+  const truncate = opts.truncate ?? true;
+  const eos = opts.appendEos ?? null;
   const data: CausalLmData = { file, sequences: [], records: records.length, skipped: 0, truncated: 0, tokens: 0 };
   for (const r of records) {
     let ids: Int32Array;
     if (r.ids !== undefined) ids = r.ids;
     else {
-      const encoded = encodeCut((t) => tokenizer!.encode(t), r.text, opts.seqLen);
+      const encoded = truncate ? encodeCut((t) => tokenizer!.encode(t), r.text, opts.seqLen) : tokenizer!.encode(r.text);
       const bad = encoded.find((id) => !(Number.isInteger(id) && id >= 0 && id < opts.vocabSize));
       if (bad !== undefined) fail(`${file}:${r.line}: ${tokenizer!.file} gave token id ${bad}, outside the model's vocabulary [0, ${opts.vocabSize})`);
       ids = Int32Array.from(encoded);
     }
-    if (ids.length > opts.seqLen) {
+    if (eos !== null) {
+      const withEos = new Int32Array(ids.length + 1);
+      withEos.set(ids);
+      withEos[ids.length] = eos;
+      ids = withEos;
+    }
+    if (truncate && ids.length > opts.seqLen) {
       ids = ids.slice(0, opts.seqLen);
       data.truncated++;
     }
@@ -156,6 +169,38 @@ export async function readCausalLmJsonl(file: string, opts: ReadJsonlOptions): P
     data.tokens += ids.length;
   }
   return data;
+}
+
+/** Sequences concatenated and cut into blocks of one length (`packSequences`). */
+export interface PackedBlocks {
+  /** Each exactly blockSize tokens (views into one buffer). */
+  blocks: Int32Array[];
+  /** Tokens concatenated. */
+  tokens: number;
+  /** Tokens of the last partial block, dropped. */
+  dropped: number;
+}
+
+/**
+ * Packing as transformers' run_clm `group_texts`: the sequences (each already ending in eos) are
+ * concatenated and cut into consecutive blocks of exactly `blockSize` tokens; the remainder that
+ * does not fill a block is dropped. No padding, so every position of every block is a target.
+ */
+export function packSequences(sequences: readonly Int32Array[], blockSize: number): PackedBlocks {
+  if (!Number.isInteger(blockSize) || blockSize < 1) throw new Error(`packSequences: blockSize must be a positive integer, got ${blockSize}`);
+  let tokens = 0;
+  for (const s of sequences) tokens += s.length;
+  const count = Math.floor(tokens / blockSize);
+  const all = new Int32Array(count * blockSize);
+  let at = 0;
+  for (const s of sequences) {
+    if (at >= all.length) break;
+    const take = Math.min(s.length, all.length - at);
+    all.set(take === s.length ? s : s.subarray(0, take), at);
+    at += take;
+  }
+  const blocks = Array.from({ length: count }, (_, i) => all.subarray(i * blockSize, (i + 1) * blockSize));
+  return { blocks, tokens, dropped: tokens - count * blockSize };
 }
 
 // ---------------------------------------------------------------- batching

@@ -374,28 +374,35 @@ function writeDtype(dtype: Dtype | undefined): WriteDtype {
   return dtype === 'F16' || dtype === 'BF16' ? dtype : 'F32';
 }
 
+export interface PretrainedFilesOptions {
+  /** Store every tensor in this dtype (default: each in the dtype it was loaded from; F32 for tensors not loaded). */
+  dtype?: WriteDtype;
+  /** How messages name the output (a folder path). */
+  label?: string;
+}
+
 /**
- * Writes `dir/config.json` and `dir/model.safetensors` together (atomically). Without `keyMap`
- * tensors are stored as F32 under their parameter paths (tied weights once, as transformers does).
- * With the `checkpoint` info of the loaded model, every tensor goes back under its original key and
- * dtype, and the checkpoint's extra tensors (buffers, tied duplicates) are written too, so the
- * output holds exactly the input's tensor names, shapes and dtypes. `extraFiles` (tokenizer files,
- * say) are written in the same atomic step.
+ * The `config.json` and `model.safetensors` of `model`, in memory. Without `keyMap` tensors are
+ * stored under their parameter paths (tied weights once, as transformers does: loading re-ties
+ * them). With the `checkpoint` info of the loaded model, every tensor goes back under its original
+ * key (and dtype, unless `opts.dtype` is given), and the checkpoint's extra tensors (buffers, tied
+ * duplicates) are written too, so the output holds exactly the input's tensor names and shapes.
  */
-export function savePretrained(dir: string, model: Module, configJson: JsonObject, keyMap?: CheckpointInfo, extraFiles: Record<string, Uint8Array> = {}, write: WriteDirOptions = {}): void {
+export function pretrainedFiles(model: Module, configJson: JsonObject, keyMap?: CheckpointInfo, opts: PretrainedFilesOptions = {}): { 'config.json': string; 'model.safetensors': Uint8Array } {
+  const label = opts.label ?? 'model.safetensors';
   const owned = ownedTensors(model);
   const tensors: Record<string, TensorToWrite> = {};
   const put = (key: string, data: Float32Array, shape: readonly number[], dtype?: Dtype): void => {
     if (Object.prototype.hasOwnProperty.call(tensors, key)) throw new Error(`savePretrained: two tensors map to key "${key}"`);
-    tensors[key] = { data, shape: [...shape], dtype: writeDtype(dtype) };
+    const stored = opts.dtype ?? writeDtype(dtype);
+    checkRepresentable(label, key, data, stored);
+    tensors[key] = { data, shape: [...shape], dtype: stored };
   };
   for (const [p, t] of owned) {
     const entry = keyMap?.params.get(p);
     if (keyMap && !entry) throw new Error(`savePretrained: parameter "${p}" is not in the checkpoint key map (was the model changed since loading?)`);
     if (entry && shapeStr(entry.shape) !== shapeStr(t.shape)) throw new Error(`savePretrained: parameter "${p}" has shape ${shapeStr(t.shape)}, the checkpoint's ${shapeStr(entry.shape)}`);
-    const data = t.data();
-    if (entry) checkRepresentable(dir, entry.key, data, writeDtype(entry.dtype));
-    put(entry?.key ?? p, data, t.shape, entry?.dtype);
+    put(entry?.key ?? p, t.data(), t.shape, entry?.dtype);
   }
   if (keyMap) {
     for (const p of keyMap.params.keys()) if (!owned.has(p)) throw new Error(`savePretrained: checkpoint parameter "${p}" is not in the model`);
@@ -405,11 +412,39 @@ export function savePretrained(dir: string, model: Module, configJson: JsonObjec
       put(e.key, tied ? tied.data() : e.data(), e.shape, e.dtype);
     }
   }
-  writeDirAtomic(dir, {
-    ...extraFiles,
+  return {
     'config.json': `${JSON.stringify(configJson, null, 2)}\n`,
     'model.safetensors': serializeSafetensors(tensors, { format: 'pt' }),
-  }, write);
+  };
+}
+
+/**
+ * Writes `dir/config.json` and `dir/model.safetensors` (see `pretrainedFiles`) together,
+ * atomically. `extraFiles` (tokenizer files, say) are written in the same atomic step.
+ */
+export function savePretrained(dir: string, model: Module, configJson: JsonObject, keyMap?: CheckpointInfo, extraFiles: Record<string, Uint8Array> = {}, write: WriteDirOptions = {}): void {
+  writeDirAtomic(dir, { ...extraFiles, ...pretrainedFiles(model, configJson, keyMap, { label: dir }) }, write);
+}
+
+/** Weight files a model folder may hold (safetensors, sharded or not, and PyTorch's .bin, which is not read). */
+const WEIGHT_FILES = ['model.safetensors', 'model.safetensors.index.json', 'pytorch_model.bin', 'pytorch_model.bin.index.json'];
+
+/** The weight files `dir` holds (none: a folder with config.json alone, to initialize from scratch). */
+export function weightFilesIn(dir: string): string[] {
+  return WEIGHT_FILES.filter((f) => fs.existsSync(path.join(dir, f)));
+}
+
+/** Files that travel with a model folder unchanged by training or merging: the tokenizer's and generation_config.json. */
+export const COMPANION_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'chat_template.jinja', 'vocab.json', 'merges.txt', 'vocab.txt', 'tokenizer.model', 'generation_config.json'];
+
+/** The companion files `dir` holds, as bytes (to be copied unchanged into a new model folder). */
+export function readCompanionFiles(dir: string): Record<string, Uint8Array> {
+  const out: Record<string, Uint8Array> = {};
+  for (const f of COMPANION_FILES) {
+    const file = path.join(dir, f);
+    if (fs.existsSync(file)) out[f] = fs.readFileSync(file);
+  }
+  return out;
 }
 
 /** eos ids as generation would use them: generation_config.json's when present (chat models list several), else config.json's. */

@@ -5,3 +5,4 @@ export * from './progress.js';
 export * from './replay-rng.js';
 export * from './checkpoint.js';
 export * from './trainer.js';
+export * from './lm.js';

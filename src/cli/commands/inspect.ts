@@ -1,7 +1,7 @@
 // `vera inspect`: what an adapter or a model holds — trainable parameters, bytes, and per layer the
 // norms of the trained vectors (the paper's Figure 3 view: which layers moved most).
 import { existsSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { Option, type Command } from 'commander';
 import { VeraError } from '../../io/errors.js';
 import { readJsonFile } from '../../io/atomic.js';
@@ -10,6 +10,9 @@ import { Linear } from '../../nn/index.js';
 import { loadPretrained } from '../../models/index.js';
 import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, adapterTensors, assertFinite, checkAdapterFitsMemory, peftMethod, countAdapterParams, loraConfig, modelShapesFromConfig, parsePeftConfig, veraConfig, type ParamCount } from '../../peft/index.js';
 import { parseTargetModules, positiveInt } from '../options.js';
+import { preparePlotFile } from '../out.js';
+import { adapterNormsSpec } from '../plots.js';
+import { renderSvg, writeSvg } from '../../plot/index.js';
 
 export interface AdapterLayerRow {
   module: string;
@@ -124,9 +127,14 @@ export function registerInspect(program: Command): void {
     .option('--target-modules <names>', 'with --config: comma list, regex or all-linear (default: PEFT\'s for the model_type)')
     .option('--json', 'machine-readable output')
     .option('--allow-non-finite', 'with --adapter or --model: report weights holding NaN/Inf instead of refusing them')
-    .action((o: { adapter?: string; model?: string; config?: string; method?: 'vera' | 'lora'; r?: number; targetModules?: string; json?: boolean; allowNonFinite?: boolean }) => {
+    .option('--plot <file>', 'with --adapter: also draw the per-layer norms as grouped bars (‖λd‖, ‖λb‖; LoRA ‖A‖, ‖B‖) into this SVG file')
+    .option('--overwrite', 'with --plot: replace an existing file')
+    .action(async (o: { adapter?: string; model?: string; config?: string; method?: 'vera' | 'lora'; r?: number; targetModules?: string; json?: boolean; allowNonFinite?: boolean; plot?: string; overwrite?: boolean }) => {
       const modes = [o.adapter, o.model, o.config].filter((v) => v !== undefined).length;
       if (modes !== 1) throw new VeraError('inspect: give exactly one of --adapter DIR, --model DIR or --config FILE');
+      if (o.plot !== undefined && o.adapter === undefined) throw new VeraError('inspect: --plot FILE.svg goes with --adapter DIR');
+      if (o.overwrite && o.plot === undefined) throw new VeraError('inspect: --overwrite goes with --plot FILE.svg');
+      const plot = o.plot === undefined ? undefined : preparePlotFile('--plot', o.plot, [['--adapter', o.adapter]], o.overwrite === true);
       if (o.config === undefined && (o.method !== undefined || o.r !== undefined || o.targetModules !== undefined)) throw new VeraError('inspect: --method, --r and --target-modules go with --config FILE');
       if (o.config !== undefined) {
         if (o.method === undefined) throw new VeraError('inspect --config: --method vera|lora is required');
@@ -137,6 +145,7 @@ export function registerInspect(program: Command): void {
       }
       if (o.adapter !== undefined) {
         const rep = inspectAdapter(o.adapter, { allowNonFinite: o.allowNonFinite });
+        if (plot?.kind === 'file') writeSvg(plot.file, await renderSvg(adapterNormsSpec(rep, `${rep.peftType === 'VERA' ? 'VeRA' : 'LoRA'} adapter ${basename(resolve(o.adapter))} (r = ${rep.r}): norms per layer`)));
         if (o.json) return void console.log(JSON.stringify(rep));
         console.log(`${rep.peftType} adapter, r = ${rep.r}`);
         console.log(`trainable params: ${rep.trainableParams.toLocaleString('en-US')} (${rep.trainableBytesF32.toLocaleString('en-US')} bytes as F32)`);
@@ -147,6 +156,7 @@ export function registerInspect(program: Command): void {
         const width = Math.max(6, ...rep.layers.map((l) => l.module.length));
         console.log(`\n${'module'.padEnd(width)}  ${cols.map((c) => `‖${c}‖`.padStart(12)).join('')}  params`);
         for (const l of rep.layers) console.log(`${l.module.padEnd(width)}  ${cols.map((c) => (l.norms[c] ?? NaN).toFixed(5).padStart(12)).join('')}  ${l.params}`);
+        if (o.plot !== undefined) console.log(`\nplot: ${o.plot}`);
       } else {
         const rep = inspectModel(o.model!, { allowNonFinite: o.allowNonFinite });
         if (o.json) return void console.log(JSON.stringify(rep));

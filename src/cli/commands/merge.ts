@@ -1,14 +1,9 @@
 // `vera merge`: fold an adapter into the base weights and write a plain checkpoint with the input's
 // tensor names, shapes and dtypes, so any Hugging Face loader reads it unchanged.
-import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import type { Command } from 'commander';
-import { loadPretrained, savePretrained } from '../../models/index.js';
+import { loadPretrained, readCompanionFiles, savePretrained } from '../../models/index.js';
 import { PeftModel } from '../../peft/index.js';
 import { OVERWRITE_HELP, prepareOut } from '../out.js';
-
-/** Files that travel with a model folder and do not change when weights merge. */
-const COMPANION_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.json', 'merges.txt', 'vocab.txt', 'tokenizer.model', 'generation_config.json'];
 
 export function registerMerge(program: Command): void {
   program
@@ -28,9 +23,7 @@ export function registerMerge(program: Command): void {
       // safe: a NaN/Inf from the adapter must never reach the written checkpoint (unless asked for);
       // a value the stored dtype cannot hold (F16 past 65504) is refused when the checkpoint is written
       const merged = peft.mergeAndUnload({ safe: !allowNonFinite });
-      const extra: Record<string, Uint8Array> = {};
-      for (const f of COMPANION_FILES) if (existsSync(join(o.model, f))) extra[f] = readFileSync(join(o.model, f));
-      savePretrained(o.out, merged, loaded.configJson, loaded.checkpoint, extra, write);
+      savePretrained(o.out, merged, loaded.configJson, loaded.checkpoint, readCompanionFiles(o.model), write);
       if (!o.quiet) console.log(`merged ${o.adapter} into ${o.model} → ${o.out}`);
     });
 }

@@ -1,12 +1,14 @@
 // The three tasks of `vera train --task`: each reads its data, loads the model it trains and says
 // how to batch, score and evaluate it. A batch is the list of example indices the sampler drew;
 // collation happens in `loss`, so the sampler (and so resume) is the same for every task.
-//   causal-lm  GPT-2 / Llama family on JSONL ("input_ids"/"text") or the E2E NLG CSV (loss on the reference only)
+//   causal-lm  GPT-2 / Llama family on JSONL ("input_ids"/"text"; one sequence per line, or packed
+//              into --seq-len blocks) or the E2E NLG CSV (loss on the reference only); the model may
+//              be built from config.json alone (--from-scratch)
 //   seq-cls    BERT / RoBERTa on a GLUE task's TSV files; the task's GLUE metric on --eval-data
 //   img-cls    vera_cnn / vera_mlp / ViT on IDX images (Fashion-MNIST)
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { collateCausalLm, IGNORE_INDEX, readCausalLmJsonl, sequentialBatches, type CausalLmData } from '../../data/jsonl.js';
+import { collateCausalLm, IGNORE_INDEX, packSequences, readCausalLmJsonl, sequentialBatches, type CausalLmData } from '../../data/jsonl.js';
 import { e2ePrompt, encodeE2e, groupReferences, readE2eCsv, type E2eEncoded, type E2eGroup } from '../../data/e2e.js';
 import { e2eMetrics } from '../../data/text-metrics.js';
 import { GLUE_SPECS, readGlueTsv, type GlueData, type GlueTask } from '../../data/glue.js';
@@ -19,10 +21,11 @@ import { fail } from '../../io/errors.js';
 import { loadCheckpointTensors } from '../../io/safetensors.js';
 import {
   bertCheckpointPath, bertNewlyInitialized, causalLmLoss, generate, isCausalLM, loadCheckpointInto, loadPretrained, modelFromConfig, robertaCheckpointPath, robertaNewlyInitialized,
-  type BertForSequenceClassification, type CausalLM, type CNN, type MLP, type RobertaForSequenceClassification, type ViTForImageClassification,
+  type BertForSequenceClassification, type CausalLM, type CheckpointInfo, type CNN, type JsonObject, type MLP, type RobertaForSequenceClassification, type ViTForImageClassification,
 } from '../../models/index.js';
+import { asJsonObject } from '../../models/config.js';
 import { labelSmoothedCrossEntropy, type Module } from '../../nn/index.js';
-import { F, Tensor, defaultRng, noGrad } from '../../tensor/index.js';
+import { F, Rng, Tensor, defaultRng, noGrad } from '../../tensor/index.js';
 
 export const TASKS = ['causal-lm', 'seq-cls', 'img-cls'] as const;
 export type TaskName = (typeof TASKS)[number];
@@ -47,6 +50,13 @@ export interface TaskOptions {
   labelSmoothing?: number;
   /** causal-lm on E2E with eval data: how the eval MRs are generated for BLEU / ROUGE-L. */
   generation?: E2eGenerationOptions;
+  /** causal-lm: build the model from config.json with its family's random initialization (seeded by initSeed) instead of loading weights. */
+  fromScratch?: boolean;
+  initSeed?: number;
+  /** causal-lm JSONL: eos after each line, everything concatenated and cut into blocks of seqLen tokens (run_clm's group_texts). */
+  pack?: boolean;
+  /** causal-lm JSONL without packing: eos after each line's tokens. */
+  appendEos?: boolean;
   log: (line: string) => void;
 }
 
@@ -87,6 +97,13 @@ export interface PreparedTask {
   evaluateGeneration?: (onProgress?: (done: number, total: number) => void) => E2eEvaluation;
   /** The sequence length used (causal-lm, seq-cls). */
   seqLen: number | null;
+  /**
+   * causal-lm: what writing the whole model back needs (--method full): config.json as read and
+   * the loaded checkpoint's key map (null for a model built from scratch). Null for the other tasks.
+   */
+  pretrained: { configJson: JsonObject; checkpoint: CheckpointInfo | null } | null;
+  /** Training examples are --seq-len blocks of packed lines (--pack). */
+  packed: boolean;
   counts: { examples: number; skipped: number; truncated: number; evalExamples: number | null };
   /** For training_log.json. */
   dataLog: Record<string, unknown>;
@@ -147,8 +164,16 @@ function nextTokenHits(logits: Tensor, labels: Int32Array, [batch, seq]: readonl
   return hits;
 }
 
+/** A model built from `dir/config.json` alone with its family's initialization, drawn from a generator seeded with `seed` (pretraining). */
+function buildFromScratch(dir: string, seed: number): { model: ReturnType<typeof modelFromConfig>; modelType: string; configJson: JsonObject; checkpoint: null } {
+  const configFile = path.join(dir, 'config.json');
+  const configJson = asJsonObject(readJsonFile(configFile, 'model config'), configFile);
+  const model = modelFromConfig(configJson, configFile, { rng: new Rng(seed) });
+  return { model, modelType: model.modelType, configJson, checkpoint: null };
+}
+
 async function prepareCausalLm(o: TaskOptions): Promise<PreparedTask> {
-  const loaded = loadPretrained(o.model, { log: o.log });
+  const loaded = o.fromScratch ? buildFromScratch(o.model, o.initSeed ?? 0) : loadPretrained(o.model, { log: o.log });
   const model = loaded.model;
   if (!isCausalLM(model)) {
     const hint = loaded.modelType === 'bert' || loaded.modelType === 'roberta' ? 'seq-cls' : 'img-cls';
@@ -160,6 +185,10 @@ async function prepareCausalLm(o: TaskOptions): Promise<PreparedTask> {
   const seqLen = o.seqLen ?? Math.min(DEFAULT_SEQ_LEN, maxLen ?? DEFAULT_SEQ_LEN);
   const eosId = model.eosTokenIds.find((id) => id < vocabSize) ?? null;
   const padId = eosId ?? 0;
+  if ((o.pack || o.appendEos) && eosId === null) {
+    const why = model.eosTokenIds.length === 0 ? 'has no eos_token_id' : `has eos_token_id ${model.eosTokenIds.join(', ')}, outside the vocabulary [0, ${vocabSize})`;
+    fail(`${o.pack ? '--pack' : '--append-eos'} needs the model's eos token: ${path.join(o.model, 'config.json')} ${why}`);
+  }
 
   let tokenizer: Promise<Tokenizer | null> | null = null;
   const getTokenizer = (): Promise<Tokenizer | null> => (tokenizer ??= loadTokenizer(o.model));
@@ -176,9 +205,16 @@ async function prepareCausalLm(o: TaskOptions): Promise<PreparedTask> {
       const log = { file, format: 'e2e', rows: rows.length, sequences: enc.sequences.length, skipped: enc.skipped, truncated: enc.truncated, targetTokens: enc.targetTokens };
       return { sequences: enc.sequences, log, skipped: enc.skipped, truncated: enc.truncated, groups: groupReferences(rows), tokenizer: tok };
     }
-    const data: CausalLmData = await readCausalLmJsonl(file, { vocabSize, seqLen, tokenizerDir: o.model, tokenizer: getTokenizer });
+    const appendEos = o.pack || o.appendEos ? eosId : null;
+    const data: CausalLmData = await readCausalLmJsonl(file, { vocabSize, seqLen, tokenizerDir: o.model, tokenizer: getTokenizer, appendEos, truncate: !o.pack });
+    if (o.pack) {
+      const packed = packSequences(data.sequences, seqLen);
+      if (packed.blocks.length === 0) fail(`${file}: ${packed.tokens} tokens (an eos after each line included) do not fill one --pack block of --seq-len ${seqLen}`);
+      const log = { file, records: data.records, packed: true, blockSize: seqLen, blocks: packed.blocks.length, tokens: packed.tokens, droppedTokens: packed.dropped, skipped: data.skipped };
+      return { sequences: packed.blocks.map((ids) => ({ ids, labels: null })), log, skipped: data.skipped, truncated: 0 };
+    }
     if (data.sequences.length === 0) fail(`${file}: no sequence with at least 2 tokens (${data.records} lines read, ${data.skipped} too short)`);
-    const log = { file, records: data.records, sequences: data.sequences.length, skipped: data.skipped, truncated: data.truncated, tokens: data.tokens };
+    const log = { file, records: data.records, sequences: data.sequences.length, skipped: data.skipped, truncated: data.truncated, tokens: data.tokens, ...(appendEos !== null ? { appendEos } : {}) };
     return { sequences: data.sequences.map((ids) => ({ ids, labels: null })), log, skipped: data.skipped, truncated: data.truncated };
   };
   const train = await read(o.data);
@@ -215,6 +251,8 @@ async function prepareCausalLm(o: TaskOptions): Promise<PreparedTask> {
     evaluate: evalSet ? evaluate(evalSet) : null,
     evaluateGeneration,
     seqLen,
+    pretrained: { configJson: loaded.configJson, checkpoint: loaded.checkpoint },
+    packed: o.pack ?? false,
     counts: { examples: train.sequences.length, skipped: train.skipped, truncated: train.truncated, evalExamples: evalSet?.sequences.length ?? null },
     dataLog: train.log,
     evalDataLog: evalSet?.log ?? null,
@@ -378,6 +416,8 @@ async function prepareSeqCls(o: TaskOptions): Promise<PreparedTask> {
     },
     evaluate: evalSet ? evaluate(evalSet) : null,
     seqLen,
+    pretrained: null,
+    packed: false,
     counts: { examples: train.examples.length, skipped: 0, truncated: train.truncated, evalExamples: evalSet?.examples.length ?? null },
     dataLog: dataLog(train),
     evalDataLog: evalSet ? dataLog(evalSet) : null,
@@ -487,6 +527,8 @@ async function prepareImgCls(o: TaskOptions): Promise<PreparedTask> {
     },
     evaluate: evalSet ? evaluate(evalSet) : null,
     seqLen: null,
+    pretrained: null,
+    packed: false,
     counts: { examples: train.count, skipped: 0, truncated: 0, evalExamples: evalSet?.count ?? null },
     dataLog: dataLog(train),
     evalDataLog: evalSet ? dataLog(evalSet) : null,

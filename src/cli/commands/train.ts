@@ -1,7 +1,9 @@
 // `vera train`: finetune a model with a VeRA or LoRA adapter for one of three tasks (causal-lm:
 // GPT-2 on JSONL or E2E; seq-cls: BERT/RoBERTa on GLUE; img-cls: CNN/MLP/ViT on IDX images; see
 // train-tasks.ts) and write the adapter in PEFT's layout (adapter_config.json +
-// adapter_model.safetensors) plus training_log.json. Every flag is checked and every input read before training starts, and the
+// adapter_model.safetensors) plus training_log.json; or (--method full, causal-lm) train every
+// parameter, from a checkpoint or from config.json alone (--from-scratch), and write a Hugging Face
+// model folder. Every flag is checked and every input read before training starts, and the
 // output folder is written only at the end, so a run that fails leaves no output behind.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -9,8 +11,11 @@ import { InvalidArgumentError, Option, type Command } from 'commander';
 import { EpochSampler } from '../../data/jsonl.js';
 import { GLUE_TASKS, type GlueTask } from '../../data/glue.js';
 import { readJsonFile, writeDirAtomic, type WriteDirOptions } from '../../io/atomic.js';
-import { checkNoOverlap, OVERWRITE_HELP, prepareOut } from '../out.js';
+import { checkNoOverlap, OVERWRITE_HELP, prepareOut, preparePlotFile, type PlotTarget } from '../out.js';
+import { trainingCurveSpec } from '../plots.js';
+import { renderSvg, writeSvg } from '../../plot/index.js';
 import { fail } from '../../io/errors.js';
+import { pretrainedFiles, readCompanionFiles, weightFilesIn } from '../../models/index.js';
 import { Linear, type Module } from '../../nn/index.js';
 import {
   ADAPTER_CONFIG,
@@ -45,9 +50,13 @@ const GENERATION_FLAGS: [string, string][] = [
   ['evalLimit', '--eval-limit'],
 ];
 
-const METHODS = ['vera', 'lora'] as const;
+const METHODS = ['vera', 'lora', 'full'] as const;
 type Method = (typeof METHODS)[number];
-const DEFAULT_LR: Record<Method, number> = { vera: 1e-2, lora: 1e-3 };
+const DEFAULT_LR: Record<Method, number> = { vera: 1e-2, lora: 1e-3, full: 1e-3 };
+/** What --method full writes: a Hugging Face model folder. */
+const MODEL_CONFIG = 'config.json';
+const MODEL_WEIGHTS = 'model.safetensors';
+const TORCH_DTYPE = { f32: 'float32', f16: 'float16', bf16: 'bfloat16' } as const;
 
 /** The parsed flags (commander's camelCase names). */
 export interface TrainCliOptions {
@@ -59,8 +68,12 @@ export interface TrainCliOptions {
   dataFormat?: DataFormat;
   glueTask?: GlueTask;
   method: Method;
-  r: number;
+  /** Required for vera and lora; refused with full. */
+  r?: number;
   targetModules?: string;
+  fromScratch?: boolean;
+  pack?: boolean;
+  appendEos?: boolean;
   out: string;
   steps?: number;
   epochs?: number;
@@ -103,6 +116,8 @@ export interface TrainCliOptions {
   quiet?: boolean;
   json?: boolean;
   overwrite?: boolean;
+  /** --plot: an SVG of the loss curve. */
+  plot?: string;
 }
 
 /** The figures printed at the end (and, with --json, the one object on stdout). */
@@ -132,9 +147,13 @@ export interface TrainSummary {
   evalSequences: number | null;
   /** The E2E generation eval (causal-lm, --data-format e2e, with eval data); null otherwise. */
   e2e: { bleu: number; nist: number; rougeL: number; cider: number; mrs: number; predictions: string; numBeams: number; lengthPenalty: number; noRepeatNgramSize: number; maxNewTokens: number; evalLimit: number | null } | null;
+  /** --pack: the training and eval examples are blocks of --seq-len tokens. */
+  packed: boolean;
   trainableParams: number;
   allParams: number;
+  /** The output folder (--out): the adapter, or with --method full the model. */
   adapter: string;
+  /** Bytes of its weights file (adapter_model.safetensors, or model.safetensors with --method full). */
   adapterBytes: number;
   resumedFromStep: number | null;
 }
@@ -147,10 +166,17 @@ function fraction(value: string): number {
 
 const HELP_AFTER = `
 Tasks (--task, default causal-lm) and their data (--data or --train; --eval-data or --eval):
-  causal-lm  GPT-2.  --data-format jsonl (default): one JSON object per line, each one sequence:
+  causal-lm  GPT-2, Llama/Mistral/Qwen2.  --data-format jsonl (default): one JSON object per
+             line, each one sequence:
                {"input_ids": [464, 3290, 318]}   token ids in [0, vocab_size)
                {"text": "The cat sat."}          tokenized with the model folder's tokenizer.json
              Empty lines are skipped; sequences with fewer than 2 tokens are skipped.
+             --append-eos: the model's eos id after each line's tokens (so the model learns to
+             stop; a line cut at --seq-len gets none).
+             --pack: instead of one padded sequence per line, the eos id after each line, every
+             line concatenated, and cut into blocks of exactly --seq-len tokens; the last partial
+             block is dropped (transformers' run_clm group_texts). --eval-data is packed too.
+             Both need an eos_token_id in config.json.
              --data-format e2e: the E2E NLG CSV (columns mr, ref): each row is "MR ||" + " ref" +
              <|endoftext|>, the loss on the reference tokens only.
              Evaluation: loss, perplexity and next-token accuracy; for e2e also beam search
@@ -186,32 +212,49 @@ adapter uses --lr.
 
 Method flags: --d-initial, --projection-prng-key, --no-save-projection, --vera-dropout,
 --ablation, --unique-projections and --projection-init are for --method vera; --lora-alpha and
---lora-dropout for --method lora.
+--lora-dropout for --method lora. --r is required for both.
+
+--method full (causal-lm): every parameter of the model trains (no adapter; a tied embedding is
+one parameter, trained once); default --lr ${DEFAULT_LR.full}; --weight-decay applies to the weight matrices
+and embeddings, not to biases and norm weights (as the Hugging Face Trainer). The adapter flags
+(--r, --target-modules, --modules-to-save, --bias, --layers-to-transform, --head-lr and the
+method flags above) are refused. --from-scratch: --model holds config.json (and the tokenizer
+files) but no weights; the model is built from config.json with its family's initialization
+(Llama: N(0, initializer_range)), drawn from --seed. Example (pretraining):
+  vera train --method full --from-scratch --model tiny-llama --data corpus.jsonl --pack \\
+    --seq-len 256 --batch-size 16 --epochs 1 --schedule cosine --warmup-ratio 0.05 --out tiny-llama-trained
 
 Output (--out): adapter_config.json + adapter_model.safetensors (PEFT's layout; load with
-PeftModel.from_pretrained) and ${TRAINING_LOG}, written when training ends. With
+PeftModel.from_pretrained) and ${TRAINING_LOG}, written when training ends. With --method full:
+a Hugging Face model folder: ${MODEL_CONFIG}, ${MODEL_WEIGHTS} (in --dtype; a model loaded from a
+checkpoint keeps its tensor names), the --model folder's tokenizer files and
+generation_config.json copied unchanged, and ${TRAINING_LOG}; vera generate and vera perplexity
+load it (--model OUT). With
 --checkpoint-dir the trainer state is saved every --checkpoint-every steps and at the end;
---resume continues from it (same flags) to the adapter an uninterrupted run would give.`;
+--resume continues from it (same flags) to the adapter (or model) an uninterrupted run would give.`;
 
 export function registerTrain(program: Command): void {
   program
     .command('train')
-    .description('finetune a model with a VeRA or LoRA adapter (causal LM, GLUE sequence classification, image classification); writes the adapter in PEFT layout')
-    .requiredOption('--model <dir>', 'base model folder (config.json + model.safetensors; tokenizer.json for text)')
+    .description('finetune a model with a VeRA or LoRA adapter (causal LM, GLUE sequence classification, image classification) and write the adapter in PEFT layout; or train a causal LM whole (--method full, also from scratch) and write the model')
+    .requiredOption('--model <dir>', 'base model folder (config.json + model.safetensors; tokenizer.json for text; --from-scratch: config.json alone)')
     .addOption(new Option('--task <task>', 'what to train (see below)').choices(TASKS).default('causal-lm'))
     .option('--data <file>', 'training data (see below for each task)')
     .addOption(new Option('--train <file>', 'the same as --data').conflicts('data'))
     .addOption(new Option('--data-format <format>', 'format of --data and --eval-data (default: jsonl for causal-lm, glue for seq-cls, idx for img-cls)').choices(DATA_FORMATS))
     .addOption(new Option('--glue-task <task>', 'seq-cls: which GLUE task the TSV files are').choices(GLUE_TASKS))
-    .addOption(new Option('--method <method>', 'adapter type').choices(METHODS).makeOptionMandatory())
-    .requiredOption('--r <n>', 'rank (VeRA: of the shared random projections; LoRA: of A and B)', positiveInt)
+    .addOption(new Option('--method <method>', 'adapter type, or full: train every parameter of the model (causal-lm)').choices(METHODS).makeOptionMandatory())
+    .option('--r <n>', 'rank (VeRA: of the shared random projections; LoRA: of A and B); required for vera and lora', positiveInt)
     .option('--target-modules <names>', "modules to adapt: comma list of names, a regex, or all-linear (default: PEFT's default for the model_type, see below)")
-    .requiredOption('--out <dir>', 'output folder for the adapter and training_log.json')
+    .option('--from-scratch', '--method full: build the model from --model/config.json with random initialization (seeded by --seed) instead of loading weights')
+    .option('--pack', 'causal-lm JSONL: eos after each line, concatenate, cut into --seq-len blocks (see below)')
+    .option('--append-eos', "causal-lm JSONL: the model's eos id after each line's tokens")
+    .requiredOption('--out <dir>', 'output folder for the adapter (or, with --method full, the model) and training_log.json')
     .addOption(new Option('--steps <n>', 'optimizer steps').argParser(positiveInt).conflicts('epochs'))
     .addOption(new Option('--epochs <n>', 'passes over the data, converted to steps (default 1)').argParser(positiveNumber))
     .option('--batch-size <n>', 'sequences per micro-batch', positiveInt, 8)
     .option('--seq-len <n>', `maximum tokens per sequence (default ${DEFAULT_SEQ_LEN}, at most the model's n_positions)`, positiveInt)
-    .option('--lr <x>', `learning rate of the adapter (default ${DEFAULT_LR.vera} for vera, ${DEFAULT_LR.lora} for lora)`, positiveNumber)
+    .option('--lr <x>', `learning rate of the adapter or model (default ${DEFAULT_LR.vera} for vera, ${DEFAULT_LR.lora} for lora, ${DEFAULT_LR.full} for full)`, positiveNumber)
     .option('--head-lr <x>', 'learning rate of the --modules-to-save parameters (own optimizer group)', positiveNumber)
     .option('--weight-decay <x>', 'AdamW decoupled weight decay', nonNegativeNumber, 0)
     .addOption(new Option('--schedule <kind>', 'learning-rate schedule').choices(['constant', 'linear', 'cosine']).default('constant'))
@@ -228,7 +271,7 @@ export function registerTrain(program: Command): void {
     .addOption(noRepeatNgramSizeOption(4, 'E2E eval: never repeat an n-gram (0 = off)'))
     .option('--max-new-tokens <n>', "E2E eval: tokens generated per MR at most (default 64, or what the model's context leaves after the longest prompt)", positiveInt)
     .option('--eval-limit <n>', 'E2E eval: generate for the first n MRs of the eval file only', positiveInt)
-    .option('--seed <n>', 'seed for batch order, dropout and LoRA init', nonNegativeInt, 42)
+    .option('--seed <n>', 'seed for batch order, dropout, LoRA init and --from-scratch init', nonNegativeInt, 42)
     .option('--d-initial <x>', 'VeRA: initial value of every λd entry', finiteNumber, 0.1)
     .option('--projection-prng-key <n>', 'VeRA: seed of the shared random projections A and B', nonNegativeInt, 0)
     .option('--no-save-projection', 'VeRA: leave A and B out of the adapter file (regenerated from the key on load)')
@@ -244,8 +287,9 @@ export function registerTrain(program: Command): void {
     .option('--checkpoint-dir <dir>', 'save the trainer state here (resumable)')
     .option('--checkpoint-every <n>', 'checkpoint every n steps (and at the end); needs --checkpoint-dir', positiveInt)
     .option('--resume', 'continue from the checkpoint in --checkpoint-dir')
-    .addOption(new Option('--dtype <dtype>', 'storage dtype of the saved adapter').choices(['f32', 'f16', 'bf16']).default('f32'))
+    .addOption(new Option('--dtype <dtype>', 'storage dtype of the saved adapter (--method full: of the model)').choices(['f32', 'f16', 'bf16']).default('f32'))
     .option('--overwrite', OVERWRITE_HELP)
+    .option('--plot <file>', 'draw the loss curve (train loss per logged step, eval loss and metrics where evaluated) into this SVG file; inside --out it is written with the adapter')
     .option('--quiet', 'no progress and no messages; only errors (and the --json object)')
     .option('--json', 'print one JSON object with the results on stdout instead of the summary')
     .addHelpText('after', HELP_AFTER)
@@ -280,19 +324,53 @@ interface ResolvedFlags {
   targets: string[] | string | null;
   /** How --out is written (create, or replace with --overwrite). */
   write: WriteDirOptions;
+  /** Where --plot goes (a file of its own, or a file of --out). */
+  plot: PlotTarget | undefined;
 }
 
+/** Flags of the adapter methods, refused with --method full (every parameter trains, nothing is adapted). */
+const ADAPTER_ONLY: [string, string][] = [
+  ['r', '--r'],
+  ['targetModules', '--target-modules'],
+  ['modulesToSave', '--modules-to-save'],
+  ['bias', '--bias'],
+  ['layersToTransform', '--layers-to-transform'],
+  ['headLr', '--head-lr'],
+  ...VERA_ONLY,
+  ...LORA_ONLY,
+];
+
 function checkFlags(o: TrainCliOptions, given: (key: string) => boolean): ResolvedFlags {
-  const wrong = o.method === 'vera' ? LORA_ONLY : VERA_ONLY;
-  for (const [key, flag] of wrong) if (given(key)) fail(`${flag} applies to --method ${o.method === 'vera' ? 'lora' : 'vera'}, not --method ${o.method}`);
+  const task = o.task ?? 'causal-lm';
+  if (o.method === 'full') {
+    if (task !== 'causal-lm') fail(`--method full is for --task causal-lm; --task ${task} trains an adapter (--method vera or lora)`);
+    for (const [key, flag] of ADAPTER_ONLY) if (given(key)) fail(`${flag} is for --method vera or lora; --method full trains every parameter of the model`);
+  } else {
+    const wrong = o.method === 'vera' ? LORA_ONLY : VERA_ONLY;
+    for (const [key, flag] of wrong) if (given(key)) fail(`${flag} applies to --method ${o.method === 'vera' ? 'lora' : 'vera'}, not --method ${o.method}`);
+    if (o.r === undefined) fail(`--r is required with --method ${o.method}: the rank`);
+    if (o.fromScratch) fail('--from-scratch is for --method full (an adapter trains on pretrained weights)');
+  }
   if (o.method === 'vera' && o.bias === 'lora_only') fail('--bias lora_only is for --method lora (use vera_only)');
   if (o.method === 'lora' && o.bias === 'vera_only') fail('--bias vera_only is for --method vera (use lora_only)');
-  const task = o.task ?? 'causal-lm';
+  if (o.method === 'full') {
+    // a folder with weights and --from-scratch could mean either; one without them needs the flag
+    const weights = weightFilesIn(o.model);
+    if (o.fromScratch && weights.length > 0) fail(`--from-scratch: ${o.model} holds weights (${weights.join(', ')}); drop --from-scratch to train from them, or give a folder with config.json alone`);
+    if (!o.fromScratch && weights.length === 0 && fs.existsSync(path.join(o.model, 'config.json'))) {
+      fail(`${o.model}: no model.safetensors or model.safetensors.index.json found (give --from-scratch to initialize the model from config.json)`);
+    }
+  }
   const data = o.data ?? o.train;
   if (data === undefined) fail('--data (or --train) is required: the training data');
   const evalData = o.evalData ?? o.eval;
   const dataFormat = o.dataFormat ?? DEFAULT_FORMAT[task];
   checkDataFormat(task, dataFormat);
+  for (const [on, flag] of [[o.pack, '--pack'], [o.appendEos, '--append-eos']] as const) {
+    if (!on) continue;
+    if (task !== 'causal-lm') fail(`${flag} is for --task causal-lm`);
+    if (dataFormat !== 'jsonl') fail(`${flag} is for --data-format jsonl (E2E rows already end with eos)`);
+  }
   if (o.glueTask !== undefined && task !== 'seq-cls') fail(`--glue-task is for --task seq-cls, not --task ${task}`);
   if (o.evalEvery !== undefined && evalData === undefined) fail('--eval-every needs --eval-data');
   const generationEval = task === 'causal-lm' && dataFormat === 'e2e' && evalData !== undefined;
@@ -319,7 +397,8 @@ function checkFlags(o: TrainCliOptions, given: (key: string) => boolean): Resolv
       if (fs.statSync(file).isDirectory()) fail(`${file}: is a folder, expected a ${dataFormat === 'jsonl' ? 'JSONL' : dataFormat === 'e2e' ? 'CSV' : 'TSV'} file`);
     }
   }
-  return { task, data, evalData, dataFormat, targets, write };
+  const plot = o.plot === undefined ? undefined : preparePlotFile('--plot', o.plot, [...inputs, ['--checkpoint-dir', o.checkpointDir]], o.overwrite === true, { flag: '--out', dir: o.out });
+  return { task, data, evalData, dataFormat, targets, write, plot };
 }
 
 // ---------------------------------------------------------------- the command
@@ -337,6 +416,7 @@ export async function runTrain(o: TrainCliOptions, given: (key: string) => boole
     task: taskName, model: o.model, data: flags.data, evalData: flags.evalData, dataFormat: flags.dataFormat, glueTask: o.glueTask, seqLen: o.seqLen, batchSize: o.batchSize, log,
     labelSmoothing: o.labelSmoothing,
     generation: { numBeams: o.numBeams, lengthPenalty: o.lengthPenalty, noRepeatNgramSize: o.noRepeatNgramSize, maxNewTokens: o.maxNewTokens, limit: o.evalLimit },
+    fromScratch: o.fromScratch, initSeed: o.seed, pack: o.pack, appendEos: o.appendEos,
   });
   const model: Module = task.model;
 
@@ -346,80 +426,14 @@ export async function runTrain(o: TrainCliOptions, given: (key: string) => boole
   const warmupSteps = o.warmupSteps ?? (o.warmupRatio !== undefined ? Math.ceil(o.warmupRatio * steps) : 0);
   if (warmupSteps > steps) fail(`--warmup-steps ${warmupSteps} exceeds the ${steps} training steps`);
 
-  // ---- the adapter; the task's head (PEFT's SEQ_CLS classifier) trains fully beside it
-  const modulesToSave = [...new Set([...(o.modulesToSave ?? []), ...task.headModules])];
-  if (o.headLr !== undefined && modulesToSave.length === 0) fail('--head-lr needs --modules-to-save (the modules it applies to)');
-  const base: Omit<BasePeftConfig, 'peftType'> = {
-    targetModules: targets,
-    layersToTransform: o.layersToTransform ?? null,
-    layersPattern: null,
-    modulesToSave: modulesToSave.length > 0 ? modulesToSave : null,
-    bias: o.bias,
-    fanInFanOut: false,
-    baseModelNameOrPath: o.model,
-    taskType: task.peftTaskType,
-    inferenceMode: false,
-  };
-  const linearNames = new Set<string>();
-  let fanInFanOut = false;
-  for (const [p, m] of model.namedModules()) {
-    if (!(m instanceof Linear)) continue;
-    linearNames.add(p.slice(p.lastIndexOf('.') + 1));
-    if (isTargetModule({ ...base, peftType: 'VERA' }, p)) fanInFanOut ||= m.fanInFanOut;
-  }
-  base.fanInFanOut = fanInFanOut; // GPT-2's Conv1D stores weights (in, out), as PEFT records it
-  if (o.modulesToSave !== undefined) {
-    const matched = [...model.namedModules()].some(([p]) => p !== '' && isModuleToSave({ ...base, modulesToSave: o.modulesToSave ?? null, peftType: 'VERA' }, p));
-    if (!matched) fail(`--modules-to-save ${o.modulesToSave.join(',')} matched no module of the model`);
-  }
-  const config =
-    o.method === 'vera'
-      ? veraConfig({
-          ...base,
-          r: o.r,
-          projectionPrngKey: o.projectionPrngKey,
-          saveProjection: o.saveProjection,
-          veraDropout: o.veraDropout,
-          dInitial: o.dInitial,
-          ablation: (o.ablation ?? null) as VeraAblation,
-          uniqueProjections: o.uniqueProjections ?? false,
-          projectionInit: o.projectionInit,
-        })
-      : loraConfig({ ...base, r: o.r, loraAlpha: o.loraAlpha, loraDropout: o.loraDropout });
-  manualSeed(o.seed); // LoRA's A is drawn from the global generator
-  let peft: PeftModel<Module>;
-  try {
-    peft = getPeftModel(model, config);
-  } catch (e) {
-    if (e instanceof TargetModulesError && e.matchedNothing) {
-      fail(`--target-modules ${o.targetModules ?? "(the model_type's default)"} matched no linear layer of the model (its linear layers are named ${[...linearNames].join(', ')})`);
-    }
-    if (e instanceof TargetModulesError) fail(`--target-modules ${o.targetModules ?? "(the model_type's default)"}: ${e.message.replace(/^target_modules:?\s*/, '')}`);
-    throw e;
-  }
-
-  // ---- optimizer: the adapter at --lr; with --head-lr, the modules_to_save in a group of their own
-  const params = peft.trainableParameters();
+  // ---- what trains: an adapter (and the task's head, PEFT's SEQ_CLS classifier, fully beside it), or with --method full the whole model
   const lr = o.lr ?? DEFAULT_LR[o.method];
-  // a parameter is the head's when any module above it is saved whole (RoBERTa's classifier.dense.weight)
-  const isHead = ([name]: [string, Tensor]): boolean => {
-    const parts = name.split('.');
-    return parts.slice(0, -1).some((_, i) => isModuleToSave(config, parts.slice(0, i + 1).join('.')));
-  };
-  const groups: (ParamGroup & { name: string; names: string[] })[] = [];
-  if (o.headLr !== undefined) {
-    const adapter = params.filter((p) => !isHead(p));
-    const head = params.filter(isHead);
-    if (adapter.length > 0) groups.push({ name: 'adapter', lr, params: adapter.map(([, t]) => t), names: adapter.map(([n]) => n) });
-    groups.push({ name: 'head', lr: o.headLr, params: head.map(([, t]) => t), names: head.map(([n]) => n) });
-  } else {
-    groups.push({ name: 'adapter', lr, params: params.map(([, t]) => t), names: params.map(([n]) => n) });
-  }
+  const trainee = o.method === 'full' ? fullTrainee(o, task, lr) : adapterTrainee(o, task, targets, lr);
+  const { groups, counts } = trainee;
   // the trainer wants the params in the optimizer's order
   const ordered: [string, Tensor][] = groups.flatMap((g) => g.names.map((n, i): [string, Tensor] => [n, g.params[i]]));
   const optimizer = new AdamW(groups, { weightDecay: o.weightDecay });
-  const counts = peft.getNbTrainableParameters();
-  if (!o.json && !o.quiet) peft.printTrainableParameters((line) => process.stderr.write(`${line}\n`));
+  if (!o.json && !o.quiet) process.stderr.write(`${paramCountLine(counts)}\n`);
 
   // ---- training
   const sampler = new EpochSampler(task.size, o.batchSize);
@@ -472,8 +486,8 @@ export async function runTrain(o: TrainCliOptions, given: (key: string) => boole
 
   // ---- output: the adapter, then the log beside it
   // every output file goes into --out in one atomic step, after the log that names them is built
-  const outFiles = peft.adapterFiles({ dtype: o.dtype });
-  const adapterBytes = (outFiles[ADAPTER_WEIGHTS] as Uint8Array).byteLength;
+  const outFiles = trainee.files();
+  const adapterBytes = (outFiles[trainee.weightsFile] as Uint8Array).byteLength;
   if (generated) {
     outFiles[E2E_PREDICTIONS] = generated.predictions.map((p) => `${p}\n`).join('');
     // e2e-metrics' reference format: each MR's references one per line, MRs separated by an empty line
@@ -501,6 +515,7 @@ export async function runTrain(o: TrainCliOptions, given: (key: string) => boole
     skippedSequences: task.counts.skipped,
     truncatedSequences: task.counts.truncated,
     evalSequences: task.counts.evalExamples,
+    packed: task.packed,
     e2e: generated
       ? { bleu: generated.metrics.bleu, nist: generated.metrics.nist, rougeL: generated.metrics.rouge_l, cider: generated.metrics.cider, mrs: generated.predictions.length, predictions: path.join(o.out, E2E_PREDICTIONS), numBeams: o.numBeams, lengthPenalty: o.lengthPenalty, noRepeatNgramSize: o.noRepeatNgramSize, maxNewTokens: generated.maxNewTokens, evalLimit: o.evalLimit ?? null }
       : null,
@@ -510,8 +525,8 @@ export async function runTrain(o: TrainCliOptions, given: (key: string) => boole
     adapterBytes,
     resumedFromStep,
   };
-  const otherMethodKeys = new Set([...(o.method === 'vera' ? LORA_ONLY : VERA_ONLY), ...(generated ? [] : GENERATION_FLAGS)].map(([k]) => k));
-  const resolved = { ...o, task: taskName, data: flags.data, evalData: flags.evalData, dataFormat: flags.dataFormat, seqLen: task.seqLen, lr, steps, warmupSteps, targetModules: targets, modulesToSave };
+  const otherMethodKeys = new Set([...trainee.unusedFlags, ...(generated ? [] : GENERATION_FLAGS)].map(([k]) => k));
+  const resolved = { ...o, task: taskName, data: flags.data, evalData: flags.evalData, dataFormat: flags.dataFormat, seqLen: task.seqLen, lr, steps, warmupSteps, ...trainee.resolved };
   const trainingLog = {
     command: 'vera train',
     summary,
@@ -522,11 +537,155 @@ export async function runTrain(o: TrainCliOptions, given: (key: string) => boole
     history: result.history,
   };
   outFiles[TRAINING_LOG] = `${JSON.stringify(trainingLog, jsonNumbers, 2)}\n`;
+  // --plot: inside --out it is one more file of the same atomic write; elsewhere written right after
+  const plotSvg = flags.plot && (await renderSvg(trainingCurveSpec(result.history, evalMetrics, result.steps, `vera train --method ${o.method} on ${path.basename(path.resolve(o.model))}`)));
+  if (flags.plot?.kind === 'in-out' && plotSvg) outFiles[flags.plot.name] = plotSvg;
   writeDirAtomic(o.out, outFiles, flags.write);
+  if (flags.plot?.kind === 'file' && plotSvg) writeSvg(flags.plot.file, plotSvg);
 
   if (o.json) process.stdout.write(`${JSON.stringify(summary, jsonNumbers)}\n`);
   else if (!o.quiet) printSummary(summary, flags.data);
   return summary;
+}
+
+/** A training group: its tensors in the optimizer, and their names in checkpoints and the log. */
+type NamedGroup = ParamGroup & { name: string; names: string[] };
+
+/** What a run trains and writes: an adapter (vera, lora) or the whole model (full). */
+interface Trainee {
+  groups: NamedGroup[];
+  counts: { trainable: number; all: number };
+  /** The output files, built after training: the weights and what goes with them (training_log.json is added by the caller). */
+  files(): Record<string, Uint8Array | string>;
+  /** Which of those files holds the weights (its size is reported). */
+  weightsFile: string;
+  /** Flags of the other methods, left out of training_log.json's options. */
+  unusedFlags: [string, string][];
+  /** Option values as resolved for this method, for training_log.json. */
+  resolved: Record<string, unknown>;
+}
+
+/** PEFT's one-liner: "trainable params: N || all params: M || trainable%: P". */
+function paramCountLine({ trainable, all }: { trainable: number; all: number }): string {
+  return `trainable params: ${trainable.toLocaleString('en-US')} || all params: ${all.toLocaleString('en-US')} || trainable%: ${((100 * trainable) / all).toFixed(4)}`;
+}
+
+/** --method vera / lora: the adapter on the task's model, in PEFT's layout. */
+function adapterTrainee(o: TrainCliOptions, task: PreparedTask, targets: string[] | string | null, lr: number): Trainee {
+  const model = task.model;
+  const r = o.r ?? fail(`--r is required with --method ${o.method}: the rank`); // checkFlags says so first
+  const modulesToSave = [...new Set([...(o.modulesToSave ?? []), ...task.headModules])];
+  if (o.headLr !== undefined && modulesToSave.length === 0) fail('--head-lr needs --modules-to-save (the modules it applies to)');
+  const base: Omit<BasePeftConfig, 'peftType'> = {
+    targetModules: targets,
+    layersToTransform: o.layersToTransform ?? null,
+    layersPattern: null,
+    modulesToSave: modulesToSave.length > 0 ? modulesToSave : null,
+    bias: o.bias,
+    fanInFanOut: false,
+    baseModelNameOrPath: o.model,
+    taskType: task.peftTaskType,
+    inferenceMode: false,
+  };
+  const linearNames = new Set<string>();
+  let fanInFanOut = false;
+  for (const [p, m] of model.namedModules()) {
+    if (!(m instanceof Linear)) continue;
+    linearNames.add(p.slice(p.lastIndexOf('.') + 1));
+    if (isTargetModule({ ...base, peftType: 'VERA' }, p)) fanInFanOut ||= m.fanInFanOut;
+  }
+  base.fanInFanOut = fanInFanOut; // GPT-2's Conv1D stores weights (in, out), as PEFT records it
+  if (o.modulesToSave !== undefined) {
+    const matched = [...model.namedModules()].some(([p]) => p !== '' && isModuleToSave({ ...base, modulesToSave: o.modulesToSave ?? null, peftType: 'VERA' }, p));
+    if (!matched) fail(`--modules-to-save ${o.modulesToSave.join(',')} matched no module of the model`);
+  }
+  const config =
+    o.method === 'vera'
+      ? veraConfig({
+          ...base,
+          r,
+          projectionPrngKey: o.projectionPrngKey,
+          saveProjection: o.saveProjection,
+          veraDropout: o.veraDropout,
+          dInitial: o.dInitial,
+          ablation: (o.ablation ?? null) as VeraAblation,
+          uniqueProjections: o.uniqueProjections ?? false,
+          projectionInit: o.projectionInit,
+        })
+      : loraConfig({ ...base, r, loraAlpha: o.loraAlpha, loraDropout: o.loraDropout });
+  manualSeed(o.seed); // LoRA's A is drawn from the global generator
+  let peft: PeftModel<Module>;
+  try {
+    peft = getPeftModel(model, config);
+  } catch (e) {
+    if (e instanceof TargetModulesError && e.matchedNothing) {
+      fail(`--target-modules ${o.targetModules ?? "(the model_type's default)"} matched no linear layer of the model (its linear layers are named ${[...linearNames].join(', ')})`);
+    }
+    if (e instanceof TargetModulesError) fail(`--target-modules ${o.targetModules ?? "(the model_type's default)"}: ${e.message.replace(/^target_modules:?\s*/, '')}`);
+    throw e;
+  }
+
+  // ---- optimizer: the adapter at --lr; with --head-lr, the modules_to_save in a group of their own
+  const params = peft.trainableParameters();
+  // a parameter is the head's when any module above it is saved whole (RoBERTa's classifier.dense.weight)
+  const isHead = ([name]: [string, Tensor]): boolean => {
+    const parts = name.split('.');
+    return parts.slice(0, -1).some((_, i) => isModuleToSave(config, parts.slice(0, i + 1).join('.')));
+  };
+  const groups: NamedGroup[] = [];
+  if (o.headLr !== undefined) {
+    const adapter = params.filter((p) => !isHead(p));
+    const head = params.filter(isHead);
+    if (adapter.length > 0) groups.push({ name: 'adapter', lr, params: adapter.map(([, t]) => t), names: adapter.map(([n]) => n) });
+    groups.push({ name: 'head', lr: o.headLr, params: head.map(([, t]) => t), names: head.map(([n]) => n) });
+  } else {
+    groups.push({ name: 'adapter', lr, params: params.map(([, t]) => t), names: params.map(([n]) => n) });
+  }
+  return {
+    groups,
+    counts: peft.getNbTrainableParameters(),
+    files: () => peft.adapterFiles({ dtype: o.dtype }),
+    weightsFile: ADAPTER_WEIGHTS,
+    unusedFlags: o.method === 'vera' ? LORA_ONLY : VERA_ONLY,
+    resolved: { targetModules: targets, modulesToSave },
+  };
+}
+
+/**
+ * --method full: every parameter of the causal LM trains, and the output is a Hugging Face model
+ * folder (config.json, model.safetensors, the --model folder's tokenizer files).
+ */
+function fullTrainee(o: TrainCliOptions, task: PreparedTask, lr: number): Trainee {
+  const source = task.pretrained;
+  if (source === null) fail(`--method full is for --task causal-lm`); // checkFlags says so first
+  const model = task.model;
+  // loading leaves every parameter trainable; made explicit, as nothing else may hold a gradient.
+  // A tied embedding (lm_head.weight = embed_tokens.weight) is one tensor: listed, counted and
+  // updated once, its gradient the sum of both uses.
+  model.requiresGrad_(true);
+  const params = model.namedParameters();
+  const group = (name: string, list: [string, Tensor][], weightDecay?: number): NamedGroup => ({
+    name, lr, params: list.map(([, t]) => t), names: list.map(([n]) => n), ...(weightDecay === undefined ? {} : { weightDecay }),
+  });
+  // as the Hugging Face Trainer: biases and norm weights (1-D) get no weight decay
+  const decayed = params.filter(([, t]) => t.ndim >= 2);
+  const notDecayed = params.filter(([, t]) => t.ndim < 2);
+  const groups = o.weightDecay > 0 && decayed.length > 0 && notDecayed.length > 0 ? [group('model', decayed), group('no_decay', notDecayed, 0)] : [group('model', params)];
+  const size = params.reduce((n, [, t]) => n + t.size, 0);
+  const dtype = o.dtype.toUpperCase() as 'F32' | 'F16' | 'BF16';
+  return {
+    groups,
+    counts: { trainable: size, all: size },
+    files: () => {
+      // config.json as read (or as given, from scratch), with the dtype the weights are stored in
+      const configJson = { ...source.configJson, torch_dtype: TORCH_DTYPE[o.dtype], ...('dtype' in source.configJson ? { dtype: TORCH_DTYPE[o.dtype] } : {}) };
+      const weights = pretrainedFiles(model, configJson, source.checkpoint ?? undefined, { dtype, label: `--out ${o.out}` });
+      return { ...readCompanionFiles(o.model), ...weights };
+    },
+    weightsFile: MODEL_WEIGHTS,
+    unusedFlags: ADAPTER_ONLY,
+    resolved: {},
+  };
 }
 
 /** NaN and ±Infinity are not JSON: write them as null. */
@@ -567,8 +726,8 @@ const METRIC_LABELS: Record<string, string> = {
 };
 
 function printSummary(s: TrainSummary, dataFile: string): void {
-  const what = s.task === 'causal-lm' ? 'sequences' : 'examples';
-  const skipped = s.skippedSequences > 0 ? `; ${s.skippedSequences} skipped as too short` : '';
+  const what = s.packed ? 'packed blocks' : s.task === 'causal-lm' ? 'sequences' : 'examples';
+  const skipped = s.skippedSequences > 0 ? `; ${s.skippedSequences} ${s.packed ? 'empty lines skipped' : 'skipped as too short'}` : '';
   const resumed = s.resumedFromStep !== null ? `; resumed at step ${s.resumedFromStep}` : '';
   const lines = [
     `steps: ${s.steps} (${s.epochs.toFixed(2)} epochs over ${s.sequences} ${what} of ${dataFile}${skipped}${resumed})`,
@@ -582,6 +741,7 @@ function printSummary(s: TrainSummary, dataFile: string): void {
   }
   if (s.e2e) lines.push(`E2E (${s.e2e.mrs} MRs, ${s.e2e.numBeams} beams): BLEU ${(100 * s.e2e.bleu).toFixed(2)}  NIST ${s.e2e.nist.toFixed(4)}  ROUGE-L ${(100 * s.e2e.rougeL).toFixed(2)}  CIDEr ${s.e2e.cider.toFixed(4)}  (texts: ${s.e2e.predictions})`);
   lines.push(`throughput: ${s.itemsPerSecond.toFixed(0)} ${s.unit}/s (${s.items} ${s.unit} in ${s.seconds.toFixed(1)} s)`);
-  lines.push(`adapter: ${s.adapter} (${ADAPTER_CONFIG} + ${ADAPTER_WEIGHTS}, ${s.adapterBytes} bytes; ${s.trainableParams} trainable params)`);
+  if (s.method === 'full') lines.push(`model: ${s.adapter} (${MODEL_CONFIG} + ${MODEL_WEIGHTS}, ${s.adapterBytes} bytes; ${s.trainableParams} trainable params)`);
+  else lines.push(`adapter: ${s.adapter} (${ADAPTER_CONFIG} + ${ADAPTER_WEIGHTS}, ${s.adapterBytes} bytes; ${s.trainableParams} trainable params)`);
   for (const line of lines) process.stdout.write(`${line}\n`);
 }
