@@ -155,8 +155,8 @@ test('bad input: one line on stderr, non-zero exit, no partial output', () => {
   });
 });
 
-test('vera demo (short run): finetuned classes gain accuracy, merged == unmerged', () => {
-  const r = vera('demo', '--base-steps', '120', '--vera-steps', '120', '--quiet');
+test('vera demo fashion-mnist (short run): finetuned classes gain accuracy, merged == unmerged', () => {
+  const r = vera('demo', 'fashion-mnist', '--base-steps', '120', '--vera-steps', '120', '--quiet');
   assert.equal(r.code, 0, r.stderr);
   const m = /finetuned classes:\s+([\d.]+)% →\s+([\d.]+)%/.exec(r.stdout);
   assert.ok(m, r.stdout);

@@ -71,19 +71,32 @@ export function compileChatTemplate(source: string, specialTokens: Record<string
   };
 }
 
+/** The special tokens of a tokenizer config as a chat template sees them (bos_token, eos_token, …). */
+function specialTokensOf(config: Record<string, unknown>, file: string): Record<string, string | null> {
+  const specialTokens: Record<string, string | null> = {};
+  for (const field of SPECIAL_TOKEN_FIELDS) specialTokens[field] = tokenText(config[field], field, file);
+  return specialTokens;
+}
+
+/**
+ * The chat template a tokenizer config holds (tokenizer_config.json's contents, its "chat_template"),
+ * compiled; null when it has none. `file` names the config in messages.
+ */
+export function chatTemplateFromConfig(config: Record<string, unknown>, file: string): ChatTemplate | null {
+  if (config['chat_template'] === undefined || config['chat_template'] === null) return null;
+  return compileChatTemplate(templateText(config['chat_template'], file), specialTokensOf(config, file), file);
+}
+
 /** Loads the chat template of a model folder (from tokenizer_config.json); a one-line error when there is none. */
 export function loadChatTemplate(dir: string): ChatTemplate {
   const file = path.join(dir, TOKENIZER_CONFIG_FILE);
   // the special tokens may be only in special_tokens_map.json, as transformers also reads it
   const config = readTokenizerConfig(dir);
-  const specialTokens: Record<string, string | null> = {};
-  for (const field of SPECIAL_TOKEN_FIELDS) specialTokens[field] = tokenText(config[field], field, file);
-  if (config['chat_template'] !== undefined && config['chat_template'] !== null) {
-    return compileChatTemplate(templateText(config['chat_template'], file), specialTokens, file);
-  }
+  const inConfig = chatTemplateFromConfig(config, file);
+  if (inConfig !== null) return inConfig;
   // newer transformers save the template beside the config
   const jinjaFile = path.join(dir, CHAT_TEMPLATE_FILE);
-  if (fs.existsSync(jinjaFile)) return compileChatTemplate(fs.readFileSync(jinjaFile, 'utf8'), specialTokens, jinjaFile);
+  if (fs.existsSync(jinjaFile)) return compileChatTemplate(fs.readFileSync(jinjaFile, 'utf8'), specialTokensOf(config, file), jinjaFile);
   fail(`${file}: has no "chat_template" (and there is no ${CHAT_TEMPLATE_FILE}): this model has no chat format`);
 }
 

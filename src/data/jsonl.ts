@@ -89,8 +89,11 @@ export interface ReadJsonlOptions {
   vocabSize: number;
   /** Sequences are truncated to this many tokens. */
   seqLen: number;
-  /** Called once, only if some line has "text"; null means there is no tokenizer. */
-  tokenizer?: () => Promise<Pick<Tokenizer, 'file' | 'encode'> | null>;
+  /**
+   * Encodes "text" lines: a tokenizer, or a function called once, only if some line has "text"
+   * (so a file of "input_ids" never loads one); null means there is no tokenizer.
+   */
+  tokenizer?: Pick<Tokenizer, 'file' | 'encode'> | (() => Promise<Pick<Tokenizer, 'file' | 'encode'> | null>) | null;
   /** Where the tokenizer.json was looked for (the model folder), for the error when it is missing. */
   tokenizerDir?: string;
   /** Sequences shorter than this (after truncation) are skipped. Default 2: one prediction. */
@@ -132,7 +135,7 @@ export async function readCausalLmJsonl(file: string, opts: ReadJsonlOptions): P
   let tokenizer: Pick<Tokenizer, 'file' | 'encode'> | null = null;
   const firstText = records.find((r) => r.text !== undefined);
   if (firstText) {
-    tokenizer = opts.tokenizer ? await opts.tokenizer() : null;
+    tokenizer = typeof opts.tokenizer === 'function' ? await opts.tokenizer() : opts.tokenizer ?? null;
     if (tokenizer === null) {
       fail(`${file}:${firstText.line}: "text" needs a tokenizer.json in ${opts.tokenizerDir ?? 'the model folder'} (or give "input_ids")`);
     }

@@ -135,7 +135,8 @@ const BOS_EOS_TEMPLATE_CLASSES = /^(Llama|CodeLlama|Gemma|Cohere)Tokenizer(Fast)
 /**
  * Loads `dir/tokenizer.json` with `dir/tokenizer_config.json` and `dir/special_tokens_map.json`
  * when present. Resolves to null when the folder has no tokenizer.json; a file that is there but
- * unusable is a one-line VeraError naming it.
+ * unusable is a one-line VeraError naming it. `AutoTokenizer.fromPretrained` rejects instead of
+ * resolving to null, and attaches the folder's chat template.
  */
 export async function loadTokenizer(dir: string): Promise<Tokenizer | null> {
   const file = path.join(dir, TOKENIZER_FILE);

@@ -19,6 +19,7 @@ import { BertForSequenceClassification, bertCheckpointPath, bertConfigFromJson, 
 import { RobertaForSequenceClassification, robertaCheckpointPath, robertaNewlyInitialized } from './roberta.js';
 import { ViTForImageClassification, vitCheckpointPath, vitConfigFromJson, vitConfigToJson, vitNewlyInitialized } from './vit.js';
 import { LlamaForCausalLM, llamaConfigFromJson, llamaConfigToJson, type LlamaModelType } from './llama.js';
+import type { CausalLMModel, ImageClassificationModel, SequenceClassificationModel } from './auto-classes.js';
 
 // ---------------------------------------------------------------- registry
 
@@ -181,9 +182,13 @@ function checkpointElements(ckpt: CheckpointTensors): number {
   return n;
 }
 
-/** The config.json that describes `model`. */
-export function modelConfigJson(model: PretrainedModel): JsonObject {
-  return (FAMILIES[model.modelType] as ModelFamily<PretrainedModel>).configToJson(model.config);
+/**
+ * The config.json that describes `model` (a model of any family, as `loadPretrained` or the Auto
+ * loaders return it), e.g. to `savePretrained` a merged model.
+ */
+export function modelConfigJson(model: PretrainedModel | CausalLMModel | SequenceClassificationModel | ImageClassificationModel): JsonObject {
+  // the task interfaces lose the link between modelType and config that the union keeps; both come from one family
+  return (FAMILIES[model.modelType] as ModelFamily<PretrainedModel>).configToJson(model.config as PretrainedModel['config']);
 }
 
 // ---------------------------------------------------------------- loading
@@ -325,6 +330,11 @@ export interface LoadPretrainedOptions {
   log?: (line: string) => void;
   /** Load weights holding NaN/±Inf as they are (default: refused with one line naming the tensor). */
   allowNonFinite?: boolean;
+  /**
+   * config.json fields replaced before the model is built, as transformers' `from_pretrained(dir,
+   * num_labels=…)` does to the config; the returned `configJson` holds them (saving writes them).
+   */
+  configOverrides?: JsonObject;
 }
 
 /**
@@ -334,7 +344,7 @@ export interface LoadPretrainedOptions {
  */
 export function loadPretrained(dir: string, opts: LoadPretrainedOptions = {}): LoadedModel {
   const configFile = path.join(dir, 'config.json');
-  const configJson = asJsonObject(readJsonFile(configFile, 'model config'), configFile);
+  const configJson = { ...asJsonObject(readJsonFile(configFile, 'model config'), configFile), ...opts.configOverrides };
   const family = familyOf(configJson, configFile);
   // the checkpoint's headers first: its real sizes bound what config.json may make us allocate
   const ckpt = loadCheckpointTensors(dir);

@@ -5,6 +5,7 @@ export * from './llama.js';
 export * from './kv-cache.js';
 export * from './generation.js';
 export * from './auto.js';
+export * from './auto-classes.js';
 export { Activation, ACTIVATION_NAMES, type ActivationName } from './activations.js';
 export { SkipInitRng, type TensorLayer } from './common.js';
 export { type JsonObject } from './config.js';

@@ -1,219 +1,199 @@
-// `vera demo`: the walk-through experiment (seed 001) on real Fashion-MNIST. A CNN is trained on
-// five classes, then VeRA adapts its five linear layers to the other five while the base stays
-// frozen. Prints per-class accuracy before and after, the adapter's size next to LoRA's at the same
-// rank, and checks that the merged model answers as the unmerged one.
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import type { Command } from 'commander';
-import { FASHION_MNIST_CLASSES, defaultFashionMnistDir, loadFashionMnist } from '../../data/fashion-mnist.js';
-import { writeDirAtomic } from '../../io/atomic.js';
-import { VeraError } from '../../io/errors.js';
-import { CNN } from '../../models/index.js';
-import { getPeftModel, loraConfig, veraConfig, type PeftModel } from '../../peft/index.js';
-import { F, Rng, Tensor, manualSeed, noGrad } from '../../tensor/index.js';
-import { AdamW, train } from '../../train/index.js';
+// `vera demo`: what VeRA is for, on the embedded text model (data/fortune-llama, a small Llama
+// pretrained here on the Unix fortunes). One held-out category of fortunes plays a user: their
+// adapter trains in seconds, and the demo shows the user's held-out perplexity and sampled text
+// before and after, the adapter's bytes next to LoRA's, and that merged weights answer as the
+// unmerged adapter. `vera demo fashion-mnist` is the image walk-through (demo-fashion.ts).
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Option, type Command } from 'commander';
+import { loadTokenizer, type Tokenizer } from '../../data/tokenizer.js';
+import { readJsonFile, writeDirAtomic } from '../../io/atomic.js';
+import { fail, VeraError } from '../../io/errors.js';
+import { ADAPTER_WEIGHTS, getPeftModel, loraConfig, veraConfig, type PeftModel } from '../../peft/index.js';
+import { generate, loadPretrained, type LlamaForCausalLM } from '../../models/index.js';
+import { manualSeed, noGrad } from '../../tensor/index.js';
+import { AdamW, causalLmTask, evaluateCausalLm, train } from '../../train/index.js';
 import { nonNegativeInt, positiveInt, positiveNumber } from '../options.js';
 import { OVERWRITE_HELP, prepareOut } from '../out.js';
+import { registerFashionDemo } from './demo-fashion.js';
 
-export interface DemoOptions {
-  data: string;
-  baseSteps: number;
-  veraSteps: number;
+/** The package root (the folder holding package.json), where data/ ships. */
+function packageRoot(): string {
+  const start = dirname(fileURLToPath(import.meta.url));
+  for (let dir = start; ; dir = dirname(dir)) {
+    if (existsSync(join(dir, 'package.json'))) return dir;
+    if (dirname(dir) === dir) throw new VeraError(`cannot locate the package root (no package.json above ${start})`);
+  }
+}
+
+export const defaultTextModelDir = (): string => join(packageRoot(), 'data', 'fortune-llama');
+export const defaultUsersDir = (): string => join(packageRoot(), 'data', 'fortunes', 'users');
+
+/** Every linear layer of a Llama block: the adapters the demo and the experiments train. */
+export const LLAMA_LINEAR = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
+
+export interface TextDemoOptions {
+  model: string;
+  users: string;
+  user: string;
   r: number;
-  batchSize: number;
+  steps: number;
   lr: number;
-  veraLr: number;
+  batchSize: number;
   seed: number;
+  samples: number;
+  maxNewTokens: number;
   out: string | null;
-  /** Replace a non-empty `out` (as a whole). */
   overwrite?: boolean;
   quiet: boolean;
 }
 
-export interface DemoResult {
-  before: number[];
-  after: number[];
-  disabled: number[];
-  baseClasses: number[];
-  newClasses: number[];
+export interface TextDemoResult {
+  user: string;
+  perplexityBefore: number;
+  perplexityAfter: number;
+  samplesBefore: string[];
+  samplesAfter: string[];
   trainableParams: number;
   veraBytes: number;
-  veraBytesWithProjections: number;
-  loraBytes: number;
-  loraParams: number;
+  loraBytes: { r: number; params: number; bytes: number }[];
   mergeMaxAbsDiff: number;
+  trainSeconds: number;
   seconds: number;
 }
 
-const LINEAR = ['fc1', 'fc2', 'fc3', 'fc4', 'fc5'];
-
-interface Split {
-  images: Float32Array;
-  labels: Int32Array;
-  count: number;
-}
-
-function subset(split: Split, classes: number[]): Split {
-  const keep: number[] = [];
-  for (let i = 0; i < split.count; i++) if (classes.includes(split.labels[i])) keep.push(i);
-  const images = new Float32Array(keep.length * 784);
-  const labels = new Int32Array(keep.length);
-  keep.forEach((src, dst) => {
-    images.set(split.images.subarray(src * 784, src * 784 + 784), dst * 784);
-    labels[dst] = split.labels[src];
+function readTexts(file: string): string[] {
+  if (!existsSync(file)) fail(`${file}: not found`);
+  return readFileSync(file, 'utf8').split('\n').filter((l) => l.trim() !== '').map((l, i) => {
+    const obj = JSON.parse(l) as { text?: unknown };
+    if (typeof obj.text !== 'string') fail(`${file}:${i + 1}: expected {"text": "..."}`);
+    return obj.text;
   });
-  return { images, labels, count: keep.length };
 }
 
-function batchOf(split: Split, rng: Rng, size: number): { x: Tensor; y: Int32Array } {
-  const x = new Float32Array(size * 784);
-  const y = new Int32Array(size);
-  for (let i = 0; i < size; i++) {
-    const j = rng.int(split.count);
-    x.set(split.images.subarray(j * 784, j * 784 + 784), i * 784);
-    y[i] = split.labels[j];
-  }
-  return { x: Tensor.fromArray(x, [size, 1, 28, 28]), y };
+/** Fresh samples from the start of a text (the eos token is also the start token), one seed each. */
+function sample(model: LlamaForCausalLM, tokenizer: Tokenizer, eosId: number, o: TextDemoOptions): string[] {
+  return Array.from({ length: o.samples }, (_, i) =>
+    noGrad(() => generate(model, [eosId], {
+      doSample: true, temperature: 0.8, topK: 40, seed: o.seed * 1000 + i, maxNewTokens: o.maxNewTokens, eosTokenIds: [eosId],
+      decode: (ids) => tokenizer.decode(ids),
+    })).text?.trim() ?? '');
 }
 
-/** Accuracy per class over the whole split. */
-function perClassAccuracy(model: CNN, split: Split): number[] {
-  const correct = new Array<number>(10).fill(0);
-  const total = new Array<number>(10).fill(0);
-  noGrad(() => {
-    for (let start = 0; start < split.count; start += 250) {
-      const n = Math.min(250, split.count - start);
-      const x = Tensor.fromArray(split.images.subarray(start * 784, (start + n) * 784), [n, 1, 28, 28]);
-      const predicted = F.argmax(model.forward(x));
-      for (let i = 0; i < n; i++) {
-        const label = split.labels[start + i];
-        total[label]++;
-        if (predicted[i] === label) correct[label]++;
-      }
-    }
-  });
-  return correct.map((c, i) => (total[i] === 0 ? NaN : c / total[i]));
+function indent(text: string): string {
+  return text.split('\n').map((l) => `      ${l}`).join('\n');
 }
 
-function fit(model: CNN, params: [string, Tensor][], data: Split, steps: number, lr: number, o: DemoOptions): void {
-  const optimizer = new AdamW([{ params: params.map(([, t]) => t), lr }], { weightDecay: 0 });
-  model.train();
-  train(params, optimizer, {
-    nextBatch: (rng) => batchOf(data, rng, o.batchSize),
-    loss: (b) => ({ loss: F.crossEntropy(model.forward(b.x), b.y), items: b.x.shape[0] }),
-  }, { steps, seed: o.seed, schedule: 'cosine', warmupSteps: Math.floor(steps / 20), progress: !o.quiet, throughputUnit: 'images', logEvery: Math.max(1, Math.floor(steps / 4)) });
-  model.eval();
-}
-
-function dirBytes(dir: string): number {
-  return statSync(join(dir, 'adapter_model.safetensors')).size + statSync(join(dir, 'adapter_config.json')).size;
-}
-
-/** Every file under `root`, by path relative to it. */
-function readTree(root: string, rel = ''): Record<string, Uint8Array> {
-  const files: Record<string, Uint8Array> = {};
-  for (const e of readdirSync(join(root, rel), { withFileTypes: true })) {
-    const r = rel === '' ? e.name : `${rel}/${e.name}`;
-    if (e.isDirectory()) Object.assign(files, readTree(root, r));
-    else files[r] = readFileSync(join(root, r));
-  }
-  return files;
-}
-
-export function runDemo(o: DemoOptions, log: (line: string) => void): DemoResult {
+export async function runTextDemo(o: TextDemoOptions, log: (line: string) => void): Promise<TextDemoResult> {
   const t0 = performance.now();
-  const write = o.out === null ? null : prepareOut('--out', o.out, [['--data', o.data]], o.overwrite === true);
-  const trainSet = loadFashionMnist(o.data, 'train');
-  const testSet = loadFashionMnist(o.data, 'test');
-  const baseClasses = [0, 1, 2, 3, 4];
-  const newClasses = [5, 6, 7, 8, 9];
-  log(`Fashion-MNIST from ${o.data}: ${trainSet.count} train / ${testSet.count} test images`);
+  const write = o.out === null ? null : prepareOut('--out', o.out, [['--model', o.model]], o.overwrite === true);
+  const users = existsSync(o.users) ? readdirSync(o.users).filter((u) => existsSync(join(o.users, u, 'train.jsonl'))).sort() : [];
+  if (!users.includes(o.user)) fail(`--user ${o.user}: no such user in ${o.users} (users: ${users.join(', ') || 'none'})`);
+  if (!existsSync(join(o.model, 'config.json'))) fail(`--model ${o.model}: no config.json (the embedded model ships in data/fortune-llama)`);
 
+  const { model: loaded } = loadPretrained(o.model, { log: () => {} });
+  const model = loaded as LlamaForCausalLM;
+  model.eval();
+  const tokenizer = await loadTokenizer(o.model);
+  if (tokenizer === null) fail(`--model ${o.model}: no tokenizer.json`);
+  const eosId = model.eosTokenIds[0];
+  if (eosId === undefined) fail(`--model ${o.model}: config.json has no eos_token_id`);
+  const maxLen = Math.min(128, model.contextLength ?? 128);
+  const encode = (texts: string[]): Int32Array[] => texts.map((t) => Int32Array.from([...tokenizer.encode(t), eosId].slice(0, maxLen)));
+  const trainSet = encode(readTexts(join(o.users, o.user, 'train.jsonl')));
+  const evalSet = encode(readTexts(join(o.users, o.user, 'eval.jsonl')));
+  const baseParams = model.parameters().reduce((a, t) => a + t.size, 0);
+  const card = readJsonFile(join(o.model, 'config.json'), 'model config') as Record<string, unknown>;
+  log(`base model: ${o.model} (${card['model_type']}, ${card['num_hidden_layers']} layers × ${card['hidden_size']}, ${(baseParams / 1e6).toFixed(1)}M parameters, pretrained on fortunes without the "${o.user}" category)`);
+  log(`user "${o.user}": ${trainSet.length} fortunes to train on, ${evalSet.length} held out`);
+
+  const before = evaluateCausalLm(model, evalSet, 16, eosId);
+  const samplesBefore = sample(model, tokenizer, eosId, o);
+  log('');
+  log(`1. the base model on ${o.user}'s held-out fortunes: perplexity ${before.perplexity.toFixed(2)}`);
+  samplesBefore.forEach((s, i) => log(`   sample ${i + 1}:\n${indent(s)}`));
+
+  // 2. the user's adapter: VeRA on every linear layer, only λd and λb train
+  const config = veraConfig({ targetModules: LLAMA_LINEAR, r: o.r, projectionPrngKey: 0, saveProjection: false, dInitial: 0.1 });
   manualSeed(o.seed);
-  const model = new CNN({ numClasses: 10 }, new Rng(o.seed));
-  log(`1. base CNN trained on ${baseClasses.map((c) => FASHION_MNIST_CLASSES[c]).join(', ')} (${o.baseSteps} steps, all ${model.parameters().reduce((a, t) => a + t.size, 0).toLocaleString('en-US')} parameters)`);
-  fit(model, model.namedParameters(), subset(trainSet, baseClasses), o.baseSteps, o.lr, o);
-  const before = perClassAccuracy(model, testSet);
+  const peft: PeftModel<LlamaForCausalLM> = getPeftModel(model, config);
+  const params = peft.trainableParameters();
+  const trainable = params.reduce((a, [, t]) => a + t.size, 0);
+  log('');
+  log(`2. VeRA adapter (r=${o.r} on ${LLAMA_LINEAR.join(', ')}): ${trainable.toLocaleString('en-US')} trainable parameters, ${o.steps} steps of ${o.batchSize} fortunes`);
+  const optimizer = new AdamW([{ lr: o.lr, params: params.map(([, t]) => t) }]);
+  model.train();
+  const result = train(params, optimizer, causalLmTask(model, trainSet, o.batchSize, eosId), {
+    steps: o.steps, seed: o.seed, maxGradNorm: 1, schedule: 'cosine', warmupSteps: Math.ceil(o.steps / 20), progress: !o.quiet, throughputUnit: 'tokens', logEvery: Math.max(1, Math.floor(o.steps / 4)),
+  });
+  model.eval();
+  log(`   trained in ${result.seconds.toFixed(1)} s (${result.itemsPerSecond.toFixed(0)} tokens/s), final train loss ${result.finalLoss.toFixed(3)}`);
 
-  const config = veraConfig({ targetModules: LINEAR, r: o.r, projectionPrngKey: o.seed, saveProjection: false });
-  const peft: PeftModel<CNN> = getPeftModel(model, config);
-  const trainable = peft.getNbTrainableParameters().trainable;
-  log(`2. VeRA (r=${o.r}) on ${LINEAR.join(', ')}, convolutions frozen, finetuned on ${newClasses.map((c) => FASHION_MNIST_CLASSES[c]).join(', ')} (${o.veraSteps} steps)`);
-  peft.printTrainableParameters((l) => log(`   ${l}`));
-  fit(model, peft.trainableParameters(), subset(trainSet, newClasses), o.veraSteps, o.veraLr, o);
-  const after = perClassAccuracy(model, testSet);
-  // the base is untouched: switching the adapter off gives the base model back
-  const disabled = peft.withAdaptersDisabled(() => perClassAccuracy(model, testSet));
+  const after = evaluateCausalLm(model, evalSet, 16, eosId);
+  const samplesAfter = sample(model, tokenizer, eosId, o);
+  log('');
+  log(`3. with ${o.user}'s adapter: held-out perplexity ${before.perplexity.toFixed(2)} → ${after.perplexity.toFixed(2)} (same sampling seeds)`);
+  samplesAfter.forEach((s, i) => log(`   sample ${i + 1}:\n${indent(s)}`));
 
-  // adapter sizes on disk: VeRA as vectors + seed, VeRA with projections, LoRA at the same rank
-  // the adapters are saved to a scratch folder first, then copied into --out in one atomic step
-  const dir = mkdtempSync(join(tmpdir(), 'vera-demo-'));
-  let veraBytes: number;
-  let veraBytesWithProjections: number;
-  let loraBytes: number;
-  let loraParams: number;
-  try {
-    peft.saveAdapter(join(dir, 'vera-adapter'));
-    veraBytes = dirBytes(join(dir, 'vera-adapter'));
-    peft.peftConfig.set('default', { ...config, saveProjection: true } as typeof config);
-    peft.saveAdapter(join(dir, 'vera-adapter-with-projections'));
-    peft.peftConfig.set('default', config);
-    veraBytesWithProjections = dirBytes(join(dir, 'vera-adapter-with-projections'));
-    const lora = getPeftModel(new CNN({ numClasses: 10 }, new Rng(o.seed)), loraConfig({ targetModules: LINEAR, r: o.r, loraAlpha: o.r }));
-    loraParams = lora.getNbTrainableParameters().trainable;
-    lora.saveAdapter(join(dir, 'lora-adapter'));
-    loraBytes = dirBytes(join(dir, 'lora-adapter'));
-    if (o.out !== null) writeDirAtomic(o.out, readTree(dir), write ?? {});
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  // 4. bytes on disk: the compact VeRA form (F16 vectors, projections regenerated from the key) vs LoRA in F16
+  const veraFiles = peft.adapterFiles({ dtype: 'f16' });
+  const veraBytes = (veraFiles[ADAPTER_WEIGHTS] as Uint8Array).byteLength;
+  const loraBytes = [8, o.r].map((r) => {
+    const lora = getPeftModel(loadPretrained(o.model, { log: () => {} }).model as LlamaForCausalLM, loraConfig({ targetModules: LLAMA_LINEAR, r, loraAlpha: r }));
+    const files = lora.adapterFiles({ dtype: 'f16' });
+    return { r, params: lora.getNbTrainableParameters().trainable, bytes: (files[ADAPTER_WEIGHTS] as Uint8Array).byteLength };
+  });
+  log('');
+  log(`4. adapter files (F16): VeRA r=${o.r}: ${veraBytes.toLocaleString('en-US')} bytes (${trainable.toLocaleString('en-US')} parameters; A and B come from the seed)`);
+  for (const l of loraBytes) log(`   LoRA r=${l.r}: ${l.bytes.toLocaleString('en-US')} bytes (${l.params.toLocaleString('en-US')} parameters, ${(l.bytes / veraBytes).toFixed(1)}× VeRA)`);
 
-  // merging folds ΔW into W0: the merged model must answer as the adapted one
-  const probe = Tensor.fromArray(testSet.images.subarray(0, 64 * 784), [64, 1, 28, 28]);
-  const unmerged = noGrad(() => model.forward(probe)).toFloat32Array();
+  // 5. merging folds ΔW into W0: the merged model must give the adapted model's logits
+  const probe = evalSet.slice(0, 4).map((s) => s.subarray(0, Math.min(32, s.length)));
+  const width = Math.min(...probe.map((s) => s.length));
+  const ids = new Int32Array(probe.length * width);
+  probe.forEach((s, i) => ids.set(s.subarray(0, width), i * width));
+  const logits = (): Float32Array => noGrad(() => model.forward(ids, [probe.length, width])).toFloat32Array();
+  const unmerged = logits();
   peft.merge(undefined, { safe: true });
-  const merged = noGrad(() => model.forward(probe)).toFloat32Array();
+  const merged = logits();
   peft.unmerge();
   let mergeMaxAbsDiff = 0;
   for (let i = 0; i < merged.length; i++) mergeMaxAbsDiff = Math.max(mergeMaxAbsDiff, Math.abs(merged[i] - unmerged[i]));
-
-  const pct = (v: number): string => `${(100 * v).toFixed(1).padStart(5)}%`;
   log('');
-  log('class          base trained on   before VeRA   after VeRA');
-  for (let c = 0; c < 10; c++) {
-    log(`${String(c).padStart(1)} ${FASHION_MNIST_CLASSES[c].padEnd(12)} ${baseClasses.includes(c) ? 'yes' : 'no '}               ${pct(before[c])}       ${pct(after[c])}`);
+  log(`5. merged vs unmerged logits: max |diff| = ${mergeMaxAbsDiff.toExponential(2)} ${mergeMaxAbsDiff < 1e-4 ? '(agree)' : '(DISAGREE)'}`);
+  if (o.out !== null) {
+    writeDirAtomic(o.out, veraFiles, write ?? {});
+    log(`   adapter written to ${o.out} (load it with \`vera generate --model ${o.model} --adapter ${o.out}\`)`);
   }
-  const mean = (xs: number[], cs: number[]): number => cs.reduce((a, c) => a + xs[c], 0) / cs.length;
-  log(`finetuned classes: ${pct(mean(before, newClasses))} → ${pct(mean(after, newClasses))}; base classes: ${pct(mean(before, baseClasses))} → ${pct(mean(after, baseClasses))}`);
-  log(`adapter disabled: base classes ${pct(mean(disabled, baseClasses))}, finetuned classes ${pct(mean(disabled, newClasses))} (the frozen base, unchanged)`);
-  log('');
-  log(`VeRA adapter: ${trainable.toLocaleString('en-US')} trainable params, ${veraBytes.toLocaleString('en-US')} bytes on disk (vectors + seed; ${veraBytesWithProjections.toLocaleString('en-US')} with the projections saved)`);
-  log(`LoRA adapter at r=${o.r}: ${loraParams.toLocaleString('en-US')} trainable params, ${loraBytes.toLocaleString('en-US')} bytes on disk (${(loraBytes / veraBytes).toFixed(1)}× VeRA)`);
-  log(`merged vs unmerged logits: max |diff| = ${mergeMaxAbsDiff.toExponential(2)} ${mergeMaxAbsDiff < 1e-4 ? '(agree)' : '(DISAGREE)'}`);
-  if (o.out !== null) log(`adapters written under ${o.out}`);
   const seconds = (performance.now() - t0) / 1000;
   log(`done in ${seconds.toFixed(1)} s`);
   if (!(mergeMaxAbsDiff < 1e-4)) throw new VeraError(`demo: merged and unmerged outputs disagree (max |diff| ${mergeMaxAbsDiff})`);
-  return { before, after, disabled, baseClasses, newClasses, trainableParams: trainable, veraBytes, veraBytesWithProjections, loraBytes, loraParams, mergeMaxAbsDiff, seconds };
+  return {
+    user: o.user, perplexityBefore: before.perplexity, perplexityAfter: after.perplexity, samplesBefore, samplesAfter, trainableParams: trainable,
+    veraBytes, loraBytes, mergeMaxAbsDiff, trainSeconds: result.seconds, seconds,
+  };
 }
 
 export function registerDemo(program: Command): void {
-  program
+  const demo = program
     .command('demo')
-    .description('Fashion-MNIST: train a CNN on 5 classes, VeRA-finetune it on the other 5, compare per-class accuracy and adapter sizes')
-    .option('--data <dir>', 'Fashion-MNIST folder (IDX files)', defaultFashionMnistDir())
-    .option('--base-steps <n>', 'optimizer steps for the base CNN', positiveInt, 400)
-    .option('--vera-steps <n>', 'optimizer steps for the VeRA finetune', positiveInt, 400)
-    .option('--r <n>', 'VeRA rank', positiveInt, 64)
-    .option('--batch-size <n>', 'images per step', positiveInt, 32)
-    .option('--lr <x>', 'learning rate of the base training', positiveNumber, 2e-3)
-    .option('--vera-lr <x>', 'learning rate of the VeRA vectors', positiveNumber, 2e-2)
-    .option('--seed <n>', 'random seed', nonNegativeInt, 0)
-    .option('--out <dir>', 'keep the saved adapters in this folder')
+    .description("the embedded text model: train one user's VeRA adapter in seconds, compare perplexity, text and adapter bytes (see also: demo fashion-mnist)")
+    .option('--model <dir>', 'the base model folder', defaultTextModelDir())
+    .option('--users <dir>', 'folder of users (each a folder with train.jsonl and eval.jsonl)', defaultUsersDir())
+    .option('--user <name>', 'whose fortunes to adapt to', 'startrek')
+    .option('--r <n>', 'VeRA rank', positiveInt, 256)
+    .option('--steps <n>', 'optimizer steps', positiveInt, 150)
+    .option('--lr <x>', 'learning rate of the VeRA vectors', positiveNumber, 2e-2)
+    .option('--batch-size <n>', 'fortunes per step', positiveInt, 8)
+    .option('--seed <n>', 'random seed (training order and sampling)', nonNegativeInt, 0)
+    .option('--samples <n>', 'texts sampled before and after', positiveInt, 3)
+    .option('--max-new-tokens <n>', 'tokens per sample at most', positiveInt, 60)
+    .option('--out <dir>', "keep the user's adapter in this folder")
     .option('--overwrite', OVERWRITE_HELP)
-    .option('--quiet', 'no progress bars')
-    .action((opts: Omit<DemoOptions, 'out' | 'quiet'> & { out?: string; quiet?: boolean }) => {
-      runDemo({ ...opts, out: opts.out ?? null, quiet: opts.quiet ?? false }, (l) => console.log(l));
+    .addOption(new Option('--quiet', 'no progress bars'))
+    .action(async (opts: Omit<TextDemoOptions, 'out' | 'quiet'> & { out?: string; quiet?: boolean }) => {
+      await runTextDemo({ ...opts, out: opts.out ?? null, quiet: opts.quiet ?? false }, (l) => console.log(l));
     });
+  registerFashionDemo(demo);
 }

@@ -4,43 +4,13 @@ import { existsSync, readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { VeraError } from '../../io/errors.js';
 import { readJsonFile } from '../../io/atomic.js';
-import { isCausalLM, loadPretrained, type CausalLM } from '../../models/index.js';
+import { isCausalLM, loadPretrained } from '../../models/index.js';
+import { perplexity } from '../../train/lm.js';
 import { PeftModel } from '../../peft/index.js';
-import { F, noGrad } from '../../tensor/index.js';
 import { loadTokenizer } from '../../data/tokenizer.js';
 
-export interface PerplexityResult {
-  /** Predicted tokens (every token but the first). */
-  tokens: number;
-  nll: number;
-  perplexity: number;
-}
-
-/**
- * Every token after the first is predicted once. A sequence longer than the context (GPT-2's
- * n_positions, a sliding window) is cut into windows of that many tokens that overlap by one, so
- * each window predicts its own tokens from the prefix inside the window.
- */
-export function perplexity(model: CausalLM, ids: Int32Array): PerplexityResult {
-  const context = model.contextLength ?? ids.length;
-  if (ids.length < 2) throw new VeraError(`perplexity: need at least 2 tokens, got ${ids.length}`);
-  let sum = 0;
-  let count = 0;
-  noGrad(() => {
-    for (let start = 0; start + 1 < ids.length; start += context - 1) {
-      const window = ids.subarray(start, Math.min(ids.length, start + context));
-      const n = window.length;
-      const logits = model.forward(window, [1, n]);
-      const targets = new Int32Array(n).fill(-100);
-      targets.set(window.subarray(1), 0);
-      const losses = F.crossEntropy(logits, targets, { reduction: 'none' }).data();
-      for (let t = 0; t + 1 < n; t++) sum += losses[t]; // accumulate in double
-      count += n - 1;
-    }
-  });
-  const nll = sum / count;
-  return { tokens: count, nll, perplexity: Math.exp(nll) };
-}
+// the computation is the library's (src/train/lm.ts); re-exported for existing importers
+export { perplexity, type PerplexityResult } from '../../train/lm.js';
 
 function readTokenIds(file: string, vocab: number): Int32Array {
   const json = readJsonFile(file, 'token ids');
