@@ -1,0 +1,72 @@
+// The paper-figure experiments fig6-expressivity, fig2-rank-scaling and table12-cost through the
+// real runner (`node dist/experiments/cli.js NAME --tiny`): the files are written, the raw numbers
+// are finite, the plots show their series. fig6 needs no model; the other two train on the embedded
+// text model and are skipped when data/fortune-llama has not been built.
+import '../src/backends/index.js';
+import { test, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { meanStd } from '../experiments/stats.js';
+import { withTmp } from './helpers.js';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const MODEL = path.join(ROOT, 'data', 'fortune-llama');
+const CLI = path.join(ROOT, 'dist', 'experiments', 'cli.js');
+const run = promisify(execFile);
+const NO_MODEL = existsSync(path.join(MODEL, 'model.safetensors')) ? false : 'data/fortune-llama is not there: the embedded text model this experiment trains on has not been built';
+
+/** Each experiment: the plots it writes and the names each must show; whether it needs the text model. */
+const EXPERIMENTS: { name: string; plots: Record<string, string[]>; model: boolean }[] = [
+  { name: 'fig6-expressivity', plots: { 'fig6-expressivity.svg': ['LoRA', 'VeRA', 'trainable parameters'] }, model: false },
+  { name: 'fig2-rank-scaling', plots: { 'fig2-rank-scaling-text.svg': ['LoRA', 'VeRA', 'perplexity'], 'fig2-rank-scaling-fashion.svg': ['LoRA', 'VeRA', 'accuracy'] }, model: true },
+  { name: 'table12-cost', plots: { 'table12-cost.svg': ['LoRA r=64', 'VeRA r=64', 'VeRA r=256', 'median step time (ms)', 'peak RSS (MiB)'] }, model: true },
+];
+
+/** Every number in the JSON is finite (JSON.stringify writes NaN and ±Inf as null, so no null may appear); returns how many there are. */
+function checkNumbers(v: unknown, where: string): number {
+  assert.notEqual(v, null, `${where}: null (a NaN or Inf before JSON)`);
+  if (typeof v === 'number') {
+    assert.ok(Number.isFinite(v), `${where}: ${v}`);
+    return 1;
+  }
+  if (Array.isArray(v)) return v.reduce((n: number, x, i) => n + checkNumbers(x, `${where}[${i}]`), 0);
+  if (typeof v === 'object') return Object.entries(v as object).reduce((n: number, [k, x]) => n + checkNumbers(x, `${where}.${k}`), 0);
+  return 0;
+}
+
+describe('experiments (paper figures) --tiny through the runner', () => {
+  for (const e of EXPERIMENTS) {
+    test(e.name, { timeout: 120_000, skip: e.model ? NO_MODEL : false }, () =>
+      withTmp(async (dir) => {
+        // one native thread: the pool's hand-offs stall badly when the test runner's other processes hold the cores
+        await run(process.execPath, [CLI, e.name, '--tiny', '--quiet', '--out', dir, '--model', MODEL], { env: { ...process.env, VERA_NUM_THREADS: '1' } });
+        const md = readFileSync(path.join(dir, `${e.name}.md`), 'utf8');
+        assert.match(md, /^# /);
+        assert.ok(md.includes(`npm run experiments -- ${e.name} --tiny`), 'the markdown gives the command that regenerates it');
+        assert.match(md, /Seeds: 0\b/);
+        assert.match(md, /\n\|[-|: ]+\|\n/, 'a table');
+        assert.match(md, /Paper \(/, 'what the paper reports');
+        assert.ok(!/NaN|Infinity/.test(md), 'no NaN or Infinity in the tables');
+        const data = JSON.parse(readFileSync(path.join(dir, `${e.name}.json`), 'utf8')) as Record<string, unknown>;
+        assert.ok(checkNumbers(data, e.name) > 5, 'the raw numbers are there');
+        for (const [file, names] of Object.entries(e.plots)) {
+          const svg = readFileSync(path.join(dir, file), 'utf8');
+          assert.match(svg, /^<svg /);
+          for (const n of names) assert.ok(svg.includes(n), `${file} shows "${n}"`);
+          assert.ok(md.includes(`](${file})`), `the markdown links ${file}`);
+        }
+      }, 'vera-exp-a-'),
+    );
+  }
+});
+
+test('meanStd: sample standard deviation, 0 for one value', () => {
+  assert.deepEqual(meanStd([3]), { mean: 3, std: 0 });
+  const { mean, std } = meanStd([1, 2, 3, 4]);
+  assert.equal(mean, 2.5);
+  assert.ok(Math.abs(std - Math.sqrt(5 / 3)) < 1e-12);
+});
