@@ -4,6 +4,7 @@
 // (table12-child.ts), so its peak RSS (process.resourceUsage().maxRSS, the whole process: runtime,
 // model, activations, adapter state) is its own; runs are interleaved across seeds.
 import { spawnSync } from 'node:child_process';
+import { cpus, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { barChartSpec, renderSvg, stackSpecs } from '../src/plot/index.js';
 import { LLAMA_LINEAR } from './fig2-rank-scaling.js';
@@ -56,6 +57,7 @@ export const table12Cost: Experiment = {
   async run(ctx: ExperimentContext): Promise<ExperimentResult> {
     const budget = ctx.tiny ? { batch: 2, seq: 16, warmup: 1, steps: 2 } : { batch: 8, seq: 128, warmup: 2, steps: 5 };
     const rows: Row[] = CONFIGS.map(({ method, r }) => ({ label: `${method} r=${r}`, method, r, trainable: 0, projectionFloats: 0, adapterStateBytes: 0, stepSeconds: [], peakMiB: [], trainingMiB: [], backend: '' }));
+    const loadStart = loadavg()[0]!;
     for (const seed of ctx.seeds) {
       for (const row of rows) {
         const res = runChild({ model: ctx.textModel, method: row.method, r: row.r, targets: LLAMA_LINEAR, ...budget, seed });
@@ -70,6 +72,8 @@ export const table12Cost: Experiment = {
         ctx.log(`  ${row.label} seed ${seed}: ${(1000 * median(res.stepSeconds)).toFixed(0)} ms/step, peak RSS ${(res.maxRssKiB / MiB).toFixed(0)} MiB (+${((res.maxRssKiB - res.loadedRssKiB) / MiB).toFixed(0)} over the loaded model)`);
       }
     }
+    const loadEnd = loadavg()[0]!;
+    const cores = cpus().length;
     const lora = rows[0]!;
     const rel = (a: number[], b: number[]): string => {
       const x = meanStd(a).mean / meanStd(b).mean - 1;
@@ -87,7 +91,9 @@ export const table12Cost: Experiment = {
       valueAxis: { label },
       categories,
       series: [{ name, values: values.map((v) => meanStd(v).mean), errors: values.map((v) => meanStd(v).std) }],
-      size: 200,
+      horizontal: true,
+      step: 36,
+      size: 360,
     });
     const svg = await renderSvg(stackSpecs([
       bars('median step time (ms)', 'ms per step (mean ± std over seeds)', rows.map((r) => ms(r.stepSeconds))),
@@ -99,7 +105,8 @@ export const table12Cost: Experiment = {
       `Regenerate: \`${commandLine(ctx, this.name, true)}\``,
       '',
       `Seeds: ${ctx.seeds.join(', ')}: each seed runs every configuration once (interleaved), with its own random tokens and VeRA projections / LoRA A; the table gives mean ± std over seeds. Backend: ${lora.backend}.`,
-      `Budget: batch ${budget.batch} × ${budget.seq} tokens (random token ids; the step's cost does not depend on the text), adapters on ${LLAMA_LINEAR.join(', ')} of every block (LoRA alpha = r), one step = forward, causal-LM loss, backward, gradient clipping at 1, AdamW; ${budget.warmup} warm-up steps, then the median of ${budget.steps} timed steps.`,
+      `Machine: ${cores} cores; load average (1 min) ${loadStart.toFixed(2)} at the start, ${loadEnd.toFixed(2)} at the end (above ${cores}, other work competed for the CPU and the step times are inflated).`,
+      `Budget: batch ${budget.batch} × ${budget.seq} tokens (random token ids; the step's cost does not depend on the text), adapters on ${LLAMA_LINEAR.join(', ')} of every block (LoRA alpha = r), one step = forward, causal-LM loss, backward, gradient clipping at 1, AdamW; ${budget.warmup} warm-up step${budget.warmup === 1 ? '' : 's'}, then the median of ${budget.steps} timed steps.`,
       'Memory: each configuration runs in its own child process; "peak RSS" is its process.resourceUsage().maxRSS (the whole Node process: runtime, model, activations, adapter state), "RSS added by training" is the peak minus the peak right after loading the model. The runtime has no tensor-byte counter, so the adapter\'s own state is also given analytically: 4 bytes × (4 × trainable parameters: values, gradients, two Adam moments) + VeRA\'s frozen shared A and B.',
       '',
       ...table,
@@ -108,6 +115,6 @@ export const table12Cost: Experiment = {
       '',
       'Paper (Table 12, Llama 7B, rank 64, instruction tuning on a GPU): VeRA trains 1.8% slower than LoRA (578 vs 568 min) and uses 7.4% less GPU memory (21.69 vs 23.42 GB), since it keeps no gradients or optimizer state for the shared random matrices. Wall-clock numbers here depend on the machine\'s load; the step times of one run are comparable with each other only.',
     ].join('\n');
-    return { markdown, plots: { 'table12-cost.svg': svg }, data: { seeds: ctx.seeds, ...budget, targets: LLAMA_LINEAR, rows: rows.map((r) => ({ ...r, stepSecondsMean: meanStd(r.stepSeconds).mean, peakMiBMean: meanStd(r.peakMiB).mean })) } };
+    return { markdown, plots: { 'table12-cost.svg': svg }, data: { seeds: ctx.seeds, ...budget, cores, loadAverage: { start: loadStart, end: loadEnd }, targets: LLAMA_LINEAR, rows: rows.map((r) => ({ ...r, stepSecondsMean: meanStd(r.stepSeconds).mean, peakMiBMean: meanStd(r.peakMiB).mean })) } };
   },
 };

@@ -25,7 +25,7 @@ interface Variant {
 }
 
 const VARIANTS: Variant[] = [
-  { id: 'default', label: 'VeRA (λd and λb; Kaiming uniform; d_init 0.1)', init: {} },
+  { id: 'default', label: 'VeRA (default)', init: {} },
   { id: 'only_d', label: 'only d (λb = 1, d_init 0)', init: { ablation: 'only_d', dInitial: 0 } },
   { id: 'only_b', label: 'only b (λd = 1)', init: { ablation: 'only_b' } },
   { id: 'kaiming_normal', label: 'Kaiming normal', init: { projectionInit: 'kaiming_normal' } },
