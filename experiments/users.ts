@@ -10,8 +10,8 @@ import { barChart } from '../src/plot/index.js';
 import { commandLine, fmtMeanStd, meanStd } from './stats.js';
 import { evaluateBase, loadBase, loadUserData, trainAdapter, USERS, type TextData } from './text.js';
 import type { Experiment, ExperimentContext } from './types.js';
+import { TARGETS } from './lm-common.js';
 
-const TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
 const VERA_LR = 1e-2;
 const LORA_LR = 1e-3;
 
@@ -22,10 +22,10 @@ interface Method {
 }
 
 const METHODS: Method[] = [
-  { label: 'VeRA r 256', lr: VERA_LR, config: () => veraConfig({ targetModules: TARGETS, r: 256, saveProjection: false }) },
-  { label: 'VeRA r 8', lr: VERA_LR, config: () => veraConfig({ targetModules: TARGETS, r: 8, saveProjection: false }) },
-  { label: 'LoRA r 8', lr: LORA_LR, config: () => loraConfig({ targetModules: TARGETS, r: 8, loraAlpha: 8 }) },
-  { label: 'LoRA r 1', lr: LORA_LR, config: () => loraConfig({ targetModules: TARGETS, r: 1, loraAlpha: 1 }) },
+  { label: 'VeRA r 256', lr: VERA_LR, config: () => veraConfig({ targetModules: [...TARGETS], r: 256, saveProjection: false }) },
+  { label: 'VeRA r 8', lr: VERA_LR, config: () => veraConfig({ targetModules: [...TARGETS], r: 8, saveProjection: false }) },
+  { label: 'LoRA r 8', lr: LORA_LR, config: () => loraConfig({ targetModules: [...TARGETS], r: 8, loraAlpha: 8 }) },
+  { label: 'LoRA r 1', lr: LORA_LR, config: () => loraConfig({ targetModules: [...TARGETS], r: 1, loraAlpha: 1 }) },
 ];
 
 function samples(model: LlamaForCausalLM, data: TextData, n: number, maxNewTokens: number): string[] {

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { meanStd } from '../experiments/stats.js';
-import { withTmp } from './helpers.js';
+import { checkNumbers, withTmp } from './helpers.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const MODEL = path.join(ROOT, 'data', 'fortune-llama');
@@ -25,18 +25,6 @@ const EXPERIMENTS: { name: string; plots: Record<string, string[]>; model: boole
   { name: 'fig2-rank-scaling', plots: { 'fig2-rank-scaling-text.svg': ['LoRA', 'VeRA', 'base model (no adapter)', 'perplexity'], 'fig2-rank-scaling-fashion.svg': ['LoRA', 'VeRA', 'head only (no adapter)', 'accuracy'] }, model: true },
   { name: 'table12-cost', plots: { 'table12-cost.svg': ['LoRA r=64', 'VeRA r=64', 'VeRA r=256', 'median step time (ms)', 'peak RSS (MiB)'] }, model: true },
 ];
-
-/** Every number in the JSON is finite (JSON.stringify writes NaN and ±Inf as null, so no null may appear); returns how many there are. */
-function checkNumbers(v: unknown, where: string): number {
-  assert.notEqual(v, null, `${where}: null (a NaN or Inf before JSON)`);
-  if (typeof v === 'number') {
-    assert.ok(Number.isFinite(v), `${where}: ${v}`);
-    return 1;
-  }
-  if (Array.isArray(v)) return v.reduce((n: number, x, i) => n + checkNumbers(x, `${where}[${i}]`), 0);
-  if (typeof v === 'object') return Object.entries(v as object).reduce((n: number, [k, x]) => n + checkNumbers(x, `${where}.${k}`), 0);
-  return 0;
-}
 
 describe('experiments (paper figures) --tiny through the runner', () => {
   for (const e of EXPERIMENTS) {

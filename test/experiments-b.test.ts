@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { Rng } from '../src/tensor/index.js';
 import { cosine, effectiveRank, singularValues, stableRank } from '../experiments/svd.js';
-import { withTmp } from './helpers.js';
+import { checkNumbers, withTmp } from './helpers.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const MODEL = path.join(ROOT, 'data', 'fortune-llama');
@@ -29,18 +29,6 @@ const EXPERIMENTS: { name: string; plots: Record<string, string[]> }[] = [
     plots: { 'seed000-forgetting.svg': ['VeRA (startrek)', 'LoRA (startrek)'], 'seed000-spectrum.svg': ['VeRA r=1024', 'LoRA r=8', 'LoRA r=64'] },
   },
 ];
-
-/** Every number in the JSON is finite: JSON.stringify writes NaN and ±Inf as null, so no null may appear; returns how many numbers there are. */
-function checkNumbers(v: unknown, where: string): number {
-  assert.notEqual(v, null, `${where}: null (a NaN or Inf before JSON)`);
-  if (typeof v === 'number') {
-    assert.ok(Number.isFinite(v), `${where}: ${v}`);
-    return 1;
-  }
-  if (Array.isArray(v)) return v.reduce((n: number, x, i) => n + checkNumbers(x, `${where}[${i}]`), 0);
-  if (typeof v === 'object') return Object.entries(v as object).reduce((n: number, [k, x]) => n + checkNumbers(x, `${where}.${k}`), 0);
-  return 0;
-}
 
 /** Text as an SVG writes it (vega escapes these in text nodes and attributes). */
 const svgEscape = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');

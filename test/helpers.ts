@@ -100,3 +100,15 @@ export function runVera(args: string[]): Promise<CliResult> {
     child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
   });
 }
+
+/** Every number in the JSON is finite (JSON.stringify writes NaN and ±Inf as null, so no null may appear); returns how many there are. */
+export function checkNumbers(v: unknown, where: string): number {
+  assert.notEqual(v, null, `${where}: null (a NaN or Inf before JSON)`);
+  if (typeof v === 'number') {
+    assert.ok(Number.isFinite(v), `${where}: ${v}`);
+    return 1;
+  }
+  if (Array.isArray(v)) return v.reduce((n: number, x, i) => n + checkNumbers(x, `${where}[${i}]`), 0);
+  if (typeof v === 'object') return Object.entries(v as object).reduce((n: number, [k, x]) => n + checkNumbers(x, `${where}.${k}`), 0);
+  return 0;
+}
