@@ -142,7 +142,8 @@ test('the admin\'s /v1/models lists only models the admin can use', async () => 
 });
 
 test('cancelling a job while it writes checkpoints does not take the server down', async () => {
-  const rows = Array.from({ length: 20 }, (_, i) => JSON.stringify({ messages: [{ role: 'user', content: `hi ${i}` }, { role: 'assistant', content: `hello there ${i}` }] }));
+  // 400 rows × 50 epochs at batch 1: 20,000 steps, far more than the few seconds a fast machine needs to reach the cancel
+  const rows = Array.from({ length: 400 }, (_, i) => JSON.stringify({ messages: [{ role: 'user', content: `hi ${i}` }, { role: 'assistant', content: `hello there ${i}` }] }));
   const file = await send('POST', '/v1/files', {}, form([['purpose', 'fine-tune'], ['file', rows.join('\n'), 'train.jsonl']]));
   assert.equal(file.status, 200, JSON.stringify(file.body));
   for (let round = 0; round < 3; round++) {
