@@ -10,10 +10,10 @@ import { barChart } from '../src/plot/index.js';
 import { commandLine, fmtMeanStd, meanStd } from './stats.js';
 import { evaluateBase, loadBase, loadUserData, trainAdapter, USERS, type TextData } from './text.js';
 import type { Experiment, ExperimentContext } from './types.js';
-import { TARGETS } from './lm-common.js';
+import { BATCH, LORA_LR, TARGETS, VERA_LR } from './lm-common.js';
 
-const VERA_LR = 1e-2;
-const LORA_LR = 1e-3;
+/** 48 runs (4 users × 4 adapters × 3 seeds) of this many steps keep a full run within ~15 min on 2 cores. */
+const STEPS = 30;
 
 interface Method {
   label: string;
@@ -37,8 +37,8 @@ export const usersExperiment: Experiment = {
   name: 'users',
   title: 'per-user adapters on the held-out fortune categories: VeRA and LoRA, perplexity, bytes, time, samples',
   async run(ctx: ExperimentContext) {
-    const steps = ctx.tiny ? 2 : 100;
-    const batchSize = ctx.tiny ? 2 : 8;
+    const steps = ctx.tiny ? 2 : STEPS;
+    const batchSize = ctx.tiny ? 2 : BATCH;
     const evalLimit = ctx.tiny ? 2 : undefined;
     const users = ctx.tiny ? USERS.slice(0, 1) : USERS;
     const nSamples = ctx.tiny ? 1 : 2;
@@ -68,7 +68,7 @@ export const usersExperiment: Experiment = {
     const md: string[] = [
       '# Per-user adapters on real text',
       '',
-      `\`${commandLine(ctx, 'users')}\` — seeds ${ctx.seeds.join(', ')}; each adapter trained from the embedded model (data/fortune-llama) on one held-out category's train split for ${steps} steps of ${batchSize} fortunes (AdamW, constant lr: VeRA ${VERA_LR}, LoRA ${LORA_LR}, gradient norm clipped at 1), adapters on ${TARGETS.join(', ')}; perplexity per fortune (eos included) on the category's eval split. Bytes: adapter_model.safetensors in F16 (VeRA without A and B: they are regenerated from projection_prng_key). Time: the training loop on this machine, 2 cores shared.`,
+      `\`${commandLine(ctx, 'users')}\` — seeds ${ctx.seeds.join(', ')}; each adapter trained from the embedded model (data/fortune-llama) on one held-out category's train split for ${steps} steps of ${batchSize} fortunes (AdamW, constant lr: VeRA ${VERA_LR}, LoRA ${LORA_LR} as the other experiments (experiments/lm-common.ts), gradient norm clipped at 1; fortunes cut to 128 tokens), adapters on ${TARGETS.join(', ')}; perplexity per fortune (eos included) on the category's eval split. Bytes: adapter_model.safetensors in F16 (VeRA without A and B: they are regenerated from projection_prng_key). Time: the training loop on this machine, 2 cores shared.`,
       '',
       '| user | adapter | trainable params | bytes (F16) | perplexity before | after (mean ± std) | train time (s) |',
       '|---|---|---:|---:|---:|---:|---:|',
