@@ -2,7 +2,9 @@
 // install). VERA_NATIVE_ADDON points at another build; a missing or unloadable addon is reported,
 // not thrown, so the registry can fall back to the TypeScript backend.
 import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
 type F32 = Float32Array;
 type F32OrNull = Float32Array | null;
@@ -61,18 +63,34 @@ type ConvDims = [number, number, number, number, number, number, number, number,
 
 export type AddonLoad = { addon: NativeAddon; path: string } | { addon: null; path: string; reason: string };
 
+/**
+ * Where the install built the addon: <package>/build/Release/vera_native.node, found from this file
+ * (dist/src/backends/native/addon.js). In a bundle this file is gone, so the installed `vera`
+ * package is looked up from the bundle's folder instead (its node_modules).
+ */
 export function defaultAddonPath(): string {
-  // dist/src/backends/native/addon.js → <package>/build/Release/vera_native.node
-  return fileURLToPath(new URL('../../../../build/Release/vera_native.node', import.meta.url));
+  const own = fileURLToPath(new URL('../../../../build/Release/vera_native.node', import.meta.url));
+  if (existsSync(own)) return own;
+  try {
+    const installed = join(dirname(createRequire(import.meta.url).resolve('vera/package.json')), 'build', 'Release', 'vera_native.node');
+    if (existsSync(installed)) return installed;
+  } catch {
+    // no installed package to find: report the path beside this file
+  }
+  return own;
 }
 
-export function loadAddon(path = process.env.VERA_NATIVE_ADDON || defaultAddonPath()): AddonLoad {
+export function loadAddon(path: string | undefined = process.env.VERA_NATIVE_ADDON || undefined): AddonLoad {
+  // a CommonJS bundle has no import.meta.url: only VERA_NATIVE_ADDON can name the addon there
+  const here: string | undefined = import.meta.url;
+  if (here === undefined && path === undefined) return { addon: null, path: 'vera_native.node', reason: 'no module URL to find vera_native.node from (a CommonJS bundle?); set VERA_NATIVE_ADDON' };
+  const file = path ?? defaultAddonPath();
   try {
-    const addon = createRequire(import.meta.url)(path) as NativeAddon;
-    return { addon, path };
+    const addon = createRequire(here ?? pathToFileURL(file).href)(file) as NativeAddon;
+    return { addon, path: file };
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    const reason = code === 'MODULE_NOT_FOUND' ? `${path} not built` : (e as Error).message.split('\n')[0];
-    return { addon: null, path, reason };
+    const reason = code === 'MODULE_NOT_FOUND' ? `${file} not built` : (e as Error).message.split('\n')[0];
+    return { addon: null, path: file, reason };
   }
 }

@@ -6,7 +6,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { FASHION_MNIST_CLASSES, defaultFashionMnistDir, loadFashionMnist } from '../../data/fashion-mnist.js';
+import { FASHION_MNIST_CLASSES, loadFashionMnist } from '../../data/fashion-mnist.js';
 import { writeDirAtomic } from '../../io/atomic.js';
 import { VeraError } from '../../io/errors.js';
 import { CNN } from '../../models/index.js';
@@ -15,6 +15,7 @@ import { F, Rng, Tensor, manualSeed, noGrad } from '../../tensor/index.js';
 import { AdamW, train } from '../../train/index.js';
 import { nonNegativeInt, positiveInt, positiveNumber } from '../options.js';
 import { OVERWRITE_HELP, prepareOut } from '../out.js';
+import { demoDataDir, requireDemoData } from './demo-data.js';
 
 export interface FashionDemoOptions {
   data: string;
@@ -123,6 +124,7 @@ function readTree(root: string, rel = ''): Record<string, Uint8Array> {
 
 export function runFashionDemo(o: FashionDemoOptions, log: (line: string) => void): FashionDemoResult {
   const t0 = performance.now();
+  requireDemoData('Fashion-MNIST', o.data, '--data');
   const write = o.out === null ? null : prepareOut('--out', o.out, [['--data', o.data]], o.overwrite === true);
   const trainSet = loadFashionMnist(o.data, 'train');
   const testSet = loadFashionMnist(o.data, 'test');
@@ -203,7 +205,7 @@ export function registerFashionDemo(demo: Command): void {
   demo
     .command('fashion-mnist')
     .description('Fashion-MNIST: train a CNN on 5 classes, VeRA-finetune it on the other 5, compare per-class accuracy and adapter sizes')
-    .option('--data <dir>', 'Fashion-MNIST folder (IDX files)', defaultFashionMnistDir())
+    .option('--data <dir>', 'Fashion-MNIST folder (IDX files)', join(demoDataDir(), 'fashion-mnist'))
     .option('--base-steps <n>', 'optimizer steps for the base CNN', positiveInt, 400)
     .option('--vera-steps <n>', 'optimizer steps for the VeRA finetune', positiveInt, 400)
     .option('--r <n>', 'VeRA rank', positiveInt, 64)

@@ -4,8 +4,7 @@
 // before and after, the adapter's bytes next to LoRA's, and that merged weights answer as the
 // unmerged adapter. `vera demo fashion-mnist` is the image walk-through (demo-fashion.ts).
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { Option, type Command } from 'commander';
 import { loadTokenizer, type Tokenizer } from '../../data/tokenizer.js';
 import { readJsonFile, writeDirAtomic } from '../../io/atomic.js';
@@ -16,19 +15,11 @@ import { manualSeed, noGrad } from '../../tensor/index.js';
 import { AdamW, causalLmTask, evaluateCausalLm, train } from '../../train/index.js';
 import { nonNegativeInt, positiveInt, positiveNumber } from '../options.js';
 import { OVERWRITE_HELP, prepareOut } from '../out.js';
+import { demoDataDir, requireDemoData } from './demo-data.js';
 import { registerFashionDemo } from './demo-fashion.js';
 
-/** The package root (the folder holding package.json), where data/ ships. */
-function packageRoot(): string {
-  const start = dirname(fileURLToPath(import.meta.url));
-  for (let dir = start; ; dir = dirname(dir)) {
-    if (existsSync(join(dir, 'package.json'))) return dir;
-    if (dirname(dir) === dir) throw new VeraError(`cannot locate the package root (no package.json above ${start})`);
-  }
-}
-
-export const defaultTextModelDir = (): string => join(packageRoot(), 'data', 'fortune-llama');
-export const defaultUsersDir = (): string => join(packageRoot(), 'data', 'fortunes', 'users');
+export const defaultTextModelDir = (): string => join(demoDataDir(), 'fortune-llama');
+export const defaultUsersDir = (): string => join(demoDataDir(), 'fortunes', 'users');
 
 /** Every linear layer of a Llama block: the adapters the demo and the experiments train. */
 export const LLAMA_LINEAR = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
@@ -87,10 +78,12 @@ function indent(text: string): string {
 
 export async function runTextDemo(o: TextDemoOptions, log: (line: string) => void): Promise<TextDemoResult> {
   const t0 = performance.now();
+  requireDemoData('the demo model', o.model, '--model');
+  requireDemoData("the demo users' fortunes", o.users, '--users');
   const write = o.out === null ? null : prepareOut('--out', o.out, [['--model', o.model]], o.overwrite === true);
   const users = existsSync(o.users) ? readdirSync(o.users).filter((u) => existsSync(join(o.users, u, 'train.jsonl'))).sort() : [];
   if (!users.includes(o.user)) fail(`--user ${o.user}: no such user in ${o.users} (users: ${users.join(', ') || 'none'})`);
-  if (!existsSync(join(o.model, 'config.json'))) fail(`--model ${o.model}: no config.json (the embedded model ships in data/fortune-llama)`);
+  if (!existsSync(join(o.model, 'config.json'))) fail(`--model ${o.model}: no config.json (the embedded model is data/fortune-llama in the repository)`);
 
   const { model: loaded } = loadPretrained(o.model, { log: () => {} });
   const model = loaded as LlamaForCausalLM;
