@@ -24,6 +24,8 @@ export function demoDataDir(): string {
 /** Fails in one line when a demo's data folder is missing: where it was expected, how to get it. */
 export function requireDemoData(what: string, dir: string, flag: string): void {
   if (existsSync(dir)) return;
+  const env = process.env.VERA_DATA_DIR;
+  if (env) fail(`${what} not found at ${dir} (VERA_DATA_DIR=${env} must be laid out as the vera repository's data/ folder), or pass ${flag}`);
   fail(`${what} not found at ${dir}: the npm package does not ship the demo data (data/ in the vera repository, 16 MB); ` +
     `run the demo from a clone (npm ci && npm run demo), or set VERA_DATA_DIR to a copy of the repository's data/ folder, or pass ${flag}`);
 }
