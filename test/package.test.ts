@@ -90,7 +90,7 @@ function checkOutput(stdout: string): { backend: string } {
 }
 
 test('the tarball holds the library, bin and the addon sources; no data sets, tests or source maps', (t) => {
-  for (const f of ['package.json', 'README.md', 'bin/vera.js', 'binding.gyp', 'scripts/build-native.mjs', 'native/addon.cc', 'native/kernels.h',
+  for (const f of ['package.json', 'README.md', 'LICENSE', 'bin/vera.js', 'binding.gyp', 'scripts/build-native.mjs', 'native/addon.cc', 'native/kernels.h',
     'dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/cli/main.js', 'dist/src/backends/native/addon.js']) {
     assert.ok(files.includes(f), `${f} is packed`);
   }
