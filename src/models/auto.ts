@@ -359,7 +359,20 @@ export function loadPretrained(dir: string, opts: LoadPretrainedOptions = {}): L
     (opts.log ?? ((line) => process.stderr.write(`${line}\n`)))(`vera: newly initialized ${names.join(', ')}: not in ${checkpoint.source}; train them before use`);
   }
   model.eval();
+  loadedFrom.set(model, dir);
   return { modelType: model.modelType, model, config: model.config, configJson, checkpoint } as LoadedModel;
+}
+
+/** The folder each model loaded by `loadPretrained` (and so the Auto loaders) came from. */
+const loadedFrom = new WeakMap<Module, string>();
+
+/**
+ * The folder `model` was loaded from by `loadPretrained` or an Auto loader's `fromPretrained`
+ * (it stays the same after adapters are merged into it, since `mergeAndUnload` returns the same
+ * model); undefined for a model built from a config.
+ */
+export function pretrainedDir(model: Module): string | undefined {
+  return loadedFrom.get(model);
 }
 
 // ---------------------------------------------------------------- saving
@@ -430,10 +443,16 @@ export function pretrainedFiles(model: Module, configJson: JsonObject, keyMap?: 
 
 /**
  * Writes `dir/config.json` and `dir/model.safetensors` (see `pretrainedFiles`) together,
- * atomically. `extraFiles` (tokenizer files, say) are written in the same atomic step.
+ * atomically, with `extraFiles` in the same atomic step. `extraFiles` defaults to the companion
+ * files (tokenizer files and generation_config.json, see {@link readCompanionFiles}) of the folder
+ * the model was loaded from ({@link pretrainedDir}), so a saved model folder carries its tokenizer;
+ * a model built from a config has none. Pass them to choose (`readCompanionFiles(tokenizerDir)`),
+ * or `{}` for none.
  */
-export function savePretrained(dir: string, model: Module, configJson: JsonObject, keyMap?: CheckpointInfo, extraFiles: Record<string, Uint8Array> = {}, write: WriteDirOptions = {}): void {
-  writeDirAtomic(dir, { ...extraFiles, ...pretrainedFiles(model, configJson, keyMap, { label: dir }) }, write);
+export function savePretrained(dir: string, model: Module, configJson: JsonObject, keyMap?: CheckpointInfo, extraFiles?: Record<string, Uint8Array>, write: WriteDirOptions = {}): void {
+  const source = pretrainedDir(model);
+  const extra = extraFiles ?? (source === undefined ? {} : readCompanionFiles(source));
+  writeDirAtomic(dir, { ...extra, ...pretrainedFiles(model, configJson, keyMap, { label: dir }) }, write);
 }
 
 /** Weight files a model folder may hold (safetensors, sharded or not, and PyTorch's .bin, which is not read). */
