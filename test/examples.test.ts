@@ -38,6 +38,10 @@ const diffs = (out: string): number[] => [...out.matchAll(/max \|logit diff\| = 
 
 const TINY = ['--steps', '2', '--r', '16'];
 
+// the runs use the embedded 5.4M model: seconds on the native backend, minutes on the TypeScript reference
+const native = process.env['VERA_BACKEND'] !== 'ts';
+const nativeOnly = { skip: !native && 'native backend only (minutes on the TypeScript reference)' };
+
 test('the examples read as user code: imports from vera and node: only, no casts, no any', () => {
   const dir = path.join(ROOT, 'examples');
   const files = readdirSync(dir).filter((f) => f.endsWith('.ts'));
@@ -49,7 +53,7 @@ test('the examples read as user code: imports from vera and node: only, no casts
   }
 });
 
-test('per-user-adapters: each user\'s output in the shared batch equals that adapter alone', async () => {
+test('per-user-adapters: each user\'s output in the shared batch equals that adapter alone', nativeOnly, async () => {
   const out = await runOk('per-user-adapters', [...TINY, '--users', 'startrek,zippy', '--max-new-tokens', '6']);
   assert.match(out, /startrek: adapter trained \(\d+ parameters\), \d+ bytes on disk/);
   assert.match(out, /served 3 requests together/);
@@ -58,7 +62,7 @@ test('per-user-adapters: each user\'s output in the shared batch equals that ada
   assert.doesNotMatch(out, /\bNO\b/);
 });
 
-test('merge-and-export, then peft-adapter-generate on the exported adapter', async () => {
+test('merge-and-export, then peft-adapter-generate on the exported adapter', nativeOnly, async () => {
   await withTmp(async (dir) => {
     const out = await runOk('merge-and-export', [...TINY, '--out', dir]);
     // the adapter in PEFT's layout, full and compact, and the merged model folder with its tokenizer
@@ -85,7 +89,7 @@ test('merge-and-export, then peft-adapter-generate on the exported adapter', asy
   });
 });
 
-test('peft-adapter-generate makes its own adapter when none is given', async () => {
+test('peft-adapter-generate makes its own adapter when none is given', nativeOnly, async () => {
   const out = await runOk('peft-adapter-generate', [...TINY, '--max-new-tokens', '4']);
   assert.match(out, /trained a VeRA adapter for 2 steps on the startrek fortunes: .*adapter_config\.json \(\d+ B\), adapter_model\.safetensors \(\d+ B\)/);
   assert.match(out, /gives the same text: yes/);
