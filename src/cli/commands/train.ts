@@ -1,6 +1,6 @@
 // `vera train`: finetune a model with a VeRA or LoRA adapter for one of three tasks (causal-lm:
 // GPT-2 on JSONL or E2E; seq-cls: BERT/RoBERTa on GLUE; img-cls: CNN/MLP/ViT on IDX images; see
-// train-tasks.ts) and write the adapter in PEFT's layout (adapter_config.json +
+// src/train/tasks/) and write the adapter in PEFT's layout (adapter_config.json +
 // adapter_model.safetensors) plus training_log.json; or (--method full, causal-lm) train every
 // parameter, from a checkpoint or from config.json alone (--from-scratch), and write a Hugging Face
 // model folder. Every flag is checked and every input read before training starts, and the
