@@ -174,7 +174,8 @@ describe('vera train --task seq-cls', () => {
     const r = await vera(['train', '--model', model, '--task', 'seq-cls', '--glue-task', 'stsb', '--data', file, '--eval-data', file, ...VERA, '--steps', '120', '--batch-size', '8', '--out', tmpPath('out-stsb'), '--json']);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, /newly initialized classifier\.(weight|bias), classifier\.(weight|bias) for stsb \(1 label\)/);
-    const s = JSON.parse(r.stdout) as { evalMetrics: Record<string, number>; evalAccuracy: number | null };
+    // --json without --quiet: progress objects, one per line, then the summary
+    const s = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { evalMetrics: Record<string, number>; evalAccuracy: number | null };
     assert.deepEqual(Object.keys(s.evalMetrics).sort(), ['eval_loss', 'eval_pearson', 'eval_spearmanr']);
     assert.ok(s.evalMetrics.eval_pearson > 0.5, `pearson ${s.evalMetrics.eval_pearson}`);
     assert.equal(s.evalAccuracy, null);

@@ -247,11 +247,16 @@ describe('vera train', () => {
   test('"text" data is tokenized with the model folder\'s tokenizer.json; short sequences are skipped and counted', async () => {
     const model = modelCopy('tiny-tok', () => {}, { 'tokenizer.json': tinyGpt2TokenizerJson() });
     const text = writeJsonl(tmpPath('text.jsonl'), [{ text: 'hello the world, all at the ball!' }, { text: 'the cat sat on the mat' }, { text: 'h' }, { input_ids: [1, 2, 3] }]);
-    const r = await vera(['train', '--model', model, '--data', text, ...VERA, ...COMMON, '--json', '--steps', '2', '--out', tmpPath('text-out')]);
+    // --no-append-eos: 'h' is one token, too short to predict anything
+    const r = await vera(['train', '--model', model, '--data', text, ...VERA, ...COMMON, '--json', '--steps', '2', '--no-append-eos', '--out', tmpPath('text-out')]);
     assert.equal(r.code, 0, r.stderr);
     const summary = JSON.parse(r.stdout) as Record<string, unknown>;
     assert.equal(summary.sequences, 3);
     assert.equal(summary.skippedSequences, 1);
+    // by default "text" rows end with eos (so 'h' + eos is a sequence); the input_ids row is taken as given
+    const d = await vera(['train', '--model', model, '--data', text, ...VERA, ...COMMON, '--json', '--steps', '2', '--out', tmpPath('text-eos-out')]);
+    assert.equal(d.code, 0, d.stderr);
+    assert.equal((JSON.parse(d.stdout) as Record<string, unknown>).sequences, 4);
   });
 
   test('a Llama-family model trains as a causal LM; without --target-modules PEFT\'s default (q_proj, v_proj) applies', async () => {

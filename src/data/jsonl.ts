@@ -100,6 +100,8 @@ export interface ReadJsonlOptions {
   minLength?: number;
   /** Appended after each line's tokens (before truncation: a cut sequence does not end there, so it gets none). */
   appendEos?: number | null;
+  /** Which rows get `appendEos`: every row (default), or only "text" rows ("input_ids" rows are taken as given). */
+  appendEosTo?: 'all' | 'text';
   /** false: lines are kept whole (to be packed into blocks); default true: cut to seqLen. */
   truncate?: boolean;
 }
@@ -110,6 +112,8 @@ export interface CausalLmData {
   sequences: Int32Array[];
   /** Non-empty lines read. */
   records: number;
+  /** Of those, rows given as "text" (tokenized here). */
+  textRows: number;
   /** Lines skipped for having fewer than minLength tokens. */
   skipped: number;
   /** Sequences cut to seqLen. */
@@ -144,7 +148,8 @@ export async function readCausalLmJsonl(file: string, opts: ReadJsonlOptions): P
   const minLength = opts.minLength ?? 2;
   const truncate = opts.truncate ?? true;
   const eos = opts.appendEos ?? null;
-  const data: CausalLmData = { file, sequences: [], records: records.length, skipped: 0, truncated: 0, tokens: 0 };
+  const eosToAll = (opts.appendEosTo ?? 'all') === 'all';
+  const data: CausalLmData = { file, sequences: [], records: records.length, textRows: records.filter((r) => r.text !== undefined).length, skipped: 0, truncated: 0, tokens: 0 };
   for (const r of records) {
     let ids: Int32Array;
     if (r.ids !== undefined) ids = r.ids;
@@ -154,7 +159,7 @@ export async function readCausalLmJsonl(file: string, opts: ReadJsonlOptions): P
       if (bad !== undefined) fail(`${file}:${r.line}: ${tokenizer!.file} gave token id ${bad}, outside the model's vocabulary [0, ${opts.vocabSize})`);
       ids = Int32Array.from(encoded);
     }
-    if (eos !== null) {
+    if (eos !== null && (eosToAll || r.text !== undefined)) {
       const withEos = new Int32Array(ids.length + 1);
       withEos.set(ids);
       withEos[ids.length] = eos;

@@ -6,3 +6,5 @@ export * from './replay-rng.js';
 export * from './checkpoint.js';
 export * from './trainer.js';
 export * from './lm.js';
+export * from './trainer-class.js';
+export * from './tasks/index.js';

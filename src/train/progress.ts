@@ -1,5 +1,8 @@
 // Training progress: a redrawing cli-progress bar on a terminal, one plain line every `logEvery`
-// steps elsewhere (CI logs and pipes must not fill up with carriage returns), nothing when quiet.
+// steps elsewhere (CI logs and pipes must not fill up with carriage returns), one JSON object per
+// line for machines (`json`), nothing when quiet. Eval metrics are printed once, when they are new
+// (a plain line repeating stale metrics reads as if they had just been measured). The ETA uses an
+// exponential moving average of the step time, so one slow step (an evaluation) does not make it jump.
 //
 // The training loop is synchronous, so cli-progress's timer never fires mid-run; SingleBar's
 // `synchronousUpdate` redraws from update() instead. `gracefulExit` stays off: its SIGINT listener
@@ -23,14 +26,20 @@ export interface ProgressOptions {
   smoothing?: number;
   /** Prefix of every line, e.g. "train". */
   label?: string;
+  /** One JSON object per line instead of text (`vera train --json`); messages become {"type":"message"} objects. */
+  json?: boolean;
+  /** EMA factor of the step time behind the ETA. Default 0.9. */
+  etaSmoothing?: number;
 }
 
 export interface ProgressUpdate {
   loss: number;
   /** Items processed in this step (tokens, samples). */
   items: number;
-  /** Shown after the standard fields, e.g. {lr: 1e-4, eval_accuracy: 0.93}. */
+  /** Shown after the standard fields, e.g. {lr: 1e-4}. */
   extra?: Record<string, number | string>;
+  /** Eval metrics measured at this step: printed once (a line of their own as text; in this step's object as JSON). */
+  metrics?: Record<string, number> | null;
 }
 
 export function formatDuration(seconds: number): string {
@@ -73,6 +82,14 @@ export class ProgressReporter {
   private step: number;
   private stopped = false;
   private extra: Record<string, number | string> = {};
+  /** The latest eval metrics, for the TTY bar (which redraws in place, so repeating them is fine). */
+  private metrics: Record<string, number> = {};
+  private readonly json: boolean;
+  private readonly etaSmoothing: number;
+  private lastTick = performance.now();
+  private stepTimeEma = 0;
+  private stepTimeSteps = 0;
+  private lastLoss = NaN;
 
   constructor(opts: ProgressOptions) {
     this.total = opts.total;
@@ -84,7 +101,9 @@ export class ProgressReporter {
     this.label = opts.label ?? 'train';
     this.stream = opts.stream ?? process.stderr;
     this.quiet = opts.quiet ?? false;
-    if (!this.quiet && this.stream.isTTY === true) {
+    this.json = opts.json ?? false;
+    this.etaSmoothing = opts.etaSmoothing ?? 0.9;
+    if (!this.quiet && !this.json && this.stream.isTTY === true) {
       this.bar = new SingleBar({
         stream: this.stream,
         format: () => this.line(true),
@@ -108,24 +127,71 @@ export class ProgressReporter {
     return s > 0 ? this.items / s : NaN;
   }
 
+  /** Seconds per step, a bias-corrected EMA (NaN before the first step). */
+  get stepSeconds(): number {
+    return this.stepTimeSteps === 0 ? NaN : this.stepTimeEma / (1 - Math.pow(this.etaSmoothing, this.stepTimeSteps));
+  }
+
+  /** Seconds left at the smoothed step time. */
+  get eta(): number {
+    return this.step >= this.total ? 0 : (this.total - this.step) * this.stepSeconds;
+  }
+
   update(step: number, u: ProgressUpdate): void {
     if (this.stopped) return;
+    const now = performance.now();
+    const steps = step - this.step;
+    if (steps > 0) {
+      const dt = (now - this.lastTick) / 1000 / steps;
+      this.stepTimeEma = this.etaSmoothing * this.stepTimeEma + (1 - this.etaSmoothing) * dt;
+      this.stepTimeSteps++;
+    }
+    this.lastTick = now;
     this.step = step;
     this.items += u.items;
+    this.lastLoss = u.loss;
     if (Number.isFinite(u.loss)) {
       this.ema = this.smoothing * this.ema + (1 - this.smoothing) * u.loss;
       this.emaSteps++;
     }
     if (u.extra) this.extra = { ...this.extra, ...u.extra };
+    const metrics = u.metrics && Object.keys(u.metrics).length > 0 ? u.metrics : null;
+    if (metrics) this.metrics = { ...this.metrics, ...metrics };
     if (this.quiet) return;
-    if (this.bar) this.bar.update(step);
-    else if (step % this.logEvery === 0 || step === this.total) this.stream.write(this.line(false) + '\n');
+    const due = step % this.logEvery === 0 || step === this.total;
+    if (this.json) {
+      if (due || metrics) this.stream.write(JSON.stringify(this.record(metrics), finiteOrNull) + '\n');
+    } else if (this.bar) {
+      this.bar.update(step);
+      if (metrics) this.log(metricsLine(step, metrics));
+    } else {
+      if (due) this.stream.write(this.line(false) + '\n');
+      if (metrics) this.stream.write(metricsLine(step, metrics) + '\n');
+    }
+  }
+
+  /** The --json object of this step: the standard fields, the extras, and the metrics if new. */
+  private record(metrics: Record<string, number> | null): Record<string, unknown> {
+    return {
+      type: 'progress',
+      step: this.step,
+      total: this.total,
+      loss: this.lastLoss,
+      smoothedLoss: this.smoothedLoss,
+      [`${this.unit}PerSecond`]: this.throughput,
+      elapsedSeconds: (performance.now() - this.t0) / 1000,
+      etaSeconds: this.eta,
+      ...this.extra,
+      ...(metrics ?? {}),
+    };
   }
 
   /** A message on its own line (evaluation results, checkpoints) without breaking the bar. */
   log(message: string): void {
     if (this.quiet || this.stopped) return;
-    if (this.bar) {
+    if (this.json) {
+      this.stream.write(JSON.stringify({ type: 'message', step: this.step, message }) + '\n');
+    } else if (this.bar) {
       // Clear the bar's line, print, and re-save the cursor (ESC 7): cli-progress restores the
       // position saved at start() when it stops, which would otherwise land above our messages.
       this.stream.write(`\r\x1b[2K${message}\n\x1b7`);
@@ -142,9 +208,7 @@ export class ProgressReporter {
   }
 
   private line(withBar: boolean): string {
-    const done = this.step - this.start;
-    const elapsed = (performance.now() - this.t0) / 1000;
-    const eta = done > 0 ? ((this.total - this.step) * elapsed) / done : NaN;
+    const eta = this.eta;
     const width = String(this.total).length;
     const parts = [`${this.label} ${String(this.step).padStart(width)}/${this.total}`];
     if (withBar) {
@@ -155,8 +219,20 @@ export class ProgressReporter {
     parts.push(`loss ${Number.isNaN(this.smoothedLoss) ? '--' : this.smoothedLoss.toFixed(4)}`);
     parts.push(`${formatRate(this.throughput)} ${this.unit}/s`);
     parts.push(`eta ${this.step >= this.total ? '0s' : formatDuration(eta)}`);
-    const extras = Object.entries(this.extra).map(([k, v]) => `${k} ${formatValue(v)}`);
+    // the bar redraws in place and may show the latest metrics; a plain line never repeats them
+    const shown = withBar ? { ...this.extra, ...this.metrics } : this.extra;
+    const extras = Object.entries(shown).map(([k, v]) => `${k} ${formatValue(v)}`);
     if (extras.length > 0) parts.push(extras.join(' '));
     return parts.join(' | ');
   }
+}
+
+/** "step 40: eval_loss 1.234 eval_accuracy 0.5": the one text line that carries an evaluation's metrics. */
+export function metricsLine(step: number, metrics: Record<string, number>): string {
+  return `step ${step}: ${Object.entries(metrics).map(([k, v]) => `${k} ${formatValue(v)}`).join(' ')}`;
+}
+
+/** NaN and ±Infinity are not JSON: written as null. */
+function finiteOrNull(_key: string, value: unknown): unknown {
+  return typeof value === 'number' && !Number.isFinite(value) ? null : value;
 }

@@ -13,7 +13,7 @@ import { fail } from '../io/errors.js';
 import type { AdamW } from './optim.js';
 import { lrMultiplier, SCHEDULE_KINDS, type ScheduleKind } from './schedule.js';
 import { clipGradNorm, gradNorm } from './clip.js';
-import { ProgressReporter, formatValue } from './progress.js';
+import { ProgressReporter } from './progress.js';
 import { ReplayRng } from './replay-rng.js';
 import { loadCheckpoint, saveCheckpoint, type HistoryEntry, type TrainerState } from './checkpoint.js';
 
@@ -47,6 +47,24 @@ export interface TrainerOptions {
   throughputUnit?: string;
   /** Where progress goes; default process.stderr. */
   progressStream?: NodeJS.WritableStream & { isTTY?: boolean; columns?: number };
+  /** Progress as one JSON object per line (see ProgressReporter). */
+  progressJson?: boolean;
+}
+
+/** What one optimizer step did; trainSteps yields it, and a `true` sent back stops the run after this step. */
+export interface StepInfo {
+  step: number;
+  totalSteps: number;
+  /** Mean loss over the step's micro-batches. */
+  loss: number;
+  lr: number;
+  /** Global gradient norm before clipping. */
+  gradNorm: number;
+  items: number;
+  /** Eval metrics (eval_-prefixed) when this step evaluated, else null. */
+  metrics: Record<string, number> | null;
+  /** Whether a checkpoint was written at this step. */
+  checkpointSaved: boolean;
 }
 
 export interface TrainTask<B> {
@@ -68,6 +86,8 @@ export interface TrainResult {
   seconds: number;
   /** Items per second during this call. */
   itemsPerSecond: number;
+  /** Stopped before `steps` because the driver asked (early stopping). */
+  stoppedEarly: boolean;
 }
 
 interface Resolved {
@@ -155,8 +175,13 @@ export async function trainAsync<B>(params: [string, Tensor][], optimizer: AdamW
   }
 }
 
-/** The training loop as a generator that yields after each optimizer step. */
-function* trainSteps<B>(params: [string, Tensor][], optimizer: AdamW, task: TrainTask<B>, opts: TrainerOptions): Generator<void, TrainResult, void> {
+/**
+ * The training loop as a generator: it yields each optimizer step's StepInfo and returns the
+ * result. Sending `true` into next() stops the run after that step (its eval and checkpoint, if
+ * any, are done; a checkpoint is saved then when checkpointDir is set), as the Trainer's early
+ * stopping does.
+ */
+export function* trainSteps<B>(params: [string, Tensor][], optimizer: AdamW, task: TrainTask<B>, opts: TrainerOptions): Generator<StepInfo, TrainResult, boolean | undefined> {
   const o = resolve(opts);
   checkParams(params, optimizer);
   const tensors = params.map(([, t]) => t);
@@ -182,7 +207,7 @@ function* trainSteps<B>(params: [string, Tensor][], optimizer: AdamW, task: Trai
 
   const reporter = new ProgressReporter({
     total: o.steps, start: state.step, unit: opts.throughputUnit ?? 'samples', quiet: opts.progress === false,
-    logEvery: o.logEvery, stream: opts.progressStream,
+    logEvery: o.logEvery, stream: opts.progressStream, json: opts.progressJson,
   });
   if (opts.resume) reporter.log(`resumed from ${o.checkpointDir} at step ${state.step}`);
   const zero = (): void => {
@@ -191,6 +216,7 @@ function* trainSteps<B>(params: [string, Tensor][], optimizer: AdamW, task: Trai
   };
   const t0 = performance.now();
   let items = 0;
+  let stoppedEarly = false;
   try {
     zero();
     while (state.step < o.steps) {
@@ -228,15 +254,25 @@ function* trainSteps<B>(params: [string, Tensor][], optimizer: AdamW, task: Trai
         state.history.push({ step, loss: state.window.lossSum / state.window.steps, lr, gradNorm: norm, ...(metrics ?? {}) });
         state.window = { lossSum: 0, steps: 0 };
       }
-      reporter.update(step, { loss, items: stepItems, extra: { lr, ...(metrics ?? {}) } });
-      if (metrics !== null) {
-        reporter.log(`step ${step}: ${Object.entries(metrics).map(([k, v]) => `${k} ${formatValue(v)}`).join(' ')}`);
-      }
-      if (o.checkpointDir !== null && (last || (o.checkpointEvery > 0 && step % o.checkpointEvery === 0))) {
+      reporter.update(step, { loss, items: stepItems, extra: { lr }, metrics });
+      const save = (): void => {
         state.rng = rng.state();
-        saveCheckpoint(o.checkpointDir, params, optimizer, state);
+        saveCheckpoint(o.checkpointDir!, params, optimizer, state);
+      };
+      const saved = o.checkpointDir !== null && (last || (o.checkpointEvery > 0 && step % o.checkpointEvery === 0));
+      if (saved) save();
+      const stop = yield { step, totalSteps: o.steps, loss, lr, gradNorm: norm, items: stepItems, metrics, checkpointSaved: saved };
+      if (stop === true && !last) {
+        stoppedEarly = true;
+        // the history's last row is this step's
+        if (state.window.steps > 0) {
+          state.history.push({ step, loss: state.window.lossSum / state.window.steps, lr, gradNorm: norm });
+          state.window = { lossSum: 0, steps: 0 };
+        }
+        if (o.checkpointDir !== null && !saved) save();
+        reporter.log(`stopped early at step ${step} of ${o.steps}`);
+        break;
       }
-      yield;
     }
   } finally {
     reporter.stop();
@@ -248,6 +284,7 @@ function* trainSteps<B>(params: [string, Tensor][], optimizer: AdamW, task: Trai
     steps: state.step,
     seconds,
     itemsPerSecond: seconds > 0 ? items / seconds : 0,
+    stoppedEarly,
   };
 }
 

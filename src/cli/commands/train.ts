@@ -1,6 +1,6 @@
 // `vera train`: finetune a model with a VeRA or LoRA adapter for one of three tasks (causal-lm:
 // GPT-2 on JSONL or E2E; seq-cls: BERT/RoBERTa on GLUE; img-cls: CNN/MLP/ViT on IDX images; see
-// train-tasks.ts) and write the adapter in PEFT's layout (adapter_config.json +
+// src/train/tasks/) and write the adapter in PEFT's layout (adapter_config.json +
 // adapter_model.safetensors) plus training_log.json; or (--method full, causal-lm) train every
 // parameter, from a checkpoint or from config.json alone (--from-scratch), and write a Hugging Face
 // model folder. Every flag is checked and every input read before training starts, and the
@@ -8,9 +8,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { InvalidArgumentError, Option, type Command } from 'commander';
-import { EpochSampler } from '../../data/jsonl.js';
 import { GLUE_TASKS, type GlueTask } from '../../data/glue.js';
-import { readJsonFile, writeDirAtomic, type WriteDirOptions } from '../../io/atomic.js';
+import { writeDirAtomic, type WriteDirOptions } from '../../io/atomic.js';
 import { checkNoOverlap, OVERWRITE_HELP, prepareOut, preparePlotFile, type PlotTarget } from '../out.js';
 import { trainingCurveSpec } from '../plots.js';
 import { renderSvg, writeSvg } from '../../plot/index.js';
@@ -33,9 +32,9 @@ import {
   type VeraAblation,
 } from '../../peft/index.js';
 import { manualSeed, type Tensor } from '../../tensor/index.js';
-import { AdamW, checkCheckpointDir, hasCheckpoint, ReplayRng, TRAINER_STATE_FILE, trainAsync, type ParamGroup, type ScheduleKind, type TrainTask } from '../../train/index.js';
+import { checkCheckpointDir, Trainer, type ParamGroup, type ScheduleKind } from '../../train/index.js';
 import { finiteNumber, intList, nameList, noRepeatNgramSizeOption, nonNegativeInt, nonNegativeNumber, parseTargetModules, positiveInt, positiveNumber, probability } from '../options.js';
-import { checkDataFormat, DATA_FORMATS, DEFAULT_FORMAT, DEFAULT_SEQ_LEN, prepareTask, TASKS, type DataFormat, type PreparedTask, type TaskName } from './train-tasks.js';
+import { checkDataFormat, DATA_FORMATS, DEFAULT_FORMAT, DEFAULT_SEQ_LEN, prepareTask, TASKS, type DataFormat, type PreparedTask, type TaskName } from '../../train/tasks/index.js';
 
 export const TRAINING_LOG = 'training_log.json';
 /** The E2E generation eval's outputs: one generated text per eval MR, and the references as e2e-metrics reads them. */
@@ -171,8 +170,11 @@ Tasks (--task, default causal-lm) and their data (--data or --train; --eval-data
                {"input_ids": [464, 3290, 318]}   token ids in [0, vocab_size)
                {"text": "The cat sat."}          tokenized with the model folder's tokenizer.json
              Empty lines are skipped; sequences with fewer than 2 tokens are skipped.
-             --append-eos: the model's eos id after each line's tokens (so the model learns to
-             stop; a line cut at --seq-len gets none).
+             Each "text" line ends with the model's eos id by default (per line, so the model
+             learns to stop; a line cut at --seq-len gets none; none when config.json has no
+             eos_token_id); "input_ids" lines are taken as given. --append-eos: eos after every
+             line, "input_ids" too; --no-append-eos: after none. Lines longer than --seq-len are
+             cut, and their count is printed.
              --pack: instead of one padded sequence per line, the eos id after each line, every
              line concatenated, and cut into blocks of exactly --seq-len tokens; the last partial
              block is dropped (transformers' run_clm group_texts). --eval-data is packed too.
@@ -248,7 +250,8 @@ export function registerTrain(program: Command): void {
     .option('--target-modules <names>', "modules to adapt: comma list of names, a regex, or all-linear (default: PEFT's default for the model_type, see below)")
     .option('--from-scratch', '--method full: build the model from --model/config.json with random initialization (seeded by --seed) instead of loading weights')
     .option('--pack', 'causal-lm JSONL: eos after each line, concatenate, cut into --seq-len blocks (see below)')
-    .option('--append-eos', "causal-lm JSONL: the model's eos id after each line's tokens")
+    .option('--append-eos', "causal-lm JSONL: the model's eos id after every line's tokens (\"input_ids\" lines too); \"text\" lines get it by default")
+    .option('--no-append-eos', 'causal-lm JSONL: no eos after "text" lines either')
     .requiredOption('--out <dir>', 'output folder for the adapter (or, with --method full, the model) and training_log.json')
     .addOption(new Option('--steps <n>', 'optimizer steps').argParser(positiveInt).conflicts('epochs'))
     .addOption(new Option('--epochs <n>', 'passes over the data, converted to steps (default 1)').argParser(positiveNumber))
@@ -416,64 +419,43 @@ export async function runTrain(o: TrainCliOptions, given: (key: string) => boole
     task: taskName, model: o.model, data: flags.data, evalData: flags.evalData, dataFormat: flags.dataFormat, glueTask: o.glueTask, seqLen: o.seqLen, batchSize: o.batchSize, log,
     labelSmoothing: o.labelSmoothing,
     generation: { numBeams: o.numBeams, lengthPenalty: o.lengthPenalty, noRepeatNgramSize: o.noRepeatNgramSize, maxNewTokens: o.maxNewTokens, limit: o.evalLimit },
-    fromScratch: o.fromScratch, initSeed: o.seed, pack: o.pack, appendEos: o.appendEos,
+    fromScratch: o.fromScratch, initSeed: o.seed, pack: o.pack, appendEos: o.appendEos === undefined ? undefined : o.appendEos ? 'all' : 'none',
   });
-  const model: Module = task.model;
-
-  const perStep = o.batchSize * o.gradAccum;
-  const epochs = o.steps === undefined ? (o.epochs ?? 1) : (o.steps * perStep) / task.size;
-  const steps = o.steps ?? Math.ceil((epochs * task.size) / perStep);
-  const warmupSteps = o.warmupSteps ?? (o.warmupRatio !== undefined ? Math.ceil(o.warmupRatio * steps) : 0);
-  if (warmupSteps > steps) fail(`--warmup-steps ${warmupSteps} exceeds the ${steps} training steps`);
 
   // ---- what trains: an adapter (and the task's head, PEFT's SEQ_CLS classifier, fully beside it), or with --method full the whole model
   const lr = o.lr ?? DEFAULT_LR[o.method];
   const trainee = o.method === 'full' ? fullTrainee(o, task, lr) : adapterTrainee(o, task, targets, lr);
   const { groups, counts } = trainee;
-  // the trainer wants the params in the optimizer's order
-  const ordered: [string, Tensor][] = groups.flatMap((g) => g.names.map((n, i): [string, Tensor] => [n, g.params[i]]));
-  const optimizer = new AdamW(groups, { weightDecay: o.weightDecay });
-  if (!o.json && !o.quiet) process.stderr.write(`${paramCountLine(counts)}\n`);
 
-  // ---- training
-  const sampler = new EpochSampler(task.size, o.batchSize);
-  let resumedFromStep: number | null = null;
-  if (o.resume && hasCheckpoint(o.checkpointDir!)) {
-    resumedFromStep = fastForward(sampler, o.checkpointDir!, o.seed, o.gradAccum);
-  }
-  const trainTask: TrainTask<number[]> = {
-    nextBatch: (rng) => sampler.next(rng),
-    loss: (indices) => task.loss(indices),
-    evaluate: task.evaluate ?? undefined,
-  };
-
-  model.train();
-  const result = await trainAsync(ordered, optimizer, trainTask, {
-    steps,
-    gradAccumulation: o.gradAccum,
-    schedule: o.schedule,
-    warmupSteps,
-    maxGradNorm: o.maxGradNorm > 0 ? o.maxGradNorm : null,
-    evalEvery: o.evalEvery ?? 0,
-    seed: o.seed,
-    checkpointDir: o.checkpointDir ?? null,
-    checkpointEvery: o.checkpointEvery ?? 0,
-    resume: o.resume ?? false,
-    progress: !o.quiet,
-    throughputUnit: task.unit,
+  // ---- training: the library's Trainer over the prepared task
+  const trainer = new Trainer({
+    model: trainee.model,
+    task,
+    args: {
+      steps: o.steps,
+      epochs: o.epochs,
+      batchSize: o.batchSize,
+      weightDecay: o.weightDecay,
+      paramGroups: groups.map((g) => ({ name: g.name, lr: g.lr, ...(g.weightDecay === undefined ? {} : { weightDecay: g.weightDecay }), params: g.names.map((n, i): [string, Tensor] => [n, g.params[i]]) })),
+      schedule: o.schedule,
+      warmupSteps: o.warmupSteps,
+      warmupRatio: o.warmupRatio,
+      gradAccumulation: o.gradAccum,
+      maxGradNorm: o.maxGradNorm > 0 ? o.maxGradNorm : null,
+      evalEvery: o.evalEvery ?? 0,
+      seed: o.seed,
+      checkpointDir: o.checkpointDir,
+      checkpointEvery: o.checkpointEvery ?? 0,
+      resume: o.resume ?? false,
+      progress: !o.quiet,
+      json: o.json,
+    },
   });
-  model.eval();
-
-  // the trainer evaluates at the last step; a resumed run that had nothing left to do evaluates here
-  let evalMetrics: Record<string, number> | null = null;
-  if (task.evaluate) {
-    const last = result.history.at(-1);
-    if (last && last.step === result.steps && typeof last['eval_loss'] === 'number') {
-      evalMetrics = Object.fromEntries(Object.entries(last).filter(([k, v]) => k.startsWith('eval_') && typeof v === 'number')) as Record<string, number>;
-    } else {
-      evalMetrics = Object.fromEntries(Object.entries(task.evaluate()).map(([k, v]) => [`eval_${k}`, v]));
-    }
-  }
+  const { steps, epochs, warmupSteps } = trainer;
+  if (!o.json && !o.quiet) process.stderr.write(`${paramCountLine(counts)}\n`);
+  const result = await trainer.train();
+  const resumedFromStep = result.resumedFromStep;
+  let evalMetrics = result.evalMetrics;
   // the E2E generation eval: beam search for each eval MR, the E2E metrics against its references
   const generated = task.evaluateGeneration?.((done, total) => {
     if (!o.quiet && (done === total || done % 10 === 0)) process.stderr.write(`\rvera: E2E eval: generated ${done}/${total} MRs${done === total ? '\n' : ''}`);
@@ -553,6 +535,8 @@ type NamedGroup = ParamGroup & { name: string; names: string[] };
 
 /** What a run trains and writes: an adapter (vera, lora) or the whole model (full). */
 interface Trainee {
+  /** What the Trainer trains: the PeftModel, or the model itself. */
+  model: Module | PeftModel<Module>;
   groups: NamedGroup[];
   counts: { trainable: number; all: number };
   /** The output files, built after training: the weights and what goes with them (training_log.json is added by the caller). */
@@ -642,6 +626,7 @@ function adapterTrainee(o: TrainCliOptions, task: PreparedTask, targets: string[
     groups.push({ name: 'adapter', lr, params: params.map(([, t]) => t), names: params.map(([n]) => n) });
   }
   return {
+    model: peft,
     groups,
     counts: peft.getNbTrainableParameters(),
     files: () => peft.adapterFiles({ dtype: o.dtype }),
@@ -674,6 +659,7 @@ function fullTrainee(o: TrainCliOptions, task: PreparedTask, lr: number): Traine
   const size = params.reduce((n, [, t]) => n + t.size, 0);
   const dtype = o.dtype.toUpperCase() as 'F32' | 'F16' | 'BF16';
   return {
+    model,
     groups,
     counts: { trainable: size, all: size },
     files: () => {
@@ -691,26 +677,6 @@ function fullTrainee(o: TrainCliOptions, task: PreparedTask, lr: number): Traine
 /** NaN and ±Infinity are not JSON: write them as null. */
 function jsonNumbers(_key: string, value: unknown): unknown {
   return typeof value === 'number' && !Number.isFinite(value) ? null : value;
-}
-
-/**
- * Puts a fresh sampler where the checkpointed run's was: it draws the batches of the steps already
- * taken from a generator seeded as the trainer's, and checks that this makes exactly the draws the
- * checkpoint recorded (different data, --batch-size or --grad-accum would not). A checkpoint with a
- * different seed or accumulation is left to the trainer, which names the mismatch.
- */
-function fastForward(sampler: EpochSampler, dir: string, seed: number, accum: number): number | null {
-  const file = path.join(dir, TRAINER_STATE_FILE);
-  const state = readJsonFile(file, 'trainer state') as { step?: unknown; seed?: unknown; gradAccumulation?: unknown; rng?: { draws?: unknown } } | null;
-  const step = state?.step;
-  if (typeof step !== 'number' || !Number.isSafeInteger(step) || step < 0) return null; // the trainer reports it
-  if (state?.seed !== seed || state?.gradAccumulation !== accum) return step;
-  const sim = new ReplayRng(seed);
-  sampler.skip(step * accum, sim);
-  if (sim.state().draws !== state?.rng?.draws) {
-    fail(`${dir}: checkpoint does not match this run's data (it was made with a different --data, --batch-size or --grad-accum)`);
-  }
-  return step;
 }
 
 function fmt(x: number | null, digits = 4): string {
