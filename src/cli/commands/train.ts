@@ -9,6 +9,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { GLUE_TASKS, type GlueTask } from '../../data/glue.js';
+import { GLUE_METRICS } from '../../data/metrics.js';
 import { writeDirAtomic, type WriteDirOptions } from '../../io/atomic.js';
 import { checkNoOverlap, OVERWRITE_HELP, prepareOut, preparePlotFile, type PlotTarget } from '../out.js';
 import { trainingCurveSpec } from '../plots.js';
@@ -37,6 +38,9 @@ import { finiteNumber, intList, nameList, noRepeatNgramSizeOption, nonNegativeIn
 import { checkDataFormat, DATA_FORMATS, DEFAULT_FORMAT, DEFAULT_SEQ_LEN, prepareTask, TASKS, type DataFormat, type PreparedTask, type TaskName } from '../../train/tasks/index.js';
 
 export const TRAINING_LOG = 'training_log.json';
+/** --save-best: the best evaluation's adapter (or model) in this sub-folder of --out, with best.json ({ step, metric, value }). */
+export const BEST_DIR = 'best';
+export const BEST_INFO = 'best.json';
 /** The E2E generation eval's outputs: one generated text per eval MR, and the references as e2e-metrics reads them. */
 export const E2E_PREDICTIONS = 'e2e_predictions.txt';
 export const E2E_REFERENCES = 'e2e_references.txt';
@@ -89,6 +93,12 @@ export interface TrainCliOptions {
   evalData?: string;
   eval?: string;
   evalEvery?: number;
+  /** Stop after this many evaluations without improvement of --early-stopping-metric. */
+  earlyStoppingPatience?: number;
+  earlyStoppingMetric?: string;
+  earlyStoppingThreshold?: number;
+  /** --save-best [METRIC]: true (eval_loss) or the metric; the best adapter goes to --out/best/. */
+  saveBest?: string | boolean;
   labelSmoothing?: number;
   numBeams: number;
   lengthPenalty: number;
@@ -155,6 +165,22 @@ export interface TrainSummary {
   /** Bytes of its weights file (adapter_model.safetensors, or model.safetensors with --method full). */
   adapterBytes: number;
   resumedFromStep: number | null;
+  /** The run ended before --steps because --early-stopping-patience evaluations in a row did not improve. */
+  stoppedEarly: boolean;
+  /** --save-best: the best evaluation and the folder holding its adapter (--out/best); null without the flag. */
+  best: { metric: string; value: number; step: number; dir: string } | null;
+}
+
+/** An eval metric name as the task's evaluation gives it, with or without the eval_ prefix. */
+function metricName(value: string): string {
+  if (!/^[a-z][a-z0-9_]*$/.test(value)) throw new InvalidArgumentError('must be a metric name such as eval_loss or accuracy');
+  return value.startsWith('eval_') ? value : `eval_${value}`;
+}
+
+/** The metrics each task's evaluation gives during training (the E2E text metrics come after it). */
+function taskMetrics(task: TaskName, glueTask: GlueTask | undefined): string[] {
+  const names = task === 'causal-lm' ? ['loss', 'perplexity', 'accuracy'] : task === 'img-cls' ? ['loss', 'accuracy'] : ['loss', ...(glueTask ? GLUE_METRICS[glueTask] : [])];
+  return names.map((n) => `eval_${n}`);
 }
 
 function fraction(value: string): number {
@@ -233,7 +259,15 @@ checkpoint keeps its tensor names), the --model folder's tokenizer files and
 generation_config.json copied unchanged, and ${TRAINING_LOG}; vera generate and vera perplexity
 load it (--model OUT). With
 --checkpoint-dir the trainer state is saved every --checkpoint-every steps and at the end;
---resume continues from it (same flags) to the adapter (or model) an uninterrupted run would give.`;
+--resume continues from it (same flags) to the adapter (or model) an uninterrupted run would give.
+
+With --eval-data and --eval-every: --early-stopping-patience N ends the run after N evaluations in
+a row in which --early-stopping-metric (default eval_loss) did not improve by more than
+--early-stopping-threshold (default 0); --out then holds the adapter as it was at that step.
+--save-best [METRIC] (default eval_loss; lower is better for a loss or perplexity, higher for the
+others) also writes the adapter of the best evaluation to <out>/best/ (the same files, and
+best.json: {step, metric, value}); <out> itself keeps the last adapter, and the whole folder is
+written at once at the end. Neither combines with --resume.`;
 
 export function registerTrain(program: Command): void {
   program
@@ -268,6 +302,10 @@ export function registerTrain(program: Command): void {
     .option('--eval-data <file>', "evaluation data (same format); evaluated at the end with the task's metrics")
     .addOption(new Option('--eval <file>', 'the same as --eval-data').conflicts('evalData'))
     .option('--eval-every <n>', 'also evaluate every n steps (needs --eval-data)', positiveInt)
+    .option('--early-stopping-patience <n>', 'stop after n evaluations in a row without improvement of --early-stopping-metric (needs --eval-data and --eval-every)', positiveInt)
+    .option('--early-stopping-metric <name>', 'the eval metric early stopping watches (default eval_loss; lower is better for a loss or perplexity, higher for the others)', metricName)
+    .option('--early-stopping-threshold <x>', 'the least change that counts as an improvement (default 0)', nonNegativeNumber)
+    .option('--save-best [metric]', 'also write the adapter of the best evaluation (default metric eval_loss) to <out>/best/, with best.json (needs --eval-data and --eval-every)', metricName)
     .option('--label-smoothing <x>', "label smoothing ε of the training loss (torch's CrossEntropyLoss(label_smoothing)); classification and causal-lm", fraction)
     .option('--num-beams <n>', 'E2E eval: beams of the beam search generating each MR (1 = greedy)', positiveInt, 10)
     .option('--length-penalty <x>', 'E2E eval: beam length penalty (score / length^x)', finiteNumber, 0.9)
@@ -376,6 +414,7 @@ function checkFlags(o: TrainCliOptions, given: (key: string) => boolean): Resolv
   }
   if (o.glueTask !== undefined && task !== 'seq-cls') fail(`--glue-task is for --task seq-cls, not --task ${task}`);
   if (o.evalEvery !== undefined && evalData === undefined) fail('--eval-every needs --eval-data');
+  checkBestFlags(o, task, evalData);
   const generationEval = task === 'causal-lm' && dataFormat === 'e2e' && evalData !== undefined;
   for (const [key, flag] of GENERATION_FLAGS) {
     if (given(key) && !generationEval) fail(`${flag} is for the E2E generation eval (--task causal-lm --data-format e2e with --eval-data)`);
@@ -404,6 +443,24 @@ function checkFlags(o: TrainCliOptions, given: (key: string) => boolean): Resolv
   return { task, data, evalData, dataFormat, targets, write, plot };
 }
 
+/** --early-stopping-* and --save-best: they act on evaluations during the run, so they need --eval-data and --eval-every. */
+function checkBestFlags(o: TrainCliOptions, task: TaskName, evalData: string | undefined): void {
+  if (o.earlyStoppingPatience === undefined) {
+    if (o.earlyStoppingMetric !== undefined) fail('--early-stopping-metric needs --early-stopping-patience');
+    if (o.earlyStoppingThreshold !== undefined) fail('--early-stopping-threshold needs --early-stopping-patience');
+  }
+  const uses: [string, string | undefined][] = [];
+  if (o.earlyStoppingPatience !== undefined) uses.push(['--early-stopping-patience', o.earlyStoppingMetric ?? 'eval_loss']);
+  if (o.saveBest !== undefined && o.saveBest !== false) uses.push(['--save-best', typeof o.saveBest === 'string' ? o.saveBest : 'eval_loss']);
+  for (const [flag, metric] of uses) {
+    if (evalData === undefined) fail(`${flag} needs --eval-data (it acts on the evaluations)`);
+    if (o.evalEvery === undefined) fail(`${flag} needs --eval-every (one evaluation at the end leaves nothing to compare)`);
+    if (o.resume) fail(`${flag} cannot be combined with --resume (the checkpoint does not hold the best evaluation so far)`);
+    const known = taskMetrics(task, o.glueTask);
+    if (metric !== undefined && !known.includes(metric)) fail(`${flag}: --task ${task} evaluates ${known.join(', ')}, not ${metric}`);
+  }
+}
+
 // ---------------------------------------------------------------- the command
 
 export async function runTrain(o: TrainCliOptions, given: (key: string) => boolean = () => false): Promise<TrainSummary> {
@@ -428,9 +485,25 @@ export async function runTrain(o: TrainCliOptions, given: (key: string) => boole
   const { groups, counts } = trainee;
 
   // ---- training: the library's Trainer over the prepared task
+  // --save-best keeps the best evaluation's files in memory (an adapter is small); they are written
+  // into --out/best/ with everything else, in the one atomic write at the end
+  const bestMetric = o.saveBest === undefined || o.saveBest === false ? null : typeof o.saveBest === 'string' ? o.saveBest : 'eval_loss';
+  const lowerIsBetter = (m: string): boolean => /(loss|perplexity)$/.test(m);
+  const kept: { best: { value: number; step: number; files: Record<string, Uint8Array | string> } | null } = { best: null };
+  const onEval = (metrics: Record<string, number>, step: number): void => {
+    if (bestMetric === null) return;
+    const v = metrics[bestMetric];
+    if (v === undefined || Number.isNaN(v)) return;
+    const b = kept.best;
+    if (b === null || (lowerIsBetter(bestMetric) ? v < b.value : v > b.value)) kept.best = { value: v, step, files: trainee.files() };
+  };
   const trainer = new Trainer({
     model: trainee.model,
     task,
+    callbacks: { onEval },
+    ...(o.earlyStoppingPatience === undefined
+      ? {}
+      : { earlyStopping: { metric: o.earlyStoppingMetric ?? 'eval_loss', patience: o.earlyStoppingPatience, threshold: o.earlyStoppingThreshold ?? 0 } }),
     args: {
       steps: o.steps,
       epochs: o.epochs,
@@ -469,6 +542,11 @@ export async function runTrain(o: TrainCliOptions, given: (key: string) => boole
   // ---- output: the adapter, then the log beside it
   // every output file goes into --out in one atomic step, after the log that names them is built
   const outFiles = trainee.files();
+  const bestRun = kept.best;
+  if (bestMetric !== null && bestRun !== null) {
+    for (const [name, data] of Object.entries(bestRun.files)) outFiles[`${BEST_DIR}/${name}`] = data;
+    outFiles[`${BEST_DIR}/${BEST_INFO}`] = `${JSON.stringify({ step: bestRun.step, metric: bestMetric, value: bestRun.value }, null, 2)}\n`;
+  }
   const adapterBytes = (outFiles[trainee.weightsFile] as Uint8Array).byteLength;
   if (generated) {
     outFiles[E2E_PREDICTIONS] = generated.predictions.map((p) => `${p}\n`).join('');
@@ -506,6 +584,8 @@ export async function runTrain(o: TrainCliOptions, given: (key: string) => boole
     adapter: o.out,
     adapterBytes,
     resumedFromStep,
+    stoppedEarly: result.stoppedEarly,
+    best: bestMetric !== null && bestRun !== null ? { metric: bestMetric, value: bestRun.value, step: bestRun.step, dir: path.join(o.out, BEST_DIR) } : null,
   };
   const otherMethodKeys = new Set([...trainee.unusedFlags, ...(generated ? [] : GENERATION_FLAGS)].map(([k]) => k));
   const resolved = { ...o, task: taskName, data: flags.data, evalData: flags.evalData, dataFormat: flags.dataFormat, seqLen: task.seqLen, lr, steps, warmupSteps, ...trainee.resolved };
@@ -706,6 +786,8 @@ function printSummary(s: TrainSummary, dataFile: string): void {
     lines.push(`eval loss: ${fmt(s.evalLoss)}  ${metrics.join('  ')}`);
   }
   if (s.e2e) lines.push(`E2E (${s.e2e.mrs} MRs, ${s.e2e.numBeams} beams): BLEU ${(100 * s.e2e.bleu).toFixed(2)}  NIST ${s.e2e.nist.toFixed(4)}  ROUGE-L ${(100 * s.e2e.rougeL).toFixed(2)}  CIDEr ${s.e2e.cider.toFixed(4)}  (texts: ${s.e2e.predictions})`);
+  if (s.stoppedEarly) lines.push(`stopped early at step ${s.steps} (no improvement of the early-stopping metric)`);
+  if (s.best) lines.push(`best: ${s.best.metric} ${fmt(s.best.value)} at step ${s.best.step} (adapter in ${s.best.dir})`);
   lines.push(`throughput: ${s.itemsPerSecond.toFixed(0)} ${s.unit}/s (${s.items} ${s.unit} in ${s.seconds.toFixed(1)} s)`);
   if (s.method === 'full') lines.push(`model: ${s.adapter} (${MODEL_CONFIG} + ${MODEL_WEIGHTS}, ${s.adapterBytes} bytes; ${s.trainableParams} trainable params)`);
   else lines.push(`adapter: ${s.adapter} (${ADAPTER_CONFIG} + ${ADAPTER_WEIGHTS}, ${s.adapterBytes} bytes; ${s.trainableParams} trainable params)`);
