@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { withTmp } from './helpers.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const EXAMPLES = ['peft-adapter-generate', 'per-user-adapters', 'merge-and-export'];
+const EXAMPLES = ['peft-adapter-generate', 'per-user-adapters', 'merge-and-export', 'finetune-text-folder', 'classify-with-head'];
 
 interface Run { code: number | null; stdout: string; stderr: string }
 
@@ -93,6 +93,37 @@ test('peft-adapter-generate makes its own adapter when none is given', nativeOnl
   const out = await runOk('peft-adapter-generate', [...TINY, '--max-new-tokens', '4']);
   assert.match(out, /trained a VeRA adapter for 2 steps on the startrek fortunes: .*adapter_config\.json \(\d+ B\), adapter_model\.safetensors \(\d+ B\)/);
   assert.match(out, /gives the same text: yes/);
+});
+
+test('finetune-text-folder: held-out perplexity falls; best/ and last/ in --out; the reloaded best gives its recorded loss', nativeOnly, async () => {
+  await withTmp(async (dir) => {
+    const out = await runOk('finetune-text-folder', ['--steps', '8', '--eval-every', '4', '--fortunes', '30', '--r', '16', '--max-new-tokens', '6', '--out', dir]);
+    const before = Number(/held-out perplexity before: (\S+)/.exec(out)?.[1]);
+    const after = Number(/held-out perplexity after: (\S+)/.exec(out)?.[1]);
+    assert.ok(after < before, `perplexity ${before} → ${after}\n${out}`);
+    const evals = [...out.matchAll(/^step (\d+): held-out perplexity (\S+)/gm)].map((m) => Number(m[1]));
+    assert.deepEqual(evals, [4, 8]);
+    assert.match(out, /wrote 30 startrek fortunes as \.txt files/);
+    assert.match(out, /30 files, \d+ paragraphs: \d+ for training, \d+ held out/);
+    assert.deepEqual(readdirSync(path.join(dir, 'best')).sort(), ['adapter_config.json', 'adapter_model.safetensors', 'best.json']);
+    assert.deepEqual(readdirSync(path.join(dir, 'last')).sort(), ['adapter_config.json', 'adapter_model.safetensors', 'training_log.json']);
+    const best = JSON.parse(readFileSync(path.join(dir, 'best', 'best.json'), 'utf8')) as { value: number };
+    const reloaded = Number(/reloaded .*: held-out perplexity (\S+)/.exec(out)?.[1]);
+    assert.ok(Math.abs(reloaded - Math.exp(best.value)) < 0.01, `reloaded ${reloaded} vs best ${Math.exp(best.value)}`);
+    assert.match(out, /^sample: "Captain, .*" \((length|stop)\)$/m);
+  });
+});
+
+test('classify-with-head: accuracy rises; the head is saved in the adapter; reloaded accuracy equals', nativeOnly, async () => {
+  const out = await runOk('classify-with-head', ['--train', '500', '--test', '200', '--steps', '40', '--eval-every', '20', '--r', '16']);
+  const before = Number(/before training: test accuracy (\S+)%/.exec(out)?.[1]);
+  const trained = /trained 40 steps: test accuracy \S+ \((\S+)\)/.exec(out)?.[1];
+  assert.ok(trained !== undefined, out);
+  assert.ok(100 * Number(trained) > before + 10, `accuracy ${before}% → ${100 * Number(trained)}%`);
+  assert.deepEqual([...out.matchAll(/^step (\d+): test accuracy/gm)].map((m) => Number(m[1])), [20, 40]);
+  assert.match(out, /head tensors in the adapter: base_model\.model\.classifier\.bias, base_model\.model\.classifier\.weight/);
+  const reloaded = /reloaded on a fresh base: test accuracy \S+ \((\S+)\); equal: yes/.exec(out)?.[1];
+  assert.equal(reloaded, trained);
 });
 
 test('a bad argument ends the example with a non-zero exit', async () => {
