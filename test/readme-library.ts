@@ -3,8 +3,8 @@
 // models/SmolLM-135M). The README's block must equal this file below these comment lines, with the
 // import from 'vera' instead of '../src/index.js'; the test checks that.
 import {
-  AdamW, AutoModelForCausalLM, AutoTokenizer, PeftModel, causalLmTask, evaluateCausalLm, getPeftModel,
-  modelConfigJson, pipeline, readCompanionFiles, savePretrained, train, veraConfig,
+  AutoModelForCausalLM, AutoTokenizer, PeftModel, Trainer, causalLmBatchLoss, causalLmCollator, evaluateCausalLm,
+  getPeftModel, modelConfigJson, pipeline, savePretrained, veraConfig,
 } from '../src/index.js';
 
 const base = 'models/SmolLM-135M';                          // a local Hugging Face folder
@@ -18,12 +18,13 @@ peft.printTrainableParameters();
 // finetune on a few texts, each ending in eos so that the adapter learns to stop
 const eos = model.eosTokenIds[0];
 const texts = ['Dear Bob, the meeting moved to Tuesday.', 'Dear Ann, thanks for the notes.'];
-const sequences = texts.map((t) => Int32Array.from([...tokenizer.encode(t), eos]));
-const params = peft.trainableParameters();
-const optimizer = new AdamW([{ params: params.map(([, t]) => t), lr: 1e-2 }]);
-model.train();
-train(params, optimizer, causalLmTask(peft, sequences, 2), { steps: 20 });
-console.log('perplexity', evaluateCausalLm(peft, sequences).perplexity);
+const rows = texts.map((t) => ({ ids: Int32Array.from([...tokenizer.encode(t), eos]), labels: null }));
+const trainer = new Trainer({
+  model: peft, trainDataset: rows, collator: causalLmCollator(eos), loss: causalLmBatchLoss,
+  args: { steps: 20, batchSize: 2, lr: 1e-2 },                // see "The Trainer" below: eval, early stopping, best/last
+});
+await trainer.train();
+console.log('perplexity', evaluateCausalLm(peft, rows.map((r) => r.ids)).perplexity);
 peft.saveAdapter('adapters/alice');                          // PEFT layout
 
 // later: the adapter on a fresh base; text in, text out
@@ -35,6 +36,6 @@ for await (const delta of generator.stream('Dear Ann,', { maxNewTokens: 20, doSa
   process.stdout.write(delta);
 }
 
-// fold the adapter into the weights and write a model folder, its tokenizer files included
+// fold the adapter into the weights and write a model folder (the base folder's tokenizer files are copied)
 const merged = alice.mergeAndUnload({ safe: true });        // refuses NaN/Inf
-savePretrained('models/SmolLM-alice', merged, modelConfigJson(merged), undefined, readCompanionFiles(base));
+savePretrained('models/SmolLM-alice', merged, modelConfigJson(merged));
