@@ -2,11 +2,18 @@
 // table7-projections, fig3-d-norms, appd-similarity, seed000-forgetting): the adapted modules, the
 // users, the budgets of a full and a --tiny run, the configs per seed, and where in the model a
 // parameter or adapted layer sits.
+import * as path from 'node:path';
 import type { LlamaForCausalLM } from '../src/models/index.js';
 import { AdapterLayer, loraConfig, veraConfig, type LoraConfig, type PeftModel, type VeraConfigInit, type VeraConfig } from '../src/peft/index.js';
 import { evaluateCausalLm, type LmEvaluation } from '../src/train/index.js';
 import { loadUserData, type TextData, type User } from './text.js';
 import type { ExperimentContext } from './types.js';
+
+/** The model folder as the tables show it: relative to the working directory when inside it (no machine paths in committed results). */
+function modelLabel(ctx: ExperimentContext): string {
+  const rel = path.relative(process.cwd(), ctx.textModel);
+  return rel.startsWith('..') || path.isAbsolute(rel) ? ctx.textModel : rel;
+}
 
 /** Every linear layer of a Llama block, as the brief's default VeRA placement. */
 export const TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
@@ -112,7 +119,7 @@ export function veraNorms(peft: PeftModel<LlamaForCausalLM>, dInitial: number, n
 /** The lines every result's Markdown starts with after its title. */
 export function budgetLines(ctx: ExperimentContext, b: Budget, us: readonly string[], extra: string[] = []): string[] {
   return [
-    `Seeds: ${ctx.seeds.join(', ')} (seed s: the data order, LoRA's A via manualSeed(s), VeRA's projection_prng_key s). Model: the embedded fortune Llama (\`${ctx.textModel}\`). Users: ${us.join(', ')} (held-out fortune categories; train on the train split, perplexity on the eval split${b.evalLimit ? `, first ${b.evalLimit} sequences` : ''}).`,
+    `Seeds: ${ctx.seeds.join(', ')} (seed s: the data order, LoRA's A via manualSeed(s), VeRA's projection_prng_key s). Model: the embedded fortune Llama (\`${modelLabel(ctx)}\`). Users: ${us.join(', ')} (held-out fortune categories; train on the train split, perplexity on the eval split${b.evalLimit ? `, first ${b.evalLimit} sequences` : ''}).`,
     `Budget per run: ${b.steps} steps, batch ${b.batchSize} sequences (≤ ${b.seqLen} tokens), constant lr (VeRA ${VERA_LR}, LoRA ${LORA_LR}), AdamW (weight decay 0.01), gradient norm clipped at 1; a fresh base per run. Adapted: ${TARGETS.join(', ')} of every block.${ctx.tiny ? ' **--tiny: a smoke test, the numbers mean nothing.**' : ''}`,
     ...extra,
   ];
