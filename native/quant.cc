@@ -103,7 +103,7 @@ QWeight read_weight(const Args& a, size_t at, const char* K) {
     need(K, "data", nData, n);
     need(K, "scales", nScales, double(w.rows));
   } else {
-    require(w.block >= 1, K, "blockSize must be >= 1");
+    require(w.block >= 16 && w.block <= 4096 && (w.block & (w.block - 1)) == 0, K, "blockSize must be a power of two in [16, 4096]");
     need(K, "data", nData, std::ceil(n / 2));
     need(K, "code", nCode, 16);
     const double blocks = std::ceil(n / double(w.block));

@@ -143,6 +143,8 @@ export function quantizedCheck(K: string, w: QuantizedData): { rows: number; col
     bytes('w.scales', w.scales.length, rows);
   } else if (w.format === 'nf4') {
     const bs = int(K, 'w.blockSize', w.blockSize, 1);
+    // bitsandbytes' block sizes: powers of two from 16 to 4096 (64 here unless a checkpoint says otherwise)
+    if (bs < 16 || bs > 4096 || (bs & (bs - 1)) !== 0) fail(K, `w.blockSize must be a power of two in [16, 4096], got ${bs}`);
     const blocks = Math.ceil(n / bs);
     bytes('w.data', w.data.length, Math.ceil(n / 2));
     if (w.code.length !== 16) fail(K, `w.code must hold 16 values, got ${w.code.length}`);
