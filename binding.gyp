@@ -9,7 +9,9 @@
         "native/thread_pool.cc",
         "native/attention.cc",
         "native/vera.cc",
-        "native/ragged.cc"
+        "native/ragged.cc",
+        "native/quant.cc",
+        "native/quant_avx512.cc"
       ],
       "dependencies": ["vera_gemm_avx2"],
       "cflags_cc!": ["-fno-exceptions"],

@@ -382,6 +382,11 @@ bool gemm_small_m(int64_t batch, int64_t m, int64_t n, int64_t k,
 
 bool has_avx2_fma() { return kernel != micro_kernel_portable; }
 
+void small_nt_rows(int64_t m, int64_t k, const float* A, int64_t lda, const float* B, int64_t ldb,
+                   int64_t j0, int64_t j1, float* C, int64_t ldc, bool accumulate) {
+  small_nt(m, k, A, lda, B, ldb, j0, j1, C, ldc, accumulate);
+}
+
 const char* gemm_kernel_name() { return kernel == micro_kernel_portable ? "portable" : "avx2-fma"; }
 
 void sgemm_batched(int64_t batch, int64_t m, int64_t n, int64_t k,

@@ -37,6 +37,10 @@ void small_nn_avx2(int64_t m, int64_t k, const float* A, int64_t rsA, int64_t cs
                    int64_t j0, int64_t j1, float* C, int64_t ldc, bool accumulate);
 #endif
 
+/** The small-m "nt" kernel chosen at run time (AVX2/FMA or portable), on the calling thread. */
+void small_nt_rows(int64_t m, int64_t k, const float* A, int64_t lda, const float* B, int64_t ldb,
+                   int64_t j0, int64_t j1, float* C, int64_t ldc, bool accumulate);
+
 /** Multithreaded over the pool (serial when called from a worker). */
 void sgemm(int64_t m, int64_t n, int64_t k,
            const float* A, int64_t rsA, int64_t csA,

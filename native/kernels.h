@@ -22,5 +22,7 @@ extern const BindingEntry kAttentionBindings[];
 extern const BindingEntry kVeraBindings[];
 // ragged.cc
 extern const BindingEntry kRaggedBindings[];
+// quant.cc
+extern const BindingEntry kQuantBindings[];
 
 }  // namespace vera

@@ -48,6 +48,7 @@ class Args {
   /** Float32Array data (nullptr for null); its element count in *len when given. */
   float* f32(size_t i, size_t* len = nullptr) const { return static_cast<float*>(typed(i, napi_float32_array, "Float32Array", len)); }
   int32_t* i32(size_t i, size_t* len = nullptr) const { return static_cast<int32_t*>(typed(i, napi_int32_array, "Int32Array", len)); }
+  uint8_t* u8(size_t i, size_t* len = nullptr) const { return static_cast<uint8_t*>(typed(i, napi_uint8_array, "Uint8Array", len)); }
   size_t length(size_t i) const {
     size_t n = 0;
     typed(i, napi_float32_array, "Float32Array", &n);

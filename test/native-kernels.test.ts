@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 
 import { tsKernels } from '../src/backends/index.js';
 import { loadAddon, nativeKernels } from '../src/backends/native/index.js';
-import { Rng } from '../src/tensor/index.js';
+import { Rng, quantize } from '../src/tensor/index.js';
 import type { AttentionParams, BinaryOp, Conv2dParams, Kernels, MatmulParams, UnaryOp } from '../src/tensor/index.js';
 
 const load = loadAddon();
@@ -162,6 +162,17 @@ describe('native kernels match the TypeScript reference', { skip }, () => {
       const x = randn(outer * reduce * inner);
       compare({ x, out: new Float32Array(outer * inner) }, ['out'], (k, b) => k.sumReduce(F32(b.x), outer, reduce, inner, F32(b.out)));
       compare({ x, out: new Float32Array(outer * inner) }, ['out'], (k, b) => k.maxReduce(F32(b.x), outer, reduce, inner, F32(b.out)));
+    }
+  });
+
+  test('quantized matmuls (bf16, int8, nf4, nf4 double-quantized): forward and input gradient, decode and prefill sizes', () => {
+    for (const [m, n, k] of [[1, 33, 70], [4, 130, 257], [65, 70, 300]]) {
+      for (const [fmt, dq] of [['bf16', false], ['int8', false], ['nf4', false], ['nf4', true]] as const) {
+        const w = quantize(randn(n * k, 0.1), n, k, fmt, { doubleQuant: dq });
+        // 1e-4: the bf16 decode path on AVX-512 BF16 CPUs splits activations into two bf16 halves
+        compare({ x: randn(m * k), out: new Float32Array(m * n) }, ['out'], (kk, b) => kk.quantMatmul(b.x as Float32Array, w, m, b.out as Float32Array), 1e-4);
+        compare({ gy: randn(m * n), gx: new Float32Array(m * k) }, ['gx'], (kk, b) => kk.quantMatmulInputGrad(b.gy as Float32Array, w, m, b.gx as Float32Array), 1e-4);
+      }
     }
   });
 

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 
 import { backendNames, useBackend } from '../src/backends/index.js';
 import { loadAddon, nativeKernels } from '../src/backends/native/index.js';
-import { F, Rng, Tensor, kernels, noGrad } from '../src/tensor/index.js';
+import { F, Rng, Tensor, kernels, noGrad, quantize } from '../src/tensor/index.js';
 import type { Kernels, Storage } from '../src/tensor/index.js';
 
 /** `fn` throws an Error whose message is one non-empty line. */
@@ -65,6 +65,8 @@ const KERNEL_CALLS: Record<string, ValidCall> = {
   sumReduce: (k) => [st(k, 24), 2, 3, 4, st(k, 8)],
   maxReduce: (k) => [st(k, 24), 2, 3, 4, st(k, 8)],
   sumSquares: (k) => [st(k, 7)],
+  quantMatmul: (k) => [st(k, 2 * 32), quantize(new Float32Array(160).fill(0.25), 5, 32, 'nf4'), 2, st(k, 2 * 5)],
+  quantMatmulInputGrad: (k) => [st(k, 2 * 5), quantize(new Float32Array(160).fill(0.25), 5, 32, 'nf4'), 2, st(k, 2 * 32)],
   matmul: (k) => [st(k, 2 * 3 * 4), st(k, 4 * 5), st(k, 2 * 3 * 5), { batch: 2, m: 3, n: 5, k: 4, transA: false, transB: true, strideA: 12, strideB: 0, accumulate: false }],
   softmax: (k) => [st(k, 6), 2, 3, st(k, 6)],
   softmaxBackward: (k) => [st(k, 6), st(k, 6), 2, 3, st(k, 6)],
@@ -150,6 +152,7 @@ function mutations(kernel: string, k: Kernels, make: ValidCall, ignored: readonl
       for (const [name, v] of Object.entries(a as Record<string, unknown>)) {
         if (typeof v === 'number') for (const bad of [1e9, -1, 0.5, NaN]) field(name, bad, `= ${bad}`, !FREE_FIELDS.has(name));
         else if (v instanceof Float32Array) field(name, new Float32Array(1), 'short', true);
+        else if (v instanceof Uint8Array) field(name, new Uint8Array(1), 'short', true);
         else if (v instanceof Int32Array) field(name, new Int32Array(v.length).fill(1e9), 'indices 1e9', true);
         else if (isStorage(v)) field(name, k.alloc(0), 'empty', true);
       }
@@ -228,6 +231,7 @@ const OP_PROBES: Record<string, (() => unknown)[]> = {
   maxAlong: [() => F.maxAlong(t([2, 3]), 2), () => F.maxAlong(t([2, 3]), 0.5)],
   argmax: [() => F.argmax(fake([64, 64])), () => F.argmax(null as unknown as Tensor)],
   matmul: [() => F.matmul(fake([64, 64]), t([64, 64])), () => F.matmul(t([2, 3]), t([4, 5])), () => F.matmul(t([3]), t([3, 2])), () => F.matmul(t([2, 2, 3]), t([3, 3, 4]))],
+  linearQuantized: [() => F.linearQuantized(t([2, 3]), quantize(new Float32Array(8), 2, 4, 'int8'), null), () => F.linearQuantized(fake([64, 64]), quantize(new Float32Array(64 * 64), 64, 64, 'bf16'), null)],
   linear: [() => F.linear(t([2, 3]), t([4, 5]), null), () => F.linear(t([2, 3]), t([4, 3]), t([5]))],
   softmax: [() => F.softmax('x' as unknown as Tensor), () => F.softmax(fake([8, 8]))],
   logSoftmax: [() => F.logSoftmax(null as unknown as Tensor), () => F.logSoftmax(fake([8, 8]))],

@@ -2,6 +2,17 @@
 // naming the flag.
 import { InvalidArgumentError, Option } from 'commander';
 import { fail } from '../io/errors.js';
+import { WEIGHT_FORMATS, isWeightFormat, type WeightFormat } from '../tensor/quant.js';
+
+/** `--weights`: the format of the base model's frozen linear weights. */
+export function weightFormat(value: string): WeightFormat {
+  if (!isWeightFormat(value)) throw new InvalidArgumentError(`must be one of ${WEIGHT_FORMATS.join(', ')}`);
+  return value;
+}
+
+export const WEIGHTS_HELP = 'frozen linear weights of the base: f32, bf16, int8 (per-row absmax) or nf4 (QLoRA 4-bit, blocks of 64); embeddings, norms and lm_head stay f32';
+export const DOUBLE_QUANT_HELP = 'with --weights nf4: double-quantize the block scales (QLoRA)';
+
 
 export function positiveInt(value: string): number {
   const n = Number(value);

@@ -5,8 +5,8 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import type { Module } from '../nn/index.js';
-import { defaultRng, withAllocationBudget, type Rng, type Tensor } from '../tensor/index.js';
+import { Linear, type Module } from '../nn/index.js';
+import { defaultRng, parseWeightFormat, quantize, withAllocationBudget, type QuantFormat, type Rng, type Tensor, type WeightFormat } from '../tensor/index.js';
 import { readJsonFile, writeDirAtomic, type WriteDirOptions } from '../io/atomic.js';
 import { fail } from '../io/errors.js';
 import { loadCheckpointTensors, serializeSafetensors, type CheckpointTensors, type Dtype, type TensorToWrite, type WriteDtype } from '../io/safetensors.js';
@@ -265,6 +265,7 @@ export function loadCheckpointInto(
   checkpointPath: (key: string) => string | null = (k) => k,
   newlyInitialized: (path: string) => boolean = () => false,
   allowNonFinite = false,
+  store?: (t: Tensor, values: Float32Array, key: string) => boolean,
 ): CheckpointInfo {
   const source = checkpointSource(ckpt);
   const state = model.stateDict();
@@ -314,6 +315,8 @@ export function loadCheckpointInto(
     const values = data();
     // a NaN weight otherwise surfaces only as a NaN loss or perplexity, far from its cause
     if (!allowNonFinite) checkFinite(values, file, key);
+    // a weight held in a compact format is quantized from these values: no float32 copy stays
+    if (store?.(t, values, key)) continue;
     t.copyFrom(values);
   }
   return { source, files: [...ckpt.files], params, extras, newlyInitialized: fresh };
@@ -335,6 +338,36 @@ export interface LoadPretrainedOptions {
    * num_labels=…)` does to the config; the returned `configJson` holds them (saving writes them).
    */
   configOverrides?: JsonObject;
+  /**
+   * The format of the frozen linear weights (default f32): bf16, int8 or nf4 quantize each linear
+   * layer's weight of a causal LM (gpt2, llama, mistral, qwen2) as it is read, one at a time;
+   * embeddings, norms, biases and lm_head stay float32. See tensor/quant.ts for the formats.
+   */
+  weights?: WeightFormat;
+  /** nf4: double-quantize the block scales (QLoRA). */
+  doubleQuant?: boolean;
+}
+
+/** Model types whose linear layers `weights` may quantize. */
+export const QUANTIZABLE_MODEL_TYPES: readonly ModelType[] = ['gpt2', 'llama', 'mistral', 'qwen2'];
+
+/** The linear layers a compact `weights` format applies to: every Linear but lm_head (kept float32, as bitsandbytes does). */
+export function quantizableLinears(model: Module): [string, Linear][] {
+  const out: [string, Linear][] = [];
+  for (const [p, m] of model.namedModules()) if (m instanceof Linear && !/(^|\.)lm_head$/.test(p)) out.push([p, m]);
+  return out;
+}
+
+/** A `store` hook for loadCheckpointInto that quantizes the targeted linear weights as they are read. */
+function quantizingStore(model: Module, format: QuantFormat, doubleQuant: boolean): (t: Tensor, values: Float32Array, key: string) => boolean {
+  const targets = new Map<Tensor, Linear>();
+  for (const [, m] of quantizableLinears(model)) targets.set(m.weight, m);
+  return (t, values, key) => {
+    const m = targets.get(t);
+    if (!m) return false;
+    m.setQuantized(quantize(values, m.outFeatures, m.inFeatures, format, { transposed: m.fanInFanOut, doubleQuant, name: key }), true);
+    return true;
+  };
 }
 
 /**
@@ -350,8 +383,14 @@ export function loadPretrained(dir: string, opts: LoadPretrainedOptions = {}): L
   const ckpt = loadCheckpointTensors(dir);
   const stored = checkpointElements(ckpt);
   checkModelFitsMemory(dir, stored);
+  const format = parseWeightFormat(opts.weights ?? 'f32', 'weights');
+  const type = String(configJson.model_type);
+  if (format !== 'f32' && !(QUANTIZABLE_MODEL_TYPES as readonly string[]).includes(type)) {
+    fail(`${dir}: weights ${format} applies to causal LM bases (${QUANTIZABLE_MODEL_TYPES.join(', ')}); a ${type} model loads as f32`);
+  }
   const model = buildBounded(configFile, stored + BUILD_SLACK, `its checkpoint holds ${stored}`, () => family.fromConfig(configJson, configFile, { init: false }));
-  const checkpoint = loadCheckpointInto(model, ckpt, family.checkpointPath, family.newlyInitialized, opts.allowNonFinite ?? false);
+  const store = format === 'f32' ? undefined : quantizingStore(model, format, opts.doubleQuant ?? false);
+  const checkpoint = loadCheckpointInto(model, ckpt, family.checkpointPath, family.newlyInitialized, opts.allowNonFinite ?? false, store);
   if (checkpoint.newlyInitialized.length > 0) {
     const fresh = new Set(checkpoint.newlyInitialized.map((p) => p.path));
     family.initWeights?.(model, (p) => fresh.has(p));
@@ -421,6 +460,16 @@ export function pretrainedFiles(model: Module, configJson: JsonObject, keyMap?: 
     checkRepresentable(label, key, data, stored);
     tensors[key] = { data, shape: [...shape], dtype: stored };
   };
+  // a weight held quantized is written dequantized (bf16 as BF16, exactly; int8/nf4 values in the
+  // checkpoint's dtype: quantizing them again gives the same codes up to float rounding)
+  for (const [p, m] of model.namedModules()) {
+    if (!(m instanceof Linear) || !m.quantized) continue;
+    const wp = p ? `${p}.weight` : 'weight';
+    const entry = keyMap?.params.get(wp);
+    const w = m.dequantizedWeight();
+    const dtype = m.quantized.format === 'bf16' && !opts.dtype ? 'BF16' : entry?.dtype;
+    put(entry?.key ?? wp, w.data(), w.shape, dtype);
+  }
   for (const [p, t] of owned) {
     const entry = keyMap?.params.get(p);
     if (keyMap && !entry) throw new Error(`savePretrained: parameter "${p}" is not in the checkpoint key map (was the model changed since loading?)`);
@@ -428,7 +477,9 @@ export function pretrainedFiles(model: Module, configJson: JsonObject, keyMap?: 
     put(entry?.key ?? p, t.data(), t.shape, entry?.dtype);
   }
   if (keyMap) {
-    for (const p of keyMap.params.keys()) if (!owned.has(p)) throw new Error(`savePretrained: checkpoint parameter "${p}" is not in the model`);
+    const quantized = new Set<string>();
+    for (const [p, m] of model.namedModules()) if (m instanceof Linear && m.quantized) quantized.add(p ? `${p}.weight` : 'weight');
+    for (const p of keyMap.params.keys()) if (!owned.has(p) && !quantized.has(p)) throw new Error(`savePretrained: checkpoint parameter "${p}" is not in the model`);
     for (const e of keyMap.extras) {
       const tied = e.tiedTo === null ? undefined : owned.get(e.tiedTo);
       if (e.tiedTo !== null && !tied) throw new Error(`savePretrained: "${e.key}" is tied to "${e.tiedTo}", which the model lacks`);

@@ -1,5 +1,9 @@
 // Standard layers. Initializers follow PyTorch's defaults so freshly built models train alike.
-import { F, Tensor, checkAllocation, defaultRng, type Rng } from '../tensor/index.js';
+import { F, Tensor, checkAllocation, defaultRng, dequantize, quantize, type QuantFormat, type QuantizedData, type Rng, type WeightFormat } from '../tensor/index.js';
+import { VeraError } from '../io/errors.js';
+import { kernels } from '../tensor/device.js';
+
+const EMPTY_WEIGHT = (): Tensor => Tensor.zeros([0]);
 import { Module } from './module.js';
 
 /** U(-bound, bound) of the given shape. */
@@ -22,13 +26,21 @@ export interface LinearOptions {
   rng?: Rng;
 }
 
-/** y = x·Wᵀ + b. With fanInFanOut the weight is stored transposed, (in, out). */
+/**
+ * y = x·Wᵀ + b. With fanInFanOut the weight is stored transposed, (in, out).
+ *
+ * A frozen base layer may hold its weight in a compact format instead (`quantize`, or
+ * `setQuantized` from a pre-quantized checkpoint): then the float32 `weight` parameter is gone
+ * (reading it is an error naming the format), `quantized` holds the (out, in) compact weight
+ * whatever fanInFanOut says, and forward runs the quantized kernels (input gradients only).
+ */
 export class Linear extends Module {
   readonly inFeatures: number;
   readonly outFeatures: number;
   readonly fanInFanOut: boolean;
-  weight: Tensor;
   bias: Tensor | null;
+  #weight: Tensor;
+  #quantized: QuantizedData | null = null;
 
   constructor(inFeatures: number, outFeatures: number, opts: LinearOptions = {}) {
     super();
@@ -38,12 +50,77 @@ export class Linear extends Module {
     // torch.nn.Linear's default: kaiming_uniform(a=√5) ⇒ U(±1/√in) for weight and bias
     const bound = 1 / Math.sqrt(inFeatures);
     const shape = this.fanInFanOut ? [inFeatures, outFeatures] : [outFeatures, inFeatures];
-    this.weight = this.addParameter('weight', uniformTensor(shape, bound, opts.rng));
+    this.#weight = this.addParameter('weight', uniformTensor(shape, bound, opts.rng));
     this.bias = opts.bias === false ? null : this.addParameter('bias', uniformTensor([outFeatures], bound, opts.rng));
   }
 
+  get weight(): Tensor {
+    if (this.#quantized) throw new VeraError(`this linear layer holds its weight as ${this.#quantized.format}; use dequantizedWeight() for a float32 copy`);
+    return this.#weight;
+  }
+
+  set weight(t: Tensor) {
+    this.#weight = t;
+  }
+
+  /** The compact weight, or null for a float32 one. */
+  get quantized(): QuantizedData | null {
+    return this.#quantized;
+  }
+
+  /** 'f32' or the compact format the weight is held in. */
+  get weightFormat(): WeightFormat {
+    return this.#quantized?.format ?? 'f32';
+  }
+
+  /**
+   * Replaces the float32 weight by its `format` form (bf16 rounds to nearest even; int8, nf4 as in
+   * tensor/quant.ts) and releases the float32 storage. NaN/Inf are refused in one line.
+   */
+  quantize(format: QuantFormat, opts: { doubleQuant?: boolean; name?: string } = {}): void {
+    if (this.#quantized) throw new VeraError(`this linear layer is already quantized (${this.#quantized.format})`);
+    const w = this.#weight;
+    const q = quantize(w.data(), this.outFeatures, this.inFeatures, format, { ...opts, transposed: this.fanInFanOut });
+    this.setQuantized(q, true);
+  }
+
+  /**
+   * Holds `q` ((out, in), already quantized) as the weight; the float32 one is dropped (its storage
+   * released at once with `release`, when nothing else shares it).
+   */
+  setQuantized(q: QuantizedData, release = false): void {
+    if (q.rows !== this.outFeatures || q.cols !== this.inFeatures) throw new VeraError(`quantized weight is ${q.rows}×${q.cols}, the layer is ${this.outFeatures}×${this.inFeatures} (out × in)`);
+    if (!this.#quantized) {
+      this.removeParameter('weight');
+      if (release) kernels().free?.(this.#weight.storage);
+      this.#weight = EMPTY_WEIGHT();
+    }
+    this.#quantized = q;
+  }
+
+  /** Back to a float32 weight (dequantized), e.g. to write an f32 merged model. */
+  dequantize_(): void {
+    if (!this.#quantized) return;
+    const w = this.dequantizedWeight();
+    this.#quantized = null;
+    this.#weight = this.addParameter('weight', w, false);
+  }
+
+  /** A float32 copy of the weight in the layer's own layout ((in, out) with fanInFanOut). */
+  dequantizedWeight(): Tensor {
+    if (!this.#quantized) return this.#weight.clone();
+    const d = dequantize(this.#quantized);
+    if (!this.fanInFanOut) return Tensor.fromArray(d, [this.outFeatures, this.inFeatures]);
+    const t = new Float32Array(d.length);
+    const o = this.outFeatures;
+    const i = this.inFeatures;
+    for (let r = 0; r < o; r++) for (let c = 0; c < i; c++) t[c * o + r] = d[r * i + c];
+    return Tensor.fromArray(t, [i, o]);
+  }
+
   forward(x: Tensor): Tensor {
-    return F.linear(x, this.weight, this.bias, this.fanInFanOut);
+    if (this.#quantized) return F.linearQuantized(x, this.#quantized, this.bias);
+    return F.linear(x, this.#weight, this.bias, this.fanInFanOut);
   }
 }
 

@@ -1,7 +1,7 @@
 // The machinery every PEFT method shares: a layer that wraps a frozen base Linear and carries
 // named adapters, merging with a NaN/Inf guard, and the method interface the PeftModel drives.
 import { VeraError } from '../io/errors.js';
-import { F, Tensor, noGrad } from '../tensor/index.js';
+import { F, Tensor, noGrad, quantize } from '../tensor/index.js';
 import { Linear, Module } from '../nn/index.js';
 import type { BasePeftConfig } from './config.js';
 
@@ -103,7 +103,7 @@ export abstract class AdapterLayer<A = unknown> extends Module {
       for (const name of names) {
         if (this.mergedAdapters.includes(name) || !this.adapters.has(name)) continue;
         // only a safe merge needs the merged values; otherwise what can fail is checked cheaply
-        if (safe) this.checkFinite(name, F.add(this.base_layer.weight, this.deltaWeight(name)), where);
+        if (safe) this.checkFinite(name, F.add(this.base_layer.dequantizedWeight(), this.deltaWeight(name)), where);
         else this.assertMergeable(name);
       }
     });
@@ -125,10 +125,17 @@ export abstract class AdapterLayer<A = unknown> extends Module {
   private mergeEach(names: string[], safe: boolean, done: string[], where: string): void {
     for (const name of names) {
       if (this.mergedAdapters.includes(name) || !this.adapters.has(name)) continue;
-      const w = this.base_layer.weight;
-      const merged = F.add(w, this.deltaWeight(name));
-      if (safe) this.checkFinite(name, merged, where);
-      w.copyFrom(merged);
+      const base = this.base_layer;
+      if (base.quantized) {
+        const merged = F.add(base.dequantizedWeight(), this.deltaWeight(name));
+        if (safe) this.checkFinite(name, merged, where);
+        requantize(base, merged);
+      } else {
+        const w = base.weight;
+        const merged = F.add(w, this.deltaWeight(name));
+        if (safe) this.checkFinite(name, merged, where);
+        w.copyFrom(merged);
+      }
       this.mergedAdapters.push(name);
       done.push(name);
     }
@@ -139,11 +146,27 @@ export abstract class AdapterLayer<A = unknown> extends Module {
     noGrad(() => {
       for (let i = 0; i < count && this.mergedAdapters.length > 0; i++) {
         const name = this.mergedAdapters.pop()!;
-        const w = this.base_layer.weight;
-        w.copyFrom(F.sub(w, this.deltaWeight(name)));
+        const base = this.base_layer;
+        if (base.quantized) requantize(base, F.sub(base.dequantizedWeight(), this.deltaWeight(name)));
+        else base.weight.copyFrom(F.sub(base.weight, this.deltaWeight(name)));
       }
     });
   }
+}
+
+let warnedRounding = false;
+
+/**
+ * A merge into a quantized base: W0 (dequantized) ± ΔW is quantized again in the same format, which
+ * rounds it; one line says so per process (as PEFT warns for 4/8-bit merges).
+ */
+function requantize(base: Linear, merged: Tensor): void {
+  const q = base.quantized!;
+  if (!warnedRounding) {
+    warnedRounding = true;
+    process.stderr.write(`vera: warning: merging into a ${q.format} base quantizes the merged weights again (dequantize, add ΔW, requantize); outputs may differ slightly from the unmerged model through rounding\n`);
+  }
+  base.setQuantized(quantize(merged.data(), base.outFeatures, base.inFeatures, q.format, { transposed: base.fanInFanOut, doubleQuant: q.nested !== null }));
 }
 
 /** The layers of class `cls` in `model` that carry adapter `name`, with their paths. */

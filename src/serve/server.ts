@@ -3,6 +3,7 @@
 // with its own adapter. Adapters, tenants, API keys, files and fine-tuning jobs live in the SQLite
 // store alone: the engine's registrations are a cache checked against the store's checksum on each
 // request, so replicas sharing the store see each other's writes and a restart loses nothing.
+import type { WeightFormat } from '../tensor/quant.js';
 import { randomBytes, randomInt } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import { STATUS_CODES } from 'node:http';
@@ -66,6 +67,9 @@ export const DEFAULT_LIMITS: ServerLimits = {
 export interface ServeOptions {
   /** The base model folder (Hugging Face layout, with tokenizer.json for text). */
   modelDir: string;
+  /** Format of the served base's frozen linear weights (default f32); fine-tuning jobs still load their own f32 base. */
+  weights?: WeightFormat;
+  doubleQuant?: boolean;
   /** The SQLite store's path. */
   storePath: string;
   /** The base model's name in `model` (default: the folder's name, as vLLM). */
@@ -213,7 +217,7 @@ export class VeraServer {
 
   /** Load the base model and open the store; nothing listens yet. */
   static async create(opts: ServeOptions): Promise<VeraServer> {
-    const loaded = loadPretrained(opts.modelDir);
+    const loaded = loadPretrained(opts.modelDir, { weights: opts.weights, doubleQuant: opts.doubleQuant });
     const model = loaded.model;
     if (!isCausalLM(model)) throw new VeraError(`${opts.modelDir}: serve needs a causal language model, this is a ${loaded.modelType}`);
     const tokenizer = await loadTokenizer(opts.modelDir);

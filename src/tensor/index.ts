@@ -5,3 +5,4 @@ export type * from './kernels.js';
 export { kernels, setKernels } from './device.js';
 export { checkedKernels } from './kernel-checks.js';
 export { withAllocationBudget, checkAllocation } from './alloc-budget.js';
+export * from './quant.js';

@@ -7,6 +7,7 @@ import type {
   AdamWParams, AttentionParams, BinaryOp, Conv2dParams, Kernels, MatmulParams, Pool2dParams, RaggedAttentionParams, Storage, UnaryOp,
   VeraParams, VeraRoutedParams,
 } from './kernels.js';
+import type { QuantizedData } from './quant.js';
 
 const UNARY: ReadonlySet<string> = new Set<UnaryOp>(['neg', 'exp', 'log', 'tanh', 'sqrt', 'rsqrt', 'sigmoid', 'abs', 'square', 'relu', 'silu', 'gelu_tanh', 'gelu_erf']);
 const BINARY: ReadonlySet<string> = new Set<BinaryOp>(['add', 'sub', 'mul', 'div', 'max', 'min']);
@@ -122,6 +123,41 @@ function matmulCheck(a: Storage, b: Storage, out: Storage, p: MatmulParams): voi
   if (batch > 0 && m * k > 0) holds(K, 'a', a, (batch - 1) * sa + m * k);
   if (batch > 0 && k * n > 0) holds(K, 'b', b, (batch - 1) * sb + k * n);
   holds(K, 'out', out, batch * m * n);
+}
+
+/** A compact weight: its format, sizes and every array it carries agree, so a kernel can index them blindly. */
+export function quantizedCheck(K: string, w: QuantizedData): { rows: number; cols: number } {
+  if (typeof w !== 'object' || w === null) fail(K, 'w must be a quantized weight');
+  const rows = int(K, 'w.rows', w.rows);
+  const cols = int(K, 'w.cols', w.cols);
+  const n = rows * cols;
+  if (!(w.data instanceof Uint8Array)) fail(K, 'w.data must be a Uint8Array');
+  if (!(w.scales instanceof Float32Array)) fail(K, 'w.scales must be a Float32Array');
+  if (!(w.code instanceof Float32Array)) fail(K, 'w.code must be a Float32Array');
+  const bytes = (what: string, have: number, need: number): void => {
+    if (have < need) fail(K, `${what} holds ${have} elements, ${need} needed`);
+  };
+  if (w.format === 'bf16') bytes('w.data', w.data.length, 2 * n);
+  else if (w.format === 'int8') {
+    bytes('w.data', w.data.length, n);
+    bytes('w.scales', w.scales.length, rows);
+  } else if (w.format === 'nf4') {
+    const bs = int(K, 'w.blockSize', w.blockSize, 1);
+    // bitsandbytes' block sizes: powers of two from 16 to 4096 (64 here unless a checkpoint says otherwise)
+    if (bs < 16 || bs > 4096 || (bs & (bs - 1)) !== 0) fail(K, `w.blockSize must be a power of two in [16, 4096], got ${bs}`);
+    const blocks = Math.ceil(n / bs);
+    bytes('w.data', w.data.length, Math.ceil(n / 2));
+    if (w.code.length !== 16) fail(K, `w.code must hold 16 values, got ${w.code.length}`);
+    if (w.nested) {
+      const q = w.nested;
+      if (!(q.qscales instanceof Uint8Array) || !(q.scales2 instanceof Float32Array) || !(q.code2 instanceof Float32Array)) fail(K, 'w.nested must hold Uint8Array qscales, Float32Array scales2 and code2');
+      bytes('w.nested.qscales', q.qscales.length, blocks);
+      bytes('w.nested.scales2', q.scales2.length, Math.ceil(blocks / 256));
+      if (q.code2.length !== 256) fail(K, `w.nested.code2 must hold 256 values, got ${q.code2.length}`);
+      num(K, 'w.nested.offset', q.offset);
+    } else bytes('w.scales', w.scales.length, blocks);
+  } else fail(K, `w.format must be bf16, int8 or nf4, got ${String((w as { format: unknown }).format)}`);
+  return { rows, cols };
 }
 
 function attentionCheck(K: string, p: AttentionParams): { qSize: number; kvSize: number; rows: number } {
@@ -278,6 +314,23 @@ export function checkedKernels(k: Kernels): Kernels {
     matmul: (a, b, out, p) => {
       matmulCheck(a, b, out, p);
       k.matmul(a, b, out, p);
+    },
+
+    quantMatmul: (x, w, rows, out) => {
+      const K = 'quantMatmul';
+      const d = quantizedCheck(K, w);
+      const m = int(K, 'rows', rows);
+      holds(K, 'x', x, m * d.cols);
+      holds(K, 'out', out, m * d.rows);
+      k.quantMatmul(x, w, rows, out);
+    },
+    quantMatmulInputGrad: (gy, w, rows, gx) => {
+      const K = 'quantMatmulInputGrad';
+      const d = quantizedCheck(K, w);
+      const m = int(K, 'rows', rows);
+      holds(K, 'gy', gy, m * d.rows);
+      holds(K, 'gx', gx, m * d.cols);
+      k.quantMatmulInputGrad(gy, w, rows, gx);
     },
 
     softmax: (x, rows, cols, out) => {

@@ -110,6 +110,9 @@ export interface RaggedAttentionParams {
   past: Int32Array;
 }
 
+export type { QuantizedData, QuantFormat } from './quant.js';
+import type { QuantizedData } from './quant.js';
+
 export interface Kernels {
   readonly name: string;
 
@@ -146,6 +149,13 @@ export interface Kernels {
   sumSquares(x: Storage): number;
 
   matmul(a: Storage, b: Storage, out: Storage, p: MatmulParams): void;
+  /**
+   * x (rows, w.cols) · Wᵀ → out (rows, w.rows), W a frozen compact weight (host typed arrays) that the
+   * kernel dequantizes tile by tile, never whole.
+   */
+  quantMatmul(x: Storage, w: QuantizedData, rows: number, out: Storage): void;
+  /** The input gradient of quantMatmul: gy (rows, w.rows) · W → gx (rows, w.cols), overwritten. */
+  quantMatmulInputGrad(gy: Storage, w: QuantizedData, rows: number, gx: Storage): void;
 
   // row-wise ops over the last axis (rows × cols)
   softmax(x: Storage, rows: number, cols: number, out: Storage): void;

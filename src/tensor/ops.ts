@@ -4,6 +4,7 @@ import { kernels } from './device.js';
 import type { AttentionParams, BinaryOp, UnaryOp } from './kernels.js';
 import { Tensor, contiguousStrides, isGradEnabled, record, sizeOf, type Shape } from './tensor.js';
 import type { Rng } from './rng.js';
+import type { QuantizedData } from './quant.js';
 
 const empty = (shape: Shape): Tensor => new Tensor(kernels().alloc(sizeOf(shape)), shape);
 const shapeStr = (s: Shape): string => `[${s.join(', ')}]`;
@@ -415,6 +416,26 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
     }
     return [ga, gb];
   });
+}
+
+/**
+ * y = x·Wᵀ + bias with W a frozen compact weight (out, in) (bf16 / int8 / nf4): the kernel
+ * dequantizes tiles of W as it goes. Backward gives x its gradient only (W is frozen), and bias its own.
+ */
+export function linearQuantized(x: Tensor, w: QuantizedData, bias: Tensor | null): Tensor {
+  const k = w.cols;
+  if (x.ndim < 1 || x.shape[x.ndim - 1] !== k) throw new Error(`linear: input ${shapeStr(x.shape)} does not end in in_features ${k}`);
+  const rows = x.size / k;
+  const outShape = [...x.shape.slice(0, -1), w.rows];
+  const out = empty(outShape);
+  const kern = kernels();
+  kern.quantMatmul(x.storage, w, rows, out.storage);
+  const y = record(out, 'linearQuantized', [x], (g) => {
+    const gx = empty(x.shape);
+    kern.quantMatmulInputGrad(g.storage, w, rows, gx.storage);
+    return [gx];
+  });
+  return bias === null ? y : add(y, bias);
 }
 
 /** y = x·Wᵀ + bias for W stored (out, in) as torch.nn.Linear; (in, out) with `weightInOut` as GPT-2's Conv1D. */

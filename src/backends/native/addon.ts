@@ -54,6 +54,11 @@ export interface NativeAddon {
     gx: F32OrNull, accumulateGx: boolean, gLambdaD: F32OrNull, gLambdaB: F32OrNull): void;
   raggedAttention(q: F32, kNew: F32, vNew: F32, kCaches: F32[], vCaches: F32[], heads: number, kvHeads: number, headDim: number, scale: number,
     tokens: Int32Array, past: Int32Array, out: F32): void;
+  /** out = x·Wᵀ, or with inputGrad gx = gy·W; W's format 0 bf16, 1 int8, 2 nf4. */
+  quantMatmul(x: F32, rows: number, format: number, wRows: number, wCols: number, data: Uint8Array, scales: F32, blockSize: number, code: F32,
+    qscales: Uint8Array | null, scales2: F32OrNull, code2: F32OrNull, offset: number, out: F32, inputGrad: boolean): void;
+  /** Which quantized-matmul path runs: "avx512-bf16", "avx512" or "portable". */
+  quantKernel(): string;
   veraRoutedForward(x: F32, a: F32, b: F32, lambdaD: F32, lambdaB: F32, slots: Int32Array, rows: number, inF: number, outF: number, r: number, lda: number,
     numSlots: number, out: F32, accumulate: boolean, sharedAx: F32, sharedReady: boolean): void;
 }

@@ -1,7 +1,7 @@
 // The native backend: the C++ addon in native/ (N-API), multithreaded, AVX2/FMA GEMM. Storages
 // are plain Float32Arrays whose ArrayBuffer memory the addon reads and writes in place, so data
 // stays put between ops and `read` is a view; `free` detaches the buffer to release it at once.
-import type { Kernels, Storage, UnaryOp, BinaryOp } from '../../tensor/kernels.js';
+import type { Kernels, Storage, UnaryOp, BinaryOp, QuantizedData } from '../../tensor/kernels.js';
 import type { NativeAddon } from './addon.js';
 
 /** No shared x·Aᵀ: the kernel computes its own. */
@@ -17,6 +17,14 @@ const UNARY: readonly UnaryOp[] = ['neg', 'exp', 'log', 'tanh', 'sqrt', 'rsqrt',
 const BINARY: readonly BinaryOp[] = ['add', 'sub', 'mul', 'div', 'max', 'min'];
 const unaryCode = (op: UnaryOp): number => UNARY.indexOf(op);
 const binaryCode = (op: BinaryOp): number => BINARY.indexOf(op);
+
+const QUANT_CODES = { bf16: 0, int8: 1, nf4: 2 } as const;
+
+function quantCall(n: NativeAddon, x: Storage, w: QuantizedData, rows: number, out: Storage, inputGrad: boolean): void {
+  const q = w.nested;
+  n.quantMatmul(f(x), rows, QUANT_CODES[w.format], w.rows, w.cols, w.data, w.scales, w.blockSize, w.code,
+    q ? q.qscales : null, q ? q.scales2 : null, q ? q.code2 : null, q ? q.offset : 0, f(out), inputGrad);
+}
 
 export function nativeKernels(n: NativeAddon): Kernels {
   return {
@@ -47,6 +55,9 @@ export function nativeKernels(n: NativeAddon): Kernels {
     sumSquares: (x) => n.sumSquares(f(x)),
 
     matmul: (a, b, out, p) => n.matmul(f(a), f(b), f(out), p.batch, p.m, p.n, p.k, p.transA, p.transB, p.strideA, p.strideB, p.accumulate),
+
+    quantMatmul: (x, w, rows, out) => quantCall(n, x, w, rows, out, false),
+    quantMatmulInputGrad: (gy, w, rows, gx) => quantCall(n, gy, w, rows, gx, true),
 
     softmax: (x, rows, cols, out) => n.softmax(f(x), rows, cols, f(out)),
     softmaxBackward: (y, gy, rows, cols, gx) => n.softmaxBackward(f(y), f(gy), rows, cols, f(gx)),

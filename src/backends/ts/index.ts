@@ -6,6 +6,7 @@ import type {
   VeraRoutedParams, RaggedAttentionParams,
 } from '../../tensor/kernels.js';
 import { gemm } from './gemm.js';
+import { blockScales, dequantizeRange } from '../../tensor/quant.js';
 import { erf } from './math.js';
 
 const f = (s: Storage): Float32Array => s as Float32Array;
@@ -310,6 +311,45 @@ export const tsKernels: Kernels = {
     for (let i = 0; i < p.batch; i++) {
       gemm(A, i * p.strideA, B, i * p.strideB, C, i * p.m * p.n, p.m, p.n, p.k, p.transA, p.transB, p.accumulate);
     }
+  },
+
+  // a compact weight is dequantized one row at a time (never whole); sums in double
+  quantMatmul(x, w, rows, out) {
+    const X = f(x);
+    const O = f(out);
+    const K = w.cols;
+    const N = w.rows;
+    const row = new Float32Array(K);
+    const scales = w.format === 'nf4' ? blockScales(w) : undefined;
+    for (let n = 0; n < N; n++) {
+      dequantizeRange(w, n * K, (n + 1) * K, row, scales);
+      for (let r = 0; r < rows; r++) {
+        let acc = 0;
+        const xo = r * K;
+        for (let j = 0; j < K; j++) acc += X[xo + j] * row[j];
+        O[r * N + n] = acc;
+      }
+    }
+  },
+
+  quantMatmulInputGrad(gy, w, rows, gx) {
+    const G = f(gy);
+    const GX = f(gx);
+    const K = w.cols;
+    const N = w.rows;
+    const row = new Float32Array(K);
+    const acc = new Float64Array(rows * K);
+    const scales = w.format === 'nf4' ? blockScales(w) : undefined;
+    for (let n = 0; n < N; n++) {
+      dequantizeRange(w, n * K, (n + 1) * K, row, scales);
+      for (let r = 0; r < rows; r++) {
+        const g = G[r * N + n];
+        if (g === 0) continue;
+        const o = r * K;
+        for (let j = 0; j < K; j++) acc[o + j] += g * row[j];
+      }
+    }
+    GX.set(acc.subarray(0, rows * K));
   },
 
   softmax(x, rows, cols, out) {

@@ -10,9 +10,12 @@ import { InferenceEngine, type EngineRequest } from '../../engine/index.js';
 import { parsePromptsJsonl } from '../../data/prompts.js';
 import { loadTokenizer, type Tokenizer } from '../../data/tokenizer.js';
 import { loadChatTemplate } from '../../data/chat-template.js';
-import { finiteNumber, noRepeatNgramSizeOption, nonNegativeInt, nonNegativeNumber, positiveInt } from '../options.js';
+import type { WeightFormat } from '../../tensor/quant.js';
+import { DOUBLE_QUANT_HELP, WEIGHTS_HELP, weightFormat, finiteNumber, noRepeatNgramSizeOption, nonNegativeInt, nonNegativeNumber, positiveInt } from '../options.js';
 
 interface GenerateFlags {
+  weights?: WeightFormat;
+  doubleQuant?: boolean;
   model: string;
   adapter: string[];
   prompt?: string;
@@ -74,7 +77,7 @@ async function generateMany(o: GenerateFlags): Promise<void> {
     if (named.has(name)) throw new VeraError(`--adapter ${a}: the name '${name}' is given twice`);
     named.set(name, a.slice(eq + 1));
   }
-  const loaded = loadPretrained(o.model, { allowNonFinite: o.allowNonFinite ?? false });
+  const loaded = loadPretrained(o.model, { allowNonFinite: o.allowNonFinite ?? false, weights: o.weights, doubleQuant: o.doubleQuant });
   const model = loaded.model;
   if (!isCausalLM(model)) throw new VeraError(`${o.model}: generate needs a causal language model, this is a ${loaded.modelType}`);
   const lines = parsePromptsJsonl(readTextFile(o.prompts!, 'prompts'), o.prompts!, model.config.vocabSize);
@@ -142,6 +145,8 @@ export function registerGenerate(program: Command): void {
     .option('--chat', "format the prompt as a user message with the tokenizer_config.json's chat_template")
     .option('--json', 'print {"prompt_tokens", "tokens", "text", "finish_reason"} as one JSON line instead of streaming')
     .option('--allow-non-finite', 'load model weights (and a --prompt adapter) holding NaN/Inf instead of refusing them')
+    .option('--weights <format>', WEIGHTS_HELP, weightFormat, 'f32')
+    .option('--double-quant', DOUBLE_QUANT_HELP)
     .action(async (o: GenerateFlags) => {
       if ((o.prompt === undefined) === (o.prompts === undefined)) throw new VeraError('give --prompt TEXT or --prompts FILE.jsonl (one of them)');
       const named = o.adapter.filter((a) => a.includes('='));
@@ -154,7 +159,7 @@ export function registerGenerate(program: Command): void {
       if (o.numBeams > 1 && doSample) throw new VeraError('--num-beams > 1 is beam search, which does not sample; drop --temperature/--top-k/--top-p');
       if (o.numBeams > 1 && o.stop?.length) throw new VeraError('--stop is for greedy search and sampling, not --num-beams > 1');
       const allowNonFinite = o.allowNonFinite ?? false;
-      const loaded = loadPretrained(o.model, { allowNonFinite });
+      const loaded = loadPretrained(o.model, { allowNonFinite, weights: o.weights, doubleQuant: o.doubleQuant });
       const model = loaded.model;
       if (!isCausalLM(model)) throw new VeraError(`${o.model}: generate needs a causal language model, this is a ${loaded.modelType}`);
       if (o.adapter.length === 1) PeftModel.fromPretrained(model, o.adapter[0], { allowNonFinite });

@@ -1,5 +1,7 @@
 // `vera inspect`: what an adapter or a model holds — trainable parameters, bytes, and per layer the
 // norms of the trained vectors (the paper's Figure 3 view: which layers moved most).
+import type { WeightFormat } from '../../tensor/quant.js';
+import { DOUBLE_QUANT_HELP, WEIGHTS_HELP, weightFormat } from '../options.js';
 import { existsSync, statSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { Option, type Command } from 'commander';
@@ -87,8 +89,8 @@ export interface ModelReport {
   linearLayers: { module: string; in: number; out: number }[];
 }
 
-export function inspectModel(dir: string, opts: { allowNonFinite?: boolean } = {}): ModelReport {
-  const loaded = loadPretrained(dir, { allowNonFinite: opts.allowNonFinite ?? false });
+export function inspectModel(dir: string, opts: { allowNonFinite?: boolean; weights?: WeightFormat; doubleQuant?: boolean } = {}): ModelReport {
+  const loaded = loadPretrained(dir, { allowNonFinite: opts.allowNonFinite ?? false, weights: opts.weights, doubleQuant: opts.doubleQuant });
   const linearLayers: ModelReport['linearLayers'] = [];
   for (const [path, m] of loaded.model.namedModules()) if (m instanceof Linear) linearLayers.push({ module: path, in: m.inFeatures, out: m.outFeatures });
   const params = loaded.model.parameters().reduce((a, t) => a + t.size, 0);
@@ -129,7 +131,9 @@ export function registerInspect(program: Command): void {
     .option('--allow-non-finite', 'with --adapter or --model: report weights holding NaN/Inf instead of refusing them')
     .option('--plot <file>', 'with --adapter: also draw the per-layer norms as grouped bars (‖λd‖, ‖λb‖; LoRA ‖A‖, ‖B‖) into this SVG file')
     .option('--overwrite', 'with --plot: replace an existing file')
-    .action(async (o: { adapter?: string; model?: string; config?: string; method?: 'vera' | 'lora'; r?: number; targetModules?: string; json?: boolean; allowNonFinite?: boolean; plot?: string; overwrite?: boolean }) => {
+    .option('--weights <format>', WEIGHTS_HELP, weightFormat, 'f32')
+    .option('--double-quant', DOUBLE_QUANT_HELP)
+    .action(async (o: { adapter?: string; model?: string; config?: string; method?: 'vera' | 'lora'; r?: number; targetModules?: string; json?: boolean; allowNonFinite?: boolean; plot?: string; overwrite?: boolean; weights?: WeightFormat; doubleQuant?: boolean }) => {
       const modes = [o.adapter, o.model, o.config].filter((v) => v !== undefined).length;
       if (modes !== 1) throw new VeraError('inspect: give exactly one of --adapter DIR, --model DIR or --config FILE');
       if (o.plot !== undefined && o.adapter === undefined) throw new VeraError('inspect: --plot FILE.svg goes with --adapter DIR');
@@ -158,7 +162,7 @@ export function registerInspect(program: Command): void {
         for (const l of rep.layers) console.log(`${l.module.padEnd(width)}  ${cols.map((c) => (l.norms[c] ?? NaN).toFixed(5).padStart(12)).join('')}  ${l.params}`);
         if (o.plot !== undefined) console.log(`\nplot: ${o.plot}`);
       } else {
-        const rep = inspectModel(o.model!, { allowNonFinite: o.allowNonFinite });
+        const rep = inspectModel(o.model!, { allowNonFinite: o.allowNonFinite, weights: o.weights, doubleQuant: o.doubleQuant });
         if (o.json) return void console.log(JSON.stringify(rep));
         console.log(`${rep.modelType}: ${rep.params.toLocaleString('en-US')} parameters, ${rep.linearLayers.length} linear layers`);
         for (const l of rep.linearLayers) console.log(`  ${l.module}  ${l.in} → ${l.out}`);

@@ -1,5 +1,7 @@
 // `vera perplexity`: mean negative log-likelihood (nats) of a token sequence under a causal LM,
 // with or without an adapter.
+import type { WeightFormat } from '../../tensor/quant.js';
+import { DOUBLE_QUANT_HELP, WEIGHTS_HELP, weightFormat } from '../options.js';
 import { existsSync, readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { VeraError } from '../../io/errors.js';
@@ -30,10 +32,12 @@ export function registerPerplexity(program: Command): void {
     .option('--token-ids <file>', 'JSON array of token ids')
     .option('--json', 'print {"tokens", "nll", "perplexity"} as JSON')
     .option('--allow-non-finite', 'load weights holding NaN/Inf instead of refusing them (a NaN result still fails)')
-    .action(async (o: { model: string; adapter?: string; text?: string; tokenIds?: string; json?: boolean; allowNonFinite?: boolean }) => {
+    .option('--weights <format>', WEIGHTS_HELP, weightFormat, 'f32')
+    .option('--double-quant', DOUBLE_QUANT_HELP)
+    .action(async (o: { model: string; adapter?: string; text?: string; tokenIds?: string; json?: boolean; allowNonFinite?: boolean; weights?: WeightFormat; doubleQuant?: boolean }) => {
       if ((o.text === undefined) === (o.tokenIds === undefined)) throw new VeraError('perplexity: give exactly one of --text FILE or --token-ids FILE.json');
       const allowNonFinite = o.allowNonFinite ?? false;
-      const loaded = loadPretrained(o.model, { allowNonFinite });
+      const loaded = loadPretrained(o.model, { allowNonFinite, weights: o.weights, doubleQuant: o.doubleQuant });
       const model = loaded.model;
       if (!isCausalLM(model)) throw new VeraError(`${o.model}: perplexity needs a causal language model, this is a ${loaded.modelType}`);
       if (o.adapter !== undefined) PeftModel.fromPretrained(model, o.adapter, { allowNonFinite });

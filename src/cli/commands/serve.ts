@@ -6,10 +6,13 @@ import * as fs from 'node:fs';
 import type { Command } from 'commander';
 import { VeraError } from '../../io/errors.js';
 import { VeraServer } from '../../serve/server.js';
-import { parseTargetModules, positiveInt, nonNegativeInt } from '../options.js';
+import { DOUBLE_QUANT_HELP, WEIGHTS_HELP, weightFormat, parseTargetModules, positiveInt, nonNegativeInt } from '../options.js';
+import type { WeightFormat } from '../../tensor/quant.js';
 
 interface ServeFlags {
   model: string;
+  weights?: WeightFormat;
+  doubleQuant?: boolean;
   store: string;
   host: string;
   port: number;
@@ -72,11 +75,15 @@ export function registerServe(program: Command): void {
     .option('--no-jobs', 'accept fine-tuning jobs but leave running them to another replica')
     .option('--replica-id <name>', 'who claims fine-tuning jobs in the store (default: the host name); replicas sharing a store need distinct ids')
     .option('--checkpoint-every <n>', 'fine-tuning jobs checkpoint every n steps', positiveInt, 10)
+    .option('--weights <format>', WEIGHTS_HELP, weightFormat, 'f32')
+    .option('--double-quant', DOUBLE_QUANT_HELP)
     .option('--quiet', 'no log lines on stderr')
     .action(async (o: ServeFlags) => {
       const log = o.quiet ? () => undefined : (line: string) => process.stderr.write(`vera serve: ${line}\n`);
       const server = await VeraServer.create({
         modelDir: o.model,
+        weights: o.weights,
+        doubleQuant: o.doubleQuant,
         storePath: o.store,
         servedModelName: o.servedModelName,
         adminKey: adminKey(o),

@@ -5,6 +5,7 @@
 // parameter, from a checkpoint or from config.json alone (--from-scratch), and write a Hugging Face
 // model folder. Every flag is checked and every input read before training starts, and the
 // output folder is written only at the end, so a run that fails leaves no output behind.
+import type { WeightFormat } from '../../tensor/quant.js';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { InvalidArgumentError, Option, type Command } from 'commander';
@@ -34,7 +35,7 @@ import {
 } from '../../peft/index.js';
 import { manualSeed, type Tensor } from '../../tensor/index.js';
 import { checkCheckpointDir, Trainer, type ParamGroup, type ScheduleKind } from '../../train/index.js';
-import { finiteNumber, intList, nameList, noRepeatNgramSizeOption, nonNegativeInt, nonNegativeNumber, parseTargetModules, positiveInt, positiveNumber, probability } from '../options.js';
+import { DOUBLE_QUANT_HELP, WEIGHTS_HELP, weightFormat, finiteNumber, intList, nameList, noRepeatNgramSizeOption, nonNegativeInt, nonNegativeNumber, parseTargetModules, positiveInt, positiveNumber, probability } from '../options.js';
 import { checkDataFormat, DATA_FORMATS, DEFAULT_FORMAT, DEFAULT_SEQ_LEN, prepareTask, TASKS, type DataFormat, type PreparedTask, type TaskName } from '../../train/tasks/index.js';
 
 export const TRAINING_LOG = 'training_log.json';
@@ -64,6 +65,9 @@ const TORCH_DTYPE = { f32: 'float32', f16: 'float16', bf16: 'bfloat16' } as cons
 /** The parsed flags (commander's camelCase names). */
 export interface TrainCliOptions {
   model: string;
+  /** --weights: the frozen base's linear weights (f32, bf16, int8, nf4). */
+  weights?: WeightFormat;
+  doubleQuant?: boolean;
   task?: TaskName;
   /** --data or its alias --train. */
   data?: string;
@@ -282,6 +286,8 @@ export function registerTrain(program: Command): void {
     .addOption(new Option('--method <method>', 'adapter type, or full: train every parameter of the model (causal-lm)').choices(METHODS).makeOptionMandatory())
     .option('--r <n>', 'rank (VeRA: of the shared random projections; LoRA: of A and B); required for vera and lora', positiveInt)
     .option('--target-modules <names>', "modules to adapt: comma list of names, a regex, or all-linear (default: PEFT's default for the model_type, see below)")
+    .option('--weights <format>', WEIGHTS_HELP, weightFormat, 'f32')
+    .option('--double-quant', DOUBLE_QUANT_HELP)
     .option('--from-scratch', '--method full: build the model from --model/config.json with random initialization (seeded by --seed) instead of loading weights')
     .option('--pack', 'causal-lm JSONL: eos after each line, concatenate, cut into --seq-len blocks (see below)')
     .option('--append-eos', "causal-lm JSONL: the model's eos id after every line's tokens (\"input_ids\" lines too); \"text\" lines get it by default")
@@ -384,6 +390,7 @@ const ADAPTER_ONLY: [string, string][] = [
 function checkFlags(o: TrainCliOptions, given: (key: string) => boolean): ResolvedFlags {
   const task = o.task ?? 'causal-lm';
   if (o.method === 'full') {
+    if (o.weights !== undefined && o.weights !== 'f32') fail(`--weights ${o.weights} freezes the base's linear weights; --method full trains them (use --method vera or lora)`);
     if (task !== 'causal-lm') fail(`--method full is for --task causal-lm; --task ${task} trains an adapter (--method vera or lora)`);
     for (const [key, flag] of ADAPTER_ONLY) if (given(key)) fail(`${flag} is for --method vera or lora; --method full trains every parameter of the model`);
   } else {
@@ -476,6 +483,7 @@ export async function runTrain(o: TrainCliOptions, given: (key: string) => boole
     task: taskName, model: o.model, data: flags.data, evalData: flags.evalData, dataFormat: flags.dataFormat, glueTask: o.glueTask, seqLen: o.seqLen, batchSize: o.batchSize, log,
     labelSmoothing: o.labelSmoothing,
     generation: { numBeams: o.numBeams, lengthPenalty: o.lengthPenalty, noRepeatNgramSize: o.noRepeatNgramSize, maxNewTokens: o.maxNewTokens, limit: o.evalLimit },
+    weights: o.weights, doubleQuant: o.doubleQuant,
     fromScratch: o.fromScratch, initSeed: o.seed, pack: o.pack, appendEos: o.appendEos === undefined ? undefined : o.appendEos ? 'all' : 'none',
   });
 

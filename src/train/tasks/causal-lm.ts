@@ -69,7 +69,7 @@ function buildFromScratch(dir: string, seed: number): { model: ReturnType<typeof
 }
 
 export async function prepareCausalLm(o: TaskOptions): Promise<PreparedTask> {
-  const loaded = o.fromScratch ? buildFromScratch(o.model, o.initSeed ?? 0) : loadPretrained(o.model, { log: o.log });
+  const loaded = o.fromScratch ? buildFromScratch(o.model, o.initSeed ?? 0) : loadPretrained(o.model, { log: o.log, weights: o.weights, doubleQuant: o.doubleQuant });
   const model = loaded.model;
   if (!isCausalLM(model)) {
     const hint = loaded.modelType === 'bert' || loaded.modelType === 'roberta' ? 'seq-cls' : 'img-cls';

@@ -4,6 +4,7 @@
 //
 // A batch is the list of example indices the sampler drew; collation happens in `loss`, so the
 // sampler (and so checkpoints and resume) is the same for every task.
+import type { WeightFormat } from '../../tensor/quant.js';
 import type { E2eGroup } from '../../data/e2e.js';
 import type { GlueTask } from '../../data/glue.js';
 import { fail } from '../../io/errors.js';
@@ -37,6 +38,9 @@ export interface TaskOptions {
   /** causal-lm: build the model from config.json with its family's random initialization (seeded by initSeed) instead of loading weights. */
   fromScratch?: boolean;
   initSeed?: number;
+  /** causal-lm: the format of the frozen base's linear weights (loadPretrained's `weights`). */
+  weights?: WeightFormat;
+  doubleQuant?: boolean;
   /** causal-lm JSONL: eos after each line, everything concatenated and cut into blocks of seqLen tokens (run_clm's group_texts). */
   pack?: boolean;
   /**
