@@ -462,6 +462,7 @@ export class PeftModel<M extends Module = Module> {
       if (data.length !== t.size) throw new VeraError(`setBaseModelStateDict: ${k} has ${data.length} values, the model needs ${t.size} (shape [${t.shape.join(', ')}])`);
       t.copyFrom(data);
     }
+    for (const layer of this.adapterLayers()) layer.clearNormCache(); // W0 changed in place: DoRA's cached W0 terms go
     return { missingKeys, unexpectedKeys };
   }
 
