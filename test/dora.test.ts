@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { F, Rng, Tensor, noGrad } from '../src/tensor/index.js';
-import { Linear } from '../src/nn/index.js';
+import { Linear, type Module } from '../src/nn/index.js';
 import { SafetensorsFile } from '../src/io/safetensors.js';
 import { VeraError } from '../src/io/errors.js';
 import { LoraLinear } from '../src/peft/lora/layer.js';
@@ -15,7 +15,12 @@ import { VeraLinear } from '../src/peft/vera/layer.js';
 import { PeftModel, getPeftModel, loraConfig, veraConfig } from '../src/peft/index.js';
 import { AdamW } from '../src/train/index.js';
 import { MLP4 } from './peft-models.js';
-import { maxAbsDiff, withTmp } from './helpers.js';
+import { maxAbsDiff, throwsVera, withTmp } from './helpers.js';
+import { makeAdapter } from './serve-helpers.js';
+import { InferenceEngine } from '../src/engine/index.js';
+import { loadPretrained, type CausalLM } from '../src/models/index.js';
+import { inspectAdapter } from '../src/cli/commands/inspect.js';
+import { convertVeraToLora } from '../src/peft/vera/to-lora.js';
 
 const dir = new URL('../../test/fixtures/dora/', import.meta.url).pathname;
 
@@ -239,4 +244,55 @@ test('DVoRA (VeRA use_dora): vera_magnitude_vector keys, Σ out extra trainables
   peft.merge(undefined, { safe: true });
   assert.ok(maxAbsDiff(noGrad(() => peft.model.forward(x)).data(), before) < 1e-5, 'merged == unmerged');
   peft.unmerge();
+});
+
+// ---------------------------------------------------------------- engine, inspect, vera → lora
+
+const gpt2Dir = new URL('../../test/fixtures/gpt2-tiny', import.meta.url).pathname;
+
+test('the multi-adapter engine refuses DoRA and DVoRA adapters in one line naming use_dora', () => {
+  withTmp((tmp) => {
+    const dvora = makeAdapter(gpt2Dir, tmp, 'dvora', veraConfig({ targetModules: ['c_attn'], r: 4, useDora: true }), 1);
+    const dora = makeAdapter(gpt2Dir, tmp, 'dora', loraConfig({ targetModules: ['c_attn'], r: 2, useDora: true }), 2);
+    const engine = new InferenceEngine(loadPretrained(gpt2Dir).model as CausalLM & Module, { vera: { r: 4, targetModules: ['c_attn'] } });
+    try {
+      throwsVera(() => engine.addAdapter('dvora', dvora), /use_dora is set/);
+      throwsVera(() => engine.addAdapter('dora', dora), /use_dora is set/);
+    } finally {
+      void engine.close();
+    }
+  });
+});
+
+test('vera inspect: DVoRA says PEFT cannot load it; DoRA that PEFT loads it; the magnitude has its column', () => {
+  withTmp((tmp) => {
+    const dvora = makeAdapter(gpt2Dir, tmp, 'dvora', veraConfig({ targetModules: ['c_attn'], r: 4, useDora: true }), 1);
+    const dora = makeAdapter(gpt2Dir, tmp, 'dora', loraConfig({ targetModules: ['c_attn'], r: 2, useDora: true }), 2);
+    const a = inspectAdapter(dvora);
+    assert.equal(a.useDora, true);
+    assert.equal(a.peftLoadable, false);
+    assert.ok('magnitude' in a.layers[0].norms);
+    assert.equal(a.trainableParams, 2 * (4 + 96 + 96)); // two layers × (r + out + out)
+    const b = inspectAdapter(dora);
+    assert.equal(b.peftLoadable, true);
+    assert.ok('magnitude' in b.layers[0].norms);
+  });
+});
+
+test('vera convert --to lora: a DVoRA adapter becomes a DoRA one (use_dora, lora_magnitude_vector) computing the same', () => {
+  withTmp((tmp) => {
+    const dvora = makeAdapter(gpt2Dir, tmp, 'dvora', veraConfig({ targetModules: ['c_attn', 'c_proj'], r: 4, useDora: true }), 3, 0.3);
+    const out = join(tmp, 'as-lora');
+    convertVeraToLora(dvora, out, gpt2Dir);
+    const cfg = JSON.parse(readFileSync(join(out, 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
+    assert.equal(cfg.use_dora, true);
+    const keys = SafetensorsFile.open(join(out, 'adapter_model.safetensors')).keys();
+    assert.ok(keys.includes('base_model.model.transformer.h.0.attn.c_attn.lora_magnitude_vector'), keys.join());
+    const ids = Int32Array.from([1, 5, 9, 2, 7]);
+    const run = (dir: string): Float32Array => {
+      const peft = PeftModel.fromPretrained(loadPretrained(gpt2Dir).model as CausalLM & Module, dir);
+      return noGrad(() => (peft.model as unknown as { forward(ids: Int32Array, shape: number[]): Tensor }).forward(ids, [1, 5])).toFloat32Array();
+    };
+    assert.ok(maxAbsDiff(run(dvora), run(out)) < 1e-4);
+  });
 });
