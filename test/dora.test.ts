@@ -15,7 +15,7 @@ import { VeraLinear } from '../src/peft/vera/layer.js';
 import { PeftModel, getPeftModel, loraConfig, veraConfig } from '../src/peft/index.js';
 import { AdamW } from '../src/train/index.js';
 import { MLP4 } from './peft-models.js';
-import { maxAbsDiff, throwsVera, withTmp } from './helpers.js';
+import { maxAbsDiff, runVera, throwsVera, withTmp } from './helpers.js';
 import { makeAdapter } from './serve-helpers.js';
 import { InferenceEngine } from '../src/engine/index.js';
 import { loadPretrained, type CausalLM } from '../src/models/index.js';
@@ -294,5 +294,21 @@ test('vera convert --to lora: a DVoRA adapter becomes a DoRA one (use_dora, lora
       return noGrad(() => (peft.model as unknown as { forward(ids: Int32Array, shape: number[]): Tensor }).forward(ids, [1, 5])).toFloat32Array();
     };
     assert.ok(maxAbsDiff(run(dvora), run(out)) < 1e-4);
+  });
+});
+
+test('vera train --use-dora writes a DoRA (lora) or DVoRA (vera) adapter; --method full refuses the flag', async () => {
+  await withTmp(async (tmp) => {
+    const data = join(tmp, 'd.jsonl');
+    writeFileSync(data, '{"input_ids":[1,2,3,4,5,6]}\n{"input_ids":[7,8,9,10,11]}\n');
+    for (const method of ['lora', 'vera']) {
+      const out = join(tmp, method);
+      const r = await runVera(['train', '--model', gpt2Dir, '--data', data, '--method', method, '--r', '4', '--use-dora', '--epochs', '1', '--batch-size', '2', '--out', out, '--quiet']);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal((JSON.parse(readFileSync(join(out, 'adapter_config.json'), 'utf8')) as { use_dora: boolean }).use_dora, true);
+      assert.ok(SafetensorsFile.open(join(out, 'adapter_model.safetensors')).keys().includes(`base_model.model.transformer.h.0.attn.c_attn.${method}_magnitude_vector`));
+    }
+    const full = await runVera(['train', '--model', gpt2Dir, '--data', data, '--method', 'full', '--use-dora', '--out', join(tmp, 'f'), '--quiet']);
+    assert.match(full.stderr, /--use-dora is for --method vera or lora/);
   });
 });
