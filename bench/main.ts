@@ -12,8 +12,8 @@ import type { DecodeResult, DecodeSpec } from './decode.js';
 
 const CHILD = fileURLToPath(new URL('./child.js', import.meta.url));
 
-export type Section = 'gemm' | 'vera' | 'lora' | 'decode';
-export const SECTIONS: readonly Section[] = ['gemm', 'vera', 'lora', 'decode'];
+export type Section = 'gemm' | 'vera' | 'lora' | 'dvora' | 'dora' | 'decode';
+export const SECTIONS: readonly Section[] = ['gemm', 'vera', 'lora', 'dvora', 'dora', 'decode'];
 
 export interface ModelShape {
   layers: number;
@@ -120,7 +120,7 @@ export function trainSpecFor(o: BenchOptions, shape: ModelShape, method: Method)
     positions: o.positions,
     batch: o.batch,
     seq: o.seq,
-    r: method === 'vera' ? o.veraR : o.loraR,
+    r: method === 'vera' || method === 'dvora' ? o.veraR : o.loraR,
     alpha: o.loraAlpha,
     warmup: o.warmup,
     steps: o.steps,
@@ -164,7 +164,7 @@ export function runBench(o: BenchOptions): BenchResults {
     results.gemm = { spec: o.gemm, ...sideBySide('gemm', () => runChild<OursGemm>('gemm', o.gemm, o.threads), (py, t) => torchGemm(py, o.gemm, t)) };
   }
 
-  const methods = (['vera', 'lora'] as const).filter((m) => o.sections.includes(m));
+  const methods = (['vera', 'lora', 'dvora', 'dora'] as const).filter((m) => o.sections.includes(m));
   for (const shape of o.models) {
     for (const method of methods) {
       const spec = trainSpecFor(o, shape, method);

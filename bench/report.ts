@@ -4,6 +4,9 @@ import type { BenchResults, Outcome, OursTrain, TrainEntry } from './main.js';
 import type { TorchTrain } from './torch.js';
 import { best, median } from './stats.js';
 
+/** How each training method is named in the report (DVoRA / DoRA: use_dora on VeRA / LoRA). */
+const METHOD_NAMES: Record<string, string> = { vera: 'VeRA', lora: 'LoRA', dvora: 'DVoRA', dora: 'DoRA' };
+
 const NA = 'n/a';
 
 function fixed(x: number, digits: number): string {
@@ -124,7 +127,7 @@ function gemmSection(r: BenchResults): string[] {
 function trainSection(r: BenchResults): string[] {
   if (r.train.length === 0) return [];
   const s0 = r.train[0].spec;
-  const rs = [...new Set(r.train.map((e) => `${e.spec.method === 'vera' ? 'VeRA' : 'LoRA'} r ${e.spec.r}`))].join(', ');
+  const rs = [...new Set(r.train.map((e) => `${METHOD_NAMES[e.spec.method]} r ${e.spec.r}`))].join(', ');
   const lines = [
     '',
     '## Training step (VeRA and LoRA on GPT-2 shapes)',
@@ -139,7 +142,7 @@ function trainSection(r: BenchResults): string[] {
     const ours = value(e.ours);
     const theirs = value(e.torch);
     const label = `${e.spec.layers}×${e.spec.width}`;
-    const method = `${e.spec.method === 'vera' ? 'VeRA' : 'LoRA'} r ${e.spec.r}`;
+    const method = `${METHOD_NAMES[e.spec.method]} r ${e.spec.r}`;
     const ot = oursTokS(ours);
     const tt = torchTokS(theirs);
     const om = ours ? mib(ours.maxRssKiB) : null;
@@ -169,7 +172,7 @@ function losses(entries: TrainEntry[]): string[] {
   for (const e of entries) {
     const ours = value(e.ours);
     const theirs = value(e.torch);
-    out.push(`- ${e.spec.method === 'vera' ? 'VeRA' : 'LoRA'} ${e.spec.layers}×${e.spec.width}: ${ours ? show(ours.losses) : '—'} | ${theirs ? show(theirs.losses) : '—'}`);
+    out.push(`- ${METHOD_NAMES[e.spec.method]} ${e.spec.layers}×${e.spec.width}: ${ours ? show(ours.losses) : '—'} | ${theirs ? show(theirs.losses) : '—'}`);
   }
   return out;
 }

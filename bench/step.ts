@@ -11,7 +11,8 @@ import { AdamW } from '../src/train/index.js';
 import { loadAddon } from '../src/backends/native/index.js';
 import { maxRssKiB, timed } from './stats.js';
 
-export type Method = 'vera' | 'lora';
+/** dvora / dora: VeRA / LoRA with DoRA's magnitude (use_dora). */
+export type Method = 'vera' | 'lora' | 'dvora' | 'dora';
 
 /** The PEFT method's target module names: c_proj matches both attn.c_proj and mlp.c_proj. */
 export const TARGET_MODULES = ['c_attn', 'c_proj', 'c_fc'];
@@ -84,10 +85,11 @@ export function buildModel(spec: TrainSpec): GPT2LMHeadModel {
 export function runTrainSpec(spec: TrainSpec): TrainResult {
   const startupRssKiB = maxRssKiB();
   const model = buildModel(spec);
+  const useDora = spec.method === 'dvora' || spec.method === 'dora';
   const config =
-    spec.method === 'vera'
-      ? veraConfig({ targetModules: TARGET_MODULES, r: spec.r, veraDropout: 0 })
-      : loraConfig({ targetModules: TARGET_MODULES, r: spec.r, loraAlpha: spec.alpha, loraDropout: 0 });
+    spec.method === 'vera' || spec.method === 'dvora'
+      ? veraConfig({ targetModules: TARGET_MODULES, r: spec.r, veraDropout: 0, useDora })
+      : loraConfig({ targetModules: TARGET_MODULES, r: spec.r, loraAlpha: spec.alpha, loraDropout: 0, useDora });
   const peft = getPeftModel(model, config);
   const trainable = peft.trainableParameters();
   const optimizer = new AdamW([{ params: trainable.map(([, t]) => t), lr: 1e-3 }], { weightDecay: 0.01 });
@@ -118,7 +120,7 @@ export function runTrainSpec(spec: TrainSpec): TrainResult {
   }
 
   const checks: StepChecks = {
-    adaptedLayers: [...model.namedModules()].filter(([, m]) => m instanceof (spec.method === 'vera' ? VeraLinear : LoraLinear)).length,
+    adaptedLayers: [...model.namedModules()].filter(([, m]) => m instanceof (spec.method === 'vera' || spec.method === 'dvora' ? VeraLinear : LoraLinear)).length,
     trainableNames: trainable.map(([n]) => n),
     updated: trainable.filter(([, t], i) => !sameValues(t.data(), trainableBefore[i])).map(([n]) => n),
     frozenChanged: frozen.filter(([, t], i) => fingerprint(t) !== frozenBefore[i]).map(([n]) => n),

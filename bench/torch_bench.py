@@ -137,6 +137,40 @@ def build_model(args):
         def forward(self, x):
             return self.base(x) + ((x @ self.lora_A.t()) @ self.lora_B.t()) * self.scaling
 
+    class DoraMixin:
+        """PEFT's DoRA formula (lora/dora.py) on top of a layer's ΔW: m = ‖W0‖ per output row at the
+        start; y = base(x) + (g − 1)·(base(x) − b) + g·branch(x), g = m / ‖W0 + ΔW‖ (dense ΔW, norm
+        detached), as PEFT computes it."""
+
+        def init_magnitude(self):
+            self.magnitude = nn.Parameter(self.base.weight.detach().norm(dim=0))  # Conv1D (in, out): row norms of Wᵀ
+
+        def dora(self, x, branch, delta):
+            w = self.base.weight.t() + delta  # (out, in)
+            norm = w.norm(dim=1).detach()
+            g = self.magnitude / norm
+            result = self.base(x)
+            return result + (g - 1) * (result - self.base.bias) + g * branch
+
+    class DoraLayer(LoraLayer, DoraMixin):
+        def __init__(self, base, r, alpha):
+            super().__init__(base, r, alpha)
+            self.init_magnitude()
+
+        def forward(self, x):
+            delta = (self.lora_B @ self.lora_A) * self.scaling
+            return self.dora(x, ((x @ self.lora_A.t()) @ self.lora_B.t()) * self.scaling, delta.detach())
+
+    class DvoraLayer(VeraLayer, DoraMixin):
+        def __init__(self, base, shared_a, shared_b, r):
+            super().__init__(base, shared_a, shared_b, r)
+            self.init_magnitude()
+
+        def forward(self, x):
+            delta = (self.lambda_b[:, None] * self.B) @ (self.lambda_d[:, None] * self.A)
+            branch = self.lambda_b * ((self.lambda_d * (x @ self.A.t())) @ self.B.t())
+            return self.dora(x, branch, delta.detach())
+
     class Attention(nn.Module):
         def __init__(self, d, heads):
             super().__init__()
@@ -203,7 +237,7 @@ def build_model(args):
     targets = []
     for block in model.h:
         targets += [(block.attn, 'c_attn'), (block.attn, 'c_proj'), (block.mlp, 'c_fc'), (block.mlp, 'c_proj')]
-    if args.method == 'vera':
+    if args.method in ('vera', 'dvora'):
         max_in = max(getattr(m, n).in_features for m, n in targets)
         max_out = max(getattr(m, n).out_features for m, n in targets)
         g = torch.Generator().manual_seed(0)
@@ -213,10 +247,12 @@ def build_model(args):
             bound = math.sqrt(6 / t.shape[1])
             t.uniform_(-bound, bound, generator=g)
         for m, n in targets:
-            setattr(m, n, VeraLayer(getattr(m, n), shared_a, shared_b, args.r))
+            layer = VeraLayer if args.method == 'vera' else DvoraLayer
+            setattr(m, n, layer(getattr(m, n), shared_a, shared_b, args.r))
     else:
         for m, n in targets:
-            setattr(m, n, LoraLayer(getattr(m, n), args.r, args.alpha))
+            layer = LoraLayer if args.method == 'lora' else DoraLayer
+            setattr(m, n, layer(getattr(m, n), args.r, args.alpha))
     return model
 
 
@@ -374,7 +410,7 @@ def main():
     p.add_argument('--min-seconds', type=float, default=0)
     p.add_argument('--steps', type=int, default=3)
     p.add_argument('--threads', type=int, default=1)
-    p.add_argument('--method', choices=['vera', 'lora'], default='vera')
+    p.add_argument('--method', choices=['vera', 'lora', 'dvora', 'dora'], default='vera')
     p.add_argument('--layers', type=int, default=2)
     p.add_argument('--width', type=int, default=128)
     p.add_argument('--vocab', type=int, default=50257)

@@ -106,10 +106,12 @@ test('a LoRA adapter from a newer PEFT (F16 weights, rslora, unknown fields) loa
 });
 
 test('fields that change what LoRA weights mean are refused in one line, naming the field', () => {
-  const json = { peft_type: 'LORA', r: 4, target_modules: ['c_attn'], use_dora: true };
-  assert.throws(() => parsePeftConfig(json, 'x/adapter_config.json'), (e: Error) => e instanceof VeraError && /^x\/adapter_config\.json: field "use_dora" is set \(true\)/.test(e.message) && !e.message.includes('\n'));
+  const json = { peft_type: 'LORA', r: 4, target_modules: ['c_attn'], lora_bias: true };
+  assert.throws(() => parsePeftConfig(json, 'x/adapter_config.json'), (e: Error) => e instanceof VeraError && /^x\/adapter_config\.json: field "lora_bias" is set \(true\)/.test(e.message) && !e.message.includes('\n'));
+  // use_dora is DoRA, supported since issue 14
+  assert.equal((parsePeftConfig({ ...json, lora_bias: false, use_dora: true }, 'f') as { useDora?: boolean }).useDora, true);
   // at their defaults they are fine
-  assert.doesNotThrow(() => parsePeftConfig({ ...json, use_dora: false, rank_pattern: {} }, 'f'));
+  assert.doesNotThrow(() => parsePeftConfig({ ...json, lora_bias: false, rank_pattern: {} }, 'f'));
 });
 
 function mlpLogits(model: Module, input: Float32Array): Float32Array {

@@ -203,6 +203,11 @@ describe('loading a base in a compact format', () => {
     assertVeraError(() => loadPretrained(TINY, { weights: 'fp8' as never }), ['weights must be one of f32, bf16, int8, nf4', '"fp8"']);
   });
 
+  test('DoRA / DVoRA on a quantized base is refused in one line naming use_dora', () => {
+    const nf4 = loadPretrained(TINY, { weights: 'nf4' }).model as GPT2LMHeadModel;
+    assertVeraError(() => getPeftModel(nf4, veraConfig({ r: 4, targetModules: ['c_attn'], useDora: true })), ['use_dora', 'nf4 base is not supported']);
+  });
+
   test('a VeRA adapter trained on an nf4 base loads on the f32 base: outputs differ by the quantization error only', () => withTmp((dir) => {
     const nf4 = loadPretrained(TINY, { weights: 'nf4' }).model as GPT2LMHeadModel;
     const f32base = loadPretrained(TINY).model as GPT2LMHeadModel;

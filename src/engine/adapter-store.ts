@@ -325,6 +325,8 @@ export class AdapterStore {
   private read(name: string, source: AdapterSource): ParsedAdapter {
     const { config, tensors, file, configFile } = openSource(name, source);
     if (config.modulesToSave !== null && config.modulesToSave.length > 0) throw new VeraError(`${configFile}: modules_to_save is set; the engine serves adapters of linear layers only`);
+    // DoRA/DVoRA rescale each output row by m/‖W0 + ΔW‖, which the slabs and routed LoRA rows do not compute
+    if ((config as { useDora?: boolean }).useDora) throw new VeraError(`${configFile}: use_dora is set; the engine serves plain VeRA and LoRA adapters (merge a DoRA/DVoRA adapter into the base with vera merge, or run it through PeftModel)`);
     // every key in the file must land somewhere (the tensor getters below note what they read)
     const used = new Set<string>();
     const tracked: AdapterTensors = { ...tensors, get: (k) => (used.add(k), tensors.get(k)) };

@@ -8,6 +8,7 @@ export { veraToLora, convertVeraToLora } from './vera/to-lora.js';
 export * from './lora/config.js';
 export { LoraLinear } from './lora/layer.js';
 export { lora } from './lora/model.js';
+export type { CombinationType, WeightedAdapterOptions } from './lora/weighted.js';
 export * from './targets.js';
 export * from './model_shapes.js';
 export * from './convert.js';

@@ -15,6 +15,9 @@ import { AdapterLayer, assertFinite, type AdapterTensors, type PeftMethod } from
 import { MIN_TARGET_MODULES_FOR_OPTIMIZATION, SEQ_CLS_HEAD_NAMES, allLinearTargets, defaultTargetModules, findMinimalTargetModules, isAllLinear } from './targets.js';
 import { vera } from './vera/model.js';
 import { lora } from './lora/model.js';
+import { LoraLinear } from './lora/layer.js';
+import type { LoraConfig } from './lora/config.js';
+import { checkWeightedAdapter, combineIntoLayer, type WeightedAdapterOptions } from './lora/weighted.js';
 
 /** Registered methods by PEFT's peft_type. Adding a method: one folder plus one line here. */
 const METHODS: Record<string, PeftMethod> = {
@@ -224,6 +227,34 @@ export class PeftModel<M extends Module = Module> {
     if (new Set(list).size !== list.length) throw new VeraError(`setAdapter: adapter names repeat: ${list.join(', ')}`);
     this.activate(list, opts.inferenceMode ?? false);
     if (list.length === 1) this.current = list[0];
+  }
+
+  /**
+   * PEFT's add_weighted_adapter (LoRA; combinations linear, cat and svd): a new adapter `newName`
+   * made from `names` with `weights`, of rank r (linear: the adapters' common r; cat: Σ r; svd:
+   * `svdRank` or the largest r) and lora_alpha = that rank, on the union of their targets. It is
+   * added, not activated; as in PEFT a name already in use leaves everything as it is.
+   */
+  addWeightedAdapter(names: readonly string[], weights: readonly number[], newName: string, opts: WeightedAdapterOptions = {}): void {
+    if (this.peftConfig.has(newName)) return; // PEFT: `if adapter_name in self.peft_config: return`
+    if (this.method.peftType !== 'LORA') throw new VeraError(`addWeightedAdapter combines LoRA adapters; this model's adapters are ${this.method.peftType}`);
+    for (const n of names) if (!this.peftConfig.has(n)) throw new VeraError(`Adapter ${n} does not exist`);
+    if (weights.length !== names.length) throw new VeraError(`addWeightedAdapter: ${names.length} adapters but ${weights.length} weights`);
+    const configs = names.map((n) => this.configOf(n) as LoraConfig);
+    const shared = [...this.savedModules.values()].filter((e) => names.filter((n) => e.copies.has(n)).length > 1);
+    if (shared.length > 0) throw new VeraError(`Cannot add weighted adapters if they target the same module with modules_to_save, but found ${shared.length} such instance(s).`);
+    const { type, rank, targets } = checkWeightedAdapter(configs, names, opts);
+    if (opts.svdClamp !== undefined && !(opts.svdClamp >= 0 && opts.svdClamp <= 1)) throw new VeraError(`addWeightedAdapter: svdClamp must be a quantile in [0, 1], got ${opts.svdClamp}`);
+    const config: LoraConfig = { ...configs[0], r: rank, loraAlpha: rank, targetModules: targets, ignoredFields: [] };
+    const wrapped = this.add(newName, config);
+    try {
+      for (const layer of this.adapterLayers()) {
+        if (layer instanceof LoraLinear && layer.adapterNames().includes(newName)) combineIntoLayer(layer, names, weights, newName, type, rank, opts.svdClamp);
+      }
+    } catch (e) {
+      this.discardAdapter(newName, wrapped);
+      throw e;
+    }
   }
 
   /** PEFT's delete_adapter: refused while the adapter is merged; the last one may go too (the model then runs its base). */
@@ -462,6 +493,7 @@ export class PeftModel<M extends Module = Module> {
       if (data.length !== t.size) throw new VeraError(`setBaseModelStateDict: ${k} has ${data.length} values, the model needs ${t.size} (shape [${t.shape.join(', ')}])`);
       t.copyFrom(data);
     }
+    for (const layer of this.adapterLayers()) layer.clearNormCache(); // W0 changed in place: DoRA's cached W0 terms go
     return { missingKeys, unexpectedKeys };
   }
 

@@ -4,6 +4,22 @@ import { VeraError } from '../io/errors.js';
 import { F, Tensor, noGrad, quantize } from '../tensor/index.js';
 import { Linear, Module } from '../nn/index.js';
 import type { BasePeftConfig } from './config.js';
+import { baseTimesRt, doraOutput, lowRankRowNorms, rowFactor, storedRowNorms, storedRowSquares } from './dora.js';
+
+/** ΔW = L·R of one adapter, detached: L (out × k) carries every scale, R (k × in); `frozenR` when R never changes (VeRA's Aₛ). */
+export interface LowRankFactors {
+  L: Tensor;
+  R: Tensor;
+  frozenR: boolean;
+}
+
+/** Per-adapter terms of the DoRA norm that depend only on frozen tensors (W0; R when frozen). */
+interface NormCache {
+  weight: Tensor;
+  w0Sq: Tensor;
+  P: Tensor | null;
+  G: Tensor | null;
+}
 
 /** A wrapped Linear (or Conv1D) carrying one or more adapters; `base_layer` is the frozen original. */
 export abstract class AdapterLayer<A = unknown> extends Module {
@@ -50,6 +66,7 @@ export abstract class AdapterLayer<A = unknown> extends Module {
   deleteAdapter(name: string): void {
     for (const p of this.parameterNames(name)) this.removeParameter(p);
     this.adapters.delete(name);
+    this.normCache.delete(name);
     if (!this.activeAdapters.includes(name)) return;
     const rest = this.activeAdapters.filter((n) => n !== name);
     this.activeAdapters = rest.length > 0 ? rest : this.availableAdapterNames().sort().slice(0, 1);
@@ -61,8 +78,24 @@ export abstract class AdapterLayer<A = unknown> extends Module {
   }
   /** ΔW in the base weight's storage layout ((out, in), or (in, out) for fan-in-fan-out). */
   abstract deltaWeight(name: string): Tensor;
-  /** The adapter's contribution to the output for input x. */
-  protected abstract adapterForward(name: string, x: Tensor): Tensor;
+  /** The adapter's input: dropout(x) while training with p > 0, else x itself. */
+  protected abstract dropInput(name: string, x: Tensor): Tensor;
+  /** The adapter's low-rank branch on its (dropped) input: ΔW·xd. */
+  protected abstract branch(name: string, xd: Tensor): Tensor;
+  /** DoRA/DVoRA: the adapter's magnitude vector m (out); null for a plain adapter. */
+  magnitude(name: string): Tensor | null {
+    void name;
+    return null;
+  }
+  /** ΔW's factors for the DoRA norm (only called for adapters with a magnitude). */
+  protected lowRankFactors(name: string): LowRankFactors {
+    throw new Error(`${this.constructor.name} has no low-rank factors for '${name}'`);
+  }
+
+  /** The adapter's contribution to the output for input x (plain adapters). */
+  protected adapterForward(name: string, x: Tensor): Tensor {
+    return this.branch(name, this.dropInput(name, x));
+  }
 
   forward(x: Tensor): Tensor {
     if (this.disabled) {
@@ -74,9 +107,59 @@ export abstract class AdapterLayer<A = unknown> extends Module {
     if (this.merged) return this.base_layer.forward(x);
     let y = this.base_layer.forward(x);
     for (const name of this.activeAdapters) {
-      if (this.adapters.has(name)) y = F.add(y, this.adapterForward(name, x));
+      if (!this.adapters.has(name)) continue;
+      const m = this.magnitude(name);
+      y = F.add(y, m === null ? this.adapterForward(name, x) : this.doraForward(name, x, y, m));
     }
     return y;
+  }
+
+  /**
+   * PEFT's DoRA term (lora/dora.py, variants.py): (m/‖W0 + ΔW‖ − 1)·base + (m/‖W0 + ΔW‖)·ΔW·xd.
+   * Without live dropout `base` is the running result minus the bias — as in PEFT, that includes
+   * the outputs of active adapters summed before this one; with dropout live it is W0·dropout(x).
+   */
+  private doraForward(name: string, x: Tensor, running: Tensor, m: Tensor): Tensor {
+    const xd = this.dropInput(name, x);
+    const bias = this.base_layer.bias;
+    const base = xd !== x ? F.linear(xd, this.base_layer.weight, null, this.base_layer.fanInFanOut) : bias ? F.sub(running, bias) : running;
+    return doraOutput(base, this.branch(name, xd), m, this.doraNorm(name));
+  }
+
+  private normCache = new Map<string, NormCache>();
+
+  /** Forget cached W0 terms of the DoRA norm (after W0 or a frozen projection changed in place). */
+  clearNormCache(): void {
+    this.normCache.clear();
+  }
+
+  /** ‖W0 + ΔW‖ per output row, detached, from ΔW's factors (dora.ts); W0's terms cached while W0 is unchanged. */
+  doraNorm(name: string): Tensor {
+    const q = this.base_layer.quantized;
+    if (q) throw new VeraError(`use_dora: DoRA/DVoRA on a ${q.format} base is not supported (the row norms need W0 in float32); load the base with weights 'f32'`);
+    return noGrad(() => {
+      const w = this.base_layer.weight;
+      const fio = this.base_layer.fanInFanOut;
+      const { L, R, frozenR } = this.lowRankFactors(name);
+      let c = this.normCache.get(name);
+      if (!c || c.weight !== w) {
+        c = { weight: w, w0Sq: storedRowSquares(w, fio), P: null, G: null };
+        this.normCache.set(name, c);
+      }
+      const P = c.P ?? baseTimesRt(w, fio, R);
+      const G = c.G ?? F.matmul(R, R, { transB: true });
+      if (frozenR) {
+        c.P = P;
+        c.G = G;
+      }
+      return lowRankRowNorms(c.w0Sq, L, P, G);
+    });
+  }
+
+  /** Set m to ‖W0 + ΔW‖ (PEFT's DoRA init: 1·(W0 + ΔW) at the start, whatever ΔW is). */
+  initMagnitude(name: string): void {
+    const m = this.magnitude(name);
+    if (m) m.copyFrom(this.doraNorm(name).data());
   }
 
   /**
@@ -103,7 +186,8 @@ export abstract class AdapterLayer<A = unknown> extends Module {
       for (const name of names) {
         if (this.mergedAdapters.includes(name) || !this.adapters.has(name)) continue;
         // only a safe merge needs the merged values; otherwise what can fail is checked cheaply
-        if (safe) this.checkFinite(name, F.add(this.base_layer.dequantizedWeight(), this.deltaWeight(name)), where);
+        const base = this.base_layer;
+        if (safe) this.checkFinite(name, this.mergedWeight(name, base.quantized ? base.dequantizedWeight() : base.weight).weight, where);
         else this.assertMergeable(name);
       }
     });
@@ -126,16 +210,12 @@ export abstract class AdapterLayer<A = unknown> extends Module {
     for (const name of names) {
       if (this.mergedAdapters.includes(name) || !this.adapters.has(name)) continue;
       const base = this.base_layer;
-      if (base.quantized) {
-        const merged = F.add(base.dequantizedWeight(), this.deltaWeight(name));
-        if (safe) this.checkFinite(name, merged, where);
-        requantize(base, merged);
-      } else {
-        const w = base.weight;
-        const merged = F.add(w, this.deltaWeight(name));
-        if (safe) this.checkFinite(name, merged, where);
-        w.copyFrom(merged);
-      }
+      const { weight: merged, norm } = this.mergedWeight(name, base.quantized ? base.dequantizedWeight() : base.weight);
+      if (safe) this.checkFinite(name, merged, where);
+      if (base.quantized) requantize(base, merged);
+      else base.weight.copyFrom(merged);
+      if (norm) this.mergeNorms.set(name, norm);
+      this.normCache.clear();
       this.mergedAdapters.push(name);
       done.push(name);
     }
@@ -147,10 +227,33 @@ export abstract class AdapterLayer<A = unknown> extends Module {
       for (let i = 0; i < count && this.mergedAdapters.length > 0; i++) {
         const name = this.mergedAdapters.pop()!;
         const base = this.base_layer;
-        if (base.quantized) requantize(base, F.sub(base.dequantizedWeight(), this.deltaWeight(name)));
-        else base.weight.copyFrom(F.sub(base.weight, this.deltaWeight(name)));
+        const w = base.quantized ? base.dequantizedWeight() : base.weight;
+        const norm = this.mergeNorms.get(name);
+        const m = this.magnitude(name);
+        this.mergeNorms.delete(name);
+        this.normCache.clear();
+        // DoRA: W0 = W' / (m / n) − ΔW with n the norm cached at merge time (PEFT's unmerge)
+        const restored = m && norm ? F.sub(F.div(w, rowFactor(m, norm, base.fanInFanOut)), this.deltaWeight(name)) : F.sub(w, this.deltaWeight(name));
+        if (base.quantized) requantize(base, restored);
+        else base.weight.copyFrom(restored);
       }
     });
+  }
+
+  /** Norms of W0 + ΔW taken when a DoRA adapter was merged (unmerging needs them, as PEFT's cache). */
+  private readonly mergeNorms = new Map<string, Tensor>();
+
+  /**
+   * The base weight with adapter `name` folded in, computed without changing anything: W0 + ΔW, or
+   * for DoRA (m / ‖W0 + ΔW‖) ⊙ (W0 + ΔW) row-wise, with the norm taken (returned for unmerging).
+   */
+  protected mergedWeight(name: string, w: Tensor): { weight: Tensor; norm: Tensor | null } {
+    const sum = F.add(w, this.deltaWeight(name));
+    const m = this.magnitude(name);
+    if (!m) return { weight: sum, norm: null };
+    const fio = this.base_layer.fanInFanOut;
+    const norm = storedRowNorms(sum, fio);
+    return { weight: F.mul(sum, rowFactor(m, norm, fio)), norm };
   }
 }
 

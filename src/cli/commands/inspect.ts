@@ -18,7 +18,7 @@ import { renderSvg, writeSvg } from '../../plot/index.js';
 
 export interface AdapterLayerRow {
   module: string;
-  /** ‖λd‖, ‖λb‖ for VeRA; ‖A‖, ‖B‖ (Frobenius) for LoRA. */
+  /** ‖λd‖, ‖λb‖ for VeRA; ‖A‖, ‖B‖ (Frobenius) for LoRA; ‖m‖ (`magnitude`) with use_dora. */
   norms: Record<string, number>;
   params: number;
 }
@@ -26,6 +26,10 @@ export interface AdapterLayerRow {
 export interface AdapterReport {
   peftType: string;
   r: number;
+  /** use_dora: DoRA (LoRA) or DVoRA (VeRA), with a magnitude vector per layer. */
+  useDora: boolean;
+  /** Whether Hugging Face PEFT can load the adapter (not a DVoRA one: PEFT's VeraConfig has no use_dora). */
+  peftLoadable: boolean;
   trainableParams: number;
   /** The frozen shared matrices stored in the file (0 when regenerated from the seed). */
   projectionParams: number;
@@ -50,7 +54,8 @@ export function inspectAdapter(dir: string, opts: { allowNonFinite?: boolean } =
   const r = (config as unknown as { r: number }).r;
   // the r printed must be the one the tensors have (λd is (r); LoRA's A (r, in)), checked from the headers
   peftMethod(config.peftType).checkStoredSizes?.(config, adapterTensors(st), weightsPath);
-  const suffixes = config.peftType === 'VERA' ? ['vera_lambda_d', 'vera_lambda_b'] : ['lora_A.weight', 'lora_B.weight'];
+  const useDora = (config as { useDora?: boolean }).useDora === true;
+  const suffixes = config.peftType === 'VERA' ? ['vera_lambda_d', 'vera_lambda_b', 'vera_magnitude_vector'] : ['lora_A.weight', 'lora_B.weight', 'lora_magnitude_vector'];
   const rows = new Map<string, AdapterLayerRow>();
   let trainable = 0;
   let projection = 0;
@@ -63,7 +68,7 @@ export function inspectAdapter(dir: string, opts: { allowNonFinite?: boolean } =
       const row = rows.get(module) ?? { module, norms: {}, params: 0 };
       const data = st.getFloat32(key);
       if (!opts.allowNonFinite) assertFinite(data, weightsPath, key, '; pass --allow-non-finite to inspect it anyway');
-      row.norms[suffix.replace('vera_lambda_', 'lambda_').replace('.weight', '')] = norm(data);
+      row.norms[suffix.endsWith('magnitude_vector') ? 'magnitude' : suffix.replace('vera_lambda_', 'lambda_').replace('.weight', '')] = norm(data);
       row.params += size;
       rows.set(module, row);
       trainable += size;
@@ -73,6 +78,8 @@ export function inspectAdapter(dir: string, opts: { allowNonFinite?: boolean } =
   return {
     peftType: config.peftType,
     r,
+    useDora,
+    peftLoadable: !(useDora && config.peftType === 'VERA'),
     trainableParams: trainable + other,
     projectionParams: projection,
     otherParams: other,
@@ -152,6 +159,11 @@ export function registerInspect(program: Command): void {
         if (plot?.kind === 'file') writeSvg(plot.file, await renderSvg(adapterNormsSpec(rep, `${rep.peftType === 'VERA' ? 'VeRA' : 'LoRA'} adapter ${basename(resolve(o.adapter))} (r = ${rep.r}): norms per layer`)));
         if (o.json) return void console.log(JSON.stringify(rep));
         console.log(`${rep.peftType} adapter, r = ${rep.r}`);
+        if (rep.useDora) {
+          console.log(rep.peftType === 'VERA'
+            ? 'use_dora: DVoRA (VeRA with a DoRA magnitude per output row); PEFT cannot load it (its VeraConfig has no use_dora): load it with vera'
+            : 'use_dora: DoRA (a magnitude per output row, lora_magnitude_vector); PEFT loads it');
+        }
         console.log(`trainable params: ${rep.trainableParams.toLocaleString('en-US')} (${rep.trainableBytesF32.toLocaleString('en-US')} bytes as F32)`);
         if (rep.peftType === 'VERA') console.log(`stored projections: ${rep.projectionParams === 0 ? 'none (regenerated from projection_prng_key)' : rep.projectionParams.toLocaleString('en-US') + ' params'}`);
         console.log(`file: ${rep.fileBytes.toLocaleString('en-US')} bytes`);

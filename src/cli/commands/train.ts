@@ -116,6 +116,7 @@ export interface TrainCliOptions {
   veraDropout: number;
   ablation?: 'only_d' | 'only_b';
   uniqueProjections?: boolean;
+  useDora?: boolean;
   projectionInit: ProjectionInit;
   loraAlpha: number;
   loraDropout: number;
@@ -244,7 +245,8 @@ adapter uses --lr.
 
 Method flags: --d-initial, --projection-prng-key, --no-save-projection, --vera-dropout,
 --ablation, --unique-projections and --projection-init are for --method vera; --lora-alpha and
---lora-dropout for --method lora. --r is required for both.
+--lora-dropout for --method lora. --r is required for both. --use-dora adds DoRA's magnitude to
+either (DoRA for lora, DVoRA for vera).
 
 --method full (causal-lm): every parameter of the model trains (no adapter; a tied embedding is
 one parameter, trained once); default --lr ${DEFAULT_LR.full}; --weight-decay applies to the weight matrices
@@ -326,6 +328,7 @@ export function registerTrain(program: Command): void {
     .addOption(new Option('--ablation <which>', 'VeRA: train only λd (λb fixed at 1) or only λb (λd fixed at 1)').choices(['only_d', 'only_b']))
     .option('--unique-projections', 'VeRA: one random pair per layer instead of one shared pair')
     .addOption(new Option('--projection-init <init>', 'VeRA: distribution of A and B').choices(['kaiming_uniform', 'kaiming_normal', 'uniform']).default('kaiming_uniform'))
+    .option('--use-dora', 'DoRA (--method lora) or DVoRA (--method vera): also train a magnitude per output row (use_dora; PEFT cannot load DVoRA)')
     .option('--lora-alpha <x>', 'LoRA: scaling numerator (scaling = alpha / r)', positiveNumber, 8)
     .option('--lora-dropout <p>', 'LoRA: dropout on the adapter input', probability, 0)
     .option('--modules-to-save <names>', 'modules trained fully and saved with the adapter (e.g. a head), comma list', nameList)
@@ -383,6 +386,7 @@ const ADAPTER_ONLY: [string, string][] = [
   ['bias', '--bias'],
   ['layersToTransform', '--layers-to-transform'],
   ['headLr', '--head-lr'],
+  ['useDora', '--use-dora'],
   ...VERA_ONLY,
   ...LORA_ONLY,
 ];
@@ -683,8 +687,9 @@ function adapterTrainee(o: TrainCliOptions, task: PreparedTask, targets: string[
           ablation: (o.ablation ?? null) as VeraAblation,
           uniqueProjections: o.uniqueProjections ?? false,
           projectionInit: o.projectionInit,
+          useDora: o.useDora ?? false,
         })
-      : loraConfig({ ...base, r, loraAlpha: o.loraAlpha, loraDropout: o.loraDropout });
+      : loraConfig({ ...base, r, loraAlpha: o.loraAlpha, loraDropout: o.loraDropout, useDora: o.useDora ?? false });
   manualSeed(o.seed); // LoRA's A is drawn from the global generator
   let peft: PeftModel<Module>;
   try {

@@ -12,6 +12,8 @@ export interface LoraConfig extends BasePeftConfig {
   useRslora: boolean;
   /** true/false, or PEFT's named inits ("gaussian", "pissa", …): kept for the file; a fresh adapter starts as true (B = 0) unless false. */
   initLoraWeights: boolean | string;
+  /** DoRA: a trained magnitude per output row (PEFT's use_dora, lora_magnitude_vector). */
+  useDora: boolean;
 }
 
 /** targetModules may be left out: PEFT's default for the model's model_type applies. */
@@ -25,6 +27,7 @@ export function loraConfig(init: LoraConfigInit = {}): LoraConfig {
     loraDropout: 0,
     useRslora: false,
     initLoraWeights: true,
+    useDora: false,
     ...BASE_DEFAULTS,
     ...init,
   };
@@ -41,14 +44,14 @@ export function validateLoraConfig(c: LoraConfig, where: string): void {
 }
 
 const LORA_FIELDS = new Set([
-  ...BASE_FIELD_NAMES, 'exclude_modules', 'r', 'lora_alpha', 'lora_dropout', 'use_rslora', 'init_lora_weights',
+  ...BASE_FIELD_NAMES, 'exclude_modules', 'r', 'lora_alpha', 'lora_dropout', 'use_rslora', 'init_lora_weights', 'use_dora',
   // used only by Megatron, or only to initialize (EVA, CorDA) an adapter that is then saved: safe to ignore
   'megatron_config', 'megatron_core', 'eva_config', 'corda_config', 'qalora_group_size', 'ensure_weight_tying',
 ]);
 
 /** LoRA fields that change what the saved weights mean; refused unless at their default. */
 const LORA_UNSUPPORTED: Record<string, (v: unknown) => boolean> = {
-  use_dora: isUnset, rank_pattern: isUnset, alpha_pattern: isUnset, layer_replication: isUnset, loftq_config: isUnset,
+  rank_pattern: isUnset, alpha_pattern: isUnset, layer_replication: isUnset, loftq_config: isUnset,
   target_parameters: isUnset, trainable_token_indices: isUnset, lora_bias: isUnset, use_qalora: isUnset,
   alora_invocation_tokens: isUnset, arrow_config: isUnset,
 };
@@ -66,6 +69,7 @@ export function parseLoraConfig(json: unknown, file: string): LoraConfig {
     loraDropout: r.num('lora_dropout', 0),
     useRslora: r.bool('use_rslora', false),
     initLoraWeights: typeof init === 'boolean' || typeof init === 'string' ? init : true,
+    useDora: r.bool('use_dora', false),
     ignoredFields,
   };
   validateLoraConfig(c, file);
@@ -83,7 +87,7 @@ export function loraConfigToJson(c: LoraConfig): Record<string, unknown> {
     megatron_core: 'megatron.core',
     r: c.r,
     rank_pattern: {},
-    use_dora: false,
+    use_dora: c.useDora,
     use_rslora: c.useRslora,
   };
 }

@@ -17,7 +17,7 @@ export const lora: PeftMethod<LoraConfig> = {
     const scaling = config.useRslora ? config.loraAlpha / Math.sqrt(config.r) : config.loraAlpha / config.r;
     const rng = defaultRng(); // seeded by manualSeed, so runs reproduce
     for (const [, wrapper] of wrapTargets(model, targets, LoraLinear)) {
-      wrapper.addAdapter(name, config.r, scaling, config.loraDropout, config.initLoraWeights !== false, rng);
+      wrapper.addAdapter(name, config.r, scaling, config.loraDropout, config.initLoraWeights !== false, rng, config.useDora);
     }
   },
 
@@ -27,6 +27,8 @@ export const lora: PeftMethod<LoraConfig> = {
       const a = layer.adapter(name);
       sd.layers.set(`${path}.lora_A.weight`, a.A);
       sd.layers.set(`${path}.lora_B.weight`, a.B);
+      // PEFT saves DoRA's magnitude without the adapter name and without ".weight"
+      if (a.magnitude) sd.layers.set(`${path}.lora_magnitude_vector`, a.magnitude);
     }
     return sd;
   },
@@ -47,6 +49,7 @@ export const lora: PeftMethod<LoraConfig> = {
       const key = `base_model.model.${path}`;
       a.A.copyFrom(expectShape(tensors, `${key}.lora_A.weight`, [config.r, layer.inFeatures], file, `(r, in_features) of ${path}`));
       a.B.copyFrom(expectShape(tensors, `${key}.lora_B.weight`, [layer.outFeatures, config.r], file, `(out_features, r) of ${path}`));
+      if (a.magnitude) a.magnitude.copyFrom(expectShape(tensors, `${key}.lora_magnitude_vector`, [layer.outFeatures], file, `DoRA magnitude (out_features) of ${path}; adapter_config.json says use_dora: true`));
     }
   },
 };

@@ -28,6 +28,11 @@ export interface VeraConfig extends BasePeftConfig {
   /** One random pair per layer instead of one shared pair. */
   uniqueProjections: boolean;
   projectionInit: ProjectionInit;
+  /**
+   * DVoRA: DoRA's trained magnitude per output row on top of VeRA's ΔW (`vera_magnitude_vector`).
+   * Not a PEFT field: written as use_dora only when true, and PEFT cannot load such an adapter.
+   */
+  useDora: boolean;
 }
 
 /** targetModules may be left out: PEFT's default for the model's model_type applies. */
@@ -45,6 +50,7 @@ export function veraConfig(init: VeraConfigInit = {}): VeraConfig {
     ablation: null,
     uniqueProjections: false,
     projectionInit: 'kaiming_uniform',
+    useDora: false,
     ...BASE_DEFAULTS,
     ...init,
   };
@@ -64,16 +70,16 @@ export function validateVeraConfig(c: VeraConfig, where: string): void {
 
 const VERA_FIELDS = new Set([
   ...BASE_FIELD_NAMES, 'r', 'projection_prng_key', 'save_projection', 'vera_dropout', 'd_initial', 'init_weights',
-  'ablation', 'unique_projections', 'projection_init',
+  'ablation', 'unique_projections', 'projection_init', 'use_dora',
 ]);
 
 /**
- * Fields that are not VeRA's but would change what the adapter means if honoured (DoRA's magnitude,
- * per-layer ranks, extra trained tensors): refused when set rather than silently dropped, as for LoRA.
+ * Fields that are not VeRA's but would change what the adapter means if honoured (per-layer
+ * ranks, extra trained tensors): refused when set rather than silently dropped, as for LoRA.
  * exclude_modules stays a listed unknown field: PEFT's VeraConfig drops it too.
  */
 const VERA_UNSUPPORTED: Record<string, (v: unknown) => boolean> = {
-  use_dora: isUnset, rank_pattern: isUnset, layer_replication: isUnset, target_parameters: isUnset,
+  rank_pattern: isUnset, layer_replication: isUnset, target_parameters: isUnset,
   trainable_token_indices: isUnset, lora_bias: isUnset,
 };
 
@@ -92,6 +98,7 @@ export function parseVeraConfig(json: unknown, file: string): VeraConfig {
     ablation: r.has('ablation') ? r.oneOf('ablation', ['only_d', 'only_b'] as const, 'only_d') : null,
     uniqueProjections: r.bool('unique_projections', false),
     projectionInit: r.oneOf('projection_init', ['kaiming_uniform', 'kaiming_normal', 'uniform'] as const, 'kaiming_uniform'),
+    useDora: r.bool('use_dora', false),
     ignoredFields,
   };
   validateVeraConfig(c, file);
@@ -113,5 +120,6 @@ export function veraConfigToJson(c: VeraConfig): Record<string, unknown> {
   if (c.ablation !== null) json.ablation = c.ablation;
   if (c.uniqueProjections) json.unique_projections = true;
   if (c.projectionInit !== 'kaiming_uniform') json.projection_init = c.projectionInit;
+  if (c.useDora) json.use_dora = true; // DVoRA: PEFT's VeraConfig has no such field and cannot load it
   return json;
 }

@@ -7,10 +7,14 @@
 // by its first adapter, and each layer reads the slices A[:, :in] and B[:out, :]. Only λd (length
 // r) and λb (length out) train. Parameter names follow PEFT
 // ("vera_lambda_d.<adapter>") so module paths and saved keys line up.
+//
+// DVoRA (useDora): DoRA's magnitude on top, W' = (m / ‖W0 + ΔW‖) ⊙ (W0 + ΔW) with ΔW the VeRA
+// update above; m ("vera_magnitude_vector.<adapter>", out values) trains too. The math is in
+// ../dora.ts and AdapterLayer; with Aₛ frozen, the norm's W0·Aₛᵀ and Aₛ·Aₛᵀ are computed once.
 import { F, Tensor, defaultRng, type Rng } from '../../tensor/index.js';
 import type { Linear } from '../../nn/index.js';
 import { VeraError } from '../../io/errors.js';
-import { AdapterLayer } from '../tuner.js';
+import { AdapterLayer, type LowRankFactors } from '../tuner.js';
 
 /** The frozen pair the model's VeRA adapters share (PEFT's vera_A / vera_B). */
 export interface VeraProjections {
@@ -29,6 +33,8 @@ interface VeraAdapter {
   /** The ablations freeze one of the vectors. */
   trainD: boolean;
   trainB: boolean;
+  /** DVoRA's magnitude (out), or null. */
+  magnitude: Tensor | null;
 }
 
 export interface VeraAdapterOptions {
@@ -40,6 +46,8 @@ export interface VeraAdapterOptions {
   shared: boolean;
   /** r of this adapter; the shared pair may have more rows (it is sized by the model's first adapter). */
   r: number;
+  /** DVoRA: add a trained magnitude vector (call initMagnitude once λd and λb hold their start values). */
+  useDora?: boolean;
 }
 
 /** The adapters using each shared pair, over all layers (PEFT's model-level vera_A dict, keyed by adapter). */
@@ -56,7 +64,8 @@ export class VeraLinear extends AdapterLayer<VeraAdapter> {
   addAdapter(name: string, projections: VeraProjections, o: VeraAdapterOptions): void {
     const lambdaD = this.addParameter(`vera_lambda_d.${name}`, Tensor.full([o.r], o.dInitial), false);
     const lambdaB = this.addParameter(`vera_lambda_b.${name}`, Tensor.full([this.outFeatures], o.bInitial), false);
-    this.adapters.set(name, { lambdaD, lambdaB, projections, shared: o.shared, dropout: o.dropout, trainD: o.trainD, trainB: o.trainB });
+    const magnitude = o.useDora ? this.addParameter(`vera_magnitude_vector.${name}`, Tensor.zeros([this.outFeatures]), false) : null;
+    this.adapters.set(name, { lambdaD, lambdaB, projections, shared: o.shared, dropout: o.dropout, trainD: o.trainD, trainB: o.trainB, magnitude });
     if (o.shared) {
       this.pair = projections;
       let users = pairUsers.get(projections);
@@ -81,11 +90,27 @@ export class VeraLinear extends AdapterLayer<VeraAdapter> {
 
   trainableTensors(name: string): Tensor[] {
     const a = this.adapter(name);
-    return [...(a.trainD ? [a.lambdaD] : []), ...(a.trainB ? [a.lambdaB] : [])];
+    // the ablations freeze λd or λb; DVoRA's magnitude trains in both
+    return [...(a.trainD ? [a.lambdaD] : []), ...(a.trainB ? [a.lambdaB] : []), ...(a.magnitude ? [a.magnitude] : [])];
   }
 
   protected parameterNames(name: string): string[] {
-    return [`vera_lambda_d.${name}`, `vera_lambda_b.${name}`];
+    const names = [`vera_lambda_d.${name}`, `vera_lambda_b.${name}`];
+    return this.adapters.get(name)?.magnitude ? [...names, `vera_magnitude_vector.${name}`] : names;
+  }
+
+  override magnitude(name: string): Tensor | null {
+    return this.adapter(name).magnitude;
+  }
+
+  /** ΔW = L·Aₛ with L = (λb ⊙ Bₛ)·diag(λd) (out × r): Aₛ is frozen, so the norm's W0 terms are cached. */
+  protected override lowRankFactors(name: string): LowRankFactors {
+    const { lambdaB, projections } = this.adapter(name);
+    const lambdaD = this.lambdaDFor(name);
+    const A = F.slice(projections.A, 1, 0, this.inFeatures);
+    const B = F.slice(projections.B, 0, 0, this.outFeatures);
+    const L = F.mul(F.mul(B, F.reshape(lambdaB, [this.outFeatures, 1])), F.reshape(lambdaD, [1, lambdaD.size]));
+    return { L, R: A, frozenR: true };
   }
 
   /** The projections adapter `name` computes with (PEFT's vera_A[name] / vera_B[name]). */
@@ -109,10 +134,13 @@ export class VeraLinear extends AdapterLayer<VeraAdapter> {
     this.lambdaDFor(name);
   }
 
-  /** Λb · B · Λd · A · dropout(x), one fused op reading A[:, :in] and B[:out, :] in place. */
-  protected adapterForward(name: string, x: Tensor): Tensor {
-    const { lambdaB, projections, dropout } = this.adapter(name);
-    const xd = F.dropout(x, dropout, this.rng ?? defaultRng(), this.training);
+  protected dropInput(name: string, x: Tensor): Tensor {
+    return F.dropout(x, this.adapter(name).dropout, this.rng ?? defaultRng(), this.training);
+  }
+
+  /** Λb · B · Λd · A · xd, one fused op reading A[:, :in] and B[:out, :] in place. */
+  protected branch(name: string, xd: Tensor): Tensor {
+    const { lambdaB, projections } = this.adapter(name);
     return F.veraBranch(xd, projections.A, projections.B, this.lambdaDFor(name), lambdaB);
   }
 

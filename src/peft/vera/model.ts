@@ -130,6 +130,7 @@ export const vera: PeftMethod<VeraConfig> = {
         dropout: config.veraDropout,
         trainD: !onlyB,
         trainB: !onlyD,
+        useDora: config.useDora,
       });
       if (!config.initWeights) {
         // PEFT's non-identity start: λd ~ N(0, 1) from the global generator (so two such adapters differ), λb = 1
@@ -137,6 +138,7 @@ export const vera: PeftMethod<VeraConfig> = {
         a.lambdaD.copyFrom(defaultRng().fillNormal(new Float32Array(config.r)));
         a.lambdaB.copyFrom(new Float32Array(base.outFeatures).fill(1));
       }
+      if (config.useDora) wrapper.initMagnitude(name); // m = ‖W0 + ΔW‖ at the start, as DoRA
     }
   },
 
@@ -147,6 +149,8 @@ export const vera: PeftMethod<VeraConfig> = {
       const a = layer.adapter(name);
       sd.layers.set(`${path}.vera_lambda_b`, a.lambdaB);
       sd.layers.set(`${path}.vera_lambda_d`, a.lambdaD);
+      // DVoRA: PEFT's naming pattern (<prefix>_magnitude_vector, no adapter name)
+      if (a.magnitude) sd.layers.set(`${path}.vera_magnitude_vector`, a.magnitude);
       if (config.saveProjection && !a.shared) {
         sd.layers.set(`${path}.vera_A`, a.projections.A);
         sd.layers.set(`${path}.vera_B`, a.projections.B);
@@ -225,11 +229,14 @@ export const vera: PeftMethod<VeraConfig> = {
       const key = `base_model.model.${path}`;
       a.lambdaB.copyFrom(expectShape(tensors, `${key}.vera_lambda_b`, [layer.outFeatures], file, `out_features of ${path}`));
       a.lambdaD.copyFrom(expectShape(tensors, `${key}.vera_lambda_d`, [config.r], file, 'r'));
+      if (a.magnitude) a.magnitude.copyFrom(expectShape(tensors, `${key}.vera_magnitude_vector`, [layer.outFeatures], file, `DVoRA magnitude (out_features) of ${path}; adapter_config.json says use_dora: true`));
       if (!a.shared) {
         loadProjection(`${key}.vera_A`, a.projections.A, 'VeRA projection (r, in) of this layer');
         loadProjection(`${key}.vera_B`, a.projections.B, 'VeRA projection (out, r) of this layer');
       }
     }
+    // the projections may have changed in place: the norm's cached W0·Aₛᵀ must be recomputed
+    for (const [, l] of model.namedModules()) if (l instanceof VeraLinear) l.clearNormCache();
   },
 };
 

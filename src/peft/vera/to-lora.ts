@@ -3,7 +3,8 @@
 //     lora_A = diag(λd) · Aₛ   (r × in)      lora_B = diag(λb) · Bₛ   (out × r)
 // and scaling lora_alpha / r = 1. So any LoRA runtime serves a VeRA adapter, at LoRA's size:
 // r·(in + out) numbers per layer instead of r + out. Layers' in_features are not in a VeRA file
-// (λb gives out_features), so they come from the base model's shapes.
+// (λb gives out_features), so they come from the base model's shapes. A DVoRA adapter (use_dora)
+// becomes a DoRA one: same ΔW, same norms, its vera_magnitude_vector saved as lora_magnitude_vector.
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { readJsonFile, writeDirAtomic, type WriteDirOptions } from '../../io/atomic.js';
@@ -105,6 +106,11 @@ export function veraToLora(config: VeraConfig, tensors: AdapterTensors, shapes: 
     out[`${key}.lora_A.weight`] = { data: loraA, shape: [r, l.in], dtype };
     out[`${key}.lora_B.weight`] = { data: loraB, shape: [l.out, r], dtype };
     loraParams += r * (l.in + l.out);
+    if (config.useDora) {
+      // DVoRA → DoRA: the same ΔW, hence the same norms, so the magnitude carries over as it is
+      out[`${key}.lora_magnitude_vector`] = { data: get(`${key}.vera_magnitude_vector`, [l.out], `DVoRA magnitude (out_features) of ${l.path}`), shape: [l.out], dtype };
+      loraParams += l.out;
+    }
   }
   // modules_to_save copies mean the same under LoRA; anything else (a trained bias) is not converted
   for (const k of tensors.keys()) {
@@ -130,6 +136,7 @@ export function veraToLora(config: VeraConfig, tensors: AdapterTensors, shapes: 
     r,
     loraAlpha: r, // scaling α / r = 1: the vectors are folded into A and B
     loraDropout: config.veraDropout,
+    useDora: config.useDora,
   });
   return { config: sortedJson(loraConfigToJson(lora)), weights: serializeSafetensors(out, { format: 'pt' }), layers: layers.length, loraParams };
 }
