@@ -250,9 +250,12 @@ static void gemm_shared_b(int64_t m, int64_t n, int64_t k,
                    float* C, int64_t ldc, bool accumulate, int threads) {
   if (zero_k(m, n, k, C, ldc, accumulate)) return;
   float* panel = buffers().b;
-  // a multiple of `threads` blocks of about equal height, so no thread is left with the odd one
-  const int64_t blocks = ((m + MC - 1) / MC + threads - 1) / threads * threads;
-  const int64_t mStep = ((m + blocks - 1) / blocks + MR - 1) / MR * MR;
+  // a multiple of `threads` blocks of whole micro-panels, as equal as they come (at most MC rows
+  // each), so no thread is left with the odd one (1024 rows on 2 threads: 6 blocks of 14-15
+  // panels, not five of 180 rows and one of 124)
+  const int64_t panels = (m + MR - 1) / MR;
+  const int64_t perThread = (panels + threads - 1) / threads;
+  const int64_t blocks = std::min<int64_t>(panels, (perThread * MR + MC - 1) / MC * threads);
   const int64_t kStep = slab_depth(k);
   for (int64_t jc = 0; jc < n; jc += NC) {
     const int64_t nc = std::min(NC, n - jc);
@@ -262,10 +265,10 @@ static void gemm_shared_b(int64_t m, int64_t n, int64_t k,
         const int64_t j0 = p0 * NR, j1 = std::min(nc, p1 * NR);
         pack_b(kc, j1 - j0, B + pc * rsB + (jc + j0) * csB, rsB, csB, panel + j0 * kc);
       });
-      parallel_for((m + mStep - 1) / mStep, 1, [&](int64_t b0, int64_t b1) {
+      parallel_for(blocks, 1, [&](int64_t b0, int64_t b1) {
         float* a = buffers().a;
         for (int64_t blk = b0; blk < b1; blk++) {
-          const int64_t ic = blk * mStep, mc = std::min(mStep, m - ic);
+          const int64_t ic = blk * panels / blocks * MR, mc = std::min(m, (blk + 1) * panels / blocks * MR) - ic;
           pack_a(mc, kc, A + ic * rsA + pc * csA, rsA, csA, a);
           macro_kernel(mc, nc, kc, a, panel, C + ic * ldc + jc, ldc, accumulate || pc > 0);
         }
