@@ -12,6 +12,8 @@ import { fileURLToPath } from 'node:url';
 import { noGrad, dequantize } from '../src/tensor/index.js';
 import { Linear } from '../src/nn/index.js';
 import { loadPretrained } from '../src/models/auto.js';
+import { bnbStoredSize } from '../src/models/bnb.js';
+import { loadCheckpointTensors } from '../src/io/safetensors.js';
 import { assertVeraError, runVera, withTmp } from './helpers.js';
 
 const FIXTURES = fileURLToPath(new URL('../../test/fixtures/', import.meta.url));
@@ -64,6 +66,15 @@ describe('pre-quantized bitsandbytes folders', () => {
       sameArray(logits(loaded.model), logits(ours), 'logits');
     });
   }
+
+  test('the loader bounds the build by the dequantized sizes and memory by the stored bytes', () => {
+    const f32 = loadCheckpointTensors(LLAMA);
+    let elements = 0;
+    for (const n of f32.names) elements += f32.get(n).shape.reduce((a, b) => a * b, 1);
+    const nf4 = bnbStoredSize(loadCheckpointTensors(path.join(BNB, 'llama-nf4')));
+    assert.ok(nf4.elements >= elements, `${nf4.elements} ≥ ${elements}`);
+    assert.ok(nf4.bytes < 4 * elements / 2, `${nf4.bytes} bytes`);
+  });
 
   test('weights f32 dequantizes a bitsandbytes folder; another format is refused in one line', () => {
     const q = loadPretrained(path.join(BNB, 'gpt2-nf4-dq')).model;

@@ -12,7 +12,7 @@ import { fail } from '../io/errors.js';
 import { loadCheckpointTensors, serializeSafetensors, type CheckpointTensors, type Dtype, type TensorToWrite, type WriteDtype } from '../io/safetensors.js';
 import { asJsonObject, type JsonObject } from './config.js';
 import { SkipInitRng } from './common.js';
-import { bnbCheckpoint, bnbQuantization } from './bnb.js';
+import { bnbCheckpoint, bnbQuantization, bnbStoredSize } from './bnb.js';
 import { GPT2LMHeadModel, gpt2ConfigFromJson, gpt2ConfigToJson } from './gpt2.js';
 import { CNN, cnnConfigFromJson, cnnConfigToJson } from './cnn.js';
 import { MLP, mlpConfigFromJson, mlpConfigToJson } from './mlp.js';
@@ -382,10 +382,13 @@ export function loadPretrained(dir: string, opts: LoadPretrainedOptions = {}): L
   const family = familyOf(configJson, configFile);
   // the checkpoint's headers first: its real sizes bound what config.json may make us allocate
   const ckpt = loadCheckpointTensors(dir);
-  const stored = checkpointElements(ckpt);
-  checkModelFitsMemory(dir, stored);
   // a pre-quantized bitsandbytes folder loads in its own format (or dequantized, with weights 'f32')
   const bnb = bnbQuantization(configJson, configFile);
+  // bitsandbytes: the model is built for the dequantized sizes, and holds about the stored bytes
+  // (each float32 weight is released as its compact form is stored), unless it is dequantized
+  const bnbSize = bnb ? bnbStoredSize(ckpt) : null;
+  const stored = bnbSize ? bnbSize.elements : checkpointElements(ckpt);
+  checkModelFitsMemory(dir, bnbSize && opts.weights !== 'f32' ? Math.ceil(bnbSize.bytes / 4) : stored);
   if (bnb && opts.weights !== undefined) parseWeightFormat(opts.weights, 'weights');
   if (bnb && opts.weights !== undefined && opts.weights !== 'f32' && opts.weights !== bnb.format) {
     fail(`${configFile}: quantization_config holds bitsandbytes ${bnb.format} weights; weights ${opts.weights} cannot be made from them (load them as ${bnb.format}, or as f32 to dequantize)`);

@@ -68,6 +68,22 @@ function auxOwner(key: string): string | null {
   return null;
 }
 
+/**
+ * What a bitsandbytes checkpoint holds, for the loader's bounds: `elements` counts each packed 4-bit
+ * weight as the values it dequantizes to (the model is built with float32 parameters first, each
+ * released as its compact weight is stored), `bytes` is what the checkpoint occupies.
+ */
+export function bnbStoredSize(ckpt: CheckpointTensors): { elements: number; bytes: number } {
+  let elements = 0;
+  let bytes = 0;
+  for (const name of ckpt.names) {
+    const t = ckpt.get(name);
+    bytes += t.byteLength;
+    elements += (t.dtype === 'U8' && auxOwner(name) === null ? 2 : 1) * count(t);
+  }
+  return { elements, bytes };
+}
+
 const same = (a: readonly number[], b: readonly number[]): boolean => a.length === b.length && a.every((v, i) => v === b[i]);
 const count = (t: CheckpointTensor): number => t.shape.reduce((a, b) => a * b, 1);
 
