@@ -11,7 +11,8 @@
         "native/vera.cc",
         "native/ragged.cc",
         "native/quant.cc",
-        "native/quant_avx512.cc"
+        "native/quant_avx512.cc",
+        "native/gemm_avx512.cc"
       ],
       "dependencies": ["vera_gemm_avx2"],
       "cflags_cc!": ["-fno-exceptions"],

@@ -3,21 +3,29 @@
 import { kernels } from '../src/tensor/index.js';
 import { backendThreads, gemmSeconds, runTrainSpec, type GemmSpec, type TrainSpec } from './step.js';
 import { runDecodeSpec, type DecodeSpec } from './decode.js';
+import { runQuantSpec, type QuantSpec } from './quant.js';
+import { loadAddon } from '../src/backends/native/index.js';
 
 async function main(): Promise<void> {
   const [mode, json] = process.argv.slice(2);
-  if ((mode !== 'gemm' && mode !== 'train' && mode !== 'decode') || json === undefined) {
-    process.stderr.write('usage: child.js gemm|train|decode <json spec>\n');
+  if ((mode !== 'gemm' && mode !== 'train' && mode !== 'decode' && mode !== 'quant') || json === undefined) {
+    process.stderr.write('usage: child.js gemm|train|decode|quant <json spec>\n');
     process.exit(2);
   }
   const base = { backend: kernels().name, threads: backendThreads() };
-  if (mode === 'decode') {
+  if (mode === 'quant') {
+    const result = await runQuantSpec(JSON.parse(json) as QuantSpec);
+    process.stdout.write(`${JSON.stringify({ ...base, ...result })}\n`);
+  } else if (mode === 'decode') {
     const result = await runDecodeSpec(JSON.parse(json) as DecodeSpec);
     process.stdout.write(`${JSON.stringify({ ...base, ...result })}\n`);
   } else if (mode === 'gemm') {
     const spec = JSON.parse(json) as GemmSpec;
     const results = spec.sizes.map((n) => ({ n, seconds: gemmSeconds(n, spec.warmup, spec.runs, spec.minSeconds) }));
-    process.stdout.write(`${JSON.stringify({ ...base, results })}\n`);
+    // the machine's peak: a register-only FMA loop on all threads, with the GEMM's vector width
+    const addon = base.backend === 'native' ? loadAddon().addon : null;
+    const peak = addon ? { peakGflops: addon.machinePeak(1), kernel: addon.gemmKernel() } : {};
+    process.stdout.write(`${JSON.stringify({ ...base, results, ...peak })}\n`);
   } else {
     const result = runTrainSpec(JSON.parse(json) as TrainSpec);
     process.stdout.write(`${JSON.stringify({ ...base, ...result })}\n`);

@@ -63,7 +63,7 @@ interface Flags {
 
 export function optionsFromArgv(argv: string[]): BenchOptions {
   const program = new Command('npm run bench --')
-    .description('Our runtime against PyTorch on this machine: GEMM, VeRA / LoRA training steps on GPT-2 shapes, and multi-adapter decoding on a SmolLM-135M shape; writes BENCHMARKS.md')
+    .description('Our runtime against PyTorch on this machine: GEMM (and the machine\'s FMA peak), VeRA / LoRA training steps on GPT-2 shapes, multi-adapter decoding on a SmolLM-135M shape, and the compact weight formats (quant: GEMM, batch-1 decoding, accuracy); writes BENCHMARKS.md')
     .addOption(new Option('--quick', 'small shapes and few runs, for smoke testing (under a minute)'))
     .addOption(new Option('--only <sections>', `comma-separated subset of: ${SECTIONS.join(', ')}`).argParser(parseSections))
     .option('--out <file>', 'markdown report to write', path.join(ROOT, 'BENCHMARKS.md'))
@@ -108,6 +108,15 @@ export function optionsFromArgv(argv: string[]): BenchOptions {
     decode: quick
       ? { shape: { vocab: 2048, hidden: 128, intermediate: 256, layers: 4, heads: 4, kvHeads: 2 }, prompt: 8, newTokens: 6, batch: 4, mixed: 8, veraR: 16, loraR: 8, loopTokens: 3, registry: 1000, runs: 1 }
       : { shape: SMOLLM_135M, prompt: 32, newTokens: 16, batch: 16, mixed: 64, veraR: 256, loraR: 8, loopTokens: 6, registry: 10_000, runs: 2 },
+    quant: {
+      sizes: quick ? [256, 512] : [512, 1024, 2048],
+      runs: f.runs ?? (quick ? 3 : 5),
+      minSeconds: quick ? 0.2 : 1,
+      decode: quick
+        ? { shape: { vocab: 2048, hidden: 128, intermediate: 256, layers: 4, heads: 4, kvHeads: 2 }, prompt: 8, newTokens: 6, runs: 1 }
+        : { shape: SMOLLM_135M, prompt: 32, newTokens: 16, runs: 2 },
+      accuracy: { model: path.join(ROOT, 'data', 'fortune-llama'), evalFile: path.join(ROOT, 'data', 'fortunes', 'general', 'eval.jsonl'), fortunes: quick ? 20 : 150, logitTokens: 128 },
+    },
     command: ['npm run bench', ...(argv.length > 0 ? ['--', ...argv.map(shellQuote)] : [])].join(' '),
     note: f.note ?? null,
     log: (line) => process.stdout.write(`${line}\n`),

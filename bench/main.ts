@@ -9,11 +9,12 @@ import { renderMarkdown } from './report.js';
 import type { GemmSpec, Method, TrainResult, TrainSpec } from './step.js';
 import { probeTorch, torchDecode, torchGemm, torchTrain, type Probe, type TorchDecode, type TorchGemm, type TorchTrain } from './torch.js';
 import type { DecodeResult, DecodeSpec } from './decode.js';
+import type { QuantResult, QuantSpec } from './quant.js';
 
 const CHILD = fileURLToPath(new URL('./child.js', import.meta.url));
 
-export type Section = 'gemm' | 'vera' | 'lora' | 'dvora' | 'dora' | 'decode';
-export const SECTIONS: readonly Section[] = ['gemm', 'vera', 'lora', 'dvora', 'dora', 'decode'];
+export type Section = 'gemm' | 'vera' | 'lora' | 'dvora' | 'dora' | 'decode' | 'quant';
+export const SECTIONS: readonly Section[] = ['gemm', 'vera', 'lora', 'dvora', 'dora', 'decode', 'quant'];
 
 export interface ModelShape {
   layers: number;
@@ -43,6 +44,7 @@ export interface BenchOptions {
   warmup: number;
   steps: number;
   decode: DecodeSpec;
+  quant: QuantSpec;
   /** The command line, for the report's header. */
   command: string;
   /** Free text for the report (e.g. "other jobs were using the CPU"). */
@@ -56,6 +58,10 @@ export interface OursGemm {
   backend: string;
   threads: number;
   results: { n: number; seconds: number[] }[];
+  /** GFLOP/s of a register-only FMA loop on all threads (native only). */
+  peakGflops?: number;
+  /** The GEMM micro-kernel (native only). */
+  kernel?: string;
 }
 
 export interface OursTrain extends TrainResult {
@@ -85,6 +91,7 @@ export interface BenchResults {
   gemm: { spec: GemmSpec; ours: Outcome<OursGemm>; torch: Outcome<TorchGemm> | null } | null;
   train: TrainEntry[];
   decode?: { spec: DecodeSpec; ours: Outcome<OursDecode>; torch: Outcome<TorchDecode> | null };
+  quant?: { spec: QuantSpec; ours: Outcome<QuantResult & { threads: number }> };
 }
 
 export interface OursDecode extends DecodeResult {
@@ -99,7 +106,7 @@ function attempt<T>(fn: () => T): Outcome<T> {
   }
 }
 
-function runChild<T>(mode: 'gemm' | 'train' | 'decode', spec: object, threads: number | null): T {
+function runChild<T>(mode: 'gemm' | 'train' | 'decode' | 'quant', spec: object, threads: number | null): T {
   const env = { ...process.env };
   if (threads !== null) env.VERA_NUM_THREADS = String(threads);
   const r = spawnSync(process.execPath, [CHILD, mode, JSON.stringify(spec)], { encoding: 'utf8', env, maxBuffer: 64 << 20 });
@@ -174,6 +181,13 @@ export function runBench(o: BenchOptions): BenchResults {
 
   if (o.sections.includes('decode')) {
     results.decode = { spec: o.decode, ...sideBySide('decode', () => runChild<OursDecode>('decode', o.decode, o.threads), (py, t) => torchDecode(py, o.decode, t)) };
+  }
+
+  if (o.sections.includes('quant')) {
+    const ours = attempt(() => runChild<QuantResult & { threads: number }>('quant', o.quant, o.threads));
+    if (ours.ok) noteBackend(ours.value.backend, ours.value.threads);
+    o.log(`quant: ours ${ours.ok ? 'done' : ours.error}`);
+    results.quant = { spec: o.quant, ours };
   }
 
   results.load.end = os.loadavg()[0];

@@ -104,9 +104,10 @@ function gemmSection(r: BenchResults): string[] {
     '',
     `float32 C = A·B for square n×n matrices, 2n³ flops. ${g.spec.warmup} warm-up run${g.spec.warmup === 1 ? '' : 's'}, then at least ${g.spec.runs} timed runs and at least ${g.spec.minSeconds} s of them; GFLOP/s of the median run, best run in parentheses. Ours calls the backend's \`matmul\` kernel directly; PyTorch's is \`torch.mm(a, b, out=c)\`.`,
     '',
-    '| n | ours GFLOP/s | PyTorch GFLOP/s | ours / PyTorch (median) |',
-    '|---:|---:|---:|---:|',
+    '| n | ours GFLOP/s | PyTorch GFLOP/s | ours / PyTorch (median) | ours, % of peak (median) |',
+    '|---:|---:|---:|---:|---:|',
   ];
+  const peak = ours?.peakGflops ?? null;
   for (const n of g.spec.sizes) {
     const flops = 2 * n ** 3;
     const a = ours?.results.find((x) => x.n === n)?.seconds ?? null;
@@ -118,7 +119,10 @@ function gemmSection(r: BenchResults): string[] {
     };
     const [am, as] = gf(a);
     const [bm, bs] = gf(b);
-    lines.push(`| ${n} | ${as} | ${bs} | ${ratio(am, bm)} |`);
+    lines.push(`| ${n} | ${as} | ${bs} | ${ratio(am, bm)} | ${am === null || !peak ? NA : `${fixed((100 * am) / peak, 0)}%`} |`);
+  }
+  if (peak) {
+    lines.push('', `Machine peak: ${fixed(peak, 1)} GFLOP/s, a register-only FMA loop (no memory operands, independent accumulators, the widest vectors the GEMM uses) on all ${ours!.threads} thread${ours!.threads === 1 ? '' : 's'}, best of about 1 s of runs. Our micro-kernel: \`${ours!.kernel ?? NA}\`.`);
   }
   lines.push(...failures('ours', g.ours), ...failures('PyTorch', g.torch));
   return lines;
@@ -271,6 +275,64 @@ function decodeSection(r: BenchResults): string[] {
   return [...lines, ...failures('PyTorch', d.torch)];
 }
 
+const MB = (b: number): string => `${fixed(b / 1e6, 1)} MB`;
+
+function quantSection(r: BenchResults): string[] {
+  const q = r.quant;
+  if (!q) return [];
+  const lines = ['', '## Compact weight formats (bf16, int8, nf4)'];
+  if (!q.ours.ok) return [...lines, '', ...failures('ours', q.ours)];
+  const v = q.ours.value;
+  const gflops = (n: number, fmt: string): number | null => {
+    const row = v.gemm.find((x) => x.n === n && x.format === fmt);
+    return row ? (2 * n ** 3) / median(row.seconds) / 1e9 : null;
+  };
+  lines.push(
+    '',
+    `GEMM: y = x·Wᵀ with x (n×n) float32 and an (n×n) nn.Linear weight held in the format (\`Kernels.quantMatmul\`, which dequantizes tiles of W as it goes; f32: \`matmul\` with transB), 2n³ flops, GFLOP/s of the median of at least ${q.spec.runs} runs and ${q.spec.minSeconds} s, and against f32.${v.peakGflops ? ` Machine peak (register-only FMA loop, all threads): ${fixed(v.peakGflops, 1)} GFLOP/s.` : ''}`,
+    '',
+    '| n | f32 | bf16 | int8 | nf4 |',
+    '|---:|---:|---:|---:|---:|',
+  );
+  for (const n of q.spec.sizes) {
+    const f = gflops(n, 'f32');
+    const cell = (fmt: string): string => {
+      const g = gflops(n, fmt);
+      return g === null ? NA : fmt === 'f32' ? fixed(g, 1) : `${fixed(g, 1)} (${ratio(g, f)})`;
+    };
+    lines.push(`| ${n} | ${cell('f32')} | ${cell('bf16')} | ${cell('int8')} | ${cell('nf4')} |`);
+  }
+  const d = q.spec.decode;
+  const sh = d.shape;
+  const f32 = v.decode.find((x) => x.format === 'f32');
+  lines.push(
+    '',
+    `Batch-1 decoding, greedy, KV cache, on a SmolLM-135M-shaped Llama (${sh.layers} layers, hidden ${sh.hidden}, intermediate ${sh.intermediate}, ${sh.heads} heads / ${sh.kvHeads} KV heads, vocab ${sh.vocab}, lm_head tied; random weights), ${d.prompt}-token prompt then ${d.newTokens} tokens, median seconds per token over ${d.runs} run${d.runs === 1 ? '' : 's'} after a warm-up. Bytes read per token: the linear weights in the format, plus lm_head (the embedding matrix) and the norms in f32. The bound is the time to read exactly those bytes once (Σx² over them, all threads): a step can go no faster.`,
+    '',
+    '| weights | linear weights | + lm_head, norms | bytes / token vs f32 (linear only) | ms / token | vs f32 | bound ms (read once) | % of bound |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|',
+  );
+  for (const row of v.decode) {
+    const t = median(row.tokenSeconds);
+    const bound = median(row.readSeconds);
+    const total = row.linearBytes + row.otherBytes;
+    const fTotal = f32 ? f32.linearBytes + f32.otherBytes : null;
+    lines.push(`| ${row.format} | ${MB(row.linearBytes)} | ${MB(total)} | ${fTotal === null ? NA : `${ratio(fTotal, total)} (${ratio(f32!.linearBytes, row.linearBytes)})`} | ${fixed(1000 * t, 2)} | ${f32 ? ratio(median(f32.tokenSeconds), t) : NA} | ${fixed(1000 * bound, 2)} | ${fixed((100 * bound) / t, 0)}% |`);
+  }
+  const a = q.spec.accuracy;
+  if (a && v.accuracy) {
+    lines.push(
+      '',
+      `Accuracy on \`${a.model.split('/').slice(-2).join('/')}\`: perplexity of the first ${a.fortunes} fortunes of \`${a.evalFile.split('/').slice(-3).join('/')}\` (joined by blank lines, as the README's table, ${v.accuracy[0]?.tokens ?? NA} tokens), and max |Δlogit| against f32 over the first ${a.logitTokens} tokens.`,
+      '',
+      '| weights | perplexity | max \\|Δlogit\\| |',
+      '|---|---:|---:|',
+      ...v.accuracy.map((x) => `| ${x.format} | ${fixed(x.perplexity, 2)} | ${fixed(x.maxDeltaLogit, 3)} |`),
+    );
+  } else if (v.accuracyError) lines.push('', `- accuracy: ${v.accuracyError}`);
+  return lines;
+}
+
 export function renderMarkdown(r: BenchResults): string {
-  return [...header(r), ...gemmSection(r), ...trainSection(r), ...veraVsLora(r), ...decodeSection(r), ''].join('\n');
+  return [...header(r), ...gemmSection(r), ...trainSection(r), ...veraVsLora(r), ...decodeSection(r), ...quantSection(r), ''].join('\n');
 }

@@ -61,11 +61,20 @@ napi_value k_gemm_kernel(napi_env env, const Args&) {
   return r;
 }
 
+// machinePeak(seconds) → GFLOP/s of a register-only FMA loop on every pool thread (the widest
+// vectors the GEMM uses), for the bench's "% of peak" figures.
+napi_value k_machine_peak(napi_env env, const Args& a) {
+  napi_value r;
+  napi_create_double(env, machine_peak_gflops(a.num(0)), &r);
+  return r;
+}
+
 const BindingEntry kRuntimeBindings[] = {
     {"free", k_free},
     {"numThreads", k_num_threads},
     {"setNumThreads", k_set_num_threads},
     {"gemmKernel", k_gemm_kernel},
+    {"machinePeak", k_machine_peak},
     {nullptr, nullptr},
 };
 

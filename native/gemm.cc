@@ -8,6 +8,7 @@
 #include "gemm.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
@@ -18,15 +19,28 @@
 namespace vera {
 namespace {
 
-// MC·KC floats of A (144 KB) stay in L2 beside the streamed B micro-panels, a KC×NR micro-panel of
-// B (16 KB) in L1 with room for A's micro-panel (BLIS's choice for Zen)
+// KC is shared by every micro-kernel: each C element is one FMA chain over a slab, so the AVX-512
+// and AVX2 paths (and any thread count) cut k alike and give the same bits. 512 (was 256): half the
+// passes over C and half the packing calls; both kernels stream a 512-deep B micro-panel from L2 at
+// over 90% of their in-L1 rate (measured on Zen 4), and C's tile is loaded and stored half as often.
+#ifndef VERA_KC
+#define VERA_KC 512
+#endif
+constexpr int64_t KC = VERA_KC;   // most depth of one slab
+constexpr int64_t NC = 3072;  // columns of B per panel (a multiple of every NR); 6 MB of packed B in L3
+// AVX2 6×16: MC·KC floats of A (288 KB) stay in L2 beside the B micro-panel (32 KB) the
+// micro-kernel sweeps the A block with
 #ifndef VERA_MC
 #define VERA_MC 144
-#define VERA_KC 256
 #endif
-constexpr int64_t MC = VERA_MC;   // rows of A per L2 block (multiple of MR)
-constexpr int64_t KC = VERA_KC;   // most depth of one slab
-constexpr int64_t NC = 3072;  // columns of B per panel (multiple of NR)
+// AVX-512 12×32 (Zen 4: L1d 32 KB, L2 1 MB a core): the A block is 240×512 floats (480 KB) in L2
+// beside the 64 KB B micro-panel; the 24 KB A micro-panel is read from L1
+#ifndef VERA_NC512
+#define VERA_NC512 3072
+#endif
+#ifndef VERA_MC512
+#define VERA_MC512 240
+#endif
 
 void micro_kernel_portable(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, bool accumulate) {
   float acc[MR][NR] = {};
@@ -40,22 +54,35 @@ void micro_kernel_portable(int64_t kc, const float* Ap, const float* Bp, float* 
     for (int j = 0; j < NR; j++) C[i * ldc + j] = accumulate ? C[i * ldc + j] + acc[i][j] : acc[i][j];
 }
 
-MicroKernel pick_kernel() {
+bool pick_avx2() {
 #if defined(VERA_X86)
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && !std::getenv("VERA_NO_AVX2")) return micro_kernel_avx2;
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && !std::getenv("VERA_NO_AVX2");
+#else
+  return false;
 #endif
-  return micro_kernel_portable;
 }
 
-const MicroKernel kernel = pick_kernel();
+const bool use_avx2 = pick_avx2();
 
-/** Per-thread packing buffers, 64-byte aligned. */
+bool pick_avx512() {
+#if defined(VERA_X86)
+  return use_avx2 && __builtin_cpu_supports("avx512f") && !std::getenv("VERA_NO_AVX512");
+#else
+  return false;
+#endif
+}
+
+const bool use_avx512 = pick_avx512();
+
+constexpr int64_t kMaxMC = VERA_MC > VERA_MC512 ? VERA_MC : VERA_MC512;
+
+/** Per-thread packing buffers, 64-byte aligned (sized for every blocking). */
 struct PackBuffers {
   float* a = nullptr;
   float* b = nullptr;
   PackBuffers() {
-    a = static_cast<float*>(std::aligned_alloc(64, MC * KC * sizeof(float)));
+    a = static_cast<float*>(std::aligned_alloc(64, kMaxMC * KC * sizeof(float)));
     b = static_cast<float*>(std::aligned_alloc(64, KC * NC * sizeof(float)));
   }
   ~PackBuffers() {
@@ -69,12 +96,22 @@ PackBuffers& buffers() {
   return bufs;
 }
 
+/** The packed GEMM for one micro-tile shape MR_×NR_ (the loops around its micro-kernel). */
+template <int MR_, int NR_, int64_t MC_, int64_t NC_ = NC>
+struct Blocked {
+static constexpr int64_t NC = NC_;  // columns of B per panel
+static constexpr int MR = MR_;
+static constexpr int NR = NR_;
+static constexpr int64_t MC = MC_;  // rows of A per L2 block (multiple of MR)
+static_assert(MC % MR == 0 && NC % NR == 0, "blocking");
+static MicroKernel kernel;
+
 /** A[0:mc, 0:kc] → MR-row micro-panels, p-major inside each panel, zero-padded. */
-void pack_a(int64_t mc, int64_t kc, const float* A, int64_t rs, int64_t cs, float* out) {
+static void pack_a(int64_t mc, int64_t kc, const float* A, int64_t rs, int64_t cs, float* out) {
   for (int64_t i0 = 0; i0 < mc; i0 += MR) {
     const int64_t mr = std::min<int64_t>(MR, mc - i0);
     float* dst = out + i0 * kc;
-    if (cs == 1 && mr == MR) {
+    if (MR == 6 && cs == 1 && mr == MR) {
       // six row streams in, one contiguous stream out
       const float* r0 = A + i0 * rs;
       for (int64_t p = 0; p < kc; p++) {
@@ -85,6 +122,15 @@ void pack_a(int64_t mc, int64_t kc, const float* A, int64_t rs, int64_t cs, floa
         d[3] = r0[3 * rs + p];
         d[4] = r0[4 * rs + p];
         d[5] = r0[5 * rs + p];
+      }
+      continue;
+    }
+    if (cs == 1 && mr == MR) {
+      // MR row streams in, one contiguous stream out (the compiler unrolls the MR loop)
+      const float* r0 = A + i0 * rs;
+      for (int64_t p = 0; p < kc; p++) {
+        float* d = dst + p * MR;
+        for (int i = 0; i < MR; i++) d[i] = r0[i * rs + p];
       }
       continue;
     }
@@ -106,7 +152,7 @@ void pack_a(int64_t mc, int64_t kc, const float* A, int64_t rs, int64_t cs, floa
 }
 
 /** B[0:kc, 0:nc] → NR-column micro-panels, p-major inside each panel, zero-padded. */
-void pack_b(int64_t kc, int64_t nc, const float* B, int64_t rs, int64_t cs, float* out) {
+static void pack_b(int64_t kc, int64_t nc, const float* B, int64_t rs, int64_t cs, float* out) {
   for (int64_t j0 = 0; j0 < nc; j0 += NR) {
     const int64_t nr = std::min<int64_t>(NR, nc - j0);
     float* dst = out + j0 * kc;
@@ -114,6 +160,12 @@ void pack_b(int64_t kc, int64_t nc, const float* B, int64_t rs, int64_t cs, floa
       for (int64_t p = 0; p < kc; p++) {
         const float* src = B + p * rs + j0;
         float* d = dst + p * NR;
+        if (nr == NR) {
+          // a fixed-size copy the compiler turns into vector moves (memcpy of a run-time size
+          // became `rep movsq`, whose start-up cost dominated packing)
+          for (int j = 0; j < NR; j++) d[j] = src[j];
+          continue;
+        }
         std::memcpy(d, src, nr * sizeof(float));
         for (int64_t j = nr; j < NR; j++) d[j] = 0.f;
       }
@@ -130,34 +182,35 @@ void pack_b(int64_t kc, int64_t nc, const float* B, int64_t rs, int64_t cs, floa
 }
 
 /** C[0:mc, 0:nc] (+)= packed A block · packed B panel, one MR×NR register tile at a time. */
-void macro_kernel(int64_t mc, int64_t nc, int64_t kc, const float* a, const float* b, float* C, int64_t ldc, bool acc) {
+static void macro_kernel(int64_t mc, int64_t nc, int64_t kc, const float* a, const float* b, float* C, int64_t ldc, bool acc) {
   alignas(64) float tile[MR * NR];
-  for (int64_t jr = 0; jr < nc; jr += NR) {
+  auto one = [&](int64_t ir, int64_t jr) {
     const int64_t nr = std::min<int64_t>(NR, nc - jr);
+    const int64_t mr = std::min<int64_t>(MR, mc - ir);
     const float* bp = b + jr * kc;
-    for (int64_t ir = 0; ir < mc; ir += MR) {
-      const int64_t mr = std::min<int64_t>(MR, mc - ir);
-      const float* ap = a + ir * kc;
-      float* c = C + ir * ldc + jr;
-      if (mr == MR && nr == NR) {
-        kernel(kc, ap, bp, c, ldc, acc);
-      } else {
-        // edge tile: compute the full tile aside, keep the part inside C
-        kernel(kc, ap, bp, tile, NR, false);
-        for (int64_t i = 0; i < mr; i++)
-          for (int64_t j = 0; j < nr; j++) c[i * ldc + j] = acc ? c[i * ldc + j] + tile[i * NR + j] : tile[i * NR + j];
-      }
+    const float* ap = a + ir * kc;
+    float* c = C + ir * ldc + jr;
+    if (mr == MR && nr == NR) {
+      kernel(kc, ap, bp, c, ldc, acc);
+    } else {
+      // edge tile: compute the full tile aside, keep the part inside C
+      kernel(kc, ap, bp, tile, NR, false);
+      for (int64_t i = 0; i < mr; i++)
+        for (int64_t j = 0; j < nr; j++) c[i * ldc + j] = acc ? c[i * ldc + j] + tile[i * NR + j] : tile[i * NR + j];
     }
-  }
+  };
+  // the B micro-panel is swept down the whole A block (in L2) before the next one is read
+  for (int64_t jr = 0; jr < nc; jr += NR)
+    for (int64_t ir = 0; ir < mc; ir += MR) one(ir, jr);
 }
 
 /** Depth of each slab: k cut into equal slabs of at most KC (k = 512 → 2×256, not 384 + 128). */
-int64_t slab_depth(int64_t k) {
+static int64_t slab_depth(int64_t k) {
   const int64_t slabs = (k + KC - 1) / KC;
   return (k + slabs - 1) / slabs;
 }
 
-bool zero_k(int64_t m, int64_t n, int64_t k, float* C, int64_t ldc, bool accumulate) {
+static bool zero_k(int64_t m, int64_t n, int64_t k, float* C, int64_t ldc, bool accumulate) {
   if (k > 0) return false;
   if (!accumulate)
     for (int64_t i = 0; i < m; i++) std::memset(C + i * ldc, 0, n * sizeof(float));
@@ -165,7 +218,7 @@ bool zero_k(int64_t m, int64_t n, int64_t k, float* C, int64_t ldc, bool accumul
 }
 
 /** One thread's whole product: the five loops around the micro-kernel. */
-void gemm_serial(int64_t m, int64_t n, int64_t k,
+static void gemm_serial(int64_t m, int64_t n, int64_t k,
                  const float* A, int64_t rsA, int64_t csA,
                  const float* B, int64_t rsB, int64_t csB,
                  float* C, int64_t ldc, bool accumulate) {
@@ -191,15 +244,18 @@ void gemm_serial(int64_t m, int64_t n, int64_t k,
  * caller's panel; then the threads take blocks of A's rows, each packing its own block. Nothing is
  * packed twice, and each C element still sees the same slabs in the same order.
  */
-void gemm_shared_b(int64_t m, int64_t n, int64_t k,
+static void gemm_shared_b(int64_t m, int64_t n, int64_t k,
                    const float* A, int64_t rsA, int64_t csA,
                    const float* B, int64_t rsB, int64_t csB,
                    float* C, int64_t ldc, bool accumulate, int threads) {
   if (zero_k(m, n, k, C, ldc, accumulate)) return;
   float* panel = buffers().b;
-  // a multiple of `threads` blocks of about equal height, so no thread is left with the odd one
-  const int64_t blocks = ((m + MC - 1) / MC + threads - 1) / threads * threads;
-  const int64_t mStep = ((m + blocks - 1) / blocks + MR - 1) / MR * MR;
+  // a multiple of `threads` blocks of whole micro-panels, as equal as they come (at most MC rows
+  // each), so no thread is left with the odd one (1024 rows on 2 threads: 6 blocks of 14-15
+  // panels, not five of 180 rows and one of 124)
+  const int64_t panels = (m + MR - 1) / MR;
+  const int64_t perThread = (panels + threads - 1) / threads;
+  const int64_t blocks = std::min<int64_t>(panels, (perThread * MR + MC - 1) / MC * threads);
   const int64_t kStep = slab_depth(k);
   for (int64_t jc = 0; jc < n; jc += NC) {
     const int64_t nc = std::min(NC, n - jc);
@@ -209,10 +265,13 @@ void gemm_shared_b(int64_t m, int64_t n, int64_t k,
         const int64_t j0 = p0 * NR, j1 = std::min(nc, p1 * NR);
         pack_b(kc, j1 - j0, B + pc * rsB + (jc + j0) * csB, rsB, csB, panel + j0 * kc);
       });
-      parallel_for((m + mStep - 1) / mStep, 1, [&](int64_t b0, int64_t b1) {
+      // one task per thread, each a run of blocks: parallel_for hands out chunks of
+      // ⌈n / 4·threads⌉ items, so 10 blocks on 2 threads went as 2+2+2+2+2 chunks, 6 blocks to one
+      // thread and 4 to the other (a 2048³ product ran at 73% of peak instead of 88%)
+      parallel_for(threads, 1, [&](int64_t t0, int64_t t1) {
         float* a = buffers().a;
-        for (int64_t blk = b0; blk < b1; blk++) {
-          const int64_t ic = blk * mStep, mc = std::min(mStep, m - ic);
+        for (int64_t blk = t0 * blocks / threads; blk < t1 * blocks / threads; blk++) {
+          const int64_t ic = blk * panels / blocks * MR, mc = std::min(m, (blk + 1) * panels / blocks * MR) - ic;
           pack_a(mc, kc, A + ic * rsA + pc * csA, rsA, csA, a);
           macro_kernel(mc, nc, kc, a, panel, C + ic * ldc + jc, ldc, accumulate || pc > 0);
         }
@@ -220,6 +279,74 @@ void gemm_shared_b(int64_t m, int64_t n, int64_t k,
     }
   }
 }
+
+/** Everything sgemm_batched does past the small-m path, with this blocking. */
+static void run(int64_t batch, int64_t m, int64_t n, int64_t k,
+                const float* A, int64_t rsA, int64_t csA, int64_t strideA,
+                const float* B, int64_t rsB, int64_t csB, int64_t strideB,
+                float* C, int64_t ldc, int64_t strideC, bool accumulate);
+};
+
+template <int MR_, int NR_, int64_t MC_, int64_t NC_>
+MicroKernel Blocked<MR_, NR_, MC_, NC_>::kernel = nullptr;
+
+using Gemm6x16 = Blocked<MR, NR, VERA_MC>;
+#if defined(VERA_X86)
+using Gemm12x32 = Blocked<MR512, NR512, VERA_MC512, VERA_NC512>;
+#endif
+
+template <int MR_, int NR_, int64_t MC_, int64_t NC_>
+void Blocked<MR_, NR_, MC_, NC_>::run(int64_t batch, int64_t m, int64_t n, int64_t k,
+                                 const float* A, int64_t rsA, int64_t csA, int64_t strideA,
+                                 const float* B, int64_t rsB, int64_t csB, int64_t strideB,
+                                 float* C, int64_t ldc, int64_t strideC, bool accumulate) {
+  const int threads = num_threads();
+  const double flops = 2.0 * double(batch) * m * n * std::max<int64_t>(k, 1);
+  // Shared packing of B pays for its two hand-offs only on large products; below about 300³ each
+  // thread packing its own tile's operands was measured faster (n = 128: 1.5×, n = 256: 1.2×).
+  if (threads > 1 && batch < threads && m >= 4 * MR * threads && flops > 2.0 * 300 * 300 * 300) {
+    for (int64_t b = 0; b < batch; b++)
+      gemm_shared_b(m, n, k, A + b * strideA, rsA, csA, B + b * strideB, rsB, csB, C + b * strideC, ldc, accumulate, threads);
+    return;
+  }
+  // Split each product's C into mParts × nParts tiles so there are about `threads` tasks.
+  int64_t parts = 1;
+  if (threads > 1 && flops > 2.0 * 48 * 48 * 48 && batch < threads) parts = (threads + batch - 1) / batch;
+  int64_t nParts = 1, mParts = 1;
+  if (parts > 1) {
+    if (n >= m && n >= parts * NR) nParts = parts;
+    else if (m >= parts * MR) mParts = parts;
+    else if (n >= parts * NR) nParts = parts;
+  }
+  const int64_t nStep = ((n + nParts - 1) / nParts + NR - 1) / NR * NR;
+  const int64_t mStep = ((m + mParts - 1) / mParts + MR - 1) / MR * MR;
+  const int64_t tasks = batch * mParts * nParts;
+  const int64_t grain = flops < 2.0 * 32 * 32 * 32 * threads ? tasks : 1;  // tiny: stay on this thread
+  parallel_for(tasks, grain, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; t++) {
+      const int64_t b = t / (mParts * nParts);
+      const int64_t mi = (t / nParts) % mParts;
+      const int64_t ni = t % nParts;
+      const int64_t i0 = mi * mStep, j0 = ni * nStep;
+      if (i0 >= m || j0 >= n) continue;
+      const int64_t mm = std::min(mStep, m - i0), nn = std::min(nStep, n - j0);
+      gemm_serial(mm, nn, k, A + b * strideA + i0 * rsA, rsA, csA, B + b * strideB + j0 * csB, rsB, csB,
+                  C + b * strideC + i0 * ldc + j0, ldc, accumulate);
+    }
+  });
+}
+
+bool init_kernels() {
+#if defined(VERA_X86)
+  Gemm6x16::kernel = use_avx2 ? micro_kernel_avx2 : micro_kernel_portable;
+  Gemm12x32::kernel = micro_kernel_avx512;
+#else
+  Gemm6x16::kernel = micro_kernel_portable;
+#endif
+  return true;
+}
+
+const bool kernels_ready = init_kernels();
 
 // ------------------------------------------------------------------ small m (see gemm.h)
 //
@@ -323,12 +450,12 @@ void small_nn_portable(int64_t m, int64_t k, const float* A, int64_t rsA, int64_
 
 const SmallNtKernel small_nt =
 #if defined(VERA_X86)
-    kernel == micro_kernel_avx2 ? small_nt_avx2 :
+    use_avx2 ? small_nt_avx2 :
 #endif
     small_nt_portable;
 const SmallNnKernel small_nn =
 #if defined(VERA_X86)
-    kernel == micro_kernel_avx2 ? small_nn_avx2 :
+    use_avx2 ? small_nn_avx2 :
 #endif
     small_nn_portable;
 
@@ -380,14 +507,45 @@ bool gemm_small_m(int64_t batch, int64_t m, int64_t n, int64_t k,
 
 }  // namespace
 
-bool has_avx2_fma() { return kernel != micro_kernel_portable; }
+bool has_avx2_fma() { return use_avx2; }
 
 void small_nt_rows(int64_t m, int64_t k, const float* A, int64_t lda, const float* B, int64_t ldb,
                    int64_t j0, int64_t j1, float* C, int64_t ldc, bool accumulate) {
   small_nt(m, k, A, lda, B, ldb, j0, j1, C, ldc, accumulate);
 }
 
-const char* gemm_kernel_name() { return kernel == micro_kernel_portable ? "portable" : "avx2-fma"; }
+const char* gemm_kernel_name() { return use_avx512 ? "avx512" : use_avx2 ? "avx2-fma" : "portable"; }
+
+double machine_peak_gflops(double seconds) {
+#if defined(VERA_X86)
+  if (!use_avx2) return 0.0;
+  // flops of one call: iters × (24 zmm or 12 ymm FMAs) × 16 or 8 lanes × 2
+  const int64_t iters = 20000;
+  const double perCall = use_avx512 ? iters * 24.0 * 16 * 2 : iters * 12.0 * 8 * 2;
+  auto call = [](int64_t n) { return use_avx512 ? fma_peak_avx512(n) : fma_peak_avx2(n); };
+  volatile float sink = call(iters);  // warm up (clocks, pool)
+  const int threads = num_threads();
+  double best = 0;
+  const auto t00 = std::chrono::steady_clock::now();
+  // chunks of work handed out dynamically: total flops over the wall time of all of them
+  const int64_t chunks = int64_t(threads) * 16;
+  do {
+    const auto t0 = std::chrono::steady_clock::now();
+    parallel_for(chunks, 1, [&](int64_t c0, int64_t c1) {
+      float s = 0;
+      for (int64_t c = c0; c < c1; c++) s += call(iters);
+      sink = s;
+    });
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    best = std::max(best, perCall * double(chunks) / dt / 1e9);
+  } while (std::chrono::duration<double>(std::chrono::steady_clock::now() - t00).count() < seconds);
+  (void)sink;
+  return best;
+#else
+  (void)seconds;
+  return 0.0;
+#endif
+}
 
 void sgemm_batched(int64_t batch, int64_t m, int64_t n, int64_t k,
                    const float* A, int64_t rsA, int64_t csA, int64_t strideA,
@@ -395,40 +553,10 @@ void sgemm_batched(int64_t batch, int64_t m, int64_t n, int64_t k,
                    float* C, int64_t ldc, int64_t strideC, bool accumulate) {
   if (batch <= 0 || m <= 0 || n <= 0) return;
   if (gemm_small_m(batch, m, n, k, A, rsA, csA, strideA, B, rsB, csB, strideB, C, ldc, strideC, accumulate)) return;
-  const int threads = num_threads();
-  const double flops = 2.0 * double(batch) * m * n * std::max<int64_t>(k, 1);
-  // Shared packing of B pays for its two hand-offs only on large products; below about 300³ each
-  // thread packing its own tile's operands was measured faster (n = 128: 1.5×, n = 256: 1.2×).
-  if (threads > 1 && batch < threads && m >= 4 * MR * threads && flops > 2.0 * 300 * 300 * 300) {
-    for (int64_t b = 0; b < batch; b++)
-      gemm_shared_b(m, n, k, A + b * strideA, rsA, csA, B + b * strideB, rsB, csB, C + b * strideC, ldc, accumulate, threads);
-    return;
-  }
-  // Split each product's C into mParts × nParts tiles so there are about `threads` tasks.
-  int64_t parts = 1;
-  if (threads > 1 && flops > 2.0 * 48 * 48 * 48 && batch < threads) parts = (threads + batch - 1) / batch;
-  int64_t nParts = 1, mParts = 1;
-  if (parts > 1) {
-    if (n >= m && n >= parts * NR) nParts = parts;
-    else if (m >= parts * MR) mParts = parts;
-    else if (n >= parts * NR) nParts = parts;
-  }
-  const int64_t nStep = ((n + nParts - 1) / nParts + NR - 1) / NR * NR;
-  const int64_t mStep = ((m + mParts - 1) / mParts + MR - 1) / MR * MR;
-  const int64_t tasks = batch * mParts * nParts;
-  const int64_t grain = flops < 2.0 * 32 * 32 * 32 * threads ? tasks : 1;  // tiny: stay on this thread
-  parallel_for(tasks, grain, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; t++) {
-      const int64_t b = t / (mParts * nParts);
-      const int64_t mi = (t / nParts) % mParts;
-      const int64_t ni = t % nParts;
-      const int64_t i0 = mi * mStep, j0 = ni * nStep;
-      if (i0 >= m || j0 >= n) continue;
-      const int64_t mm = std::min(mStep, m - i0), nn = std::min(nStep, n - j0);
-      gemm_serial(mm, nn, k, A + b * strideA + i0 * rsA, rsA, csA, B + b * strideB + j0 * csB, rsB, csB,
-                  C + b * strideC + i0 * ldc + j0, ldc, accumulate);
-    }
-  });
+#if defined(VERA_X86)
+  if (use_avx512) return Gemm12x32::run(batch, m, n, k, A, rsA, csA, strideA, B, rsB, csB, strideB, C, ldc, strideC, accumulate);
+#endif
+  Gemm6x16::run(batch, m, n, k, A, rsA, csA, strideA, B, rsB, csB, strideB, C, ldc, strideC, accumulate);
 }
 
 void sgemm(int64_t m, int64_t n, int64_t k,

@@ -8,12 +8,19 @@ namespace vera {
 
 constexpr int MR = 6;   // micro-tile rows
 constexpr int NR = 16;  // micro-tile columns (two 8-float AVX registers)
+constexpr int MR512 = 12;  // AVX-512 micro-tile rows
+constexpr int NR512 = 32;  // AVX-512 micro-tile columns (two 16-float zmm registers)
 
 /** Micro-kernel: C[MR×NR] (+)= Ap (kc×MR packed) · Bp (kc×NR packed). */
 using MicroKernel = void (*)(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, bool accumulate);
 
 #if defined(VERA_X86)
 void micro_kernel_avx2(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, bool accumulate);
+/** C[MR512×NR512] (+)= Ap (kc×MR512) · Bp (kc×NR512): the same FMA chain per element as the AVX2 kernel. */
+void micro_kernel_avx512(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, bool accumulate);
+/** A register-only FMA loop (no memory operands): `iters` × 24 zmm FMAs; returns a value so it is not elided. */
+float fma_peak_avx512(int64_t iters);
+float fma_peak_avx2(int64_t iters);
 #endif
 
 // Small-m kernels (few rows of A, e.g. token-by-token decoding): B is streamed once, unpacked, and
@@ -53,7 +60,10 @@ void sgemm_batched(int64_t batch, int64_t m, int64_t n, int64_t k,
                    const float* B, int64_t rsB, int64_t csB, int64_t strideB,
                    float* C, int64_t ldc, int64_t strideC, bool accumulate);
 
-/** Which micro-kernel runs ("avx2-fma" or "portable"). */
+/** GFLOP/s of a register-only FMA loop run for about `seconds` on every pool thread (0 without SIMD FMA). */
+double machine_peak_gflops(double seconds);
+
+/** Which micro-kernel runs ("avx512", "avx2-fma" or "portable"). */
 const char* gemm_kernel_name();
 
 }  // namespace vera

@@ -56,6 +56,16 @@ void dequant_range(const QWeight& w, int64_t lo, int64_t hi, float* dst) {
       int64_t i = lo;
       while (i < hi) {
         const int64_t b = i / w.block;
+        if (avx && w.block % 32 == 0 && i == b * w.block && hi - i >= w.block) {
+          // whole blocks in one call, their scales gathered first
+          static thread_local std::vector<float> scales;
+          const int64_t nb = (hi - i) / w.block;
+          scales.resize(size_t(nb));
+          for (int64_t t = 0; t < nb; t++) scales[size_t(t)] = w.block_scale(b + t);
+          nf4_dequant_blocks_avx512(w.data, i, nb, w.block, w.code, scales.data(), dst + (i - lo));
+          i += nb * w.block;
+          continue;
+        }
         const int64_t end = std::min(hi, (b + 1) * w.block);
         const float s = w.block_scale(b);
         if (avx && (i & 1) == 0 && end - i >= 32) {

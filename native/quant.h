@@ -43,6 +43,8 @@ void split_bf16(const float* x, int64_t m, int64_t k, uint16_t* out);
 void bf16_rows_avx512(int64_t m, int64_t k, const uint16_t* xsplit, const uint16_t* W, int64_t n0, int64_t n1, float* out, int64_t ldo);
 /** nf4: `count` (a multiple of 32) elements from `first` (even), all in one block of scale s. */
 void nf4_dequant_avx512(const uint8_t* data, int64_t first, int64_t count, const float* code, float s, float* dst);
+/** `blocks` whole blocks of `block` elements (a multiple of 32) from element `first` (a block start), block t scaled by scales[t]. */
+void nf4_dequant_blocks_avx512(const uint8_t* data, int64_t first, int64_t blocks, int64_t block, const float* code, const float* scales, float* dst);
 /** int8: `count` elements from `first`, one row of scale s: (q·s)·(1/127). */
 void int8_dequant_avx512(const int8_t* data, int64_t first, int64_t count, float s, float* dst);
 

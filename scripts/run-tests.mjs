@@ -29,5 +29,12 @@ if (backends.includes('native')) {
     env: { ...process.env, VERA_BACKEND: 'native', VERA_NO_AVX2: '1' },
   });
   if (r.status !== 0) failed = true;
+  // where the CPU has AVX-512, the AVX2 6×16 GEMM path too (the default there is the 12×32 kernel)
+  console.log('\n=== VERA_BACKEND=native VERA_NO_AVX512=1 (native-kernels only) ===');
+  const r2 = spawnSync(process.execPath, ['--test', join(testDir, 'native-kernels.test.js')], {
+    stdio: 'inherit',
+    env: { ...process.env, VERA_BACKEND: 'native', VERA_NO_AVX512: '1' },
+  });
+  if (r2.status !== 0) failed = true;
 }
 process.exit(failed ? 1 : 0);

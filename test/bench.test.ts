@@ -41,6 +41,7 @@ function tinyOptions(dir: string): BenchOptions {
     warmup: 1,
     steps: 2,
     decode: { shape: { vocab: 97, hidden: 32, intermediate: 64, layers: 2, heads: 4, kvHeads: 2 }, prompt: 4, newTokens: 4, batch: 3, mixed: 4, veraR: 8, loraR: 2, loopTokens: 3, registry: 50, runs: 1 },
+    quant: { sizes: [64], runs: 1, minSeconds: 0, decode: { shape: { vocab: 97, hidden: 64, intermediate: 128, layers: 2, heads: 4, kvHeads: 2 }, prompt: 4, newTokens: 3, runs: 1 }, accuracy: null },
     command: 'npm run bench -- (test)',
     note: null,
     log: () => {},
@@ -166,5 +167,28 @@ test('bench decode section on a tiny shape: every measurement runs, resident byt
     const md = readFileSync(o.out!, 'utf8');
     assert.match(md, /## Decoding with many adapters/);
     assert.match(md, /% of the bound/);
+  });
+});
+
+test('bench quant section on tiny shapes: every format runs, bytes per token shrink, the report has the tables', () => {
+  withTmp((dir) => {
+    const o = { ...tinyOptions(dir), sections: ['gemm', 'quant'] as BenchOptions['sections'] };
+    const r = runBench(o);
+    const q = r.quant?.ours;
+    if (!q?.ok) assert.fail(q ? q.error : 'no quant section');
+    const v = q.value;
+    assert.deepEqual(v.gemm.map((x) => x.format), ['f32', 'bf16', 'int8', 'nf4']);
+    const bytes = Object.fromEntries(v.decode.map((x) => [x.format, x.linearBytes]));
+    assert.ok(bytes.f32 === 2 * bytes.bf16 && bytes.bf16 > bytes.int8 && bytes.int8 > bytes.nf4, JSON.stringify(bytes));
+    for (const x of v.decode) assert.equal(x.tokenSeconds.length, 3, x.format);
+    assert.equal(v.accuracy, null);
+    const md = readFileSync(o.out!, 'utf8');
+    assert.match(md, /## Compact weight formats/);
+    assert.match(md, /\| n \| f32 \| bf16 \| int8 \| nf4 \|/);
+    assert.match(md, /% of bound/);
+    if (r.backend?.name === 'native' && r.gemm?.ours.ok && r.gemm.ours.value.kernel !== 'portable') {
+      assert.ok((r.gemm.ours.value.peakGflops ?? 0) > 0);
+      assert.match(md, /Machine peak: [\d.]+ GFLOP\/s/);
+    }
   });
 });

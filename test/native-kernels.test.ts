@@ -4,6 +4,7 @@
 // masked attention rows. Skipped (with the reason) when the addon was not built.
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 
 import { tsKernels } from '../src/backends/index.js';
 import { loadAddon, nativeKernels } from '../src/backends/native/index.js';
@@ -376,7 +377,38 @@ describe('native kernels match the TypeScript reference', { skip }, () => {
 
 test('the addon reports its thread pool and GEMM micro-kernel', { skip }, () => {
   assert.ok(load.addon!.numThreads() >= 1);
-  assert.match(load.addon!.gemmKernel(), /^(avx2-fma|portable)$/);
+  assert.match(load.addon!.gemmKernel(), /^(avx512|avx2-fma|portable)$/);
+  if (process.env.VERA_NO_AVX512) assert.notEqual(load.addon!.gemmKernel(), 'avx512');
+  if (process.env.VERA_NO_AVX2) assert.equal(load.addon!.gemmKernel(), 'portable');
+});
+
+test('the AVX-512 and AVX2 GEMM kernels give the same bits (one FMA chain per element per slab)', { skip: skip || load.addon?.gemmKernel() !== 'avx512' }, () => {
+  // the AVX2 path runs in a child with VERA_NO_AVX512=1; shapes with edge tiles, several slabs, transposes, accumulation
+  const script = `
+    const { loadAddon, nativeKernels } = await import(${JSON.stringify(new URL('../src/backends/native/index.js', import.meta.url).href)});
+    const k = nativeKernels(loadAddon().addon);
+    const out = [];
+    for (const [m, n, kk, tA, tB, acc] of [[203, 190, 530, false, true, false], [97, 301, 257, true, false, true], [300, 300, 300, false, false, false], [13, 70, 1100, false, false, true]]) {
+      const a = Float32Array.from({ length: m * kk }, (_, i) => Math.sin(i * 0.37));
+      const b = Float32Array.from({ length: kk * n }, (_, i) => Math.cos(i * 0.11));
+      const c = Float32Array.from({ length: m * n }, (_, i) => (i % 7) * 0.25);
+      k.matmul(a, b, c, { batch: 1, m, n, k: kk, transA: tA, transB: tB, strideA: 0, strideB: 0, accumulate: acc });
+      out.push(Buffer.from(c.buffer).toString('base64'));
+    }
+    process.stdout.write(JSON.stringify(out));`;
+  const run = (env: NodeJS.ProcessEnv): string[] => {
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { env: { ...process.env, ...env }, encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    return JSON.parse(r.stdout) as string[];
+  };
+  const wide = run({});
+  const avx2 = run({ VERA_NO_AVX512: '1' });
+  for (let i = 0; i < wide.length; i++) assert.ok(wide[i] === avx2[i], `case ${i}: AVX-512 and AVX2 results differ`);
+});
+
+test('machinePeak measures a register-only FMA loop on every thread', { skip: skip || load.addon?.gemmKernel() === 'portable' }, () => {
+  const g = load.addon!.machinePeak(0.05);
+  assert.ok(Number.isFinite(g) && g > 0, `${g}`);
 });
 
 test('results do not depend on the thread count (bit for bit)', { skip }, () => {

@@ -10,7 +10,7 @@ export function weightFormat(value: string): WeightFormat {
   return value;
 }
 
-export const WEIGHTS_HELP = 'frozen linear weights of the base: f32, bf16, int8 (per-row absmax) or nf4 (QLoRA 4-bit, blocks of 64); embeddings, norms and lm_head stay f32';
+export const WEIGHTS_HELP = 'frozen linear weights of the base: f32, bf16, int8 (per-row absmax) or nf4 (QLoRA 4-bit, blocks of 64); embeddings, norms and lm_head stay f32. Default: f32, or the format a bitsandbytes nf4/int8 folder is stored in (f32 dequantizes it)';
 export const DOUBLE_QUANT_HELP = 'with --weights nf4: double-quantize the block scales (QLoRA)';
 
 

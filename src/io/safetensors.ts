@@ -661,6 +661,8 @@ export interface CheckpointTensor {
   /** Path of the .safetensors file that holds it. */
   readonly file: string;
   data(): Float32Array;
+  /** The stored bytes (little-endian), as a fresh copy: for packed integer tensors (bitsandbytes' U8/I8 weights). */
+  raw(): Uint8Array;
 }
 
 export interface CheckpointTensors {
@@ -770,6 +772,7 @@ function makeCheckpoint(
         byteLength: info.byteLength,
         file,
         data: () => st.getFloat32(name),
+        raw: () => st.getRaw(name),
       };
     },
   };

@@ -12,6 +12,7 @@ import { fail } from '../io/errors.js';
 import { loadCheckpointTensors, serializeSafetensors, type CheckpointTensors, type Dtype, type TensorToWrite, type WriteDtype } from '../io/safetensors.js';
 import { asJsonObject, type JsonObject } from './config.js';
 import { SkipInitRng } from './common.js';
+import { bnbCheckpoint, bnbQuantization, bnbStoredSize } from './bnb.js';
 import { GPT2LMHeadModel, gpt2ConfigFromJson, gpt2ConfigToJson } from './gpt2.js';
 import { CNN, cnnConfigFromJson, cnnConfigToJson } from './cnn.js';
 import { MLP, mlpConfigFromJson, mlpConfigToJson } from './mlp.js';
@@ -381,16 +382,31 @@ export function loadPretrained(dir: string, opts: LoadPretrainedOptions = {}): L
   const family = familyOf(configJson, configFile);
   // the checkpoint's headers first: its real sizes bound what config.json may make us allocate
   const ckpt = loadCheckpointTensors(dir);
-  const stored = checkpointElements(ckpt);
-  checkModelFitsMemory(dir, stored);
-  const format = parseWeightFormat(opts.weights ?? 'f32', 'weights');
+  // a pre-quantized bitsandbytes folder loads in its own format (or dequantized, with weights 'f32')
+  const bnb = bnbQuantization(configJson, configFile);
+  // bitsandbytes: the model is built for the dequantized sizes, and holds about the stored bytes
+  // (each float32 weight is released as its compact form is stored), unless it is dequantized
+  const bnbSize = bnb ? bnbStoredSize(ckpt) : null;
+  const stored = bnbSize ? bnbSize.elements : checkpointElements(ckpt);
+  checkModelFitsMemory(dir, bnbSize && opts.weights !== 'f32' ? Math.ceil(bnbSize.bytes / 4) : stored);
+  if (bnb && opts.weights !== undefined) parseWeightFormat(opts.weights, 'weights');
+  if (bnb && opts.weights !== undefined && opts.weights !== 'f32' && opts.weights !== bnb.format) {
+    fail(`${configFile}: quantization_config holds bitsandbytes ${bnb.format} weights; weights ${opts.weights} cannot be made from them (load them as ${bnb.format}, or as f32 to dequantize)`);
+  }
+  const format = bnb ? (opts.weights === 'f32' ? 'f32' : bnb.format) : parseWeightFormat(opts.weights ?? 'f32', 'weights');
   const type = String(configJson.model_type);
-  if (format !== 'f32' && !(QUANTIZABLE_MODEL_TYPES as readonly string[]).includes(type)) {
-    fail(`${dir}: weights ${format} applies to causal LM bases (${QUANTIZABLE_MODEL_TYPES.join(', ')}); a ${type} model loads as f32`);
+  if ((format !== 'f32' || bnb) && !(QUANTIZABLE_MODEL_TYPES as readonly string[]).includes(type)) {
+    fail(`${dir}: weights ${bnb ? `(bitsandbytes ${bnb.format}) ` : ''}${format} applies to causal LM bases (${QUANTIZABLE_MODEL_TYPES.join(', ')}); a ${type} model loads as f32`);
   }
   const model = buildBounded(configFile, stored + BUILD_SLACK, `its checkpoint holds ${stored}`, () => family.fromConfig(configJson, configFile, { init: false }));
-  const store = format === 'f32' ? undefined : quantizingStore(model, format, opts.doubleQuant ?? false);
-  const checkpoint = loadCheckpointInto(model, ckpt, family.checkpointPath, family.newlyInitialized, opts.allowNonFinite ?? false, store);
+  let source = ckpt;
+  let store = format === 'f32' ? undefined : quantizingStore(model, format as QuantFormat, opts.doubleQuant ?? false);
+  if (bnb) {
+    ({ ckpt: source, store } = bnbCheckpoint(ckpt, model, family.checkpointPath, bnb, format, opts.allowNonFinite ?? false));
+    // the model is saved with float weights: the returned config.json no longer describes a bitsandbytes folder
+    delete configJson.quantization_config;
+  }
+  const checkpoint = loadCheckpointInto(model, source, family.checkpointPath, family.newlyInitialized, opts.allowNonFinite ?? false, store);
   if (checkpoint.newlyInitialized.length > 0) {
     const fresh = new Set(checkpoint.newlyInitialized.map((p) => p.path));
     family.initWeights?.(model, (p) => fresh.has(p));

@@ -15,6 +15,8 @@ export interface NativeAddon {
   numThreads(): number;
   setNumThreads(n: number): void;
   gemmKernel(): string;
+  /** GFLOP/s of a register-only FMA loop on every pool thread, run for about `seconds`. */
+  machinePeak(seconds: number): number;
   fill(out: F32, value: number): void;
   gather(src: F32, shape: readonly number[], strides: readonly number[], offset: number, out: F32): void;
   scatter(src: F32, shape: readonly number[], strides: readonly number[], offset: number, out: F32, accumulate: boolean): void;

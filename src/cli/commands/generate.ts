@@ -145,7 +145,7 @@ export function registerGenerate(program: Command): void {
     .option('--chat', "format the prompt as a user message with the tokenizer_config.json's chat_template")
     .option('--json', 'print {"prompt_tokens", "tokens", "text", "finish_reason"} as one JSON line instead of streaming')
     .option('--allow-non-finite', 'load model weights (and a --prompt adapter) holding NaN/Inf instead of refusing them')
-    .option('--weights <format>', WEIGHTS_HELP, weightFormat, 'f32')
+    .option('--weights <format>', WEIGHTS_HELP, weightFormat)
     .option('--double-quant', DOUBLE_QUANT_HELP)
     .action(async (o: GenerateFlags) => {
       if ((o.prompt === undefined) === (o.prompts === undefined)) throw new VeraError('give --prompt TEXT or --prompts FILE.jsonl (one of them)');

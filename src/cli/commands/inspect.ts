@@ -138,7 +138,7 @@ export function registerInspect(program: Command): void {
     .option('--allow-non-finite', 'with --adapter or --model: report weights holding NaN/Inf instead of refusing them')
     .option('--plot <file>', 'with --adapter: also draw the per-layer norms as grouped bars (‖λd‖, ‖λb‖; LoRA ‖A‖, ‖B‖) into this SVG file')
     .option('--overwrite', 'with --plot: replace an existing file')
-    .option('--weights <format>', WEIGHTS_HELP, weightFormat, 'f32')
+    .option('--weights <format>', WEIGHTS_HELP, weightFormat)
     .option('--double-quant', DOUBLE_QUANT_HELP)
     .action(async (o: { adapter?: string; model?: string; config?: string; method?: 'vera' | 'lora'; r?: number; targetModules?: string; json?: boolean; allowNonFinite?: boolean; plot?: string; overwrite?: boolean; weights?: WeightFormat; doubleQuant?: boolean }) => {
       const modes = [o.adapter, o.model, o.config].filter((v) => v !== undefined).length;

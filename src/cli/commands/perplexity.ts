@@ -32,7 +32,7 @@ export function registerPerplexity(program: Command): void {
     .option('--token-ids <file>', 'JSON array of token ids')
     .option('--json', 'print {"tokens", "nll", "perplexity"} as JSON')
     .option('--allow-non-finite', 'load weights holding NaN/Inf instead of refusing them (a NaN result still fails)')
-    .option('--weights <format>', WEIGHTS_HELP, weightFormat, 'f32')
+    .option('--weights <format>', WEIGHTS_HELP, weightFormat)
     .option('--double-quant', DOUBLE_QUANT_HELP)
     .action(async (o: { model: string; adapter?: string; text?: string; tokenIds?: string; json?: boolean; allowNonFinite?: boolean; weights?: WeightFormat; doubleQuant?: boolean }) => {
       if ((o.text === undefined) === (o.tokenIds === undefined)) throw new VeraError('perplexity: give exactly one of --text FILE or --token-ids FILE.json');

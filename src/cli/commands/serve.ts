@@ -75,7 +75,7 @@ export function registerServe(program: Command): void {
     .option('--no-jobs', 'accept fine-tuning jobs but leave running them to another replica')
     .option('--replica-id <name>', 'who claims fine-tuning jobs in the store (default: the host name); replicas sharing a store need distinct ids')
     .option('--checkpoint-every <n>', 'fine-tuning jobs checkpoint every n steps', positiveInt, 10)
-    .option('--weights <format>', WEIGHTS_HELP, weightFormat, 'f32')
+    .option('--weights <format>', WEIGHTS_HELP, weightFormat)
     .option('--double-quant', DOUBLE_QUANT_HELP)
     .option('--quiet', 'no log lines on stderr')
     .action(async (o: ServeFlags) => {

@@ -288,7 +288,7 @@ export function registerTrain(program: Command): void {
     .addOption(new Option('--method <method>', 'adapter type, or full: train every parameter of the model (causal-lm)').choices(METHODS).makeOptionMandatory())
     .option('--r <n>', 'rank (VeRA: of the shared random projections; LoRA: of A and B); required for vera and lora', positiveInt)
     .option('--target-modules <names>', "modules to adapt: comma list of names, a regex, or all-linear (default: PEFT's default for the model_type, see below)")
-    .option('--weights <format>', WEIGHTS_HELP, weightFormat, 'f32')
+    .option('--weights <format>', WEIGHTS_HELP, weightFormat)
     .option('--double-quant', DOUBLE_QUANT_HELP)
     .option('--from-scratch', '--method full: build the model from --model/config.json with random initialization (seeded by --seed) instead of loading weights')
     .option('--pack', 'causal-lm JSONL: eos after each line, concatenate, cut into --seq-len blocks (see below)')
@@ -487,7 +487,8 @@ export async function runTrain(o: TrainCliOptions, given: (key: string) => boole
     task: taskName, model: o.model, data: flags.data, evalData: flags.evalData, dataFormat: flags.dataFormat, glueTask: o.glueTask, seqLen: o.seqLen, batchSize: o.batchSize, log,
     labelSmoothing: o.labelSmoothing,
     generation: { numBeams: o.numBeams, lengthPenalty: o.lengthPenalty, noRepeatNgramSize: o.noRepeatNgramSize, maxNewTokens: o.maxNewTokens, limit: o.evalLimit },
-    weights: o.weights, doubleQuant: o.doubleQuant,
+    // full training needs float32 weights: a bitsandbytes folder is dequantized for it
+    weights: o.method === 'full' ? 'f32' : o.weights, doubleQuant: o.doubleQuant,
     fromScratch: o.fromScratch, initSeed: o.seed, pack: o.pack, appendEos: o.appendEos === undefined ? undefined : o.appendEos ? 'all' : 'none',
   });
 

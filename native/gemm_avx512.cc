@@ -1,0 +1,80 @@
+// The AVX-512 micro-kernel (12×32: 24 zmm accumulators, 2 B registers, one broadcast), chosen at run
+// time where the CPU has AVX-512F (VERA_NO_AVX512=1 keeps the AVX2 6×16 kernel). Every C element is
+// one FMA chain over the slab's k in order, started from zero and added to C at the end when
+// accumulating: exactly the AVX2 kernel's arithmetic, so both give the same bits.
+// Also the register-only FMA loops the bench measures the machine's peak with.
+#include "gemm.h"
+
+#if defined(VERA_X86)
+#include <immintrin.h>
+
+namespace vera {
+
+#define VERA_AVX512 __attribute__((target("avx512f")))
+
+VERA_AVX512 void micro_kernel_avx512(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, bool accumulate) {
+  constexpr int M = MR512;
+  __m512 c[M][2];
+#pragma GCC unroll 12
+  for (int i = 0; i < M; i++) c[i][0] = c[i][1] = _mm512_setzero_ps();
+  for (int i = 0; i < M; i++) _mm_prefetch(reinterpret_cast<const char*>(C + i * ldc), _MM_HINT_T0);
+  for (int64_t p = 0; p < kc; p++) {
+    const __m512 b0 = _mm512_load_ps(Bp);
+    const __m512 b1 = _mm512_load_ps(Bp + 16);
+    if ((p & 3) == 0) _mm_prefetch(reinterpret_cast<const char*>(Bp + 8 * NR512), _MM_HINT_T0);
+#pragma GCC unroll 12
+    for (int i = 0; i < M; i++) {
+      const __m512 a = _mm512_set1_ps(Ap[i]);
+      c[i][0] = _mm512_fmadd_ps(a, b0, c[i][0]);
+      c[i][1] = _mm512_fmadd_ps(a, b1, c[i][1]);
+    }
+    Ap += M;
+    Bp += NR512;
+  }
+#pragma GCC unroll 12
+  for (int i = 0; i < M; i++) {
+    float* ci = C + i * ldc;
+    if (accumulate) {
+      _mm512_storeu_ps(ci, _mm512_add_ps(_mm512_loadu_ps(ci), c[i][0]));
+      _mm512_storeu_ps(ci + 16, _mm512_add_ps(_mm512_loadu_ps(ci + 16), c[i][1]));
+    } else {
+      _mm512_storeu_ps(ci, c[i][0]);
+      _mm512_storeu_ps(ci + 16, c[i][1]);
+    }
+  }
+}
+
+// 24 independent accumulators (more than the FMA latency × throughput needs) and no loads: the
+// loop runs at the FMA units' throughput. 2 flops per lane.
+VERA_AVX512 float fma_peak_avx512(int64_t iters) {
+  __m512 acc[24];
+  const __m512 x = _mm512_set1_ps(0.999999f), y = _mm512_set1_ps(1e-7f);
+#pragma GCC unroll 24
+  for (int i = 0; i < 24; i++) acc[i] = _mm512_set1_ps(float(i));
+  for (int64_t t = 0; t < iters; t++) {
+#pragma GCC unroll 24
+    for (int i = 0; i < 24; i++) acc[i] = _mm512_fmadd_ps(acc[i], x, y);
+  }
+  __m512 s = acc[0];
+  for (int i = 1; i < 24; i++) s = _mm512_add_ps(s, acc[i]);
+  return _mm512_reduce_add_ps(s);
+}
+
+__attribute__((target("avx2,fma"))) float fma_peak_avx2(int64_t iters) {
+  __m256 acc[12];
+  const __m256 x = _mm256_set1_ps(0.999999f), y = _mm256_set1_ps(1e-7f);
+#pragma GCC unroll 12
+  for (int i = 0; i < 12; i++) acc[i] = _mm256_set1_ps(float(i));
+  for (int64_t t = 0; t < iters; t++) {
+#pragma GCC unroll 12
+    for (int i = 0; i < 12; i++) acc[i] = _mm256_fmadd_ps(acc[i], x, y);
+  }
+  __m256 s = acc[0];
+  for (int i = 1; i < 12; i++) s = _mm256_add_ps(s, acc[i]);
+  alignas(32) float v[8];
+  _mm256_store_ps(v, s);
+  return v[0] + v[1] + v[2] + v[3] + v[4] + v[5] + v[6] + v[7];
+}
+
+}  // namespace vera
+#endif
