@@ -20,21 +20,21 @@ namespace vera {
 namespace {
 
 // KC is shared by every micro-kernel: each C element is one FMA chain over a slab, so the AVX-512
-// and AVX2 paths (and any thread count) cut k alike and give the same bits. 512 (was 256): half the
-// passes over C and half the packing calls; both kernels stream a 512-deep B micro-panel from L2 at
-// over 90% of their in-L1 rate (measured on Zen 4), and C's tile is loaded and stored half as often.
+// and AVX2 paths (and any thread count) cut k alike and give the same bits. 256: 512 measured the
+// same on Zen 4 (GEMM n = 256–1024 within run-to-run noise, both kernels), and keeping 256 keeps
+// every product's rounding, and so the committed experiment results, as they were computed.
 #ifndef VERA_KC
-#define VERA_KC 512
+#define VERA_KC 256
 #endif
 constexpr int64_t KC = VERA_KC;   // most depth of one slab
 constexpr int64_t NC = 3072;  // columns of B per panel (a multiple of every NR); 6 MB of packed B in L3
-// AVX2 6×16: MC·KC floats of A (288 KB) stay in L2 beside the B micro-panel (32 KB) the
+// AVX2 6×16: MC·KC floats of A (144 KB) stay in L2 beside the B micro-panel (16 KB) the
 // micro-kernel sweeps the A block with
 #ifndef VERA_MC
 #define VERA_MC 144
 #endif
-// AVX-512 12×32 (Zen 4: L1d 32 KB, L2 1 MB a core): the A block is 240×512 floats (480 KB) in L2
-// beside the 64 KB B micro-panel; the 24 KB A micro-panel is read from L1
+// AVX-512 12×32 (Zen 4: L1d 32 KB, L2 1 MB a core): the A block is 240×KC floats (240 KB) in L2
+// beside the 32 KB B micro-panel; the 12 KB A micro-panel is read from L1
 #ifndef VERA_NC512
 #define VERA_NC512 3072
 #endif
