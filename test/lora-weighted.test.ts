@@ -1,5 +1,4 @@
-// PEFT's add_weighted_adapter for LoRA (linear, cat, svd with and without clamp) against a PyTorch
-// fixture of PEFT's math (scripts/fixtures/make_dora_fixtures.py), and several active adapters.
+// PEFT's add_weighted_adapter for LoRA (linear, cat, svd with and without clamp) against a PyTorch fixture of PEFT's math (scripts/fixtures/make_dora_fixtures.py), VeRA's exact linear combination, and several active adapters.
 import '../src/backends/index.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -7,7 +6,7 @@ import { join } from 'node:path';
 import { F, Rng, Tensor, noGrad } from '../src/tensor/index.js';
 import { Linear, Module } from '../src/nn/index.js';
 import { SafetensorsFile } from '../src/io/safetensors.js';
-import { LoraLinear, getPeftModel, loraConfig, type PeftModel } from '../src/peft/index.js';
+import { LoraLinear, VeraLinear, getPeftModel, loraConfig, veraConfig, type PeftModel } from '../src/peft/index.js';
 import { lowRankSvd, quantile } from '../src/peft/lora/svd.js';
 import { maxAbsDiff, throwsVera } from './helpers.js';
 
@@ -142,4 +141,40 @@ test('lowRankSvd: the singular values and factors of L·R; quantile as torch.qua
   assert.ok(st.getFloat32('ref.sv').length === 10);
   assert.equal(quantile([1, 2, 3, 4], 0.5), 2.5);
   assert.equal(quantile([4, 1, 3, 2], 0.9), 3.7);
+});
+
+test('VeRA adapters on one shared pair combine exactly where the sum is one VeRA adapter, and are refused in one line where it is not', () => {
+  const rng = new Rng(5);
+  const x = Tensor.fromArray(rng.fillNormal(new Float32Array(3 * 12), 0, 1), [3, 12]);
+  for (const fio of [false, true]) {
+    const model = new One(fio);
+    const peft = getPeftModel(model, veraConfig({ r: 4, targetModules: ['lin'], projectionPrngKey: 7 }), 'a');
+    for (const n of ['b', 'c']) peft.addAdapter(n, veraConfig({ r: 4, targetModules: ['lin'], projectionPrngKey: 7 }));
+    const layer = model.lin as unknown as VeraLinear;
+    const fill = (t: Tensor): void => t.copyFrom(rng.fillNormal(new Float32Array(t.size), 0, 0.5));
+    // a and b: their own λd, the same λb (as only-d adapters have); c: its own λb, a's λd
+    fill(layer.adapter('a').lambdaD);
+    fill(layer.adapter('b').lambdaD);
+    fill(layer.adapter('a').lambdaB);
+    layer.adapter('b').lambdaB.copyFrom(layer.adapter('a').lambdaB);
+    layer.adapter('c').lambdaD.copyFrom(layer.adapter('a').lambdaD);
+    fill(layer.adapter('c').lambdaB);
+    const out = (name: string | null): Float32Array => noGrad(() => {
+      if (name === null) return peft.withAdaptersDisabled(() => model.forward(x).data().slice());
+      peft.setAdapter(name);
+      return model.forward(x).data().slice();
+    });
+    const base = out(null);
+    const delta = (name: string): Float32Array => out(name).map((v, i) => v - base[i]);
+    const cases: [string[], number[], string][] = [[['a', 'b'], [0.7, -0.3], 'ab'], [['a', 'c'], [0.4, 1.5], 'ac'], [['b'], [2], 'b2']];
+    for (const [names, weights, fresh] of cases) {
+      peft.addWeightedAdapter(names, weights, fresh, { combinationType: 'linear' });
+      const want = new Float32Array(base.length);
+      names.forEach((n, j) => delta(n).forEach((v, i) => (want[i] += weights[j] * v)));
+      close(delta(fresh), want, `${fresh} (fanInFanOut ${fio})`, 1e-5);
+    }
+    throwsVera(() => peft.addWeightedAdapter(['b', 'c'], [1, 1], 'bc'), /on lin, VeRA adapters b, c differ in both vera_lambda_d and vera_lambda_b/);
+    assert.equal(peft.peftConfig.has('bc'), false);
+    throwsVera(() => peft.addWeightedAdapter(['a', 'b'], [1, 1], 'cat', { combinationType: 'cat' }), /combine linearly only/);
+  }
 });

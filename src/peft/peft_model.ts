@@ -18,6 +18,9 @@ import { lora } from './lora/model.js';
 import { LoraLinear } from './lora/layer.js';
 import type { LoraConfig } from './lora/config.js';
 import { checkWeightedAdapter, combineIntoLayer, type WeightedAdapterOptions } from './lora/weighted.js';
+import { checkVeraWeighted, combineVeraLayer } from './vera/weighted.js';
+import { VeraLinear } from './vera/layer.js';
+import type { VeraConfig } from './vera/config.js';
 
 /** Registered methods by PEFT's peft_type. Adding a method: one folder plus one line here. */
 const METHODS: Record<string, PeftMethod> = {
@@ -237,9 +240,10 @@ export class PeftModel<M extends Module = Module> {
    */
   addWeightedAdapter(names: readonly string[], weights: readonly number[], newName: string, opts: WeightedAdapterOptions = {}): void {
     if (this.peftConfig.has(newName)) return; // PEFT: `if adapter_name in self.peft_config: return`
-    if (this.method.peftType !== 'LORA') throw new VeraError(`addWeightedAdapter combines LoRA adapters; this model's adapters are ${this.method.peftType}`);
     for (const n of names) if (!this.peftConfig.has(n)) throw new VeraError(`Adapter ${n} does not exist`);
     if (weights.length !== names.length) throw new VeraError(`addWeightedAdapter: ${names.length} adapters but ${weights.length} weights`);
+    if (this.method.peftType === 'VERA') return this.addWeightedVera(names, weights, newName, opts);
+    if (this.method.peftType !== 'LORA') throw new VeraError(`addWeightedAdapter combines LoRA and VeRA adapters; this model's adapters are ${this.method.peftType}`);
     const configs = names.map((n) => this.configOf(n) as LoraConfig);
     const shared = [...this.savedModules.values()].filter((e) => names.filter((n) => e.copies.has(n)).length > 1);
     if (shared.length > 0) throw new VeraError(`Cannot add weighted adapters if they target the same module with modules_to_save, but found ${shared.length} such instance(s).`);
@@ -250,6 +254,21 @@ export class PeftModel<M extends Module = Module> {
     try {
       for (const layer of this.adapterLayers()) {
         if (layer instanceof LoraLinear && layer.adapterNames().includes(newName)) combineIntoLayer(layer, names, weights, newName, type, rank, opts.svdClamp);
+      }
+    } catch (e) {
+      this.discardAdapter(newName, wrapped);
+      throw e;
+    }
+  }
+
+  /** VeRA adapters on one shared pair, combined exactly where the sum is one VeRA adapter (vera/weighted.ts). */
+  private addWeightedVera(names: readonly string[], weights: readonly number[], newName: string, opts: WeightedAdapterOptions): void {
+    const configs = names.map((n) => this.configOf(n) as VeraConfig);
+    checkVeraWeighted(configs, names, opts);
+    const wrapped = this.add(newName, { ...configs[0], ignoredFields: [] } as VeraConfig);
+    try {
+      for (const [path, m] of this.model.namedModules()) {
+        if (m instanceof VeraLinear && m.adapterNames().includes(newName)) combineVeraLayer(m, path, names, weights, newName);
       }
     } catch (e) {
       this.discardAdapter(newName, wrapped);
