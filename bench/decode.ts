@@ -70,11 +70,12 @@ export const SMOLLM_135M: DecodeShape = { vocab: 49152, hidden: 576, intermediat
 const TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
 const REGISTRY_TARGETS = ['q_proj', 'v_proj'];
 
-function buildModel(s: DecodeShape): LlamaForCausalLM {
+/** The decode benches' Llama of shape `s` (seeded random weights, tied embeddings). */
+export function buildModel(s: DecodeShape): LlamaForCausalLM {
   const config = llamaConfigFromJson({
     model_type: 'llama', vocab_size: s.vocab, hidden_size: s.hidden, intermediate_size: s.intermediate, num_hidden_layers: s.layers,
     num_attention_heads: s.heads, num_key_value_heads: s.kvHeads, tie_word_embeddings: true,
-  }, 'bench decode shape');
+  }, 'bench model shape');
   return new LlamaForCausalLM(config, { rng: new Rng(0) });
 }
 

@@ -11,12 +11,12 @@ import '../src/backends/index.js';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Rng, kernels, noGrad, quantize, quantizedBytes, type QuantFormat, type QuantizedData, type WeightFormat } from '../src/tensor/index.js';
-import { LlamaForCausalLM, llamaConfigFromJson, loadPretrained, quantizableLinears } from '../src/models/index.js';
+import { loadPretrained, quantizableLinears, type LlamaForCausalLM } from '../src/models/index.js';
 import { KVCache } from '../src/models/kv-cache.js';
 import { perplexity } from '../src/train/lm.js';
 import { loadTokenizer } from '../src/data/tokenizer.js';
 import { loadAddon } from '../src/backends/native/index.js';
-import type { DecodeShape } from './decode.js';
+import { buildModel, type DecodeShape } from './decode.js';
 
 export const QUANT_FORMATS: readonly WeightFormat[] = ['f32', 'bf16', 'int8', 'nf4'];
 
@@ -77,14 +77,6 @@ function gemmRows(spec: QuantSpec): QuantResult['gemm'] {
     for (const s of [x, y]) k.free?.(s);
   }
   return out;
-}
-
-function buildModel(s: DecodeShape): LlamaForCausalLM {
-  const config = llamaConfigFromJson({
-    model_type: 'llama', vocab_size: s.vocab, hidden_size: s.hidden, intermediate_size: s.intermediate, num_hidden_layers: s.layers,
-    num_attention_heads: s.heads, num_key_value_heads: s.kvHeads, tie_word_embeddings: true,
-  }, 'bench quant shape');
-  return new LlamaForCausalLM(config, { rng: new Rng(0) });
 }
 
 /** A float view of a byte array's whole 4-byte words (for Σx² to read them: the values do not matter). */
