@@ -1,6 +1,7 @@
 // Every experiment, in the order `all` runs them. Add one line per experiment.
 import type { Experiment } from './types.js';
 import { usersExperiment } from './users.js';
+import { usersDoraExperiment } from './users-dora.js';
 import { fig6Expressivity } from './fig6-expressivity.js';
 import { fig2RankScaling } from './fig2-rank-scaling.js';
 import { table12Cost } from './table12-cost.js';
@@ -20,4 +21,5 @@ export const EXPERIMENTS: Experiment[] = [
   fig3DNorms,
   appdSimilarity,
   seed000Forgetting,
+  usersDoraExperiment,
 ];

@@ -15,7 +15,7 @@ import { BATCH, LORA_LR, TARGETS, VERA_LR } from './lm-common.js';
 /** 48 runs (4 users × 4 adapters × 3 seeds) of this many steps keep a full run within ~15 min on 2 cores. */
 const STEPS = 30;
 
-interface Method {
+export interface Method {
   label: string;
   lr: number;
   config: () => BasePeftConfig;
@@ -28,6 +28,66 @@ const METHODS: Method[] = [
   { label: 'LoRA r 1', lr: LORA_LR, config: () => loraConfig({ targetModules: [...TARGETS], r: 1, loraAlpha: 1 }) },
 ];
 
+export type Row = { user: string; method: string; params: number; bytes: number; before: number; after: number[]; seconds: number[] };
+
+export interface UsersRun {
+  steps: number;
+  batchSize: number;
+  users: readonly string[];
+  rows: Row[];
+  texts: Record<string, Record<string, string[]>>;
+}
+
+/**
+ * Every (user, method, seed): an adapter trained from a fresh base, its held-out perplexity, bytes
+ * (F16) and time; sampled text from the base and, for seed 0, from the methods named in `sampled`.
+ */
+export async function runUsers(ctx: ExperimentContext, methods: readonly Method[], sampled: readonly string[]): Promise<UsersRun> {
+  const steps = ctx.tiny ? 2 : STEPS;
+  const batchSize = ctx.tiny ? 2 : BATCH;
+  const evalLimit = ctx.tiny ? 2 : undefined;
+  const users = ctx.tiny ? USERS.slice(0, 1) : USERS;
+  const nSamples = ctx.tiny ? 1 : 2;
+  const maxNewTokens = ctx.tiny ? 4 : 48;
+  const rows: Row[] = [];
+  const texts: Record<string, Record<string, string[]>> = {};
+  for (const user of users) {
+    const data = await loadUserData(ctx, user);
+    const before = evaluateBase(ctx, data, evalLimit).user.perplexity;
+    texts[user] = { base: samples(loadBase(ctx), data, nSamples, maxNewTokens) };
+    for (const m of methods) {
+      const row: Row = { user, method: m.label, params: 0, bytes: 0, before, after: [], seconds: [] };
+      for (const seed of ctx.seeds) {
+        ctx.log(`  ${user} ${m.label} seed ${seed}`);
+        const run = trainAdapter(ctx, data, { config: m.config(), steps, lr: m.lr, seed, batchSize, evalLimit });
+        row.params = run.trainable;
+        row.bytes = (run.peft.adapterFiles({ dtype: 'f16' })[ADAPTER_WEIGHTS] as Uint8Array).byteLength;
+        row.after.push(run.user.perplexity);
+        row.seconds.push(run.seconds);
+        if (seed === ctx.seeds[0] && sampled.includes(m.label)) texts[user][m.label] = samples(run.base, data, nSamples, maxNewTokens);
+      }
+      rows.push(row);
+    }
+  }
+  return { steps, batchSize, users, rows, texts };
+}
+
+/** Bars per user: the base and each method's mean perplexity (± std over seeds). */
+export async function perplexityBars(title: string, methods: readonly Method[], run: Pick<UsersRun, 'users' | 'rows'>): Promise<string> {
+  const { users, rows } = run;
+  const after = (u: string, m: Method) => meanStd(rows.find((r) => r.user === u && r.method === m.label)!.after);
+  return barChart({
+    title,
+    categoryAxis: { label: 'user' },
+    valueAxis: { label: 'perplexity' },
+    categories: [...users],
+    series: [
+      { name: 'base', values: users.map((u) => rows.find((r) => r.user === u)!.before) },
+      ...methods.map((m) => ({ name: m.label, values: users.map((u) => after(u, m).mean), errors: users.map((u) => after(u, m).std) })),
+    ],
+  });
+}
+
 function samples(model: LlamaForCausalLM, data: TextData, n: number, maxNewTokens: number): string[] {
   return Array.from({ length: n }, (_, i) =>
     (noGrad(() => generate(model, [data.eosId], { doSample: true, temperature: 0.8, topK: 40, seed: i, maxNewTokens, eosTokenIds: [data.eosId], decode: (ids) => data.tokenizer.decode(ids) })).text ?? '').trim());
@@ -37,33 +97,7 @@ export const usersExperiment: Experiment = {
   name: 'users',
   title: 'per-user adapters on the held-out fortune categories: VeRA and LoRA, perplexity, bytes, time, samples',
   async run(ctx: ExperimentContext) {
-    const steps = ctx.tiny ? 2 : STEPS;
-    const batchSize = ctx.tiny ? 2 : BATCH;
-    const evalLimit = ctx.tiny ? 2 : undefined;
-    const users = ctx.tiny ? USERS.slice(0, 1) : USERS;
-    const nSamples = ctx.tiny ? 1 : 2;
-    const maxNewTokens = ctx.tiny ? 4 : 48;
-    type Row = { user: string; method: string; params: number; bytes: number; before: number; after: number[]; seconds: number[] };
-    const rows: Row[] = [];
-    const texts: Record<string, Record<string, string[]>> = {};
-    for (const user of users) {
-      const data = await loadUserData(ctx, user);
-      const before = evaluateBase(ctx, data, evalLimit).user.perplexity;
-      texts[user] = { base: samples(loadBase(ctx), data, nSamples, maxNewTokens) };
-      for (const m of METHODS) {
-        const row: Row = { user, method: m.label, params: 0, bytes: 0, before, after: [], seconds: [] };
-        for (const seed of ctx.seeds) {
-          ctx.log(`  ${user} ${m.label} seed ${seed}`);
-          const run = trainAdapter(ctx, data, { config: m.config(), steps, lr: m.lr, seed, batchSize, evalLimit });
-          row.params = run.trainable;
-          row.bytes = (run.peft.adapterFiles({ dtype: 'f16' })[ADAPTER_WEIGHTS] as Uint8Array).byteLength;
-          row.after.push(run.user.perplexity);
-          row.seconds.push(run.seconds);
-          if (seed === ctx.seeds[0] && (m.label === 'VeRA r 256' || m.label === 'LoRA r 8')) texts[user][m.label] = samples(run.base, data, nSamples, maxNewTokens);
-        }
-        rows.push(row);
-      }
-    }
+    const { steps, batchSize, users, rows, texts } = await runUsers(ctx, METHODS, ['VeRA r 256', 'LoRA r 8']);
 
     const md: string[] = [
       '# Per-user adapters on real text',
@@ -86,20 +120,7 @@ export const usersExperiment: Experiment = {
     }
     md.push('The paper (Table 2–4) reports VeRA matching LoRA with about 10× fewer trainable parameters on GLUE, E2E and instruction tuning; here the comparison is at laptop scale on one small model, see the table.');
 
-    const plot = await barChart({
-      title: 'Held-out perplexity after one user\'s adapter (lower is better)',
-      categoryAxis: { label: 'user' },
-      valueAxis: { label: 'perplexity' },
-      categories: [...users],
-      series: [
-        { name: 'base', values: users.map((u) => rows.find((r) => r.user === u)!.before) },
-        ...METHODS.map((m) => ({
-          name: m.label,
-          values: users.map((u) => meanStd(rows.find((r) => r.user === u && r.method === m.label)!.after).mean),
-          errors: users.map((u) => meanStd(rows.find((r) => r.user === u && r.method === m.label)!.after).std),
-        })),
-      ],
-    });
+    const plot = await perplexityBars('Held-out perplexity after one user\'s adapter (lower is better)', METHODS, { users, rows });
     return { markdown: md.join('\n'), plots: { 'users.svg': plot }, data: { steps, batchSize, lr: { vera: VERA_LR, lora: LORA_LR }, rows, samples: texts } };
   },
 };

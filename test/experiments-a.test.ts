@@ -52,6 +52,31 @@ describe('experiments (paper figures) --tiny through the runner', () => {
   }
 });
 
+describe('per-user experiments --tiny through the runner', () => {
+  const PER_USER: { name: string; methods: string[] }[] = [
+    { name: 'users', methods: ['VeRA r 256', 'VeRA r 8', 'LoRA r 8', 'LoRA r 1'] },
+    { name: 'users-dora', methods: ['VeRA r 256', 'DVoRA r 256', 'LoRA r 8', 'DoRA r 8'] },
+  ];
+  for (const e of PER_USER) {
+    test(e.name, { timeout: 120_000, skip: NO_MODEL }, () =>
+      withTmp(async (dir) => {
+        await run(process.execPath, [CLI, e.name, '--tiny', '--quiet', '--out', dir, '--model', MODEL], { env: { ...process.env, VERA_NUM_THREADS: '1' } });
+        const md = readFileSync(path.join(dir, `${e.name}.md`), 'utf8');
+        assert.match(md, /^# /);
+        assert.ok(md.includes(`npm run experiments -- ${e.name} --tiny`), 'the markdown gives the command that regenerates it');
+        for (const m of e.methods) assert.ok(md.includes(`| ${m} |`), `a row for ${m}`);
+        assert.ok(!/NaN|Infinity/.test(md), 'no NaN or Infinity in the tables');
+        const data = JSON.parse(readFileSync(path.join(dir, `${e.name}.json`), 'utf8')) as { rows: { before: number; after: number[] }[] };
+        assert.ok(checkNumbers(data, e.name) > 5, 'the raw numbers are there');
+        assert.equal(data.rows.length, e.methods.length, 'one row per method (one user in --tiny)');
+        const svg = readFileSync(path.join(dir, `${e.name}.svg`), 'utf8');
+        assert.match(svg, /^<svg /);
+        for (const n of ['base', ...e.methods]) assert.ok(svg.includes(n), `${e.name}.svg shows "${n}"`);
+      }, 'vera-exp-u-'),
+    );
+  }
+});
+
 test('meanStd: sample standard deviation, 0 for one value', () => {
   assert.deepEqual(meanStd([3]), { mean: 3, std: 0 });
   const { mean, std } = meanStd([1, 2, 3, 4]);
