@@ -1,12 +1,13 @@
 // What the embedded-model experiments of the ablation / analysis group share (table6-ablations,
 // table7-projections, fig3-d-norms, appd-similarity, seed000-forgetting): the adapted modules, the
 // users, the budgets of a full and a --tiny run, the configs per seed, and where in the model a
-// parameter or adapted layer sits.
+// parameter or adapted layer sits; and the per-user grid of VeRA variants table6 and table7 both train.
 import * as path from 'node:path';
 import type { LlamaForCausalLM } from '../src/models/index.js';
 import { AdapterLayer, loraConfig, veraConfig, type LoraConfig, type PeftModel, type VeraConfigInit, type VeraConfig } from '../src/peft/index.js';
 import { evaluateCausalLm, type LmEvaluation } from '../src/train/index.js';
-import { loadUserData, type TextData, type User } from './text.js';
+import { loadBase, loadUserData, trainAdapter, type TextData, type User } from './text.js';
+import { fmtMeanStd } from './stats.js';
 import type { ExperimentContext } from './types.js';
 
 /** The model folder as the tables show it: relative to the working directory when inside it (no machine paths in committed results). */
@@ -136,4 +137,42 @@ export function deltaWeightsOf(peft: PeftModel<LlamaForCausalLM>, keep: (at: { l
     out.push({ ...at, rows, cols, data: d.data() });
   }
   return out;
+}
+
+/** One VeRA variant on one user: its held-out perplexity, final train loss and time per seed. */
+export interface VariantCell {
+  variant: string;
+  user: User;
+  trainable: number;
+  /** Held-out perplexity per seed. */
+  perplexity: number[];
+  trainLoss: number[];
+  seconds: number[];
+}
+
+/**
+ * The grid table6 and table7 share: per user, the base model's held-out perplexity, then every
+ * variant (VeRA r `r` with its init fields) trained once per seed at VERA_LR within budget `b`.
+ */
+export async function veraVariantGrid(ctx: ExperimentContext, b: Budget, us: readonly User[], r: number, variants: readonly { id: string; init: VeraConfigInit }[]): Promise<{ base: Record<string, number>; cell: (variant: string, user: string) => VariantCell; cells: VariantCell[] }> {
+  const cells: VariantCell[] = [];
+  const base: Record<string, number> = {};
+  for (const user of us) {
+    const data = await userData(ctx, user, b);
+    base[user] = evaluateCausalLm(loadBase(ctx), b.evalLimit ? data.eval.slice(0, b.evalLimit) : data.eval, 8, data.eosId).perplexity;
+    ctx.log(`  ${user}: base perplexity ${base[user]!.toFixed(2)}`);
+    for (const v of variants) {
+      const cell: VariantCell = { variant: v.id, user, trainable: 0, perplexity: [], trainLoss: [], seconds: [] };
+      for (const seed of ctx.seeds) {
+        const run = trainAdapter(ctx, data, { config: veraFor(seed, { r, ...v.init }), steps: b.steps, lr: VERA_LR, batchSize: b.batchSize, seed, evalLimit: b.evalLimit });
+        cell.trainable = run.trainable;
+        cell.perplexity.push(run.user.perplexity);
+        cell.trainLoss.push(run.trainLoss);
+        cell.seconds.push(run.seconds);
+      }
+      ctx.log(`  ${user} ${v.id}: perplexity ${fmtMeanStd(cell.perplexity, 2, true)}`);
+      cells.push(cell);
+    }
+  }
+  return { base, cells, cell: (variant, user) => cells.find((c) => c.variant === variant && c.user === user)! };
 }

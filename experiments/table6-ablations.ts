@@ -5,10 +5,8 @@
 // default is trained once and shown in each group, as the paper's blue rows.
 import { barChart } from '../src/plot/index.js';
 import type { VeraConfigInit } from '../src/peft/index.js';
-import { evaluateCausalLm } from '../src/train/index.js';
 import { fmtMeanStd, meanStd, commandLine } from './stats.js';
-import { loadBase, trainAdapter, type User } from './text.js';
-import { budget, budgetLines, userData, users, veraFor, VERA_LR } from './lm-common.js';
+import { budget, budgetLines, users, veraVariantGrid, VERA_LR } from './lm-common.js';
 import type { Experiment, ExperimentContext, ExperimentResult } from './types.js';
 
 const R = 256;
@@ -53,43 +51,13 @@ const GROUPS: { title: string; rows: [string, string][]; paper: string }[] = [
   },
 ];
 
-interface Cell {
-  variant: string;
-  user: User;
-  trainable: number;
-  /** Held-out perplexity per seed. */
-  perplexity: number[];
-  trainLoss: number[];
-  seconds: number[];
-}
-
 export const table6Ablations: Experiment = {
   name: 'table6-ablations',
   title: 'Paper Table 6: VeRA ablations (only d / only b, projection init, d_initial), held-out perplexity',
   async run(ctx: ExperimentContext): Promise<ExperimentResult> {
     const b = budget(ctx, STEPS);
     const us = users(ctx);
-    const cells: Cell[] = [];
-    const base: Record<string, number> = {};
-    for (const user of us) {
-      const data = await userData(ctx, user, b);
-      const evalSet = b.evalLimit ? data.eval.slice(0, b.evalLimit) : data.eval;
-      base[user] = evaluateCausalLm(loadBase(ctx), evalSet, 8, data.eosId).perplexity;
-      ctx.log(`  ${user}: base perplexity ${base[user]!.toFixed(2)}`);
-      for (const v of VARIANTS) {
-        const cell: Cell = { variant: v.id, user, trainable: 0, perplexity: [], trainLoss: [], seconds: [] };
-        for (const seed of ctx.seeds) {
-          const run = trainAdapter(ctx, data, { config: veraFor(seed, { r: R, ...v.init }), steps: b.steps, lr: VERA_LR, batchSize: b.batchSize, seed, evalLimit: b.evalLimit });
-          cell.trainable = run.trainable;
-          cell.perplexity.push(run.user.perplexity);
-          cell.trainLoss.push(run.trainLoss);
-          cell.seconds.push(run.seconds);
-        }
-        ctx.log(`  ${user} ${v.id}: perplexity ${fmtMeanStd(cell.perplexity, 2, true)}`);
-        cells.push(cell);
-      }
-    }
-    const cell = (variant: string, user: string): Cell => cells.find((c) => c.variant === variant && c.user === user)!;
+    const { base, cells, cell } = await veraVariantGrid(ctx, b, us, R, VARIANTS);
     const tables: string[] = [];
     for (const g of GROUPS) {
       tables.push(

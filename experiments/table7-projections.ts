@@ -2,10 +2,8 @@
 // pair drawn anew for each layer (unique_projections), on the embedded model's held-out users. The
 // trainable vectors are the same size either way; only the frozen matrices differ.
 import { barChart } from '../src/plot/index.js';
-import { evaluateCausalLm } from '../src/train/index.js';
 import { fmtMeanStd, meanStd, commandLine } from './stats.js';
-import { loadBase, trainAdapter, type User } from './text.js';
-import { budget, budgetLines, userData, users, veraFor, VERA_LR } from './lm-common.js';
+import { budget, budgetLines, users, veraVariantGrid, VERA_LR } from './lm-common.js';
 import type { Experiment, ExperimentContext, ExperimentResult } from './types.js';
 
 const R = 256;
@@ -17,40 +15,13 @@ const VARIANTS = [
   { id: 'unique', label: 'unique (a pair per layer)', unique: true },
 ] as const;
 
-interface Cell {
-  variant: string;
-  user: User;
-  trainable: number;
-  perplexity: number[];
-  trainLoss: number[];
-  seconds: number[];
-}
-
 export const table7Projections: Experiment = {
   name: 'table7-projections',
   title: 'Paper Table 7: shared vs unique random projections, held-out perplexity',
   async run(ctx: ExperimentContext): Promise<ExperimentResult> {
     const b = budget(ctx, STEPS);
     const us = users(ctx);
-    const cells: Cell[] = [];
-    const base: Record<string, number> = {};
-    for (const user of us) {
-      const data = await userData(ctx, user, b);
-      base[user] = evaluateCausalLm(loadBase(ctx), b.evalLimit ? data.eval.slice(0, b.evalLimit) : data.eval, 8, data.eosId).perplexity;
-      for (const v of VARIANTS) {
-        const cell: Cell = { variant: v.id, user, trainable: 0, perplexity: [], trainLoss: [], seconds: [] };
-        for (const seed of ctx.seeds) {
-          const run = trainAdapter(ctx, data, { config: veraFor(seed, { r: R, uniqueProjections: v.unique }), steps: b.steps, lr: VERA_LR, batchSize: b.batchSize, seed, evalLimit: b.evalLimit });
-          cell.trainable = run.trainable;
-          cell.perplexity.push(run.user.perplexity);
-          cell.trainLoss.push(run.trainLoss);
-          cell.seconds.push(run.seconds);
-        }
-        ctx.log(`  ${user} ${v.id}: perplexity ${fmtMeanStd(cell.perplexity, 2, true)} (base ${base[user]!.toFixed(2)})`);
-        cells.push(cell);
-      }
-    }
-    const cell = (variant: string, user: string): Cell => cells.find((c) => c.variant === variant && c.user === user)!;
+    const { base, cells, cell } = await veraVariantGrid(ctx, b, us, R, VARIANTS.map((v) => ({ id: v.id, init: { uniqueProjections: v.unique } })));
     const svg = await barChart({
       title: 'Shared vs unique random matrices (paper Table 7): held-out perplexity, mean ± std',
       categoryAxis: { label: 'user' },
