@@ -490,9 +490,12 @@ bool gemm_small_m(int64_t batch, int64_t m, int64_t n, int64_t k,
   }
   const int64_t strips = (n + kSmallStrip - 1) / kSmallStrip;
   const double perStrip = double(m) * kSmallStrip * k;  // multiply-adds
-  // below ~128K multiply-adds a hand-off costs more than it saves; else chunks of at least ~32K
+  // below ~128K multiply-adds a hand-off costs more than it saves, unless B alone is large (a
+  // decode step's k/v projection: 442 KB read at one core's bandwidth took 1.7× two cores' time);
+  // else chunks of at least ~32K
   const int64_t items = batch * strips;
-  const int64_t grain = perStrip * items < 131072.0 ? items : std::max<int64_t>(1, int64_t(32768.0 / perStrip));
+  const bool tiny = perStrip * items < 131072.0 && double(batch) * n * k < 32768.0;
+  const int64_t grain = tiny ? items : std::max<int64_t>(1, int64_t(32768.0 / perStrip));
   parallel_for(items, grain, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1;) {
       const int64_t b = t / strips, s0 = t % strips, s1 = std::min(strips, s0 + (t1 - t));
