@@ -4,16 +4,20 @@ import { kernels } from '../src/tensor/index.js';
 import { backendThreads, gemmSeconds, runTrainSpec, type GemmSpec, type TrainSpec } from './step.js';
 import { runDecodeSpec, type DecodeSpec } from './decode.js';
 import { runQuantSpec, type QuantSpec } from './quant.js';
+import { runQloraSpec, type QloraSpec } from './qlora.js';
 import { loadAddon } from '../src/backends/native/index.js';
 
 async function main(): Promise<void> {
   const [mode, json] = process.argv.slice(2);
-  if ((mode !== 'gemm' && mode !== 'train' && mode !== 'decode' && mode !== 'quant') || json === undefined) {
-    process.stderr.write('usage: child.js gemm|train|decode|quant <json spec>\n');
+  if ((mode !== 'gemm' && mode !== 'train' && mode !== 'decode' && mode !== 'quant' && mode !== 'qlora') || json === undefined) {
+    process.stderr.write('usage: child.js gemm|train|decode|quant|qlora <json spec>\n');
     process.exit(2);
   }
   const base = { backend: kernels().name, threads: backendThreads() };
-  if (mode === 'quant') {
+  if (mode === 'qlora') {
+    const result = runQloraSpec(JSON.parse(json) as QloraSpec);
+    process.stdout.write(`${JSON.stringify({ ...base, ...result })}\n`);
+  } else if (mode === 'quant') {
     const result = await runQuantSpec(JSON.parse(json) as QuantSpec);
     process.stdout.write(`${JSON.stringify({ ...base, ...result })}\n`);
   } else if (mode === 'decode') {

@@ -10,11 +10,12 @@ import type { GemmSpec, Method, TrainResult, TrainSpec } from './step.js';
 import { probeTorch, torchDecode, torchGemm, torchTrain, type Probe, type TorchDecode, type TorchGemm, type TorchTrain } from './torch.js';
 import type { DecodeResult, DecodeSpec } from './decode.js';
 import type { QuantResult, QuantSpec } from './quant.js';
+import type { QloraResult, QloraSpec } from './qlora.js';
 
 const CHILD = fileURLToPath(new URL('./child.js', import.meta.url));
 
-export type Section = 'gemm' | 'vera' | 'lora' | 'dvora' | 'dora' | 'decode' | 'quant';
-export const SECTIONS: readonly Section[] = ['gemm', 'vera', 'lora', 'dvora', 'dora', 'decode', 'quant'];
+export type Section = 'gemm' | 'vera' | 'lora' | 'dvora' | 'dora' | 'decode' | 'quant' | 'qlora';
+export const SECTIONS: readonly Section[] = ['gemm', 'vera', 'lora', 'dvora', 'dora', 'decode', 'quant', 'qlora'];
 
 export interface ModelShape {
   layers: number;
@@ -45,6 +46,7 @@ export interface BenchOptions {
   steps: number;
   decode: DecodeSpec;
   quant: QuantSpec;
+  qlora: QloraSpec;
   /** The command line, for the report's header. */
   command: string;
   /** Free text for the report (e.g. "other jobs were using the CPU"). */
@@ -80,7 +82,7 @@ export interface BenchResults {
   command: string;
   note: string | null;
   quick: boolean;
-  machine: { cpu: string; cores: number; node: string; platform: string };
+  machine: { cpu: string; cores: number; memoryKiB?: number; node: string; platform: string };
   /** 1-minute load average when the run started and when it ended: other work on the machine skews timings. */
   load: { start: number; end: number };
   /** Wall-clock seconds of the whole run (absent in results from before it was recorded). */
@@ -92,6 +94,7 @@ export interface BenchResults {
   train: TrainEntry[];
   decode?: { spec: DecodeSpec; ours: Outcome<OursDecode>; torch: Outcome<TorchDecode> | null };
   quant?: { spec: QuantSpec; ours: Outcome<QuantResult & { threads: number }> };
+  qlora?: { spec: QloraSpec; ours: Outcome<QloraResult & { threads: number }> };
 }
 
 export interface OursDecode extends DecodeResult {
@@ -106,7 +109,7 @@ function attempt<T>(fn: () => T): Outcome<T> {
   }
 }
 
-function runChild<T>(mode: 'gemm' | 'train' | 'decode' | 'quant', spec: object, threads: number | null): T {
+function runChild<T>(mode: 'gemm' | 'train' | 'decode' | 'quant' | 'qlora', spec: object, threads: number | null): T {
   const env = { ...process.env };
   if (threads !== null) env.VERA_NUM_THREADS = String(threads);
   const r = spawnSync(process.execPath, [CHILD, mode, JSON.stringify(spec)], { encoding: 'utf8', env, maxBuffer: 64 << 20 });
@@ -145,7 +148,7 @@ export function runBench(o: BenchOptions): BenchResults {
     command: o.command,
     note: o.note,
     quick: o.quick,
-    machine: { cpu: cpus[0]?.model.trim() ?? 'unknown', cores: os.availableParallelism(), node: process.version, platform: `${os.platform()} ${os.release()} ${os.arch()}` },
+    machine: { cpu: cpus[0]?.model.trim() ?? 'unknown', cores: os.availableParallelism(), memoryKiB: os.totalmem() / 1024, node: process.version, platform: `${os.platform()} ${os.release()} ${os.arch()}` },
     load: { start: os.loadavg()[0], end: NaN },
     backend: null,
     torch,
@@ -188,6 +191,13 @@ export function runBench(o: BenchOptions): BenchResults {
     if (ours.ok) noteBackend(ours.value.backend, ours.value.threads);
     o.log(`quant: ours ${ours.ok ? 'done' : ours.error}`);
     results.quant = { spec: o.quant, ours };
+  }
+
+  if (o.sections.includes('qlora')) {
+    const ours = attempt(() => runChild<QloraResult & { threads: number }>('qlora', o.qlora, o.threads));
+    if (ours.ok) noteBackend(ours.value.backend, ours.value.threads);
+    o.log(`qlora: ours ${ours.ok ? 'done' : ours.error}`);
+    results.qlora = { spec: o.qlora, ours };
   }
 
   results.load.end = os.loadavg()[0];

@@ -333,6 +333,29 @@ function quantSection(r: BenchResults): string[] {
   return lines;
 }
 
+const GIB = (kib: number): string => `${fixed(kib / 1024 / 1024, 2)} GiB`;
+
+function qloraSection(r: BenchResults): string[] {
+  const q = r.qlora;
+  if (!q) return [];
+  const lines = ['', '## A 7B-class model in nf4 (the paper\'s QLoRA setting)'];
+  if (!q.ours.ok) return [...lines, '', ...failures('ours', q.ours)];
+  const v = q.ours.value;
+  const sh = q.spec.shape;
+  lines.push(
+    '',
+    `A ${sh.hidden === 4096 && sh.layers === 32 ? 'Llama-2-7B-shaped' : 'Llama'} model (${sh.layers} layers, hidden ${sh.hidden}, intermediate ${sh.intermediate}, ${sh.heads} heads, vocab ${sh.vocab}, untied head) built in memory: its ${v.linearLayers} linear layers but the head in nf4 with double-quantized block scales (${MB(v.nf4Bytes)}), the embedding, head and norms in float32 (${MB(v.f32Bytes)}). Random weights: each linear shape is drawn and quantized once and every layer holds its own copy of those bytes (the memory and arithmetic of a real 7B; values repeat across layers). VeRA r ${q.spec.r} on q, k, v, o, gate, up and down of every layer (${v.trainableParams.toLocaleString('en-US')} trainable values); one sequence of ${q.spec.seq} tokens per step, causal-LM loss, AdamW. The first step includes one-time costs (VeRA's shared projections, the optimizer's state).`,
+    '',
+    '| measurement | value |',
+    '|---|---:|',
+    `| build (draw, quantize, copy) | ${fixed(v.buildSeconds, 1)} s |`,
+    `| peak RSS, model built | ${GIB(v.builtRssKiB)} |`,
+    ...v.stepSeconds.map((t, i) => `| step ${i + 1}: seconds (loss ${fixed(v.losses[i], 3)}) | ${fixed(t, 1)} s |`),
+    `| peak RSS, after the steps | ${GIB(v.maxRssKiB)} (of this machine's ${GIB(r.machine.memoryKiB ?? NaN)}) |`,
+  );
+  return lines;
+}
+
 export function renderMarkdown(r: BenchResults): string {
-  return [...header(r), ...gemmSection(r), ...trainSection(r), ...veraVsLora(r), ...decodeSection(r), ...quantSection(r), ''].join('\n');
+  return [...header(r), ...gemmSection(r), ...trainSection(r), ...veraVsLora(r), ...decodeSection(r), ...quantSection(r), ...qloraSection(r), ''].join('\n');
 }

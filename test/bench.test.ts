@@ -42,6 +42,7 @@ function tinyOptions(dir: string): BenchOptions {
     steps: 2,
     decode: { shape: { vocab: 97, hidden: 32, intermediate: 64, layers: 2, heads: 4, kvHeads: 2 }, prompt: 4, newTokens: 4, batch: 3, mixed: 4, veraR: 8, loraR: 2, loopTokens: 3, registry: 50, runs: 1 },
     quant: { sizes: [64], runs: 1, minSeconds: 0, decode: { shape: { vocab: 97, hidden: 64, intermediate: 128, layers: 2, heads: 4, kvHeads: 2 }, prompt: 4, newTokens: 3, runs: 1 }, accuracy: null },
+    qlora: { shape: { vocab: 97, hidden: 64, intermediate: 128, layers: 2, heads: 4 }, seq: 8, r: 8, steps: 2 },
     command: 'npm run bench -- (test)',
     note: null,
     log: () => {},
@@ -190,5 +191,25 @@ test('bench quant section on tiny shapes: every format runs, bytes per token shr
       assert.ok((r.gemm.ours.value.peakGflops ?? 0) > 0);
       assert.match(md, /Machine peak: [\d.]+ GFLOP\/s/);
     }
+  });
+});
+
+test('bench qlora section on a tiny Llama: every linear layer but the head in nf4, each its own bytes, the step trains, the report has the table', () => {
+  withTmp((dir) => {
+    const o = { ...tinyOptions(dir), sections: ['qlora'] as BenchOptions['sections'] };
+    const r = runBench(o);
+    const q = r.qlora?.ours;
+    if (!q?.ok) assert.fail(q ? q.error : 'no qlora section');
+    const v = q.value;
+    const s = o.qlora.shape;
+    assert.equal(v.linearLayers, 7 * s.layers);
+    // per layer: 4 attention (h×h) and 3 MLP (h×i) matrices at half a byte per weight, plus block scales
+    const weights = s.layers * (4 * s.hidden * s.hidden + 3 * s.hidden * s.intermediate);
+    assert.ok(v.nf4Bytes >= weights / 2 && v.nf4Bytes < weights / 2 * 1.1, `${v.nf4Bytes} bytes for ${weights} weights`);
+    assert.equal(v.stepSeconds.length, 2);
+    assert.ok(v.losses.every(Number.isFinite) && v.losses[1] < v.losses[0], `losses ${v.losses}`);
+    const md = readFileSync(o.out!, 'utf8');
+    assert.match(md, /## A 7B-class model in nf4/);
+    assert.match(md, /\| peak RSS, after the steps \| [\d.]+ GiB/);
   });
 });

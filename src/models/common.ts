@@ -13,6 +13,8 @@ export type TensorLayer = Module & { forward(x: Tensor): Tensor };
  * is wasted work when a checkpoint overwrites every weight (Hugging Face's `no_init_weights`).
  */
 export class SkipInitRng extends Rng {
+  override readonly skipsInit = true;
+
   constructor() {
     super(0);
   }

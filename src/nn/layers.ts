@@ -10,12 +10,16 @@ import { Module } from './module.js';
 export function uniformTensor(shape: readonly number[], bound: number, rng: Rng = defaultRng(), requiresGrad = false): Tensor {
   const n = shape.reduce((a, b) => a * b, 1);
   checkAllocation(n); // before the host array, which a model-size budget would otherwise only see after
+  // a model about to be overwritten by a checkpoint: zeros straight from the backend, no host array
+  // to copy (a copy touches every page: a 7B built this way took its whole f32 size in RSS)
+  if (rng.skipsInit) return Tensor.zeros(shape, requiresGrad);
   return Tensor.fromArray(rng.fillUniform(new Float32Array(n), -bound, bound), shape, requiresGrad);
 }
 
 export function normalTensor(shape: readonly number[], std: number, rng: Rng = defaultRng(), requiresGrad = false): Tensor {
   const n = shape.reduce((a, b) => a * b, 1);
   checkAllocation(n);
+  if (rng.skipsInit) return Tensor.zeros(shape, requiresGrad);
   return Tensor.fromArray(rng.fillNormal(new Float32Array(n), 0, std), shape, requiresGrad);
 }
 

@@ -7,6 +7,8 @@ const N = 624;
 const M = 397;
 
 export class Rng {
+  /** True for an Rng whose fills leave their output as it is (models' SkipInitRng): layers then allocate zeros without drawing. */
+  readonly skipsInit: boolean = false;
   private readonly mt = new Uint32Array(N);
   private index = N;
   private spareNormal: number | null = null;
