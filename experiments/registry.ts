@@ -4,6 +4,7 @@ import { usersExperiment } from './users.js';
 import { usersDoraExperiment } from './users-dora.js';
 import { fig6Expressivity } from './fig6-expressivity.js';
 import { fig2RankScaling } from './fig2-rank-scaling.js';
+import { fig2RankScalingDora } from './fig2-rank-scaling-dora.js';
 import { table12Cost } from './table12-cost.js';
 import { table6Ablations } from './table6-ablations.js';
 import { table7Projections } from './table7-projections.js';
@@ -22,4 +23,5 @@ export const EXPERIMENTS: Experiment[] = [
   appdSimilarity,
   seed000Forgetting,
   usersDoraExperiment,
+  fig2RankScalingDora,
 ];

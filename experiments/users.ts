@@ -121,6 +121,6 @@ export const usersExperiment: Experiment = {
     md.push('The paper (Table 2–4) reports VeRA matching LoRA with about 10× fewer trainable parameters on GLUE, E2E and instruction tuning; here the comparison is at laptop scale on one small model, see the table.');
 
     const plot = await perplexityBars('Held-out perplexity after one user\'s adapter (lower is better)', METHODS, { users, rows });
-    return { markdown: md.join('\n'), plots: { 'users.svg': plot }, data: { steps, batchSize, lr: { vera: VERA_LR, lora: LORA_LR }, rows, samples: texts } };
+    return { markdown: md.join('\n'), plots: { 'users.svg': plot }, data: { seeds: ctx.seeds, steps, batchSize, lr: { vera: VERA_LR, lora: LORA_LR }, rows, samples: texts } };
   },
 };

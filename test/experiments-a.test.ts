@@ -23,6 +23,7 @@ const NO_MODEL = existsSync(path.join(MODEL, 'model.safetensors')) ? false : 'da
 const EXPERIMENTS: { name: string; plots: Record<string, string[]>; model: boolean }[] = [
   { name: 'fig6-expressivity', plots: { 'fig6-expressivity.svg': ['LoRA', 'VeRA', 'trainable parameters'] }, model: false },
   { name: 'fig2-rank-scaling', plots: { 'fig2-rank-scaling-text.svg': ['LoRA', 'VeRA', 'base model (no adapter)', 'perplexity'], 'fig2-rank-scaling-fashion.svg': ['LoRA', 'VeRA', 'head only (no adapter)', 'accuracy'] }, model: true },
+  { name: 'fig2-rank-scaling-dora', plots: { 'fig2-rank-scaling-dora-text.svg': ['DVoRA', 'DoRA', 'VeRA', 'LoRA', 'perplexity'], 'fig2-rank-scaling-dora-fashion.svg': ['DVoRA', 'DoRA', 'VeRA', 'LoRA', 'accuracy'] }, model: true },
   { name: 'table12-cost', plots: { 'table12-cost.svg': ['LoRA r=64', 'VeRA r=64', 'VeRA r=256', 'median step time (ms)', 'peak RSS (MiB)'] }, model: true },
 ];
 
@@ -76,6 +77,26 @@ describe('per-user experiments --tiny through the runner', () => {
     );
   }
 });
+
+test('users-dora and fig2-rank-scaling-dora take VeRA\'s and LoRA\'s rows from users / fig2-rank-scaling run in the same folder, and give the numbers those runs gave', { timeout: 240_000, skip: NO_MODEL }, () =>
+  withTmp(async (dir) => {
+    const env = { env: { ...process.env, VERA_NUM_THREADS: '1' } };
+    for (const name of ['users', 'users-dora', 'fig2-rank-scaling', 'fig2-rank-scaling-dora']) {
+      await run(process.execPath, [CLI, name, '--tiny', '--quiet', '--out', dir, '--model', MODEL], env);
+    }
+    const json = (name: string): Record<string, unknown> => JSON.parse(readFileSync(path.join(dir, `${name}.json`), 'utf8')) as Record<string, unknown>;
+    assert.match(readFileSync(path.join(dir, 'users-dora.md'), 'utf8'), /not retrained here/);
+    type Row = { user?: string; method: string; r?: number; after?: number[]; values?: number[] };
+    const users = json('users').rows as Row[];
+    const usersDora = json('users-dora').rows as Row[];
+    for (const m of ['VeRA r 256', 'LoRA r 8']) assert.deepEqual(usersDora.find((r) => r.method === m), users.find((r) => r.method === m), m);
+    assert.match(readFileSync(path.join(dir, 'fig2-rank-scaling-dora.md'), 'utf8'), /not retrained here/);
+    const fig2 = json('fig2-rank-scaling') as { text: { rows: Row[] } };
+    const fig2Dora = json('fig2-rank-scaling-dora') as { text: { rows: Row[] } };
+    assert.deepEqual(fig2Dora.text.rows.filter((r) => r.method === 'VeRA' || r.method === 'LoRA'), fig2.text.rows);
+    assert.deepEqual(fig2Dora.text.rows.map((r) => r.method), ['VeRA', 'LoRA', 'DVoRA', 'DoRA']);
+  }, 'vera-exp-r-'),
+);
 
 test('meanStd: sample standard deviation, 0 for one value', () => {
   assert.deepEqual(meanStd([3]), { mean: 3, std: 0 });
