@@ -45,6 +45,15 @@ void bf16_rows_avx512(int64_t m, int64_t k, const uint16_t* xsplit, const uint16
 void nf4_dequant_avx512(const uint8_t* data, int64_t first, int64_t count, const float* code, float s, float* dst);
 /** `blocks` whole blocks of `block` elements (a multiple of 32) from element `first` (a block start), block t scaled by scales[t]. */
 void nf4_dequant_blocks_avx512(const uint8_t* data, int64_t first, int64_t blocks, int64_t block, const float* code, const float* scales, float* dst);
+/**
+ * Decoding products straight from the compact bytes (no float32 tile): out[i·ldo + n] = Σ_p
+ * x[i, p]·W[n, p] for n in [n0, n1) and m ≤ 64 rows of x, W dequantized in registers as
+ * dequant_range does it (same values) and multiplied in 16-lane chains along p, one per output
+ * element, so a row's result does not depend on the other rows. nf4 needs k a multiple of the block
+ * size (and the block a multiple of 64); int8 any k.
+ */
+void nf4_rows_avx512(int64_t m, int64_t k, const float* x, const QWeight& w, int64_t n0, int64_t n1, float* out, int64_t ldo);
+void int8_rows_avx512(int64_t m, int64_t k, const float* x, const QWeight& w, int64_t n0, int64_t n1, float* out, int64_t ldo);
 /** int8: `count` elements from `first`, one row of scale s: (q·s)·(1/127). */
 void int8_dequant_avx512(const int8_t* data, int64_t first, int64_t count, float s, float* dst);
 

@@ -283,3 +283,33 @@ describe('--weights on the CLI', () => {
 });
 
 void ({} as QuantizedData);
+
+test('native quantized decoding (m ≤ 64): a row\'s result does not depend on the other rows (bit for bit), and matches float32 on the dequantized weight', { skip: native === null ? 'native addon not built' : false }, () => {
+  const k = native!;
+  const rng = new Rng(77);
+  const rows = 40;
+  for (const cols of [192, 200]) {
+    for (const [format, doubleQuant] of [['int8', false], ['nf4', false], ['nf4', true]] as [QuantFormat, boolean][]) {
+      if (format === 'nf4' && cols % 64 !== 0) continue;
+      const q = quantize(rng.fillNormal(new Float32Array(rows * cols), 0, 0.05), rows, cols, format, { doubleQuant });
+      const w = dequantize(q);
+      const xs = rng.fillNormal(new Float32Array(20 * cols), 0, 1);
+      const alone: Float32Array[] = [];
+      for (let i = 0; i < 20; i++) {
+        const out = new Float32Array(rows);
+        k.quantMatmul(xs.subarray(i * cols, (i + 1) * cols).slice(), q, 1, out);
+        alone.push(out);
+        for (let n = 0; n < rows; n++) {
+          let ref = 0;
+          for (let p = 0; p < cols; p++) ref += xs[i * cols + p] * w[n * cols + p];
+          assert.ok(Math.abs(out[n] - ref) <= 1e-4 * (1 + Math.abs(ref)), `${format}${doubleQuant ? ' nested' : ''} ${cols}: row ${i} col ${n}: ${out[n]} vs ${ref}`);
+        }
+      }
+      for (const m of [2, 7, 8, 9, 17, 20]) {
+        const out = new Float32Array(m * rows);
+        k.quantMatmul(xs.slice(0, m * cols), q, m, out);
+        for (let i = 0; i < m; i++) assert.deepEqual(out.subarray(i * rows, (i + 1) * rows), alone[i], `${format}${doubleQuant ? ' nested' : ''} ${cols}: m = ${m}, row ${i}`);
+      }
+    }
+  }
+});
