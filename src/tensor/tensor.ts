@@ -179,13 +179,21 @@ export function backward(root: Tensor, gradOut?: Tensor): void {
       t.gradFn = null; // frees the saved activations held by the closure
       if (g === undefined) continue;
       const inputGrads = fn.backward(g);
+      // gradients consumed here: released at once (below) unless a pending gradient shares them
+      const consumed: Tensor[] = [g];
       for (let j = 0; j < fn.inputs.length; j++) {
         const x = fn.inputs[j];
         const gx = inputGrads[j];
-        if (!x.requiresGrad || gx === null || gx === undefined) continue;
+        if (gx === null || gx === undefined) continue;
+        if (!x.requiresGrad) {
+          consumed.push(gx);
+          continue;
+        }
         if (gx.size !== x.size) throw new Error(`internal: ${fn.name} gave a gradient of shape [${gx.shape}] for an input of shape [${x.shape}]`);
-        if (x.gradFn === null) accumulateLeaf(x, gx);
-        else {
+        if (x.gradFn === null) {
+          accumulateLeaf(x, gx); // copies
+          consumed.push(gx);
+        } else {
           const prev = grads.get(x);
           if (prev === undefined) grads.set(x, gx);
           else {
@@ -193,11 +201,31 @@ export function backward(root: Tensor, gradOut?: Tensor): void {
             const sum = new Tensor(kernels().alloc(x.size), x.shape);
             kernels().axpy(prev.storage, 1, gx.storage, sum.storage);
             grads.set(x, sum);
+            consumed.push(prev, gx);
           }
         }
       }
+      release(consumed, grads, gradOut);
     }
   });
+}
+
+/**
+ * Frees the storages of gradients backward has consumed, now rather than at the next garbage
+ * collection (a GPT-2 step's logits gradient alone is 200 MB), except the caller's `gradOut` and
+ * any storage a pending gradient still uses (reshape views, an add's one gradient for both inputs).
+ */
+function release(consumed: readonly Tensor[], pending: ReadonlyMap<Tensor, Tensor>, gradOut: Tensor | undefined): void {
+  const k = kernels();
+  if (!k.free) return;
+  const live = new Set<Storage>();
+  for (const t of pending.values()) live.add(t.storage);
+  if (gradOut) live.add(gradOut.storage);
+  for (const t of consumed) {
+    if (live.has(t.storage)) continue;
+    live.add(t.storage); // once
+    k.free(t.storage);
+  }
 }
 
 function accumulateLeaf(x: Tensor, g: Tensor): void {
