@@ -143,14 +143,14 @@ export function blobSource(files: ArrayLike<FileLike> | Iterable<FileLike> | Rec
   const cache = new Map<string, Promise<Uint8Array>>();
   return {
     label,
-    read(name) {
+    async read(name) {
       checkName(name, label);
       let entry = byName.get(name);
       if (entry === undefined && !name.includes('/')) {
         const same = [...byName.keys()].filter((k) => k.split('/').pop() === name);
         if (same.length === 1) entry = byName.get(same[0]);
       }
-      if (entry === undefined) return Promise.resolve(null);
+      if (entry === undefined) return null;
       let p = cache.get(name);
       if (p === undefined) {
         p = readBytes(entry, `${label}/${name}`);
