@@ -60,7 +60,6 @@ async function servedRoot(nodeAdapterFiles: Record<string, Uint8Array>): Promise
     imports: {
       '@huggingface/tokenizers': '/node_modules/@huggingface/tokenizers/dist/tokenizers.mjs',
       '@huggingface/jinja': '/node_modules/@huggingface/jinja/dist/index.js',
-      'csv-parse/sync': '/node_modules/csv-parse/lib/sync.js',
     },
   };
   writeFileSync(join(root, 'esm.html'), `<!doctype html><meta charset="utf-8"><script type="importmap">${JSON.stringify(importMap)}</script>
