@@ -3,6 +3,7 @@
 import { Command, CommanderError } from 'commander';
 import { VeraError } from '../io/errors.js';
 import '../io/node-preload.js';
+import '../train/progress-bar.js';
 import '../backends/index.js';
 import { registerAdapters } from './commands/adapters.js';
 import { registerConvertAdapter } from './commands/convert-adapter.js';

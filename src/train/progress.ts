@@ -8,22 +8,7 @@
 // `synchronousUpdate` redraws from update() instead. `gracefulExit` stays off: its SIGINT listener
 // would replace Node's default handler and, with the event loop busy, make Ctrl-C do nothing.
 import type { SingleBar } from 'cli-progress';
-import { isNode, nodeModule } from '../io/node.js';
-
-/**
- * cli-progress's bar class, required when a terminal first needs it (it reaches for Node's readline,
- * so a static import would keep the trainer out of the browser entry); null where it cannot be
- * required (a page, a CommonJS bundle): progress then goes as plain lines.
- */
-function singleBarClass(): typeof SingleBar | null {
-  const here: string | undefined = import.meta.url;
-  if (!isNode() || here === undefined) return null;
-  try {
-    return (nodeModule.createRequire(here)('cli-progress') as typeof import('cli-progress')).SingleBar;
-  } catch {
-    return null;
-  }
-}
+import { progressBarClass } from './bar-slot.js';
 
 /** Where progress goes by default: stderr under Node, else complete lines to console.log (a page). */
 function defaultStream(): NonNullable<ProgressOptions['stream']> {
@@ -135,7 +120,7 @@ export class ProgressReporter {
     this.quiet = opts.quiet ?? false;
     this.json = opts.json ?? false;
     this.etaSmoothing = opts.etaSmoothing ?? 0.9;
-    const Bar = !this.quiet && !this.json && this.stream.isTTY === true ? singleBarClass() : null;
+    const Bar = !this.quiet && !this.json && this.stream.isTTY === true ? progressBarClass() : null;
     if (Bar !== null) {
       this.bar = new Bar({
         stream: this.stream,
