@@ -13,7 +13,7 @@ constexpr int NR512 = 32;  // AVX-512 micro-tile columns (two 16-float zmm regis
 
 #if defined(__wasm_simd128__)
 #ifndef VERA_WASM_MR
-#define VERA_WASM_MR 6
+#define VERA_WASM_MR 4
 #endif
 constexpr int MRW = VERA_WASM_MR;  // WebAssembly SIMD128 micro-tile rows
 constexpr int NRW = 8;             // and columns (two 4-float vectors)
