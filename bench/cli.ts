@@ -63,7 +63,7 @@ interface Flags {
 
 export function optionsFromArgv(argv: string[]): BenchOptions {
   const program = new Command('npm run bench --')
-    .description('Our runtime against PyTorch on this machine: GEMM (and the machine\'s FMA peak), VeRA / LoRA training steps on GPT-2 shapes, multi-adapter decoding on a SmolLM-135M shape, and the compact weight formats (quant: GEMM, batch-1 decoding, accuracy); writes BENCHMARKS.md')
+    .description('Our runtime against PyTorch on this machine: GEMM (and the machine\'s FMA peak), VeRA / LoRA training steps on GPT-2 shapes, multi-adapter decoding on a SmolLM-135M shape, the compact weight formats (quant: GEMM, batch-1 decoding, accuracy), and the WebAssembly backend against TF.js and jax-js (wasm); writes BENCHMARKS.md')
     .addOption(new Option('--quick', 'small shapes and few runs, for smoke testing (under a minute)'))
     .addOption(new Option('--only <sections>', `comma-separated subset of: ${SECTIONS.join(', ')}`).argParser(parseSections))
     .option('--out <file>', 'markdown report to write', path.join(ROOT, 'BENCHMARKS.md'))
@@ -116,6 +116,10 @@ export function optionsFromArgv(argv: string[]): BenchOptions {
         ? { shape: { vocab: 2048, hidden: 128, intermediate: 256, layers: 4, heads: 4, kvHeads: 2 }, prompt: 8, newTokens: 6, runs: 1 }
         : { shape: SMOLLM_135M, prompt: 32, newTokens: 16, runs: 2 },
       accuracy: { model: path.join(ROOT, 'data', 'fortune-llama'), evalFile: path.join(ROOT, 'data', 'fortunes', 'general', 'eval.jsonl'), fortunes: quick ? 20 : 150, logitTokens: 128 },
+    },
+    wasm: {
+      gemm: { sizes: f.sizes ?? [256, 512, 1024], warmup: 1, runs: f.runs ?? 3, minSeconds: quick ? 0.1 : 0.3 },
+      train: { method: 'vera', layers: 2, width: 128, vocab: f.vocab ?? 50257, positions, batch: 2, seq: 64, r: 256, alpha: 8, warmup: 1, steps: 2 },
     },
     command: ['npm run bench', ...(argv.length > 0 ? ['--', ...argv.map(shellQuote)] : [])].join(' '),
     note: f.note ?? null,

@@ -10,11 +10,12 @@ import type { GemmSpec, Method, TrainResult, TrainSpec } from './step.js';
 import { probeTorch, torchDecode, torchGemm, torchTrain, type Probe, type TorchDecode, type TorchGemm, type TorchTrain } from './torch.js';
 import type { DecodeResult, DecodeSpec } from './decode.js';
 import type { QuantResult, QuantSpec } from './quant.js';
+import type { PeerGemm, WasmSpec } from './wasm.js';
 
 const CHILD = fileURLToPath(new URL('./child.js', import.meta.url));
 
-export type Section = 'gemm' | 'vera' | 'lora' | 'dvora' | 'dora' | 'decode' | 'quant';
-export const SECTIONS: readonly Section[] = ['gemm', 'vera', 'lora', 'dvora', 'dora', 'decode', 'quant'];
+export type Section = 'gemm' | 'vera' | 'lora' | 'dvora' | 'dora' | 'decode' | 'quant' | 'wasm';
+export const SECTIONS: readonly Section[] = ['gemm', 'vera', 'lora', 'dvora', 'dora', 'decode', 'quant', 'wasm'];
 
 export interface ModelShape {
   layers: number;
@@ -45,6 +46,8 @@ export interface BenchOptions {
   steps: number;
   decode: DecodeSpec;
   quant: QuantSpec;
+  /** The wasm section: GEMM sizes against TF.js and jax-js, and one training shape against native. */
+  wasm: { gemm: WasmSpec; train: TrainSpec };
   /** The command line, for the report's header. */
   command: string;
   /** Free text for the report (e.g. "other jobs were using the CPU"). */
@@ -92,6 +95,17 @@ export interface BenchResults {
   train: TrainEntry[];
   decode?: { spec: DecodeSpec; ours: Outcome<OursDecode>; torch: Outcome<TorchDecode> | null };
   quant?: { spec: QuantSpec; ours: Outcome<QuantResult & { threads: number }> };
+  wasm?: WasmResults;
+}
+
+/** Our wasm backend against TF.js's and jax-js's WebAssembly GEMMs, and its VeRA step against native's. */
+export interface WasmResults {
+  spec: { gemm: WasmSpec; train: TrainSpec };
+  ours: Outcome<OursGemm>;
+  tfjs: Outcome<PeerGemm>;
+  jax: Outcome<PeerGemm>;
+  trainWasm: Outcome<OursTrain>;
+  trainNative: Outcome<OursTrain>;
 }
 
 export interface OursDecode extends DecodeResult {
@@ -106,8 +120,9 @@ function attempt<T>(fn: () => T): Outcome<T> {
   }
 }
 
-function runChild<T>(mode: 'gemm' | 'train' | 'decode' | 'quant', spec: object, threads: number | null): T {
+function runChild<T>(mode: 'gemm' | 'train' | 'decode' | 'quant' | 'tfjs' | 'jax', spec: object, threads: number | null, backend?: string): T {
   const env = { ...process.env };
+  if (backend !== undefined) env.VERA_BACKEND = backend;
   if (threads !== null) env.VERA_NUM_THREADS = String(threads);
   const r = spawnSync(process.execPath, [CHILD, mode, JSON.stringify(spec)], { encoding: 'utf8', env, maxBuffer: 64 << 20 });
   if (r.status !== 0) {
@@ -188,6 +203,27 @@ export function runBench(o: BenchOptions): BenchResults {
     if (ours.ok) noteBackend(ours.value.backend, ours.value.threads);
     o.log(`quant: ours ${ours.ok ? 'done' : ours.error}`);
     results.quant = { spec: o.quant, ours };
+  }
+
+  if (o.sections.includes('wasm')) {
+    // one thread everywhere: ours runs one, and so do TF.js's and jax-js's wasm in Node
+    const spec = o.wasm;
+    const wasm: WasmResults = {
+      spec,
+      ours: attempt(() => runChild<OursGemm>('gemm', spec.gemm, 1, 'wasm')),
+      tfjs: attempt(() => runChild<PeerGemm>('tfjs', spec.gemm, 1)),
+      jax: attempt(() => runChild<PeerGemm>('jax', spec.gemm, 1)),
+      trainWasm: attempt(() => runChild<OursTrain>('train', spec.train, 1, 'wasm')),
+      trainNative: attempt(() => {
+        const t = runChild<OursTrain>('train', spec.train, 1, 'native');
+        // without the addon the registry falls back (to wasm): that is no native figure
+        if (t.backend !== 'native') throw new Error(`native backend not available (the child ran ${t.backend})`);
+        return t;
+      }),
+    };
+    const said = (r: Outcome<unknown>): string => (r.ok ? 'done' : r.error);
+    o.log(`wasm: ours ${said(wasm.ours)}; tfjs ${said(wasm.tfjs)}; jax-js ${said(wasm.jax)}; vera step wasm ${said(wasm.trainWasm)}, native ${said(wasm.trainNative)}`);
+    results.wasm = wasm;
   }
 
   results.load.end = os.loadavg()[0];

@@ -193,13 +193,21 @@ function kernelsOf(instance: WasmInstance): Kernels {
     if (s.freed) throw new Error('wasm: the storage was freed');
     return s;
   };
+  // The tensor layer frees few storages itself and leaves the rest to the garbage collector, which
+  // knows nothing of linear memory: a storage whose object is collected gives its memory back
+  // through this registry. Its callbacks run as tasks, so code that never yields to the event loop
+  // (a synchronous loop of training steps) keeps everything it allocated until it does; the
+  // trainers yield after every step.
+  const collected = new FinalizationRegistry<number>((ptr) => ex.vera_free(ptr));
   const allocate = (length: number, zero: boolean): WasmStorage => {
     if (!(Number.isInteger(length) && length >= 0)) throw new Error(`wasm: alloc: length ${length} is not an integer >= 0`);
     const bytes = Math.max(16, length * 4);
     if (bytes > 0xffffffff) throw new Error(`wasm: alloc: ${length} floats do not fit in 4 GB of WebAssembly memory`);
     const p = zero ? ex.vera_calloc(bytes) : ex.vera_malloc(bytes);
     if (p === 0) throw new Error(`wasm: out of memory allocating ${length} floats (the module's memory holds at most 4 GB)`);
-    return new WasmStorage(p, length);
+    const s = new WasmStorage(p, length);
+    collected.register(s, p, s);
+    return s;
   };
 
   const kernels = bindingKernels(addon);
@@ -225,6 +233,7 @@ function kernelsOf(instance: WasmInstance): Kernels {
       const w = s as WasmStorage;
       if (!(w instanceof WasmStorage) || w.freed) return;
       w.freed = true;
+      collected.unregister(w);
       ex.vera_free(w.ptr);
     },
   };
