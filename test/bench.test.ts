@@ -206,6 +206,8 @@ test('bench wasm section on tiny shapes: ours, TF.js and jax-js each time every 
     for (const [name, g] of [['ours', w.ours], ['tfjs', w.tfjs], ['jax', w.jax]] as const) {
       if (!g.ok) assert.fail(`${name}: ${g.error}`);
       assert.deepEqual(g.value.results.map((x) => x.n), [16, 33], name);
+      // two rounds pooled: at least twice the runs of one
+      for (const x of g.value.results) assert.ok(x.seconds.length >= 4, `${name} n ${x.n}: ${x.seconds.length} runs`);
     }
     if (w.ours.ok) assert.equal(w.ours.value.backend, 'wasm');
     if (!w.trainWasm.ok) assert.fail(w.trainWasm.error);
@@ -216,7 +218,7 @@ test('bench wasm section on tiny shapes: ours, TF.js and jax-js each time every 
     else assert.match(w.trainNative.error, /native backend not available/);
     const md = readFileSync(o.out!, 'utf8');
     assert.match(md, /## WebAssembly backend/);
-    assert.match(md, /\| n \| ours \(wasm\) \| TF\.js .* \| jax-js .* \| ours \/ TF\.js \| ours \/ jax-js \|/);
+    assert.match(md, /\| n \| ours \(wasm\) \| TF\.js .* \| jax-js .* \| ours \/ TF\.js \(best\) \| ours \/ jax-js \(best\) \|/);
     assert.match(md, /wasm \/ native: /);
   });
 });
