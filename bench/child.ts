@@ -1,20 +1,25 @@
 // Child process of `npm run bench`: one measurement on our runtime, printed as one JSON line, so
-// each configuration's peak RSS is its own. Usage: node dist/bench/child.js gemm|train|decode '<json>'.
+// each configuration's peak RSS is its own. Usage: node dist/bench/child.js gemm|train|decode|quant|tfjs|jax '<json>'.
 import { kernels } from '../src/tensor/index.js';
 import { backendThreads, gemmSeconds, runTrainSpec, type GemmSpec, type TrainSpec } from './step.js';
 import { runDecodeSpec, type DecodeSpec } from './decode.js';
 import { runQuantSpec, type QuantSpec } from './quant.js';
 import { runQloraSpec, type QloraSpec } from './qlora.js';
 import { loadAddon } from '../src/backends/native/index.js';
+import { jaxGemm, tfjsGemm, type WasmSpec } from './wasm.js';
 
 async function main(): Promise<void> {
   const [mode, json] = process.argv.slice(2);
-  if ((mode !== 'gemm' && mode !== 'train' && mode !== 'decode' && mode !== 'quant' && mode !== 'qlora') || json === undefined) {
-    process.stderr.write('usage: child.js gemm|train|decode|quant|qlora <json spec>\n');
+  if (!['gemm', 'train', 'decode', 'quant', 'qlora', 'tfjs', 'jax'].includes(mode ?? '') || json === undefined) {
+    process.stderr.write('usage: child.js gemm|train|decode|quant|qlora|tfjs|jax <json spec>\n');
     process.exit(2);
   }
   const base = { backend: kernels().name, threads: backendThreads() };
-  if (mode === 'qlora') {
+  if (mode === 'tfjs' || mode === 'jax') {
+    // the other WebAssembly runtimes (bench/wasm.ts): their own kernels, not ours
+    const result = await (mode === 'tfjs' ? tfjsGemm : jaxGemm)(JSON.parse(json) as WasmSpec);
+    process.stdout.write(`${JSON.stringify(result)}\n`);
+  } else if (mode === 'qlora') {
     const result = runQloraSpec(JSON.parse(json) as QloraSpec);
     process.stdout.write(`${JSON.stringify({ ...base, ...result })}\n`);
   } else if (mode === 'quant') {
@@ -31,7 +36,7 @@ async function main(): Promise<void> {
     const peak = addon ? { peakGflops: addon.machinePeak(1), kernel: addon.gemmKernel() } : {};
     process.stdout.write(`${JSON.stringify({ ...base, results, ...peak })}\n`);
   } else {
-    const result = runTrainSpec(JSON.parse(json) as TrainSpec);
+    const result = await runTrainSpec(JSON.parse(json) as TrainSpec);
     process.stdout.write(`${JSON.stringify({ ...base, ...result })}\n`);
   }
 }

@@ -64,7 +64,7 @@ interface Flags {
 
 export function optionsFromArgv(argv: string[]): BenchOptions {
   const program = new Command('npm run bench --')
-    .description('Our runtime against PyTorch on this machine: GEMM (and the machine\'s FMA peak), VeRA / LoRA training steps on GPT-2 shapes, multi-adapter decoding on a SmolLM-135M shape, the compact weight formats (quant: GEMM, batch-1 decoding, accuracy) and a VeRA step on a Llama-2-7B shape in nf4 (qlora); writes BENCHMARKS.md')
+    .description('Our runtime against PyTorch on this machine: GEMM (and the machine\'s FMA peak), VeRA / LoRA training steps on GPT-2 shapes, multi-adapter decoding on a SmolLM-135M shape, the compact weight formats (quant: GEMM, batch-1 decoding, accuracy), a VeRA step on a Llama-2-7B shape in nf4 (qlora), and the WebAssembly backend against TF.js and jax-js (wasm); writes BENCHMARKS.md')
     .addOption(new Option('--quick', 'small shapes and few runs, for smoke testing (under a minute)'))
     .addOption(new Option('--only <sections>', `comma-separated subset of: ${SECTIONS.join(', ')}`).argParser(parseSections))
     .option('--out <file>', 'markdown report to write', path.join(ROOT, 'BENCHMARKS.md'))
@@ -121,6 +121,10 @@ export function optionsFromArgv(argv: string[]): BenchOptions {
     qlora: quick
       ? { shape: { vocab: 2048, hidden: 256, intermediate: 688, layers: 2, heads: 4 }, seq: 32, r: 16, steps: 2 }
       : { shape: LLAMA2_7B, seq: 128, r: 256, steps: 2 },
+    wasm: {
+      gemm: { sizes: f.sizes ?? [256, 512, 1024], warmup: 1, runs: f.runs ?? 3, minSeconds: quick ? 0.1 : 0.3 },
+      train: { method: 'vera', layers: 2, width: 128, vocab: f.vocab ?? 50257, positions, batch: 2, seq: 64, r: 256, alpha: 8, warmup: 1, steps: 2 },
+    },
     command: ['npm run bench', ...(argv.length > 0 ? ['--', ...argv.map(shellQuote)] : [])].join(' '),
     note: f.note ?? null,
     log: (line) => process.stdout.write(`${line}\n`),

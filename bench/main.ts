@@ -11,11 +11,12 @@ import { probeTorch, torchDecode, torchGemm, torchTrain, type Probe, type TorchD
 import type { DecodeResult, DecodeSpec } from './decode.js';
 import type { QuantResult, QuantSpec } from './quant.js';
 import type { QloraResult, QloraSpec } from './qlora.js';
+import type { PeerGemm, WasmSpec } from './wasm.js';
 
 const CHILD = fileURLToPath(new URL('./child.js', import.meta.url));
 
-export type Section = 'gemm' | 'vera' | 'lora' | 'dvora' | 'dora' | 'decode' | 'quant' | 'qlora';
-export const SECTIONS: readonly Section[] = ['gemm', 'vera', 'lora', 'dvora', 'dora', 'decode', 'quant', 'qlora'];
+export type Section = 'gemm' | 'vera' | 'lora' | 'dvora' | 'dora' | 'decode' | 'quant' | 'qlora' | 'wasm';
+export const SECTIONS: readonly Section[] = ['gemm', 'vera', 'lora', 'dvora', 'dora', 'decode', 'quant', 'qlora', 'wasm'];
 
 export interface ModelShape {
   layers: number;
@@ -47,6 +48,8 @@ export interface BenchOptions {
   decode: DecodeSpec;
   quant: QuantSpec;
   qlora: QloraSpec;
+  /** The wasm section: GEMM sizes against TF.js and jax-js, and one training shape against native. */
+  wasm: { gemm: WasmSpec; train: TrainSpec };
   /** The command line, for the report's header. */
   command: string;
   /** Free text for the report (e.g. "other jobs were using the CPU"). */
@@ -95,6 +98,17 @@ export interface BenchResults {
   decode?: { spec: DecodeSpec; ours: Outcome<OursDecode>; torch: Outcome<TorchDecode> | null };
   quant?: { spec: QuantSpec; ours: Outcome<QuantResult & { threads: number }> };
   qlora?: { spec: QloraSpec; ours: Outcome<QloraResult & { threads: number }> };
+  wasm?: WasmResults;
+}
+
+/** Our wasm backend against TF.js's and jax-js's WebAssembly GEMMs, and its VeRA step against native's. */
+export interface WasmResults {
+  spec: { gemm: WasmSpec; train: TrainSpec };
+  ours: Outcome<OursGemm>;
+  tfjs: Outcome<PeerGemm>;
+  jax: Outcome<PeerGemm>;
+  trainWasm: Outcome<OursTrain>;
+  trainNative: Outcome<OursTrain>;
 }
 
 export interface OursDecode extends DecodeResult {
@@ -109,8 +123,15 @@ function attempt<T>(fn: () => T): Outcome<T> {
   }
 }
 
-function runChild<T>(mode: 'gemm' | 'train' | 'decode' | 'quant' | 'qlora', spec: object, threads: number | null): T {
+/** Two rounds of one GEMM measurement as one: the first's, with the second's runs added to each size. */
+function pooledRuns<T extends { results: { n: number; seconds: number[] }[] }>(a: Outcome<T>, b: Outcome<T>): Outcome<T> {
+  if (!a.ok || !b.ok) return a.ok ? a : b;
+  return { ok: true, value: { ...a.value, results: a.value.results.map((x) => ({ n: x.n, seconds: [...x.seconds, ...(b.value.results.find((y) => y.n === x.n)?.seconds ?? [])] })) } };
+}
+
+function runChild<T>(mode: 'gemm' | 'train' | 'decode' | 'quant' | 'qlora' | 'tfjs' | 'jax', spec: object, threads: number | null, backend?: string): T {
   const env = { ...process.env };
+  if (backend !== undefined) env.VERA_BACKEND = backend;
   if (threads !== null) env.VERA_NUM_THREADS = String(threads);
   const r = spawnSync(process.execPath, [CHILD, mode, JSON.stringify(spec)], { encoding: 'utf8', env, maxBuffer: 64 << 20 });
   if (r.status !== 0) {
@@ -198,6 +219,36 @@ export function runBench(o: BenchOptions): BenchResults {
     if (ours.ok) noteBackend(ours.value.backend, ours.value.threads);
     o.log(`qlora: ours ${ours.ok ? 'done' : ours.error}`);
     results.qlora = { spec: o.qlora, ours };
+  }
+
+  if (o.sections.includes('wasm')) {
+    // one thread everywhere: ours runs one, and so do TF.js's and jax-js's wasm in Node
+    const spec = o.wasm;
+    // two rounds, the three runtimes in turn in each, their runs pooled: a busy spell of the
+    // machine then falls on all of them rather than on whichever ran during it
+    const round = (): [Outcome<OursGemm>, Outcome<PeerGemm>, Outcome<PeerGemm>] => [
+      attempt(() => runChild<OursGemm>('gemm', spec.gemm, 1, 'wasm')),
+      attempt(() => runChild<PeerGemm>('tfjs', spec.gemm, 1)),
+      attempt(() => runChild<PeerGemm>('jax', spec.gemm, 1)),
+    ];
+    const [r1, r2] = [round(), round()];
+    const outcomes = [pooledRuns(r1[0], r2[0]), pooledRuns(r1[1], r2[1]), pooledRuns(r1[2], r2[2])] as const;
+    const wasm: WasmResults = {
+      spec,
+      ours: outcomes[0],
+      tfjs: outcomes[1],
+      jax: outcomes[2],
+      trainWasm: attempt(() => runChild<OursTrain>('train', spec.train, 1, 'wasm')),
+      trainNative: attempt(() => {
+        const t = runChild<OursTrain>('train', spec.train, 1, 'native');
+        // without the addon the registry falls back (to wasm): that is no native figure
+        if (t.backend !== 'native') throw new Error(`native backend not available (the child ran ${t.backend})`);
+        return t;
+      }),
+    };
+    const said = (r: Outcome<unknown>): string => (r.ok ? 'done' : r.error);
+    o.log(`wasm: ours ${said(wasm.ours)}; tfjs ${said(wasm.tfjs)}; jax-js ${said(wasm.jax)}; vera step wasm ${said(wasm.trainWasm)}, native ${said(wasm.trainNative)}`);
+    results.wasm = wasm;
   }
 
   results.load.end = os.loadavg()[0];

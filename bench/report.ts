@@ -356,6 +356,57 @@ function qloraSection(r: BenchResults): string[] {
   return lines;
 }
 
+/** Our WebAssembly backend against TF.js's and jax-js's wasm GEMMs, and its VeRA step against native's. */
+function wasmSection(r: BenchResults): string[] {
+  const w = r.wasm;
+  if (w === undefined) return [];
+  const ours = value(w.ours);
+  const tf = value(w.tfjs);
+  const jax = value(w.jax);
+  const gflops = (res: { n: number; seconds: number[] }[] | undefined, n: number, pick: (s: number[]) => number): number | null => {
+    const s = res?.find((x) => x.n === n)?.seconds;
+    return s === undefined ? null : (2 * n ** 3) / pick(s) / 1e9;
+  };
+  const cell = (res: { n: number; seconds: number[] }[] | undefined, n: number): string => {
+    const m = gflops(res, n, median);
+    return m === null ? '—' : `${fixed(m, 1)} (${fixed(gflops(res, n, best)!, 1)})`;
+  };
+  const threads = (p: { threads: number; threadsNote: string } | null): string => (p === null ? NA : `${p.threads} (${p.threadsNote})`);
+  const lines = [
+    '',
+    '## WebAssembly backend',
+    '',
+    `Our \`wasm\` backend (the native/ kernels compiled to wasm/vera.wasm, SIMD128, one thread) against the other WebAssembly runtimes for JavaScript, in Node ${r.machine.node}, each in its own child process, in turn, twice (the two rounds' runs pooled). float32 C = A·B for square n×n matrices; GFLOP/s of the median run, best run in parentheses, of at least ${w.spec.gemm.runs} timed runs a round after ${w.spec.gemm.warmup} warm-up; the ratios are of the best runs, the least disturbed by other work on the machine. TF.js: \`tf.matMul\` then \`dataSync\`; jax-js: \`np.matmul\` then \`blockUntilReady\`; ours: the \`matmul\` kernel.`,
+    '',
+    `Threads — ours: 1; TF.js: ${threads(tf)}; jax-js: ${threads(jax)}.`,
+    '',
+    `| n | ours (wasm) | ${tf?.label ?? 'TF.js wasm'} | ${jax?.label ?? 'jax-js wasm'} | ours / TF.js (best) | ours / jax-js (best) |`,
+    '|---:|---:|---:|---:|---:|---:|',
+  ];
+  for (const n of w.spec.gemm.sizes) {
+    const a = gflops(ours?.results, n, best);
+    const b = gflops(tf?.results, n, best);
+    const c = gflops(jax?.results, n, best);
+    lines.push(`| ${n} | ${cell(ours?.results, n)} | ${cell(tf?.results, n)} | ${cell(jax?.results, n)} | ${ratio(a, b)} | ${ratio(a, c)} |`);
+  }
+  const tw = value(w.trainWasm);
+  const tn = value(w.trainNative);
+  const s = w.spec.train;
+  lines.push(
+    '',
+    `VeRA training step (r ${s.r}) on the GPT-2 ${s.layers}×${s.width} shape (vocabulary ${s.vocab}), batch ${s.batch} × ${s.seq} tokens, median of ${s.steps} steps after ${s.warmup} warm-up, both backends on one thread:`,
+    '',
+    '| backend | tokens/s | step (ms) | checks |',
+    '|---|---:|---:|---|',
+  );
+  for (const [name, t] of [['wasm', tw], ['native', tn]] as const) {
+    lines.push(`| ${name} | ${t === null ? NA : fixed(oursTokS(t)!, 0)} | ${t === null ? NA : fixed(1000 * median(t.stepSeconds), 0)} | ${t === null ? NA : checkSummary(t)} |`);
+  }
+  lines.push('', `wasm / native: ${ratio(oursTokS(tw), oursTokS(tn))} of the tokens per second.`);
+  lines.push(...failures('ours (wasm GEMM)', w.ours), ...failures('TF.js', w.tfjs), ...failures('jax-js', w.jax), ...failures('VeRA step on wasm', w.trainWasm), ...failures('VeRA step on native', w.trainNative));
+  return lines;
+}
+
 export function renderMarkdown(r: BenchResults): string {
-  return [...header(r), ...gemmSection(r), ...trainSection(r), ...veraVsLora(r), ...decodeSection(r), ...quantSection(r), ...qloraSection(r), ''].join('\n');
+  return [...header(r), ...gemmSection(r), ...trainSection(r), ...veraVsLora(r), ...decodeSection(r), ...quantSection(r), ...qloraSection(r), ...wasmSection(r), ''].join('\n');
 }

@@ -82,7 +82,7 @@ export function buildModel(spec: TrainSpec): GPT2LMHeadModel {
   return new GPT2LMHeadModel(config, { rng: new Rng(0) });
 }
 
-export function runTrainSpec(spec: TrainSpec): TrainResult {
+export async function runTrainSpec(spec: TrainSpec): Promise<TrainResult> {
   const startupRssKiB = maxRssKiB();
   const model = buildModel(spec);
   const useDora = spec.method === 'dvora' || spec.method === 'dora';
@@ -117,6 +117,9 @@ export function runTrainSpec(spec: TrainSpec): TrainResult {
       losses.push(loss.item());
     });
     if (step >= spec.warmup) stepSeconds.push(seconds);
+    // between steps, untimed, as the trainers do: lets the event loop run (the wasm backend's
+    // storages that the garbage collector found dead are released then)
+    await new Promise<void>((resolve) => setImmediate(resolve));
   }
 
   const checks: StepChecks = {

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { backendNames } from '../src/backends/index.js';
 import { runBench, type BenchOptions } from '../bench/main.js';
 import { optionsFromArgv } from '../bench/cli.js';
-import { adapterWork, tokensPerSecond } from '../bench/report.js';
+import { adapterWork, checkSummary, tokensPerSecond } from '../bench/report.js';
 import { torchTrain } from '../bench/torch.js';
 import type { TrainSpec } from '../bench/step.js';
 import { withTmp } from './helpers.js';
@@ -43,6 +43,10 @@ function tinyOptions(dir: string): BenchOptions {
     decode: { shape: { vocab: 97, hidden: 32, intermediate: 64, layers: 2, heads: 4, kvHeads: 2 }, prompt: 4, newTokens: 4, batch: 3, mixed: 4, veraR: 8, loraR: 2, loopTokens: 3, registry: 50, runs: 1 },
     quant: { sizes: [64], runs: 1, minSeconds: 0, decode: { shape: { vocab: 97, hidden: 64, intermediate: 128, layers: 2, heads: 4, kvHeads: 2 }, prompt: 4, newTokens: 3, runs: 1 }, accuracy: null },
     qlora: { shape: { vocab: 97, hidden: 64, intermediate: 128, layers: 2, heads: 4 }, seq: 8, r: 8, steps: 2 },
+    wasm: {
+      gemm: { sizes: [16, 33], warmup: 1, runs: 2, minSeconds: 0 },
+      train: { method: 'vera', layers: LAYERS, width: WIDTH, vocab: VOCAB, positions: 64, batch: BATCH, seq: SEQ, r: VERA_R, alpha: 8, warmup: 1, steps: 1 },
+    },
     command: 'npm run bench -- (test)',
     note: null,
     log: () => {},
@@ -211,5 +215,31 @@ test('bench qlora section on a tiny Llama: every linear layer but the head in nf
     const md = readFileSync(o.out!, 'utf8');
     assert.match(md, /## A 7B-class model in nf4/);
     assert.match(md, /\| peak RSS, after the steps \| [\d.]+ GiB/);
+  });
+});
+
+test('bench wasm section on tiny shapes: ours, TF.js and jax-js each time every size, both VeRA steps train the adapter, the report has the tables', () => {
+  withTmp((dir) => {
+    const o = { ...tinyOptions(dir), sections: ['wasm'] as BenchOptions['sections'] };
+    const r = runBench(o);
+    const w = r.wasm;
+    assert.ok(w, 'no wasm section');
+    for (const [name, g] of [['ours', w.ours], ['tfjs', w.tfjs], ['jax', w.jax]] as const) {
+      if (!g.ok) assert.fail(`${name}: ${g.error}`);
+      assert.deepEqual(g.value.results.map((x) => x.n), [16, 33], name);
+      // two rounds pooled: at least twice the runs of one
+      for (const x of g.value.results) assert.ok(x.seconds.length >= 4, `${name} n ${x.n}: ${x.seconds.length} runs`);
+    }
+    if (w.ours.ok) assert.equal(w.ours.value.backend, 'wasm');
+    if (!w.trainWasm.ok) assert.fail(w.trainWasm.error);
+    assert.equal(w.trainWasm.value.backend, 'wasm');
+    assert.equal(checkSummary(w.trainWasm.value), 'ok');
+    // native is absent where the addon was not built
+    if (w.trainNative.ok) assert.equal(checkSummary(w.trainNative.value), 'ok');
+    else assert.match(w.trainNative.error, /native backend not available/);
+    const md = readFileSync(o.out!, 'utf8');
+    assert.match(md, /## WebAssembly backend/);
+    assert.match(md, /\| n \| ours \(wasm\) \| TF\.js .* \| jax-js .* \| ours \/ TF\.js \(best\) \| ours \/ jax-js \(best\) \|/);
+    assert.match(md, /wasm \/ native: /);
   });
 });
