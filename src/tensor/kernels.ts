@@ -121,6 +121,8 @@ export interface Kernels {
   fromArray(data: Float32Array): Storage; // copies
   /** Host copy (or read-only view) of the buffer. Callers must not mutate the result. */
   read(s: Storage): Float32Array;
+  /** Host copy once the device has run everything before it (GPU backends, whose `read` refuses). */
+  readAsync?(s: Storage): Promise<Float32Array>;
   write(s: Storage, data: Float32Array, offset: number): void;
   /** Release early; optional (GC reclaims otherwise). */
   free?(s: Storage): void;
