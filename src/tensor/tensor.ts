@@ -147,9 +147,14 @@ export class Tensor {
 
   /** Overwrite this tensor's values (no autograd). */
   copyFrom(src: Tensor | Float32Array): void {
-    const data = src instanceof Tensor ? kernels().read(src.storage) : src;
-    if (data.length !== this.size) throw new Error(`copyFrom: ${data.length} values into a tensor of ${this.size}`);
-    kernels().write(this.storage, data, 0);
+    if (src instanceof Tensor) {
+      if (src.size !== this.size) throw new Error(`copyFrom: ${src.size} values into a tensor of ${this.size}`);
+      // a device copy: no host round trip (which a GPU backend could not do synchronously)
+      kernels().gather(src.storage, [src.size], [1], 0, this.storage);
+      return;
+    }
+    if (src.length !== this.size) throw new Error(`copyFrom: ${src.length} values into a tensor of ${this.size}`);
+    kernels().write(this.storage, src, 0);
   }
 
   requiresGrad_(flag = true): this {
