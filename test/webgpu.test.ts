@@ -12,6 +12,7 @@ interface Api {
   adapter(): Promise<string>;
   kernels(): Promise<CheckResult[]>;
   train(steps: number): Promise<TrainingReport>;
+  generate(): Promise<{ gpu: number[]; ts: number[] }>;
 }
 declare const veraWebGpu: Api;
 
@@ -60,3 +61,13 @@ test('webgpu: VeRA on a tiny GPT-2, first step as the TypeScript backend and the
   });
 });
 
+
+test('webgpu: greedy generateAsync with a KV cache gives the TypeScript backend\'s tokens', { timeout: 300_000 }, async () => {
+  const session = await openPage(root);
+  await withPage('webgpu-generate', session, async (s) => {
+    await ready(s);
+    const r = await s.page.evaluate(() => veraWebGpu.generate());
+    assert.equal(r.ts.length, 10);
+    assert.deepEqual(r.gpu, r.ts);
+  });
+});

@@ -4,7 +4,7 @@ import { loadWebGpuKernels, type WebGpuKernels } from '../../src/backends/webgpu
 import { tsKernels } from '../../src/backends/ts/index.js';
 import { checkedKernels } from '../../src/tensor/kernel-checks.js';
 import { runWebGpuChecks, type CheckResult } from './webgpu-checks.js';
-import { veraTrainingCheck, type TrainingReport } from './webgpu-train.js';
+import { generationCheck, veraTrainingCheck, type TrainingReport } from './webgpu-train.js';
 
 let gpu: WebGpuKernels | null = null;
 async function kernels(): Promise<WebGpuKernels> {
@@ -22,6 +22,9 @@ const api = {
   },
   async train(steps: number): Promise<TrainingReport> {
     return veraTrainingCheck(await kernels(), tsKernels, steps);
+  },
+  async generate(): Promise<{ gpu: number[]; ts: number[] }> {
+    return generationCheck(await kernels(), tsKernels);
   },
 };
 (globalThis as unknown as { veraWebGpu: typeof api }).veraWebGpu = api;

@@ -6,6 +6,7 @@ import { getPeftModel } from '../../src/peft/peft_model.js';
 import { veraConfig } from '../../src/peft/vera/config.js';
 import { AdamW } from '../../src/train/optim.js';
 import { trainStepsAsync } from '../../src/train/async-loop.js';
+import { generate, generateAsync } from '../../src/models/generation.js';
 import { Rng, setKernels, checkedKernels, type Kernels, type Tensor } from '../../src/tensor/index.js';
 
 export interface TrainingReport {
@@ -66,6 +67,23 @@ export async function veraTrainingCheck(gpu: Kernels & { readAsync(s: unknown): 
     const task = { nextBatch: () => 0, loss: () => ({ loss: loss(run.peft), items: BATCH * SEQ }) };
     const losses = await trainStepsAsync(task, optimizer, { steps, rng: new Rng(1), readEvery: Math.max(1, Math.floor(steps / 4)) });
     return { adapter: gpu.adapterInfo, firstLossTs, firstLossGpu, maxGradErr, grads: refGrads.length, losses, ms: performance.now() - t0 };
+  } finally {
+    setKernels(checkedKernels(ts));
+  }
+}
+
+/** Greedy decoding with a KV cache: generateAsync on WebGPU against generate on the TS backend. */
+export async function generationCheck(gpu: Kernels, ts: Kernels): Promise<{ gpu: number[]; ts: number[] }> {
+  const prompt = [5, 17, 29, 41];
+  const opts = { maxNewTokens: 10, eosTokenIds: [] };
+  setKernels(checkedKernels(ts));
+  const ref = generate(build().peft, prompt, opts).tokens;
+  setKernels(checkedKernels(gpu));
+  try {
+    const stream = generateAsync(build().peft, prompt, opts);
+    const tokens: number[] = [];
+    for await (const step of stream) tokens.push(step.token);
+    return { gpu: tokens, ts: ref };
   } finally {
     setKernels(checkedKernels(ts));
   }
