@@ -4,6 +4,7 @@ import { loadWebGpuKernels, type WebGpuKernels } from '../../src/backends/webgpu
 import { tsKernels } from '../../src/backends/ts/index.js';
 import { checkedKernels } from '../../src/tensor/kernel-checks.js';
 import { runWebGpuChecks, type CheckResult } from './webgpu-checks.js';
+import { runKernelSuite, type SuiteResult } from '../conformance/kernel-suite.js';
 import { generationCheck, veraTrainingCheck, type TrainingReport } from './webgpu-train.js';
 
 let gpu: WebGpuKernels | null = null;
@@ -19,6 +20,11 @@ const api = {
   async kernels(): Promise<CheckResult[]> {
     const k = await kernels();
     return runWebGpuChecks({ ...checkedKernels(k), readAsync: (s) => k.readAsync(s) }, checkedKernels(tsKernels));
+  },
+  /** The shared conformance suite; `skip` names cases left out (with the reason given by the test). */
+  async suite(skip: string[]): Promise<SuiteResult[]> {
+    const k = await kernels();
+    return runKernelSuite({ ...checkedKernels(k), readAsync: (s) => k.readAsync(s) }, checkedKernels(tsKernels), { filter: (name) => !skip.some((x) => name.startsWith(x)) });
   },
   async train(steps: number): Promise<TrainingReport> {
     return veraTrainingCheck(await kernels(), tsKernels, steps);
