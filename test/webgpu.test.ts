@@ -47,7 +47,6 @@ test('webgpu: the shared kernel conformance suite against the TypeScript backend
     // what a GPU cannot do: sumSquares returns a host number synchronously (it is the last step of its case, so the rest of the case ran)
     const refused: Record<string, RegExp> = {
       'fill, affine, powScalar, axpy, sumSquares': /^kernel sumSquares: |^webgpu: sumSquares returns a host number synchronously/,
-      'quantized matmuls (bf16, int8, nf4, nf4 double-quantized): forward and input gradient, decode and prefill sizes': /^webgpu: quantMatmul of bf16 weights is not supported by the WebGPU backend/,
     };
     const failed = results.filter((r) => !r.ok && !(refused[r.name]?.test(r.message ?? '')));
     assert.deepEqual(failed.map((r) => `${r.name}: ${r.message}`), []);

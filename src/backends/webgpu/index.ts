@@ -7,6 +7,7 @@ import type {
   AttentionParams, Kernels, MatmulParams, RaggedAttentionParams, Storage, VeraParams, VeraRoutedParams,
 } from '../../tensor/kernels.js';
 import { GpuStorage, Runtime, type Bound } from './runtime.js';
+import { blockScales, type QuantizedData } from '../../tensor/quant.js';
 import * as S from './shaders.js';
 
 export { GpuStorage } from './runtime.js';
@@ -109,6 +110,32 @@ function webGpuKernels(rt: Runtime): WebGpuKernels {
       p.keyMask ? 1 : 0, p.kvStride ?? p.tk, 0, 0, 0, 0];
   }
 
+  const quantWeights = new WeakMap<QuantizedData, { data: GpuStorage; scales: GpuStorage; code: GpuStorage }>();
+  function quantOnDevice(w: QuantizedData): { data: GpuStorage; scales: GpuStorage; code: GpuStorage } {
+    let q = quantWeights.get(w);
+    if (!q) {
+      const words = Math.max(1, Math.ceil(w.data.byteLength / 4));
+      const padded = new Uint8Array(words * 4);
+      padded.set(w.data);
+      const data = rt.alloc(words, false);
+      rt.write(data, new Float32Array(padded.buffer), 0);
+      const sc = w.format === 'nf4' ? blockScales(w) : w.scales;
+      const scales = sc.length ? k.fromArray(sc) as GpuStorage : rt.dummyStorage;
+      const code = w.format === 'nf4' ? k.fromArray(w.code) as GpuStorage : rt.dummyStorage;
+      q = { data, scales, code };
+      quantWeights.set(w, q);
+    }
+    return q;
+  }
+
+  function gemmQ(q: { data: GpuStorage; scales: GpuStorage; code: GpuStorage }, w: QuantizedData, a: GpuStorage, c: GpuStorage, p: Gemm): void {
+    if (p.m === 0 || p.n === 0) return;
+    if (p.k === 0) return rt.clear(c, 0, p.m * p.n);
+    const ldb = w.cols; // the weight is (rows, cols) whichever side it is read from
+    rt.dispatch(S.matmul(false, p.transB, w.format), [a, q.data, c, q.scales, q.code],
+      [p.m, p.n, p.k, p.k, ldb, 0, 0, 0, 0, 0, w.cols, w.blockSize || 1], [], [Math.ceil(p.n / 64), Math.ceil(p.m / 64), 1]);
+  }
+
   const veraA = (p: { rank: number; inFeatures: number; lda: number }): Partial<Gemm> => ({ ldb: p.lda });
 
   const k: WebGpuKernels = {
@@ -191,11 +218,14 @@ function webGpuKernels(rt: Runtime): WebGpuKernels {
 
     matmul: (a, b, out, p: MatmulParams) => gemm(g(a), g(b), g(out), p),
 
-    quantMatmul(_x, w) {
-      throw new Error(`webgpu: quantMatmul of ${w.format} weights is not supported by the WebGPU backend (dequantize the model, or use the ts/native backend)`);
+    // the compact weight goes to the device once (packed as stored) and is dequantized per tile on load
+    quantMatmul(x, w, R, out) {
+      const q = quantOnDevice(w);
+      gemmQ(q, w, g(x), g(out), { batch: 1, m: R, n: w.rows, k: w.cols, transA: false, transB: true, strideA: 0, strideB: 0, accumulate: false });
     },
-    quantMatmulInputGrad(_gy, w) {
-      throw new Error(`webgpu: quantMatmulInputGrad of ${w.format} weights is not supported by the WebGPU backend (dequantize the model, or use the ts/native backend)`);
+    quantMatmulInputGrad(gy, w, R, gx) {
+      const q = quantOnDevice(w);
+      gemmQ(q, w, g(gy), g(gx), { batch: 1, m: R, n: w.cols, k: w.rows, transA: false, transB: false, strideA: 0, strideB: 0, accumulate: false });
     },
 
     softmax: (x, r, c, out) => rows(S.softmax(), [g(x), g(out)], r, c),

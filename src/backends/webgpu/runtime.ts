@@ -22,7 +22,7 @@ const MAX_PENDING = 512;
 export interface Binding {
   /** WGSL name of the buffer. */
   name: string;
-  type: 'f32' | 'i32';
+  type: 'f32' | 'i32' | 'u32';
   /** read_write (else read-only). */
   write?: boolean;
 }

@@ -3,7 +3,7 @@
 // workgroup index, 2-D past 65535 groups), `lid`, `wg` and `nwg`. Semantics follow the TypeScript
 // backend; sums run in f32 (the reference sums some rows in double), and NaN/inf cases are
 // handled explicitly because WGSL's max/min leave NaN undefined.
-import type { BinaryOp, UnaryOp } from '../../tensor/kernels.js';
+import type { BinaryOp, QuantFormat, UnaryOp } from '../../tensor/kernels.js';
 import type { Binding, Dispatch } from './runtime.js';
 
 const cache = new Map<string, Dispatch>();
@@ -17,7 +17,7 @@ function def(key: string, bindings: Binding[], workgroupSize: number, body: stri
   return d;
 }
 
-const r = (name: string, type: 'f32' | 'i32' = 'f32'): Binding => ({ name, type });
+const r = (name: string, type: 'f32' | 'i32' | 'u32' = 'f32'): Binding => ({ name, type });
 const w = (name: string, type: 'f32' | 'i32' = 'f32'): Binding => ({ name, type, write: true });
 
 /** Elementwise prologue: `i` is this thread's element, pu(0) the count. */
@@ -231,10 +231,26 @@ export const reduceStrided = (kind: 'sum' | 'max'): Dispatch => def(`reduceStrid
   }
   out[i] = acc;`);
 
+// B's element at a flat index: float32, or a compact weight dequantized on load (as quant.ts's
+// dequantizeRange, with the same float32 roundings). ints 10, 11: int8's cols, nf4's block size.
+const LOAD_B: Record<'f32' | QuantFormat, string> = {
+  f32: 'fn loadB(i: u32) -> f32 { return b[i]; }',
+  bf16: 'fn loadB(i: u32) -> f32 { let wd = bq[i >> 1u]; return bitcast<f32>(select(wd << 16u, wd & 0xffff0000u, (i & 1u) == 1u)); }',
+  int8: `fn loadB(i: u32) -> f32 {
+  let v = bitcast<i32>(((bq[i >> 2u] >> (8u * (i & 3u))) & 0xffu) << 24u) >> 24u;
+  return (f32(v) * qscales[i / pu(10u)]) * ${'7.874015718698502e-3'};
+}`,
+  nf4: `fn loadB(i: u32) -> f32 {
+  let byte = (bq[i >> 3u] >> (8u * ((i >> 1u) & 3u))) & 0xffu;
+  let c = select(byte >> 4u, byte & 15u, (i & 1u) == 1u);
+  return qcode[c] * qscales[i / pu(11u)];
+}`,
+};
+
 // Tiled GEMM: 64×64 output tiles, 16-deep k slices in workgroup memory, 4×4 outputs per thread.
 // grid (ceil(n/64), ceil(m/64), batch). ints: m, n, k, lda, ldb, strideA, strideB, offA, offB, accumulate
-export const matmul = (transA: boolean, transB: boolean): Dispatch => def(`matmul.${transA ? 't' : 'n'}${transB ? 't' : 'n'}`,
-  [r('a'), r('b'), w('c')], 256, `
+export const matmul = (transA: boolean, transB: boolean, bFormat: 'f32' | QuantFormat = 'f32'): Dispatch => def(`matmul.${transA ? 't' : 'n'}${transB ? 't' : 'n'}.${bFormat}`,
+  bFormat === 'f32' ? [r('a'), r('b'), w('c')] : [r('a'), r('bq', 'u32'), w('c'), r('qscales'), r('qcode')], 256, `
   let m = pu(0u);
   let n = pu(1u);
   let k = pu(2u);
@@ -259,7 +275,7 @@ export const matmul = (transA: boolean, transB: boolean): Dispatch => def(`matmu
       ${transB
     ? 'let kb = e % 16u; let jj = e / 16u; let okb = col0 + jj < n && k0 + kb < k; let bt = bBase + (col0 + jj) * ldb + k0 + kb;'
     : 'let jj = e % 64u; let kb = e / 64u; let okb = col0 + jj < n && k0 + kb < k; let bt = bBase + (k0 + kb) * ldb + col0 + jj;'}
-      Bs[kb * 64u + jj] = select(0.0, b[select(0u, bt, okb)], okb);
+      Bs[kb * 64u + jj] = select(0.0, loadB(select(0u, bt, okb)), okb);
     }
     workgroupBarrier();
     for (var kk = 0u; kk < 16u; kk++) {
@@ -284,7 +300,7 @@ export const matmul = (transA: boolean, transB: boolean): Dispatch => def(`matmu
       let at = bz * m * n + ii * n + jj;
       if (accumulate) { c[at] += acc[rr * 4u + cc]; } else { c[at] = acc[rr * 4u + cc]; }
     }
-  }`, 'var<workgroup> As: array<f32, 1024>;\nvar<workgroup> Bs: array<f32, 1024>;');
+  }`, `var<workgroup> As: array<f32, 1024>;\nvar<workgroup> Bs: array<f32, 1024>;\n${LOAD_B[bFormat]}`);
 
 export const softmax = (): Dispatch => def('softmax', [r('x'), w('out')], 256, `${ROW}
   var m = ninf();
