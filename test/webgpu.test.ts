@@ -13,6 +13,7 @@ interface Api {
   adapter(): Promise<string>;
   kernels(): Promise<CheckResult[]>;
   suite(skip: string[]): Promise<SuiteResult[]>;
+  suiteOtherGemm(): Promise<SuiteResult[]>;
   train(steps: number): Promise<TrainingReport>;
   generate(): Promise<{ gpu: number[]; ts: number[] }>;
 }
@@ -51,6 +52,16 @@ test('webgpu: the shared kernel conformance suite against the TypeScript backend
     const failed = results.filter((r) => !r.ok && !(refused[r.name]?.test(r.message ?? '')));
     assert.deepEqual(failed.map((r) => `${r.name}: ${r.message}`), []);
     for (const name of Object.keys(refused)) assert.ok(results.some((r) => r.name === name), `case '${name}' did not run`);
+  });
+});
+
+test('webgpu: the GEMM cases also pass with the other GEMM kernel (tiled for GPUs, direct for CPU adapters)', { timeout: 300_000 }, async () => {
+  const session = await openPage(root);
+  await withPage('webgpu-suite-gemm', session, async (s) => {
+    await ready(s);
+    const results = await s.page.evaluate(() => veraWebGpu.suiteOtherGemm());
+    assert.ok(results.length >= 5, `only ${results.length} cases ran`);
+    assert.deepEqual(results.filter((r) => !r.ok).map((r) => `${r.name}: ${r.message}`), []);
   });
 });
 

@@ -4,7 +4,7 @@
 import { build, type Plugin } from 'esbuild';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { isAbsolute, join } from 'node:path';
 
 const nodeStubs: Plugin = {
   name: 'node-stubs',
@@ -22,11 +22,11 @@ const nodeStubs: Plugin = {
 const PROCESS_SHIM = `globalThis.process ??= { env: {}, platform: 'browser', argv: [], versions: {}, cwd: () => '/', `
   + `stderr: { write: (s) => console.warn(String(s).trimEnd()) }, stdout: { write: (s) => console.log(String(s).trimEnd()) }, on: () => undefined, exit: () => undefined };`;
 
-/** Bundles `entry` (a .ts path from the repository root) into a fresh folder with an index.html that loads it. */
+/** Bundles `entry` (a .ts path, absolute or from the working directory) into a fresh folder with an index.html that loads it. */
 export async function bundlePage(entry: string, title = 'vera test'): Promise<string> {
   const dir = mkdtempSync(join(tmpdir(), 'vera-page-'));
   await build({
-    entryPoints: [join(process.cwd(), entry)], bundle: true, format: 'esm', platform: 'browser', target: 'es2022',
+    entryPoints: [isAbsolute(entry) ? entry : join(process.cwd(), entry)], bundle: true, format: 'esm', platform: 'browser', target: 'es2022',
     outfile: join(dir, 'page.js'), plugins: [nodeStubs], banner: { js: PROCESS_SHIM }, logLevel: 'error', sourcemap: false,
   });
   writeFileSync(join(dir, 'index.html'), `<!doctype html><html><head><meta charset="utf-8"><title>${title}</title></head><body><pre id="log"></pre><script type="module" src="page.js"></script></body></html>`);

@@ -26,6 +26,12 @@ const api = {
     const k = await kernels();
     return runKernelSuite({ ...checkedKernels(k), readAsync: (s) => k.readAsync(s) }, checkedKernels(tsKernels), { filter: (name) => !skip.some((x) => name.startsWith(x)) });
   },
+  /** The GEMM-based cases with the other GEMM kernel than the adapter's default (both must hold). */
+  async suiteOtherGemm(): Promise<SuiteResult[]> {
+    const base = await kernels();
+    const k = await loadWebGpuKernels({ device: base.device, gemm: /swiftshader|cpu/i.test(base.adapterInfo) ? 'tiled' : 'direct' });
+    return runKernelSuite({ ...checkedKernels(k), readAsync: (s) => k.readAsync(s) }, checkedKernels(tsKernels), { filter: (name) => /matmul|VeRA/.test(name) });
+  },
   async train(steps: number): Promise<TrainingReport> {
     return veraTrainingCheck(await kernels(), tsKernels, steps);
   },

@@ -49,7 +49,12 @@ function describeAdapter(adapter: GPUAdapter): string {
  * The WebGPU backend on `opts.device`, or on a device of the default adapter with its storage
  * limits raised to the adapter's maxima (GPT-2's token embedding alone is past the 128 MiB default).
  */
-export async function loadWebGpuKernels(opts: { device?: GPUDevice; powerPreference?: GPUPowerPreference } = {}): Promise<WebGpuKernels> {
+export async function loadWebGpuKernels(opts: {
+  device?: GPUDevice;
+  powerPreference?: GPUPowerPreference;
+  /** GEMM kernel: 'tiled' (workgroup-memory tiles, for GPUs) or 'direct' (no barriers, for CPU adapters); default by adapter. */
+  gemm?: 'tiled' | 'direct';
+} = {}): Promise<WebGpuKernels> {
   let device = opts.device;
   let info = 'caller-provided device';
   if (!device) {
@@ -68,10 +73,12 @@ export async function loadWebGpuKernels(opts: { device?: GPUDevice; powerPrefere
       },
     });
   }
-  return webGpuKernels(new Runtime(device, info));
+  return webGpuKernels(new Runtime(device, info), opts.gemm ? { directGemm: opts.gemm === 'direct' } : {});
 }
 
-function webGpuKernels(rt: Runtime): WebGpuKernels {
+function webGpuKernels(rt: Runtime, opts: { directGemm?: boolean } = {}): WebGpuKernels {
+  // CPU adapters (SwiftShader) run workgroup barriers slowly: their GEMM skips workgroup memory
+  const direct = opts.directGemm ?? /swiftshader|cpu/i.test(rt.adapterInfo);
   const ints = (xs: readonly number[]): number[] => xs.map((x) => x | 0);
 
   function gemm(a: GpuStorage, b: GpuStorage, c: GpuStorage, p: Gemm): void {
@@ -83,9 +90,10 @@ function webGpuKernels(rt: Runtime): WebGpuKernels {
     const lda = p.lda ?? (p.transA ? p.m : p.k);
     const ldb = p.ldb ?? (p.transB ? p.k : p.n);
     if (p.batch > 65535) throw new Error(`webgpu: matmul batch ${p.batch} is over 65535`);
-    rt.dispatch(S.matmul(p.transA, p.transB), [a, b, c],
+    const tile = direct ? 32 : 64;
+    rt.dispatch((direct ? S.matmulDirect : S.matmul)(p.transA, p.transB), [a, b, c],
       [p.m, p.n, p.k, lda, ldb, p.strideA, p.strideB, p.offA ?? 0, p.offB ?? 0, p.accumulate ? 1 : 0], [],
-      [Math.ceil(p.n / 64), Math.ceil(p.m / 64), p.batch]);
+      [Math.ceil(p.n / tile), Math.ceil(p.m / tile), p.batch]);
   }
 
   function ew(d: ReturnType<typeof S.fill>, bufs: (Bound | null)[], n: number, extra: number[] = [], floats: number[] = []): void {
@@ -132,8 +140,9 @@ function webGpuKernels(rt: Runtime): WebGpuKernels {
     if (p.m === 0 || p.n === 0) return;
     if (p.k === 0) return rt.clear(c, 0, p.m * p.n);
     const ldb = w.cols; // the weight is (rows, cols) whichever side it is read from
-    rt.dispatch(S.matmul(false, p.transB, w.format), [a, q.data, c, q.scales, q.code],
-      [p.m, p.n, p.k, p.k, ldb, 0, 0, 0, 0, 0, w.cols, w.blockSize || 1], [], [Math.ceil(p.n / 64), Math.ceil(p.m / 64), 1]);
+    const tile = direct ? 32 : 64;
+    rt.dispatch((direct ? S.matmulDirect : S.matmul)(false, p.transB, w.format), [a, q.data, c, q.scales, q.code],
+      [p.m, p.n, p.k, p.k, ldb, 0, 0, 0, 0, 0, w.cols, w.blockSize || 1], [], [Math.ceil(p.n / tile), Math.ceil(p.m / tile), 1]);
   }
 
   const veraA = (p: { rank: number; inFeatures: number; lda: number }): Partial<Gemm> => ({ ldb: p.lda });

@@ -247,6 +247,53 @@ const LOAD_B: Record<'f32' | QuantFormat, string> = {
 }`,
 };
 
+// GEMM without workgroup memory or barriers: 4×4 outputs per thread straight from global memory,
+// 8×8 threads per 32×32 tile. For CPU adapters (SwiftShader), where barriers cost more than the
+// loads they save. Same grid layout as matmul with 32-wide tiles; same ints.
+export const matmulDirect = (transA: boolean, transB: boolean, bFormat: 'f32' | QuantFormat = 'f32'): Dispatch => def(`matmulDirect.${transA ? 't' : 'n'}${transB ? 't' : 'n'}.${bFormat}`,
+  bFormat === 'f32' ? [r('a'), r('b'), w('c')] : [r('a'), r('bq', 'u32'), w('c'), r('qscales'), r('qcode')], 64, `
+  let m = pu(0u);
+  let n = pu(1u);
+  let k = pu(2u);
+  let lda = pu(3u);
+  let ldb = pu(4u);
+  let bz = wg.z;
+  let aBase = pu(7u) + bz * pu(5u);
+  let bBase = pu(8u) + bz * pu(6u);
+  let i0 = wg.y * 32u + (lid / 8u) * 4u;
+  let j0 = wg.x * 32u + (lid % 8u) * 4u;
+  var acc0 = vec4<f32>(0.0);
+  var acc1 = vec4<f32>(0.0);
+  var acc2 = vec4<f32>(0.0);
+  var acc3 = vec4<f32>(0.0);
+  let im = vec4<u32>(min(i0, m - 1u), min(i0 + 1u, m - 1u), min(i0 + 2u, m - 1u), min(i0 + 3u, m - 1u));
+  let jn = vec4<u32>(min(j0, n - 1u), min(j0 + 1u, n - 1u), min(j0 + 2u, n - 1u), min(j0 + 3u, n - 1u));
+  for (var kk = 0u; kk < k; kk++) {
+    ${transA
+    ? 'let av = vec4<f32>(a[aBase + kk * lda + im.x], a[aBase + kk * lda + im.y], a[aBase + kk * lda + im.z], a[aBase + kk * lda + im.w]);'
+    : 'let av = vec4<f32>(a[aBase + im.x * lda + kk], a[aBase + im.y * lda + kk], a[aBase + im.z * lda + kk], a[aBase + im.w * lda + kk]);'}
+    ${transB
+    ? 'let bv = vec4<f32>(loadB(bBase + jn.x * ldb + kk), loadB(bBase + jn.y * ldb + kk), loadB(bBase + jn.z * ldb + kk), loadB(bBase + jn.w * ldb + kk));'
+    : 'let bv = vec4<f32>(loadB(bBase + kk * ldb + jn.x), loadB(bBase + kk * ldb + jn.y), loadB(bBase + kk * ldb + jn.z), loadB(bBase + kk * ldb + jn.w));'}
+    acc0 += av.x * bv;
+    acc1 += av.y * bv;
+    acc2 += av.z * bv;
+    acc3 += av.w * bv;
+  }
+  let accumulate = pi(9u) != 0;
+  for (var rr = 0u; rr < 4u; rr++) {
+    let ii = i0 + rr;
+    if (ii >= m) { continue; }
+    var o = acc0;
+    if (rr == 1u) { o = acc1; } else if (rr == 2u) { o = acc2; } else if (rr == 3u) { o = acc3; }
+    for (var cc = 0u; cc < 4u; cc++) {
+      let jj = j0 + cc;
+      if (jj >= n) { continue; }
+      let at = bz * m * n + ii * n + jj;
+      if (accumulate) { c[at] += o[cc]; } else { c[at] = o[cc]; }
+    }
+  }`, LOAD_B[bFormat]);
+
 // Tiled GEMM: 64×64 output tiles, 16-deep k slices in workgroup memory, 4×4 outputs per thread.
 // grid (ceil(n/64), ceil(m/64), batch). ints: m, n, k, lda, ldb, strideA, strideB, offA, offB, accumulate
 export const matmul = (transA: boolean, transB: boolean, bFormat: 'f32' | QuantFormat = 'f32'): Dispatch => def(`matmul.${transA ? 't' : 'n'}${transB ? 't' : 'n'}.${bFormat}`,
@@ -263,30 +310,31 @@ export const matmul = (transA: boolean, transB: boolean, bFormat: 'f32' | QuantF
   let bBase = pu(8u) + bz * pu(6u);
   let tx = lid % 16u;
   let ty = lid / 16u;
-  var acc: array<f32, 16>;
-  for (var q = 0u; q < 16u; q++) { acc[q] = 0.0; }
+  // one vec4 accumulator per output row of the thread (registers, not an indexed array)
+  var acc0 = vec4<f32>(0.0);
+  var acc1 = vec4<f32>(0.0);
+  var acc2 = vec4<f32>(0.0);
+  var acc3 = vec4<f32>(0.0);
   for (var k0 = 0u; k0 < k; k0 += 16u) {
     for (var q = 0u; q < 4u; q++) {
       let e = lid + q * 256u;
       ${transA
     ? 'let ii = e % 64u; let kk = e / 64u; let ok = row0 + ii < m && k0 + kk < k; let at = aBase + (k0 + kk) * lda + row0 + ii;'
     : 'let kk = e % 16u; let ii = e / 16u; let ok = row0 + ii < m && k0 + kk < k; let at = aBase + (row0 + ii) * lda + k0 + kk;'}
-      As[kk * 64u + ii] = select(0.0, a[select(0u, at, ok)], ok);
+      As4[kk * 16u + ii / 4u][ii % 4u] = select(0.0, a[select(0u, at, ok)], ok);
       ${transB
     ? 'let kb = e % 16u; let jj = e / 16u; let okb = col0 + jj < n && k0 + kb < k; let bt = bBase + (col0 + jj) * ldb + k0 + kb;'
     : 'let jj = e % 64u; let kb = e / 64u; let okb = col0 + jj < n && k0 + kb < k; let bt = bBase + (k0 + kb) * ldb + col0 + jj;'}
-      Bs[kb * 64u + jj] = select(0.0, loadB(select(0u, bt, okb)), okb);
+      Bs4[kb * 16u + jj / 4u][jj % 4u] = select(0.0, loadB(select(0u, bt, okb)), okb);
     }
     workgroupBarrier();
     for (var kk = 0u; kk < 16u; kk++) {
-      let av = vec4<f32>(As[kk * 64u + ty * 4u], As[kk * 64u + ty * 4u + 1u], As[kk * 64u + ty * 4u + 2u], As[kk * 64u + ty * 4u + 3u]);
-      let bv = vec4<f32>(Bs[kk * 64u + tx * 4u], Bs[kk * 64u + tx * 4u + 1u], Bs[kk * 64u + tx * 4u + 2u], Bs[kk * 64u + tx * 4u + 3u]);
-      for (var rr = 0u; rr < 4u; rr++) {
-        acc[rr * 4u] += av[rr] * bv.x;
-        acc[rr * 4u + 1u] += av[rr] * bv.y;
-        acc[rr * 4u + 2u] += av[rr] * bv.z;
-        acc[rr * 4u + 3u] += av[rr] * bv.w;
-      }
+      let av = As4[kk * 16u + ty];
+      let bv = Bs4[kk * 16u + tx];
+      acc0 += av.x * bv;
+      acc1 += av.y * bv;
+      acc2 += av.z * bv;
+      acc3 += av.w * bv;
     }
     workgroupBarrier();
   }
@@ -294,13 +342,15 @@ export const matmul = (transA: boolean, transB: boolean, bFormat: 'f32' | QuantF
   for (var rr = 0u; rr < 4u; rr++) {
     let ii = row0 + ty * 4u + rr;
     if (ii >= m) { continue; }
+    var o = acc0;
+    if (rr == 1u) { o = acc1; } else if (rr == 2u) { o = acc2; } else if (rr == 3u) { o = acc3; }
     for (var cc = 0u; cc < 4u; cc++) {
       let jj = col0 + tx * 4u + cc;
       if (jj >= n) { continue; }
       let at = bz * m * n + ii * n + jj;
-      if (accumulate) { c[at] += acc[rr * 4u + cc]; } else { c[at] = acc[rr * 4u + cc]; }
+      if (accumulate) { c[at] += o[cc]; } else { c[at] = o[cc]; }
     }
-  }`, `var<workgroup> As: array<f32, 1024>;\nvar<workgroup> Bs: array<f32, 1024>;\n${LOAD_B[bFormat]}`);
+  }`, `var<workgroup> As4: array<vec4<f32>, 256>;\nvar<workgroup> Bs4: array<vec4<f32>, 256>;\n${LOAD_B[bFormat]}`);
 
 export const softmax = (): Dispatch => def('softmax', [r('x'), w('out')], 256, `${ROW}
   var m = ninf();
