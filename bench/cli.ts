@@ -6,6 +6,7 @@ import { VeraError } from '../src/io/errors.js';
 import { SECTIONS, runBench, type BenchOptions, type ModelShape, type Section } from './main.js';
 import { renderMarkdown } from './report.js';
 import { SMOLLM_135M } from './decode.js';
+import { webGpuSpec } from './webgpu.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -63,7 +64,7 @@ interface Flags {
 
 export function optionsFromArgv(argv: string[]): BenchOptions {
   const program = new Command('npm run bench --')
-    .description('Our runtime against PyTorch on this machine: GEMM (and the machine\'s FMA peak), VeRA / LoRA training steps on GPT-2 shapes, multi-adapter decoding on a SmolLM-135M shape, and the compact weight formats (quant: GEMM, batch-1 decoding, accuracy); writes BENCHMARKS.md')
+    .description('Our runtime against PyTorch on this machine: GEMM (and the machine\'s FMA peak), VeRA / LoRA training steps on GPT-2 shapes, multi-adapter decoding on a SmolLM-135M shape, the compact weight formats (quant: GEMM, batch-1 decoding, accuracy), and the WebGPU backend in headless Chromium (webgpu: GEMM, VeRA steps); writes BENCHMARKS.md')
     .addOption(new Option('--quick', 'small shapes and few runs, for smoke testing (under a minute)'))
     .addOption(new Option('--only <sections>', `comma-separated subset of: ${SECTIONS.join(', ')}`).argParser(parseSections))
     .option('--out <file>', 'markdown report to write', path.join(ROOT, 'BENCHMARKS.md'))
@@ -117,6 +118,7 @@ export function optionsFromArgv(argv: string[]): BenchOptions {
         : { shape: SMOLLM_135M, prompt: 32, newTokens: 16, runs: 2 },
       accuracy: { model: path.join(ROOT, 'data', 'fortune-llama'), evalFile: path.join(ROOT, 'data', 'fortunes', 'general', 'eval.jsonl'), fortunes: quick ? 20 : 150, logitTokens: 128 },
     },
+    webgpu: webGpuSpec(quick),
     command: ['npm run bench', ...(argv.length > 0 ? ['--', ...argv.map(shellQuote)] : [])].join(' '),
     note: f.note ?? null,
     log: (line) => process.stdout.write(`${line}\n`),

@@ -10,11 +10,13 @@ import type { GemmSpec, Method, TrainResult, TrainSpec } from './step.js';
 import { probeTorch, torchDecode, torchGemm, torchTrain, type Probe, type TorchDecode, type TorchGemm, type TorchTrain } from './torch.js';
 import type { DecodeResult, DecodeSpec } from './decode.js';
 import type { QuantResult, QuantSpec } from './quant.js';
+import type { WebGpuBenchResult, WebGpuBenchSpec } from './webgpu-types.js';
 
 const CHILD = fileURLToPath(new URL('./child.js', import.meta.url));
+const WEBGPU = fileURLToPath(new URL('./webgpu.js', import.meta.url));
 
-export type Section = 'gemm' | 'vera' | 'lora' | 'dvora' | 'dora' | 'decode' | 'quant';
-export const SECTIONS: readonly Section[] = ['gemm', 'vera', 'lora', 'dvora', 'dora', 'decode', 'quant'];
+export type Section = 'gemm' | 'vera' | 'lora' | 'dvora' | 'dora' | 'decode' | 'quant' | 'webgpu';
+export const SECTIONS: readonly Section[] = ['gemm', 'vera', 'lora', 'dvora', 'dora', 'decode', 'quant', 'webgpu'];
 
 export interface ModelShape {
   layers: number;
@@ -45,6 +47,7 @@ export interface BenchOptions {
   steps: number;
   decode: DecodeSpec;
   quant: QuantSpec;
+  webgpu: WebGpuBenchSpec;
   /** The command line, for the report's header. */
   command: string;
   /** Free text for the report (e.g. "other jobs were using the CPU"). */
@@ -92,6 +95,8 @@ export interface BenchResults {
   train: TrainEntry[];
   decode?: { spec: DecodeSpec; ours: Outcome<OursDecode>; torch: Outcome<TorchDecode> | null };
   quant?: { spec: QuantSpec; ours: Outcome<QuantResult & { threads: number }> };
+  /** WebGPU in headless Chromium, on whatever adapter it finds. */
+  webgpu?: { spec: WebGpuBenchSpec; ours: Outcome<WebGpuBenchResult> };
 }
 
 export interface OursDecode extends DecodeResult {
@@ -106,10 +111,12 @@ function attempt<T>(fn: () => T): Outcome<T> {
   }
 }
 
-function runChild<T>(mode: 'gemm' | 'train' | 'decode' | 'quant', spec: object, threads: number | null): T {
+function runChild<T>(mode: 'gemm' | 'train' | 'decode' | 'quant' | 'webgpu', spec: object, threads: number | null): T {
   const env = { ...process.env };
   if (threads !== null) env.VERA_NUM_THREADS = String(threads);
-  const r = spawnSync(process.execPath, [CHILD, mode, JSON.stringify(spec)], { encoding: 'utf8', env, maxBuffer: 64 << 20 });
+  // the WebGPU bench drives Chromium from its own script
+  const args = mode === 'webgpu' ? [WEBGPU, JSON.stringify(spec)] : [CHILD, mode, JSON.stringify(spec)];
+  const r = spawnSync(process.execPath, args, { encoding: 'utf8', env, maxBuffer: 64 << 20 });
   if (r.status !== 0) {
     const tail = (r.stderr ?? '').trim().split('\n').slice(-3).join(' | ');
     throw new Error(`${mode} child failed (${r.error?.message ?? `exit ${r.status ?? r.signal}`}): ${tail}`);
@@ -188,6 +195,12 @@ export function runBench(o: BenchOptions): BenchResults {
     if (ours.ok) noteBackend(ours.value.backend, ours.value.threads);
     o.log(`quant: ours ${ours.ok ? 'done' : ours.error}`);
     results.quant = { spec: o.quant, ours };
+  }
+
+  if (o.sections.includes('webgpu')) {
+    const ours = attempt(() => runChild<WebGpuBenchResult>('webgpu', o.webgpu, null));
+    o.log(`webgpu: ${ours.ok ? `done (${ours.value.adapter})` : ours.error}`);
+    results.webgpu = { spec: o.webgpu, ours };
   }
 
   results.load.end = os.loadavg()[0];

@@ -42,6 +42,7 @@ function tinyOptions(dir: string): BenchOptions {
     steps: 2,
     decode: { shape: { vocab: 97, hidden: 32, intermediate: 64, layers: 2, heads: 4, kvHeads: 2 }, prompt: 4, newTokens: 4, batch: 3, mixed: 4, veraR: 8, loraR: 2, loopTokens: 3, registry: 50, runs: 1 },
     quant: { sizes: [64], runs: 1, minSeconds: 0, decode: { shape: { vocab: 97, hidden: 64, intermediate: 128, layers: 2, heads: 4, kvHeads: 2 }, prompt: 4, newTokens: 3, runs: 1 }, accuracy: null },
+    webgpu: { sizes: [64, 100], runs: 2, steps: 1, train: { layers: 1, width: 64, vocab: 97, batch: 2, seq: 8, r: 8 }, small: { layers: 1, width: 64, vocab: 97, batch: 2, seq: 8, r: 8 } },
     command: 'npm run bench -- (test)',
     note: null,
     log: () => {},
@@ -190,5 +191,22 @@ test('bench quant section on tiny shapes: every format runs, bytes per token shr
       assert.ok((r.gemm.ours.value.peakGflops ?? 0) > 0);
       assert.match(md, /Machine peak: [\d.]+ GFLOP\/s/);
     }
+  });
+});
+
+test('bench webgpu section: Chromium runs GEMM and VeRA steps on its adapter, named in the report (SwiftShader flagged)', { skip: process.env.VERA_BACKEND === 'native' ? 'backend-independent: runs in the ts pass' : false }, () => {
+  withTmp((dir) => {
+    const o = { ...tinyOptions(dir), sections: ['webgpu'] as BenchOptions['sections'] };
+    const r = runBench(o);
+    const w = r.webgpu?.ours;
+    if (!w?.ok) assert.fail(w ? w.error : 'no webgpu section');
+    assert.deepEqual(w.value.gemm.map((g) => g.n), [64, 100]);
+    assert.ok(w.value.gemm.every((g) => g.seconds.length === 2 && g.seconds.every((x) => x > 0)));
+    assert.equal(w.value.train.stepSeconds.length, 1);
+    assert.ok(w.value.train.losses.every(Number.isFinite));
+    const md = readFileSync(o.out!, 'utf8');
+    assert.match(md, /## WebGPU \(headless Chromium\)/);
+    assert.ok(md.includes(`Adapter: ${w.value.adapter}.`));
+    if (w.value.swiftshader) assert.match(md, /not GPU speed/);
   });
 });
