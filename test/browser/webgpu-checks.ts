@@ -1,6 +1,7 @@
 // Every WebGPU kernel against the TypeScript backend at awkward sizes (odd m/n/k, tails past a
 // workgroup, transposes, broadcasting, masks, GQA, KV strides, accumulation). Runs in the page:
 // the same host inputs go to both backends and every output buffer is compared.
+/// <reference types="@webgpu/types" />
 import type { Kernels, Storage } from '../../src/tensor/kernels.js';
 
 export interface CheckResult { name: string; ok: boolean; message: string }
@@ -307,6 +308,29 @@ export async function runWebGpuChecks(gpu: Async, ref: Kernels): Promise<CheckRe
       k.veraRoutedForward(x, a, b, ld, lb, Int32Array.from([1, 1, -1, 2, 0, 0, 0]), rp, o3, false, { ax, ready: true });
       return [out, o2, ax, o3];
     }, 1e-5);
+
+  // refusals and GPU errors: one line each
+  const oneLine = async (name: string, pattern: RegExp, fn: () => unknown): Promise<void> => {
+    try {
+      await fn();
+      results.push({ name, ok: false, message: 'did not throw' });
+    } catch (e) {
+      const m = (e as Error).message;
+      results.push({ name, ok: pattern.test(m) && !m.includes('\n'), message: m });
+    }
+  };
+  const small = gpu.fromArray(rand(10, 77));
+  await oneLine('read refuses, naming dataAsync', /^webgpu: .*await tensor\.dataAsync\(\)/, () => gpu.read(small));
+  await oneLine('sumSquares refuses', /^webgpu: sumSquares returns a host number synchronously/, () => gpu.sumSquares(small));
+  await oneLine('a buffer over the binding limit', /^webgpu: a buffer of \d+ floats .* maxStorageBufferBindingSize/, () => gpu.alloc(2 ** 31));
+  await oneLine('a foreign storage', /^webgpu: a storage from another backend/, () => gpu.unary('exp', new Float32Array(10), small));
+  const device = (gpu as unknown as { device: GPUDevice }).device;
+  await oneLine('a GPU validation error surfaces at the next read', /^webgpu: /, async () => {
+    device.createBuffer({ size: 4, usage: 0 }); // invalid usage: an uncaptured validation error
+    await new Promise((r) => setTimeout(r, 50));
+    await gpu.readAsync(small);
+  });
+  await check('reads work again after an error', [rand(10, 78)], (k, [x]) => [x]);
 
   // a tensor past 65535 workgroups of 256 (2-D dispatch)
   await check('2-D dispatch (17M elements)', [rand(17_000_000, 76)], (k, [x]) => {

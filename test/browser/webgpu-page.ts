@@ -19,7 +19,7 @@ const api = {
   },
   async kernels(): Promise<CheckResult[]> {
     const k = await kernels();
-    return runWebGpuChecks({ ...checkedKernels(k), readAsync: (s) => k.readAsync(s) }, checkedKernels(tsKernels));
+    return runWebGpuChecks({ ...checkedKernels(k), readAsync: (s) => k.readAsync(s), device: k.device } as WebGpuKernels, checkedKernels(tsKernels));
   },
   /** The shared conformance suite; `skip` names cases left out (with the reason given by the test). */
   async suite(skip: string[]): Promise<SuiteResult[]> {
