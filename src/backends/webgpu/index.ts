@@ -38,8 +38,8 @@ export interface WebGpuKernels extends Kernels {
   readonly device: GPUDevice;
 }
 
-function describeAdapter(adapter: GPUAdapter): string {
-  const info = (adapter as GPUAdapter & { info?: GPUAdapterInfo }).info;
+function describeAdapter(adapter: { info?: GPUAdapterInfo } | { adapterInfo?: GPUAdapterInfo }): string {
+  const info = 'info' in adapter ? adapter.info : 'adapterInfo' in adapter ? adapter.adapterInfo : undefined;
   if (!info) return 'unknown adapter';
   const parts = [info.vendor, info.architecture, info.device, info.description].filter((x) => x);
   return parts.length ? parts.join(' / ') : 'unknown adapter';
@@ -56,13 +56,13 @@ export async function loadWebGpuKernels(opts: {
   gemm?: 'tiled' | 'direct';
 } = {}): Promise<WebGpuKernels> {
   let device = opts.device;
-  let info = 'caller-provided device';
+  let info = opts.device ? describeAdapter(opts.device as GPUDevice & { adapterInfo?: GPUAdapterInfo }) : '';
   if (!device) {
     const gpu = (globalThis as { navigator?: { gpu?: GPU } }).navigator?.gpu;
     if (!gpu) throw new Error('webgpu: navigator.gpu is missing (no WebGPU in this runtime, or not a secure context)');
     const adapter = await gpu.requestAdapter(opts.powerPreference ? { powerPreference: opts.powerPreference } : undefined);
     if (!adapter) throw new Error('webgpu: no GPU adapter found (navigator.gpu.requestAdapter() gave null)');
-    info = describeAdapter(adapter);
+    info = describeAdapter(adapter as GPUAdapter & { info?: GPUAdapterInfo });
     const l = adapter.limits;
     device = await adapter.requestDevice({
       requiredLimits: {

@@ -254,6 +254,7 @@ ${d.body()}
     const { pipeline, layout } = this.pipeline(d);
     // a storage bound read-only and read_write in one dispatch is a validation error: read a copy
     const bound = buffers.map((b) => b ?? this.dummy);
+    const temps: GpuStorage[] = [];
     for (let i = 0; i < bound.length; i++) {
       const b = bound[i];
       if (d.bindings[i].write || !(b instanceof GpuStorage)) continue;
@@ -261,7 +262,7 @@ ${d.body()}
         const tmp = this.alloc(b.length, false);
         this.copy(b, 0, tmp, 0, b.length);
         bound[i] = tmp;
-        this.free(tmp); // reuse is ordered after this dispatch
+        temps.push(tmp);
       }
     }
     let off = 0;
@@ -290,6 +291,7 @@ ${d.body()}
     this.pass.setPipeline(pipeline);
     this.pass.setBindGroup(0, bindGroup);
     this.pass.dispatchWorkgroups(gx, gy, gz);
+    for (const t of temps) this.free(t); // reuse is encoded after this dispatch
     this.count();
   }
 
