@@ -5,7 +5,7 @@
 // alone: node dist/bench/webgpu.js [--quick].
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
-import { bundlePage } from '../test/browser/bundle.js';
+import { bundlePage } from '../test/browser/page-bundle.js';
 import { openPage, withPage } from '../test/browser/chromium.js';
 import { median } from './stats.js';
 import type { WebGpuBenchResult, WebGpuBenchSpec } from './webgpu-types.js';

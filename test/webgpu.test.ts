@@ -3,7 +3,7 @@
 // Chromium or a WebGPU adapter is missing.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { bundlePage } from './browser/bundle.js';
+import { bundlePage } from './browser/page-bundle.js';
 import { openPage, withPage, type BrowserSession } from './browser/chromium.js';
 import type { CheckResult } from './browser/webgpu-checks.js';
 import type { SuiteResult } from './conformance/kernel-suite.js';
