@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { bundlePage } from './browser/page-bundle.js';
 import { openPage, withPage, type BrowserSession } from './browser/chromium.js';
 import type { CheckResult } from './browser/webgpu-checks.js';
+import { loadWebGpuKernels } from '../src/backends/webgpu/index.js';
 import type { SuiteResult } from './conformance/kernel-suite.js';
 import type { TrainingReport } from './browser/webgpu-train.js';
 
@@ -102,4 +103,8 @@ test('webgpu: greedy generateAsync with a KV cache gives the TypeScript backend\
     assert.equal(r.ts.length, 10);
     assert.deepEqual(r.gpu, r.ts);
   });
+});
+
+test('loadWebGpuKernels without navigator.gpu (Node) refuses in one line', async () => {
+  await assert.rejects(loadWebGpuKernels(), (e: Error) => /^webgpu: navigator\.gpu is missing/.test(e.message) && !e.message.includes('\n'));
 });
