@@ -7,6 +7,7 @@ import { SECTIONS, runBench, type BenchOptions, type ModelShape, type Section } 
 import { renderMarkdown } from './report.js';
 import { SMOLLM_135M } from './decode.js';
 import { LLAMA2_7B } from './qlora.js';
+import { webGpuSpec } from './webgpu.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -64,7 +65,7 @@ interface Flags {
 
 export function optionsFromArgv(argv: string[]): BenchOptions {
   const program = new Command('npm run bench --')
-    .description('Our runtime against PyTorch on this machine: GEMM (and the machine\'s FMA peak), VeRA / LoRA training steps on GPT-2 shapes, multi-adapter decoding on a SmolLM-135M shape, the compact weight formats (quant: GEMM, batch-1 decoding, accuracy), a VeRA step on a Llama-2-7B shape in nf4 (qlora), and the WebAssembly backend against TF.js and jax-js (wasm); writes BENCHMARKS.md')
+    .description('Our runtime against PyTorch on this machine: GEMM (and the machine\'s FMA peak), VeRA / LoRA training steps on GPT-2 shapes, multi-adapter decoding on a SmolLM-135M shape, the compact weight formats (quant: GEMM, batch-1 decoding, accuracy), a VeRA step on a Llama-2-7B shape in nf4 (qlora), the WebAssembly backend against TF.js and jax-js (wasm), and the WebGPU backend in headless Chromium (webgpu: GEMM, VeRA steps); writes BENCHMARKS.md')
     .addOption(new Option('--quick', 'small shapes and few runs, for smoke testing (under a minute)'))
     .addOption(new Option('--only <sections>', `comma-separated subset of: ${SECTIONS.join(', ')}`).argParser(parseSections))
     .option('--out <file>', 'markdown report to write', path.join(ROOT, 'BENCHMARKS.md'))
@@ -125,6 +126,7 @@ export function optionsFromArgv(argv: string[]): BenchOptions {
       gemm: { sizes: f.sizes ?? [256, 512, 1024], warmup: 1, runs: f.runs ?? 3, minSeconds: quick ? 0.1 : 0.3 },
       train: { method: 'vera', layers: 2, width: 128, vocab: f.vocab ?? 50257, positions, batch: 2, seq: 64, r: 256, alpha: 8, warmup: 1, steps: 2 },
     },
+    webgpu: webGpuSpec(quick),
     command: ['npm run bench', ...(argv.length > 0 ? ['--', ...argv.map(shellQuote)] : [])].join(' '),
     note: f.note ?? null,
     log: (line) => process.stdout.write(`${line}\n`),

@@ -12,11 +12,13 @@ import type { DecodeResult, DecodeSpec } from './decode.js';
 import type { QuantResult, QuantSpec } from './quant.js';
 import type { QloraResult, QloraSpec } from './qlora.js';
 import type { PeerGemm, WasmSpec } from './wasm.js';
+import type { WebGpuBenchResult, WebGpuBenchSpec } from './webgpu-types.js';
 
 const CHILD = fileURLToPath(new URL('./child.js', import.meta.url));
+const WEBGPU = fileURLToPath(new URL('./webgpu.js', import.meta.url));
 
-export type Section = 'gemm' | 'vera' | 'lora' | 'dvora' | 'dora' | 'decode' | 'quant' | 'qlora' | 'wasm';
-export const SECTIONS: readonly Section[] = ['gemm', 'vera', 'lora', 'dvora', 'dora', 'decode', 'quant', 'qlora', 'wasm'];
+export type Section = 'gemm' | 'vera' | 'lora' | 'dvora' | 'dora' | 'decode' | 'quant' | 'qlora' | 'wasm' | 'webgpu';
+export const SECTIONS: readonly Section[] = ['gemm', 'vera', 'lora', 'dvora', 'dora', 'decode', 'quant', 'qlora', 'wasm', 'webgpu'];
 
 export interface ModelShape {
   layers: number;
@@ -50,6 +52,7 @@ export interface BenchOptions {
   qlora: QloraSpec;
   /** The wasm section: GEMM sizes against TF.js and jax-js, and one training shape against native. */
   wasm: { gemm: WasmSpec; train: TrainSpec };
+  webgpu: WebGpuBenchSpec;
   /** The command line, for the report's header. */
   command: string;
   /** Free text for the report (e.g. "other jobs were using the CPU"). */
@@ -97,6 +100,8 @@ export interface BenchResults {
   train: TrainEntry[];
   decode?: { spec: DecodeSpec; ours: Outcome<OursDecode>; torch: Outcome<TorchDecode> | null };
   quant?: { spec: QuantSpec; ours: Outcome<QuantResult & { threads: number }> };
+  /** WebGPU in headless Chromium, on whatever adapter it finds. */
+  webgpu?: { spec: WebGpuBenchSpec; ours: Outcome<WebGpuBenchResult> };
   qlora?: { spec: QloraSpec; ours: Outcome<QloraResult & { threads: number }> };
   wasm?: WasmResults;
 }
@@ -129,11 +134,13 @@ function pooledRuns<T extends { results: { n: number; seconds: number[] }[] }>(a
   return { ok: true, value: { ...a.value, results: a.value.results.map((x) => ({ n: x.n, seconds: [...x.seconds, ...(b.value.results.find((y) => y.n === x.n)?.seconds ?? [])] })) } };
 }
 
-function runChild<T>(mode: 'gemm' | 'train' | 'decode' | 'quant' | 'qlora' | 'tfjs' | 'jax', spec: object, threads: number | null, backend?: string): T {
+function runChild<T>(mode: 'gemm' | 'train' | 'decode' | 'quant' | 'qlora' | 'tfjs' | 'jax' | 'webgpu', spec: object, threads: number | null, backend?: string): T {
   const env = { ...process.env };
   if (backend !== undefined) env.VERA_BACKEND = backend;
   if (threads !== null) env.VERA_NUM_THREADS = String(threads);
-  const r = spawnSync(process.execPath, [CHILD, mode, JSON.stringify(spec)], { encoding: 'utf8', env, maxBuffer: 64 << 20 });
+  // the WebGPU bench drives Chromium from its own script
+  const args = mode === 'webgpu' ? [WEBGPU, JSON.stringify(spec)] : [CHILD, mode, JSON.stringify(spec)];
+  const r = spawnSync(process.execPath, args, { encoding: 'utf8', env, maxBuffer: 64 << 20 });
   if (r.status !== 0) {
     const tail = (r.stderr ?? '').trim().split('\n').slice(-3).join(' | ');
     throw new Error(`${mode} child failed (${r.error?.message ?? `exit ${r.status ?? r.signal}`}): ${tail}`);
@@ -249,6 +256,12 @@ export function runBench(o: BenchOptions): BenchResults {
     const said = (r: Outcome<unknown>): string => (r.ok ? 'done' : r.error);
     o.log(`wasm: ours ${said(wasm.ours)}; tfjs ${said(wasm.tfjs)}; jax-js ${said(wasm.jax)}; vera step wasm ${said(wasm.trainWasm)}, native ${said(wasm.trainNative)}`);
     results.wasm = wasm;
+  }
+
+  if (o.sections.includes('webgpu')) {
+    const ours = attempt(() => runChild<WebGpuBenchResult>('webgpu', o.webgpu, null));
+    o.log(`webgpu: ${ours.ok ? `done (${ours.value.adapter})` : ours.error}`);
+    results.webgpu = { spec: o.webgpu, ours };
   }
 
   results.load.end = os.loadavg()[0];

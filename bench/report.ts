@@ -407,6 +407,27 @@ function wasmSection(r: BenchResults): string[] {
   return lines;
 }
 
+function webgpuSection(r: BenchResults): string[] {
+  const w = r.webgpu;
+  if (!w) return [];
+  const lines = ['', '## WebGPU (headless Chromium)'];
+  if (!w.ours.ok) return [...lines, '', ...failures('ours', w.ours)];
+  const v = w.ours.value;
+  const t = v.train;
+  const sec = median(t.stepSeconds);
+  lines.push(
+    '',
+    `Adapter: ${v.adapter}.${v.swiftshader ? ' **SwiftShader is Chromium\'s CPU fallback: these figures are not GPU speed**, only proof that the path runs (GEMM sizes above 512 and the full training shape are skipped there).' : ''} Kernels are encoded and submitted in batches; each figure waits for the GPU (queue.onSubmittedWorkDone, or the loss read back).`,
+    '',
+    '| GEMM n | GFLOP/s (median) |',
+    '|---:|---:|',
+    ...v.gemm.map((g) => `| ${g.n} | ${fixed((2 * g.n ** 3) / median(g.seconds) / 1e9, 1)} |`),
+    '',
+    `VeRA training step (forward, backward, AdamW, loss read back) on GPT-2 ${t.shape.layers}x${t.shape.width}, vocab ${t.shape.vocab}, ${t.shape.batch}×${t.shape.seq} tokens, r ${t.shape.r} on c_attn, c_proj, c_fc: ${fixed(1000 * sec, 0)} ms per step, ${fixed((t.shape.batch * t.shape.seq) / sec, 0)} tokens/s (median of ${t.stepSeconds.length} after a warm-up).`,
+  );
+  return lines;
+}
+
 export function renderMarkdown(r: BenchResults): string {
-  return [...header(r), ...gemmSection(r), ...trainSection(r), ...veraVsLora(r), ...decodeSection(r), ...quantSection(r), ...qloraSection(r), ...wasmSection(r), ''].join('\n');
+  return [...header(r), ...gemmSection(r), ...trainSection(r), ...veraVsLora(r), ...decodeSection(r), ...quantSection(r), ...qloraSection(r), ...wasmSection(r), ...webgpuSection(r), ''].join('\n');
 }

@@ -47,6 +47,7 @@ function tinyOptions(dir: string): BenchOptions {
       gemm: { sizes: [16, 33], warmup: 1, runs: 2, minSeconds: 0 },
       train: { method: 'vera', layers: LAYERS, width: WIDTH, vocab: VOCAB, positions: 64, batch: BATCH, seq: SEQ, r: VERA_R, alpha: 8, warmup: 1, steps: 1 },
     },
+    webgpu: { sizes: [64, 100], runs: 2, steps: 1, train: { layers: 1, width: 64, vocab: 97, batch: 2, seq: 8, r: 8 }, small: { layers: 1, width: 64, vocab: 97, batch: 2, seq: 8, r: 8 } },
     command: 'npm run bench -- (test)',
     note: null,
     log: () => {},
@@ -241,5 +242,22 @@ test('bench wasm section on tiny shapes: ours, TF.js and jax-js each time every 
     assert.match(md, /## WebAssembly backend/);
     assert.match(md, /\| n \| ours \(wasm\) \| TF\.js .* \| jax-js .* \| ours \/ TF\.js \(best\) \| ours \/ jax-js \(best\) \|/);
     assert.match(md, /wasm \/ native: /);
+  });
+});
+
+test('bench webgpu section: Chromium runs GEMM and VeRA steps on its adapter, named in the report (SwiftShader flagged)', { skip: process.env.VERA_BACKEND === 'native' ? 'backend-independent: runs in the ts pass' : false }, () => {
+  withTmp((dir) => {
+    const o = { ...tinyOptions(dir), sections: ['webgpu'] as BenchOptions['sections'] };
+    const r = runBench(o);
+    const w = r.webgpu?.ours;
+    if (!w?.ok) assert.fail(w ? w.error : 'no webgpu section');
+    assert.deepEqual(w.value.gemm.map((g) => g.n), [64, 100]);
+    assert.ok(w.value.gemm.every((g) => g.seconds.length === 2 && g.seconds.every((x) => x > 0)));
+    assert.equal(w.value.train.stepSeconds.length, 1);
+    assert.ok(w.value.train.losses.every(Number.isFinite));
+    const md = readFileSync(o.out!, 'utf8');
+    assert.match(md, /## WebGPU \(headless Chromium\)/);
+    assert.ok(md.includes(`Adapter: ${w.value.adapter}.`));
+    if (w.value.swiftshader) assert.match(md, /not GPU speed/);
   });
 });

@@ -183,6 +183,23 @@ export function checkGenerationOptions(opts: GenerationOptions): void {
  * PeftModel (its adapters run, or are merged) or anything with a CausalLM `model`.
  */
 export function* generateStream(model: CausalLM | { readonly model: CausalLM }, prompt: readonly number[], opts: GenerationOptions = {}): Generator<GenerationStep, GenerationResult> {
+  const lm = startGeneration(model, prompt, opts);
+  if ((opts.numBeams ?? 1) > 1) return yield* replay(beamSearch(lm, prompt, opts), opts);
+  const run = new SamplingRun(lm, prompt, opts);
+  try {
+    while (run.input !== null) {
+      const input = run.input;
+      const row = noGrad(() => lm.forward(input, [1, input.length], { cache: run.cache, logitsToKeep: 1 }).toFloat32Array());
+      yield run.step(row);
+    }
+  } finally {
+    run.end();
+  }
+  return run.tracker.result();
+}
+
+/** Validates a generation and returns the causal LM to run. */
+function startGeneration(model: CausalLM | { readonly model: CausalLM }, prompt: readonly number[], opts: GenerationOptions): CausalLM {
   const lm = 'forward' in model ? model : model.model;
   checkGenerationOptions(opts);
   const maxNewTokens = opts.maxNewTokens ?? 20;
@@ -191,29 +208,47 @@ export function* generateStream(model: CausalLM | { readonly model: CausalLM }, 
   if (limit !== null && prompt.length + maxNewTokens > limit) {
     fail(`generate: prompt of ${prompt.length} tokens + ${maxNewTokens} new tokens exceeds the model's context of ${limit} positions`);
   }
-  if ((opts.numBeams ?? 1) > 1) return yield* replay(beamSearch(lm, prompt, opts), opts);
-  const rng = opts.rng ?? new Rng(opts.seed ?? 0);
-  const ngram = opts.noRepeatNgramSize ?? 0;
-  const cache = new KVCache();
-  const tracker = new TokenTextTracker(opts.eosTokenIds ?? lm.eosTokenIds, opts.decode, opts.stopStrings);
-  const wasTraining = lm.training;
-  lm.train(false); // dropout off while generating
-  try {
-    let input = Int32Array.from(prompt);
-    for (let step = 0; step < maxNewTokens; step++) {
-      const row = noGrad(() => lm.forward(input, [1, input.length], { cache, logitsToKeep: 1 }).toFloat32Array());
-      if (ngram > 0) for (const t of bannedNgramTokens([...prompt, ...tracker.tokens], ngram)) row[t] = -Infinity;
-      const token = chooseToken(row, opts, rng);
-      input = Int32Array.of(token);
-      const event = tracker.push(token);
-      opts.onToken?.(event);
-      yield event;
-      if (tracker.finishReason !== null) break;
-    }
-  } finally {
-    lm.train(wasTraining);
+  return lm;
+}
+
+/**
+ * Greedy search or sampling, one step per logits row of the newest position: the sync and async
+ * generators share it and differ only in how they read that row.
+ */
+class SamplingRun {
+  readonly cache = new KVCache();
+  readonly tracker: TokenTextTracker;
+  /** The tokens to feed next; null once generation is over. */
+  input: Int32Array | null;
+  private readonly rng: Rng;
+  private readonly ngram: number;
+  private readonly maxNewTokens: number;
+  private readonly wasTraining: boolean;
+  private steps = 0;
+
+  constructor(private readonly lm: CausalLM, private readonly prompt: readonly number[], private readonly opts: GenerationOptions) {
+    this.rng = opts.rng ?? new Rng(opts.seed ?? 0);
+    this.ngram = opts.noRepeatNgramSize ?? 0;
+    this.maxNewTokens = opts.maxNewTokens ?? 20;
+    this.tracker = new TokenTextTracker(opts.eosTokenIds ?? lm.eosTokenIds, opts.decode, opts.stopStrings);
+    this.wasTraining = lm.training;
+    lm.train(false); // dropout off while generating
+    this.input = Int32Array.from(prompt);
   }
-  return tracker.result();
+
+  step(row: Float32Array): GenerationStep {
+    if (this.ngram > 0) for (const t of bannedNgramTokens([...this.prompt, ...this.tracker.tokens], this.ngram)) row[t] = -Infinity;
+    const token = chooseToken(row, this.opts, this.rng);
+    const event = this.tracker.push(token);
+    this.opts.onToken?.(event);
+    this.steps++;
+    this.input = this.tracker.finishReason !== null || this.steps >= this.maxNewTokens ? null : Int32Array.of(token);
+    return event;
+  }
+
+  end(): void {
+    this.lm.train(this.wasTraining);
+  }
 }
 
 /** Greedy (argmax) or a draw from the warped distribution (temperature, top-k, top-p). */
@@ -450,15 +485,38 @@ export function beamSearch(model: CausalLM | { readonly model: CausalLM }, promp
 /**
  * `generateStream` as an async iterator (`for await`): the same steps, with the event loop let run
  * between them so output written per step reaches a terminal or socket while generation goes on.
+ * Greedy search and sampling read each step's logits row asynchronously (`dataAsync`), which GPU
+ * backends need; beam search reads synchronously (a CPU backend).
  */
 export async function* generateAsync(model: CausalLM | { readonly model: CausalLM }, prompt: readonly number[], opts: GenerationOptions = {}): AsyncGenerator<GenerationStep, GenerationResult> {
-  const stream = generateStream(model, prompt, opts);
-  for (;;) {
-    const next = stream.next();
-    if (next.done) return next.value;
-    yield next.value;
-    await new Promise<void>((resolve) => setImmediate(resolve));
+  const lm = startGeneration(model, prompt, opts);
+  if ((opts.numBeams ?? 1) > 1) {
+    const stream = generateStream(lm, prompt, opts);
+    for (;;) {
+      const next = stream.next();
+      if (next.done) return next.value;
+      yield next.value;
+      await yieldToEventLoop();
+    }
   }
+  const run = new SamplingRun(lm, prompt, opts);
+  try {
+    while (run.input !== null) {
+      const input = run.input;
+      const logits = noGrad(() => lm.forward(input, [1, input.length], { cache: run.cache, logitsToKeep: 1 }));
+      const row = await logits.dataAsync(); // a fresh copy: step() may ban tokens in it
+      yield run.step(row);
+      await yieldToEventLoop();
+    }
+  } finally {
+    run.end();
+  }
+  return run.tracker.result();
+}
+
+/** setImmediate where there is one (Node: pending I/O runs), else a timer (browsers). */
+function yieldToEventLoop(): Promise<void> {
+  return new Promise<void>((resolve) => (typeof setImmediate === 'function' ? setImmediate(resolve) : setTimeout(resolve, 0)));
 }
 
 /** Runs `generateStream` to the end and returns its result. */

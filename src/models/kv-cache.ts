@@ -113,8 +113,9 @@ export class SequenceLayerKV {
     const v = Tensor.zeros([grown, kvHeads, headDim]);
     if (this.key && this.value && this.length > 0) {
       const used = this.length * kvHeads * headDim;
-      kernels().write(k.storage, this.key.data().subarray(0, used), 0);
-      kernels().write(v.storage, this.value.data().subarray(0, used), 0);
+      // device copies (no host round trip, which a GPU backend cannot make synchronously)
+      kernels().gather(this.key.storage, [used], [1], 0, k.storage);
+      kernels().gather(this.value.storage, [used], [1], 0, v.storage);
     }
     this.key = k;
     this.value = v;

@@ -115,6 +115,20 @@ export class Tensor {
     return kernels().read(this.storage);
   }
 
+  /**
+   * Host copy, asynchronously: the way to read a tensor on a GPU backend (whose synchronous reads
+   * refuse); CPU backends resolve with their synchronous read.
+   */
+  async dataAsync(): Promise<Float32Array> {
+    const k = kernels();
+    return k.readAsync ? k.readAsync(this.storage) : k.read(this.storage).slice();
+  }
+
+  async itemAsync(): Promise<number> {
+    if (this.size !== 1) throw new Error(`itemAsync() needs a one-element tensor, got shape [${this.shape.join(', ')}]`);
+    return (await this.dataAsync())[0];
+  }
+
   item(): number {
     if (this.size !== 1) throw new Error(`item() needs a one-element tensor, got shape [${this.shape.join(', ')}]`);
     return kernels().read(this.storage)[0];
@@ -133,9 +147,14 @@ export class Tensor {
 
   /** Overwrite this tensor's values (no autograd). */
   copyFrom(src: Tensor | Float32Array): void {
-    const data = src instanceof Tensor ? kernels().read(src.storage) : src;
-    if (data.length !== this.size) throw new Error(`copyFrom: ${data.length} values into a tensor of ${this.size}`);
-    kernels().write(this.storage, data, 0);
+    if (src instanceof Tensor) {
+      if (src.size !== this.size) throw new Error(`copyFrom: ${src.size} values into a tensor of ${this.size}`);
+      // a device copy: no host round trip (which a GPU backend could not do synchronously)
+      kernels().gather(src.storage, [src.size], [1], 0, this.storage);
+      return;
+    }
+    if (src.length !== this.size) throw new Error(`copyFrom: ${src.length} values into a tensor of ${this.size}`);
+    kernels().write(this.storage, src, 0);
   }
 
   requiresGrad_(flag = true): this {
