@@ -1,18 +1,26 @@
-// Library entry: importing it registers the default backend.
+// Library entry (Node): importing it registers the default backend. The browser entry is browser.ts.
+import './io/node-preload.js';
 import './backends/index.js';
 
 export * from './tensor/index.js';
-export { useBackend, backendNames } from './backends/index.js';
+export {
+  useBackend, backendNames, backendLoaderNames, activeBackend, registerBackend, registerBackendLoader, initBackend,
+} from './backends/index.js';
 export * from './nn/index.js';
 export * from './models/index.js';
 export * from './peft/index.js';
 export * from './train/index.js';
 export { VeraError } from './io/errors.js';
-export { SafetensorsFile, writeSafetensors, serializeSafetensors, loadCheckpointTensors } from './io/safetensors.js';
+export { SafetensorsFile, writeSafetensors, serializeSafetensors, loadCheckpointTensors, loadCheckpointFromSource } from './io/safetensors.js';
+// folders wherever they are: a URL, a page's files, a local folder (loaders given one return a Promise)
+export {
+  urlSource, blobSource, subSource, folderSource, readBytes, filesToBlobs, isFileSource,
+  type FileSource, type BlobLike, type FileLike, type ResponseLike, type BytesLike,
+} from './io/source.js';
 export { loadFashionMnist, FASHION_MNIST_CLASSES } from './data/fashion-mnist.js';
-export { loadChatTemplate, compileChatTemplate, chatTemplateFromConfig, plainChatTemplate, type ChatMessage, type ChatTemplate } from './data/chat-template.js';
+export { loadChatTemplate, loadChatTemplateFrom, compileChatTemplate, chatTemplateFromConfig, plainChatTemplate, type ChatMessage, type ChatTemplate } from './data/chat-template.js';
 
-export { loadTokenizer, createTokenizer, type Tokenizer, type BatchEncoding, type Encoding, type TruncationStrategy } from './data/tokenizer.js';
+export { loadTokenizer, createTokenizer, readTokenizerConfigFrom, type Tokenizer, type BatchEncoding, type Encoding, type TruncationStrategy } from './data/tokenizer.js';
 // AutoTokenizer.fromPretrained(dir): the folder's tokenizer with its chat template; async, throws (rejects) when tokenizer.json is missing
 export { AutoTokenizer, type PretrainedTokenizer } from './data/auto-tokenizer.js';
 // causal-LM data: JSONL of {"text"} / {"input_ids"} lines, padding with −100 labels, epoch sampling, packing

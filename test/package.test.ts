@@ -41,7 +41,7 @@ const pack = packed[0];
 const files = pack.files.map((f) => f.path).sort();
 const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as {
   name: string; main: string; types: string; bin: Record<string, string>; sideEffects: string[]; dependencies: Record<string, string>;
-  exports: Record<string, string | Record<string, string>>;
+  exports: Record<string, unknown>;
 };
 
 // the fresh project: the tarball extracted as node_modules/vera, the dependencies linked
@@ -89,6 +89,11 @@ function checkOutput(stdout: string): { backend: string } {
   return out;
 }
 
+/** Every file an `exports` map points at, through nested conditions ({ browser: { types, default } }). */
+function exportTargets(e: unknown): string[] {
+  return typeof e === 'string' ? [e] : Object.values(e as Record<string, unknown>).flatMap(exportTargets);
+}
+
 test('the tarball holds the library, bin and the addon sources; no data sets, tests or source maps', (t) => {
   for (const f of ['package.json', 'README.md', 'LICENSE', 'bin/vera.js', 'binding.gyp', 'scripts/build-native.mjs', 'native/addon.cc', 'native/kernels.h',
     'dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/cli/main.js', 'dist/src/backends/native/addon.js']) {
@@ -96,7 +101,7 @@ test('the tarball holds the library, bin and the addon sources; no data sets, te
   }
   // every path package.json points at is in the tarball
   const pointed = [pkg.main, pkg.types, ...Object.values(pkg.bin), ...pkg.sideEffects,
-    ...Object.values(pkg.exports).flatMap((e) => (typeof e === 'string' ? [e] : Object.values(e)))];
+    ...exportTargets(pkg.exports)];
   for (const p of pointed) assert.ok(files.includes(p.replace(/^\.\//, '')), `${p} (named in package.json) is packed`);
   const stray = files.filter((f) => /^(data|test|dist\/test|experiments|bench|examples|docs|build|src)\//.test(f) || f.endsWith('.map') || f.endsWith('.ts') && !f.endsWith('.d.ts'));
   assert.deepEqual(stray, []);

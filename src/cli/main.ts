@@ -2,6 +2,7 @@
 // program; every failure a user can cause ends as one line on stderr and a non-zero exit.
 import { Command, CommanderError } from 'commander';
 import { VeraError } from '../io/errors.js';
+import '../io/node-preload.js';
 import '../backends/index.js';
 import { registerAdapters } from './commands/adapters.js';
 import { registerConvertAdapter } from './commands/convert-adapter.js';

@@ -1,12 +1,12 @@
 // AutoTokenizer: a model folder's tokenizer, loaded as the Auto model loaders load its model (a
 // missing file is a one-line error, not null), with the folder's chat template attached, as
 // transformers' tokenizers carry `chat_template`.
-import * as fs from 'node:fs';
-import * as path from 'node:path';
+import { fs, path } from '../io/node.js';
 import { readJsonFile } from '../io/atomic.js';
 import { fail } from '../io/errors.js';
-import { createTokenizer, readTokenizerConfig, TOKENIZER_FILE, type Tokenizer } from './tokenizer.js';
-import { chatTemplateFromConfig, hasChatTemplate, loadChatTemplate, type ChatMessage, type ChatTemplate } from './chat-template.js';
+import { isFileSource, readJson, sourcePath, type FileSource } from '../io/source.js';
+import { createTokenizer, readTokenizerConfig, readTokenizerConfigFrom, TOKENIZER_FILE, type Tokenizer } from './tokenizer.js';
+import { chatTemplateFromConfig, hasChatTemplate, loadChatTemplate, loadChatTemplateFrom, type ChatMessage, type ChatTemplate } from './chat-template.js';
 
 /** A Tokenizer with the chat template of the folder (or config) it came from. */
 export interface PretrainedTokenizer extends Tokenizer {
@@ -38,8 +38,19 @@ function withTemplate(tokenizer: Tokenizer, template: ChatTemplate | null, where
  * one-line `VeraError` naming it.
  */
 export const AutoTokenizer = {
-  /** Loads `dir/tokenizer.json`; rejects with `<dir>/tokenizer.json: not found …` when the folder has none. */
-  async fromPretrained(dir: string): Promise<PretrainedTokenizer> {
+  /**
+   * Loads `dir/tokenizer.json`; rejects with `<dir>/tokenizer.json: not found …` when the folder has
+   * none. `dir` is a local folder (Node) or a FileSource (a URL, a page's files).
+   */
+  async fromPretrained(dir: string | FileSource): Promise<PretrainedTokenizer> {
+    if (isFileSource(dir)) {
+      const file = sourcePath(dir, TOKENIZER_FILE);
+      const json = await readJson(dir, TOKENIZER_FILE, 'tokenizer');
+      if (json === null) fail(`${file}: not found (is ${dir.label} a model folder with its tokenizer?)`);
+      const config = await readTokenizerConfigFrom(dir);
+      const tokenizer = await createTokenizer(json, config, file);
+      return withTemplate(tokenizer, await loadChatTemplateFrom(dir, config), dir.label);
+    }
     const file = path.join(dir, TOKENIZER_FILE);
     if (!fs.existsSync(file)) fail(`${file}: not found (is ${dir} a model folder with its tokenizer?)`);
     const config = readTokenizerConfig(dir);

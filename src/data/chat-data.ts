@@ -9,7 +9,7 @@
 // (transformers' apply_chat_template); without one the plain format the server also uses
 // (chat-template.ts plainChatTemplate: `role: content\n` lines, the reply after `assistant:`), the
 // reply followed by the eos token so the model learns to stop.
-import * as path from 'node:path';
+import { path } from '../io/node.js';
 import { fail } from '../io/errors.js';
 import { hasChatTemplate, loadChatTemplate, type ChatMessage, type ChatTemplate } from './chat-template.js';
 import { IGNORE_INDEX, encodeCut } from './jsonl.js';

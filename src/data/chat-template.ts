@@ -1,11 +1,11 @@
 // Chat prompts as transformers' `apply_chat_template`: the `chat_template` of a model folder's
 // tokenizer_config.json (Jinja) rendered with @huggingface/jinja, the implementation transformers.js
 // uses, given the messages, `add_generation_prompt` and the special tokens.
-import * as fs from 'node:fs';
-import * as path from 'node:path';
+import { fs, path } from '../io/node.js';
 import { Template } from '@huggingface/jinja';
 import { fail } from '../io/errors.js';
-import { TOKENIZER_CONFIG_FILE, readTokenizerConfig } from './tokenizer.js';
+import { TOKENIZER_CONFIG_FILE, readTokenizerConfig, readTokenizerConfigFrom } from './tokenizer.js';
+import { readText, sourcePath, type FileSource } from '../io/source.js';
 
 export interface ChatMessage {
   role: string;
@@ -98,6 +98,19 @@ export function loadChatTemplate(dir: string): ChatTemplate {
   const jinjaFile = path.join(dir, CHAT_TEMPLATE_FILE);
   if (fs.existsSync(jinjaFile)) return compileChatTemplate(fs.readFileSync(jinjaFile, 'utf8'), specialTokensOf(config, file), jinjaFile);
   fail(`${file}: has no "chat_template" (and there is no ${CHAT_TEMPLATE_FILE}): this model has no chat format`);
+}
+
+/**
+ * The chat template of a FileSource's folder (tokenizer_config.json's, else chat_template.jinja's),
+ * or null when it has none.
+ */
+export async function loadChatTemplateFrom(source: FileSource, config?: Record<string, unknown>): Promise<ChatTemplate | null> {
+  const file = sourcePath(source, TOKENIZER_CONFIG_FILE);
+  const cfg = config ?? (await readTokenizerConfigFrom(source));
+  const inConfig = chatTemplateFromConfig(cfg, file);
+  if (inConfig !== null) return inConfig;
+  const jinja = await readText(source, CHAT_TEMPLATE_FILE);
+  return jinja === null ? null : compileChatTemplate(jinja, specialTokensOf(cfg, file), sourcePath(source, CHAT_TEMPLATE_FILE));
 }
 
 /**

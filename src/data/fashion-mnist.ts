@@ -2,9 +2,7 @@
  * Loader for Fashion-MNIST in its standard (gzipped) IDX form, plus the location of the
  * class-balanced subset that ships with the repository in `data/fashion-mnist/`.
  */
-import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fs, path, url } from '../io/node.js';
 import { VeraError } from '../io/errors.js';
 import { readIdx } from './idx.js';
 
@@ -42,8 +40,8 @@ const FILE_PREFIX = { train: 'train', test: 't10k' } as const;
 export function loadFashionMnist(dir: string, split: 'train' | 'test'): FashionMnistSplit {
   const prefix = FILE_PREFIX[split];
   if (prefix === undefined) throw new VeraError(`unknown Fashion-MNIST split '${String(split)}' (expected train or test)`);
-  const imagesPath = pick(join(dir, `${prefix}-images-idx3-ubyte`));
-  const labelsPath = pick(join(dir, `${prefix}-labels-idx1-ubyte`));
+  const imagesPath = pick(path.join(dir, `${prefix}-images-idx3-ubyte`));
+  const labelsPath = pick(path.join(dir, `${prefix}-labels-idx1-ubyte`));
 
   const img = readIdx(imagesPath);
   if (img.dims.length !== 3) {
@@ -75,7 +73,7 @@ export function loadFashionMnist(dir: string, split: 'train' | 'test'): FashionM
 /** Prefers `<base>.gz`; falls back to the uncompressed `<base>` if only that exists. */
 function pick(base: string): string {
   const gz = `${base}.gz`;
-  if (!existsSync(gz) && existsSync(base)) return base;
+  if (!fs.existsSync(gz) && fs.existsSync(base)) return base;
   return gz;
 }
 
@@ -85,11 +83,11 @@ function pick(base: string): string {
  * (works from both `src/data/` and the compiled `dist/src/data/`).
  */
 export function defaultFashionMnistDir(): string {
-  const start = dirname(fileURLToPath(import.meta.url));
+  const start = path.dirname(url.fileURLToPath(import.meta.url));
   let dir = start;
   for (;;) {
-    if (existsSync(join(dir, 'package.json'))) return join(dir, 'data', 'fashion-mnist');
-    const parent = dirname(dir);
+    if (fs.existsSync(path.join(dir, 'package.json'))) return path.join(dir, 'data', 'fashion-mnist');
+    const parent = path.dirname(dir);
     if (parent === dir) throw new VeraError(`cannot locate the package root (no package.json above ${start})`);
     dir = parent;
   }

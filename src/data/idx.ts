@@ -6,8 +6,7 @@
  * byte type (0x08) is supported. Gzip compression is detected from the gzip magic
  * `1f 8b`, not from the file name.
  */
-import { readFileSync } from 'node:fs';
-import { gunzipSync } from 'node:zlib';
+import { fs, zlib } from '../io/node.js';
 import { VeraError } from '../io/errors.js';
 
 export interface IdxArray {
@@ -41,7 +40,7 @@ function oneLine(err: unknown): string {
 export function readIdx(path: string): IdxArray {
   let raw: Buffer;
   try {
-    raw = readFileSync(path);
+    raw = fs.readFileSync(path);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') throw new VeraError(`${path}: file not found`);
@@ -58,7 +57,7 @@ export function parseIdx(bytes: Uint8Array, name: string): IdxArray {
   let buf = bytes;
   if (buf.length >= 2 && buf[0] === 0x1f && buf[1] === 0x8b) {
     try {
-      buf = gunzipSync(buf);
+      buf = zlib.gunzipSync(buf);
     } catch (err) {
       throw new VeraError(`${name}: corrupt gzip data (${oneLine(err)})`);
     }

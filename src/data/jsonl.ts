@@ -3,7 +3,7 @@
 // sequence length; batches are right-padded to their longest sequence with attention mask 0 and
 // label -100 on the padding, so padding is never attended to and never enters the loss. Or, packed
 // (`packSequences`), the lines each followed by eos are concatenated and cut into equal blocks.
-import * as fs from 'node:fs';
+import { fs } from '../io/node.js';
 import { fail } from '../io/errors.js';
 import type { Rng } from '../tensor/index.js';
 import type { Tokenizer } from './tokenizer.js';

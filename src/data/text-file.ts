@@ -1,5 +1,5 @@
 // Reading a data file as UTF-8 text, with the one-line errors the readers share.
-import * as fs from 'node:fs';
+import { fs } from '../io/node.js';
 import { fail } from '../io/errors.js';
 
 /** `file`'s text without a leading BOM; `<file>: not found` / `<file>: cannot read (…)` otherwise. */

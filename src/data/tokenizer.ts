@@ -5,9 +5,9 @@
 // padding side. The library does the tokenization and the special-token templates; this file adds
 // what transformers' tokenizer __call__ adds on top: pairs with token type ids, truncation,
 // padding and batching into flat typed arrays. Nothing is downloaded: the files must be in the folder.
-import * as fs from 'node:fs';
-import * as path from 'node:path';
+import { fs, path } from '../io/node.js';
 import { readJsonFile } from '../io/atomic.js';
+import { isFileSource, readJson, siblingFile, sourcePath, type FileSource } from '../io/source.js';
 import { fail } from '../io/errors.js';
 
 export const TOKENIZER_FILE = 'tokenizer.json';
@@ -138,7 +138,11 @@ const BOS_EOS_TEMPLATE_CLASSES = /^(Llama|CodeLlama|Gemma|Cohere)Tokenizer(Fast)
  * unusable is a one-line VeraError naming it. `AutoTokenizer.fromPretrained` rejects instead of
  * resolving to null, and attaches the folder's chat template.
  */
-export async function loadTokenizer(dir: string): Promise<Tokenizer | null> {
+export async function loadTokenizer(dir: string | FileSource): Promise<Tokenizer | null> {
+  if (isFileSource(dir)) {
+    const json = await readJson(dir, TOKENIZER_FILE, 'tokenizer');
+    return json === null ? null : createTokenizer(json, await readTokenizerConfigFrom(dir), sourcePath(dir, TOKENIZER_FILE));
+  }
   const file = path.join(dir, TOKENIZER_FILE);
   if (!fs.existsSync(file)) return null;
   const json = readJsonFile(file, 'tokenizer');
@@ -149,6 +153,19 @@ export async function loadTokenizer(dir: string): Promise<Tokenizer | null> {
 export function readTokenizerConfig(dir: string): Record<string, unknown> {
   const config = readOptionalObject(path.join(dir, TOKENIZER_CONFIG_FILE), 'tokenizer config');
   const specialMap = readOptionalObject(path.join(dir, SPECIAL_TOKENS_MAP_FILE), 'special tokens map');
+  return { ...specialMap, ...config };
+}
+
+/** readTokenizerConfig for a FileSource (a URL, a page's files). */
+export async function readTokenizerConfigFrom(source: FileSource): Promise<Record<string, unknown>> {
+  const read = async (name: string, what: string): Promise<Record<string, unknown>> => {
+    const v = await readJson(source, name, what);
+    if (v === null) return {};
+    if (!isObject(v)) fail(`${sourcePath(source, name)}: ${what} must be a JSON object`);
+    return v;
+  };
+  const config = await read(TOKENIZER_CONFIG_FILE, 'tokenizer config');
+  const specialMap = await read(SPECIAL_TOKENS_MAP_FILE, 'special tokens map');
   return { ...specialMap, ...config };
 }
 
@@ -181,7 +198,7 @@ export async function createTokenizer(json: unknown, config: Record<string, unkn
   } catch (e) {
     fail(`${file}: cannot load tokenizer: ${errorText(e)}`);
   }
-  const configFile = path.join(path.dirname(file), TOKENIZER_CONFIG_FILE);
+  const configFile = siblingFile(file, TOKENIZER_CONFIG_FILE);
 
   const special = {} as { -readonly [K in keyof SpecialTokens]: SpecialToken | null };
   for (const key of SPECIAL_KEYS) {

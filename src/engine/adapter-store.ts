@@ -5,7 +5,7 @@
 // used eviction; adapters registered from a folder are read again from disk when needed; a VeRA
 // adapter registered from bytes lives in its slot, and only an evicted one keeps its vectors aside. LoRA adapters (whose A and B differ per
 // adapter) sit beside them under the same budget.
-import { freemem, totalmem } from 'node:os';
+import { availableMemory } from '../io/node.js';
 import { VeraError } from '../io/errors.js';
 import { parseJsonExact } from '../io/json.js';
 import { SafetensorsFile } from '../io/safetensors.js';
@@ -116,7 +116,7 @@ export class AdapterStore {
     const [maxIn, maxOut] = largestShape(spec.targets.map((t) => this.base.layers.get(t)!));
     // r comes from an adapter's config: refuse a pair no memory holds before generating it
     const bytes = 4 * spec.r * (maxIn + maxOut + 4 * spec.targets.length);
-    const available = Math.min(freemem(), totalmem());
+    const available = availableMemory();
     if (!(bytes <= available)) throw new VeraError(`vera: r ${spec.r} needs about ${(bytes / 2 ** 30).toFixed(1)} GB for the shared projections, more than the ${(available / 2 ** 30).toFixed(1)} GB available`);
     const { A, B } = generateProjections(spec.r, maxIn, maxOut, spec.projectionPrngKey);
     const slabD = new Map<string, Tensor>();

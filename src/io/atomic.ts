@@ -3,9 +3,7 @@
  * new contents, never a half-written file (checkpoints are large and runs get
  * interrupted).
  */
-import * as fs from 'node:fs';
-import * as path from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { crypto, fs, path } from './node.js';
 import { VeraError, fail } from './errors.js';
 import { parseJsonExact } from './json.js';
 
@@ -21,7 +19,7 @@ const TEMP_RE = /^vera-(tmp|old)-(\d+)-[0-9a-f]+$/;
 const LEGACY_TEMP_RE = /^(\d+)\.[0-9a-f]{12}\.tmp$/;
 
 function tempName(target: string, kind: TempKind = 'tmp'): string {
-  return path.join(path.dirname(target), `.${path.basename(target)}.vera-${kind}-${process.pid}-${randomBytes(6).toString('hex')}`);
+  return path.join(path.dirname(target), `.${path.basename(target)}.vera-${kind}-${process.pid}-${crypto.randomBytes(6).toString('hex')}`);
 }
 
 function pidAlive(pid: number): boolean {

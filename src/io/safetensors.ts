@@ -8,11 +8,10 @@
  * covered exactly — holes between tensors and trailing unindexed bytes are
  * rejected as corruption, since no conforming writer produces them.
  */
-import * as fs from 'node:fs';
-import * as path from 'node:path';
-import { endianness } from 'node:os';
+import { fs, path } from './node.js';
 import { writeFileAtomic, readJsonFile } from './atomic.js';
 import { fail } from './errors.js';
+import { readBytes, readJson, sourcePath, type BytesLike, type FileSource } from './source.js';
 
 // ---------------------------------------------------------------------------
 // dtypes
@@ -52,7 +51,8 @@ export function dtypeSize(dtype: Dtype): number {
 // corrupt or hostile file, and we would otherwise try to allocate it.
 const MAX_HEADER_BYTES = 100_000_000;
 
-const LITTLE_ENDIAN_HOST = endianness() === 'LE';
+// the byte order typed arrays use here (no os.endianness(): this module runs in browsers too)
+const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 // ---------------------------------------------------------------------------
 // Scalar float conversions. A shared scratch buffer reinterprets bits.
@@ -449,6 +449,11 @@ export class SafetensorsFile {
     return new SafetensorsFile(name, parsed, source);
   }
 
+  /** Parses a safetensors image from an ArrayBuffer, typed array, Blob/File or fetch Response. */
+  static async from(data: BytesLike, name: string): Promise<SafetensorsFile> {
+    return SafetensorsFile.fromBytes(await readBytes(data, name), name);
+  }
+
   /**
    * Opens a file: reads and validates its header now; tensor data is read from
    * disk when requested. If the file is replaced or modified afterwards, reads
@@ -563,8 +568,14 @@ export interface TensorToWrite {
 
 /** Byte order of names as Rust compares `String`s (UTF-8 bytes), for reproducible files. */
 function compareUtf8(a: string, b: string): number {
-  return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
+  const x = utf8.encode(a);
+  const y = utf8.encode(b);
+  const n = Math.min(x.length, y.length);
+  for (let i = 0; i < n; i++) if (x[i] !== y[i]) return x[i] - y[i];
+  return x.length - y.length;
 }
+
+const utf8 = new TextEncoder();
 
 /**
  * Serializes tensors to a safetensors image. Like the reference writer, the
@@ -615,7 +626,7 @@ export function serializeSafetensors(
   });
   header += parts.join(',') + '}';
 
-  const headerRaw = Buffer.from(header, 'utf8');
+  const headerRaw = utf8.encode(header);
   const headerLength = Math.ceil(headerRaw.byteLength / 8) * 8;
   const dataStart = 8 + headerLength;
   const out = new Uint8Array(dataStart + offset);
@@ -672,6 +683,8 @@ export interface CheckpointTensors {
   readonly names: string[];
   /** The .safetensors files making up the checkpoint. */
   readonly files: string[];
+  /** How messages name the checkpoint (its model.safetensors or index) when it was not read from a local folder. */
+  readonly source?: string;
   has(name: string): boolean;
   /** Tensor handle; opens (and validates) its shard's header on first use. */
   get(name: string): CheckpointTensor;
@@ -702,22 +715,9 @@ export function loadCheckpointTensors(dir: string): CheckpointTensors {
     fail(`${dir}: no ${SINGLE_FILE} or ${INDEX_FILE} found`);
   }
   const index = readJsonFile(indexPath, 'safetensors index');
-  const weightMap =
-    index !== null && typeof index === 'object' && !Array.isArray(index)
-      ? (index as Record<string, unknown>)['weight_map']
-      : undefined;
-  if (weightMap === null || typeof weightMap !== 'object' || Array.isArray(weightMap)) {
-    fail(`${indexPath}: "weight_map" must be an object mapping tensor names to shard files`);
-  }
   const shardOf = new Map<string, string>();
   const shardFiles = new Set<string>();
-  for (const [name, shard] of Object.entries(weightMap as Record<string, unknown>)) {
-    if (typeof shard !== 'string') fail(`${indexPath}: weight_map entry "${name}" must be a file name string`);
-    // Shard names come from a downloaded file; never let them point outside the folder.
-    const parts = shard.split(/[\\/]/);
-    if (shard === '' || path.isAbsolute(shard) || parts.some((p) => p === '' || p === '..')) {
-      fail(`${indexPath}: weight_map entry "${name}" has invalid shard file name "${shard}"`);
-    }
+  for (const [name, shard] of indexShards(index, indexPath)) {
     const shardPath = path.join(dir, shard);
     shardOf.set(name, shardPath);
     shardFiles.add(shardPath);
@@ -743,6 +743,57 @@ export function loadCheckpointTensors(dir: string): CheckpointTensors {
     openShard,
     indexPath,
   );
+}
+
+/** The (tensor name, shard file name) pairs of a model.safetensors.index.json, checked. */
+function indexShards(index: unknown, indexPath: string): [string, string][] {
+  const weightMap =
+    index !== null && typeof index === 'object' && !Array.isArray(index)
+      ? (index as Record<string, unknown>)['weight_map']
+      : undefined;
+  if (weightMap === null || typeof weightMap !== 'object' || Array.isArray(weightMap)) {
+    fail(`${indexPath}: "weight_map" must be an object mapping tensor names to shard files`);
+  }
+  const out: [string, string][] = [];
+  for (const [name, shard] of Object.entries(weightMap as Record<string, unknown>)) {
+    if (typeof shard !== 'string') fail(`${indexPath}: weight_map entry "${name}" must be a file name string`);
+    // Shard names come from a downloaded file; never let them point outside the folder.
+    const parts = shard.split(/[\\/]/);
+    if (shard === '' || shard.startsWith('/') || /^[A-Za-z]:/.test(shard) || parts.some((p) => p === '' || p === '..')) {
+      fail(`${indexPath}: weight_map entry "${name}" has invalid shard file name "${shard}"`);
+    }
+    out.push([name, shard]);
+  }
+  return out;
+}
+
+/**
+ * The checkpoint of a model folder held by a FileSource (a URL, files a page was given):
+ * model.safetensors, else the sharded model.safetensors.index.json and its shards, each read
+ * whole into memory (the tensors are views into those bytes until converted).
+ */
+export async function loadCheckpointFromSource(source: FileSource): Promise<CheckpointTensors> {
+  const single = await source.read(SINGLE_FILE);
+  if (single !== null) {
+    const file = sourcePath(source, SINGLE_FILE);
+    const st = SafetensorsFile.fromBytes(single, file);
+    return { ...makeCheckpoint(source.label, st.keys().sort(), [file], () => file, () => st), source: file };
+  }
+  const indexPath = sourcePath(source, INDEX_FILE);
+  const index = await readJson(source, INDEX_FILE, 'safetensors index');
+  if (index === null) fail(`${source.label}: no ${SINGLE_FILE} or ${INDEX_FILE} found`);
+  const shardOf = new Map<string, string>();
+  const shards = new Map<string, SafetensorsFile>();
+  for (const [name, shard] of indexShards(index, indexPath)) {
+    const file = sourcePath(source, shard);
+    shardOf.set(name, file);
+    if (shards.has(file)) continue;
+    const bytes = await source.read(shard);
+    if (bytes === null) fail(`${indexPath}: shard file ${file} is missing`);
+    shards.set(file, SafetensorsFile.fromBytes(bytes, file));
+  }
+  const ckpt = makeCheckpoint(source.label, [...shardOf.keys()].sort(), [...shards.keys()].sort(), (name) => shardOf.get(name), (f) => shards.get(f)!, indexPath);
+  return { ...ckpt, source: indexPath };
 }
 
 function makeCheckpoint(

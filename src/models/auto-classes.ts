@@ -2,11 +2,12 @@
 // of every family, which a caller must narrow before using it; these return one interface per task
 // (a causal LM, a sequence classifier, an image classifier) that the task's families implement, and
 // refuse a folder of another task in one line naming its config.json and model_type.
-import * as path from 'node:path';
+import { path } from '../io/node.js';
 import type { Module } from '../nn/index.js';
 import type { Rng, Tensor } from '../tensor/index.js';
 import { readJsonFile } from '../io/atomic.js';
 import { fail } from '../io/errors.js';
+import { isFileSource, readJson, sourcePath, type FileSource } from '../io/source.js';
 import { asJsonObject, type JsonObject } from './config.js';
 import { loadPretrained, modelFromConfig, MODEL_TYPES, type LoadPretrainedOptions, type ModelOf, type ModelType, type PretrainedModel } from './auto.js';
 import type { CausalLM } from './generation.js';
@@ -136,11 +137,40 @@ function readConfig(dir: string): { json: JsonObject; file: string } {
 /** Loads `dir` after checking that config.json's model_type is one of the task's. */
 function loadTask<K extends ModelType>(dir: string, kind: TaskKind<K>, opts: LoadPretrainedOptions, head?: ClassificationHeadOptions): ModelOf<K> {
   const { json, file } = readConfig(dir);
+  const { model } = loadPretrained(dir, taskLoadOptions(json, file, kind, opts, head));
+  return checkLoaded(model, kind, dir);
+}
+
+/** loadTask for a FileSource: config.json is checked before the weights are read. */
+async function loadTaskFromSource<K extends ModelType>(source: FileSource, kind: TaskKind<K>, opts: LoadPretrainedOptions, head?: ClassificationHeadOptions): Promise<ModelOf<K>> {
+  const file = sourcePath(source, 'config.json');
+  const read = await readJson(source, 'config.json', 'model config');
+  if (read === null) fail(`${file}: not found (is ${source.label} a model folder?)`);
+  const { model } = await loadPretrained(source, taskLoadOptions(asJsonObject(read, file), file, kind, opts, head));
+  return checkLoaded(model, kind, source.label);
+}
+
+function taskLoadOptions<K extends ModelType>(json: JsonObject, file: string, kind: TaskKind<K>, opts: LoadPretrainedOptions, head?: ClassificationHeadOptions): LoadPretrainedOptions {
   checkTaskType(json, file, kind);
   const configOverrides = head ? { ...headOverrides(json['model_type'], head, file), ...opts.configOverrides } : opts.configOverrides;
-  const { model } = loadPretrained(dir, { ...opts, configOverrides });
+  return { ...opts, configOverrides };
+}
+
+function checkLoaded<K extends ModelType>(model: PretrainedModel, kind: TaskKind<K>, dir: string): ModelOf<K> {
   if (!hasType(model, kind.types)) throw new Error(`${kind.name}: ${dir} loaded as ${model.modelType}`); // configOverrides changed model_type
   return model;
+}
+
+/** A local folder (loaded synchronously, Node) or a FileSource (a Promise). */
+function loadEither<K extends ModelType, M>(dir: string | FileSource, kind: TaskKind<K>, opts: LoadPretrainedOptions, head?: ClassificationHeadOptions): M | Promise<M> {
+  // every ModelOf<K> of the task implements the task interface M
+  return (isFileSource(dir) ? loadTaskFromSource(dir, kind, opts, head) : loadTask(dir, kind, opts, head)) as unknown as M | Promise<M>;
+}
+
+/** fromPretrained's two forms: a local folder path (Node, synchronous) or a FileSource (anywhere, a Promise). */
+export interface FromPretrained<M, O> {
+  (source: FileSource, opts?: O): Promise<M>;
+  (dir: string, opts?: O): M;
 }
 
 /** Builds a randomly initialized model of the task from config.json contents. */
@@ -154,16 +184,15 @@ function buildTask<K extends ModelType>(json: unknown, kind: TaskKind<K>, opts: 
 
 /**
  * Causal language models (GPT-2, Llama, Mistral, Qwen2) from a local Hugging Face folder or a
- * config. `fromPretrained` is synchronous, as `loadPretrained`: the model comes back in eval mode.
+ * config. `fromPretrained(dir)` is synchronous, as `loadPretrained`; `fromPretrained(source)` (a
+ * FileSource: a URL, a page's files) returns a Promise. The model comes back in eval mode.
  */
 export const AutoModelForCausalLM = {
   /**
    * Loads `dir` (config.json + model.safetensors, sharded or not). A folder of another task
    * (`model_type` bert, vit, …) is refused in one line naming its config.json and model_type.
    */
-  fromPretrained(dir: string, opts: LoadPretrainedOptions = {}): CausalLMModel {
-    return loadTask(dir, CAUSAL, opts);
-  },
+  fromPretrained: ((dir: string | FileSource, opts: LoadPretrainedOptions = {}) => loadEither(dir, CAUSAL, opts)) as FromPretrained<CausalLMModel, LoadPretrainedOptions>,
   /** A randomly initialized model from config.json's contents (an object, as parsed), e.g. to pretrain from scratch. */
   fromConfig(config: JsonObject, opts: FromConfigOptions = {}): CausalLMModel {
     return buildTask(config, CAUSAL, opts);
@@ -177,9 +206,7 @@ export const AutoModelForCausalLM = {
  */
 export const AutoModelForSequenceClassification = {
   /** Loads `dir`; a folder of another task is refused in one line naming its config.json and model_type. */
-  fromPretrained(dir: string, opts: LoadPretrainedOptions & ClassificationHeadOptions = {}): SequenceClassificationModel {
-    return loadTask(dir, SEQ_CLS, opts, opts);
-  },
+  fromPretrained: ((dir: string | FileSource, opts: LoadPretrainedOptions & ClassificationHeadOptions = {}) => loadEither(dir, SEQ_CLS, opts, opts)) as FromPretrained<SequenceClassificationModel, LoadPretrainedOptions & ClassificationHeadOptions>,
   /** A randomly initialized model from config.json's contents. */
   fromConfig(config: JsonObject, opts: FromConfigOptions & ClassificationHeadOptions = {}): SequenceClassificationModel {
     return buildTask(config, SEQ_CLS, opts, opts);
@@ -189,9 +216,7 @@ export const AutoModelForSequenceClassification = {
 /** Image classifiers (ViT, and this library's vera_cnn and vera_mlp) from a local folder or a config. */
 export const AutoModelForImageClassification = {
   /** Loads `dir`; a folder of another task is refused in one line naming its config.json and model_type. */
-  fromPretrained(dir: string, opts: LoadPretrainedOptions & ClassificationHeadOptions = {}): ImageClassificationModel {
-    return loadTask(dir, IMG_CLS, opts, opts);
-  },
+  fromPretrained: ((dir: string | FileSource, opts: LoadPretrainedOptions & ClassificationHeadOptions = {}) => loadEither(dir, IMG_CLS, opts, opts)) as FromPretrained<ImageClassificationModel, LoadPretrainedOptions & ClassificationHeadOptions>,
   /** A randomly initialized model from config.json's contents. */
   fromConfig(config: JsonObject, opts: FromConfigOptions & ClassificationHeadOptions = {}): ImageClassificationModel {
     return buildTask(config, IMG_CLS, opts, opts);

@@ -2,14 +2,13 @@
 // sharded index), dispatching on config.json's `model_type` through a registry of model families.
 // Loading records where each parameter came from (key, dtype, shape) so a merged model can be
 // written back with exactly the input's tensor names, shapes and dtypes.
-import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
+import { availableMemory, fs, path, writeStderr } from '../io/node.js';
 import { Linear, type Module } from '../nn/index.js';
 import { defaultRng, parseWeightFormat, quantize, withAllocationBudget, type QuantFormat, type Rng, type Tensor, type WeightFormat } from '../tensor/index.js';
 import { readJsonFile, writeDirAtomic, type WriteDirOptions } from '../io/atomic.js';
 import { fail } from '../io/errors.js';
-import { loadCheckpointTensors, serializeSafetensors, type CheckpointTensors, type Dtype, type TensorToWrite, type WriteDtype } from '../io/safetensors.js';
+import { isFileSource, readJson, sourcePath, type FileSource } from '../io/source.js';
+import { loadCheckpointFromSource, loadCheckpointTensors, serializeSafetensors, type CheckpointTensors, type Dtype, type TensorToWrite, type WriteDtype } from '../io/safetensors.js';
 import { asJsonObject, type JsonObject } from './config.js';
 import { SkipInitRng } from './common.js';
 import { bnbCheckpoint, bnbQuantization, bnbStoredSize } from './bnb.js';
@@ -136,7 +135,7 @@ const GB = (bytes: number): string => `${(bytes / 2 ** 30).toFixed(bytes < 2 ** 
 
 /** Memory a new model may take: what the OS reports available now. */
 export function availableMemoryBytes(): number {
-  return Math.min(os.freemem(), os.totalmem());
+  return availableMemory();
 }
 
 /**
@@ -242,6 +241,7 @@ const FLOAT_DTYPES: readonly Dtype[] = ['F32', 'F16', 'BF16', 'F64'];
 const shapeStr = (s: readonly number[]): string => `[${s.join(', ')}]`;
 
 function checkpointSource(ckpt: CheckpointTensors): string {
+  if (ckpt.source !== undefined) return ckpt.source;
   const [only] = ckpt.files;
   const single = ckpt.files.length === 1 && (only === ckpt.dir || only === path.join(ckpt.dir, 'model.safetensors'));
   return single ? only : path.join(ckpt.dir, 'model.safetensors.index.json');
@@ -375,13 +375,37 @@ function quantizingStore(model: Module, format: QuantFormat, doubleQuant: boolea
  * Loads a model folder: config.json (its `model_type` picks the family) and model.safetensors or a
  * sharded model.safetensors.index.json. The model is returned in eval mode, as transformers does.
  * A task head the checkpoint lacks (a base checkpoint) is freshly initialized, with a notice.
+ * `dir` is a local folder (Node; the result is returned directly) or a FileSource (a URL, files a
+ * page was given, `folderSource(dir)`; the result is a Promise, since reading is asynchronous).
  */
-export function loadPretrained(dir: string, opts: LoadPretrainedOptions = {}): LoadedModel {
+// (the path form last: ReturnType<typeof loadPretrained> stays LoadedModel, as before)
+export function loadPretrained(source: FileSource, opts?: LoadPretrainedOptions): Promise<LoadedModel>;
+export function loadPretrained(dir: string, opts?: LoadPretrainedOptions): LoadedModel;
+export function loadPretrained(dir: string | FileSource, opts: LoadPretrainedOptions = {}): LoadedModel | Promise<LoadedModel> {
+  if (isFileSource(dir)) return loadPretrainedFromSource(dir, opts);
   const configFile = path.join(dir, 'config.json');
-  const configJson = { ...asJsonObject(readJsonFile(configFile, 'model config'), configFile), ...opts.configOverrides };
-  const family = familyOf(configJson, configFile);
+  const configJson = readJsonFile(configFile, 'model config');
   // the checkpoint's headers first: its real sizes bound what config.json may make us allocate
-  const ckpt = loadCheckpointTensors(dir);
+  const loaded = buildAndLoad(dir, configJson, configFile, () => loadCheckpointTensors(dir), opts);
+  loadedFrom.set(loaded.model, dir);
+  return loaded;
+}
+
+async function loadPretrainedFromSource(source: FileSource, opts: LoadPretrainedOptions): Promise<LoadedModel> {
+  const configFile = sourcePath(source, 'config.json');
+  const configJson = await readJson(source, 'config.json', 'model config');
+  if (configJson === null) fail(`${configFile}: not found (is ${source.label} a model folder?)`);
+  // a config no family reads fails before any weights are downloaded
+  familyOf({ ...asJsonObject(configJson, configFile), ...opts.configOverrides }, configFile);
+  const ckpt = await loadCheckpointFromSource(source);
+  return buildAndLoad(source.label, configJson, configFile, () => ckpt, opts);
+}
+
+/** What loadPretrained does once config.json is read: the checkpoint's headers, the bounded build, the weights. */
+function buildAndLoad(dir: string, configRead: unknown, configFile: string, openCheckpoint: () => CheckpointTensors, opts: LoadPretrainedOptions): LoadedModel {
+  const configJson = { ...asJsonObject(configRead, configFile), ...opts.configOverrides };
+  const family = familyOf(configJson, configFile);
+  const ckpt = openCheckpoint();
   // a pre-quantized bitsandbytes folder loads in its own format (or dequantized, with weights 'f32')
   const bnb = bnbQuantization(configJson, configFile);
   // bitsandbytes: the model is built for the dequantized sizes, and holds about the stored bytes
@@ -411,10 +435,9 @@ export function loadPretrained(dir: string, opts: LoadPretrainedOptions = {}): L
     const fresh = new Set(checkpoint.newlyInitialized.map((p) => p.path));
     family.initWeights?.(model, (p) => fresh.has(p));
     const names = checkpoint.newlyInitialized.map((p) => (p.storedShape ? `${p.path} (stored there as ${shapeStr(p.storedShape)})` : p.path));
-    (opts.log ?? ((line) => process.stderr.write(`${line}\n`)))(`vera: newly initialized ${names.join(', ')}: not in ${checkpoint.source}; train them before use`);
+    (opts.log ?? writeStderr)(`vera: newly initialized ${names.join(', ')}: not in ${checkpoint.source}; train them before use`);
   }
   model.eval();
-  loadedFrom.set(model, dir);
   return { modelType: model.modelType, model, config: model.config, configJson, checkpoint } as LoadedModel;
 }
 
@@ -547,7 +570,17 @@ export function readCompanionFiles(dir: string): Record<string, Uint8Array> {
 export function generationEosTokenIds(dir: string, model: { readonly eosTokenIds: readonly number[] }): number[] {
   const file = path.join(dir, 'generation_config.json');
   if (!fs.existsSync(file)) return [...model.eosTokenIds];
-  const json = readJsonFile(file, 'generation config') as Record<string, unknown> | null;
+  return eosIdsOf(readJsonFile(file, 'generation config'), file, model);
+}
+
+/** generationEosTokenIds for a FileSource's folder. */
+export async function generationEosTokenIdsFrom(source: FileSource, model: { readonly eosTokenIds: readonly number[] }): Promise<number[]> {
+  const json = await readJson(source, 'generation_config.json', 'generation config');
+  return json === null ? [...model.eosTokenIds] : eosIdsOf(json, sourcePath(source, 'generation_config.json'), model);
+}
+
+function eosIdsOf(read: unknown, file: string, model: { readonly eosTokenIds: readonly number[] }): number[] {
+  const json = read as Record<string, unknown> | null;
   const v = json?.['eos_token_id'];
   if (v === undefined || v === null) return [...model.eosTokenIds];
   const list = Array.isArray(v) ? v : [v];

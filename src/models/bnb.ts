@@ -182,7 +182,7 @@ function nf4Loader(ckpt: CheckpointTensors, key: string, w: CheckpointTensor, ke
   if (qtype !== 'nf4') fail(`${file}: ${stateKey}: quant_type ${qtype} is not supported (only nf4 loads)`);
   let st: JsonObject;
   try {
-    st = JSON.parse(Buffer.from(ckpt.get(stateKey).raw()).toString('utf8')) as JsonObject;
+    st = JSON.parse(new TextDecoder().decode(ckpt.get(stateKey).raw())) as JsonObject;
   } catch {
     fail(`${file}: ${stateKey} is not the UTF-8 JSON bitsandbytes packs there`);
   }

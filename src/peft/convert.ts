@@ -1,8 +1,7 @@
 // Rewriting a saved adapter without its base model: another storage dtype, and VeRA's compact form
 // (save_projection false: the vectors and projection_prng_key only), after checking that the stored
 // projections are exactly what the key regenerates.
-import { existsSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { fs, path } from '../io/node.js';
 import { readJsonFile, writeDirAtomic, type WriteDirOptions } from '../io/atomic.js';
 import { VeraError } from '../io/errors.js';
 import { parseJsonExact } from '../io/json.js';
@@ -33,14 +32,14 @@ const same = (a: Float32Array, b: Float32Array): boolean => a.length === b.lengt
 
 /** Convert the adapter folder `inDir` into `outDir` (written atomically); adapter_config.json keeps every field it had. */
 export function convertAdapter(inDir: string, outDir: string, opts: ConvertOptions = {}): ConvertReport {
-  const configPath = join(inDir, ADAPTER_CONFIG);
-  const weightsPath = join(inDir, ADAPTER_WEIGHTS);
-  if (!existsSync(configPath)) throw new VeraError(`${configPath}: not found (is ${inDir} an adapter folder?)`);
-  if (!existsSync(weightsPath)) throw new VeraError(`${weightsPath}: not found`);
+  const configPath = path.join(inDir, ADAPTER_CONFIG);
+  const weightsPath = path.join(inDir, ADAPTER_WEIGHTS);
+  if (!fs.existsSync(configPath)) throw new VeraError(`${configPath}: not found (is ${inDir} an adapter folder?)`);
+  if (!fs.existsSync(weightsPath)) throw new VeraError(`${weightsPath}: not found`);
   const raw = readJsonFile(configPath, 'adapter config') as Record<string, unknown>;
   const { config, weights, dropped } = rewrite(raw, SafetensorsFile.open(weightsPath), configPath, weightsPath, opts, !(opts.allowNonFinite ?? false));
   writeDirAtomic(outDir, { [ADAPTER_CONFIG]: config, [ADAPTER_WEIGHTS]: weights }, opts.write);
-  return { inBytes: statSync(weightsPath).size, outBytes: weights.byteLength, droppedProjections: dropped };
+  return { inBytes: fs.statSync(weightsPath).size, outBytes: weights.byteLength, droppedProjections: dropped };
 }
 
 /**

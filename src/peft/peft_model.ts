@@ -1,11 +1,9 @@
 // PeftModel: a base model plus named adapters, with PEFT's API (getPeftModel, addAdapter,
 // setAdapter, merge/unmerge/mergeAndUnload, saveAdapter, PeftModel.fromPretrained) and its on-disk
 // layout (adapter_config.json + adapter_model.safetensors). Methods plug in through PeftMethod.
-import { existsSync, readFileSync } from 'node:fs';
-import { constants as bufferConstants } from 'node:buffer';
-import { freemem, totalmem } from 'node:os';
-import { join } from 'node:path';
+import { availableMemory, fs, maxBufferBytes, path } from '../io/node.js';
 import { VeraError } from '../io/errors.js';
+import { filesToBlobs, isFileSource, readJson, readRequired, sourcePath, type FileSource } from '../io/source.js';
 import { readJsonFile, writeDirAtomic, writeFileAtomic, type WriteDirOptions } from '../io/atomic.js';
 import { SafetensorsFile, serializeSafetensors, type TensorToWrite } from '../io/safetensors.js';
 import { Tensor, withAllocationBudget } from '../tensor/index.js';
@@ -158,7 +156,7 @@ export class PeftModel<M extends Module = Module> {
     const newlyWrapped = targets.filter(([, m]) => !(m instanceof AdapterLayer)).map(([p]) => p);
     try {
       // no stored tensors to compare sizes with here: memory is the bound on what a config may allocate
-      const available = Math.min(freemem(), totalmem());
+      const available = availableMemory();
       withAllocationBudget(Math.floor(available / 4), (need) => {
         throw new VeraError(`adapter '${name}': its config (r over the targeted layers) needs ${need} float32 values, more than the ${(available / 2 ** 30).toFixed(1)} GB of memory available`);
       }, () => this.method.inject(this.model, targets, config, name, sizing));
@@ -591,18 +589,48 @@ export class PeftModel<M extends Module = Module> {
   savePretrained(dir: string, opts: Omit<SaveOptions, 'adapterName'> & { selectedAdapters?: readonly string[] } = {}): void {
     const names = opts.selectedAdapters ?? [...this.peftConfig.keys()];
     for (const n of names) this.configOf(n);
-    for (const name of names) this.saveAdapter(name === 'default' ? dir : join(dir, name), { ...opts, adapterName: name });
-    const card = join(dir, 'README.md');
-    writeFileAtomic(card, modelCard(existsSync(card) ? readFileSync(card, 'utf8') : null, names.map((n) => this.configOf(n))));
+    for (const name of names) this.saveAdapter(name === 'default' ? dir : path.join(dir, name), { ...opts, adapterName: name });
+    const card = path.join(dir, 'README.md');
+    writeFileAtomic(card, modelCard(fs.existsSync(card) ? fs.readFileSync(card, 'utf8') : null, names.map((n) => this.configOf(n))));
+  }
+
+  /**
+   * The files `savePretrained` writes into a new folder, as bytes by relative path
+   * ('adapter_config.json', 'adapter_model.safetensors', 'README.md', '<name>/adapter_config.json',
+   * …): the same bytes, without a file system (a page offers them as downloads or uploads them).
+   */
+  saveToBytes(opts: Omit<SaveOptions, 'adapterName' | 'write'> & { selectedAdapters?: readonly string[] } = {}): Record<string, Uint8Array> {
+    const names = opts.selectedAdapters ?? [...this.peftConfig.keys()];
+    for (const n of names) this.configOf(n);
+    const out: Record<string, Uint8Array> = {};
+    const utf8 = new TextEncoder();
+    for (const name of names) {
+      for (const [file, data] of Object.entries(this.adapterFiles({ ...opts, adapterName: name }))) {
+        out[name === 'default' ? file : `${name}/${file}`] = typeof data === 'string' ? utf8.encode(data) : data;
+      }
+    }
+    out['README.md'] = utf8.encode(modelCard(null, names.map((n) => this.configOf(n))));
+    return out;
+  }
+
+  /** `saveToBytes` as one Blob per file (for a download link or a FormData upload). */
+  saveToBlobs(opts: Omit<SaveOptions, 'adapterName' | 'write'> & { selectedAdapters?: readonly string[] } = {}): Record<string, Blob> {
+    return filesToBlobs(this.saveToBytes(opts));
   }
 
   /**
    * Load an adapter folder (ours or PEFT's) as a new adapter on this model; it does not become
    * active. Loaded for inference (the default) it stays frozen, and the model goes to eval mode.
    */
-  loadAdapter(dir: string, opts: LoadOptions = {}): string {
+  loadAdapter(source: FileSource, opts?: LoadOptions): Promise<string>;
+  loadAdapter(dir: string, opts?: LoadOptions): string;
+  loadAdapter(dir: string | FileSource, opts: LoadOptions = {}): string | Promise<string> {
+    if (isFileSource(dir)) return readAdapterFromSource(dir).then((read) => this.loadAdapterRead(read, opts));
+    return this.loadAdapterRead(readAdapterFolder(dir), opts);
+  }
+
+  private loadAdapterRead({ config, tensors, file }: AdapterRead, opts: LoadOptions): string {
     const name = opts.adapterName ?? 'default';
-    const { config, tensors, file } = readAdapterFolder(dir);
     peftMethod(config.peftType).checkStoredSizes?.(config, tensors, file);
     const wrapped = this.add(name, { ...config, inferenceMode: !(opts.isTrainable ?? false) });
     try {
@@ -631,9 +659,15 @@ export class PeftModel<M extends Module = Module> {
   }
 
   /** PeftModel.from_pretrained(model, dir): wrap `model` with the adapter saved in `dir`. */
-  static fromPretrained<M extends Module>(model: M, dir: string, opts: LoadOptions = {}): PeftModel<M> {
+  static fromPretrained<M extends Module>(model: M, source: FileSource, opts?: LoadOptions): Promise<PeftModel<M>>;
+  static fromPretrained<M extends Module>(model: M, dir: string, opts?: LoadOptions): PeftModel<M>;
+  static fromPretrained<M extends Module>(model: M, dir: string | FileSource, opts: LoadOptions = {}): PeftModel<M> | Promise<PeftModel<M>> {
+    if (isFileSource(dir)) return readAdapterFromSource(dir).then((read) => PeftModel.fromRead(model, read, opts));
+    return PeftModel.fromRead(model, readAdapterFolder(dir), opts);
+  }
+
+  private static fromRead<M extends Module>(model: M, { config: saved, tensors, file }: AdapterRead, opts: LoadOptions): PeftModel<M> {
     const name = opts.adapterName ?? 'default';
-    const { config: saved, tensors, file } = readAdapterFolder(dir);
     const config = opts.config ?? saved;
     config.inferenceMode = !(opts.isTrainable ?? false);
     peftMethod(config.peftType).checkStoredSizes?.(config, tensors, file);
@@ -724,12 +758,32 @@ export function getPeftModel<M extends Module>(model: M, config: BasePeftConfig,
 }
 
 /** A PEFT adapter folder: its parsed config and its tensors (`file`: the weights' path, `configFile`: the config's). */
-export function readAdapterFolder(dir: string): { config: BasePeftConfig; tensors: AdapterTensors; file: string; configFile: string } {
-  const configPath = join(dir, ADAPTER_CONFIG);
-  const weightsPath = join(dir, ADAPTER_WEIGHTS);
-  if (!existsSync(configPath)) throw new VeraError(`${configPath}: not found (is ${dir} an adapter folder?)`);
+/** An adapter folder as read: its config, its tensors, and the two files' names for messages. */
+export interface AdapterRead {
+  config: BasePeftConfig;
+  tensors: AdapterTensors;
+  file: string;
+  configFile: string;
+}
+
+/** readAdapterFolder for a FileSource (a URL, a page's files): both files are read whole. */
+export async function readAdapterFromSource(source: FileSource): Promise<AdapterRead> {
+  const configPath = sourcePath(source, ADAPTER_CONFIG);
+  const weightsPath = sourcePath(source, ADAPTER_WEIGHTS);
+  const json = await readJson(source, ADAPTER_CONFIG, 'adapter config');
+  if (json === null) throw new VeraError(`${configPath}: not found (is ${source.label} an adapter folder?)`);
+  const config = parsePeftConfig(json, configPath);
+  const st = SafetensorsFile.fromBytes(await readRequired(source, ADAPTER_WEIGHTS, 'adapter weights'), weightsPath);
+  checkAdapterFitsMemory(st, weightsPath);
+  return { config, tensors: adapterTensors(st), file: weightsPath, configFile: configPath };
+}
+
+export function readAdapterFolder(dir: string): AdapterRead {
+  const configPath = path.join(dir, ADAPTER_CONFIG);
+  const weightsPath = path.join(dir, ADAPTER_WEIGHTS);
+  if (!fs.existsSync(configPath)) throw new VeraError(`${configPath}: not found (is ${dir} an adapter folder?)`);
   const config = parsePeftConfig(readJsonFile(configPath, 'adapter config'), configPath);
-  if (!existsSync(weightsPath)) throw new VeraError(`${weightsPath}: not found`);
+  if (!fs.existsSync(weightsPath)) throw new VeraError(`${weightsPath}: not found`);
   const st = SafetensorsFile.open(weightsPath);
   checkAdapterFitsMemory(st, weightsPath);
   return { config, tensors: adapterTensors(st), file: weightsPath, configFile: configPath };
@@ -742,11 +796,11 @@ const gb = (bytes: number): string => `${(bytes / 2 ** 30).toFixed(1)} GB`;
  * buffer can hold, or all of them (as float32) more than the memory available. A header may declare
  * a 1e12-element tensor in a sparse file; reading it would end in a RangeError or the OOM killer.
  */
-export function checkAdapterFitsMemory(st: SafetensorsFile, file: string, available = Math.min(freemem(), totalmem())): void {
+export function checkAdapterFitsMemory(st: SafetensorsFile, file: string, available = availableMemory()): void {
   let total = 0;
   for (const key of st.keys()) {
     const n = st.info(key).shape.reduce((a, b) => a * b, 1);
-    if (n * 4 > bufferConstants.MAX_LENGTH) throw new VeraError(`${file}: tensor ${key} declares ${n} values (${gb(n * 4)} as float32), more than one buffer can hold`);
+    if (n * 4 > maxBufferBytes()) throw new VeraError(`${file}: tensor ${key} declares ${n} values (${gb(n * 4)} as float32), more than one buffer can hold`);
     total += n;
   }
   if (total * 4 > available) throw new VeraError(`${file}: its tensors need about ${gb(total * 4)} in memory (${total} float32 values), more than the ${gb(available)} available`);

@@ -1,5 +1,6 @@
 // The machinery every PEFT method shares: a layer that wraps a frozen base Linear and carries
 // named adapters, merging with a NaN/Inf guard, and the method interface the PeftModel drives.
+import { writeStderr } from '../io/node.js';
 import { VeraError } from '../io/errors.js';
 import { F, Tensor, noGrad, quantize } from '../tensor/index.js';
 import { Linear, Module } from '../nn/index.js';
@@ -267,7 +268,7 @@ function requantize(base: Linear, merged: Tensor): void {
   const q = base.quantized!;
   if (!warnedRounding) {
     warnedRounding = true;
-    process.stderr.write(`vera: warning: merging into a ${q.format} base quantizes the merged weights again (dequantize, add ΔW, requantize); outputs may differ slightly from the unmerged model through rounding\n`);
+    writeStderr(`vera: warning: merging into a ${q.format} base quantizes the merged weights again (dequantize, add ΔW, requantize); outputs may differ slightly from the unmerged model through rounding\n`);
   }
   base.setQuantized(quantize(merged.data(), base.outFeatures, base.inFeatures, q.format, { transposed: base.fanInFanOut, doubleQuant: q.nested !== null }));
 }

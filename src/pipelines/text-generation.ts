@@ -4,9 +4,10 @@
 // another, each exactly as `generate` would run it alone (same tokens, same seed); the
 // multi-adapter engine (src/engine) is the way to decode many prompts at once.
 import { fail } from '../io/errors.js';
+import { isFileSource, type FileSource } from '../io/source.js';
 import {
-  AutoModelForCausalLM, generateAsync, generationEosTokenIds, isCausalLM,
-  type CausalLM, type FinishReason, type GenerationOptions, type LoadPretrainedOptions,
+  AutoModelForCausalLM, generateAsync, generationEosTokenIds, generationEosTokenIdsFrom, isCausalLM,
+  type CausalLM, type CausalLMModel, type FinishReason, type GenerationOptions, type LoadPretrainedOptions,
 } from '../models/index.js';
 import { PeftModel } from '../peft/index.js';
 import { AutoTokenizer } from '../data/auto-tokenizer.js';
@@ -99,11 +100,18 @@ export class TextGenerator {
    * (AutoTokenizer, so the folder must hold tokenizer.json), its chat template when it has one,
    * generation_config.json's eos ids, and with `adapter` a PEFT adapter folder applied.
    */
-  static async fromPretrained(dir: string, opts: LoadPretrainedOptions & TextGeneratorOptions & { adapter?: string } = {}): Promise<TextGenerator> {
+  static async fromPretrained(dir: string | FileSource, opts: LoadPretrainedOptions & TextGeneratorOptions & { adapter?: string | FileSource } = {}): Promise<TextGenerator> {
+    if (isFileSource(dir)) {
+      const model = await AutoModelForCausalLM.fromPretrained(dir, opts);
+      const tokenizer = await AutoTokenizer.fromPretrained(dir);
+      const eosTokenIds = opts.eosTokenIds ?? (await generationEosTokenIdsFrom(dir, model));
+      const lm = opts.adapter === undefined ? model : await loadAdapterOnto(model, opts.adapter, opts.allowNonFinite);
+      return new TextGenerator(lm, tokenizer, { ...opts, eosTokenIds });
+    }
     const model = AutoModelForCausalLM.fromPretrained(dir, opts);
     const tokenizer = await AutoTokenizer.fromPretrained(dir);
     const eosTokenIds = opts.eosTokenIds ?? generationEosTokenIds(dir, model);
-    const lm = opts.adapter === undefined ? model : PeftModel.fromPretrained(model, opts.adapter, { allowNonFinite: opts.allowNonFinite });
+    const lm = opts.adapter === undefined ? model : await loadAdapterOnto(model, opts.adapter, opts.allowNonFinite);
     return new TextGenerator(lm, tokenizer, { ...opts, eosTokenIds });
   }
 
@@ -217,4 +225,9 @@ export type PipelineTask = 'text-generation';
 export function pipeline(task: PipelineTask, model: TextGeneratorModel, tokenizer: TextGeneratorTokenizer, opts: TextGeneratorOptions = {}): TextGenerator {
   if (task !== 'text-generation') fail(`pipeline: unsupported task ${JSON.stringify(task)} (supported: text-generation)`);
   return new TextGenerator(model, tokenizer, opts);
+}
+
+/** A PEFT adapter (a local folder, or a FileSource) applied to `model` for inference. */
+async function loadAdapterOnto(model: CausalLMModel, adapter: string | FileSource, allowNonFinite?: boolean): Promise<PeftModel<CausalLMModel>> {
+  return isFileSource(adapter) ? PeftModel.fromPretrained(model, adapter, { allowNonFinite }) : PeftModel.fromPretrained(model, adapter, { allowNonFinite });
 }

@@ -9,6 +9,7 @@
 // uninterrupted one computes, bit for bit.
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { createHash } from 'node:crypto';
+import '../io/node-preload.js';
 import '../backends/index.js';
 import { parseTrainingData, chatDataOptions, type TrainingExample } from '../data/chat-data.js';
 import { collateCausalLm, EpochSampler, IGNORE_INDEX } from '../data/jsonl.js';

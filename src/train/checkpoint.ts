@@ -5,8 +5,7 @@
 // written with writeDirAtomic in replace mode: each save swaps the whole folder, so a kill leaves
 // the previous checkpoint or the new one. Each file still records its step, and loading rejects a
 // mixed set (a folder written by an older version, or by hand).
-import * as fs from 'node:fs';
-import * as path from 'node:path';
+import { fs, path } from '../io/node.js';
 import { Tensor } from '../tensor/index.js';
 import { fail } from '../io/errors.js';
 import { writeDirAtomic, readJsonFile, recoverDir } from '../io/atomic.js';

@@ -7,7 +7,39 @@
 // The training loop is synchronous, so cli-progress's timer never fires mid-run; SingleBar's
 // `synchronousUpdate` redraws from update() instead. `gracefulExit` stays off: its SIGINT listener
 // would replace Node's default handler and, with the event loop busy, make Ctrl-C do nothing.
-import { SingleBar } from 'cli-progress';
+import type { SingleBar } from 'cli-progress';
+import { isNode, nodeModule } from '../io/node.js';
+
+/**
+ * cli-progress's bar class, required when a terminal first needs it (it reaches for Node's readline,
+ * so a static import would keep the trainer out of the browser entry); null where it cannot be
+ * required (a page, a CommonJS bundle): progress then goes as plain lines.
+ */
+function singleBarClass(): typeof SingleBar | null {
+  const here: string | undefined = import.meta.url;
+  if (!isNode() || here === undefined) return null;
+  try {
+    return (nodeModule.createRequire(here)('cli-progress') as typeof import('cli-progress')).SingleBar;
+  } catch {
+    return null;
+  }
+}
+
+/** Where progress goes by default: stderr under Node, else complete lines to console.log (a page). */
+function defaultStream(): NonNullable<ProgressOptions['stream']> {
+  const stderr = (globalThis as { process?: { stderr?: NonNullable<ProgressOptions['stream']> } }).process?.stderr;
+  if (stderr) return stderr;
+  let pending = '';
+  const lines = {
+    write(chunk: string): boolean {
+      const parts = (pending + chunk).split('\n');
+      pending = parts.pop() ?? '';
+      for (const line of parts) console.log(line);
+      return true;
+    },
+  };
+  return lines as unknown as NonNullable<ProgressOptions['stream']>;
+}
 
 export interface ProgressOptions {
   /** Last step (the bar's 100%). */
@@ -99,12 +131,13 @@ export class ProgressReporter {
     this.logEvery = Math.max(1, Math.floor(opts.logEvery ?? Math.ceil(opts.total / 20)));
     this.smoothing = opts.smoothing ?? 0.9;
     this.label = opts.label ?? 'train';
-    this.stream = opts.stream ?? process.stderr;
+    this.stream = opts.stream ?? defaultStream();
     this.quiet = opts.quiet ?? false;
     this.json = opts.json ?? false;
     this.etaSmoothing = opts.etaSmoothing ?? 0.9;
-    if (!this.quiet && !this.json && this.stream.isTTY === true) {
-      this.bar = new SingleBar({
+    const Bar = !this.quiet && !this.json && this.stream.isTTY === true ? singleBarClass() : null;
+    if (Bar !== null) {
+      this.bar = new Bar({
         stream: this.stream,
         format: () => this.line(true),
         gracefulExit: false,

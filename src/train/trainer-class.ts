@@ -8,7 +8,7 @@
 // evaluation; what the task builders in ./tasks return), or rows + a collator + a loss function.
 // Either way a batch is a list of example indices drawn by an EpochSampler from the run's seed, so
 // the batch order, checkpoints and resume are the same for every task.
-import * as path from 'node:path';
+import { path } from '../io/node.js';
 import { EpochSampler, sequentialBatches } from '../data/jsonl.js';
 import { readJsonFile, writeDirAtomic } from '../io/atomic.js';
 import { fail } from '../io/errors.js';

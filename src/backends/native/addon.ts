@@ -1,10 +1,8 @@
 // Loading the compiled addon (build/Release/vera_native.node, built by scripts/build-native.mjs at
 // install). VERA_NATIVE_ADDON points at another build; a missing or unloadable addon is reported,
 // not thrown, so the registry can fall back to the TypeScript backend.
-import { createRequire } from 'node:module';
-import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+// (built-ins fetched lazily: the backend registry, and so this file, is part of the browser entry)
+import { fs, nodeModule, path as nodePath, url } from '../../io/node.js';
 
 type F32 = Float32Array;
 type F32OrNull = Float32Array | null;
@@ -75,12 +73,15 @@ export type AddonLoad = { addon: NativeAddon; path: string } | { addon: null; pa
  * (dist/src/backends/native/addon.js). In a bundle this file is gone, so the installed `vera`
  * package is looked up from the bundle's folder instead (its node_modules).
  */
+// a variable, not a literal: bundlers (webpack, Vite) turn new URL('literal', import.meta.url) into an asset to copy
+const ADDON_FROM_HERE = '../../../../build/Release/vera_native.node';
+
 export function defaultAddonPath(): string {
-  const own = fileURLToPath(new URL('../../../../build/Release/vera_native.node', import.meta.url));
-  if (existsSync(own)) return own;
+  const own = url.fileURLToPath(new URL(ADDON_FROM_HERE, import.meta.url));
+  if (fs.existsSync(own)) return own;
   try {
-    const installed = join(dirname(createRequire(import.meta.url).resolve('vera/package.json')), 'build', 'Release', 'vera_native.node');
-    if (existsSync(installed)) return installed;
+    const installed = nodePath.join(nodePath.dirname(nodeModule.createRequire(import.meta.url).resolve('vera/package.json')), 'build', 'Release', 'vera_native.node');
+    if (fs.existsSync(installed)) return installed;
   } catch {
     // no installed package to find: report the path beside this file
   }
@@ -93,7 +94,7 @@ export function loadAddon(path: string | undefined = process.env.VERA_NATIVE_ADD
   if (here === undefined && path === undefined) return { addon: null, path: 'vera_native.node', reason: 'no module URL to find vera_native.node from (a CommonJS bundle?); set VERA_NATIVE_ADDON' };
   const file = path ?? defaultAddonPath();
   try {
-    const addon = createRequire(here ?? pathToFileURL(file).href)(file) as NativeAddon;
+    const addon = nodeModule.createRequire(here ?? url.pathToFileURL(file).href)(file) as NativeAddon;
     return { addon, path: file };
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;

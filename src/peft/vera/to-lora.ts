@@ -5,8 +5,7 @@
 // r·(in + out) numbers per layer instead of r + out. Layers' in_features are not in a VeRA file
 // (λb gives out_features), so they come from the base model's shapes. A DVoRA adapter (use_dora)
 // becomes a DoRA one: same ΔW, same norms, its vera_magnitude_vector saved as lora_magnitude_vector.
-import { existsSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { fs, path } from '../../io/node.js';
 import { readJsonFile, writeDirAtomic, type WriteDirOptions } from '../../io/atomic.js';
 import { fail } from '../../io/errors.js';
 import { serializeSafetensors, type TensorToWrite } from '../../io/safetensors.js';
@@ -152,10 +151,10 @@ export interface VeraToLoraReport {
 export function convertVeraToLora(inDir: string, outDir: string, modelDir: string, opts: VeraToLoraOptions = {}, write: WriteDirOptions = {}): VeraToLoraReport {
   const { config, tensors, file, configFile } = readAdapterFolder(inDir);
   if (config.peftType !== 'VERA') fail(`${configFile}: is a ${config.peftType} adapter; --to lora converts VeRA adapters`);
-  const modelConfig = join(modelDir, 'config.json');
-  if (!existsSync(modelConfig)) fail(`${modelConfig}: not found (--model must be the base model folder)`);
+  const modelConfig = path.join(modelDir, 'config.json');
+  if (!fs.existsSync(modelConfig)) fail(`${modelConfig}: not found (--model must be the base model folder)`);
   const shapes = modelShapesFromConfig(readJsonFile(modelConfig, 'model config'), modelConfig);
   const lora = veraToLora(config as VeraConfig, tensors, shapes.layers, file, opts);
   writeDirAtomic(outDir, { 'adapter_config.json': lora.config, [ADAPTER_WEIGHTS]: lora.weights }, write);
-  return { inBytes: statSync(file).size, outBytes: lora.weights.byteLength, layers: lora.layers, loraParams: lora.loraParams };
+  return { inBytes: fs.statSync(file).size, outBytes: lora.weights.byteLength, layers: lora.layers, loraParams: lora.loraParams };
 }

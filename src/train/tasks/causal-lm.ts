@@ -3,7 +3,7 @@
 // model loaded from a folder or built from config.json alone (pretraining). Evaluation: loss,
 // perplexity and next-token accuracy; on E2E also the generation eval (beam search, BLEU, NIST,
 // ROUGE-L, CIDEr).
-import * as path from 'node:path';
+import { path } from '../../io/node.js';
 import { collateCausalLm, IGNORE_INDEX, packSequences, readCausalLmJsonl, sequentialBatches, type CausalLmBatch, type CausalLmData } from '../../data/jsonl.js';
 import { e2ePrompt, encodeE2e, groupReferences, readE2eCsv, type E2eEncoded, type E2eGroup } from '../../data/e2e.js';
 import { e2eMetrics } from '../../data/text-metrics.js';

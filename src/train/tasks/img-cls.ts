@@ -1,6 +1,6 @@
 // The image-classification task: vera_cnn / vera_mlp / ViT on IDX images (Fashion-MNIST);
 // evaluation: loss and accuracy.
-import * as fs from 'node:fs';
+import { fs } from '../../io/node.js';
 import { loadFashionMnist } from '../../data/fashion-mnist.js';
 import { readIdx } from '../../data/idx.js';
 import { sequentialBatches } from '../../data/jsonl.js';

@@ -1,7 +1,7 @@
 // The sequence-classification task: BERT / RoBERTa on a GLUE task's TSV files, the head sized for
 // the task (freshly initialized when the checkpoint's does not fit, as transformers' run_glue);
 // evaluation: loss and the task's GLUE metric.
-import * as path from 'node:path';
+import { path } from '../../io/node.js';
 import { GLUE_SPECS, readGlueTsv, type GlueData, type GlueTask } from '../../data/glue.js';
 import { sequentialBatches } from '../../data/jsonl.js';
 import { glueMetric } from '../../data/metrics.js';
