@@ -294,6 +294,9 @@ using Gemm6x16 = Blocked<MR, NR, VERA_MC>;
 #if defined(VERA_X86)
 using Gemm12x32 = Blocked<MR512, NR512, VERA_MC512, VERA_NC512>;
 #endif
+#if defined(__wasm_simd128__)
+using GemmWasm = Blocked<MRW, NRW, VERA_MC>;
+#endif
 
 template <int MR_, int NR_, int64_t MC_, int64_t NC_>
 void Blocked<MR_, NR_, MC_, NC_>::run(int64_t batch, int64_t m, int64_t n, int64_t k,
@@ -342,6 +345,9 @@ bool init_kernels() {
   Gemm12x32::kernel = micro_kernel_avx512;
 #else
   Gemm6x16::kernel = micro_kernel_portable;
+#endif
+#if defined(__wasm_simd128__)
+  GemmWasm::kernel = micro_kernel_wasm;
 #endif
   return true;
 }
@@ -517,7 +523,12 @@ void small_nt_rows(int64_t m, int64_t k, const float* A, int64_t lda, const floa
   small_nt(m, k, A, lda, B, ldb, j0, j1, C, ldc, accumulate);
 }
 
-const char* gemm_kernel_name() { return use_avx512 ? "avx512" : use_avx2 ? "avx2-fma" : "portable"; }
+const char* gemm_kernel_name() {
+#if defined(__wasm_simd128__)
+  return "wasm-simd128";
+#endif
+  return use_avx512 ? "avx512" : use_avx2 ? "avx2-fma" : "portable";
+}
 
 double machine_peak_gflops(double seconds) {
 #if defined(VERA_X86)
@@ -556,6 +567,9 @@ void sgemm_batched(int64_t batch, int64_t m, int64_t n, int64_t k,
                    float* C, int64_t ldc, int64_t strideC, bool accumulate) {
   if (batch <= 0 || m <= 0 || n <= 0) return;
   if (gemm_small_m(batch, m, n, k, A, rsA, csA, strideA, B, rsB, csB, strideB, C, ldc, strideC, accumulate)) return;
+#if defined(__wasm_simd128__)
+  return GemmWasm::run(batch, m, n, k, A, rsA, csA, strideA, B, rsB, csB, strideB, C, ldc, strideC, accumulate);
+#endif
 #if defined(VERA_X86)
   if (use_avx512) return Gemm12x32::run(batch, m, n, k, A, rsA, csA, strideA, B, rsB, csB, strideB, C, ldc, strideC, accumulate);
 #endif

@@ -11,6 +11,14 @@ constexpr int NR = 16;  // micro-tile columns (two 8-float AVX registers)
 constexpr int MR512 = 12;  // AVX-512 micro-tile rows
 constexpr int NR512 = 32;  // AVX-512 micro-tile columns (two 16-float zmm registers)
 
+#if defined(__wasm_simd128__)
+#ifndef VERA_WASM_MR
+#define VERA_WASM_MR 6
+#endif
+constexpr int MRW = VERA_WASM_MR;  // WebAssembly SIMD128 micro-tile rows
+constexpr int NRW = 8;             // and columns (two 4-float vectors)
+#endif
+
 /** Micro-kernel: C[MR×NR] (+)= Ap (kc×MR packed) · Bp (kc×NR packed). */
 using MicroKernel = void (*)(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, bool accumulate);
 
@@ -21,6 +29,11 @@ void micro_kernel_avx512(int64_t kc, const float* Ap, const float* Bp, float* C,
 /** A register-only FMA loop (no memory operands): `iters` × 24 zmm FMAs; returns a value so it is not elided. */
 float fma_peak_avx512(int64_t iters);
 float fma_peak_avx2(int64_t iters);
+#endif
+
+#if defined(__wasm_simd128__)
+/** C[MRW×NRW] (+)= Ap (kc×MRW) · Bp (kc×NRW) in SIMD128 (gemm_wasm.cc). */
+void micro_kernel_wasm(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, bool accumulate);
 #endif
 
 // Small-m kernels (few rows of A, e.g. token-by-token decoding): B is streamed once, unpacked, and

@@ -1,9 +1,13 @@
 // Kernel entry points shared by the binding files. Each takes the JS arguments as the TypeScript
 // side passes them (src/backends/native/index.ts) and returns a JS value or nullptr (undefined).
 #pragma once
+#if defined(__wasm__)
+#include "wasm_args.h"  // the WebAssembly build: the same Args over slots in linear memory
+#else
 #include <node_api.h>
 
 #include "napi_args.h"
+#endif
 
 namespace vera {
 

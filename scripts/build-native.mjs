@@ -1,6 +1,6 @@
 // npm install hook: build the native backend with node-gyp. The addon is optional: when it cannot
 // be built (no compiler, no Node headers, not x86/ARM Linux…) say so in one line and succeed, and
-// the runtime uses the TypeScript backend.
+// the runtime uses the WebAssembly backend (the same kernels, prebuilt in wasm/vera.wasm).
 import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 if (process.env.VERA_SKIP_NATIVE_BUILD) {
-  console.log('vera: native backend not built (VERA_SKIP_NATIVE_BUILD is set); using the TypeScript backend');
+  console.log('vera: native backend not built (VERA_SKIP_NATIVE_BUILD is set); using the WebAssembly backend');
   process.exit(0);
 }
 
@@ -40,7 +40,7 @@ const r = spawnSync(cmd, [...pre, 'rebuild', '--release', ...(nodedir ? [`--node
   killSignal: 'SIGKILL',
 });
 if (r.status !== 0) {
-  console.log(`vera: native backend not built (${failureReason(r).slice(0, 200)}); using the TypeScript backend`);
+  console.log(`vera: native backend not built (${failureReason(r).slice(0, 200)}); using the WebAssembly backend`);
   process.exit(0);
 }
 console.log('vera: native backend built (build/Release/vera_native.node)');

@@ -1,6 +1,7 @@
 // Backend selection in a fresh process each time: VERA_BACKEND picks, native is the default when
 // the addon loads, and a missing addon (VERA_NATIVE_ADDON pointing nowhere, as on a machine where
-// the install could not build it) gives one notice line and the TypeScript backend. The install
+// the install could not build it) gives one notice line and the WebAssembly backend (the
+// TypeScript one when wasm/vera.wasm is missing too). The install
 // hook itself must succeed, with one line, when the build fails.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -22,6 +23,7 @@ function probe(env: Record<string, string | undefined>): { name: string; stderr:
   const clean = { ...process.env };
   delete clean.VERA_BACKEND;
   delete clean.VERA_NATIVE_ADDON;
+  delete clean.VERA_WASM_MODULE;
   const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
     env: { ...clean, ...env },
     encoding: 'utf8',
@@ -32,14 +34,22 @@ function probe(env: Record<string, string | undefined>): { name: string; stderr:
 
 const missing = '/nonexistent/vera_native.node';
 
-test('a missing addon: one notice line, the TypeScript backend', () => {
+test('a missing addon: one notice line, the WebAssembly backend (the same kernels)', () => {
   for (const backend of [undefined, 'native']) {
     const { name, stderr } = probe({ VERA_NATIVE_ADDON: missing, VERA_BACKEND: backend });
-    assert.equal(name, 'ts');
+    assert.equal(name, 'wasm');
     const lines = stderr.trim().split('\n');
     assert.equal(lines.length, 1, stderr);
-    assert.match(lines[0], /^vera: native backend not available \(.*vera_native\.node not built\); using the TypeScript backend$/);
+    assert.match(lines[0], /^vera: native backend not available \(.*vera_native\.node not built\); using the WebAssembly backend$/);
   }
+});
+
+test('a missing addon and a missing WebAssembly module: one notice line, the TypeScript backend', () => {
+  const { name, stderr } = probe({ VERA_NATIVE_ADDON: missing, VERA_WASM_MODULE: '/nonexistent/vera.wasm' });
+  assert.equal(name, 'ts');
+  const lines = stderr.trim().split('\n');
+  assert.equal(lines.length, 1, stderr);
+  assert.match(lines[0], /^vera: native backend not available \(.*\); using the TypeScript backend \(WebAssembly: \/nonexistent\/vera\.wasm not found\)$/);
 });
 
 test('VERA_BACKEND=ts uses the reference backend without a notice', () => {
@@ -72,7 +82,7 @@ test('the install hook prints one line and succeeds when the build fails', () =>
       encoding: 'utf8',
     });
     assert.equal(r.status, 0, r.stderr);
-    assert.match(r.stdout, /^vera: native backend not built \(.+\); using the TypeScript backend\n$/);
+    assert.match(r.stdout, /^vera: native backend not built \(.+\); using the WebAssembly backend\n$/);
     assert.equal(existsSync(join(dir, 'build', 'Release', 'vera_native.node')), false);
   });
 });

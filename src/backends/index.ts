@@ -9,6 +9,7 @@ import { checkedKernels } from '../tensor/kernel-checks.js';
 import { isNode, writeStderr } from '../io/node.js';
 import { tsKernels } from './ts/index.js';
 import { loadAddon, nativeKernels } from './native/index.js';
+import { tryLoadWasm } from './wasm/node.js';
 
 // every registered backend runs behind the same argument checks (buffer lengths against the
 // sizes a kernel will touch), so a new backend is as safe as these two
@@ -19,14 +20,15 @@ let activeName: string | null = null;
 /** Which backend `initBackend()` without a name takes first, when it is ready or loads. */
 const PREFERENCE = ['native', 'webgpu', 'wasm', 'ts'];
 
-// Backends loaded on demand register here, one line each, e.g.
-//   registerBackendLoader('wasm', () => import('./wasm/index.js').then((m) => m.loadWasmKernels()));
 
 const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env;
 const wanted = env?.VERA_BACKEND;
 // VERA_BACKEND=ts never touches the addon; outside Node there is none
 const native = !isNode() || wanted === 'ts' ? null : loadAddon();
 if (native?.addon) available.native = checkedKernels(nativeKernels(native.addon));
+// under Node, the WebAssembly build of the same kernels, loaded only when asked for or when there is no addon
+const wasm = !isNode() || wanted === 'ts' || (native?.addon && wanted !== 'wasm') ? null : tryLoadWasm();
+if (wasm?.kernels) available.wasm = checkedKernels(wasm.kernels);
 
 /** Backends ready to use now (those with a loader join once `initBackend` has loaded them). */
 export function backendNames(): string[] {
@@ -113,9 +115,14 @@ export async function initBackend(name: string | undefined = wanted): Promise<st
 
 export { tsKernels };
 
+// Backends loaded on demand (a page: WebAssembly, WebGPU)
+if (!('wasm' in available)) registerBackendLoader('wasm', () => import('./wasm/index.js').then((m) => m.loadWasmKernels()));
+
 if (!hasKernels()) {
-  if (native && native.addon === null) writeStderr(`vera: native backend not available (${native.reason}); using the TypeScript backend`);
-  else if (wanted && !(wanted in available)) writeStderr(`vera: VERA_BACKEND=${wanted} is not available here (have: ${backendNames().join(', ')}); using ts`);
-  const fallback = 'native' in available ? 'native' : 'ts';
+  const fallback = 'native' in available ? 'native' : 'wasm' in available ? 'wasm' : 'ts';
+  if (native && native.addon === null && wanted !== 'wasm') {
+    const using = fallback === 'wasm' ? 'the WebAssembly backend' : `the TypeScript backend${wasm?.reason ? ` (WebAssembly: ${wasm.reason})` : ''}`;
+    writeStderr(`vera: native backend not available (${native.reason}); using ${using}`);
+  } else if (wanted && !(wanted in available)) writeStderr(`vera: VERA_BACKEND=${wanted} is not available here (have: ${backendNames().join(', ')}); using ${fallback}`);
   useBackend(wanted && wanted in available ? wanted : fallback);
 }

@@ -121,6 +121,12 @@ export interface Kernels {
   fromArray(data: Float32Array): Storage; // copies
   /** Host copy (or read-only view) of the buffer. Callers must not mutate the result. */
   read(s: Storage): Float32Array;
+  /**
+   * Host copy of the buffer, asynchronously: GPU backends, whose buffers can only be mapped for
+   * reading asynchronously, implement it (their `read` may throw or block); callers that can wait
+   * use `k.readAsync ? await k.readAsync(s) : k.read(s)`. Callers must not mutate the result.
+   */
+  readAsync?(s: Storage): Promise<Float32Array>;
   write(s: Storage, data: Float32Array, offset: number): void;
   /** Release early; optional (GC reclaims otherwise). */
   free?(s: Storage): void;

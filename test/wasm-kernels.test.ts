@@ -1,0 +1,89 @@
+// The WebAssembly backend (wasm/vera.wasm) against the TypeScript reference: the shared conformance
+// suite, one test per case; then what is particular to it: the committed binary is built from the
+// current sources, storages survive memory growth, a freed storage is refused, a kernel's argument
+// error comes back as a one-line message, and the registry selects it with VERA_BACKEND=wasm.
+import { test, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+import { tsKernels } from '../src/backends/ts/index.js';
+import { loadWasmKernelsSync } from '../src/backends/wasm/node.js';
+import { loadWasmKernels } from '../src/backends/wasm/index.js';
+import { kernelSuiteCases, runKernelSuite } from './conformance/kernel-suite.js';
+
+const root = fileURLToPath(new URL('../../', import.meta.url));
+const wasm = loadWasmKernelsSync();
+
+describe('wasm kernels match the TypeScript reference (conformance suite)', () => {
+  const results = runKernelSuite(wasm, tsKernels);
+  for (const name of kernelSuiteCases) {
+    test(name, async () => {
+      const r = (await results).find((x) => x.name === name);
+      assert.ok(r, `${name}: not run`);
+      assert.ok(r.ok, `${name}: ${r.message}`);
+    });
+  }
+});
+
+test('wasm/vera.wasm is built from the current native/ sources and flags', async () => {
+  const recipe = (await import(pathToFileURL(join(root, 'scripts', 'wasm-recipe.mjs')).href)) as { sourcesHash(root: string): string };
+  const recorded = readFileSync(join(root, 'wasm', 'vera.wasm.sources.sha256'), 'utf8').trim();
+  assert.ok(recorded === recipe.sourcesHash(root), 'wasm/vera.wasm is stale (native/ or its build flags changed): run `node scripts/build-wasm.mjs` and commit wasm/');
+});
+
+test('storages stay valid when the module memory grows; read gives a fresh view each time', () => {
+  const a = wasm.fromArray(Float32Array.from({ length: 1000 }, (_, i) => i));
+  const before = wasm.read(a);
+  // 64 MB more than any earlier allocation: the memory must grow
+  const big = wasm.alloc(16 << 20);
+  wasm.fill(big, 1);
+  assert.equal(wasm.read(a)[999], 999);
+  assert.equal(wasm.read(big)[(16 << 20) - 1], 1);
+  assert.ok(before.length === 0 || before[999] === 999);
+  const out = wasm.alloc(1000);
+  wasm.affine(a, 2, 1, out);
+  assert.equal(wasm.read(out)[999], 1999);
+  wasm.free!(big);
+  wasm.free!(a);
+  wasm.free!(out);
+});
+
+test('a freed storage is refused with an error, not dereferenced', () => {
+  const s = wasm.fromArray(Float32Array.from([1, 2, 3, 4]));
+  const out = wasm.alloc(4);
+  wasm.free!(s);
+  assert.throws(() => wasm.unary('neg', s, out), /freed/);
+  assert.throws(() => wasm.read(s), /freed/);
+  assert.throws(() => wasm.matmul(s, s, out, { batch: 1, m: 2, n: 2, k: 2, transA: false, transB: false, strideA: 0, strideB: 0, accumulate: false }), /freed/);
+});
+
+test('an argument error inside a kernel comes back as its one-line message', () => {
+  const x = wasm.alloc(4);
+  const out = wasm.alloc(2);
+  // unchecked backend: the C++ bounds check answers (as the native addon's does)
+  assert.throws(() => wasm.unary('neg', x, out), /^Error: unary: out holds 2 elements, 4 needed$/);
+  // the module is still usable afterwards
+  wasm.fill(x, 3);
+  assert.deepEqual([...wasm.read(x)], [3, 3, 3, 3]);
+});
+
+test('loadWasmKernels (the browser loader) instantiates from bytes', async () => {
+  const k = await loadWasmKernels({ bytes: readFileSync(join(root, 'wasm', 'vera.wasm')) });
+  const a = k.fromArray(Float32Array.from([1, 2, 3, 4, 5, 6]));
+  const b = k.fromArray(Float32Array.from([1, 0, 0, 1, 1, 1]));
+  const c = k.alloc(4);
+  k.matmul(a, b, c, { batch: 1, m: 2, n: 2, k: 3, transA: false, transB: false, strideA: 0, strideB: 0, accumulate: false });
+  assert.deepEqual([...k.read(c)], [4, 5, 10, 11]);
+  assert.equal(k.name, 'wasm');
+});
+
+test('VERA_BACKEND=wasm selects the WebAssembly backend in Node', () => {
+  const script = `await import(${JSON.stringify(join(root, 'dist', 'src', 'backends', 'index.js'))}); const t = await import(${JSON.stringify(join(root, 'dist', 'src', 'tensor', 'index.js'))}); const x = t.Tensor.fromArray(Float32Array.from([1, 2]), [2]); console.log(t.kernels().name, t.F.mul(x, x).toFloat32Array().join(','));`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { env: { ...process.env, VERA_BACKEND: 'wasm' }, encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stdout.trim(), 'wasm 1,4');
+  assert.equal(r.stderr, '');
+});
