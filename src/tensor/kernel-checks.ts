@@ -236,6 +236,7 @@ export function checkedKernels(k: Kernels): Kernels {
       return k.fromArray(data);
     },
     read: (s) => k.read(s),
+    ...(k.readAsync ? { readAsync: (s: Storage) => k.readAsync!(storage('readAsync', 's', s)) } : {}),
     write: (s, data, offset) => {
       if (!(data instanceof Float32Array)) fail('write', 'data must be a Float32Array');
       holds('write', 's', s, int('write', 'offset', offset) + data.length);

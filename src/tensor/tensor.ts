@@ -115,6 +115,20 @@ export class Tensor {
     return kernels().read(this.storage);
   }
 
+  /**
+   * Host copy, asynchronously: the way to read a tensor on a GPU backend (whose synchronous reads
+   * refuse); CPU backends resolve with their synchronous read.
+   */
+  async dataAsync(): Promise<Float32Array> {
+    const k = kernels();
+    return k.readAsync ? k.readAsync(this.storage) : k.read(this.storage).slice();
+  }
+
+  async itemAsync(): Promise<number> {
+    if (this.size !== 1) throw new Error(`itemAsync() needs a one-element tensor, got shape [${this.shape.join(', ')}]`);
+    return (await this.dataAsync())[0];
+  }
+
   item(): number {
     if (this.size !== 1) throw new Error(`item() needs a one-element tensor, got shape [${this.shape.join(', ')}]`);
     return kernels().read(this.storage)[0];

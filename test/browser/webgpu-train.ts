@@ -1,0 +1,72 @@
+// A VeRA training run on a tiny GPT-2, on WebGPU against the TypeScript backend: the first step's
+// loss and every trainable gradient must match, then an asynchronous training loop on WebGPU must
+// bring the loss down.
+import { GPT2LMHeadModel, causalLmLoss, type GPT2Config } from '../../src/models/gpt2.js';
+import { getPeftModel } from '../../src/peft/peft_model.js';
+import { veraConfig } from '../../src/peft/vera/config.js';
+import { AdamW } from '../../src/train/optim.js';
+import { trainStepsAsync } from '../../src/train/async-loop.js';
+import { Rng, setKernels, checkedKernels, type Kernels, type Tensor } from '../../src/tensor/index.js';
+
+export interface TrainingReport {
+  adapter: string;
+  firstLossTs: number;
+  firstLossGpu: number;
+  /** Largest |gpu − ts| / (1 + |ts|) over all gradients' elements. */
+  maxGradErr: number;
+  grads: number;
+  /** Losses read back during the WebGPU run (every readEvery steps). */
+  losses: { step: number; loss: number }[];
+  ms: number;
+}
+
+const config: GPT2Config = {
+  vocabSize: 101, nPositions: 64, nEmbd: 32, nLayer: 2, nHead: 4, nInner: null, activationFunction: 'gelu_new',
+  residPdrop: 0, embdPdrop: 0, attnPdrop: 0, layerNormEpsilon: 1e-5, initializerRange: 0.02, scaleAttnWeights: true,
+  scaleAttnByInverseLayerIdx: false, tieWordEmbeddings: true, bosTokenId: 100, eosTokenId: 100,
+};
+const SEQ = 12;
+const BATCH = 2;
+
+/** Two fixed sequences with a learnable pattern. */
+const ids = Int32Array.from({ length: BATCH * SEQ }, (_, i) => ((i % SEQ) * 7 + Math.floor(i / SEQ) * 3) % 100);
+
+function build(): { peft: ReturnType<typeof getPeftModel<GPT2LMHeadModel>>; params: [string, Tensor][] } {
+  const peft = getPeftModel(new GPT2LMHeadModel(config, { rng: new Rng(7) }), veraConfig({ r: 8, projectionPrngKey: 3, targetModules: ['c_attn', 'c_fc'] }));
+  const params = peft.trainableParameters();
+  // random λd/λb (λb starts at zero, which would leave λd's gradient zero)
+  params.forEach(([, t], i) => t.copyFrom(new Rng(100 + i).fillUniform(new Float32Array(t.size), -0.5, 0.5)));
+  return { peft, params };
+}
+
+const loss = (peft: ReturnType<typeof build>['peft']): Tensor => causalLmLoss(peft.model.forward(ids, [BATCH, SEQ]), ids, [BATCH, SEQ]);
+
+export async function veraTrainingCheck(gpu: Kernels & { readAsync(s: unknown): Promise<Float32Array>; adapterInfo: string }, ts: Kernels, steps: number): Promise<TrainingReport> {
+  const t0 = performance.now();
+  setKernels(checkedKernels(ts));
+  const ref = build();
+  const lossTs = loss(ref.peft);
+  lossTs.backward();
+  const refGrads = ref.params.map(([, t]) => t.grad!.toFloat32Array());
+  const firstLossTs = lossTs.item();
+
+  setKernels(checkedKernels(gpu));
+  try {
+    const run = build();
+    const lossGpu = loss(run.peft);
+    lossGpu.backward();
+    let maxGradErr = 0;
+    for (let i = 0; i < run.params.length; i++) {
+      const g = await run.params[i][1].grad!.dataAsync();
+      for (let j = 0; j < g.length; j++) maxGradErr = Math.max(maxGradErr, Math.abs(g[j] - refGrads[i][j]) / (1 + Math.abs(refGrads[i][j])));
+    }
+    const firstLossGpu = await lossGpu.itemAsync();
+    const optimizer = new AdamW([{ params: run.params.map(([, t]) => t), lr: 0.05 }], { weightDecay: 0 });
+    optimizer.zeroGrad();
+    const task = { nextBatch: () => 0, loss: () => ({ loss: loss(run.peft), items: BATCH * SEQ }) };
+    const losses = await trainStepsAsync(task, optimizer, { steps, rng: new Rng(1), readEvery: Math.max(1, Math.floor(steps / 4)) });
+    return { adapter: gpu.adapterInfo, firstLossTs, firstLossGpu, maxGradErr, grads: refGrads.length, losses, ms: performance.now() - t0 };
+  } finally {
+    setKernels(checkedKernels(ts));
+  }
+}
