@@ -117,6 +117,7 @@ export { tsKernels };
 
 // Backends loaded on demand (a page: WebAssembly, WebGPU)
 if (!('wasm' in available)) registerBackendLoader('wasm', () => import('./wasm/index.js').then((m) => m.loadWasmKernels()));
+registerBackendLoader('webgpu', () => import('./webgpu/index.js').then((m) => m.loadWebGpuKernels()));
 
 if (!hasKernels()) {
   const fallback = 'native' in available ? 'native' : 'wasm' in available ? 'wasm' : 'ts';
