@@ -8,3 +8,4 @@ export * from './trainer.js';
 export * from './lm.js';
 export * from './trainer-class.js';
 export * from './tasks/index.js';
+export * from './async-loop.js';
