@@ -113,7 +113,22 @@ async function trainAndCheck(s: BrowserSession, backend: string, steps: number):
 test('web demo: finetunes on WebAssembly, the loss falls, the downloaded adapter gives the same logits in Node', { timeout: 600_000 }, async () => {
   const steps = 12;
   const session = await openPage(root, { isolated: true, page: query({ backend: 'wasm', steps, batch: 4, maxlen: 24, lr: 0.05, r: 64, tokens: 6, text: TEXTS.join('\n\n') }) });
-  await withPage('web-demo-wasm', session, (s) => trainAndCheck(s, 'wasm', steps));
+  await withPage('web-demo-wasm', session, async (s) => {
+    await trainAndCheck(s, 'wasm', steps);
+    // Stop ends a long run after the step under way; its adapter is kept and offered ("Download both": two files)
+    await s.page.fill('#steps', '500');
+    await s.page.click('#train');
+    await s.page.waitForFunction(() => (veraPage.state.progress?.step ?? 0) >= 2, undefined, { timeout: 60_000, polling: 100 });
+    assert.ok(await s.page.isEnabled('#stop') && !(await s.page.isEnabled('#train')), 'Stop enabled, Train disabled while training');
+    await s.page.click('#stop');
+    const st = await idle(s, 120_000);
+    assert.ok(st.trained?.stopped === true && st.trained.steps < 500, `stopped at ${st.trained?.steps}`);
+    const names: string[] = [];
+    s.page.on('download', (d) => names.push(d.suggestedFilename()));
+    await s.page.click('#download');
+    for (let i = 0; i < 50 && names.length < 2; i++) await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(names.sort(), ['adapter_config.json', 'adapter_model.safetensors']);
+  });
 });
 
 test('web demo: finetunes on WebGPU, the loss falls, the downloaded adapter gives the same logits in Node', { timeout: 900_000 }, async () => {
@@ -135,6 +150,8 @@ test('web demo: an adapter saved in Node loads through the file input and gives 
   peft.trainableParameters().forEach(([, t], i) => t.copyFrom(new Rng(40 + i).fillUniform(new Float32Array(t.size), -1, 1)));
   const dir = mkdtempSync(join(tmpdir(), 'vera-node-adapter-'));
   peft.savePretrained(dir);
+  // what the page saves on WebGPU: the same bytes through asynchronous reads
+  assert.deepEqual(await peft.saveToBytesAsync(), peft.saveToBytes());
   const session = await openPage(root, { isolated: true, page: query({ backend: 'wasm', tokens: 4, prompts: 'The' }) });
   await withPage('web-demo-load', session, async (s) => {
     await idle(s, 240_000);

@@ -171,9 +171,11 @@ async function logits({ prompt, adapter }: Methods['logits']['args']): Promise<L
   }
 }
 
-function save(): Record<string, Uint8Array> {
+async function save(): Promise<Record<string, Uint8Array>> {
   if (peft === null) throw new Error('save: no adapter (train one or load one first)');
-  return peft.saveToBytes();
+  // the two files savePretrained writes for the adapter (its README.md model card left out)
+  const { 'adapter_config.json': config, 'adapter_model.safetensors': weights } = await peft.saveToBytesAsync();
+  return { 'adapter_config.json': config, 'adapter_model.safetensors': weights };
 }
 
 function info(p: PeftModel<LlamaForCausalLM>): AdapterInfo {
