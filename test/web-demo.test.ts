@@ -22,7 +22,9 @@ interface State {
   status: string;
   error: string | null;
   model: { backend: string } | null;
+  categories: string[];
   losses: { step: number; loss: number }[];
+  progress: { step: number; steps: number } | null;
   trained: { steps: number; seconds: number; tokens: number; stopped: boolean } | null;
   outputs: { prompts: string[]; base: string[]; adapter: string[] | null } | null;
   adapter: { source: string; peftType: string; r: number } | null;
@@ -154,7 +156,11 @@ test('web demo: an adapter saved in Node loads through the file input and gives 
   assert.deepEqual(await peft.saveToBytesAsync(), peft.saveToBytes());
   const session = await openPage(root, { isolated: true, page: query({ backend: 'wasm', tokens: 4, prompts: 'The' }) });
   await withPage('web-demo-load', session, async (s) => {
-    await idle(s, 240_000);
+    const ready = await idle(s, 240_000);
+    // the fortune categories left out of pretraining, each a user's training text
+    assert.deepEqual(ready.categories, ['riddles', 'startrek', 'tao', 'zippy']);
+    await s.page.selectOption('#category', 'tao');
+    await s.page.waitForFunction(`/^\\d+ texts from the "tao" fortunes$/.test(document.getElementById('data-info').textContent)`, undefined, { timeout: 30_000 });
     await s.page.setInputFiles('#load', [join(dir, 'adapter_config.json'), join(dir, 'adapter_model.safetensors')]);
     await s.page.waitForFunction(() => veraPage.state.phase === 'busy' || veraPage.state.probe !== null, undefined, { timeout: 10_000 });
     const st = await idle(s, 240_000);

@@ -135,6 +135,8 @@ async function greedy(model: LlamaForCausalLM, prompt: string, maxNewTokens: num
     if (best === eosId) break;
     out.push(best);
     input = [best];
+    // a task turn per token: finalizers free collected tensors' backend memory only between tasks
+    await new Promise<void>((resolve) => setTimeout(resolve, 0));
   }
   return prompt + tok.decode(out);
 }
