@@ -21,7 +21,7 @@ interface State {
   phase: string;
   status: string;
   error: string | null;
-  model: { backend: string } | null;
+  model: { backend: string; note: string } | null;
   categories: string[];
   losses: { step: number; loss: number }[];
   progress: { step: number; steps: number } | null;
@@ -154,9 +154,13 @@ test('web demo: an adapter saved in Node loads through the file input and gives 
   peft.savePretrained(dir);
   // what the page saves on WebGPU: the same bytes through asynchronous reads
   assert.deepEqual(await peft.saveToBytesAsync(), peft.saveToBytes());
-  const session = await openPage(root, { isolated: true, page: query({ backend: 'wasm', tokens: 4, prompts: 'The' }) });
+  // the page's default backend choice: WebGPU on a hardware adapter, else (SwiftShader here) WebAssembly
+  const session = await openPage(root, { isolated: true, page: query({ tokens: 4, prompts: 'The' }) });
   await withPage('web-demo-load', session, async (s) => {
     const ready = await idle(s, 240_000);
+    const { backend, note } = ready.model!;
+    console.log(`# auto: ${backend} (${note})`);
+    assert.ok(backend === 'webgpu' || (backend === 'wasm' && note !== ''), `auto chose ${backend} (${note})`);
     // the fortune categories left out of pretraining, each a user's training text
     assert.deepEqual(ready.categories, ['riddles', 'startrek', 'tao', 'zippy']);
     await s.page.selectOption('#category', 'tao');

@@ -188,7 +188,7 @@ async function loadModel(): Promise<void> {
   await busy(`Loading the model (${choice === 'auto' ? 'picking a backend' : choice})`, async () => {
     const info = await call('init', { backend: choice, modelUrl: new URL('model/', location.href).href });
     state.model = info;
-    ui.modelInfo.textContent = `running on ${info.backend}: ${(info.params / 1e6).toFixed(1)}M parameters, ${info.layers} layers × ${info.hidden}, loaded in ${info.loadSeconds.toFixed(1)} s`;
+    ui.modelInfo.textContent = `running on ${info.backend}${info.note ? ` (${info.note})` : ''}: ${(info.params / 1e6).toFixed(1)}M parameters, ${info.layers} layers × ${info.hidden}, loaded in ${info.loadSeconds.toFixed(1)} s`;
     await generateOutputs();
     setStatus(`Ready on ${info.backend}. Pick a category and press Train.`);
   });

@@ -6,6 +6,8 @@ export type BackendChoice = 'auto' | 'webgpu' | 'wasm' | 'ts';
 
 export interface ModelInfo {
   backend: string;
+  /** Why 'auto' chose it (or the adapter's name). */
+  note: string;
   /** Base model parameters. */
   params: number;
   layers: number;

@@ -33,10 +33,32 @@ function need<T>(x: T | null, what: string): T {
   return x;
 }
 
+/**
+ * 'auto': WebGPU when the browser gives a hardware adapter, else WebAssembly. A software adapter
+ * (SwiftShader, a fallback adapter) runs each dispatch on the CPU and is far slower than the
+ * WebAssembly kernels, so auto does not take it; the selector can still force it.
+ */
+async function autoBackend(): Promise<{ name: string; note: string }> {
+  const gpu = (navigator as { gpu?: GPU }).gpu;
+  if (gpu === undefined) return { name: 'wasm', note: 'no WebGPU in this browser' };
+  const adapter = await gpu.requestAdapter();
+  if (adapter === null) return { name: 'wasm', note: 'no WebGPU adapter' };
+  const info = adapter.info as GPUAdapterInfo & { isFallbackAdapter?: boolean };
+  const text = [info.vendor, info.architecture, info.device, info.description].filter((x) => x).join(' ');
+  if (info.isFallbackAdapter === true || /swiftshader/i.test(text)) return { name: 'wasm', note: `the WebGPU adapter is a software one (${text || 'fallback'})` };
+  try {
+    await initBackend('webgpu');
+    return { name: 'webgpu', note: text };
+  } catch (e) {
+    return { name: 'wasm', note: (e as Error).message };
+  }
+}
+
 async function init({ backend, modelUrl }: Methods['init']['args']): Promise<ModelInfo> {
   if (base !== null) throw new Error('init: already loaded (the page starts a new worker to change backend)');
   const t0 = performance.now();
-  const name = await initBackend(backend === 'auto' ? undefined : backend);
+  const picked = backend === 'auto' ? await autoBackend() : { name: backend, note: '' };
+  const name = await initBackend(picked.name);
   const source = urlSource(modelUrl);
   const model = await AutoModelForCausalLM.fromPretrained(source);
   if (!(model instanceof LlamaForCausalLM)) throw new Error(`${modelUrl}: not a Llama model`);
@@ -49,6 +71,7 @@ async function init({ backend, modelUrl }: Methods['init']['args']): Promise<Mod
   const c = base.config;
   return {
     backend: activeBackend() ?? name,
+    note: picked.note,
     params: base.parameters().reduce((a, t) => a + t.size, 0),
     layers: c.numHiddenLayers, hidden: c.hiddenSize, vocab: c.vocabSize,
     loadSeconds: (performance.now() - t0) / 1000,
