@@ -140,10 +140,15 @@ test('web demo: finetunes on WebGPU, the loss falls, the downloaded adapter give
   await withPage('web-demo-webgpu', session, (s) => trainAndCheck(s, 'webgpu', steps));
 });
 
-test('web demo: finetunes on the TypeScript backend', { timeout: 600_000 }, async () => {
+test('web demo: switched to the TypeScript backend, finetunes', { timeout: 600_000 }, async () => {
   const steps = 6;
-  const session = await openPage(root, { isolated: true, page: query({ backend: 'ts', steps, batch: 4, maxlen: 16, lr: 0.08, r: 32, tokens: 2, prompts: 'The', text: TEXTS.join('\n\n') }) });
-  await withPage('web-demo-ts', session, (s) => trainAndCheck(s, 'ts', steps));
+  const session = await openPage(root, { isolated: true, page: query({ backend: 'wasm', steps, batch: 4, maxlen: 16, lr: 0.08, r: 32, tokens: 2, prompts: 'The', text: TEXTS.join('\n\n') }) });
+  await withPage('web-demo-ts', session, async (s) => {
+    // picked in the selector: the page starts a fresh worker on that backend
+    await idle(s, 240_000);
+    await s.page.selectOption('#backend', 'ts');
+    await trainAndCheck(s, 'ts', steps);
+  });
 });
 
 test('web demo: an adapter saved in Node loads through the file input and gives Node\'s logits', { timeout: 600_000 }, async () => {
