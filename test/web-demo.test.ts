@@ -7,6 +7,7 @@
 import '../src/backends/index.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -192,4 +193,10 @@ test('web demo: an adapter saved in Node loads through the file input and gives 
     assert.equal(bad.phase, 'ready');
     assert.ok(await s.page.isVisible('#error'));
   });
+});
+
+test('web demo: the page and worker sources type-check (esbuild bundles them without checking)', () => {
+  const tsc = join(repoRoot, 'node_modules', 'typescript', 'bin', 'tsc');
+  const r = spawnSync(process.execPath, [tsc, '-p', join(repoRoot, 'web', 'tsconfig.json')], { encoding: 'utf8' });
+  assert.equal(r.status, 0, `tsc -p web/tsconfig.json:\n${r.stdout}${r.stderr}`);
 });
