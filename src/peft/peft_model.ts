@@ -95,6 +95,8 @@ export class PeftModel<M extends Module = Module> {
   /** modules_to_save: per module path, the original parameters and one trainable copy per adapter. */
   private readonly savedModules = new Map<string, { original: Map<string, Tensor>; copies: Map<string, Map<string, Tensor>> }>();
   private disabled = false;
+  /** Host copies of tensors read ahead by saveToBytesAsync, used by adapterFiles instead of a synchronous read. */
+  private hostCopies: Map<Tensor, Float32Array> | null = null;
   /** Adapters in inference mode (loaded without isTrainable, or inferenceMode in their config) never unfreeze. */
   private readonly frozen = new Set<string>();
 
@@ -560,19 +562,25 @@ export class PeftModel<M extends Module = Module> {
     writeDirAtomic(dir, this.adapterFiles(opts), opts.write);
   }
 
+  /** The config an adapter is saved with (inference mode, saveProjection as asked). */
+  private savedConfig(name: string, saveProjection: boolean | undefined): BasePeftConfig {
+    let config: BasePeftConfig = { ...this.configOf(name), inferenceMode: true };
+    if (saveProjection !== undefined) {
+      if (!('saveProjection' in config)) throw new VeraError(`saveAdapter: saveProjection applies to VeRA adapters, not ${config.peftType}`);
+      if (!saveProjection) this.method.checkRegenerable?.(this.model, config, name);
+      config = { ...config, saveProjection } as BasePeftConfig;
+    }
+    return config;
+  }
+
   /** The files saveAdapter writes, by name (to write them together with others in one atomic step). */
   adapterFiles(opts: Omit<SaveOptions, 'write'> = {}): Record<string, Uint8Array | string> {
     const name = opts.adapterName ?? this.activeAdapter;
-    let config: BasePeftConfig = { ...this.configOf(name), inferenceMode: true };
-    if (opts.saveProjection !== undefined) {
-      if (!('saveProjection' in config)) throw new VeraError(`saveAdapter: saveProjection applies to VeRA adapters, not ${config.peftType}`);
-      if (!opts.saveProjection) this.method.checkRegenerable?.(this.model, config, name);
-      config = { ...config, saveProjection: opts.saveProjection } as BasePeftConfig;
-    }
+    const config = this.savedConfig(name, opts.saveProjection);
     const dtype = adapterDtype(opts.dtype);
     const tensors: Record<string, TensorToWrite> = {};
     for (const [k, t] of this.adapterStateDict(name, config)) {
-      const data = t.toFloat32Array();
+      const data = this.hostCopies?.get(t) ?? t.toFloat32Array();
       for (let i = 0; i < data.length; i++) if (!Number.isFinite(data[i])) throw new VeraError(`saveAdapter: ${k} contains NaN or Inf; refusing to save`);
       tensors[k] = { data, shape: [...t.shape], dtype };
     }
@@ -611,6 +619,23 @@ export class PeftModel<M extends Module = Module> {
     }
     out['README.md'] = utf8.encode(modelCard(null, names.map((n) => this.configOf(n))));
     return out;
+  }
+
+  /**
+   * `saveToBytes` where reads are asynchronous (WebGPU, whose synchronous read throws): the saved
+   * tensors are read with `dataAsync` first. The same bytes.
+   */
+  async saveToBytesAsync(opts: Omit<SaveOptions, 'adapterName' | 'write'> & { selectedAdapters?: readonly string[] } = {}): Promise<Record<string, Uint8Array>> {
+    const host = new Map<Tensor, Float32Array>();
+    for (const name of opts.selectedAdapters ?? [...this.peftConfig.keys()]) {
+      for (const t of this.adapterStateDict(name, this.savedConfig(name, opts.saveProjection)).values()) host.set(t, await t.dataAsync());
+    }
+    this.hostCopies = host;
+    try {
+      return this.saveToBytes(opts);
+    } finally {
+      this.hostCopies = null;
+    }
   }
 
   /** `saveToBytes` as one Blob per file (for a download link or a FormData upload). */

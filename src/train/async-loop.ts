@@ -42,9 +42,11 @@ export async function trainStepsAsync<B>(task: TrainTask<B>, optimizer: AdamW, o
       if (!Number.isFinite(value)) fail(`trainStepsAsync: loss is ${value} at step ${step}; lower the learning rate`);
       losses.push({ step, loss: value });
       opts.onLoss?.(step, value);
-    } else {
-      await new Promise<void>((resolve) => setTimeout(resolve, 0));
     }
+    // a task turn every step, also after a read (on a CPU backend itemAsync resolves at once, a
+    // microtask): messages (a page's Stop) and FinalizationRegistry callbacks, which free the
+    // collected tensors' backend memory (WebAssembly), run only between tasks
+    await new Promise<void>((resolve) => setTimeout(resolve, 0));
   }
   return losses;
 }
