@@ -454,9 +454,12 @@ void small_nn_portable(int64_t m, int64_t k, const float* A, int64_t rsA, int64_
   }
 }
 
+#if defined(VERA_X86)
+const bool use_avx512vl = use_avx512 && __builtin_cpu_supports("avx512vl");
+#endif
 const SmallNtKernel small_nt =
 #if defined(VERA_X86)
-    use_avx2 ? small_nt_avx2 :
+    use_avx512vl ? small_nt_avx512vl : use_avx2 ? small_nt_avx2 :
 #endif
     small_nt_portable;
 const SmallNnKernel small_nn =

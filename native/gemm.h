@@ -55,6 +55,9 @@ void small_nt_avx2(int64_t m, int64_t k, const float* A, int64_t lda, const floa
                    int64_t j0, int64_t j1, float* C, int64_t ldc, bool accumulate);
 void small_nn_avx2(int64_t m, int64_t k, const float* A, int64_t rsA, int64_t csA, const float* B, int64_t ldb,
                    int64_t j0, int64_t j1, float* C, int64_t ldc, bool accumulate);
+/** small_nt_avx2 with 4-row tiles in AVX-512VL's 32 registers: the same bits. */
+void small_nt_avx512vl(int64_t m, int64_t k, const float* A, int64_t lda, const float* B, int64_t ldb,
+                       int64_t j0, int64_t j1, float* C, int64_t ldc, bool accumulate);
 #endif
 
 /** The small-m "nt" kernel chosen at run time (AVX2/FMA or portable), on the calling thread. */
