@@ -12,10 +12,15 @@ const addon = process.env.VERA_NATIVE_ADDON || join(root, 'build', 'Release', 'v
 const backends = ['ts', ...(existsSync(addon) ? ['native'] : [])];
 if (backends.length === 1) console.log('vera: native backend not built; testing the TypeScript backend only');
 
+// Files whose subject is not the Node backend (a browser page, the WebAssembly module, WebGPU in
+// Chromium): they run in the first pass only, since a second would repeat them (over a minute each).
+const ONCE = /^(browser-|web-demo|webgpu|wasm-)/;
+
 let failed = false;
-for (const backend of backends) {
+for (const [pass, backend] of backends.entries()) {
   console.log(`\n=== VERA_BACKEND=${backend} ===`);
-  const r = spawnSync(process.execPath, ['--test', '--test-concurrency=2', ...process.argv.slice(2), ...files], {
+  const these = pass === 0 ? files : files.filter((f) => !ONCE.test(f.slice(testDir.length + 1)));
+  const r = spawnSync(process.execPath, ['--test', '--test-concurrency=2', ...process.argv.slice(2), ...these], {
     stdio: 'inherit',
     env: { ...process.env, VERA_BACKEND: backend },
   });
