@@ -25,6 +25,7 @@ export * from './train/replay-rng.js';
 export * from './train/trainer.js';
 export type { HistoryEntry, TrainerState } from './train/checkpoint.js';
 export * from './train/lm.js';
+export * from './train/async-loop.js';
 export * from './train/trainer-class.js';
 export { VeraError } from './io/errors.js';
 export { SafetensorsFile, serializeSafetensors, loadCheckpointFromSource } from './io/safetensors.js';
