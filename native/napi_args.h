@@ -1,6 +1,7 @@
 // Argument unpacking for the N-API bindings. Storages arrive as Float32Arrays whose memory the
 // kernels use in place; a wrong argument throws a TypeError naming its position.
 #pragma once
+#include "arg_checks.h"
 #include <node_api.h>
 
 #include <cmath>
@@ -12,25 +13,6 @@
 
 namespace vera {
 
-struct ArgError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-/**
- * A kernel's bounds check: a buffer of `have` elements must hold the `want` it will touch. `want`
- * is computed in double by the caller, so huge dimensions cannot overflow into a small number.
- */
-inline void need(const char* kernel, const char* what, size_t have, double want) {
-  if (double(have) < want) {
-    char buf[64];
-    std::snprintf(buf, sizeof buf, "%.17g", want);
-    throw ArgError(std::string(kernel) + ": " + what + " holds " + std::to_string(have) + " elements, " + buf + " needed");
-  }
-}
-
-inline void require(bool ok, const char* kernel, const std::string& msg) {
-  if (!ok) throw ArgError(std::string(kernel) + ": " + msg);
-}
 
 class Args {
  public:

@@ -3,6 +3,7 @@
 // each call, so the kernel files compile unchanged for both targets. Storages are ranges of the
 // module's linear memory; a wrong argument throws an ArgError naming its position.
 #pragma once
+#include "arg_checks.h"
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -34,22 +35,6 @@ inline void napi_create_string_utf8(napi_env env, const char* s, size_t, napi_va
 
 namespace vera {
 
-struct ArgError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-/** See napi_args.h: a buffer of `have` elements must hold the `want` a kernel will touch. */
-inline void need(const char* kernel, const char* what, size_t have, double want) {
-  if (double(have) < want) {
-    char buf[64];
-    std::snprintf(buf, sizeof buf, "%.17g", want);
-    throw ArgError(std::string(kernel) + ": " + what + " holds " + std::to_string(have) + " elements, " + buf + " needed");
-  }
-}
-
-inline void require(bool ok, const char* kernel, const std::string& msg) {
-  if (!ok) throw ArgError(std::string(kernel) + ": " + msg);
-}
 
 /**
  * One argument as src/backends/wasm/index.ts writes it (24 bytes). Buffers (f32, i32, u8) are

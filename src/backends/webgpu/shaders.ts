@@ -169,44 +169,35 @@ export const scatter = (): Dispatch => def('scatter', [r('src'), w('out')], 256,
   }
   if (pi(4u) != 0) { out[o] += acc; } else { out[o] = last; }`);
 
+/**
+ * Workgroup tree reductions over `size` threads (a power of two) into the workgroup array `red`:
+ * `fn NAME(v, lid)` combines one value per thread with `step` (WGSL updating red[lid] from
+ * red[lid + s]) and gives every thread the (uniform) result.
+ */
+function workgroupReduce(size: number, fns: readonly [name: string, step: string][]): string {
+  return fns.map(([name, step]) => `fn ${name}(v: f32, lid: u32) -> f32 {
+  red[lid] = v;
+  workgroupBarrier();
+  for (var s = ${size / 2}u; s > 0u; s >>= 1u) {
+    if (lid < s) { ${step} }
+    workgroupBarrier();
+  }
+  let res = workgroupUniformLoad(&red[0]);
+  workgroupBarrier();
+  return res;
+}
+`).join('');
+}
+
 const REDUCE = /* wgsl */ `
 var<workgroup> red: array<f32, 256>;
-// workgroup sum/max of one value per thread; every thread gets the (uniform) result
-fn wsum(v: f32, lid: u32) -> f32 {
-  red[lid] = v;
-  workgroupBarrier();
-  for (var s = 128u; s > 0u; s >>= 1u) {
-    if (lid < s) { red[lid] += red[lid + s]; }
-    workgroupBarrier();
-  }
-  let res = workgroupUniformLoad(&red[0]);
-  workgroupBarrier();
-  return res;
-}
-fn wmax(v: f32, lid: u32) -> f32 {
-  red[lid] = v;
-  workgroupBarrier();
-  for (var s = 128u; s > 0u; s >>= 1u) {
-    if (lid < s) { red[lid] = nmax(red[lid], red[lid + s]); }
-    workgroupBarrier();
-  }
-  let res = workgroupUniformLoad(&red[0]);
-  workgroupBarrier();
-  return res;
-}
+// workgroup sum/max of one value per thread; every thread gets the (uniform) result; wmaxPlain is
 // max as the reference's row max (x > m: a NaN is skipped)
-fn wmaxPlain(v: f32, lid: u32) -> f32 {
-  red[lid] = v;
-  workgroupBarrier();
-  for (var s = 128u; s > 0u; s >>= 1u) {
-    if (lid < s && red[lid + s] > red[lid]) { red[lid] = red[lid + s]; }
-    workgroupBarrier();
-  }
-  let res = workgroupUniformLoad(&red[0]);
-  workgroupBarrier();
-  return res;
-}
-`;
+${workgroupReduce(256, [
+    ['wsum', 'red[lid] += red[lid + s];'],
+    ['wmax', 'red[lid] = nmax(red[lid], red[lid + s]);'],
+    ['wmaxPlain', 'if (red[lid + s] > red[lid]) { red[lid] = red[lid + s]; }'],
+  ])}`;
 
 /** Row prologue: one workgroup of 256 per row; pu(0) rows, pu(1) cols. */
 const ROW = `  let row = group;\n  if (row >= pu(0u)) { return; }\n  let cols = pu(1u);\n  let base = row * cols;\n`;
@@ -498,29 +489,7 @@ var<workgroup> qs: array<f32, 256>;
 var<workgroup> sc: array<f32, 64>;
 var<workgroup> sc2: array<f32, 64>;
 var<workgroup> red: array<f32, 64>;
-fn wsum64(v: f32, lid: u32) -> f32 {
-  red[lid] = v;
-  workgroupBarrier();
-  for (var s = 32u; s > 0u; s >>= 1u) {
-    if (lid < s) { red[lid] += red[lid + s]; }
-    workgroupBarrier();
-  }
-  let res = workgroupUniformLoad(&red[0]);
-  workgroupBarrier();
-  return res;
-}
-fn wmax64(v: f32, lid: u32) -> f32 {
-  red[lid] = v;
-  workgroupBarrier();
-  for (var s = 32u; s > 0u; s >>= 1u) {
-    if (lid < s) { red[lid] = nmax(red[lid], red[lid + s]); }
-    workgroupBarrier();
-  }
-  let res = workgroupUniformLoad(&red[0]);
-  workgroupBarrier();
-  return res;
-}
-`;
+${workgroupReduce(64, [['wsum64', 'red[lid] += red[lid + s];'], ['wmax64', 'red[lid] = nmax(red[lid], red[lid + s]);']])}`;
 
 // Attention forward, one workgroup of 64 per query row: pass 1 finds the row max (and the visible
 // count) over the keys, pass 2 walks the keys 64 at a time, each thread scoring one into
