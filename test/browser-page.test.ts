@@ -2,7 +2,8 @@
 // map) loads the tiny GPT-2 from bytes served over HTTP (urlSource) and from Files (blobSource),
 // and its logits equal Node's; a VeRA adapter saved in Node loads in the page with Node's outputs;
 // an adapter saved to bytes in the page loads in Node with the page's outputs (and is byte for
-// byte the one Node saves); the tokenizer encodes as in Node. Node's reference runs on the
+// byte the one Node saves); the tokenizer encodes as in Node; three VeRA training steps in the
+// page give Node's losses (progress lines go to the page's console). Node's reference runs on the
 // TypeScript backend, which is the page's backend.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -10,7 +11,7 @@ import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import {
-  AutoTokenizer, PeftModel, activeBackend, blobSource, getPeftModel, loadPretrained, noGrad, useBackend, veraConfig,
+  AdamW, AutoTokenizer, PeftModel, activeBackend, causalLmTask, trainSteps, blobSource, getPeftModel, loadPretrained, noGrad, useBackend, veraConfig,
   type GPT2LMHeadModel, type PeftModel as Peft,
 } from '../src/index.js';
 import { bundleForBrowser } from './browser/bundle.js';
@@ -84,10 +85,14 @@ interface PageResult {
   saved: Record<string, string>;
   savedBlobSizes: Record<string, number>;
   ids: number[];
+  trained: { losses: number[]; logits: number[] };
 }
 
+/** A few VeRA training steps from the same start, on both sides (the page's progress goes to its console). */
+const TRAIN = { steps: 3, lr: 0.05, sequences: [[5, 17, 3, 99, 42, 0, 64, 7], [1, 2, 3, 4, 5, 6, 7, 8]] };
+
 /** What the page computes; runs inside Chromium (serialized by playwright), so it uses only its argument and the page's globals. */
-async function inPage(args: { ids: number[]; text: string; adapter: typeof ADAPTER }): Promise<PageResult> {
+async function inPage(args: { ids: number[]; text: string; adapter: typeof ADAPTER; train: typeof TRAIN }): Promise<PageResult> {
   const v = (globalThis as unknown as { vera: Vera }).vera;
   const values = (name: string, size: number): Float32Array => Float32Array.from({ length: size }, (_, i) => Math.sin(0.37 * i + name.length) * 0.8);
   const ids = Int32Array.from(args.ids);
@@ -112,7 +117,16 @@ async function inPage(args: { ids: number[]; text: string; adapter: typeof ADAPT
   }
   const savedBlobSizes = Object.fromEntries(Object.entries(peft.saveToBlobs()).map(([n, b]) => [n, b.size]));
   const tokenizer = await v.AutoTokenizer.fromPretrained(v.urlSource('fixtures/tokenizers/gpt2'));
-  return { backend: v.activeBackend(), base, fromFiles, nodeAdapted, pageAdapted, saved, savedBlobSizes, ids: tokenizer.encode(args.text) };
+  // training in the page: the trainer, AdamW and the progress reporter run without Node
+  peft.model.train();
+  const params = peft.trainableParameters();
+  const optimizer = new v.AdamW([{ params: params.map(([, t]) => t), lr: args.train.lr }]);
+  const losses: number[] = [];
+  const task = v.causalLmTask(peft, args.train.sequences.map((q) => Int32Array.from(q)), 2);
+  for (const info of v.trainSteps(params, optimizer, task, { steps: args.train.steps, seed: 0, logEvery: 1 })) losses.push(info.loss);
+  peft.model.eval();
+  const trained = { losses, logits: run(peft.model) };
+  return { backend: v.activeBackend(), base, fromFiles, nodeAdapted, pageAdapted, saved, savedBlobSizes, ids: tokenizer.encode(args.text), trained };
 }
 
 test('in Chromium: load from URL and Files, adapters across Node and the page, the tokenizer (bundle and plain ESM)', async () => {
@@ -127,17 +141,27 @@ test('in Chromium: load from URL and Files, adapters across Node and the page, t
       adapted: nodeLogits(node),
       ids: (await AutoTokenizer.fromPretrained(join(FIX, 'tokenizers', 'gpt2'))).encode(TEXT),
     };
+    const trainedNode = nodeAdapter();
+    trainedNode.model.train();
+    const params = trainedNode.trainableParameters();
+    const optimizer = new AdamW([{ params: params.map(([, t]) => t), lr: TRAIN.lr }]);
+    const task = causalLmTask(trainedNode, TRAIN.sequences.map((q) => Int32Array.from(q)), 2);
+    const nodeLosses = [...trainSteps(params, optimizer, task, { steps: TRAIN.steps, seed: 0, logEvery: 1, progress: false })].map((i) => i.loss);
+    trainedNode.model.eval();
+    const trainedLogits = nodeLogits(trainedNode);
     // the adapter changes the outputs (else the comparisons below could not tell it was applied)
     assert.ok(want.adapted.some((x, i) => Math.abs(x - want.base[i]) > 1e-3));
     root = await servedRoot(nodeFiles);
     const session = await openPage(root);
-    const results = await withPage('browser-page', session, async ({ browser, url, page }) => {
+    const results = await withPage('browser-page', session, async ({ browser, url, page, log }) => {
       const out: [string, PageResult][] = [];
       for (const [label, p] of [['bundle', page], ['plain ESM', await browser.newPage()]] as const) {
         if (label === 'plain ESM') await p.goto(url + 'esm.html');
         await p.waitForFunction(() => (globalThis as { veraReady?: boolean }).veraReady === true, undefined, { timeout: 30_000 });
-        out.push([label, await p.evaluate(inPage, { ids: IDS, text: TEXT, adapter: ADAPTER })]);
+        out.push([label, await p.evaluate(inPage, { ids: IDS, text: TEXT, adapter: ADAPTER, train: TRAIN })]);
       }
+      // the bundle page's progress lines (no stderr in a page: console.log)
+      assert.ok(log.some((l) => /^log: train \d+\/3 \| loss /.test(l)), log.join('\n'));
       return out;
     });
     for (const [label, r] of results) {
@@ -147,6 +171,9 @@ test('in Chromium: load from URL and Files, adapters across Node and the page, t
       closeTo(r.nodeAdapted, want.adapted, `${label}: Node's adapter in the page`);
       closeTo(r.pageAdapted, want.adapted, `${label}: the page's adapter in the page`);
       assert.deepEqual(r.ids, want.ids, `${label}: tokenizer ids`);
+      closeTo(r.trained.losses, Float32Array.from(nodeLosses), `${label}: training losses`);
+      closeTo(r.trained.logits, trainedLogits, `${label}: logits after training`);
+      assert.ok(r.trained.losses[TRAIN.steps - 1] < r.trained.losses[0], `${label}: the loss goes down (${r.trained.losses.join(', ')})`);
       // the page's bytes are Node's bytes, and load in Node to the page's outputs
       const saved = Object.fromEntries(Object.entries(r.saved).map(([n, b64]) => [n, new Uint8Array(Buffer.from(b64, 'base64'))]));
       assert.deepEqual(Object.keys(saved).sort(), Object.keys(nodeFiles).sort());

@@ -8,7 +8,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import {
-  AutoModelForCausalLM, AutoTokenizer, PeftModel, TextGenerator, activeBackend, backendLoaderNames, backendNames, blobSource, folderSource,
+  AutoModelForCausalLM, AutoTokenizer, PeftModel, SafetensorsFile, TextGenerator, activeBackend, backendLoaderNames, backendNames, blobSource, folderSource,
   getPeftModel, initBackend, kernels, loadPretrained, noGrad, registerBackend, registerBackendLoader, subSource,
   urlSource, useBackend, veraConfig, type GPT2LMHeadModel, type Module, type Tensor,
 } from '../src/index.js';
@@ -74,6 +74,30 @@ test('loadPretrained / AutoModelForCausalLM.fromPretrained: a FileSource loads w
   // Blobs and File-like objects from a picked folder (named "folder/file")
   const files = Object.entries(filesUnder(TINY)).map(([name, bytes]) => Object.assign(new Blob([bytes]), { name, webkitRelativePath: `gpt2-tiny/${name}` }));
   assert.deepEqual(logits(await AutoModelForCausalLM.fromPretrained(blobSource(files))), logits(fromDir.model as GPT2LMHeadModel));
+});
+
+test('SafetensorsFile.from and blobSource take an ArrayBuffer, a typed array, a Blob or a fetch Response', async () => {
+  const bytes = readFileSync(join(TINY, 'model.safetensors'));
+  const want = SafetensorsFile.open(join(TINY, 'model.safetensors'));
+  const copy = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength);
+  for (const x of [copy, new Uint8Array(bytes), new Blob([bytes]), new Response(bytes)]) {
+    const st = await SafetensorsFile.from(x, 'x');
+    assert.deepEqual(st.keys(), want.keys());
+    assert.deepEqual(st.getFloat32(want.keys()[0]), want.getFloat32(want.keys()[0]));
+  }
+  await assert.rejects(SafetensorsFile.from(new Response('gone', { status: 404 }), 'm'), /m: HTTP 404/);
+  await assert.rejects(SafetensorsFile.from('model.safetensors' as never, 'm'), /m: expected an ArrayBuffer, a typed array, a Blob\/File or a fetch Response/);
+  const viaResponses = blobSource({ 'config.json': new Response(readFileSync(join(TINY, 'config.json'))), 'model.safetensors': new Response(bytes) });
+  assertSameParams((await loadPretrained(viaResponses)).model, loadPretrained(TINY).model);
+});
+
+test('a bitsandbytes nf4 folder loads through a FileSource as through its path (quantized weights, same logits)', async () => {
+  const dir = join(FIX, 'bnb', 'gpt2-nf4-dq');
+  const fromDir = loadPretrained(dir);
+  const fromBytes = await loadPretrained(blobSource(filesUnder(dir), 'nf4'));
+  assert.equal(fromBytes.checkpoint.source, 'nf4/model.safetensors');
+  assert.deepEqual(logits(fromBytes.model as GPT2LMHeadModel), logits(fromDir.model as GPT2LMHeadModel));
+  assert.deepEqual(fromBytes.configJson, fromDir.configJson);
 });
 
 test('FileSource loaders refuse what the path loaders refuse, in one line naming the file', async () => {

@@ -136,6 +136,7 @@ export function bnbCheckpoint(
     dir: ckpt.dir,
     names,
     files: ckpt.files,
+    ...(ckpt.source === undefined ? {} : { source: ckpt.source }),
     has: (n) => !hidden.has(n) && ckpt.has(n),
     get(n) {
       const l = loaders.get(n);

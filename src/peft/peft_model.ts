@@ -782,7 +782,6 @@ export function getPeftModel<M extends Module>(model: M, config: BasePeftConfig,
   return new PeftModel(model, config, adapterName);
 }
 
-/** A PEFT adapter folder: its parsed config and its tensors (`file`: the weights' path, `configFile`: the config's). */
 /** An adapter folder as read: its config, its tensors, and the two files' names for messages. */
 export interface AdapterRead {
   config: BasePeftConfig;
@@ -803,6 +802,7 @@ export async function readAdapterFromSource(source: FileSource): Promise<Adapter
   return { config, tensors: adapterTensors(st), file: weightsPath, configFile: configPath };
 }
 
+/** A PEFT adapter folder: its parsed config and its tensors (`file`: the weights' path, `configFile`: the config's). */
 export function readAdapterFolder(dir: string): AdapterRead {
   const configPath = path.join(dir, ADAPTER_CONFIG);
   const weightsPath = path.join(dir, ADAPTER_WEIGHTS);

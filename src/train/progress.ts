@@ -11,8 +11,8 @@ import type { SingleBar } from 'cli-progress';
 import { progressBarClass } from './bar-slot.js';
 
 /** Where progress goes by default: stderr under Node, else complete lines to console.log (a page). */
-function defaultStream(): NonNullable<ProgressOptions['stream']> {
-  const stderr = (globalThis as { process?: { stderr?: NonNullable<ProgressOptions['stream']> } }).process?.stderr;
+function defaultStream(): ProgressStream {
+  const stderr = (globalThis as { process?: { stderr?: ProgressStream } }).process?.stderr;
   if (stderr) return stderr;
   let pending = '';
   const lines = {
@@ -23,7 +23,17 @@ function defaultStream(): NonNullable<ProgressOptions['stream']> {
       return true;
     },
   };
-  return lines as unknown as NonNullable<ProgressOptions['stream']>;
+  return lines;
+}
+
+/**
+ * Where progress lines go: what the reporter uses of a Node stream (process.stderr, a Writable), so a
+ * page can pass its own; the terminal bar draws only on a stream with `isTTY` (cli-progress's).
+ */
+export interface ProgressStream {
+  write(chunk: string): unknown;
+  isTTY?: boolean;
+  columns?: number;
 }
 
 export interface ProgressOptions {
@@ -38,7 +48,7 @@ export interface ProgressOptions {
   /** Without a terminal: print a line every this many steps (and at the last). */
   logEvery?: number;
   /** Defaults to stderr, like tqdm, so results written to stdout stay clean. */
-  stream?: NodeJS.WritableStream & { isTTY?: boolean; columns?: number };
+  stream?: ProgressStream;
   /** EMA factor of the displayed loss. */
   smoothing?: number;
   /** Prefix of every line, e.g. "train". */
@@ -89,7 +99,7 @@ export class ProgressReporter {
   private readonly logEvery: number;
   private readonly smoothing: number;
   private readonly label: string;
-  private readonly stream: NonNullable<ProgressOptions['stream']>;
+  private readonly stream: ProgressStream;
   private readonly bar: SingleBar | null = null;
   private readonly quiet: boolean;
   private readonly t0 = performance.now();
@@ -123,7 +133,8 @@ export class ProgressReporter {
     const Bar = !this.quiet && !this.json && this.stream.isTTY === true ? progressBarClass() : null;
     if (Bar !== null) {
       this.bar = new Bar({
-        stream: this.stream,
+        // isTTY: a terminal stream, which is Node's (cli-progress only ever draws on one)
+        stream: this.stream as NodeJS.WritableStream,
         format: () => this.line(true),
         gracefulExit: false,
         hideCursor: false,

@@ -21,6 +21,7 @@ import { AdamW, type ParamGroup } from './optim.js';
 import { ReplayRng } from './replay-rng.js';
 import type { ScheduleKind } from './schedule.js';
 import { trainSteps, type HistoryEntry, type StepInfo, type TrainResult } from './trainer.js';
+import type { ProgressStream } from './progress.js';
 
 /** What the Trainer needs of a task: examples by index, the loss of a batch of them, an evaluation. */
 export interface IndexedTask {
@@ -85,7 +86,7 @@ export interface TrainingArgs {
   progress?: boolean;
   /** Progress as one JSON object per line (on stdout unless progressStream is given). */
   json?: boolean;
-  progressStream?: NodeJS.WritableStream & { isTTY?: boolean; columns?: number };
+  progressStream?: ProgressStream;
 }
 
 /** A save the Trainer made: the best or last adapter, or a trainer-state checkpoint. */

@@ -13,7 +13,7 @@ import { fail } from '../io/errors.js';
 import type { AdamW } from './optim.js';
 import { lrMultiplier, SCHEDULE_KINDS, type ScheduleKind } from './schedule.js';
 import { clipGradNorm, gradNorm } from './clip.js';
-import { ProgressReporter } from './progress.js';
+import { ProgressReporter, type ProgressStream } from './progress.js';
 import { ReplayRng } from './replay-rng.js';
 import { loadCheckpoint, saveCheckpoint, type HistoryEntry, type TrainerState } from './checkpoint.js';
 
@@ -46,7 +46,7 @@ export interface TrainerOptions {
   /** What TrainTask.loss's `items` counts, for throughput. Default 'samples'. */
   throughputUnit?: string;
   /** Where progress goes; default process.stderr. */
-  progressStream?: NodeJS.WritableStream & { isTTY?: boolean; columns?: number };
+  progressStream?: ProgressStream;
   /** Progress as one JSON object per line (see ProgressReporter). */
   progressJson?: boolean;
 }
