@@ -33,6 +33,11 @@ fn tanh_(v: f32) -> f32 {
   let t = (1.0 - e) / (1.0 + e);
   return select(tanh(v), select(-t, t, v >= 0.0), abs(v) > 0.5);
 }
+// d/dv of GELU's tanh form, its tanh computed once
+fn gelu_tanh_d(v: f32) -> f32 {
+  let t = tanh_(SQRT_2_OVER_PI * (v + 0.044715 * v * v * v));
+  return 0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044715 * v * v);
+}
 // the reference's erf (Chebyshev-fitted erfc, float32-accurate)
 fn erf_(x: f32) -> f32 {
   let z = abs(x);
@@ -55,7 +60,7 @@ const UNARY_BACK: Record<UnaryOp, string> = {
   neg: '-g', exp: 'g * y', log: 'g / v', tanh: 'g * (1.0 - y * y)', sqrt: 'g * 0.5 / y', rsqrt: 'g * -0.5 * y * y * y',
   sigmoid: 'g * y * (1.0 - y)', abs: 'g * sign(v)', square: 'g * 2.0 * v', relu: 'select(0.0, g, v > 0.0)',
   silu: 'g * (1.0 / (1.0 + exp(-v))) * (1.0 + v * (1.0 - 1.0 / (1.0 + exp(-v))))',
-  gelu_tanh: 'g * (0.5 * (1.0 + tanh_(SQRT_2_OVER_PI * (v + 0.044715 * v * v * v))) + 0.5 * v * (1.0 - tanh_(SQRT_2_OVER_PI * (v + 0.044715 * v * v * v)) * tanh_(SQRT_2_OVER_PI * (v + 0.044715 * v * v * v))) * SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044715 * v * v))',
+  gelu_tanh: 'g * gelu_tanh_d(v)',
   gelu_erf: 'g * (0.5 * (1.0 + erf_(v * INV_SQRT_2)) + v * INV_SQRT_2PI * exp(-0.5 * v * v))',
 };
 
