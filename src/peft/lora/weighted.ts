@@ -42,6 +42,27 @@ export function checkWeightedAdapter(configs: readonly LoraConfig[], names: read
   return { type, rank, targets };
 }
 
+/**
+ * The adapters' factors side by side, as cat and svd both need them: their A stacked by rows into
+ * `A` (k × in) and their B side by side into `B` (out × `width`, width ≥ k), wᵢ·sᵢ applied to the
+ * `scaled` factor.
+ */
+function stackFactors(layer: LoraLinear, present: readonly { n: string; w: number }[], scaled: 'A' | 'B', A: Float64Array, B: Float64Array, width: number): void {
+  const inF = layer.inFeatures;
+  let at = 0;
+  for (const { n, w } of present) {
+    const a = layer.adapter(n);
+    const r = a.A.shape[0];
+    const ad = a.A.data();
+    const bd = a.B.data();
+    // (x·w)·s, in that order, on the scaled side
+    const scaleA = scaled === 'A', scaleB = scaled === 'B';
+    for (let i = 0; i < r * inF; i++) A[at * inF + i] = scaleA ? ad[i] * w * a.scaling : ad[i];
+    for (let o = 0; o < layer.outFeatures; o++) for (let j = 0; j < r; j++) B[o * width + at + j] = scaleB ? bd[o * r + j] * w * a.scaling : bd[o * r + j];
+    at += r;
+  }
+}
+
 /** Fill adapter `target` of `layer` (rank `rank`, just added, scaling from its own config) from `names` with `weights`. */
 export function combineIntoLayer(layer: LoraLinear, names: readonly string[], weights: readonly number[], target: string, type: CombinationType, rank: number, clamp: number | undefined): void {
   const present = names.map((n, i) => ({ n, w: weights[i] })).filter(({ n }) => layer.adapterNames().includes(n));
@@ -52,16 +73,7 @@ export function combineIntoLayer(layer: LoraLinear, names: readonly string[], we
   const B = new Float64Array(out * rank);
   if (type === 'cat') {
     // A = [wᵢ·sᵢ·Aᵢ] stacked by rows, B = [Bᵢ] side by side (zeros after them when a layer lacks some)
-    let row = 0;
-    for (const { n, w } of present) {
-      const a = layer.adapter(n);
-      const r = a.A.shape[0];
-      const ad = a.A.data();
-      const bd = a.B.data();
-      for (let i = 0; i < r * inF; i++) A[row * inF + i] = ad[i] * w * a.scaling;
-      for (let o = 0; o < out; o++) for (let j = 0; j < r; j++) B[o * rank + row + j] = bd[o * r + j];
-      row += r;
-    }
+    stackFactors(layer, present, 'A', A, B, rank);
   } else if (type === 'linear') {
     // √|wᵢ·sᵢ| on each side, the sign on A only
     for (const { n, w } of present) {
@@ -80,16 +92,7 @@ export function combineIntoLayer(layer: LoraLinear, names: readonly string[], we
     if (rank > Math.min(out, inF)) throw new VeraError(`addWeightedAdapter: svd rank ${rank} is larger than min(out, in) = ${Math.min(out, inF)} of a targeted layer`);
     const L = new Float64Array(out * k);
     const R = new Float64Array(k * inF);
-    let col = 0;
-    for (const { n, w } of present) {
-      const a = layer.adapter(n);
-      const r = a.A.shape[0];
-      const ad = a.A.data();
-      const bd = a.B.data();
-      for (let o = 0; o < out; o++) for (let j = 0; j < r; j++) L[o * k + col + j] = bd[o * r + j] * w * a.scaling;
-      for (let i = 0; i < r * inF; i++) R[col * inF + i] = ad[i];
-      col += r;
-    }
+    stackFactors(layer, present, 'B', R, L, k);
     const svd = lowRankSvd(L, R, out, inF, k);
     const kk = Math.min(rank, k); // beyond ΔW's factor rank the singular values are 0: those rows/columns stay 0
     for (let o = 0; o < out; o++) for (let j = 0; j < kk; j++) B[o * rank + j] = svd.U[o * k + j] * svd.S[j];
