@@ -80,13 +80,16 @@ test('webgpu: every kernel matches the TypeScript backend', only, async () => {
   });
 });
 
-test('webgpu: VeRA on a tiny GPT-2, first step as the TypeScript backend and the loss falls', only, async () => {
+test('webgpu: VeRA on a tiny GPT-2, first step (and its clipped gradients) as the TypeScript backend, and the loss falls with clipping', only, async () => {
   const session = await openPage(root);
   await withPage('webgpu-train', session, async (s) => {
     await ready(s);
     const r = await s.page.evaluate(() => veraWebGpu.train(20));
     assert.ok(Math.abs(r.firstLossGpu - r.firstLossTs) < 1e-4 * (1 + r.firstLossTs), `first loss ${r.firstLossGpu} vs ${r.firstLossTs}`);
     assert.ok(r.grads > 0 && r.maxGradErr < 1e-4, `gradients differ by ${r.maxGradErr}`);
+    // gradient clipping on the device: the norm and the clipped gradients of the host version
+    assert.ok(Math.abs(r.normGpu - r.normTs) < 1e-4 * r.normTs && r.maxClippedErr < 1e-4, `norm ${r.normGpu} vs ${r.normTs}, clipped gradients differ by ${r.maxClippedErr}`);
+    assert.ok(r.losses.every((l) => Number.isFinite(l.gradNorm) && l.gradNorm! > 0), `norms read with the losses: ${JSON.stringify(r.losses)}`);
     assert.equal(r.losses.at(-1)?.step, 20);
     const seq = [r.firstLossGpu, ...r.losses.map((l) => l.loss)];
     const falls = seq.every((l, i) => i === 0 || l < seq[i - 1]);

@@ -5,7 +5,8 @@ import { GPT2LMHeadModel, causalLmLoss, type GPT2Config } from '../../src/models
 import { getPeftModel } from '../../src/peft/peft_model.js';
 import { veraConfig } from '../../src/peft/vera/config.js';
 import { AdamW } from '../../src/train/optim.js';
-import { trainStepsAsync } from '../../src/train/async-loop.js';
+import { trainStepsAsync, type AsyncTrainLoss } from '../../src/train/async-loop.js';
+import { clipGradNorm, clipGradNormOnDevice } from '../../src/train/clip.js';
 import { generate, generateAsync } from '../../src/models/generation.js';
 import { Rng, setKernels, checkedKernels, type Kernels, type Tensor } from '../../src/tensor/index.js';
 
@@ -16,8 +17,13 @@ export interface TrainingReport {
   /** Largest |gpu − ts| / (1 + |ts|) over all gradients' elements. */
   maxGradErr: number;
   grads: number;
-  /** Losses read back during the WebGPU run (every readEvery steps). */
-  losses: { step: number; loss: number }[];
+  /** The first step's gradient norm: clipGradNorm on ts, clipGradNormOnDevice on WebGPU. */
+  normTs: number;
+  normGpu: number;
+  /** Largest relative difference of the gradients clipped to half that norm. */
+  maxClippedErr: number;
+  /** Losses read back during the WebGPU run (every readEvery steps), with the gradient norm (clipped to 1). */
+  losses: AsyncTrainLoss[];
   ms: number;
 }
 
@@ -50,6 +56,10 @@ export async function veraTrainingCheck(gpu: Kernels & { readAsync(s: unknown): 
   lossTs.backward();
   const refGrads = ref.params.map(([, t]) => t.grad!.toFloat32Array());
   const firstLossTs = lossTs.item();
+  const tsParams = ref.params.map(([, t]) => t);
+  const normTs = Math.sqrt(refGrads.reduce((a, g) => a + g.reduce((b, x) => b + x * x, 0), 0));
+  clipGradNorm(tsParams, normTs / 2);
+  const refClipped = tsParams.map((t) => t.grad!.toFloat32Array());
 
   setKernels(checkedKernels(gpu));
   try {
@@ -62,11 +72,17 @@ export async function veraTrainingCheck(gpu: Kernels & { readAsync(s: unknown): 
       for (let j = 0; j < g.length; j++) maxGradErr = Math.max(maxGradErr, Math.abs(g[j] - refGrads[i][j]) / (1 + Math.abs(refGrads[i][j])));
     }
     const firstLossGpu = await lossGpu.itemAsync();
+    const normGpu = await clipGradNormOnDevice(run.params.map(([, t]) => t), normTs / 2).itemAsync();
+    let maxClippedErr = 0;
+    for (let i = 0; i < run.params.length; i++) {
+      const g = await run.params[i][1].grad!.dataAsync();
+      for (let j = 0; j < g.length; j++) maxClippedErr = Math.max(maxClippedErr, Math.abs(g[j] - refClipped[i][j]) / (1 + Math.abs(refClipped[i][j])));
+    }
     const optimizer = new AdamW([{ params: run.params.map(([, t]) => t), lr: 0.05 }], { weightDecay: 0 });
     optimizer.zeroGrad();
     const task = { nextBatch: () => 0, loss: () => ({ loss: loss(run.peft), items: BATCH * SEQ }) };
-    const losses = await trainStepsAsync(task, optimizer, { steps, rng: new Rng(1), readEvery: Math.max(1, Math.floor(steps / 4)) });
-    return { adapter: gpu.adapterInfo, firstLossTs, firstLossGpu, maxGradErr, grads: refGrads.length, losses, ms: performance.now() - t0 };
+    const losses = await trainStepsAsync(task, optimizer, { steps, rng: new Rng(1), readEvery: Math.max(1, Math.floor(steps / 4)), maxGradNorm: 1 });
+    return { adapter: gpu.adapterInfo, firstLossTs, firstLossGpu, maxGradErr, grads: refGrads.length, normTs, normGpu, maxClippedErr, losses, ms: performance.now() - t0 };
   } finally {
     setKernels(checkedKernels(ts));
   }

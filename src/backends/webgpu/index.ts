@@ -222,7 +222,7 @@ function webGpuKernels(rt: Runtime, opts: { directGemm?: boolean } = {}): WebGpu
       else ew(S.reduceStrided('max'), [g(x), g(out)], outer * inner, [reduce, inner]);
     },
     sumSquares() {
-      throw new Error('webgpu: sumSquares returns a host number synchronously, which a GPU cannot; clip or measure gradient norms on a CPU backend');
+      throw new Error('webgpu: sumSquares returns a host number synchronously, which a GPU cannot; clip gradients with clipGradNormOnDevice (or trainStepsAsync\'s maxGradNorm)');
     },
 
     matmul: (a, b, out, p: MatmulParams) => gemm(g(a), g(b), g(out), p),
