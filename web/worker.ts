@@ -119,8 +119,8 @@ async function train(o: TrainRequest): Promise<TrainResult> {
   model.train();
   try {
     await trainStepsAsync(task, optimizer, {
-      // a warmup step starts at lr 0: none on short runs, where it would be a tenth of the run
-      steps: o.steps, rng: new Rng(o.seed), seed: o.seed, readEvery: 1, schedule: 'cosine', warmup: o.steps >= 20 ? Math.ceil(o.steps / 20) : 0,
+      // clipped at 1 as `vera train` and the CLI demo; a warmup step starts at lr 0: none on short runs, where it would be a tenth of the run
+      steps: o.steps, rng: new Rng(o.seed), seed: o.seed, readEvery: 1, maxGradNorm: 1, schedule: 'cosine', warmup: o.steps >= 20 ? Math.ceil(o.steps / 20) : 0,
       onLoss: (step, loss) => {
         losses.push({ step, loss });
         const progress: Progress = { step, steps: o.steps, loss, tokens, seconds: (performance.now() - t0) / 1000 };
