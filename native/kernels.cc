@@ -319,6 +319,54 @@ napi_value k_affine(napi_env, const Args& a) {
   return nullptr;
 }
 
+// rotary(x, cos, sin, rows, heads, dim, transpose, out): see RotaryParams (src/tensor/kernels.ts).
+// Each product is rounded, then the two are added: the bits of x·cos + rotate_half(x)·sin as
+// separate ops. Never contracted into FMAs (GCC would, where FMA is baseline, e.g. on ARM).
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("fp-contract=off")))
+#endif
+void rotary_row(const float* x, const float* c, const float* s, int64_t h, bool transpose, float* o) {
+  if (transpose) {
+    for (int64_t i = 0; i < h; i++) {
+      const float p0 = x[i] * c[i], p1 = x[i + h] * s[i + h];
+      const float q0 = x[i + h] * c[i + h], q1 = x[i] * s[i];
+      o[i] = p0 + p1;
+      o[i + h] = q0 - q1;
+    }
+  } else {
+    for (int64_t i = 0; i < h; i++) {
+      const float p0 = x[i] * c[i], p1 = x[i + h] * s[i];
+      const float q0 = x[i + h] * c[i + h], q1 = x[i] * s[i + h];
+      o[i] = p0 - p1;
+      o[i + h] = q0 + q1;
+    }
+  }
+}
+
+napi_value k_rotary(napi_env, const Args& a) {
+  size_t xLen, cLen, sLen, oLen;
+  const float* x = a.f32(0, &xLen);
+  const float* cs = a.f32(1, &cLen);
+  const float* sn = a.f32(2, &sLen);
+  const int64_t rows = a.dim(3), heads = a.dim(4), dim = a.dim(5);
+  const bool transpose = a.flag(6);
+  float* out = a.f32(7, &oLen);
+  if (dim % 2 != 0) throw ArgError("rotary: dim must be even");
+  const double n = double(rows) * double(heads) * double(dim);
+  need("rotary", "x", xLen, n);
+  need("rotary", "out", oLen, n);
+  need("rotary", "cos", cLen, double(rows) * double(dim));
+  need("rotary", "sin", sLen, double(rows) * double(dim));
+  if (out == x && n > 0) throw ArgError("rotary: out must not be x");
+  parallel_for(rows * heads, std::max<int64_t>(1, kGrain / std::max<int64_t>(dim, 1)), [&](int64_t b, int64_t e) {
+    for (int64_t rh = b; rh < e; rh++) {
+      const int64_t r = rh / heads;
+      rotary_row(x + rh * dim, cs + r * dim, sn + r * dim, dim / 2, transpose, out + rh * dim);
+    }
+  });
+  return nullptr;
+}
+
 napi_value k_pow_scalar(napi_env, const Args& a) {
   size_t n;
   const float* x = a.f32(0, &n);
@@ -1031,6 +1079,7 @@ const BindingEntry kElementwiseBindings[] = {
     {"layerNorm", k_layer_norm},
     {"layerNormBackward", k_layer_norm_backward},
     {"rmsNorm", k_rms_norm},
+    {"rotary", k_rotary},
     {"rmsNormBackward", k_rms_norm_backward},
     {"embedding", k_embedding},
     {"embeddingBackward", k_embedding_backward},

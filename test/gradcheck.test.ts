@@ -794,3 +794,26 @@ describe('autograd engine', () => {
     assertClose(x.grad.toFloat32Array(), g.toFloat32Array(), 0, 'x.grad');
   });
 });
+
+describe('gradcheck: rotary embedding', () => {
+  // cos/sin of real angles with duplicated halves, as Llama's, and arbitrary ones (the transposed map must hold for both)
+  const table = (rows: number, dim: number, real: boolean): [Tensor, Tensor] => {
+    const a = randu([rows, dim], -3, 3, false).toFloat32Array();
+    const cos = new Float32Array(rows * dim);
+    const sin = new Float32Array(rows * dim);
+    for (let r = 0; r < rows; r++) {
+      for (let i = 0; i < dim; i++) {
+        const t = a[r * dim + (real ? i % (dim / 2) : i)];
+        cos[r * dim + i] = Math.cos(t);
+        sin[r * dim + i] = real ? Math.sin(t) : Math.cos(2 * t + 1);
+      }
+    }
+    return [Tensor.fromArray(cos, [rows, dim]), Tensor.fromArray(sin, [rows, dim])];
+  };
+  for (const real of [true, false]) {
+    test(`rotary, ${real ? 'rotation tables' : 'arbitrary tables'}`, () => {
+      const [cos, sin] = table(6, 8, real);
+      checkGrad((x) => F.rotary(x, cos, sin), [randn([2, 3, 3, 8])]);
+    });
+  }
+});

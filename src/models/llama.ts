@@ -202,13 +202,17 @@ export class LlamaRotaryEmbedding extends Module {
     this.invFreq = ropeInverseFrequencies(config);
   }
 
-  /** cos and sin (rows, 1, seq, headDim) for `positions` (rows·seq); they broadcast over heads. */
+  /**
+   * cos and sin (rows, 1, seq, headDim) for `positions` (rows·seq, or seq shared by every row); they
+   * broadcast over heads.
+   */
   forward(positions: Int32Array, rows: number, seq: number): [Tensor, Tensor] {
     const half = this.invFreq.length;
     const dim = 2 * half;
     const cos = new Float32Array(rows * seq * dim);
     const sin = new Float32Array(rows * seq * dim);
-    for (let p = 0; p < rows * seq; p++) {
+    const shared = positions.length === seq && rows > 1;
+    for (let p = 0; p < (shared ? seq : rows * seq); p++) {
       for (let i = 0; i < half; i++) {
         const angle = positions[p] * this.invFreq[i]; // in double, then rounded once
         const c = Math.cos(angle);
@@ -217,15 +221,20 @@ export class LlamaRotaryEmbedding extends Module {
         sin[p * dim + i] = sin[p * dim + half + i] = s;
       }
     }
+    for (let r = 1; shared && r < rows; r++) {
+      cos.copyWithin(r * seq * dim, 0, seq * dim);
+      sin.copyWithin(r * seq * dim, 0, seq * dim);
+    }
     return [Tensor.fromArray(cos, [rows, 1, seq, dim]), Tensor.fromArray(sin, [rows, 1, seq, dim])];
   }
 }
 
-/** x·cos + rotate_half(x)·sin, where rotate_half(x) = [-x₂, x₁] for the halves x₁, x₂ of the last axis. */
+/**
+ * x·cos + rotate_half(x)·sin, where rotate_half(x) = [-x₂, x₁] for the halves x₁, x₂ of the last
+ * axis: x (..., heads, headDim) position-major, cos/sin one row per position (one fused kernel).
+ */
 export function applyRotary(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
-  const d = x.shape[x.ndim - 1];
-  const rotated = F.concat([F.neg(F.slice(x, -1, d / 2, d)), F.slice(x, -1, 0, d / 2)], -1);
-  return F.add(F.mul(x, cos), F.mul(rotated, sin));
+  return F.rotary(x, cos, sin);
 }
 
 // ---------------------------------------------------------------- layers
@@ -264,9 +273,10 @@ export class LlamaAttention extends Module {
       const v = F.reshape(this.v_proj.forward(hidden), [1, t, this.numKeyValueHeads, this.headDim]);
       return this.o_proj.forward(F.reshape(cache.attend(q, k, v, scale), [1, t, this.numHeads * this.headDim]));
     }
-    const query = applyRotary(this.splitHeads(this.q_proj.forward(hidden), this.numHeads), cos, sin);
-    let key = applyRotary(this.splitHeads(this.k_proj.forward(hidden), this.numKeyValueHeads), cos, sin);
-    let value = this.splitHeads(this.v_proj.forward(hidden), this.numKeyValueHeads);
+    // rotated while position-major (B, T, heads, D), where cos/sin (B, 1, T, D) are one row per position
+    const query = this.splitHeads(applyRotary(this.positionMajor(this.q_proj.forward(hidden), this.numHeads), cos, sin));
+    let key = this.splitHeads(applyRotary(this.positionMajor(this.k_proj.forward(hidden), this.numKeyValueHeads), cos, sin));
+    let value = this.splitHeads(this.positionMajor(this.v_proj.forward(hidden), this.numKeyValueHeads));
     let kvLength: number | undefined;
     if (cache) ({ key, value, length: kvLength } = cache.update(key, value));
     // grouped-query attention: the kernel maps query head h to key/value head h / (H / H_kv)
@@ -275,10 +285,15 @@ export class LlamaAttention extends Module {
     return this.o_proj.forward(F.reshape(F.permute(out, [0, 2, 1, 3]), [b, t, this.numHeads * this.headDim]));
   }
 
-  /** (B, T, heads·D) → (B, heads, T, D) */
-  private splitHeads(x: Tensor, heads: number): Tensor {
+  /** (B, T, heads·D) → (B, T, heads, D) */
+  private positionMajor(x: Tensor, heads: number): Tensor {
     const [b, t] = x.shape;
-    return F.permute(F.reshape(x, [b, t, heads, this.headDim]), [0, 2, 1, 3]);
+    return F.reshape(x, [b, t, heads, this.headDim]);
+  }
+
+  /** (B, T, heads, D) → (B, heads, T, D) */
+  private splitHeads(x: Tensor): Tensor {
+    return F.permute(x, [0, 2, 1, 3]);
   }
 }
 
@@ -346,7 +361,7 @@ export class LlamaModel extends Module {
     this.checkInputs(inputIds, shape, past, opts);
     const [cos, sin] = opts.positionIds
       ? this.rotary_emb.forward(opts.positionIds, batch, seq)
-      : this.rotary_emb.forward(defaultPositions(past, seq), 1, seq); // broadcast over the batch
+      : this.rotary_emb.forward(defaultPositions(past, seq), batch, seq); // the same positions in every row
     let hidden = this.embed_tokens.forward(inputIds, [batch, seq]);
     const mask = opts.attentionMask ?? null;
     this.layers.items.forEach((layer, i) => (hidden = layer.forward(hidden, cos, sin, mask, layerCache(opts.cache, i))));

@@ -396,6 +396,20 @@ export function checkedKernels(k: Kernels): Kernels {
       k.embeddingBackward(gy, ids, dim, gWeight);
     },
 
+    rotary: (x, cos, sin, p, out) => {
+      const K = 'rotary';
+      const rows = int(K, 'rows', p.rows);
+      const heads = int(K, 'heads', p.heads);
+      const dim = int(K, 'dim', p.dim);
+      if (dim % 2 !== 0) fail(K, `dim must be even, got ${dim}`);
+      flag(K, 'transpose', p.transpose);
+      holds(K, 'x', x, rows * heads * dim);
+      holds(K, 'out', out, rows * heads * dim);
+      holds(K, 'cos', cos, rows * dim);
+      holds(K, 'sin', sin, rows * dim);
+      if (out === x) fail(K, 'out must not be x (each element reads its partner in the other half)');
+      k.rotary(x, cos, sin, p, out);
+    },
     attention: (q, kk, v, p, out, lse) => {
       const K = 'attention';
       const s = attentionCheck(K, p);

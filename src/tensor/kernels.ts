@@ -84,6 +84,20 @@ export interface VeraParams {
   lda: number;
 }
 
+/**
+ * Rotary position embedding over x (rows, heads, dim), one cos/sin row (dim) per row of x, shared by
+ * its heads: with h = dim/2, out[i] = x[i]·cos[i] − x[i+h]·sin[i] and out[i+h] = x[i+h]·cos[i+h] +
+ * x[i]·sin[i+h] (i < h), i.e. x·cos + rotate_half(x)·sin. `transpose` applies the transposed map
+ * (the backward): out[i] = x[i]·cos[i] + x[i+h]·sin[i+h], out[i+h] = x[i+h]·cos[i+h] − x[i]·sin[i].
+ */
+export interface RotaryParams {
+  rows: number;
+  heads: number;
+  /** Even. */
+  dim: number;
+  transpose: boolean;
+}
+
 /** Per-row VeRA for inference: row i uses row slots[i] of the λd slab (numSlots, rank) and of the λb slab (numSlots, outFeatures); slots[i] < 0 contributes nothing. */
 export interface VeraRoutedParams {
   rows: number;
@@ -195,6 +209,9 @@ export interface Kernels {
    * its cache; out (T, heads, headDim).
    */
   raggedAttention(q: Storage, kNew: Storage, vNew: Storage, kCaches: readonly Storage[], vCaches: readonly Storage[], p: RaggedAttentionParams, out: Storage): void;
+
+  /** x (rows, heads, dim) → out (not x itself), rotated by cos/sin (rows, dim): see RotaryParams. */
+  rotary(x: Storage, cos: Storage, sin: Storage, p: RotaryParams, out: Storage): void;
 
   // images (NCHW)
   conv2d(x: Storage, w: Storage, bias: Storage | null, p: Conv2dParams, out: Storage): void;

@@ -554,6 +554,32 @@ export function rmsNorm(x: Tensor, weight: Tensor | null, eps = 1e-6): Tensor {
   });
 }
 
+/**
+ * Rotary position embedding, x·cos + rotate_half(x)·sin in one kernel: x (..., heads, dim), cos and
+ * sin one row of dim per position (rows = x.size / (heads·dim)), shared by the heads. cos and sin
+ * are constants (no gradient flows to them).
+ */
+export function rotary(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
+  if (x.ndim < 2) throw new Error(`rotary: x must be (..., heads, dim), got ${shapeStr(x.shape)}`);
+  const dim = x.shape[x.ndim - 1];
+  const heads = x.shape[x.ndim - 2];
+  const rows = heads * dim === 0 ? 0 : x.size / (heads * dim);
+  if (dim % 2 !== 0) throw new Error(`rotary: the last dim must be even, got ${dim}`);
+  for (const [name, t] of [['cos', cos], ['sin', sin]] as const) {
+    if (t.size !== rows * dim) throw new Error(`rotary: ${name} ${shapeStr(t.shape)} does not hold ${rows} rows of ${dim}`);
+    if (t.requiresGrad) throw new Error(`rotary: ${name} is a constant; no gradient flows to it`);
+  }
+  const k = kernels();
+  const p = { rows, heads, dim, transpose: false };
+  const out = empty(x.shape);
+  k.rotary(x.storage, cos.storage, sin.storage, p, out.storage);
+  return record(out, 'rotary', [x], (g) => {
+    const gx = empty(x.shape);
+    k.rotary(g.storage, cos.storage, sin.storage, { ...p, transpose: true }, gx.storage);
+    return [gx];
+  });
+}
+
 // ---------------------------------------------------------------- lookups, dropout
 
 /** Rows of `weight` (V, D) picked by ids; output shape [...idsShape, D]. */

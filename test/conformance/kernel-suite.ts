@@ -464,6 +464,29 @@ const cases: Case[] = [
       { batch: 1, heads: 3, kvHeads: 1, tq: 4, tk: 12, headDim: 5, causal: true, kvStride: 20, keyMask: new Float32Array(0) },
     ]);
   }],
+
+  ['rotary embedding and its transpose: odd rows and heads, head dims 2 to 130', async (c) => {
+    for (const [rows, heads, dim] of [[1, 1, 2], [7, 3, 10], [5, 9, 64], [3, 2, 130]]) {
+      // cos/sin of real angles, halves duplicated as Llama's; the kernel reads each half on its own, so also random ones
+      for (const real of [true, false]) {
+        const cos = new Float32Array(rows * dim);
+        const sin = new Float32Array(rows * dim);
+        const angles = c.randu(rows * dim, -20, 20);
+        for (let r = 0; r < rows; r++) {
+          for (let i = 0; i < dim; i++) {
+            const a = angles[r * dim + (real ? i % (dim / 2) : i)];
+            cos[r * dim + i] = Math.cos(a);
+            sin[r * dim + i] = real ? Math.sin(a) : Math.sin(1.7 * a + 0.3);
+          }
+        }
+        const n = rows * heads * dim;
+        await c.compare({ x: c.randn(n, 2), cos, sin, y: new Float32Array(n), g: c.randn(n), gx: new Float32Array(n) }, ['y', 'gx'], (k, b) => {
+          k.rotary(S(b.x), S(b.cos), S(b.sin), { rows, heads, dim, transpose: false }, S(b.y));
+          k.rotary(S(b.g), S(b.cos), S(b.sin), { rows, heads, dim, transpose: true }, S(b.gx));
+        });
+      }
+    }
+  }],
 ];
 
 /** The suite's case names, in order. */

@@ -37,6 +37,7 @@ export interface NativeAddon {
   layerNorm(x: F32, w: F32OrNull, b: F32OrNull, rows: number, cols: number, eps: number, out: F32, mean: F32, rstd: F32): void;
   layerNormBackward(x: F32, w: F32OrNull, mean: F32, rstd: F32, gy: F32, rows: number, cols: number, gx: F32OrNull, gw: F32OrNull, gb: F32OrNull): void;
   rmsNorm(x: F32, w: F32OrNull, rows: number, cols: number, eps: number, out: F32, rstd: F32): void;
+  rotary(x: F32, cos: F32, sin: F32, rows: number, heads: number, dim: number, transpose: boolean, out: F32): void;
   rmsNormBackward(x: F32, w: F32OrNull, rstd: F32, gy: F32, rows: number, cols: number, gx: F32OrNull, gw: F32OrNull): void;
   embedding(w: F32, ids: Int32Array, dim: number, out: F32): void;
   embeddingBackward(gy: F32, ids: Int32Array, dim: number, gw: F32): void;

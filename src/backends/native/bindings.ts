@@ -71,6 +71,7 @@ export function bindingKernels(n: NativeAddon): Kernels {
     layerNorm: (x, w, b, rows, cols, eps, out, mean, rstd) => n.layerNorm(f(x), fOrNull(w), fOrNull(b), rows, cols, eps, f(out), f(mean), f(rstd)),
     layerNormBackward: (x, w, mean, rstd, gy, rows, cols, gx, gw, gb) =>
       n.layerNormBackward(f(x), fOrNull(w), f(mean), f(rstd), f(gy), rows, cols, fOrNull(gx), fOrNull(gw), fOrNull(gb)),
+    rotary: (x, cos, sin, p, out) => n.rotary(f(x), f(cos), f(sin), p.rows, p.heads, p.dim, p.transpose, f(out)),
     rmsNorm: (x, w, rows, cols, eps, out, rstd) => n.rmsNorm(f(x), fOrNull(w), rows, cols, eps, f(out), f(rstd)),
     rmsNormBackward: (x, w, rstd, gy, rows, cols, gx, gw) => n.rmsNormBackward(f(x), fOrNull(w), f(rstd), f(gy), rows, cols, fOrNull(gx), fOrNull(gw)),
 

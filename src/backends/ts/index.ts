@@ -502,6 +502,33 @@ export const tsKernels: Kernels = {
       }
     }
   },
+  rotary(x, cos, sin, p, out) {
+    const X = f(x);
+    const C = f(cos);
+    const S = f(sin);
+    const O = f(out);
+    const { rows, heads, dim, transpose } = p;
+    const h = dim / 2;
+    const r = Math.fround;
+    // each product rounded to float32, then the sum: x·cos + rotate_half(x)·sin as separate ops would
+    for (let row = 0; row < rows; row++) {
+      const cs = row * dim;
+      for (let head = 0; head < heads; head++) {
+        const base = (row * heads + head) * dim;
+        for (let i = 0; i < h; i++) {
+          const a = X[base + i];
+          const b = X[base + i + h];
+          if (transpose) {
+            O[base + i] = r(a * C[cs + i]) + r(b * S[cs + i + h]);
+            O[base + i + h] = r(b * C[cs + i + h]) - r(a * S[cs + i]);
+          } else {
+            O[base + i] = r(a * C[cs + i]) - r(b * S[cs + i]);
+            O[base + i + h] = r(b * C[cs + i + h]) + r(a * S[cs + i + h]);
+          }
+        }
+      }
+    }
+  },
   rmsNorm(x, weight, rows, cols, eps, out, rstd) {
     const X = f(x);
     const W = fOrNull(weight);

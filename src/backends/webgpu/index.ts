@@ -210,6 +210,7 @@ function webGpuKernels(rt: Runtime, opts: { directGemm?: boolean } = {}): WebGpu
     affine: (x, mul, add, out) => ew(S.affine(), [g(x), g(out)], x.length, [], [mul, add]),
     powScalar: (x, p, out) => ew(S.powScalar(), [g(x), g(out)], x.length, [], [p]),
     axpy: (a, alpha, b, out) => ew(S.axpy(), [g(a), g(b), g(out)], a.length, [], [alpha]),
+    rotary: (x, cos, sin, p, out) => ew(S.rotary(), [g(x), g(cos), g(sin), g(out)], p.rows * p.heads * p.dim, [p.heads, p.dim, p.transpose ? 1 : 0]),
 
     sumReduce(x, outer, reduce, inner, out) {
       if (reduce === 0) return rt.clear(g(out), 0, outer * inner);

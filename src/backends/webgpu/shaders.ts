@@ -125,6 +125,23 @@ export const powScalar = (): Dispatch => def('powScalar', [r('x'), w('out')], 25
   out[i] = o;`);
 
 // floats: alpha
+// ints: n, heads, dim, transpose; x (rows, heads, dim), cos/sin (rows, dim): RotaryParams
+export const rotary = (): Dispatch => def('rotary', [r('x'), r('cs'), r('sn'), w('out')], 256, `${EACH}
+  let dim = pu(2u);
+  let h = dim / 2u;
+  let c = i % dim;
+  let t = (i / dim / pu(1u)) * dim;
+  let tr = pu(3u) == 1u;
+  if (c < h) {
+    let a = x[i] * cs[t + c];
+    let b = x[i + h] * sn[t + select(c, c + h, tr)];
+    out[i] = select(a - b, a + b, tr);
+  } else {
+    let a = x[i] * cs[t + c];
+    let b = x[i - h] * sn[t + select(c, c - h, tr)];
+    out[i] = select(a + b, a - b, tr);
+  }`);
+
 export const axpy = (): Dispatch => def('axpy', [r('a'), r('b'), w('out')], 256, `${EACH}  out[i] = a[i] + pf(0u) * b[i];`);
 
 // ints: n, nd, offset, shape[nd], strides[nd]
