@@ -193,7 +193,15 @@ napi_value k_unary(napi_env, const Args& a) {
     case ABS: map_range(n, [&](int64_t i) { y[i] = std::fabs(x[i]); }); break;
     case SQUARE: map_range(n, [&](int64_t i) { y[i] = x[i] * x[i]; }); break;
     case RELU: map_range(n, [&](int64_t i) { y[i] = x[i] > 0 ? x[i] : 0.f; }); break;
-    case SILU: map_range(n, [&](int64_t i) { y[i] = x[i] / (1.f + std::exp(-x[i])); }); break;
+    case SILU:
+#if defined(VERA_X86)
+      if (has_avx2_fma()) {
+        parallel_for(n, kGrain, [&](int64_t b, int64_t e) { silu_avx2(x + b, y + b, e - b); });
+        break;
+      }
+#endif
+      map_range(n, [&](int64_t i) { y[i] = x[i] / (1.f + std::exp(-x[i])); });
+      break;
     case GELU_TANH:
 #if defined(VERA_X86)
       if (has_avx2_fma()) {

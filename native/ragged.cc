@@ -79,6 +79,23 @@ napi_value k_ragged_attention(napi_env, const Args& a) {
 #else
   const bool avx2 = false;
 #endif
+#if defined(VERA_X86)
+  if (avx2) {
+    // one task per (token, KV head): the heads sharing that KV head read its cache rows once
+    parallel_for(total * kvHeads, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t task = t0; task < t1; task++) {
+        const int64_t t = task / kvHeads, kh = task % kvHeads;
+        const int32_t s = seqOf[t];
+        const int64_t keys = int64_t(posOf[t]) + 1;
+        std::vector<float>& buf = scratch(size_t(3 * keys));
+        const int64_t h0 = kh * group;
+        attend_rows_avx2(Q + (t * heads + h0) * d, group, KC[s] + kh * d, VC[s] + kh * d, row, keys, d, scale, buf.data(),
+                         O + (t * heads + h0) * d);
+      }
+    });
+    return nullptr;
+  }
+#endif
   parallel_for(total * heads, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t task = t0; task < t1; task++) {
       const int64_t t = task / heads, h = task % heads;
@@ -89,12 +106,6 @@ napi_value k_ragged_attention(napi_env, const Args& a) {
       const float* V = VC[s] + (h / group) * d;
       std::vector<float>& buf = scratch(size_t(keys + d));
       float* sc = buf.data();
-#if defined(VERA_X86)
-      if (avx2) {
-        attend_row_avx2(q, K, V, row, keys, d, scale, sc, O + (t * heads + h) * d);
-        continue;
-      }
-#endif
       float* acc = sc + keys;
       float m = -INFINITY;
       for (int64_t j = 0; j < keys; j++) {

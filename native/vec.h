@@ -10,16 +10,20 @@ bool has_avx2_fma();
 
 #if defined(VERA_X86)
 void gelu_tanh_avx2(const float* x, float* y, int64_t n);
+/** x·sigmoid(x) with the polynomial exp (within 2e-7 relative of x / (1 + e^−x)). */
+void silu_avx2(const float* x, float* y, int64_t n);
 void gelu_tanh_backward_avx2(const float* x, const float* gy, float* gx, int64_t n);
 /** Σ x² in double, sixteen floats at a time (a fixed order: the result does not depend on threads). */
 double sum_squares_avx2(const float* x, int64_t n);
 /**
- * One query's attention over `keys` cached keys and values (rows `row` floats apart): softmax of
- * q·k·scale with a polynomial exp, then the weighted sum of values into out. d a multiple of 8;
- * scores holds `keys` floats of scratch.
+ * `count` queries (q, out: consecutive rows of d) attending over the same `keys` cached keys and
+ * values (rows `row` floats apart): softmax of q·k·scale with a polynomial exp, then the weighted
+ * sum of values. Each key and value row is read once for up to three queries (grouped-query
+ * attention's heads sharing a KV head); each query's result is as if computed alone. d a multiple
+ * of 8; scores holds 3 × keys floats of scratch.
  */
-void attend_row_avx2(const float* q, const float* K, const float* V, int64_t row, int64_t keys, int64_t d, float scale,
-                     float* scores, float* out);
+void attend_rows_avx2(const float* q, int64_t count, const float* K, const float* V, int64_t row, int64_t keys, int64_t d,
+                      float scale, float* scores, float* out);
 #endif
 
 }  // namespace vera

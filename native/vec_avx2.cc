@@ -85,6 +85,29 @@ VERA_AVX2 void gelu_tanh_avx2(const float* x, float* y, int64_t n) {
   }
 }
 
+// sigmoid from t = e^−|x| (never overflows): 1/(1 + t) for x ≥ 0, t/(1 + t) below; under −87,
+// where the exp is clamped, x/(1 + e^−x) is −0 (NaN at −∞), which x·0 gives
+VERA_AVX2 inline __m256 silu8(__m256 x) {
+  const __m256 sign = _mm256_set1_ps(-0.f);
+  const __m256 one = _mm256_set1_ps(1.f);
+  const __m256 t = exp_nonpositive(_mm256_or_ps(x, sign));
+  const __m256 inv = _mm256_div_ps(one, _mm256_add_ps(one, t));
+  const __m256 sig = _mm256_blendv_ps(inv, _mm256_mul_ps(t, inv), _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_LT_OQ));
+  const __m256 far = _mm256_cmp_ps(x, _mm256_set1_ps(-87.f), _CMP_LT_OQ);
+  return _mm256_blendv_ps(_mm256_mul_ps(x, sig), _mm256_mul_ps(x, _mm256_setzero_ps()), far);
+}
+
+VERA_AVX2 void silu_avx2(const float* x, float* y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, silu8(_mm256_loadu_ps(x + i)));
+  if (i < n) {
+    alignas(32) float buf[8] = {};
+    std::copy(x + i, x + n, buf);
+    _mm256_store_ps(buf, silu8(_mm256_load_ps(buf)));
+    std::copy(buf, buf + (n - i), y + i);
+  }
+}
+
 VERA_AVX2 void gelu_tanh_backward_avx2(const float* x, const float* gy, float* gx, int64_t n) {
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) _mm256_storeu_ps(gx + i, gelu_grad8(_mm256_loadu_ps(x + i), _mm256_loadu_ps(gy + i)));
@@ -125,56 +148,34 @@ VERA_AVX2 inline float hsum8(__m256 v) {
   return _mm_cvtss_f32(_mm_add_ss(h2, _mm_shuffle_ps(h2, h2, 1)));
 }
 
-/** Σ_j w_j v_j over `keys` rows for D8 = d / 8 lanes groups held in registers (independent FMAs per key). */
-template <int D8>
-VERA_AVX2 inline void weighted_rows(const float* w, const float* V, int64_t row, int64_t keys, __m256 inv, float* out) {
-  __m256 acc[D8];
-  for (int c = 0; c < D8; c++) acc[c] = _mm256_setzero_ps();
-  for (int64_t j = 0; j < keys; j++) {
-    const __m256 e = _mm256_set1_ps(w[j]);
-    const float* v = V + j * row;
-    for (int c = 0; c < D8; c++) acc[c] = _mm256_fmadd_ps(e, _mm256_loadu_ps(v + 8 * c), acc[c]);
-  }
-  for (int c = 0; c < D8; c++) _mm256_storeu_ps(out + 8 * c, _mm256_mul_ps(acc[c], inv));
-}
-
-VERA_AVX2 void attend_row_avx2(const float* q, const float* K, const float* V, int64_t row, int64_t keys, int64_t d, float scale,
-                               float* scores, float* out) {
-  // scores and their max: 8-lane dot products, four keys at a time so their chains overlap
+/**
+ * softmax weights in place: e^(s − max) with the polynomial exp, eight at a time (all ≤ 0, the
+ * polynomial's range; the tail lanes are dropped); returns 1 / Σ, or NaN when the max is not finite
+ * (a NaN score, or infinite ones, makes torch's softmax row NaN; the clamped exp would not).
+ */
+VERA_AVX2 inline float softmax_weights(float* scores, int64_t keys) {
+  // the max eight at a time, NaNs noted on the side (max drops them)
+  __m256 mx = _mm256_set1_ps(-INFINITY), nan = _mm256_setzero_ps();
   int64_t j = 0;
-  for (; j + 4 <= keys; j += 4) {
-    const float* k0 = K + j * row;
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    for (int64_t c = 0; c < d; c += 8) {
-      const __m256 qv = _mm256_loadu_ps(q + c);
-      a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + c), a0);
-      a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + row + c), a1);
-      a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 2 * row + c), a2);
-      a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 3 * row + c), a3);
-    }
-    scores[j] = hsum8(a0) * scale;
-    scores[j + 1] = hsum8(a1) * scale;
-    scores[j + 2] = hsum8(a2) * scale;
-    scores[j + 3] = hsum8(a3) * scale;
+  for (; j + 8 <= keys; j += 8) {
+    const __m256 v = _mm256_loadu_ps(scores + j);
+    mx = _mm256_max_ps(mx, v);
+    nan = _mm256_or_ps(nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
   }
+  alignas(32) float mlanes[8];
+  _mm256_store_ps(mlanes, mx);
+  float m = mlanes[0];
+  for (int l = 1; l < 8; l++) m = std::max(m, mlanes[l]);
+  bool hasNan = _mm256_movemask_ps(nan) != 0;
   for (; j < keys; j++) {
-    __m256 a = _mm256_setzero_ps();
-    for (int64_t c = 0; c < d; c += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(q + c), _mm256_loadu_ps(K + j * row + c), a);
-    scores[j] = hsum8(a) * scale;
+    m = std::max(m, scores[j]);
+    hasNan |= scores[j] != scores[j];
   }
-  float m = -INFINITY;
-  for (j = 0; j < keys; j++)
-    if (scores[j] > m || scores[j] != scores[j]) m = scores[j];  // NaN sticks (std::max drops it)
-  if (!std::isfinite(m)) {
-    // a NaN score (or infinite ones) makes torch's softmax row NaN; the clamped polynomial exp
-    // below would turn it into a finite weight
-    for (int64_t c = 0; c < d; c++) out[c] = std::numeric_limits<float>::quiet_NaN();
-    return;
-  }
-  // e^(s − max), eight at a time (all ≤ 0, the polynomial's range); the tail lanes are dropped
+  if (hasNan || !std::isfinite(m)) return std::numeric_limits<float>::quiet_NaN();
   const __m256 mv = _mm256_set1_ps(m);
   __m256 sum8 = _mm256_setzero_ps();
-  for (j = 0; j + 8 <= keys; j += 8) {
+  j = 0;
+  for (; j + 8 <= keys; j += 8) {
     const __m256 e = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(scores + j), mv));
     _mm256_storeu_ps(scores + j, e);
     sum8 = _mm256_add_ps(sum8, e);
@@ -191,17 +192,87 @@ VERA_AVX2 void attend_row_avx2(const float* q, const float* K, const float* V, i
       sum += tail[l];
     }
   }
-  const __m256 inv = _mm256_set1_ps(float(1.0 / sum));
-  switch (d) {
-    case 32: weighted_rows<4>(scores, V, row, keys, inv, out); return;
-    case 64: weighted_rows<8>(scores, V, row, keys, inv, out); return;
-    case 128: weighted_rows<16>(scores, V, row, keys, inv, out); return;
-    default: break;
+  return float(1.0 / sum);
+}
+
+/**
+ * out[g] = Σ_j w[g][j]·V_j · inv[g] for G ≤ 3 queries over W8 × 8 columns from `c`: each value row is
+ * loaded once for all G queries; every element is one FMA chain over j in order, from zero.
+ */
+template <int G, int W8>
+VERA_AVX2 inline void weighted_cols(const float* const* w, const float* V, int64_t row, int64_t keys, const float* inv, int64_t c,
+                                    float* const* out) {
+  __m256 acc[G][W8];
+  for (int g = 0; g < G; g++)
+    for (int u = 0; u < W8; u++) acc[g][u] = _mm256_setzero_ps();
+  for (int64_t j = 0; j < keys; j++) {
+    const float* v = V + j * row + c;
+    __m256 vv[W8];
+    for (int u = 0; u < W8; u++) vv[u] = _mm256_loadu_ps(v + 8 * u);
+    for (int g = 0; g < G; g++) {
+      const __m256 e = _mm256_set1_ps(w[g][j]);
+      for (int u = 0; u < W8; u++) acc[g][u] = _mm256_fmadd_ps(e, vv[u], acc[g][u]);
+    }
   }
-  for (int64_t c = 0; c < d; c += 8) {
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t jj = 0; jj < keys; jj++) acc = _mm256_fmadd_ps(_mm256_set1_ps(scores[jj]), _mm256_loadu_ps(V + jj * row + c), acc);
-    _mm256_storeu_ps(out + c, _mm256_mul_ps(acc, inv));
+  for (int g = 0; g < G; g++)
+    for (int u = 0; u < W8; u++) _mm256_storeu_ps(out[g] + c + 8 * u, _mm256_mul_ps(acc[g][u], _mm256_set1_ps(inv[g])));
+}
+
+template <int G>
+VERA_AVX2 void attend_group(const float* q, const float* K, const float* V, int64_t row, int64_t keys, int64_t d, float scale,
+                            float* scores, float* out) {
+  // scores: 8-lane dot products, each key row loaded once for the G queries, two keys at a time
+  const float* w[G];
+  float* o[G];
+  float inv[G];
+  for (int g = 0; g < G; g++) {
+    w[g] = scores + g * keys;
+    o[g] = out + g * d;
+  }
+  int64_t j = 0;
+  for (; j + 2 <= keys; j += 2) {
+    const float* k0 = K + j * row;
+    __m256 a[G][2];
+    for (int g = 0; g < G; g++) a[g][0] = a[g][1] = _mm256_setzero_ps();
+    for (int64_t c = 0; c < d; c += 8) {
+      const __m256 ka = _mm256_loadu_ps(k0 + c), kb = _mm256_loadu_ps(k0 + row + c);
+      for (int g = 0; g < G; g++) {
+        const __m256 qv = _mm256_loadu_ps(q + g * d + c);
+        a[g][0] = _mm256_fmadd_ps(qv, ka, a[g][0]);
+        a[g][1] = _mm256_fmadd_ps(qv, kb, a[g][1]);
+      }
+    }
+    for (int g = 0; g < G; g++) {
+      scores[g * keys + j] = hsum8(a[g][0]) * scale;
+      scores[g * keys + j + 1] = hsum8(a[g][1]) * scale;
+    }
+  }
+  for (; j < keys; j++) {
+    for (int g = 0; g < G; g++) {
+      __m256 a = _mm256_setzero_ps();
+      for (int64_t c = 0; c < d; c += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(q + g * d + c), _mm256_loadu_ps(K + j * row + c), a);
+      scores[g * keys + j] = hsum8(a) * scale;
+    }
+  }
+  for (int g = 0; g < G; g++) inv[g] = softmax_weights(scores + g * keys, keys);
+  int64_t c = 0;
+  for (; c + 32 <= d; c += 32) weighted_cols<G, 4>(w, V, row, keys, inv, c, o);
+  for (; c < d; c += 8) weighted_cols<G, 1>(w, V, row, keys, inv, c, o);
+  // a row whose scores had no finite max is NaN, as torch's softmax
+  for (int g = 0; g < G; g++)
+    if (inv[g] != inv[g]) std::fill(o[g], o[g] + d, std::numeric_limits<float>::quiet_NaN());
+}
+
+VERA_AVX2 void attend_rows_avx2(const float* q, int64_t count, const float* K, const float* V, int64_t row, int64_t keys, int64_t d,
+                                float scale, float* scores, float* out) {
+  for (int64_t g = 0; g < count;) {
+    const int64_t n = std::min<int64_t>(3, count - g);
+    const float* qg = q + g * d;
+    float* og = out + g * d;
+    if (n == 3) attend_group<3>(qg, K, V, row, keys, d, scale, scores, og);
+    else if (n == 2) attend_group<2>(qg, K, V, row, keys, d, scale, scores, og);
+    else attend_group<1>(qg, K, V, row, keys, d, scale, scores, og);
+    g += n;
   }
 }
 

@@ -193,12 +193,12 @@ const cases: Case[] = [
     }
   }],
 
-  ['tanh and GELU across their piecewise branches (series, exp form, saturation) and vector tails', async (c) => {
-    const edges = [0, 1e-7, 1e-3, 0.1, 0.2999, 0.3, 0.3001, 0.37, 0.5, 1, 2.5, 9, 20, 44, 90, 1e4];
+  ['tanh, GELU and SiLU across their piecewise branches (series, exp form, saturation) and vector tails', async (c) => {
+    const edges = [0, 1e-7, 1e-3, 0.1, 0.2999, 0.3, 0.3001, 0.37, 0.5, 1, 2.5, 9, 20, 44, 86.9, 87.1, 90, 1e4];
     const values = [...edges, ...edges.map((v) => -v)];
     for (const n of [values.length, 13, 8, 5]) {
       const x = Float32Array.from({ length: n }, (_, i) => values[i % values.length]! * (1 + (i >= values.length ? 0.5 : 0)));
-      for (const op of ['tanh', 'gelu_tanh'] as const) {
+      for (const op of ['tanh', 'gelu_tanh', 'silu'] as const) {
         await c.compare({ x, y: new Float32Array(n) }, ['y'], (k, b) => k.unary(op, S(b.x), S(b.y)), 2e-6);
         await c.compare({ x, y: new Float32Array(n), gy: c.randn(n), gx: new Float32Array(n) }, ['gx'], (k, b) => {
           k.unary(op, S(b.x), S(b.y));
