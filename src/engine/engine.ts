@@ -6,7 +6,7 @@
 // as they are chosen. The model-wide PeftModel.setAdapter plays no part: which adapter a token uses
 // travels with the step.
 import { VeraError } from '../io/errors.js';
-import { Rng, noGrad, type Tensor } from '../tensor/index.js';
+import { Rng, kernels, noGrad, type Tensor } from '../tensor/index.js';
 import { Linear, type Module } from '../nn/index.js';
 import { AdapterLayer, modelTypeOf, outputLayerOf, veraConfig } from '../peft/index.js';
 import {
@@ -149,6 +149,8 @@ export class InferenceEngine {
   private readonly routed = new Map<string, RoutedLinear>();
   private readonly waiting: Waiting[] = [];
   private readonly running: Running[] = [];
+  /** The last step's logits on the host (grown as needed, reused every step). */
+  private logitsHost = new Float32Array(0);
   private looping = false;
   private closed = false;
   private readonly maxBatchSize: number;
@@ -388,7 +390,13 @@ export class InferenceEngine {
       const cache = new RaggedKVCache(plan.map((p) => p.ids.length), plan.map((p) => p.r.cache));
       logits = noGrad(() => {
         const out: Tensor = this.lm.forward(ids, [1, total], { cache, positionIds: positions, logitsAt: Int32Array.from(logitsAt) });
-        return out.toFloat32Array();
+        // into one host buffer the engine keeps, and the step's logits freed at once: a step of 16
+        // rows allocates 3 MB of them, which left to the collector kept the heap growing
+        const k = kernels();
+        if (this.logitsHost.length < out.size) this.logitsHost = new Float32Array(out.size);
+        this.logitsHost.set(k.read(out.storage).subarray(0, out.size));
+        k.free?.(out.storage);
+        return this.logitsHost.subarray(0, out.size);
       });
     } catch (e) {
       // a failed step fails the requests in it; the engine goes on with the others

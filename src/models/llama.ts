@@ -3,7 +3,7 @@
 // RMSNorm, rotary position embeddings, grouped-query attention and a SwiGLU MLP. Module paths are
 // Hugging Face's (`model.layers.0.self_attn.q_proj`), so checkpoints load by name and PEFT's
 // `target_modules: ["q_proj", "v_proj"]` finds the same layers.
-import { F, Tensor, defaultRng, type Rng } from '../tensor/index.js';
+import { F, Tensor, defaultRng, releaseIntermediates, type Rng } from '../tensor/index.js';
 import { Embedding, Linear, Module, ModuleList, RMSNorm } from '../nn/index.js';
 import { fail } from '../io/errors.js';
 import { Activation, ACTIVATION_NAMES, type ActivationName } from './activations.js';
@@ -268,10 +268,16 @@ export class LlamaAttention extends Module {
       const [, t] = hidden.shape;
       const c = F.reshape(cos, [1, t, 1, this.headDim]);
       const s = F.reshape(sin, [1, t, 1, this.headDim]);
-      const q = applyRotary(F.reshape(this.q_proj.forward(hidden), [1, t, this.numHeads, this.headDim]), c, s);
-      const k = applyRotary(F.reshape(this.k_proj.forward(hidden), [1, t, this.numKeyValueHeads, this.headDim]), c, s);
+      const qp = this.q_proj.forward(hidden);
+      const kp = this.k_proj.forward(hidden);
+      const q = applyRotary(F.reshape(qp, [1, t, this.numHeads, this.headDim]), c, s);
+      const k = applyRotary(F.reshape(kp, [1, t, this.numKeyValueHeads, this.headDim]), c, s);
       const v = F.reshape(this.v_proj.forward(hidden), [1, t, this.numKeyValueHeads, this.headDim]);
-      return this.o_proj.forward(F.reshape(cache.attend(q, k, v, scale), [1, t, this.numHeads * this.headDim]));
+      const attended = cache.attend(q, k, v, scale); // copies k and v into the caches
+      releaseIntermediates(qp, kp, q, k, v);
+      const out = this.o_proj.forward(F.reshape(attended, [1, t, this.numHeads * this.headDim]));
+      releaseIntermediates(attended);
+      return out;
     }
     // rotated while position-major (B, T, heads, D), where cos/sin (B, 1, T, D) are one row per position
     const query = this.splitHeads(applyRotary(this.positionMajor(this.q_proj.forward(hidden), this.numHeads), cos, sin));
@@ -314,7 +320,15 @@ export class LlamaMLP extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    return this.down_proj.forward(F.mul(this.act_fn.forward(this.gate_proj.forward(x)), this.up_proj.forward(x)));
+    const gate = this.gate_proj.forward(x);
+    const act = this.act_fn.forward(gate);
+    if (act !== gate) releaseIntermediates(gate);
+    const up = this.up_proj.forward(x);
+    const product = F.mul(act, up);
+    releaseIntermediates(act, up);
+    const out = this.down_proj.forward(product);
+    releaseIntermediates(product);
+    return out;
   }
 }
 
@@ -333,8 +347,16 @@ export class LlamaDecoderLayer extends Module {
   }
 
   forward(hidden: Tensor, cos: Tensor, sin: Tensor, attentionMask: Float32Array | null, cache: LayerKV | RaggedLayerKV | null): Tensor {
-    hidden = F.add(hidden, this.self_attn.forward(this.input_layernorm.forward(hidden), cos, sin, attentionMask, cache));
-    return F.add(hidden, this.mlp.forward(this.post_attention_layernorm.forward(hidden)));
+    // without a tape, each intermediate is freed once used (releaseIntermediates)
+    const normed = this.input_layernorm.forward(hidden);
+    const attn = this.self_attn.forward(normed, cos, sin, attentionMask, cache);
+    const h = F.add(hidden, attn);
+    releaseIntermediates(normed, attn);
+    const normed2 = this.post_attention_layernorm.forward(h);
+    const mlp = this.mlp.forward(normed2);
+    const out = F.add(h, mlp);
+    releaseIntermediates(normed2, mlp, h);
+    return out;
   }
 }
 
@@ -364,8 +386,14 @@ export class LlamaModel extends Module {
       : this.rotary_emb.forward(defaultPositions(past, seq), batch, seq); // the same positions in every row
     let hidden = this.embed_tokens.forward(inputIds, [batch, seq]);
     const mask = opts.attentionMask ?? null;
-    this.layers.items.forEach((layer, i) => (hidden = layer.forward(hidden, cos, sin, mask, layerCache(opts.cache, i))));
-    return this.norm.forward(hidden);
+    this.layers.items.forEach((layer, i) => {
+      const next = layer.forward(hidden, cos, sin, mask, layerCache(opts.cache, i));
+      releaseIntermediates(hidden);
+      hidden = next;
+    });
+    const out = this.norm.forward(hidden);
+    releaseIntermediates(hidden, cos, sin);
+    return out;
   }
 
   private checkInputs(inputIds: Int32Array, shape: readonly [number, number], past: number, opts: CausalLMForwardOptions): void {
@@ -430,7 +458,11 @@ export class LlamaForCausalLM<T extends LlamaModelType = LlamaModelType> extends
 
   /** Logits (batch, seq, vocab_size); (batch, n, vocab_size) with `logitsToKeep` n. */
   forward(inputIds: Int32Array, shape: readonly [number, number], opts: CausalLMForwardOptions = {}): Tensor {
-    return this.lm_head.forward(hiddenForLogits(this.model.forward(inputIds, shape, opts), opts));
+    const hidden = this.model.forward(inputIds, shape, opts);
+    const kept = hiddenForLogits(hidden, opts);
+    const logits = this.lm_head.forward(kept);
+    releaseIntermediates(hidden, kept);
+    return logits;
   }
 
   /** Hugging Face's _init_weights: N(0, initializer_range) for linear and embedding weights; biases 0, norms 1. */

@@ -34,6 +34,25 @@ export function isGradEnabled(): boolean {
   return gradEnabled;
 }
 
+/**
+ * Frees the storages of intermediates a forward pass is done with, now rather than at the next
+ * garbage collection, when no tape is recorded (nothing was saved for a backward pass): decoding
+ * then reuses warm memory instead of growing the heap until a collection. Only for tensors (and
+ * views of their storage) that nothing else holds; with a tape, and on backends without `free`,
+ * it does nothing.
+ */
+export function releaseIntermediates(...tensors: Tensor[]): void {
+  if (gradEnabled) return;
+  const k = kernels();
+  if (!k.free) return;
+  const done = new Set<Storage>();
+  for (const t of tensors) {
+    if (t.requiresGrad || done.has(t.storage)) continue; // a parameter is never an intermediate
+    done.add(t.storage);
+    k.free(t.storage);
+  }
+}
+
 export function sizeOf(shape: Shape): number {
   let n = 1;
   for (const d of shape) n *= d;
