@@ -160,16 +160,20 @@ napi_value k_vera_routed_forward(napi_env, const Args& a) {
   const int64_t m = int64_t(routed.size());
   if (m == 0) return nullptr;
 
-  std::vector<float> ax(size_t(v.rows * v.r));
+  // scratch kept by the calling thread (grown, never shrunk): a decode step calls this for every
+  // adapted layer, and fresh zero-filled vectors cost more than the λ scalings
+  static thread_local std::vector<float> axBuf, tBuf;
+  if (axBuf.size() < size_t(v.rows * v.r)) axBuf.resize(size_t(v.rows * v.r));
+  float* const ax = axBuf.data();
   // x·A[:, :in]ᵀ for every row: into the shared buffer (once for the layers that share it) or ours
-  const float* base = ax.data();
+  const float* base = ax;
   if (nShared > 0) {
     if (!sharedReady) sgemm(v.rows, v.r, v.in, x, v.in, 1, A, 1, v.lda, shared, v.r, false);
     base = shared;
   } else {
-    sgemm(v.rows, v.r, v.in, x, v.in, 1, A, 1, v.lda, ax.data(), v.r, false);
+    sgemm(v.rows, v.r, v.in, x, v.in, 1, A, 1, v.lda, ax, v.r, false);
   }
-  float* u = ax.data();  // the rows scaled by λd (in place when not shared)
+  float* u = ax;  // the rows scaled by λd (in place when not shared)
   if (m == v.rows) {  // every row routes: scale in place, row by row on the pool
     parallel_for(m, rows_per_task(v.r), [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; i++) {
@@ -199,13 +203,14 @@ napi_value k_vera_routed_forward(napi_env, const Args& a) {
     });
     return nullptr;
   }
-  std::vector<float> t(size_t(m * v.out));
-  sgemm(m, v.out, v.r, u, v.r, 1, B, 1, v.r, t.data(), v.out, false);  // t = u·B[:out]ᵀ
+  if (tBuf.size() < size_t(m * v.out)) tBuf.resize(size_t(m * v.out));
+  float* const t = tBuf.data();
+  sgemm(m, v.out, v.r, u, v.r, 1, B, 1, v.r, t, v.out, false);  // t = u·B[:out]ᵀ
   parallel_for(m, rows_per_task(v.out), [&](int64_t k0, int64_t k1) {
     for (int64_t k = k0; k < k1; k++) {
       const int64_t i = routed[size_t(k)];
       const float* b = lb + int64_t(slots[i]) * v.out;
-      const float* src = t.data() + k * v.out;
+      const float* src = t + k * v.out;
       float* row = y + i * v.out;
       for (int64_t o = 0; o < v.out; o++) row[o] += b[o] * src[o];  // y was zeroed when overwriting
     }
