@@ -96,7 +96,7 @@ function exportTargets(e: unknown): string[] {
 
 test('the tarball holds the library, bin and the addon sources; no data sets, tests or source maps', (t) => {
   for (const f of ['package.json', 'README.md', 'LICENSE', 'bin/vera.js', 'binding.gyp', 'scripts/build-native.mjs', 'native/addon.cc', 'native/kernels.h',
-    'dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/cli/main.js', 'dist/src/backends/native/addon.js', 'wasm/vera.wasm']) {
+    'dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/cli/main.js', 'dist/src/backends/native/addon.js', 'wasm/vera.wasm', 'wasm/vera-threads.wasm']) {
     assert.ok(files.includes(f), `${f} is packed`);
   }
   // every path package.json points at is in the tarball
