@@ -28,6 +28,11 @@ export interface WasmKernels extends Kernels {
   setThreads(n: number): number;
   /** Terminates the workers (the kernels keep working, on one thread). */
   dispose(): void;
+  /**
+   * Settles once every worker has instantiated the module (or failed to: it is then not counted).
+   * Kernels may run before: the workers join the jobs published after they are up.
+   */
+  readonly whenReady: Promise<void>;
 }
 
 interface VeraExports {
@@ -147,7 +152,7 @@ export async function loadWasmKernels(opts: LoadWasmOptions = {}): Promise<WasmK
     if (bytes !== null) {
       const module = await WA.compile(bytes);
       const k = await instantiateKernels(module, { threads, spawn: spawnBrowserWorker, canBlock: false }, (imports) => WA.instantiate(module, imports));
-      await (k as WasmKernels & { whenReady: Promise<void> }).whenReady;
+      await k.whenReady;
       return k;
     }
   }
@@ -155,7 +160,7 @@ export async function loadWasmKernels(opts: LoadWasmOptions = {}): Promise<WasmK
   return instantiateKernels(module, null, (imports) => WA.instantiate(module, imports));
 }
 
-function kernelsOf(ex: VeraExports & Partial<ThreadExports>, started: number, workers: WorkerHandle[]): WasmKernels & { whenReady: Promise<void> } {
+function kernelsOf(ex: VeraExports & Partial<ThreadExports>, started: number, workers: WorkerHandle[]): WasmKernels {
   const mem = ex.memory;
   // addresses are stable; typed-array views are not (memory.grow detaches them), so views are
   // made afresh after anything that may allocate, never kept

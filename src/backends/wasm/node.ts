@@ -50,13 +50,22 @@ export function loadWasmKernelsSync(path?: string, threads = defaultWasmThreads(
 
 export type WasmLoad = { kernels: WasmKernels; reason?: undefined } | { kernels: null; reason: string };
 
+let registry: WasmKernels | null = null;
+
+/** The kernels tryLoadWasm loaded for the registry (its 'wasm' backend), if any: their threads, whenReady. */
+export function registryWasmKernels(): WasmKernels | null {
+  return registry;
+}
+
+/** Loads the module for the registry; a missing or unloadable module is the reason, not a throw. */
 export function tryLoadWasm(path?: string): WasmLoad {
   let file = path ?? '';
   try {
     const threads = defaultWasmThreads();
     file = path ?? defaultWasmPath(threads);
     if (!nodeBuiltin('node:fs').existsSync(file)) return { kernels: null, reason: `${file} not found` };
-    return { kernels: loadWasmKernelsSync(file, threads) };
+    registry = loadWasmKernelsSync(file, threads);
+    return { kernels: registry };
   } catch (e) {
     return { kernels: null, reason: `${file}: ${e instanceof Error ? e.message : String(e)}` };
   }
