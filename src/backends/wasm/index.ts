@@ -141,7 +141,7 @@ export interface LoadWasmOptions {
  */
 export async function loadWasmKernels(opts: LoadWasmOptions = {}): Promise<WasmKernels> {
   if (opts.threads !== undefined && !(Number.isInteger(opts.threads) && opts.threads >= 1)) throw new Error(`loadWasmKernels: threads must be an integer >= 1, got ${opts.threads}`);
-  const g = globalThis as { crossOriginIsolated?: boolean; SharedArrayBuffer?: unknown; Worker?: unknown; navigator?: { hardwareConcurrency?: number }; location?: { href: string } };
+  const g = globalThis as { document?: unknown; crossOriginIsolated?: boolean; SharedArrayBuffer?: unknown; Worker?: unknown; navigator?: { hardwareConcurrency?: number }; location?: { href: string } };
   const threads = opts.threads ?? Math.max(1, Math.min(g.navigator?.hardwareConcurrency ?? 1, DEFAULT_MAX_THREADS));
   if (threads > 1 && g.crossOriginIsolated === true && g.SharedArrayBuffer !== undefined && g.Worker !== undefined) {
     let bytes: ArrayBuffer | Uint8Array | null = opts.threadsBytes ?? null;
@@ -151,7 +151,7 @@ export async function loadWasmKernels(opts: LoadWasmOptions = {}): Promise<WasmK
     }
     if (bytes !== null) {
       const module = await WA.compile(bytes);
-      const k = await instantiateKernels(module, { threads, spawn: spawnBrowserWorker, canBlock: false }, (imports) => WA.instantiate(module, imports));
+      const k = await instantiateKernels(module, { threads, spawn: spawnBrowserWorker, canBlock: g.document === undefined }, (imports) => WA.instantiate(module, imports));
       await k.whenReady;
       return k;
     }
