@@ -86,21 +86,44 @@ test('wasm/vera.wasm and wasm/vera-threads.wasm are built from the current nativ
   assert.ok(recorded === recipe.sourcesHash(root), 'wasm/ is stale (native/ or the build flags changed): run `node scripts/build-wasm.mjs` and commit wasm/');
 });
 
-test('storages stay valid when the module memory grows; read gives a fresh view each time', () => {
-  const a = wasm.fromArray(Float32Array.from({ length: 1000 }, (_, i) => i));
-  const before = wasm.read(a);
-  // 64 MB more than any earlier allocation: the memory must grow
-  const big = wasm.alloc(16 << 20);
-  wasm.fill(big, 1);
-  assert.equal(wasm.read(a)[999], 999);
-  assert.equal(wasm.read(big)[(16 << 20) - 1], 1);
-  assert.ok(before.length === 0 || before[999] === 999);
-  const out = wasm.alloc(1000);
-  wasm.affine(a, 2, 1, out);
-  assert.equal(wasm.read(out)[999], 1999);
-  wasm.free!(big);
-  wasm.free!(a);
-  wasm.free!(out);
+for (const [label, k] of [['wasm/vera.wasm', wasm], ['wasm/vera-threads.wasm', threaded]] as const) {
+  test(`storages stay valid when the module memory grows; read gives a fresh view each time (${label})`, () => {
+    const a = k.fromArray(Float32Array.from({ length: 1000 }, (_, i) => i));
+    const before = k.read(a);
+    // 64 MB more than any earlier allocation: the memory must grow
+    const big = k.alloc(16 << 20);
+    k.fill(big, 1);
+    assert.equal(k.read(a)[999], 999);
+    assert.equal(k.read(big)[(16 << 20) - 1], 1);
+    assert.ok(before.length === 0 || before[999] === 999);
+    const out = k.alloc(1000);
+    k.affine(a, 2, 1, out);
+    assert.equal(k.read(out)[999], 1999);
+    k.free!(big);
+    k.free!(a);
+    k.free!(out);
+  });
+}
+
+test('the threaded module: memory grown by a worker (its first GEMM buffers) is seen by the caller', async () => {
+  const k = loadWasmKernelsSync(THREADED, 2);
+  await k.whenReady;
+  // fill what the memory holds now, so that the worker's first allocations must grow it
+  const fillers = [];
+  for (let i = 0; i < 4; i++) fillers.push(k.alloc(3 << 20));
+  const n = 512;
+  const a = k.fromArray(Float32Array.from({ length: n * n }, (_, i) => (i % 5) - 2));
+  const c = k.alloc(n * n);
+  const ref = wasm.fromArray(k.read(a).slice());
+  const refC = wasm.alloc(n * n);
+  const p = { batch: 1, m: n, n, k: n, transA: false, transB: false, strideA: 0, strideB: 0, accumulate: false };
+  for (let i = 0; i < 3; i++) k.matmul(a, a, c, p);
+  wasm.matmul(ref, ref, refC, p);
+  const tail = k.alloc(8 << 20); // past whatever the worker grew
+  k.fill(tail, 2);
+  assert.deepEqual(k.read(c).slice(), wasm.read(refC).slice());
+  assert.equal(k.read(tail)[(8 << 20) - 1], 2);
+  k.dispose();
 });
 
 test('a freed storage is refused with an error, not dereferenced', () => {
