@@ -181,7 +181,11 @@ int32_t vera_threads_start(int32_t n) {
   for (int i = started; i < n; i++) {
     char* stack = static_cast<char*>(std::aligned_alloc(16, kStackBytes));
     auto* s = static_cast<Start*>(std::malloc(sizeof(Start)));
-    if (stack == nullptr || s == nullptr) break;
+    if (stack == nullptr || s == nullptr) {
+      std::free(stack);
+      std::free(s);
+      break;
+    }
     s->stack_top = uint32_t(reinterpret_cast<uintptr_t>(stack + kStackBytes));
     s->index = uint32_t(i);
     pthread_attr_t attr;
@@ -191,7 +195,11 @@ int32_t vera_threads_start(int32_t n) {
     pthread_t t;
     const int rc = pthread_create(&t, &attr, reinterpret_cast<void* (*)(void*)>(worker_loop), s);
     pthread_attr_destroy(&attr);
-    if (rc != 0) break;
+    if (rc != 0) {  // no workers here (JavaScript could not start one)
+      std::free(stack);
+      std::free(s);
+      break;
+    }
     started = i + 1;
   }
   active.store(started);

@@ -151,9 +151,12 @@ export async function loadWasmKernels(opts: LoadWasmOptions = {}): Promise<WasmK
     }
     if (bytes !== null) {
       const module = await WA.compile(bytes);
-      const k = await instantiateKernels(module, { threads, spawn: spawnBrowserWorker, canBlock: g.document === undefined }, (imports) => WA.instantiate(module, imports));
-      await k.whenReady;
-      return k;
+      // a shared memory of 4 GB at most may not be had (a 32-bit browser): one thread then
+      const k = await instantiateKernels(module, { threads, spawn: spawnBrowserWorker, canBlock: g.document === undefined }, (imports) => WA.instantiate(module, imports)).catch(() => null);
+      if (k !== null) {
+        await k.whenReady;
+        return k;
+      }
     }
   }
   const module = await WA.compile(opts.bytes ?? (await fetchBytes(opts.url ?? defaultWasmUrl())));
