@@ -18,6 +18,7 @@
 // them, so results are those of one thread.
 #include "thread_pool.h"
 
+#include <emscripten/emscripten.h>
 #include <emscripten/threading.h>
 #include <pthread.h>
 
@@ -38,9 +39,11 @@ namespace {
 
 thread_local bool in_worker = false;
 
-// spins of a worker after each job before it sleeps: about 100 µs; a sleeping worker costs a
-// wake-up (tens of µs), which on back-to-back small kernels cost more than the kernels
-constexpr uint32_t kSpin = 1u << 15;
+// a worker spins this long after each job before it sleeps (as thread_pool.cc): a sleeping worker
+// costs a wake-up (tens of µs), which on back-to-back small kernels costs more than the kernels
+constexpr double kWorkerSpinMs = 0.4;
+// the caller's spins on the workers of a job before it sleeps (where it may), a few µs
+constexpr uint32_t kSpin = 1u << 12;
 constexpr size_t kStackBytes = 4u << 20;
 
 int started = 1;                      // threads that exist, the caller included
@@ -87,13 +90,14 @@ void* worker_loop(Start* s) {
   uint32_t seen = gen.load(std::memory_order_acquire);
   for (;;) {
     uint32_t g;
-    for (uint32_t i = 0; (g = gen.load(std::memory_order_seq_cst)) == seen; i++) {
-      if (i < kSpin) continue;
+    double until = emscripten_get_now() + kWorkerSpinMs;  // the clock is an import: read it now and then
+    for (uint32_t i = 1; (g = gen.load(std::memory_order_seq_cst)) == seen; i++) {
+      if ((i & 1023) != 0 || emscripten_get_now() < until) continue;
       sleepers.fetch_add(1, std::memory_order_seq_cst);
       // wait32 returns at once if `gen` moved after the check above
       if (gen.load(std::memory_order_seq_cst) == seen) __builtin_wasm_memory_atomic_wait32(gen_word(), int32_t(seen), -1);
       sleepers.fetch_sub(1, std::memory_order_seq_cst);
-      i = 0;
+      until = emscripten_get_now() + kWorkerSpinMs;
     }
     seen = g;
     if (index >= active.load(std::memory_order_relaxed)) continue;
