@@ -70,11 +70,13 @@ test('dispose ends the workers; the kernels go on on one thread', () => {
 
 test('Node: VERA_NUM_THREADS chooses the module and its threads; the workers never keep the process alive', () => {
   const node = join(root, 'dist', 'src', 'backends', 'wasm', 'node.js');
-  const script = `const m = await import(${JSON.stringify(node)}); const k = m.loadWasmKernelsSync(); const a = k.fromArray(new Float32Array(90000).fill(1)); const c = k.alloc(90000); k.matmul(a, a, c, { batch: 1, m: 300, n: 300, k: 300, transA: false, transB: false, strideA: 0, strideB: 0, accumulate: false }); console.log(k.threads, m.defaultWasmPath().split('/').pop(), k.read(c)[0]);`;
+  const script = `const m = await import(${JSON.stringify(node)}); const k = m.loadWasmKernelsSync(); await k.whenReady; const a = k.fromArray(new Float32Array(90000).fill(1)); const c = k.alloc(90000); k.matmul(a, a, c, { batch: 1, m: 300, n: 300, k: 300, transA: false, transB: false, strideA: 0, strideB: 0, accumulate: false }); console.log(k.threads, m.defaultWasmPath().split('/').pop(), k.read(c)[0]);`;
   for (const [threads, file] of [['1', 'vera.wasm'], ['3', 'vera-threads.wasm']]) {
     const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { env: { ...process.env, VERA_NUM_THREADS: threads }, encoding: 'utf8', timeout: 60_000 });
     assert.equal(r.status, 0, r.stderr);
+    // every worker came up (under --input-type=module too), and exit did not wait for them
     assert.equal(r.stdout.trim(), `${threads} ${file} 300`);
+    assert.equal(r.stderr, '');
   }
   const bad = spawnSync(process.execPath, ['--input-type=module', '-e', script], { env: { ...process.env, VERA_NUM_THREADS: 'two' }, encoding: 'utf8', timeout: 60_000 });
   assert.match(bad.stderr, /VERA_NUM_THREADS must be an integer >= 1, got 'two'/);

@@ -4,7 +4,7 @@
 // worker_threads (unref'd: they never keep the process alive), else wasm/vera.wasm; VERA_WASM_MODULE
 // names another module (threaded or not, as it was built). A missing or unloadable module is
 // reported, not thrown.
-import { nodeBuiltin } from '../../io/node.js';
+import { nodeBuiltin, writeStderr } from '../../io/node.js';
 import { DEFAULT_MAX_THREADS, defaultWasmUrl, instantiateKernels, type WasmKernels } from './index.js';
 import { WORKER_SOURCE, type WorkerHandle, type WorkerInit } from './threads.js';
 import { WA } from './wasm-api.js';
@@ -24,15 +24,24 @@ export function defaultWasmPath(threads = defaultWasmThreads()): string {
   return process.env.VERA_WASM_MODULE || nodeBuiltin('node:url').fileURLToPath(defaultWasmUrl(threads > 1));
 }
 
-/** One worker thread running WORKER_SOURCE. */
+// an ES module from a data: URL, not `eval: true`: an eval'd worker inherits the parent's
+// --input-type=module and then has no require
+const WORKER_URL = `data:text/javascript,${encodeURIComponent(`import { workerData, parentPort } from 'node:worker_threads';\n${WORKER_SOURCE}\nveraWorker(workerData, () => parentPort.postMessage('ready'));\n`)}`;
+let warned = false;
+
+/** One worker thread running WORKER_SOURCE; unref'd, so it never keeps the process alive. */
 export function spawnNodeWorker(init: WorkerInit): WorkerHandle {
   const { Worker } = nodeBuiltin('node:worker_threads');
-  const w = new Worker(`${WORKER_SOURCE}\nconst { workerData, parentPort } = require('node:worker_threads');\nveraWorker(workerData, () => parentPort.postMessage('ready'));\n`, { eval: true, workerData: init });
+  const w = new Worker(new URL(WORKER_URL), { workerData: init });
   w.unref();
   const ready = new Promise<boolean>((resolve) => {
     w.once('message', () => resolve(true));
     // a worker that fails (or is terminated before it is up) is only not counted
-    w.once('error', () => resolve(false));
+    w.once('error', (e) => {
+      if (!warned) writeStderr(`vera: a WebAssembly worker thread failed (${e.message}); the wasm backend runs on fewer threads`);
+      warned = true;
+      resolve(false);
+    });
     w.once('exit', () => resolve(false));
   });
   return { ready, terminate: () => void w.terminate() };
