@@ -23,6 +23,8 @@ const SINGLE = join(root, 'wasm', 'vera.wasm');
 const THREADED = join(root, 'wasm', 'vera-threads.wasm');
 const wasm = loadWasmKernelsSync(SINGLE, 1);
 const threaded = loadWasmKernelsSync(THREADED, 2);
+// the workers start in the background: the tests below are about 2 threads, so they wait for them
+await threaded.whenReady;
 
 for (const [label, k] of [['wasm/vera.wasm', wasm], ['wasm/vera-threads.wasm at 2 threads', threaded]] as const) {
   describe(`wasm kernels match the TypeScript reference (conformance suite, ${label})`, () => {
@@ -52,8 +54,9 @@ test('the threaded module runs 2 threads and gives the single-threaded results b
   }
 });
 
-test('dispose ends the workers; the kernels go on on one thread', () => {
+test('dispose ends the workers; the kernels go on on one thread', async () => {
   const k = loadWasmKernelsSync(THREADED, 3);
+  await k.whenReady;
   assert.equal(k.threads, 3);
   const a = k.fromArray(Float32Array.from({ length: 400 * 400 }, (_, i) => (i % 7) - 3));
   const c = k.alloc(400 * 400);
