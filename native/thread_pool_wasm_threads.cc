@@ -60,22 +60,26 @@ int64_t n_ = 0, chunk_ = 1;
 std::atomic<int64_t> next_{0};
 std::atomic<bool> failed{false};
 std::exception_ptr error_;            // written by the thread that set `failed`
+std::atomic<uint32_t> worker_chunks{0};  // chunks the workers ran (diagnostics: vera_worker_chunks)
 
 inline int32_t* gen_word() { return reinterpret_cast<int32_t*>(&gen); }
 inline int32_t* inflight_word() { return reinterpret_cast<int32_t*>(&inflight); }
 
-/** Runs chunks until none are left; the first exception (any thread) stops the rest and is kept. */
-void work() {
+/** Runs chunks until none are left; the first exception (any thread) stops the rest and is kept. Returns the chunks run. */
+uint32_t work() {
+  uint32_t done = 0;
   try {
     for (;;) {
       const int64_t b = next_.fetch_add(chunk_, std::memory_order_relaxed);
       if (b >= n_) break;
       (*fn_)(b, std::min(n_, b + chunk_));
+      done++;
     }
   } catch (...) {
     next_.store(n_, std::memory_order_relaxed);
     if (!failed.exchange(true)) error_ = std::current_exception();
   }
+  return done;
 }
 
 /** Start block of a worker (read by JavaScript before the worker runs any code: its stack top). */
@@ -102,7 +106,10 @@ void* worker_loop(Start* s) {
     seen = g;
     if (index >= active.load(std::memory_order_relaxed)) continue;
     inflight.fetch_add(1, std::memory_order_seq_cst);
-    if (open.load(std::memory_order_seq_cst) == seen) work();  // else the caller finished without us
+    if (open.load(std::memory_order_seq_cst) == seen) {  // else the caller finished without us
+      const uint32_t done = work();
+      if (done > 0) worker_chunks.fetch_add(done, std::memory_order_relaxed);
+    }
     if (inflight.fetch_sub(1, std::memory_order_seq_cst) == 1 && caller_waits.load(std::memory_order_seq_cst) != 0)
       __builtin_wasm_memory_atomic_notify(inflight_word(), 1);
   }
@@ -222,6 +229,9 @@ int32_t vera_set_num_threads(int32_t n) {
   set_num_threads(n);
   return num_threads();
 }
+
+/** Chunks of parallel_for the workers have run so far (the rest ran on the caller). */
+uint32_t vera_worker_chunks() { return worker_chunks.load(); }
 
 /** The main thread's state, from __emscripten_init_main_thread_js (can_block: false in a browser's main thread). */
 void vera_thread_init_main(pthread_t self, int32_t can_block) {

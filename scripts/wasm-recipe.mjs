@@ -21,7 +21,7 @@ export const EXPORTS = [
   'vera_result_number', 'vera_result_string', 'vera_error', 'vera_gemm_kernel', 'vera_malloc', 'vera_calloc', 'vera_free',
 ];
 /** What the threaded module exports besides EXPORTS: the pool's entry points and the stack setter its workers call first. */
-export const THREAD_EXPORTS = ['vera_threads_start', 'vera_set_num_threads', 'vera_thread_main', 'vera_thread_init_main', 'stackRestore'];
+export const THREAD_EXPORTS = ['vera_threads_start', 'vera_set_num_threads', 'vera_worker_chunks', 'vera_thread_main', 'vera_thread_init_main', 'stackRestore'];
 
 // SIMD128 (no relaxed SIMD: Node 20 runs it only behind a flag); C++ exceptions as WebAssembly
 // exceptions, so a kernel's argument error comes back as a message instead of a trap

@@ -46,7 +46,11 @@ for (const isolated of [false, true]) {
       assert.ok(report.agreement, 'no agreement check ran');
       assert.deepEqual(report.agreement.differences, []);
       assert.ok(report.agreement.compared >= 10, `${report.agreement.compared} comparisons`);
-    } else assert.equal(report.agreement, null);
+      assert.ok(report.workerChunks > 0, 'the workers ran no chunk');
+    } else {
+      assert.equal(report.agreement, null);
+      assert.equal(report.workerChunks, 0);
+    }
     assert.ok(report.results.length >= 20, `${report.results.length} cases ran`);
     const failed = report.results.filter((r) => !r.ok);
     assert.deepEqual(failed.map((r) => `${r.name}: ${r.message}`), []);

@@ -42,7 +42,10 @@ for (const [label, k] of [['wasm/vera.wasm', wasm], ['wasm/vera-threads.wasm at 
 test('the threaded module runs 2 threads and gives the single-threaded results bit for bit (GEMMs, a VeRA training step)', () => {
   assert.equal(wasm.threads, 1);
   assert.equal(threaded.threads, 2);
+  const chunks = threaded.workerChunks;
   const r = threadAgreement(wasm, threaded);
+  // the worker took part
+  assert.ok(threaded.workerChunks > chunks, `the worker ran ${threaded.workerChunks - chunks} chunks`);
   assert.deepEqual(r.differences, []);
   assert.ok(r.compared >= 10 && Number.isFinite(r.loss), `${r.compared} comparisons, loss ${r.loss}`);
   // and at one thread of the threaded module

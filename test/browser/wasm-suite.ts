@@ -15,6 +15,8 @@ export interface BrowserSuiteReport {
   threads: number;
   /** Threaded against single-threaded module (null on one thread). */
   agreement: AgreementReport | null;
+  /** Chunks of parallel work the workers ran (0 on one thread). */
+  workerChunks: number;
   error?: string;
 }
 
@@ -27,7 +29,7 @@ g.veraSuite = (async () => {
     const one = await loadWasmKernels({ url: './vera.wasm', threads: 1 });
     agreement = threadAgreement(one, k);
   }
-  const report = { results, crossOriginIsolated: g.crossOriginIsolated === true, name: k.name, threads: k.threads, agreement };
+  const report = { results, crossOriginIsolated: g.crossOriginIsolated === true, name: k.name, threads: k.threads, agreement, workerChunks: k.workerChunks };
   k.dispose();
   return report;
-})().catch((e: unknown) => ({ results: [], crossOriginIsolated: g.crossOriginIsolated === true, name: '', threads: 0, agreement: null, error: e instanceof Error ? `${e.message}\n${e.stack}` : String(e) }));
+})().catch((e: unknown) => ({ results: [], crossOriginIsolated: g.crossOriginIsolated === true, name: '', threads: 0, agreement: null, workerChunks: 0, error: e instanceof Error ? `${e.message}\n${e.stack}` : String(e) }));

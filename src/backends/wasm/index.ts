@@ -33,6 +33,8 @@ export interface WasmKernels extends Kernels {
    * Kernels may run before: the workers join the jobs published after they are up.
    */
   readonly whenReady: Promise<void>;
+  /** Chunks of parallel work the workers have run so far (the rest ran on the calling thread; 0 without workers). */
+  readonly workerChunks: number;
 }
 
 interface VeraExports {
@@ -309,6 +311,9 @@ function kernelsOf(ex: VeraExports & Partial<ThreadExports>, started: number, wo
     name: 'wasm',
     get threads() {
       return threads;
+    },
+    get workerChunks() {
+      return ex.vera_worker_chunks?.() ?? 0;
     },
     setThreads: (n) => {
       if (!(Number.isInteger(n) && n >= 1)) throw new Error(`wasm: setThreads: ${n} is not an integer >= 1`);

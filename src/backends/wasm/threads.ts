@@ -102,6 +102,7 @@ export interface ThreadExports {
   vera_threads_start(n: number): number;
   vera_thread_init_main(pthread: number, canBlock: number): void;
   vera_set_num_threads(n: number): number;
+  vera_worker_chunks(): number;
 }
 
 /**
