@@ -6,6 +6,7 @@ import { runDecodeSpec, type DecodeSpec } from './decode.js';
 import { runQuantSpec, type QuantSpec } from './quant.js';
 import { runQloraSpec, type QloraSpec } from './qlora.js';
 import { loadAddon } from '../src/backends/native/index.js';
+import { registryWasmKernels } from '../src/backends/wasm/node.js';
 import { jaxGemm, tfjsGemm, type WasmSpec } from './wasm.js';
 
 async function main(): Promise<void> {
@@ -14,6 +15,8 @@ async function main(): Promise<void> {
     process.stderr.write('usage: child.js gemm|train|decode|quant|qlora|tfjs|jax <json spec>\n');
     process.exit(2);
   }
+  // the wasm module's workers start in the background: measure once they are all up
+  if (kernels().name === 'wasm') await registryWasmKernels()?.whenReady;
   const base = { backend: kernels().name, threads: backendThreads() };
   if (mode === 'tfjs' || mode === 'jax') {
     // the other WebAssembly runtimes (bench/wasm.ts): their own kernels, not ours

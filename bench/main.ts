@@ -109,7 +109,11 @@ export interface BenchResults {
 /** Our wasm backend against TF.js's and jax-js's WebAssembly GEMMs, and its VeRA step against native's. */
 export interface WasmResults {
   spec: { gemm: WasmSpec; train: TrainSpec };
+  /** Ours on one thread (wasm/vera.wasm). */
   ours: Outcome<OursGemm>;
+  /** Ours on `threads` threads (wasm/vera-threads.wasm, workers over a shared memory). */
+  oursThreads: Outcome<OursGemm>;
+  threads: number;
   tfjs: Outcome<PeerGemm>;
   jax: Outcome<PeerGemm>;
   trainWasm: Outcome<OursTrain>;
@@ -229,22 +233,27 @@ export function runBench(o: BenchOptions): BenchResults {
   }
 
   if (o.sections.includes('wasm')) {
-    // one thread everywhere: ours runs one, and so do TF.js's and jax-js's wasm in Node
+    // ours on one thread and on the wasm loader's default (the cores, at most 8), or --threads,
+    // at least 2; TF.js's and jax-js's wasm run one thread in Node
     const spec = o.wasm;
-    // two rounds, the three runtimes in turn in each, their runs pooled: a busy spell of the
-    // machine then falls on all of them rather than on whichever ran during it
-    const round = (): [Outcome<OursGemm>, Outcome<PeerGemm>, Outcome<PeerGemm>] => [
+    const threads = Math.max(2, o.threads ?? Math.min(os.availableParallelism(), 8));
+    // two rounds, the runtimes in turn in each, their runs pooled: a busy spell of the machine
+    // then falls on all of them rather than on whichever ran during it
+    const round = (): [Outcome<OursGemm>, Outcome<OursGemm>, Outcome<PeerGemm>, Outcome<PeerGemm>] => [
       attempt(() => runChild<OursGemm>('gemm', spec.gemm, 1, 'wasm')),
+      attempt(() => runChild<OursGemm>('gemm', spec.gemm, threads, 'wasm')),
       attempt(() => runChild<PeerGemm>('tfjs', spec.gemm, 1)),
       attempt(() => runChild<PeerGemm>('jax', spec.gemm, 1)),
     ];
     const [r1, r2] = [round(), round()];
-    const outcomes = [pooledRuns(r1[0], r2[0]), pooledRuns(r1[1], r2[1]), pooledRuns(r1[2], r2[2])] as const;
+    const outcomes = [pooledRuns(r1[0], r2[0]), pooledRuns(r1[1], r2[1]), pooledRuns(r1[2], r2[2]), pooledRuns(r1[3], r2[3])] as const;
     const wasm: WasmResults = {
       spec,
       ours: outcomes[0],
-      tfjs: outcomes[1],
-      jax: outcomes[2],
+      oursThreads: outcomes[1],
+      threads,
+      tfjs: outcomes[2],
+      jax: outcomes[3],
       trainWasm: attempt(() => runChild<OursTrain>('train', spec.train, 1, 'wasm')),
       trainNative: attempt(() => {
         const t = runChild<OursTrain>('train', spec.train, 1, 'native');
@@ -254,7 +263,7 @@ export function runBench(o: BenchOptions): BenchResults {
       }),
     };
     const said = (r: Outcome<unknown>): string => (r.ok ? 'done' : r.error);
-    o.log(`wasm: ours ${said(wasm.ours)}; tfjs ${said(wasm.tfjs)}; jax-js ${said(wasm.jax)}; vera step wasm ${said(wasm.trainWasm)}, native ${said(wasm.trainNative)}`);
+    o.log(`wasm: ours ${said(wasm.ours)}, on ${threads} threads ${said(wasm.oursThreads)}; tfjs ${said(wasm.tfjs)}; jax-js ${said(wasm.jax)}; vera step wasm ${said(wasm.trainWasm)}, native ${said(wasm.trainNative)}`);
     results.wasm = wasm;
   }
 

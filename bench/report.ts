@@ -361,6 +361,7 @@ function wasmSection(r: BenchResults): string[] {
   const w = r.wasm;
   if (w === undefined) return [];
   const ours = value(w.ours);
+  const oursT = w.oursThreads ? value(w.oursThreads) : null;
   const tf = value(w.tfjs);
   const jax = value(w.jax);
   const gflops = (res: { n: number; seconds: number[] }[] | undefined, n: number, pick: (s: number[]) => number): number | null => {
@@ -376,18 +377,19 @@ function wasmSection(r: BenchResults): string[] {
     '',
     '## WebAssembly backend',
     '',
-    `Our \`wasm\` backend (the native/ kernels compiled to wasm/vera.wasm, SIMD128, one thread) against the other WebAssembly runtimes for JavaScript, in Node ${r.machine.node}, each in its own child process, in turn, twice (the two rounds' runs pooled). float32 C = A·B for square n×n matrices; GFLOP/s of the median run, best run in parentheses, of at least ${w.spec.gemm.runs} timed runs a round after ${w.spec.gemm.warmup} warm-up; the ratios are of the best runs, the least disturbed by other work on the machine. TF.js: \`tf.matMul\` then \`dataSync\`; jax-js: \`np.matmul\` then \`blockUntilReady\`; ours: the \`matmul\` kernel.`,
+    `Our \`wasm\` backend (the native/ kernels compiled to WebAssembly, SIMD128: wasm/vera.wasm on one thread, and wasm/vera-threads.wasm on workers over a shared memory) against the other WebAssembly runtimes for JavaScript, in Node ${r.machine.node}, each in its own child process, in turn, twice (the two rounds' runs pooled). float32 C = A·B for square n×n matrices; GFLOP/s of the median run, best run in parentheses, of at least ${w.spec.gemm.runs} timed runs a round after ${w.spec.gemm.warmup} warm-up; the ratios are of the best runs, the least disturbed by other work on the machine. TF.js: \`tf.matMul\` then \`dataSync\`; jax-js: \`np.matmul\` then \`blockUntilReady\`; ours: the \`matmul\` kernel.`,
     '',
-    `Threads — ours: 1; TF.js: ${threads(tf)}; jax-js: ${threads(jax)}.`,
+    `Threads — ours: 1, and ${oursT?.threads ?? w.threads ?? NA} (the threaded module, as the child reported it); TF.js: ${threads(tf)}; jax-js: ${threads(jax)}.`,
     '',
-    `| n | ours (wasm) | ${tf?.label ?? 'TF.js wasm'} | ${jax?.label ?? 'jax-js wasm'} | ours / TF.js (best) | ours / jax-js (best) |`,
-    '|---:|---:|---:|---:|---:|---:|',
+    `| n | ours (wasm, 1 thread) | ours (wasm, ${oursT?.threads ?? w.threads ?? '?'} threads) | ${tf?.label ?? 'TF.js wasm'} | ${jax?.label ?? 'jax-js wasm'} | ours / TF.js (best) | ours / jax-js (best) | ours threaded / TF.js (best) | ours threaded / jax-js (best) |`,
+    '|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const n of w.spec.gemm.sizes) {
     const a = gflops(ours?.results, n, best);
+    const t = gflops(oursT?.results, n, best);
     const b = gflops(tf?.results, n, best);
     const c = gflops(jax?.results, n, best);
-    lines.push(`| ${n} | ${cell(ours?.results, n)} | ${cell(tf?.results, n)} | ${cell(jax?.results, n)} | ${ratio(a, b)} | ${ratio(a, c)} |`);
+    lines.push(`| ${n} | ${cell(ours?.results, n)} | ${cell(oursT?.results, n)} | ${cell(tf?.results, n)} | ${cell(jax?.results, n)} | ${ratio(a, b)} | ${ratio(a, c)} | ${ratio(t, b)} | ${ratio(t, c)} |`);
   }
   const tw = value(w.trainWasm);
   const tn = value(w.trainNative);
@@ -403,7 +405,7 @@ function wasmSection(r: BenchResults): string[] {
     lines.push(`| ${name} | ${t === null ? NA : fixed(oursTokS(t)!, 0)} | ${t === null ? NA : fixed(1000 * median(t.stepSeconds), 0)} | ${t === null ? NA : checkSummary(t)} |`);
   }
   lines.push('', `wasm / native: ${ratio(oursTokS(tw), oursTokS(tn))} of the tokens per second.`);
-  lines.push(...failures('ours (wasm GEMM)', w.ours), ...failures('TF.js', w.tfjs), ...failures('jax-js', w.jax), ...failures('VeRA step on wasm', w.trainWasm), ...failures('VeRA step on native', w.trainNative));
+  lines.push(...failures('ours (wasm GEMM)', w.ours), ...(w.oursThreads ? failures('ours (threaded wasm GEMM)', w.oursThreads) : []), ...failures('TF.js', w.tfjs), ...failures('jax-js', w.jax), ...failures('VeRA step on wasm', w.trainWasm), ...failures('VeRA step on native', w.trainNative));
   return lines;
 }
 

@@ -9,6 +9,7 @@ import { GPT2LMHeadModel, causalLmLoss, gpt2ConfigFromJson } from '../src/models
 import { LoraLinear, VeraLinear, getPeftModel, loraConfig, veraConfig } from '../src/peft/index.js';
 import { AdamW } from '../src/train/index.js';
 import { loadAddon } from '../src/backends/native/index.js';
+import { registryWasmKernels } from '../src/backends/wasm/node.js';
 import { maxRssKiB, timed } from './stats.js';
 
 /** dvora / dora: VeRA / LoRA with DoRA's magnitude (use_dora). */
@@ -182,8 +183,9 @@ export interface GemmSpec {
   minSeconds: number;
 }
 
-/** The active backend's worker threads: the native addon's pool (VERA_NUM_THREADS); the TS backend runs on one. */
+/** The active backend's threads: the native addon's pool or the wasm module's workers (VERA_NUM_THREADS); the TS backend runs on one. */
 export function backendThreads(): number {
+  if (kernels().name === 'wasm') return registryWasmKernels()?.threads ?? 1;
   if (kernels().name !== 'native') return 1;
   const load = loadAddon(); // the module already loaded: same addon, same pool
   return load.addon === null ? 1 : load.addon.numThreads();

@@ -1,5 +1,6 @@
 // `npm run demo:web`: the finetuning page (web/) bundled with esbuild for browsers, next to the
-// files it fetches (the embedded model data/fortune-llama, the fortune categories, wasm/vera.wasm),
+// files it fetches (the embedded model data/fortune-llama, the fortune categories, wasm/vera.wasm and
+// wasm/vera-threads.wasm, which the page's worker runs on threads since the page is isolated),
 // and served from 127.0.0.1 with COOP/COEP headers (cross-origin isolated, so SharedArrayBuffer is
 // there for threaded builds). The tests build the same folder with `buildWebDemo`.
 import { createServer, type Server } from 'node:http';
@@ -39,6 +40,8 @@ export async function buildWebDemo(outDir: string): Promise<void> {
   for (const f of MODEL_FILES) if (existsSync(join(model, f))) copyFileSync(join(model, f), join(outDir, 'model', f));
   mkdirSync(join(outDir, 'wasm'));
   copyFileSync(wasm, join(outDir, 'wasm', 'vera.wasm'));
+  const threaded = join(repoRoot, 'wasm', 'vera-threads.wasm');
+  if (existsSync(threaded)) copyFileSync(threaded, join(outDir, 'wasm', 'vera-threads.wasm'));
   const categories = readdirSync(users).filter((u) => existsSync(join(users, u, 'train.jsonl'))).sort();
   for (const c of categories) {
     mkdirSync(join(outDir, 'fortunes', c), { recursive: true });

@@ -12,6 +12,7 @@ export * from './tensor/index.js';
 export {
   useBackend, backendNames, backendLoaderNames, activeBackend, registerBackend, registerBackendLoader, initBackend,
 } from './backends/index.js';
+export type { BackendOptions } from './backends/index.js';
 export * from './nn/index.js';
 export * from './models/index.js';
 export * from './peft/index.js';

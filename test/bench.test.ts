@@ -225,13 +225,16 @@ test('bench wasm section on tiny shapes: ours, TF.js and jax-js each time every 
     const r = runBench(o);
     const w = r.wasm;
     assert.ok(w, 'no wasm section');
-    for (const [name, g] of [['ours', w.ours], ['tfjs', w.tfjs], ['jax', w.jax]] as const) {
+    for (const [name, g] of [['ours', w.ours], ['ours threaded', w.oursThreads], ['tfjs', w.tfjs], ['jax', w.jax]] as const) {
       if (!g.ok) assert.fail(`${name}: ${g.error}`);
       assert.deepEqual(g.value.results.map((x) => x.n), [16, 33], name);
       // two rounds pooled: at least twice the runs of one
       for (const x of g.value.results) assert.ok(x.seconds.length >= 4, `${name} n ${x.n}: ${x.seconds.length} runs`);
     }
     if (w.ours.ok) assert.equal(w.ours.value.backend, 'wasm');
+    // the threaded child reports the threads it ran
+    assert.ok(w.oursThreads.ok && w.oursThreads.value.backend === 'wasm' && w.oursThreads.value.threads === w.threads, JSON.stringify(w.oursThreads.ok ? w.oursThreads.value.threads : w.oursThreads));
+    if (w.ours.ok) assert.equal(w.ours.value.threads, 1);
     if (!w.trainWasm.ok) assert.fail(w.trainWasm.error);
     assert.equal(w.trainWasm.value.backend, 'wasm');
     assert.equal(checkSummary(w.trainWasm.value), 'ok');
@@ -240,7 +243,7 @@ test('bench wasm section on tiny shapes: ours, TF.js and jax-js each time every 
     else assert.match(w.trainNative.error, /native backend not available/);
     const md = readFileSync(o.out!, 'utf8');
     assert.match(md, /## WebAssembly backend/);
-    assert.match(md, /\| n \| ours \(wasm\) \| TF\.js .* \| jax-js .* \| ours \/ TF\.js \(best\) \| ours \/ jax-js \(best\) \|/);
+    assert.match(md, /\| n \| ours \(wasm, 1 thread\) \| ours \(wasm, \d+ threads\) \| TF\.js .* \| jax-js .* \| ours \/ TF\.js \(best\) \| ours \/ jax-js \(best\) \| ours threaded \/ TF\.js \(best\) \| ours threaded \/ jax-js \(best\) \|/);
     assert.match(md, /wasm \/ native: /);
   });
 });

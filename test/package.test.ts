@@ -96,7 +96,7 @@ function exportTargets(e: unknown): string[] {
 
 test('the tarball holds the library, bin and the addon sources; no data sets, tests or source maps', (t) => {
   for (const f of ['package.json', 'README.md', 'LICENSE', 'bin/vera.js', 'binding.gyp', 'scripts/build-native.mjs', 'native/addon.cc', 'native/kernels.h',
-    'dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/cli/main.js', 'dist/src/backends/native/addon.js', 'wasm/vera.wasm']) {
+    'dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/cli/main.js', 'dist/src/backends/native/addon.js', 'wasm/vera.wasm', 'wasm/vera-threads.wasm']) {
     assert.ok(files.includes(f), `${f} is packed`);
   }
   // every path package.json points at is in the tarball
@@ -105,7 +105,7 @@ test('the tarball holds the library, bin and the addon sources; no data sets, te
   for (const p of pointed) assert.ok(files.includes(p.replace(/^\.\//, '')), `${p} (named in package.json) is packed`);
   const stray = files.filter((f) => /^(data|test|dist\/test|experiments|bench|examples|docs|build|src)\//.test(f) || f.endsWith('.map') || f.endsWith('.ts') && !f.endsWith('.d.ts'));
   assert.deepEqual(stray, []);
-  assert.ok(files.every((f) => /^(dist\/src\/|native\/|bin\/|scripts\/build-native\.mjs$|binding\.gyp$|wasm\/vera\.wasm$|package\.json$|README\.md$|LICENSE)/.test(f)), files.join(' '));
+  assert.ok(files.every((f) => /^(dist\/src\/|native\/|bin\/|scripts\/build-native\.mjs$|binding\.gyp$|wasm\/vera(-threads)?\.wasm$|package\.json$|README\.md$|LICENSE)/.test(f)), files.join(' '));
   assert.ok(pack.size < 1_000_000, `packed ${pack.size} bytes`);
   t.diagnostic(`packed ${pack.size} B, unpacked ${pack.unpackedSize} B, ${files.length} files`);
 });
@@ -159,7 +159,7 @@ test("the README's esbuild recipe bundles the program; the bundle runs in place 
   copyFileSync(bundle, join(away, 'app.mjs'));
   const r = run(process.execPath, ['app.mjs', LLAMA], away, { VERA_BACKEND: undefined });
   assert.equal(checkOutput(ok(r, 'the moved bundle')).backend, 'ts');
-  assert.match(r.stderr.trim(), /^vera: native backend not available \(.*vera_native\.node not built\); using the TypeScript backend \(WebAssembly: .*vera\.wasm not found\)$/);
+  assert.match(r.stderr.trim(), /^vera: native backend not available \(.*vera_native\.node not built\); using the TypeScript backend \(WebAssembly: .*vera(-threads)?\.wasm not found\)$/);
 });
 
 test('a minimal import bundles without the unused heavy dependencies', async (t) => {

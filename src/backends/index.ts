@@ -14,7 +14,13 @@ import { tryLoadWasm } from './wasm/node.js';
 // every registered backend runs behind the same argument checks (buffer lengths against the
 // sizes a kernel will touch), so a new backend is as safe as these two
 const available: Record<string, Kernels> = { ts: checkedKernels(tsKernels) };
-const loaders = new Map<string, () => Promise<Kernels>>();
+const loaders = new Map<string, (options: BackendOptions) => Promise<Kernels>>();
+
+/** Options `initBackend` hands to a backend's loader (each loader takes what applies to it). */
+export interface BackendOptions {
+  /** Threads (the WebAssembly loader: more than 1 needs a cross-origin isolated page; default the cores, at most 8). */
+  threads?: number;
+}
 let activeName: string | null = null;
 
 /** Which backend `initBackend()` without a name takes first, when it is ready or loads. */
@@ -70,17 +76,17 @@ export function registerBackend(name: string, kernels: Kernels): void {
 }
 
 /** Registers a backend whose kernels need asynchronous setup (compiling WebAssembly, requesting a GPU device); `initBackend` runs it. */
-export function registerBackendLoader(name: string, load: () => Promise<Kernels>): void {
+export function registerBackendLoader(name: string, load: (options: BackendOptions) => Promise<Kernels>): void {
   checkName(name, 'registerBackendLoader');
   loaders.set(name, load);
 }
 
-async function ready(name: string): Promise<Kernels> {
+async function ready(name: string, options: BackendOptions = {}): Promise<Kernels> {
   const k = available[name];
   if (k !== undefined) return k;
   const load = loaders.get(name);
   if (load === undefined) throw new Error(`initBackend: unknown backend '${name}' (available: ${[...backendNames(), ...backendLoaderNames()].join(', ')})`);
-  const loaded = checkedKernels(await load());
+  const loaded = checkedKernels(await load(options));
   // a second initBackend while the first was loading keeps the first result
   available[name] ??= loaded;
   loaders.delete(name);
@@ -91,10 +97,11 @@ async function ready(name: string): Promise<Kernels> {
  * Activates `name` (running its loader first if it has one), or without a name the first of
  * native, webgpu, wasm, ts that is ready or loads (VERA_BACKEND under Node, when set, is the name).
  * Resolves to the name activated; a named backend that fails to load rejects with its reason.
+ * `options` go to the loader, if the backend has one that has not run yet.
  */
-export async function initBackend(name: string | undefined = wanted): Promise<string> {
+export async function initBackend(name: string | undefined = wanted, options: BackendOptions = {}): Promise<string> {
   if (name !== undefined) {
-    await ready(name);
+    await ready(name, options);
     useBackend(name);
     return name;
   }
@@ -103,7 +110,7 @@ export async function initBackend(name: string | undefined = wanted): Promise<st
   for (const n of new Set(order)) {
     if (!(n in available) && !loaders.has(n)) continue;
     try {
-      await ready(n);
+      await ready(n, options);
       useBackend(n);
       return n;
     } catch (e) {
@@ -116,7 +123,7 @@ export async function initBackend(name: string | undefined = wanted): Promise<st
 export { tsKernels };
 
 // Backends loaded on demand (a page: WebAssembly, WebGPU)
-if (!('wasm' in available)) registerBackendLoader('wasm', () => import('./wasm/index.js').then((m) => m.loadWasmKernels()));
+if (!('wasm' in available)) registerBackendLoader('wasm', (o) => import('./wasm/index.js').then((m) => m.loadWasmKernels({ threads: o.threads })));
 registerBackendLoader('webgpu', () => import('./webgpu/index.js').then((m) => m.loadWebGpuKernels()));
 
 if (!hasKernels()) {

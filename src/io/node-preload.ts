@@ -9,9 +9,11 @@ import * as zlib from 'node:zlib';
 import * as url from 'node:url';
 import * as nodeModule from 'node:module';
 import * as buffer from 'node:buffer';
+import * as workerThreads from 'node:worker_threads';
 import { registerNodeBuiltins } from './node.js';
 
 registerNodeBuiltins({
   'node:fs': fs, 'node:path': path, 'node:os': os, 'node:crypto': crypto,
   'node:zlib': zlib, 'node:url': url, 'node:module': nodeModule, 'node:buffer': buffer,
+  'node:worker_threads': workerThreads,
 });

@@ -12,6 +12,7 @@ import type * as Zlib from 'node:zlib';
 import type * as Url from 'node:url';
 import type * as NodeModule from 'node:module';
 import type * as NodeBuffer from 'node:buffer';
+import type * as WorkerThreads from 'node:worker_threads';
 import { VeraError } from './errors.js';
 
 export interface NodeBuiltins {
@@ -23,6 +24,7 @@ export interface NodeBuiltins {
   'node:url': typeof Url;
   'node:module': typeof NodeModule;
   'node:buffer': typeof NodeBuffer;
+  'node:worker_threads': typeof WorkerThreads;
 }
 type Name = keyof NodeBuiltins;
 

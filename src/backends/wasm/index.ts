@@ -1,18 +1,40 @@
-// The WebAssembly backend: the C++ kernels of native/ compiled to wasm/vera.wasm (SIMD128, by
-// scripts/build-wasm.mjs), for browsers and for Node where the native addon could not be built.
+// The WebAssembly backend: the C++ kernels of native/ compiled to WebAssembly (SIMD128, by
+// scripts/build-wasm.mjs), for browsers and for Node where the native addon could not be built:
+// wasm/vera.wasm runs one thread; wasm/vera-threads.wasm runs parallel_for on workers over a shared
+// memory (./threads.ts), where shared memory exists (Node; a cross-origin isolated page).
 // Storages are ranges of the module's linear memory; every kernel is one call through the same
 // binding table as the native addon (native/wasm_main.cc), so the kernel mapping is the addon's
 // (../native/bindings.ts). Host arguments (ids, masks, quantized weights) are copied in for the
-// call. One thread. No Node imports: the Node-only synchronous loader is in ./node.ts.
+// call. No Node imports: the Node-only synchronous loader is in ./node.ts.
 import type { Kernels, Storage } from '../../tensor/kernels.js';
 import type { NativeAddon } from '../native/addon.js';
 import { bindingKernels } from '../native/bindings.js';
 import { WA, type WasmImports, type WasmInstance, type WasmMemory, type WasmModule } from './wasm-api.js';
+import {
+  isThreadedModule, sharedMemory, spawnBrowserWorker, veraImports, type SpawnWorker, type ThreadExports, type WorkerHandle,
+} from './threads.js';
 
 /** `length` floats at byte address `ptr` of the module's memory. */
 class WasmStorage implements Storage {
   constructor(public ptr: number, readonly length: number) {}
   freed = false;
+}
+
+/** The WebAssembly kernels, with their threads. */
+export interface WasmKernels extends Kernels {
+  /** Threads kernels run on, the caller included (1 for wasm/vera.wasm). */
+  readonly threads: number;
+  /** Uses at most `n` of the threads started (at least 1); returns how many are used now. */
+  setThreads(n: number): number;
+  /** Terminates the workers (the kernels keep working, on one thread). */
+  dispose(): void;
+  /**
+   * Settles once every worker has instantiated the module (or failed to: it is then not counted).
+   * Kernels may run before: the workers join the jobs published after they are up.
+   */
+  readonly whenReady: Promise<void>;
+  /** Chunks of parallel work the workers have run so far (the rest ran on the calling thread; 0 without workers). */
+  readonly workerChunks: number;
 }
 
 interface VeraExports {
@@ -35,50 +57,115 @@ interface VeraExports {
 // Slot layout of native/wasm_args.h: { f64 num; u32 tag, ptr, len, pad } = 24 bytes
 const TAG = { null: 0, number: 1, bool: 2, f32: 3, i32: 4, u8: 5, numbers: 6, f32list: 7 } as const;
 
-/** The module's imports: nothing it needs at run time (no files, clock or environment); stubs for the rest. */
-function imports(module: WasmModule): WasmImports {
-  const out: WasmImports = {};
-  for (const imp of WA.Module.imports(module)) {
-    if (imp.kind !== 'function') throw new Error(`vera.wasm: unexpected ${imp.kind} import ${imp.module}.${imp.name}`);
-    const fn = imp.name === 'proc_exit'
-      ? (code: number): never => { throw new Error(`vera.wasm: the module exited (${code})`); }
-      : imp.name === 'emscripten_notify_memory_growth' ? (): void => {} : (): number => 52; // ENOSYS
-    (out[imp.module] ??= {})[imp.name] = fn;
-  }
-  return out;
+/** Most threads started by default: the GEMM gains little past this many. */
+export const DEFAULT_MAX_THREADS = 8;
+
+export interface WasmThreadOptions {
+  /** Threads to run, the caller included; 1 = no workers. */
+  threads: number;
+  /** Starts one worker (a page's Worker, Node's worker_threads). */
+  spawn: SpawnWorker;
+  /** Whether the calling thread may block on an atomic (a page's main thread may not). */
+  canBlock: boolean;
 }
 
-/** Instantiates a compiled vera.wasm and returns its kernels. */
-export function wasmKernels(module: WasmModule): Kernels {
-  return kernelsOf(new WA.Instance(module, imports(module)));
+type Instantiate<R> = (imports: WasmImports) => R;
+
+/**
+ * Instantiates a compiled vera module and returns its kernels: wasm/vera.wasm as it is;
+ * wasm/vera-threads.wasm over a new shared memory, with `threads.threads - 1` workers started
+ * (none when `threads` is null). `instantiate` makes the instance: synchronously in Node,
+ * asynchronously in a page.
+ */
+export function instantiateKernels(module: WasmModule, threads: WasmThreadOptions | null, instantiate: Instantiate<WasmInstance>): WasmKernels;
+export function instantiateKernels(module: WasmModule, threads: WasmThreadOptions | null, instantiate: Instantiate<Promise<WasmInstance>>): Promise<WasmKernels>;
+export function instantiateKernels(module: WasmModule, threads: WasmThreadOptions | null, instantiate: Instantiate<WasmInstance | Promise<WasmInstance>>): WasmKernels | Promise<WasmKernels> {
+  const memory = isThreadedModule(module) ? sharedMemory() : null;
+  let ex: (VeraExports & Partial<ThreadExports>) | undefined;
+  const workers: WorkerHandle[] = [];
+  const imports = veraImports(module, memory, {
+    memory: () => memory ?? ex!.memory,
+    initMainThread: (pthread) => ex!.vera_thread_init_main!(pthread, threads === null || threads.canBlock ? 1 : 0),
+    createThread: (pthread, start) => {
+      if (threads === null || memory === null) return 6; // EAGAIN
+      try {
+        const stackTop = new Uint32Array(memory.buffer, start, 1)[0];
+        workers.push(threads.spawn({ module, memory, pthread, start, stackTop }));
+        return 0;
+      } catch {
+        return 6;
+      }
+    },
+  });
+  const finish = (instance: WasmInstance): WasmKernels => {
+    ex = instance.exports as unknown as VeraExports & Partial<ThreadExports>;
+    if (memory !== null) ex = { ...ex, memory };
+    ex._initialize();
+    const started = ex.vera_threads_start?.(threads === null ? 1 : Math.max(1, Math.floor(threads.threads))) ?? 1;
+    return kernelsOf(ex, started, workers);
+  };
+  const made = instantiate(imports);
+  return made instanceof Promise ? made.then(finish) : finish(made);
 }
 
-/** Where the module is looked for by default: wasm/vera.wasm of the package, next to dist/. */
-export function defaultWasmUrl(): URL {
-  return new URL('../../../../wasm/vera.wasm', import.meta.url);
+/** Where the modules are looked for by default: wasm/ of the package, next to dist/. */
+export function defaultWasmUrl(threaded = false): URL {
+  return new URL(`../../../../wasm/${threaded ? 'vera-threads.wasm' : 'vera.wasm'}`, import.meta.url);
+}
+
+async function fetchBytes(url: string | URL): Promise<ArrayBuffer> {
+  const res = await fetch(url);
+  if (!res.ok) throw new Error(`vera.wasm: fetching ${String(url)} gave HTTP ${res.status}`);
+  return res.arrayBuffer();
+}
+
+export interface LoadWasmOptions {
+  /** The single-threaded module's bytes (instead of fetching `url`). */
+  bytes?: ArrayBuffer | Uint8Array;
+  /** The single-threaded module (default: the package's wasm/vera.wasm beside dist/). */
+  url?: string | URL;
+  /** The threaded module's bytes (instead of fetching `threadsUrl`). */
+  threadsBytes?: ArrayBuffer | Uint8Array;
+  /** The threaded module (default: vera-threads.wasm beside `url`, else the package's). */
+  threadsUrl?: string | URL;
+  /**
+   * Threads, the caller included (default: navigator.hardwareConcurrency, at most
+   * DEFAULT_MAX_THREADS). More than 1 needs shared memory and workers, which a page has when it is
+   * cross-origin isolated; elsewhere, or when the threaded module cannot be fetched, one thread.
+   */
+  threads?: number;
 }
 
 /**
- * Loads the WebAssembly backend in a browser (or anywhere with fetch): from `bytes`, else from
- * `url` (default: the package's wasm/vera.wasm beside dist/). `threads` is accepted for the
- * interface's sake; this build runs one thread whatever it says.
+ * Loads the WebAssembly backend in a page (or anywhere with fetch): the threaded module when more
+ * than one thread is wanted and the page can share memory (crossOriginIsolated), resolving once
+ * its workers are up; else the single-threaded one.
  */
-export async function loadWasmKernels(opts: { bytes?: ArrayBuffer | Uint8Array; url?: string | URL; threads?: number } = {}): Promise<Kernels> {
-  let bytes = opts.bytes;
-  if (bytes === undefined) {
-    const url = opts.url ?? defaultWasmUrl();
-    const res = await fetch(url);
-    if (!res.ok) throw new Error(`vera.wasm: fetching ${String(url)} gave HTTP ${res.status}`);
-    bytes = await res.arrayBuffer();
+export async function loadWasmKernels(opts: LoadWasmOptions = {}): Promise<WasmKernels> {
+  if (opts.threads !== undefined && !(Number.isInteger(opts.threads) && opts.threads >= 1)) throw new Error(`loadWasmKernels: threads must be an integer >= 1, got ${opts.threads}`);
+  const g = globalThis as { document?: unknown; crossOriginIsolated?: boolean; SharedArrayBuffer?: unknown; Worker?: unknown; navigator?: { hardwareConcurrency?: number }; location?: { href: string } };
+  const threads = opts.threads ?? Math.max(1, Math.min(g.navigator?.hardwareConcurrency ?? 1, DEFAULT_MAX_THREADS));
+  if (threads > 1 && g.crossOriginIsolated === true && g.SharedArrayBuffer !== undefined && g.Worker !== undefined) {
+    let bytes: ArrayBuffer | Uint8Array | null = opts.threadsBytes ?? null;
+    if (bytes === null && opts.bytes === undefined) {
+      const url = opts.threadsUrl ?? (opts.url !== undefined ? new URL('vera-threads.wasm', new URL(opts.url, g.location?.href)) : defaultWasmUrl(true));
+      bytes = await fetchBytes(url).catch(() => null); // not there: one thread
+    }
+    if (bytes !== null) {
+      const module = await WA.compile(bytes);
+      // a shared memory of 4 GB at most may not be had (a 32-bit browser): one thread then
+      const k = await instantiateKernels(module, { threads, spawn: spawnBrowserWorker, canBlock: g.document === undefined }, (imports) => WA.instantiate(module, imports)).catch(() => null);
+      if (k !== null) {
+        await k.whenReady;
+        return k;
+      }
+    }
   }
-  const module = await WA.compile(bytes);
-  const instance = await WA.instantiate(module, imports(module));
-  return kernelsOf(instance);
+  const module = await WA.compile(opts.bytes ?? (await fetchBytes(opts.url ?? defaultWasmUrl())));
+  return instantiateKernels(module, null, (imports) => WA.instantiate(module, imports));
 }
 
-function kernelsOf(instance: WasmInstance): Kernels {
-  const ex = instance.exports as unknown as VeraExports;
-  ex._initialize();
+function kernelsOf(ex: VeraExports & Partial<ThreadExports>, started: number, workers: WorkerHandle[]): WasmKernels {
   const mem = ex.memory;
   // addresses are stable; typed-array views are not (memory.grow detaches them), so views are
   // made afresh after anything that may allocate, never kept
@@ -88,7 +175,8 @@ function kernelsOf(instance: WasmInstance): Kernels {
     const bytes = new Uint8Array(mem.buffer);
     let end = ptr;
     while (bytes[end] !== 0) end++;
-    return new TextDecoder().decode(bytes.subarray(ptr, end));
+    // a copy: TextDecoder refuses views of a shared memory
+    return new TextDecoder().decode(bytes.slice(ptr, end));
   };
   const malloc = (bytes: number, what: string): number => {
     const p = ex.vera_malloc(bytes);
@@ -211,9 +299,34 @@ function kernelsOf(instance: WasmInstance): Kernels {
   };
 
   const kernels = bindingKernels(addon);
+  let threads = started;
+  let disposed = false;
+  // a worker that failed to start never joins a job; it is only not counted
+  const whenReady = Promise.all(workers.map((w) => w.ready)).then((up) => {
+    const failed = up.filter((ok) => !ok).length;
+    if (failed > 0 && !disposed) threads = ex.vera_set_num_threads?.(Math.min(threads, started - failed)) ?? 1;
+  });
   return {
     ...kernels,
     name: 'wasm',
+    get threads() {
+      return threads;
+    },
+    get workerChunks() {
+      return ex.vera_worker_chunks?.() ?? 0;
+    },
+    setThreads: (n) => {
+      if (!(Number.isInteger(n) && n >= 1)) throw new Error(`wasm: setThreads: ${n} is not an integer >= 1`);
+      if (!disposed) threads = ex.vera_set_num_threads?.(n) ?? 1;
+      return threads;
+    },
+    dispose: () => {
+      if (disposed) return;
+      disposed = true;
+      threads = ex.vera_set_num_threads?.(1) ?? 1;
+      for (const w of workers) w.terminate();
+    },
+    whenReady,
     alloc: (length) => allocate(length, true),
     fromArray: (data) => {
       const s = allocate(data.length, false);
