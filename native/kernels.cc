@@ -459,6 +459,34 @@ napi_value k_max_reduce(napi_env, const Args& a) {
   return nullptr;
 }
 
+// argmaxRows(x, rows, cols, out): the first maximum of each row, NaNs skipped, 0 for a row with no
+// number (src/tensor/argmax.ts). The max with four independent chains, then the first index holding it.
+napi_value k_argmax_rows(napi_env, const Args& a) {
+  size_t xLen, oLen;
+  const float* x = a.f32(0, &xLen);
+  const int64_t rows = a.dim(1), cols = a.dim(2);
+  float* out = a.f32(3, &oLen);
+  need("argmaxRows", "x", xLen, double(rows) * double(cols));
+  need("argmaxRows", "out", oLen, double(rows));
+  if (cols > (int64_t(1) << 24)) throw ArgError("argmaxRows: cols past 2^24 (an index would not be exact as a float)");
+  parallel_for(rows, std::max<int64_t>(1, kGrain / std::max<int64_t>(cols, 1)), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++) {
+      const float* v = x + r * cols;
+      float m[4] = {-kInf, -kInf, -kInf, -kInf};
+      int64_t i = 0;
+      for (; i + 4 <= cols; i += 4)
+        for (int l = 0; l < 4; l++) m[l] = v[i + l] > m[l] ? v[i + l] : m[l];  // NaN: not greater, skipped
+      for (; i < cols; i++) m[0] = v[i] > m[0] ? v[i] : m[0];
+      const float best = std::max(std::max(m[0], m[1]), std::max(m[2], m[3]));
+      int64_t at = 0;
+      if (best > -kInf)
+        while (v[at] != best) at++;
+      out[r] = float(at);
+    }
+  });
+  return nullptr;
+}
+
 napi_value k_sum_squares(napi_env env, const Args& a) {
   size_t len;
   const float* x = a.f32(0, &len);
@@ -1077,6 +1105,7 @@ const BindingEntry kElementwiseBindings[] = {
     {"sumReduce", k_sum_reduce},
     {"maxReduce", k_max_reduce},
     {"sumSquares", k_sum_squares},
+    {"argmaxRows", k_argmax_rows},
     {"matmul", k_matmul},
     {"softmax", k_softmax},
     {"softmaxBackward", k_softmax_backward},

@@ -384,19 +384,31 @@ export class InferenceEngine {
       veraSlots: anyVera ? veraSlots : null,
       lora: [...loraRows].map(([lease, rows]) => ({ weights: lease.lora!, rows: Int32Array.from(rows) })),
     };
-    let logits: Float32Array;
+    const vocab = this.lm.config.vocabSize;
+    // greedy choices for every sampled row; the logits rows only when a request samples or asks for them
+    let chosen: { greedy: Float32Array; logits: Float32Array | null };
     try {
       for (const layer of this.routed.values()) layer.route = route;
       const cache = new RaggedKVCache(plan.map((p) => p.ids.length), plan.map((p) => p.r.cache));
-      logits = noGrad(() => {
+      chosen = noGrad(() => {
         const out: Tensor = this.lm.forward(ids, [1, total], { cache, positionIds: positions, logitsAt: Int32Array.from(logitsAt) });
-        // into one host buffer the engine keeps, and the step's logits freed at once: a step of 16
-        // rows allocates 3 MB of them, which left to the collector kept the heap growing
         const k = kernels();
-        if (this.logitsHost.length < out.size) this.logitsHost = new Float32Array(out.size);
-        this.logitsHost.set(k.read(out.storage).subarray(0, out.size));
+        // greedy tokens from the backend (a JavaScript argmax over 16 × 49,152 logits took ~1 ms a step)
+        const rows = out.size / vocab;
+        const best = k.alloc(rows);
+        k.argmaxRows(out.storage, rows, vocab, best);
+        const greedy = k.read(best).slice(0, rows);
+        k.free?.(best);
+        let logits: Float32Array | null = null;
+        // the rows into one host buffer the engine keeps, and the step's logits freed at once: a
+        // step of 16 rows allocates 3 MB of them, which left to the collector kept the heap growing
+        if (plan.some((p) => p.sample && (p.r.req.doSample || p.r.req.returnLogits))) {
+          if (this.logitsHost.length < out.size) this.logitsHost = new Float32Array(out.size);
+          this.logitsHost.set(k.read(out.storage).subarray(0, out.size));
+          logits = this.logitsHost.subarray(0, out.size);
+        }
         k.free?.(out.storage);
-        return this.logitsHost.subarray(0, out.size);
+        return { greedy, logits };
       });
     } catch (e) {
       // a failed step fails the requests in it; the engine goes on with the others
@@ -410,17 +422,16 @@ export class InferenceEngine {
       for (const layer of this.routed.values()) layer.route = null;
     }
     this.steps++;
-    const vocab = this.lm.config.vocabSize;
     let row = 0;
     for (const p of plan) {
       const r = p.r;
       if (r.pending === null) r.fed += p.ids.length; // a prompt chunk
       if (!p.sample) continue;
-      const scores = logits.subarray(row * vocab, (row + 1) * vocab);
+      const scores = chosen.logits?.subarray(row * vocab, (row + 1) * vocab);
+      const token = r.req.doSample ? chooseToken(scores!, r.req, r.rng) : chosen.greedy[row];
       row++;
-      const token = chooseToken(scores, r.req, r.rng);
       const step: EngineStep = r.tracker.push(token);
-      if (r.req.returnLogits) step.logits = scores.slice();
+      if (r.req.returnLogits) step.logits = scores!.slice();
       r.handle.push(step);
       r.pending = token;
       const done = r.tracker.finishReason ?? (r.tracker.tokens.length >= r.maxNewTokens ? 'length' : null);

@@ -4,7 +4,7 @@
 // transformers' logits warpers in their order (temperature, top-k, top-p) and draws with our
 // seeded Rng, so a seed reproduces a run. Beam search follows transformers' BeamSearchScorer
 // (v4.30 semantics: the length penalty divides by the whole sequence's length, prompt included).
-import { Rng, noGrad, type Tensor } from '../tensor/index.js';
+import { Rng, argmaxOf, noGrad, type Tensor } from '../tensor/index.js';
 import { fail } from '../io/errors.js';
 import { KVCache, type CausalLMForwardOptions } from './kv-cache.js';
 
@@ -152,11 +152,8 @@ export function bannedNgramTokens(sequence: readonly number[], n: number): numbe
   return banned;
 }
 
-function argmax(row: Float32Array): number {
-  let best = 0;
-  for (let i = 1; i < row.length; i++) if (row[i] > row[best]) best = i;
-  return best;
-}
+/** Greedy choice: the first maximum, NaNs skipped (as the argmaxRows kernel). */
+const argmax = (row: Float32Array): number => argmaxOf(row);
 
 // ---------------------------------------------------------------- generation
 

@@ -6,3 +6,4 @@ export { kernels, setKernels } from './device.js';
 export { checkedKernels } from './kernel-checks.js';
 export { withAllocationBudget, checkAllocation } from './alloc-budget.js';
 export * from './quant.js';
+export { argmaxOf } from './argmax.js';

@@ -307,6 +307,13 @@ export function checkedKernels(k: Kernels): Kernels {
       holds('maxReduce', 'out', out, o * i);
       k.maxReduce(x, outer, reduce, inner, out);
     },
+    argmaxRows: (x, rows, cols, out) => {
+      const n = rowsCols('argmaxRows', rows, cols);
+      holds('argmaxRows', 'x', x, n);
+      holds('argmaxRows', 'out', out, rows as number);
+      if ((cols as number) > 1 << 24) fail('argmaxRows', `cols ${cols} past 2^24: an index would not be exact as a float`);
+      k.argmaxRows(x, rows, cols, out);
+    },
     sumSquares: (x) => {
       storage('sumSquares', 'x', x);
       return k.sumSquares(x);

@@ -167,6 +167,8 @@ export interface Kernels {
   maxReduce(x: Storage, outer: number, reduce: number, inner: number, out: Storage): void;
   /** Σ x², in float64. */
   sumSquares(x: Storage): number;
+  /** out[r] = the index (as a float) of the first maximum of row r of x (rows × cols), NaNs skipped; 0 for a row with no number. */
+  argmaxRows(x: Storage, rows: number, cols: number, out: Storage): void;
 
   matmul(a: Storage, b: Storage, out: Storage, p: MatmulParams): void;
   /**

@@ -465,6 +465,23 @@ const cases: Case[] = [
     ]);
   }],
 
+  ['argmaxRows: ties, NaNs, rows of −∞ or no number, odd widths', async (c) => {
+    for (const [rows, cols] of [[1, 1], [3, 7], [5, 1031], [2, 49152]]) {
+      const x = c.randn(rows * cols);
+      if (cols >= 7) {
+        const at = (r: number, i: number): number => r * cols + i;
+        x[at(0, 3)] = 50; // a tie: the first one wins
+        x[at(0, cols - 1)] = 50;
+        x[at(0, 1)] = NaN; // skipped, before and after the max
+        x[at(0, 5)] = NaN;
+        for (let i = 0; i < cols; i++) x[at(1, i)] = -Infinity; // no finite value: index 0
+        x[at(1, 2)] = NaN;
+        for (let i = 0; i < cols; i++) x[at(2, i)] = NaN; // no number: index 0
+      }
+      await c.compare({ x, out: new Float32Array(rows) }, ['out'], (k, b) => k.argmaxRows(S(b.x), rows, cols, S(b.out)), 0);
+    }
+  }],
+
   ['rotary embedding and its transpose: odd rows and heads, head dims 2 to 130', async (c) => {
     for (const [rows, heads, dim] of [[1, 1, 2], [7, 3, 10], [5, 9, 64], [3, 2, 130]]) {
       // cos/sin of real angles, halves duplicated as Llama's; the kernel reads each half on its own, so also random ones

@@ -27,6 +27,7 @@ export interface NativeAddon {
   sumReduce(x: F32, outer: number, reduce: number, inner: number, out: F32): void;
   maxReduce(x: F32, outer: number, reduce: number, inner: number, out: F32): void;
   sumSquares(x: F32): number;
+  argmaxRows(x: F32, rows: number, cols: number, out: F32): void;
   matmul(a: F32, b: F32, out: F32, batch: number, m: number, n: number, k: number, transA: boolean, transB: boolean, strideA: number, strideB: number, accumulate: boolean): void;
   softmax(x: F32, rows: number, cols: number, out: F32): void;
   softmaxBackward(y: F32, gy: F32, rows: number, cols: number, gx: F32): void;

@@ -55,6 +55,7 @@ export function bindingKernels(n: NativeAddon): Kernels {
     sumReduce: (x, outer, reduce, inner, out) => n.sumReduce(f(x), outer, reduce, inner, f(out)),
     maxReduce: (x, outer, reduce, inner, out) => n.maxReduce(f(x), outer, reduce, inner, f(out)),
     sumSquares: (x) => n.sumSquares(f(x)),
+    argmaxRows: (x, rows, cols, out) => n.argmaxRows(f(x), rows, cols, f(out)),
 
     matmul: (a, b, out, p) => n.matmul(f(a), f(b), f(out), p.batch, p.m, p.n, p.k, p.transA, p.transB, p.strideA, p.strideB, p.accumulate),
 

@@ -8,6 +8,7 @@ import type {
 import { gemm } from './gemm.js';
 import { blockScales, dequantizeRange } from '../../tensor/quant.js';
 import { erf } from './math.js';
+import { argmaxOf } from '../../tensor/argmax.js';
 
 const f = (s: Storage): Float32Array => s as Float32Array;
 const fOrNull = (s: Storage | null): Float32Array | null => (s === null ? null : (s as Float32Array));
@@ -501,6 +502,11 @@ export const tsKernels: Kernels = {
         }
       }
     }
+  },
+  argmaxRows(x, rows, cols, out) {
+    const X = f(x);
+    const O = f(out);
+    for (let r = 0; r < rows; r++) O[r] = argmaxOf(X, r * cols, cols);
   },
   rotary(x, cos, sin, p, out) {
     const X = f(x);

@@ -222,6 +222,7 @@ function webGpuKernels(rt: Runtime, opts: { directGemm?: boolean } = {}): WebGpu
       if (inner === 1) rows(S.reduceRows('max'), [g(x), g(out)], outer, reduce);
       else ew(S.reduceStrided('max'), [g(x), g(out)], outer * inner, [reduce, inner]);
     },
+    argmaxRows: (x, r, c, out) => rows(S.argmaxRows(), [g(x), g(out)], r, c),
     sumSquares() {
       throw new Error('webgpu: sumSquares returns a host number synchronously, which a GPU cannot; clip gradients with clipGradNormOnDevice (or trainStepsAsync\'s maxGradNorm)');
     },

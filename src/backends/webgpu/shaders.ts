@@ -231,6 +231,24 @@ export const reduceRows = (kind: 'sum' | 'max'): Dispatch => def(`reduceRows.${k
   let res = ${kind === 'sum' ? 'wsum' : 'wmax'}(acc, lid);
   if (lid == 0u) { out[row] = res; }`, REDUCE);
 
+// the first maximum of each row, NaNs skipped (x > m), 0 for a row with no number: the row max,
+// then the smallest index holding it; as a float
+export const argmaxRows = (): Dispatch => def('argmaxRows', [r('x'), w('out')], 256, `${ROW}
+  var acc = ninf();
+  for (var j = lid; j < cols; j += 256u) { let v = x[base + j]; if (v > acc) { acc = v; } }
+  let m = wmaxPlain(acc, lid);
+  var first = 0xffffffffu;
+  if (m > ninf()) {
+    for (var j = lid; j < cols; j += 256u) { if (x[base + j] == m) { first = j; break; } }
+  }
+  redi[lid] = first;
+  workgroupBarrier();
+  for (var s = 128u; s > 0u; s = s >> 1u) {
+    if (lid < s) { redi[lid] = min(redi[lid], redi[lid + s]); }
+    workgroupBarrier();
+  }
+  if (lid == 0u) { out[row] = select(f32(redi[0]), 0.0, redi[0] == 0xffffffffu); }`, `${REDUCE}\nvar<workgroup> redi: array<u32, 256>;\n`);
+
 // ints: n (= outer·inner), reduce, inner
 export const reduceStrided = (kind: 'sum' | 'max'): Dispatch => def(`reduceStrided.${kind}`, [r('x'), w('out')], 256, `${EACH}
   let red = pu(1u);
