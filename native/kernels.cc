@@ -174,6 +174,20 @@ void map_range(int64_t n, F f) {
   });
 }
 
+using VecKernel = void (*)(const float* x, float* y, int64_t n);
+#if defined(VERA_X86)
+#define VERA_AVX2_KERNEL(f) (has_avx2_fma() ? (f) : nullptr)
+#else
+#define VERA_AVX2_KERNEL(f) nullptr
+#endif
+
+/** y = f(x) elementwise: by `vec` over each thread's range where given (AVX2), else by `scalar`. */
+template <typename F>
+void map_vectorized(int64_t n, const float* x, float* y, VecKernel vec, F scalar) {
+  if (vec) parallel_for(n, kGrain, [&](int64_t b, int64_t e) { vec(x + b, y + b, e - b); });
+  else map_range(n, [&](int64_t i) { y[i] = scalar(x[i]); });
+}
+
 napi_value k_unary(napi_env, const Args& a) {
   const int op = int(a.i64(0));
   size_t len;
@@ -193,26 +207,10 @@ napi_value k_unary(napi_env, const Args& a) {
     case ABS: map_range(n, [&](int64_t i) { y[i] = std::fabs(x[i]); }); break;
     case SQUARE: map_range(n, [&](int64_t i) { y[i] = x[i] * x[i]; }); break;
     case RELU: map_range(n, [&](int64_t i) { y[i] = x[i] > 0 ? x[i] : 0.f; }); break;
-    case SILU:
-#if defined(VERA_X86)
-      if (has_avx2_fma()) {
-        parallel_for(n, kGrain, [&](int64_t b, int64_t e) { silu_avx2(x + b, y + b, e - b); });
-        break;
-      }
-#endif
-      map_range(n, [&](int64_t i) { y[i] = x[i] / (1.f + std::exp(-x[i])); });
-      break;
+    case SILU: map_vectorized(n, x, y, VERA_AVX2_KERNEL(silu_avx2), [](float v) { return v / (1.f + std::exp(-v)); }); break;
     case GELU_TANH:
-#if defined(VERA_X86)
-      if (has_avx2_fma()) {
-        parallel_for(n, kGrain, [&](int64_t b, int64_t e) { gelu_tanh_avx2(x + b, y + b, e - b); });
-        break;
-      }
-#endif
-      map_range(n, [&](int64_t i) {
-        const float v = x[i];
-        y[i] = 0.5f * v * (1.f + fast_tanh(kSqrt2OverPi * (v + 0.044715f * v * v * v)));
-      });
+      map_vectorized(n, x, y, VERA_AVX2_KERNEL(gelu_tanh_avx2),
+                     [](float v) { return 0.5f * v * (1.f + fast_tanh(kSqrt2OverPi * (v + 0.044715f * v * v * v))); });
       break;
     case GELU_ERF: map_range(n, [&](int64_t i) { y[i] = 0.5f * x[i] * (1.f + std::erf(x[i] * kInvSqrt2)); }); break;
     default: throw ArgError("unary: unknown op " + std::to_string(op));
