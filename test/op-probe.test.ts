@@ -57,6 +57,8 @@ const KERNEL_CALLS: Record<string, ValidCall> = {
   gather: (k) => [st(k, 12), [2, 3], [1, 4], 1, st(k, 6)],
   scatter: (k) => [st(k, 6), [2, 3], [1, 4], 1, st(k, 12), true],
   unary: (k) => ['exp', st(k, 5), st(k, 5)],
+  argmaxRows: (k) => [st(k, 6), 2, 3, st(k, 2)],
+  rotary: (k) => [st(k, 2 * 3 * 4), st(k, 2 * 4), st(k, 2 * 4), { rows: 2, heads: 3, dim: 4, transpose: false }, st(k, 2 * 3 * 4)],
   unaryBackward: (k) => ['tanh', st(k, 5), st(k, 5), st(k, 5), st(k, 5)],
   binary: (k) => ['add', st(k, 6), [3, 1], st(k, 3), [0, 1], st(k, 6), [2, 3]],
   affine: (k) => [st(k, 4), 2, 1, st(k, 4)],
@@ -238,6 +240,12 @@ const OP_PROBES: Record<string, (() => unknown)[]> = {
   crossEntropy: [() => F.crossEntropy(t([2, 3]), i32(0)), () => F.crossEntropy(t([2, 3]), i32(0, 3)), () => F.crossEntropy(t([2, 3]), i32(0, -5))],
   layerNorm: [() => F.layerNorm(t([2, 3]), t([2]), null), () => F.layerNorm(t([2, 3]), null, t([4]))],
   rmsNorm: [() => F.rmsNorm(t([2, 3]), t([4]))],
+  rotary: [
+    () => F.rotary(t([2, 3, 5]), t([2, 5]), t([2, 5])),
+    () => F.rotary(t([2, 3, 4]), t([3, 4]), t([2, 4])),
+    () => F.rotary(t([4]), t([1, 4]), t([1, 4])),
+    () => F.rotary(t([2, 3, 4]), t([2, 4]), Tensor.zeros([2, 4], true)),
+  ],
   embedding: [() => F.embedding(t([4, 3]), i32(4)), () => F.embedding(t([4, 3]), i32(-1)), () => F.embedding(t([12]), i32(0)), () => F.embedding(t([4, 3]), i32(0, 1), [3])],
   dropout: [() => F.dropout(t([4]), 1, new Rng(1)), () => F.dropout(t([4]), NaN, new Rng(1)), () => F.dropout(t([4]), -0.5, new Rng(1))],
   attention: [
