@@ -415,7 +415,12 @@ export class LlamaForCausalLM<T extends LlamaModelType = LlamaModelType> extends
 
   /** Logits (batch, seq, vocab_size); (batch, n, vocab_size) with `logitsToKeep` n. */
   forward(inputIds: Int32Array, shape: readonly [number, number], opts: CausalLMForwardOptions = {}): Tensor {
-    return this.lm_head.forward(hiddenForLogits(this.model.forward(inputIds, shape, opts), opts));
+    return this.lm_head.forward(this.forwardHidden(inputIds, shape, opts));
+  }
+
+  /** What `lm_head` maps to the logits: the final hidden states (batch, seq, hidden_size), or the rows `logitsToKeep` / `logitsAt` pick. */
+  forwardHidden(inputIds: Int32Array, shape: readonly [number, number], opts: CausalLMForwardOptions = {}): Tensor {
+    return hiddenForLogits(this.model.forward(inputIds, shape, opts), opts);
   }
 
   /** Hugging Face's _init_weights: N(0, initializer_range) for linear and embedding weights; biases 0, norms 1. */

@@ -549,6 +549,86 @@ export function crossEntropy(logits: Tensor, targets: Int32Array, opts: CrossEnt
   });
 }
 
+/** Logit elements per chunk of linearCrossEntropy (16 MiB of float32): GPT-2's 50257-word head takes 83 rows at a time. */
+const LM_CHUNK_ELEMENTS = 1 << 22;
+
+export interface LinearCrossEntropyOptions {
+  ignoreIndex?: number;
+  /** Rows per chunk (default: as many as fit 4M logits). */
+  chunkRows?: number;
+}
+
+/**
+ * crossEntropy(linear(x, weight, null), targets) with 'mean' reduction, for a frozen head weight
+ * (V, d) (nn.Linear's layout): the (rows, V) logits are never whole. Rows go in chunks: a chunk's
+ * logits, its per-row loss and log-sum-exp, and (when x needs a gradient) its softmax − onehot and
+ * that times W, x's gradient for those rows, are computed and the chunk's buffers freed, so what
+ * stays is x's (rows, d) gradient for one g = 1, which backward scales by the incoming g. The same
+ * kernels as the unfused path, on row slices, so loss and gradient agree with it to float
+ * rounding (the GEMMs' row blocking). The weight gets no gradient: a trainable head uses linear +
+ * crossEntropy.
+ */
+export function linearCrossEntropy(x: Tensor, weight: Tensor, targets: Int32Array, opts: LinearCrossEntropyOptions = {}): Tensor {
+  const ignoreIndex = opts.ignoreIndex ?? -100;
+  const [rows, d] = rowsCols(x);
+  if (weight.ndim !== 2 || weight.shape[1] !== d) throw new Error(`linearCrossEntropy: weight ${shapeStr(weight.shape)} is not (vocab, ${d}) for x ${shapeStr(x.shape)}`);
+  const vocab = weight.shape[0];
+  if (targets.length !== rows) throw new Error(`linearCrossEntropy: ${targets.length} targets for ${rows} rows of x ${shapeStr(x.shape)}`);
+  if (isGradEnabled() && weight.requiresGrad) throw new Error('linearCrossEntropy: the weight takes no gradient here; use linear + crossEntropy for a trainable head');
+  const chunk = opts.chunkRows ?? Math.max(1, Math.floor(LM_CHUNK_ELEMENTS / Math.max(1, vocab)));
+  if (!Number.isSafeInteger(chunk) || chunk < 1) throw new Error(`linearCrossEntropy: chunkRows must be a positive integer, got ${chunk}`);
+  let counted = 0;
+  for (let i = 0; i < rows; i++) {
+    const t = targets[i];
+    if (t === ignoreIndex) continue;
+    if (t < 0 || t >= vocab) throw new Error(`linearCrossEntropy: target ${t} out of range [0, ${vocab})`);
+    counted++;
+  }
+  const k = kernels();
+  const wantGrad = isGradEnabled() && x.requiresGrad;
+  const losses = empty([rows]);
+  const gxUnit = wantGrad ? empty(x.shape) : null;
+  const release = (...ss: Tensor[]): void => {
+    for (const t of ss) k.free?.(t.storage);
+  };
+  for (let r0 = 0; r0 < rows; r0 += chunk) {
+    const c = Math.min(chunk, rows - r0);
+    const t = targets.subarray(r0, r0 + c);
+    const xs = empty([c, d]);
+    k.gather(x.storage, [c * d], [1], r0 * d, xs.storage);
+    const logits = empty([c, vocab]);
+    k.matmul(xs.storage, weight.storage, logits.storage, { batch: 1, m: c, n: vocab, k: d, transA: false, transB: true, strideA: 0, strideB: 0, accumulate: false });
+    const ls = empty([c]);
+    const lse = empty([c]);
+    k.crossEntropy(logits.storage, t, c, vocab, ignoreIndex, ls.storage, lse.storage);
+    k.scatter(ls.storage, [c], [1], r0, losses.storage, false);
+    if (gxUnit) {
+      // the gradient of the mean for g = 1, as crossEntropy's backward gives it
+      const gRows = empty([c]);
+      k.fill(gRows.storage, counted === 0 ? 0 : 1 / counted);
+      const gl = empty([c, vocab]);
+      k.crossEntropyBackward(logits.storage, lse.storage, t, gRows.storage, c, vocab, ignoreIndex, gl.storage);
+      const gxs = empty([c, d]);
+      k.matmul(gl.storage, weight.storage, gxs.storage, { batch: 1, m: c, n: d, k: vocab, transA: false, transB: false, strideA: 0, strideB: 0, accumulate: false });
+      k.scatter(gxs.storage, [c * d], [1], r0 * d, gxUnit.storage, false);
+      release(gRows, gl, gxs);
+    }
+    release(xs, logits, ls, lse);
+  }
+  const out = empty([]);
+  k.sumReduce(losses.storage, 1, rows, 1, out.storage);
+  k.affine(out.storage, counted === 0 ? NaN : 1 / counted, 0, out.storage);
+  release(losses);
+  if (!gxUnit) return out;
+  const shape = x.shape;
+  return record(out, 'linearCrossEntropy', [x], (g) => {
+    const gx = empty(shape);
+    k.binary('mul', gxUnit.storage, contiguousStrides(shape), g.storage, shape.map(() => 0), gx.storage, shape);
+    k.free?.(gxUnit.storage); // backward runs once
+    return [gx];
+  });
+}
+
 export function layerNorm(x: Tensor, weight: Tensor | null, bias: Tensor | null, eps = 1e-5): Tensor {
   const [rows, cols] = rowsCols(x);
   if (weight && weight.size !== cols) throw new Error(`layerNorm: weight of ${weight.size} for rows of ${cols}`);
