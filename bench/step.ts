@@ -5,7 +5,7 @@
 // runs each training configuration in its own child (bench/child.ts) so maxRSS is its own.
 import '../src/backends/index.js';
 import { Rng, Tensor, kernels } from '../src/tensor/index.js';
-import { GPT2LMHeadModel, causalLmLoss, gpt2ConfigFromJson } from '../src/models/index.js';
+import { GPT2LMHeadModel, causalLmForwardLoss, gpt2ConfigFromJson } from '../src/models/index.js';
 import { LoraLinear, VeraLinear, getPeftModel, loraConfig, veraConfig } from '../src/peft/index.js';
 import { AdamW } from '../src/train/index.js';
 import { loadAddon } from '../src/backends/native/index.js';
@@ -111,8 +111,8 @@ export async function runTrainSpec(spec: TrainSpec): Promise<TrainResult> {
   for (let step = 0; step < spec.warmup + spec.steps; step++) {
     const seconds = timed(() => {
       optimizer.zeroGrad();
-      const logits = peft.model.forward(inputIds, shape);
-      const loss = causalLmLoss(logits, inputIds, shape);
+      // as the trainers do: the frozen head and the loss fused (the logits are never whole)
+      const loss = causalLmForwardLoss(peft.model, inputIds, shape);
       loss.backward();
       optimizer.step();
       losses.push(loss.item());

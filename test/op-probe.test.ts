@@ -238,6 +238,11 @@ const OP_PROBES: Record<string, (() => unknown)[]> = {
   softmax: [() => F.softmax('x' as unknown as Tensor), () => F.softmax(fake([8, 8]))],
   logSoftmax: [() => F.logSoftmax(null as unknown as Tensor), () => F.logSoftmax(fake([8, 8]))],
   crossEntropy: [() => F.crossEntropy(t([2, 3]), i32(0)), () => F.crossEntropy(t([2, 3]), i32(0, 3)), () => F.crossEntropy(t([2, 3]), i32(0, -5))],
+  linearCrossEntropy: [
+    () => F.linearCrossEntropy(t([2, 3]), t([4, 5]), i32(0, 1)), () => F.linearCrossEntropy(t([2, 3]), t([4, 3]), i32(0)),
+    () => F.linearCrossEntropy(t([2, 3]), t([4, 3]), i32(0, 4)), () => F.linearCrossEntropy(t([2, 3]), t([4, 3], true), i32(0, 1)),
+    () => F.linearCrossEntropy(t([2, 3]), t([4, 3]), i32(0, 1), { chunkRows: 1.5 }), () => F.linearCrossEntropy(fake([64, 64]), t([4, 64]), new Int32Array(64)),
+  ],
   layerNorm: [() => F.layerNorm(t([2, 3]), t([2]), null), () => F.layerNorm(t([2, 3]), null, t([4]))],
   rmsNorm: [() => F.rmsNorm(t([2, 3]), t([4]))],
   rotary: [

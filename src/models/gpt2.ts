@@ -310,7 +310,12 @@ export class GPT2LMHeadModel extends Module {
 
   /** Logits (batch, seq, vocab_size); (batch, n, vocab_size) with `logitsToKeep` n. */
   forward(inputIds: Int32Array, shape: readonly [number, number], opts: GPT2ForwardOptions = {}): Tensor {
-    return this.lm_head.forward(hiddenForLogits(this.transformer.forward(inputIds, shape, opts), opts));
+    return this.lm_head.forward(this.forwardHidden(inputIds, shape, opts));
+  }
+
+  /** What `lm_head` maps to the logits: the final hidden states (batch, seq, n_embd), or the rows `logitsToKeep` / `logitsAt` pick. */
+  forwardHidden(inputIds: Int32Array, shape: readonly [number, number], opts: GPT2ForwardOptions = {}): Tensor {
+    return hiddenForLogits(this.transformer.forward(inputIds, shape, opts), opts);
   }
 
   /** Hugging Face's _init_weights: N(0, initializer_range) matrices, c_proj scaled by 1/√(2·n_layer). */
@@ -338,9 +343,63 @@ export function causalLmLoss(logits: Tensor, inputIds: Int32Array, shape: readon
     throw new Error(`causalLmLoss: logits [${logits.shape.join(', ')}] do not match shape [${batch}, ${seq}]`);
   }
   if (source.length !== batch * seq) throw new Error(`causalLmLoss: ${source.length} labels for shape [${batch}, ${seq}]`);
+  const targets = shiftedTargets(source, batch, seq, ignoreIndex);
+  return labelSmoothing > 0 ? labelSmoothedCrossEntropy(logits, targets, labelSmoothing, ignoreIndex) : F.crossEntropy(logits, targets, { ignoreIndex });
+}
+
+/** causalLmLoss's targets: labels (default the input ids) shifted left by one, ignoreIndex at each row's end. */
+function shiftedTargets(source: Int32Array, batch: number, seq: number, ignoreIndex: number): Int32Array {
   const targets = new Int32Array(batch * seq).fill(ignoreIndex);
   for (let b = 0; b < batch; b++) {
     for (let t = 0; t + 1 < seq; t++) targets[b * seq + t] = source[b * seq + t + 1];
   }
-  return labelSmoothing > 0 ? labelSmoothedCrossEntropy(logits, targets, labelSmoothing, ignoreIndex) : F.crossEntropy(logits, targets, { ignoreIndex });
+  return targets;
+}
+
+export interface CausalLmForwardLossOptions {
+  /** 1 = attend, 0 = padding, row-major (batch, seq). */
+  attentionMask?: Float32Array;
+  ignoreIndex?: number;
+  /** Default: the input ids. */
+  labels?: Int32Array;
+  labelSmoothing?: number;
+}
+
+/** A causal LM whose logits are lm_head(forwardHidden(…)) (GPT-2, Llama). */
+interface HeadedCausalLM {
+  forward(inputIds: Int32Array, shape: readonly [number, number], opts?: { attentionMask?: Float32Array }): Tensor;
+  forwardHidden?(inputIds: Int32Array, shape: readonly [number, number], opts?: { attentionMask?: Float32Array }): Tensor;
+  readonly lm_head?: unknown;
+}
+
+/** The head's float32 (vocab, d) weight when lm_head is a plain frozen bias-free nn.Linear (no adapter, no compact format), else null. */
+function frozenHeadWeight(model: HeadedCausalLM): Tensor | null {
+  const head = model.lm_head;
+  if (model.forwardHidden === undefined || !(head instanceof Linear) || Object.getPrototypeOf(head) !== Linear.prototype) return null;
+  if (head.bias !== null || head.quantized !== null || head.fanInFanOut) return null;
+  return head.weight.requiresGrad ? null : head.weight;
+}
+
+/**
+ * forward + causalLmLoss in one, for training: when the LM head is frozen (PEFT: it always is
+ * unless trained through modulesToSave or an adapter) the head and the loss run fused and chunked
+ * (F.linearCrossEntropy), so the (batch, seq, vocab) logits and their gradient never exist (for
+ * GPT-2 at batch 8 × 128 that is 2 × 206 MB). A trainable, adapted or compact head, label
+ * smoothing, or a model without forwardHidden takes the unfused path. Same loss and gradients as
+ * causalLmLoss(model.forward(…)) up to float rounding.
+ */
+export function causalLmForwardLoss(model: HeadedCausalLM, inputIds: Int32Array, shape: readonly [number, number], opts: CausalLmForwardLossOptions = {}): Tensor {
+  const ignoreIndex = opts.ignoreIndex ?? -100;
+  const labelSmoothing = opts.labelSmoothing ?? 0;
+  const fwd = opts.attentionMask ? { attentionMask: opts.attentionMask } : {};
+  const weight = labelSmoothing > 0 ? null : frozenHeadWeight(model);
+  if (weight === null || model.forwardHidden === undefined) return causalLmLoss(model.forward(inputIds, shape, fwd), inputIds, shape, ignoreIndex, opts.labels, labelSmoothing);
+  const [batch, seq] = shape;
+  const source = opts.labels ?? inputIds;
+  if (source.length !== batch * seq) throw new Error(`causalLmLoss: ${source.length} labels for shape [${batch}, ${seq}]`);
+  const hidden = model.forwardHidden(inputIds, shape, fwd);
+  if (hidden.ndim !== 3 || hidden.shape[0] !== batch || hidden.shape[1] !== seq) {
+    throw new Error(`causalLmLoss: hidden states [${hidden.shape.join(', ')}] do not match shape [${batch}, ${seq}]`);
+  }
+  return F.linearCrossEntropy(hidden, weight, shiftedTargets(source, batch, seq, ignoreIndex), { ignoreIndex });
 }

@@ -465,6 +465,11 @@ export class LlamaForCausalLM<T extends LlamaModelType = LlamaModelType> extends
     return logits;
   }
 
+  /** What `lm_head` maps to the logits: the final hidden states (batch, seq, hidden_size), or the rows `logitsToKeep` / `logitsAt` pick. */
+  forwardHidden(inputIds: Int32Array, shape: readonly [number, number], opts: CausalLMForwardOptions = {}): Tensor {
+    return hiddenForLogits(this.model.forward(inputIds, shape, opts), opts);
+  }
+
   /** Hugging Face's _init_weights: N(0, initializer_range) for linear and embedding weights; biases 0, norms 1. */
   private initWeights(rng: Rng): void {
     for (const [, t] of this.namedParameters()) if (t.ndim === 2) initNormal(t, this.config.initializerRange, rng);

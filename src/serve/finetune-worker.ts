@@ -15,7 +15,7 @@ import { parseTrainingData, chatDataOptions, type TrainingExample } from '../dat
 import { collateCausalLm, EpochSampler, IGNORE_INDEX } from '../data/jsonl.js';
 import { VeraError, fail } from '../io/errors.js';
 import { SafetensorsFile, serializeSafetensors, type TensorToWrite } from '../io/safetensors.js';
-import { causalLmLoss, isCausalLM, loadPretrained } from '../models/index.js';
+import { causalLmForwardLoss, isCausalLM, loadPretrained } from '../models/index.js';
 import { getPeftModel, loraConfig, peftMethod, sortedJson, vera, veraConfig, type BasePeftConfig, type VeraConfig } from '../peft/index.js';
 import { Tensor, manualSeed } from '../tensor/index.js';
 import { AdamW, ReplayRng, clipGradNorm, stepSeed, type RngState } from '../train/index.js';
@@ -149,8 +149,7 @@ export async function runFineTune(spec: FineTuneSpec, resume: FineTuneCheckpoint
     const next = step + 1;
     manualSeed(stepSeed(spec.seed, next));
     const batch = collate(sampler.next(rng).map((i) => examples[i]), padId);
-    const logits = model.forward(batch.inputIds, batch.shape, { attentionMask: batch.attentionMask });
-    const loss = causalLmLoss(logits, batch.inputIds, batch.shape, IGNORE_INDEX, batch.labels);
+    const loss = causalLmForwardLoss(model, batch.inputIds, batch.shape, { attentionMask: batch.attentionMask, ignoreIndex: IGNORE_INDEX, labels: batch.labels });
     const value = loss.item();
     if (!Number.isFinite(value)) fail(`fine-tuning: the training loss is ${value} at step ${next}; lower the learning rate`);
     loss.backward();

@@ -152,7 +152,11 @@ export interface Kernels {
 
   // elementwise
   unary(op: UnaryOp, x: Storage, out: Storage): void;
-  /** gx = gy · f'(x); y = f(x) is passed for ops whose derivative is cheaper from it. */
+  /**
+   * gx = gy · f'(x); y = f(x) is passed for ops whose derivative is cheaper from it. A kernel reads
+   * only y for exp, tanh, sqrt, rsqrt and sigmoid and only x for the rest: autograd keeps just that
+   * one and passes it as both (x and y may be the same buffer).
+   */
   unaryBackward(op: UnaryOp, x: Storage, y: Storage, gy: Storage, gx: Storage): void;
   /** Broadcasting through strides (0 on broadcast dims), over outShape. `out` may alias `a`. */
   binary(op: BinaryOp, a: Storage, aStrides: readonly number[], b: Storage, bStrides: readonly number[], out: Storage, outShape: readonly number[]): void;

@@ -1,5 +1,7 @@
 // Differentiable ops. Each op: check shapes, run kernels, record a backward that computes only the
-// gradients its inputs need.
+// gradients its inputs need. A backward closure captures only what it reads (shapes, the inputs'
+// graph nodes, the storages its gradients need): whatever else a closure mentions is kept alive
+// with the tape, so an op whose backward does not read an input must not name that input in it.
 import { kernels } from './device.js';
 import type { AttentionParams, BinaryOp, UnaryOp } from './kernels.js';
 import { Tensor, contiguousStrides, isGradEnabled, record, sizeOf, type Shape } from './tensor.js';
@@ -32,15 +34,17 @@ export function reshape(x: Tensor, shape: Shape): Tensor {
     throw new Error(`reshape: cannot view ${shapeStr(x.shape)} as ${shapeStr(shape)}`);
   }
   const out = new Tensor(x.storage, s); // shares storage: contiguous tensors reshape for free
-  return record(out, 'reshape', [x], (g) => [new Tensor(g.storage, x.shape)]);
+  const xShape = x.shape;
+  return record(out, 'reshape', [x], (g) => [new Tensor(g.storage, xShape)]);
 }
 
 /** out = x viewed through (shape, strides, offset); the adjoint scatters back. */
 function strided(x: Tensor, shape: Shape, strides: readonly number[], offset: number, name: string): Tensor {
   const out = empty(shape);
   kernels().gather(x.storage, shape, strides, offset, out.storage);
+  const xShape = x.shape;
   return record(out, name, [x], (g) => {
-    const gx = empty(x.shape);
+    const gx = empty(xShape);
     kernels().scatter(g.storage, shape, strides, offset, gx.storage, true);
     return [gx];
   });
@@ -100,8 +104,9 @@ export function concat(xs: readonly Tensor[], axis: number): Tensor {
     kernels().scatter(x.storage, x.shape, strides, at * strides[a], out.storage, false);
     at += x.shape[a];
   }
+  const nodes = xs.map((x) => x.node);
   return record(out, 'concat', xs, (g) =>
-    xs.map((x, i) => {
+    nodes.map((x, i) => {
       if (!x.requiresGrad) return null;
       const gx = empty(x.shape);
       kernels().gather(g.storage, x.shape, strides, offsets[i], gx.storage);
@@ -169,30 +174,38 @@ function binary(op: BinaryOp, a: Tensor, b: Tensor): Tensor {
 
 export function add(a: Tensor, b: Tensor): Tensor {
   const out = binary('add', a, b);
-  return record(out, 'add', [a, b], (g) => [a.requiresGrad ? sumToShape(g, a.shape) : null, b.requiresGrad ? sumToShape(g, b.shape) : null]);
+  const [an, bn] = [a.node, b.node];
+  return record(out, 'add', [a, b], (g) => [an.requiresGrad ? sumToShape(g, an.shape) : null, bn.requiresGrad ? sumToShape(g, bn.shape) : null]);
 }
 
 export function sub(a: Tensor, b: Tensor): Tensor {
   const out = binary('sub', a, b);
-  return record(out, 'sub', [a, b], (g) => [a.requiresGrad ? sumToShape(g, a.shape) : null, b.requiresGrad ? sumToShape(scale(g, -1), b.shape) : null]);
+  const [an, bn] = [a.node, b.node];
+  return record(out, 'sub', [a, b], (g) => [an.requiresGrad ? sumToShape(g, an.shape) : null, bn.requiresGrad ? sumToShape(scale(g, -1), bn.shape) : null]);
 }
 
 export function mul(a: Tensor, b: Tensor): Tensor {
   const out = binary('mul', a, b);
+  const [an, bn] = [a.node, b.node];
+  // each factor is kept only for the other's gradient
+  const aSaved = b.requiresGrad ? a : null;
+  const bSaved = a.requiresGrad ? b : null;
   return record(out, 'mul', [a, b], (g) => [
-    a.requiresGrad ? sumToShape(binary('mul', g, b), a.shape) : null,
-    b.requiresGrad ? sumToShape(binary('mul', g, a), b.shape) : null,
+    an.requiresGrad && bSaved ? sumToShape(binary('mul', g, bSaved), an.shape) : null,
+    bn.requiresGrad && aSaved ? sumToShape(binary('mul', g, aSaved), bn.shape) : null,
   ]);
 }
 
 export function div(a: Tensor, b: Tensor): Tensor {
   const out = binary('div', a, b);
+  const [an, bn, bSaved] = [a.node, b.node, b];
+  const outSaved = b.requiresGrad ? out : null;
   return record(out, 'div', [a, b], (g) => {
-    const ga = a.requiresGrad || b.requiresGrad ? binary('div', g, b) : null;
+    const ga = an.requiresGrad || bn.requiresGrad ? binary('div', g, bSaved) : null;
     return [
-      a.requiresGrad && ga ? sumToShape(ga, a.shape) : null,
+      an.requiresGrad && ga ? sumToShape(ga, an.shape) : null,
       // d(a/b)/db = -(a/b)/b, so gb = -(g/b)·(a/b) = -ga·out
-      b.requiresGrad && ga ? sumToShape(scale(binary('mul', ga, out), -1), b.shape) : null,
+      bn.requiresGrad && ga && outSaved ? sumToShape(scale(binary('mul', ga, outSaved), -1), bn.shape) : null,
     ];
   });
 }
@@ -237,13 +250,19 @@ export function pow(x: Tensor, p: number): Tensor {
   });
 }
 
+/** Unary ops whose derivative the kernels compute from y = f(x) alone (the rest read only x). */
+const FROM_OUTPUT: ReadonlySet<UnaryOp> = new Set<UnaryOp>(['exp', 'tanh', 'sqrt', 'rsqrt', 'sigmoid']);
+
 function unary(op: UnaryOp, x: Tensor): Tensor {
   const k = kernels();
   const out = empty(x.shape);
   k.unary(op, x.storage, out.storage);
+  // backward keeps the one of x and y the derivative reads, and passes it for both
+  const saved = (FROM_OUTPUT.has(op) ? out : x).storage;
+  const shape = x.shape;
   return record(out, op, [x], (g) => {
-    const gx = empty(x.shape);
-    k.unaryBackward(op, x.storage, out.storage, g.storage, gx.storage);
+    const gx = empty(shape);
+    k.unaryBackward(op, saved, saved, g.storage, gx.storage);
     return [gx];
   });
 }
@@ -290,7 +309,8 @@ export function sum(x: Tensor, axes?: readonly number[], keepDims = false): Tens
   const inner = sizeOf(src.shape.slice(last + 1));
   const out = empty(outShape);
   kernels().sumReduce(src.storage, outer, red, inner, out.storage);
-  return record(out, 'sum', [x], (g) => [expandNoGrad(new Tensor(g.storage, keptShape), x.shape)]);
+  const xShape = x.shape;
+  return record(out, 'sum', [x], (g) => [expandNoGrad(new Tensor(g.storage, keptShape), xShape)]);
 }
 
 export function mean(x: Tensor, axes?: readonly number[], keepDims = false): Tensor {
@@ -370,17 +390,21 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
     const rows = sizeOf(aBatch) * m;
     const out = empty([...aBatch, m, n]);
     kern.matmul(a.storage, b.storage, out.storage, { batch: 1, m: rows, n, k, transA: false, transB, strideA: 0, strideB: 0, accumulate: false });
+    // each operand is kept only for the other's gradient: a frozen weight's input is not kept
+    const [an, bn] = [a.node, b.node];
+    const aSaved = b.requiresGrad ? a.storage : null;
+    const bSaved = a.requiresGrad ? b.storage : null;
     return record(out, 'matmul', [a, b], (g) => {
       let ga: Tensor | null = null;
       let gb: Tensor | null = null;
-      if (a.requiresGrad) {
-        ga = empty(a.shape);
-        kern.matmul(g.storage, b.storage, ga.storage, { batch: 1, m: rows, n: k, k: n, transA: false, transB: !transB, strideA: 0, strideB: 0, accumulate: false });
+      if (an.requiresGrad && bSaved) {
+        ga = empty(an.shape);
+        kern.matmul(g.storage, bSaved, ga.storage, { batch: 1, m: rows, n: k, k: n, transA: false, transB: !transB, strideA: 0, strideB: 0, accumulate: false });
       }
-      if (b.requiresGrad) {
-        gb = empty(b.shape);
-        if (transB) kern.matmul(g.storage, a.storage, gb.storage, { batch: 1, m: n, n: k, k: rows, transA: true, transB: false, strideA: 0, strideB: 0, accumulate: false });
-        else kern.matmul(a.storage, g.storage, gb.storage, { batch: 1, m: k, n, k: rows, transA: true, transB: false, strideA: 0, strideB: 0, accumulate: false });
+      if (bn.requiresGrad && aSaved) {
+        gb = empty(bn.shape);
+        if (transB) kern.matmul(g.storage, aSaved, gb.storage, { batch: 1, m: n, n: k, k: rows, transA: true, transB: false, strideA: 0, strideB: 0, accumulate: false });
+        else kern.matmul(aSaved, g.storage, gb.storage, { batch: 1, m: k, n, k: rows, transA: true, transB: false, strideA: 0, strideB: 0, accumulate: false });
       }
       return [ga, gb];
     });
@@ -399,20 +423,23 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   const strideB = bBatch.length === 0 ? 0 : k * n;
   const out = empty([...batchShape, m, n]);
   kern.matmul(a.storage, b.storage, out.storage, { batch, m, n, k, transA, transB, strideA, strideB, accumulate: false });
+  const [an, bn] = [a.node, b.node];
+  const aSaved = b.requiresGrad ? a.storage : null;
+  const bSaved = a.requiresGrad ? b.storage : null;
   return record(out, 'matmul', [a, b], (g) => {
     let ga: Tensor | null = null;
     let gb: Tensor | null = null;
-    if (a.requiresGrad) {
-      const full = empty(strideA === 0 ? [...batchShape, ...a.shape] : a.shape);
-      if (transA) kern.matmul(b.storage, g.storage, full.storage, { batch, m: k, n: m, k: n, transA: transB, transB: true, strideA: strideB, strideB: m * n, accumulate: false });
-      else kern.matmul(g.storage, b.storage, full.storage, { batch, m, n: k, k: n, transA: false, transB: !transB, strideA: m * n, strideB, accumulate: false });
-      ga = strideA === 0 ? sumToShape(full, a.shape) : full;
+    if (an.requiresGrad && bSaved) {
+      const full = empty(strideA === 0 ? [...batchShape, ...an.shape] : an.shape);
+      if (transA) kern.matmul(bSaved, g.storage, full.storage, { batch, m: k, n: m, k: n, transA: transB, transB: true, strideA: strideB, strideB: m * n, accumulate: false });
+      else kern.matmul(g.storage, bSaved, full.storage, { batch, m, n: k, k: n, transA: false, transB: !transB, strideA: m * n, strideB, accumulate: false });
+      ga = strideA === 0 ? sumToShape(full, an.shape) : full;
     }
-    if (b.requiresGrad) {
-      const full = empty(strideB === 0 ? [...batchShape, ...b.shape] : b.shape);
-      if (transB) kern.matmul(g.storage, a.storage, full.storage, { batch, m: n, n: k, k: m, transA: true, transB: transA, strideA: m * n, strideB: strideA, accumulate: false });
-      else kern.matmul(a.storage, g.storage, full.storage, { batch, m: k, n, k: m, transA: !transA, transB: false, strideA, strideB: m * n, accumulate: false });
-      gb = strideB === 0 ? sumToShape(full, b.shape) : full;
+    if (bn.requiresGrad && aSaved) {
+      const full = empty(strideB === 0 ? [...batchShape, ...bn.shape] : bn.shape);
+      if (transB) kern.matmul(g.storage, aSaved, full.storage, { batch, m: n, n: k, k: m, transA: true, transB: transA, strideA: m * n, strideB: strideA, accumulate: false });
+      else kern.matmul(aSaved, g.storage, full.storage, { batch, m: k, n, k: m, transA: !transA, transB: false, strideA, strideB: m * n, accumulate: false });
+      gb = strideB === 0 ? sumToShape(full, bn.shape) : full;
     }
     return [ga, gb];
   });
@@ -430,8 +457,9 @@ export function linearQuantized(x: Tensor, w: QuantizedData, bias: Tensor | null
   const out = empty(outShape);
   const kern = kernels();
   kern.quantMatmul(x.storage, w, rows, out.storage);
+  const xShape = x.shape; // backward reads W only, not x
   const y = record(out, 'linearQuantized', [x], (g) => {
-    const gx = empty(x.shape);
+    const gx = empty(xShape);
     kern.quantMatmulInputGrad(g.storage, w, rows, gx.storage);
     return [gx];
   });
@@ -455,8 +483,9 @@ export function softmax(x: Tensor): Tensor {
   const [rows, cols] = rowsCols(x);
   const out = empty(x.shape);
   kernels().softmax(x.storage, rows, cols, out.storage);
+  const shape = x.shape; // backward reads y only
   return record(out, 'softmax', [x], (g) => {
-    const gx = empty(x.shape);
+    const gx = empty(shape);
     kernels().softmaxBackward(out.storage, g.storage, rows, cols, gx.storage);
     return [gx];
   });
@@ -466,8 +495,9 @@ export function logSoftmax(x: Tensor): Tensor {
   const [rows, cols] = rowsCols(x);
   const out = empty(x.shape);
   kernels().logSoftmax(x.storage, rows, cols, out.storage);
+  const shape = x.shape; // backward reads y only
   return record(out, 'logSoftmax', [x], (g) => {
-    const gx = empty(x.shape);
+    const gx = empty(shape);
     kernels().logSoftmaxBackward(out.storage, g.storage, rows, cols, gx.storage);
     return [gx];
   });
@@ -515,6 +545,86 @@ export function crossEntropy(logits: Tensor, targets: Int32Array, opts: CrossEnt
     }
     const gx = empty(logits.shape);
     k.crossEntropyBackward(logits.storage, lse.storage, targets, gRows.storage, rows, cols, ignoreIndex, gx.storage);
+    return [gx];
+  });
+}
+
+/** Logit elements per chunk of linearCrossEntropy (16 MiB of float32): GPT-2's 50257-word head takes 83 rows at a time. */
+const LM_CHUNK_ELEMENTS = 1 << 22;
+
+export interface LinearCrossEntropyOptions {
+  ignoreIndex?: number;
+  /** Rows per chunk (default: as many as fit 4M logits). */
+  chunkRows?: number;
+}
+
+/**
+ * crossEntropy(linear(x, weight, null), targets) with 'mean' reduction, for a frozen head weight
+ * (V, d) (nn.Linear's layout): the (rows, V) logits are never whole. Rows go in chunks: a chunk's
+ * logits, its per-row loss and log-sum-exp, and (when x needs a gradient) its softmax − onehot and
+ * that times W, x's gradient for those rows, are computed and the chunk's buffers freed, so what
+ * stays is x's (rows, d) gradient for one g = 1, which backward scales by the incoming g. The same
+ * kernels as the unfused path, on row slices, so loss and gradient agree with it to float
+ * rounding (the GEMMs' row blocking). The weight gets no gradient: a trainable head uses linear +
+ * crossEntropy.
+ */
+export function linearCrossEntropy(x: Tensor, weight: Tensor, targets: Int32Array, opts: LinearCrossEntropyOptions = {}): Tensor {
+  const ignoreIndex = opts.ignoreIndex ?? -100;
+  const [rows, d] = rowsCols(x);
+  if (weight.ndim !== 2 || weight.shape[1] !== d) throw new Error(`linearCrossEntropy: weight ${shapeStr(weight.shape)} is not (vocab, ${d}) for x ${shapeStr(x.shape)}`);
+  const vocab = weight.shape[0];
+  if (targets.length !== rows) throw new Error(`linearCrossEntropy: ${targets.length} targets for ${rows} rows of x ${shapeStr(x.shape)}`);
+  if (isGradEnabled() && weight.requiresGrad) throw new Error('linearCrossEntropy: the weight takes no gradient here; use linear + crossEntropy for a trainable head');
+  const chunk = opts.chunkRows ?? Math.max(1, Math.floor(LM_CHUNK_ELEMENTS / Math.max(1, vocab)));
+  if (!Number.isSafeInteger(chunk) || chunk < 1) throw new Error(`linearCrossEntropy: chunkRows must be a positive integer, got ${chunk}`);
+  let counted = 0;
+  for (let i = 0; i < rows; i++) {
+    const t = targets[i];
+    if (t === ignoreIndex) continue;
+    if (t < 0 || t >= vocab) throw new Error(`linearCrossEntropy: target ${t} out of range [0, ${vocab})`);
+    counted++;
+  }
+  const k = kernels();
+  const wantGrad = isGradEnabled() && x.requiresGrad;
+  const losses = empty([rows]);
+  const gxUnit = wantGrad ? empty(x.shape) : null;
+  const release = (...ss: Tensor[]): void => {
+    for (const t of ss) k.free?.(t.storage);
+  };
+  for (let r0 = 0; r0 < rows; r0 += chunk) {
+    const c = Math.min(chunk, rows - r0);
+    const t = targets.subarray(r0, r0 + c);
+    const xs = empty([c, d]);
+    k.gather(x.storage, [c * d], [1], r0 * d, xs.storage);
+    const logits = empty([c, vocab]);
+    k.matmul(xs.storage, weight.storage, logits.storage, { batch: 1, m: c, n: vocab, k: d, transA: false, transB: true, strideA: 0, strideB: 0, accumulate: false });
+    const ls = empty([c]);
+    const lse = empty([c]);
+    k.crossEntropy(logits.storage, t, c, vocab, ignoreIndex, ls.storage, lse.storage);
+    k.scatter(ls.storage, [c], [1], r0, losses.storage, false);
+    if (gxUnit) {
+      // the gradient of the mean for g = 1, as crossEntropy's backward gives it
+      const gRows = empty([c]);
+      k.fill(gRows.storage, counted === 0 ? 0 : 1 / counted);
+      const gl = empty([c, vocab]);
+      k.crossEntropyBackward(logits.storage, lse.storage, t, gRows.storage, c, vocab, ignoreIndex, gl.storage);
+      const gxs = empty([c, d]);
+      k.matmul(gl.storage, weight.storage, gxs.storage, { batch: 1, m: c, n: d, k: vocab, transA: false, transB: false, strideA: 0, strideB: 0, accumulate: false });
+      k.scatter(gxs.storage, [c * d], [1], r0 * d, gxUnit.storage, false);
+      release(gRows, gl, gxs);
+    }
+    release(xs, logits, ls, lse);
+  }
+  const out = empty([]);
+  k.sumReduce(losses.storage, 1, rows, 1, out.storage);
+  k.affine(out.storage, counted === 0 ? NaN : 1 / counted, 0, out.storage);
+  release(losses);
+  if (!gxUnit) return out;
+  const shape = x.shape;
+  return record(out, 'linearCrossEntropy', [x], (g) => {
+    const gx = empty(shape);
+    k.binary('mul', gxUnit.storage, contiguousStrides(shape), g.storage, shape.map(() => 0), gx.storage, shape);
+    k.free?.(gxUnit.storage); // backward runs once
     return [gx];
   });
 }
@@ -590,8 +700,9 @@ export function embedding(weight: Tensor, ids: Int32Array, idsShape: Shape = [id
   if (sizeOf(idsShape) !== ids.length) throw new Error(`embedding: ids shape ${shapeStr(idsShape)} does not hold ${ids.length} ids`);
   const out = empty([...idsShape, dim]);
   kernels().embedding(weight.storage, ids, dim, out.storage);
+  const wShape = weight.shape;
   return record(out, 'embedding', [weight], (g) => {
-    const gw = empty(weight.shape);
+    const gw = empty(wShape);
     kernels().embeddingBackward(g.storage, ids, dim, gw.storage);
     return [gw];
   });
@@ -715,8 +826,9 @@ export function veraBranch(x: Tensor, A: Tensor, B: Tensor, lambdaD: Tensor, lam
   const out = empty([...x.shape.slice(0, -1), outFeatures]);
   const ax = empty([p.rows, rank]);
   k.veraForward(x.storage, A.storage, B.storage, lambdaD.storage, lambdaB.storage, p, out.storage, ax.storage);
+  const xn = x.node; // backward reads x·Aᵀ (ax), not x
   return record(out, 'veraBranch', [x, lambdaD, lambdaB], (g) => {
-    const gx = x.requiresGrad ? empty(x.shape) : null;
+    const gx = xn.requiresGrad ? empty(xn.shape) : null;
     const gd = lambdaD.requiresGrad ? empty(lambdaD.shape) : null;
     const gb = lambdaB.requiresGrad ? empty(lambdaB.shape) : null;
     k.veraBackward(A.storage, B.storage, lambdaD.storage, lambdaB.storage, ax.storage, g.storage, p, gx?.storage ?? null, false, gd?.storage ?? null, gb?.storage ?? null);
@@ -828,8 +940,9 @@ export function maxPool2d(x: Tensor, kernelSize: number, stride = kernelSize): T
   const out = empty([n, c, oh, ow]);
   const argmax = new Int32Array(out.size);
   kernels().maxPool2d(x.storage, p, out.storage, argmax);
+  const xShape = x.shape;
   return record(out, 'maxPool2d', [x], (g) => {
-    const gx = empty(x.shape);
+    const gx = empty(xShape);
     kernels().maxPool2dBackward(g.storage, argmax, p, gx.storage);
     return [gx];
   });

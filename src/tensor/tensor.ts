@@ -10,9 +10,33 @@ import { chargeAllocation } from './alloc-budget.js';
 
 export type Shape = readonly number[];
 
+/**
+ * A tensor's place in the autograd graph, without its storage: what backward needs of an input
+ * (shape, whether it wants a gradient, the node that made it, the leaf's accumulated gradient).
+ * The graph links these, not tensors, so a forward intermediate's storage lives only as long as a
+ * backward closure saved it or the caller holds it (a GPT-2 step's unsaved intermediates were
+ * half its activation memory while the tape held every op's inputs).
+ */
+export class GradNode {
+  readonly shape: readonly number[];
+  readonly size: number;
+  requiresGrad: boolean;
+  grad: Tensor | null = null;
+  gradFn: GradFn | null = null;
+
+  constructor(shape: readonly number[], size: number, requiresGrad: boolean) {
+    this.shape = shape;
+    this.size = size;
+    this.requiresGrad = requiresGrad;
+  }
+}
+
+/** What a GradFn's inputs may be: graph nodes (as `record` stores them) or tensors (a hand-built GradFn). */
+export type GradInput = GradNode | Tensor;
+
 export interface GradFn {
   readonly name: string;
-  readonly inputs: readonly Tensor[];
+  readonly inputs: readonly GradInput[];
   /** Gradients for each input, null where the input needs none. Called at most once. */
   backward(gradOut: Tensor): (Tensor | null)[];
 }
@@ -75,9 +99,8 @@ export class Tensor {
   // private and exposed by a getter only: a storage swapped under a tensor (e.g. a 4-element
   // buffer under a 1024×1024 shape) would let kernels index past the buffer's end
   readonly #storage: Storage;
-  requiresGrad: boolean;
-  grad: Tensor | null = null;
-  gradFn: GradFn | null = null;
+  /** The autograd state (requiresGrad, grad, gradFn) lives on the node, which the graph links. */
+  readonly node: GradNode;
 
   constructor(storage: Storage, shape: Shape, requiresGrad = false) {
     const size = sizeOf(shape);
@@ -88,11 +111,35 @@ export class Tensor {
     this.#storage = storage;
     this.shape = Object.freeze([...shape]);
     this.size = size;
-    this.requiresGrad = requiresGrad;
+    this.node = new GradNode(this.shape, size, requiresGrad);
   }
 
   get storage(): Storage {
     return this.#storage;
+  }
+
+  get requiresGrad(): boolean {
+    return this.node.requiresGrad;
+  }
+
+  set requiresGrad(flag: boolean) {
+    this.node.requiresGrad = flag;
+  }
+
+  get grad(): Tensor | null {
+    return this.node.grad;
+  }
+
+  set grad(g: Tensor | null) {
+    this.node.grad = g;
+  }
+
+  get gradFn(): GradFn | null {
+    return this.node.gradFn;
+  }
+
+  set gradFn(fn: GradFn | null) {
+    this.node.gradFn = fn;
   }
 
   get ndim(): number {
@@ -192,8 +239,9 @@ export class Tensor {
 }
 
 /**
- * Reverse-mode sweep. Nodes run in reverse topological order; each node's saved tensors and the
- * gradient it consumed are dropped right after it runs, so activations die as early as possible.
+ * Reverse-mode sweep over graph nodes. Nodes run in reverse topological order; each node's saved
+ * tensors and the gradient it consumed are dropped right after it runs, so activations die as
+ * early as possible.
  */
 export function backward(root: Tensor, gradOut?: Tensor): void {
   if (!root.requiresGrad) throw new Error('backward(): tensor does not require grad (were all inputs frozen, or was it computed under noGrad?)');
@@ -201,15 +249,16 @@ export function backward(root: Tensor, gradOut?: Tensor): void {
   if (gradOut !== undefined && gradOut.size !== root.size) throw new Error(`backward(): gradOut of shape [${gradOut.shape}] for a tensor of shape [${root.shape}]`);
   if (root.gradFn === null) {
     // a leaf, or an op that returned its input unchanged (full slice, identity permute, …)
-    accumulateLeaf(root, gradOut ?? Tensor.ones(root.shape));
+    accumulateLeaf(root.node, gradOut ?? Tensor.ones(root.shape));
     return;
   }
-  const order = topoOrder(root);
-  const grads = new Map<Tensor, Tensor>();
-  grads.set(root, gradOut ?? Tensor.ones(root.shape));
+  const order = topoOrder(root.node);
+  const grads = new Map<GradNode, Tensor>();
+  grads.set(root.node, gradOut ?? Tensor.ones(root.shape));
   noGrad(() => {
     for (let i = order.length - 1; i >= 0; i--) {
       const t = order[i];
+      order.length = i; // the sweep holds no node it has passed
       const g = grads.get(t);
       const fn = t.gradFn;
       if (fn === null) continue;
@@ -220,7 +269,7 @@ export function backward(root: Tensor, gradOut?: Tensor): void {
       // gradients consumed here: released at once (below) unless a pending gradient shares them
       const consumed: Tensor[] = [g];
       for (let j = 0; j < fn.inputs.length; j++) {
-        const x = fn.inputs[j];
+        const x = nodeOf(fn.inputs[j]);
         const gx = inputGrads[j];
         if (gx === null || gx === undefined) continue;
         if (!x.requiresGrad) {
@@ -248,12 +297,16 @@ export function backward(root: Tensor, gradOut?: Tensor): void {
   });
 }
 
+function nodeOf(x: GradInput): GradNode {
+  return x instanceof Tensor ? x.node : x;
+}
+
 /**
  * Frees the storages of gradients backward has consumed, now rather than at the next garbage
  * collection (a GPT-2 step's logits gradient alone is 200 MB), except the caller's `gradOut` and
  * any storage a pending gradient still uses (reshape views, an add's one gradient for both inputs).
  */
-function release(consumed: readonly Tensor[], pending: ReadonlyMap<Tensor, Tensor>, gradOut: Tensor | undefined): void {
+function release(consumed: readonly Tensor[], pending: ReadonlyMap<GradNode, Tensor>, gradOut: Tensor | undefined): void {
   const k = kernels();
   if (!k.free) return;
   const live = new Set<Storage>();
@@ -266,7 +319,7 @@ function release(consumed: readonly Tensor[], pending: ReadonlyMap<Tensor, Tenso
   }
 }
 
-function accumulateLeaf(x: Tensor, g: Tensor): void {
+function accumulateLeaf(x: GradNode, g: Tensor): void {
   const k = kernels();
   if (x.grad === null) {
     // the leaf owns its grad buffer, so later accumulation can be in place
@@ -278,11 +331,11 @@ function accumulateLeaf(x: Tensor, g: Tensor): void {
   }
 }
 
-function topoOrder(root: Tensor): Tensor[] {
-  const order: Tensor[] = [];
-  const seen = new Set<Tensor>();
+function topoOrder(root: GradNode): GradNode[] {
+  const order: GradNode[] = [];
+  const seen = new Set<GradNode>();
   // iterative DFS: deep models would overflow the call stack
-  const stack: [Tensor, number][] = [[root, 0]];
+  const stack: [GradNode, number][] = [[root, 0]];
   seen.add(root);
   while (stack.length > 0) {
     const top = stack[stack.length - 1];
@@ -290,7 +343,7 @@ function topoOrder(root: Tensor): Tensor[] {
     const inputs = t.gradFn?.inputs ?? [];
     if (idx < inputs.length) {
       top[1]++;
-      const x = inputs[idx];
+      const x = nodeOf(inputs[idx]);
       if (x.requiresGrad && !seen.has(x)) {
         seen.add(x);
         stack.push([x, 0]);
@@ -310,6 +363,7 @@ export function record(out: Tensor, name: string, inputs: readonly Tensor[], bac
   for (const x of inputs) if (x.requiresGrad) needs = true;
   if (!needs) return out;
   out.requiresGrad = true;
-  out.gradFn = { name, inputs, backward: backwardFn };
+  // the nodes, not the tensors: an input's storage stays alive only if backwardFn saved it
+  out.gradFn = { name, inputs: inputs.map((x) => x.node), backward: backwardFn };
   return out;
 }

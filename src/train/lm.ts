@@ -4,7 +4,7 @@
 // text (`vera perplexity`). Each takes a model or a PeftModel wrapping it (whose adapters run).
 import { collateCausalLm, EpochSampler, IGNORE_INDEX } from '../data/jsonl.js';
 import { fail } from '../io/errors.js';
-import { causalLmLoss, type CausalLM } from '../models/index.js';
+import { causalLmForwardLoss, causalLmLoss, type CausalLM } from '../models/index.js';
 import { F, noGrad, type Rng, type Tensor } from '../tensor/index.js';
 import type { TrainTask } from './trainer.js';
 
@@ -25,8 +25,8 @@ export function causalLmTask(lm: LmModelOrPeft, sequences: readonly Int32Array[]
     nextBatch: (rng: Rng) => sampler.next(rng),
     loss(indices) {
       const batch = collateCausalLm(indices.map((i) => sequences[i]), padId);
-      const logits = model.forward(batch.inputIds, batch.shape, { attentionMask: batch.attentionMask });
-      return { loss: causalLmLoss(logits, batch.inputIds, batch.shape, IGNORE_INDEX, batch.labels), items: batch.tokens };
+      const loss = causalLmForwardLoss(model, batch.inputIds, batch.shape, { attentionMask: batch.attentionMask, ignoreIndex: IGNORE_INDEX, labels: batch.labels });
+      return { loss, items: batch.tokens };
     },
   };
 }

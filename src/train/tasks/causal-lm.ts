@@ -10,7 +10,7 @@ import { e2eMetrics } from '../../data/text-metrics.js';
 import { loadTokenizer, type Tokenizer } from '../../data/tokenizer.js';
 import { readJsonFile } from '../../io/atomic.js';
 import { fail } from '../../io/errors.js';
-import { causalLmLoss, generate, isCausalLM, loadPretrained, modelFromConfig, type CausalLM, type JsonObject } from '../../models/index.js';
+import { causalLmForwardLoss, causalLmLoss, generate, isCausalLM, loadPretrained, modelFromConfig, type CausalLM, type JsonObject } from '../../models/index.js';
 import { asJsonObject } from '../../models/config.js';
 import { F, Rng, type Tensor } from '../../tensor/index.js';
 import { DEFAULT_MAX_NEW_TOKENS, DEFAULT_SEQ_LEN, inEvalMode, type E2eEvaluation, type E2eGenerationOptions, type PreparedTask, type TaskOptions } from './common.js';
@@ -43,8 +43,8 @@ export function causalLmCollator(padId: number): (examples: readonly LmExample[]
 
 /** Mean next-token loss of one collated batch (labels shifted inside), with optional label smoothing ε. */
 export function causalLmBatchLoss(model: CausalLM, batch: CausalLmBatch, labelSmoothing = 0): { loss: Tensor; items: number } {
-  const logits = model.forward(batch.inputIds, batch.shape, { attentionMask: batch.attentionMask });
-  return { loss: causalLmLoss(logits, batch.inputIds, batch.shape, IGNORE_INDEX, batch.labels, labelSmoothing), items: batch.tokens };
+  const loss = causalLmForwardLoss(model, batch.inputIds, batch.shape, { attentionMask: batch.attentionMask, ignoreIndex: IGNORE_INDEX, labels: batch.labels, labelSmoothing });
+  return { loss, items: batch.tokens };
 }
 
 /** Positions whose arg-max logit is the next label (labels at IGNORE_INDEX do not count). */
