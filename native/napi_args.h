@@ -14,7 +14,7 @@
 namespace vera {
 
 
-class Args {
+class Args : public IntegerArgs<Args> {
  public:
   Args(napi_env env, napi_callback_info info) : env_(env) {
     argc_ = kMax;
@@ -39,35 +39,23 @@ class Args {
 
   double num(size_t i) const {
     double v;
-    if (i >= argc_ || napi_get_value_double(env_, argv_[i], &v) != napi_ok) fail(i, "a number");
-    return v;
-  }
-  /** An integer (a fraction, NaN or ±inf would be truncated into a wrong size or offset: refused). */
-  int64_t i64(size_t i) const {
-    const double v = num(i);
-    if (!(v == std::floor(v) && std::fabs(v) <= 9007199254740992.0)) fail(i, "an integer");
-    return static_cast<int64_t>(v);
-  }
-  /** A size: an integer ≥ 0. */
-  int64_t dim(size_t i) const {
-    const int64_t v = i64(i);
-    if (v < 0) fail(i, "an integer >= 0");
+    if (i >= argc_ || napi_get_value_double(env_, argv_[i], &v) != napi_ok) bad_arg(i, "a number");
     return v;
   }
   bool flag(size_t i) const {
     bool v;
-    if (i >= argc_ || napi_get_value_bool(env_, argv_[i], &v) != napi_ok) fail(i, "a boolean");
+    if (i >= argc_ || napi_get_value_bool(env_, argv_[i], &v) != napi_ok) bad_arg(i, "a boolean");
     return v;
   }
   std::vector<int64_t> ints(size_t i) const {
     uint32_t n = 0;
-    if (i >= argc_ || napi_get_array_length(env_, argv_[i], &n) != napi_ok) fail(i, "an array of numbers");
+    if (i >= argc_ || napi_get_array_length(env_, argv_[i], &n) != napi_ok) bad_arg(i, "an array of numbers");
     std::vector<int64_t> out(n);
     for (uint32_t j = 0; j < n; j++) {
       napi_value e;
       double v;
-      if (napi_get_element(env_, argv_[i], j, &e) != napi_ok || napi_get_value_double(env_, e, &v) != napi_ok) fail(i, "an array of numbers");
-      if (!(v == std::floor(v) && std::fabs(v) <= 9007199254740992.0)) fail(i, "an array of integers");
+      if (napi_get_element(env_, argv_[i], j, &e) != napi_ok || napi_get_value_double(env_, e, &v) != napi_ok) bad_arg(i, "an array of numbers");
+      if (!exact_int(v)) bad_arg(i, "an array of integers");
       out[j] = static_cast<int64_t>(v);
     }
     return out;
@@ -78,20 +66,20 @@ class Args {
   std::vector<float*> f32list(size_t i, std::vector<size_t>* lens) const {
     uint32_t n = 0;
     bool isArray = false;
-    if (i >= argc_ || napi_is_array(env_, argv_[i], &isArray) != napi_ok || !isArray || napi_get_array_length(env_, argv_[i], &n) != napi_ok) fail(i, "an array of Float32Arrays");
+    if (i >= argc_ || napi_is_array(env_, argv_[i], &isArray) != napi_ok || !isArray || napi_get_array_length(env_, argv_[i], &n) != napi_ok) bad_arg(i, "an array of Float32Arrays");
     std::vector<float*> out(n);
     lens->assign(n, 0);
     for (uint32_t j = 0; j < n; j++) {
       napi_value e;
       bool is = false;
-      if (napi_get_element(env_, argv_[i], j, &e) != napi_ok || napi_is_typedarray(env_, e, &is) != napi_ok || !is) fail(i, "an array of Float32Arrays");
+      if (napi_get_element(env_, argv_[i], j, &e) != napi_ok || napi_is_typedarray(env_, e, &is) != napi_ok || !is) bad_arg(i, "an array of Float32Arrays");
       napi_typedarray_type t;
       void* data;
       napi_value buffer;
       napi_get_typedarray_info(env_, e, &t, &(*lens)[j], &data, &buffer, nullptr);
       bool detached = false;
       napi_is_detached_arraybuffer(env_, buffer, &detached);
-      if (t != napi_float32_array || detached) fail(i, "an array of live Float32Arrays");
+      if (t != napi_float32_array || detached) bad_arg(i, "an array of live Float32Arrays");
       out[j] = static_cast<float*>(data);
     }
     return out;
@@ -100,9 +88,6 @@ class Args {
  private:
   static constexpr size_t kMax = 24;
 
-  [[noreturn]] void fail(size_t i, const char* what) const {
-    throw ArgError("argument " + std::to_string(i) + " must be " + what);
-  }
 
   void* typed(size_t i, napi_typedarray_type want, const char* what, size_t* len) const {
     if (is_null(i)) {
@@ -111,18 +96,18 @@ class Args {
     }
     bool is = false;
     napi_is_typedarray(env_, argv_[i], &is);
-    if (!is) fail(i, what);
+    if (!is) bad_arg(i, what);
     napi_typedarray_type t;
     size_t n;
     void* data;
     napi_value buffer;
     napi_get_typedarray_info(env_, argv_[i], &t, &n, &data, &buffer, nullptr);
-    if (t != want) fail(i, what);
+    if (t != want) bad_arg(i, what);
     // a freed (detached) buffer, e.g. a reshape whose storage another tensor released, reads as
     // empty: refuse it rather than let a kernel index a null pointer
     bool detached = false;
     napi_is_detached_arraybuffer(env_, buffer, &detached);
-    if (detached) fail(i, "a live buffer (it was freed)");
+    if (detached) bad_arg(i, "a live buffer (it was freed)");
     if (len) *len = n;
     // an empty array may report no data pointer; kernels read a null pointer as "absent" for
     // optional buffers, so give it a non-null one: the bounds checks then refuse it where sizes

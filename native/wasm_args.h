@@ -50,7 +50,7 @@ struct Slot {
 };
 enum SlotTag : uint32_t { kNull = 0, kNumber = 1, kBool = 2, kF32 = 3, kI32 = 4, kU8 = 5, kNumbers = 6, kF32List = 7 };
 
-class Args {
+class Args : public IntegerArgs<Args> {
  public:
   Args(const Slot* slots, size_t argc) : s_(slots), argc_(argc) {}
 
@@ -66,37 +66,27 @@ class Args {
   }
 
   double num(size_t i) const {
-    if (i >= argc_ || s_[i].tag != kNumber) fail(i, "a number");
+    if (i >= argc_ || s_[i].tag != kNumber) bad_arg(i, "a number");
     return s_[i].num;
   }
-  int64_t i64(size_t i) const {
-    const double v = num(i);
-    if (!(v == std::floor(v) && std::fabs(v) <= 9007199254740992.0)) fail(i, "an integer");
-    return static_cast<int64_t>(v);
-  }
-  int64_t dim(size_t i) const {
-    const int64_t v = i64(i);
-    if (v < 0) fail(i, "an integer >= 0");
-    return v;
-  }
   bool flag(size_t i) const {
-    if (i >= argc_ || s_[i].tag != kBool) fail(i, "a boolean");
+    if (i >= argc_ || s_[i].tag != kBool) bad_arg(i, "a boolean");
     return s_[i].num != 0;
   }
   std::vector<int64_t> ints(size_t i) const {
-    if (i >= argc_ || s_[i].tag != kNumbers) fail(i, "an array of numbers");
+    if (i >= argc_ || s_[i].tag != kNumbers) bad_arg(i, "an array of numbers");
     const double* d = reinterpret_cast<const double*>(uintptr_t(s_[i].ptr));
     std::vector<int64_t> out(s_[i].len);
     for (uint32_t j = 0; j < s_[i].len; j++) {
       const double v = d[j];
-      if (!(v == std::floor(v) && std::fabs(v) <= 9007199254740992.0)) fail(i, "an array of integers");
+      if (!exact_int(v)) bad_arg(i, "an array of integers");
       out[j] = static_cast<int64_t>(v);
     }
     return out;
   }
 
   std::vector<float*> f32list(size_t i, std::vector<size_t>* lens) const {
-    if (i >= argc_ || s_[i].tag != kF32List) fail(i, "an array of Float32Arrays");
+    if (i >= argc_ || s_[i].tag != kF32List) bad_arg(i, "an array of Float32Arrays");
     const uint32_t* pairs = reinterpret_cast<const uint32_t*>(uintptr_t(s_[i].ptr));
     const uint32_t n = s_[i].len;
     std::vector<float*> out(n);
@@ -109,9 +99,6 @@ class Args {
   }
 
  private:
-  [[noreturn]] void fail(size_t i, const char* what) const {
-    throw ArgError("argument " + std::to_string(i) + " must be " + what);
-  }
 
   static float* empty() {
     static float e[1];
@@ -123,7 +110,7 @@ class Args {
       if (len) *len = 0;
       return nullptr;
     }
-    if (s_[i].tag != want) fail(i, what);
+    if (s_[i].tag != want) bad_arg(i, what);
     if (len) *len = s_[i].len;
     // as in napi_args.h: an empty buffer still gets a non-null pointer (null means "absent")
     return s_[i].ptr != 0 ? reinterpret_cast<void*>(uintptr_t(s_[i].ptr)) : static_cast<void*>(empty());
