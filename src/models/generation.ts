@@ -152,8 +152,6 @@ export function bannedNgramTokens(sequence: readonly number[], n: number): numbe
   return banned;
 }
 
-/** Greedy choice: the first maximum, NaNs skipped (as the argmaxRows kernel). */
-const argmax = (row: Float32Array): number => argmaxOf(row);
 
 // ---------------------------------------------------------------- generation
 
@@ -250,7 +248,7 @@ class SamplingRun {
 
 /** Greedy (argmax) or a draw from the warped distribution (temperature, top-k, top-p). */
 export function chooseToken(row: Float32Array, opts: { doSample?: boolean; temperature?: number; topK?: number; topP?: number }, rng: Rng): number {
-  return opts.doSample ? sampleIndex(samplingProbabilities(row, opts), rng) : argmax(row);
+  return opts.doSample ? sampleIndex(samplingProbabilities(row, opts), rng) : argmaxOf(row); // greedy: the first maximum, NaNs skipped
 }
 
 /**

@@ -229,13 +229,8 @@ export class LlamaRotaryEmbedding extends Module {
   }
 }
 
-/**
- * x·cos + rotate_half(x)·sin, where rotate_half(x) = [-x₂, x₁] for the halves x₁, x₂ of the last
- * axis: x (..., heads, headDim) position-major, cos/sin one row per position (one fused kernel).
- */
-export function applyRotary(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
-  return F.rotary(x, cos, sin);
-}
+/** x·cos + rotate_half(x)·sin on (..., heads, headDim) position-major, one cos/sin row per position (F.rotary). */
+export const applyRotary = F.rotary;
 
 // ---------------------------------------------------------------- layers
 
@@ -270,8 +265,8 @@ export class LlamaAttention extends Module {
       const s = F.reshape(sin, [1, t, 1, this.headDim]);
       const qp = this.q_proj.forward(hidden);
       const kp = this.k_proj.forward(hidden);
-      const q = applyRotary(F.reshape(qp, [1, t, this.numHeads, this.headDim]), c, s);
-      const k = applyRotary(F.reshape(kp, [1, t, this.numKeyValueHeads, this.headDim]), c, s);
+      const q = F.rotary(F.reshape(qp, [1, t, this.numHeads, this.headDim]), c, s);
+      const k = F.rotary(F.reshape(kp, [1, t, this.numKeyValueHeads, this.headDim]), c, s);
       const v = F.reshape(this.v_proj.forward(hidden), [1, t, this.numKeyValueHeads, this.headDim]);
       const attended = cache.attend(q, k, v, scale); // copies k and v into the caches
       releaseIntermediates(qp, kp, q, k, v);
@@ -280,8 +275,8 @@ export class LlamaAttention extends Module {
       return out;
     }
     // rotated while position-major (B, T, heads, D), where cos/sin (B, 1, T, D) are one row per position
-    const query = this.splitHeads(applyRotary(this.positionMajor(this.q_proj.forward(hidden), this.numHeads), cos, sin));
-    let key = this.splitHeads(applyRotary(this.positionMajor(this.k_proj.forward(hidden), this.numKeyValueHeads), cos, sin));
+    const query = this.splitHeads(F.rotary(this.positionMajor(this.q_proj.forward(hidden), this.numHeads), cos, sin));
+    let key = this.splitHeads(F.rotary(this.positionMajor(this.k_proj.forward(hidden), this.numKeyValueHeads), cos, sin));
     let value = this.splitHeads(this.positionMajor(this.v_proj.forward(hidden), this.numKeyValueHeads));
     let kvLength: number | undefined;
     if (cache) ({ key, value, length: kvLength } = cache.update(key, value));

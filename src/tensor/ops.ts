@@ -591,6 +591,12 @@ export function linearCrossEntropy(x: Tensor, weight: Tensor, targets: Int32Arra
   const release = (...ss: Tensor[]): void => {
     for (const t of ss) k.free?.(t.storage);
   };
+  // the gradient of the mean for g = 1, as crossEntropy's backward gives it: the same for every row
+  let gRows: Tensor | null = null;
+  if (gxUnit) {
+    gRows = empty([Math.min(chunk, rows)]);
+    k.fill(gRows.storage, counted === 0 ? 0 : 1 / counted);
+  }
   for (let r0 = 0; r0 < rows; r0 += chunk) {
     const c = Math.min(chunk, rows - r0);
     const t = targets.subarray(r0, r0 + c);
@@ -602,19 +608,17 @@ export function linearCrossEntropy(x: Tensor, weight: Tensor, targets: Int32Arra
     const lse = empty([c]);
     k.crossEntropy(logits.storage, t, c, vocab, ignoreIndex, ls.storage, lse.storage);
     k.scatter(ls.storage, [c], [1], r0, losses.storage, false);
-    if (gxUnit) {
-      // the gradient of the mean for g = 1, as crossEntropy's backward gives it
-      const gRows = empty([c]);
-      k.fill(gRows.storage, counted === 0 ? 0 : 1 / counted);
+    if (gxUnit && gRows) {
       const gl = empty([c, vocab]);
       k.crossEntropyBackward(logits.storage, lse.storage, t, gRows.storage, c, vocab, ignoreIndex, gl.storage);
       const gxs = empty([c, d]);
       k.matmul(gl.storage, weight.storage, gxs.storage, { batch: 1, m: c, n: d, k: vocab, transA: false, transB: false, strideA: 0, strideB: 0, accumulate: false });
       k.scatter(gxs.storage, [c * d], [1], r0 * d, gxUnit.storage, false);
-      release(gRows, gl, gxs);
+      release(gl, gxs);
     }
     release(xs, logits, ls, lse);
   }
+  if (gRows) release(gRows);
   const out = empty([]);
   k.sumReduce(losses.storage, 1, rows, 1, out.storage);
   k.affine(out.storage, counted === 0 ? NaN : 1 / counted, 0, out.storage);
