@@ -4,7 +4,9 @@
 // both from L1 into an MR×NR register tile of C. Threads take disjoint tiles of C (or whole batch
 // entries), so no two threads ever write the same element and results do not depend on the count.
 // Products with few rows of A (decoding: m ≤ 64) skip packing and stream B once, in place
-// (gemm_small_m below, kernels in gemm_avx2.cc).
+// (gemm_small_m below, kernels in gemm_avx2.cc). With AVX-512, A's rows are read in place where
+// the cache allows (rows_in_place), and more rows against a larger nn.Linear weight run as Cᵀ =
+// W·Xᵀ (gemm_weight_rows): both without packing the operand they read in place, both same bits.
 #include "gemm.h"
 
 #include <algorithm>
@@ -79,6 +81,10 @@ constexpr int64_t kMaxMC = VERA_MC > VERA_MC512 ? VERA_MC : VERA_MC512;
 // slabs of k a large product runs back to back on each C tile (gemm_shared_b): 2048³ on 2 threads
 // 2-4% faster than one (C is read and written half as often), 3 or 4 no better than 2
 constexpr int64_t kSlabsAtOnce = 2;
+#ifndef VERA_INPLACE_A
+#define VERA_INPLACE_A 1
+#endif
+constexpr bool kInPlaceA = VERA_INPLACE_A;
 
 /** Per-thread packing buffers, 64-byte aligned (sized for every blocking). */
 struct PackBuffers {
@@ -108,6 +114,8 @@ static constexpr int NR = NR_;
 static constexpr int64_t MC = MC_;  // rows of A per L2 block (multiple of MR)
 static_assert(MC % MR == 0 && NC % NR == 0, "blocking");
 static MicroKernel kernel;
+/** The micro-kernel reading A's rows in place, where there is one (else null). */
+static RowsKernel rows_kernel;
 
 /** A[0:mc, 0:kc] → MR-row micro-panels, p-major inside each panel, zero-padded. */
 static void pack_a(int64_t mc, int64_t kc, const float* A, int64_t rs, int64_t cs, float* out) {
@@ -236,6 +244,45 @@ static void macro_kernel_slabs(int64_t mc, int64_t nc, int slabs, const int64_t*
   }
 }
 
+/**
+ * Whether the micro-kernel reads A's rows in place instead of packing them: A contiguous along k,
+ * and its MR rows at the same depth falling in enough L1 sets (Zen 4: 64 sets of 8 ways) that they
+ * stay there beside the B micro-panel. Rows 2 KB apart share 2 sets, 6 rows each: 512³ 4% faster than
+ * packing; 4 or 8 KB apart (k = 1024, 2048) all twelve land in one set and thrash: packing wins.
+ */
+static bool rows_in_place(int64_t csA, int64_t lda) {
+  if (!rows_kernel || !kInPlaceA || csA != 1) return false;
+  int perSet[64] = {};
+  for (int64_t i = 0; i < MR; i++)
+    if (++perSet[(i * lda * int64_t(sizeof(float)) / 64) % 64] > 6) return false;
+  return true;
+}
+
+/** macro_kernel_slabs reading A's rows in place (rows along k, lda apart) with rows_kernel. */
+static void macro_kernel_slabs_rows(int64_t mc, int64_t nc, int slabs, const int64_t* kcs, const int64_t* starts, const float* A, int64_t lda,
+                                    const float* const* bs, float* C, int64_t ldc, bool acc) {
+  alignas(64) float tile[MR * NR];
+  for (int64_t jr = 0; jr < nc; jr += NR) {
+    const int64_t nr = std::min<int64_t>(NR, nc - jr);
+    for (int64_t ir = 0; ir < mc; ir += MR) {
+      const int mr = int(std::min<int64_t>(MR, mc - ir));
+      float* c = C + ir * ldc + jr;
+      for (int sl = 0; sl < slabs; sl++) {
+        const bool add = acc || sl > 0;
+        const float* bp = bs[sl] + jr * kcs[sl];
+        const float* ap = A + ir * lda + starts[sl];
+        if (nr == NR) {
+          rows_kernel(kcs[sl], ap, lda, mr, bp, c, ldc, add);
+        } else {
+          rows_kernel(kcs[sl], ap, lda, mr, bp, tile, NR, false);
+          for (int64_t i = 0; i < mr; i++)
+            for (int64_t j = 0; j < nr; j++) c[i * ldc + j] = add ? c[i * ldc + j] + tile[i * NR + j] : tile[i * NR + j];
+        }
+      }
+    }
+  }
+}
+
 /** Depth of each slab: k cut into equal slabs of at most KC (k = 512 → 2×256, not 384 + 128). */
 static int64_t slab_depth(int64_t k) {
   const int64_t slabs = (k + KC - 1) / KC;
@@ -257,6 +304,7 @@ static void gemm_serial(int64_t m, int64_t n, int64_t k,
   if (m <= 0 || n <= 0 || zero_k(m, n, k, C, ldc, accumulate)) return;
   PackBuffers& buf = buffers();
   const int64_t kStep = slab_depth(k);
+  const bool inPlace = rows_in_place(csA, rsA);
   for (int64_t jc = 0; jc < n; jc += NC) {
     const int64_t nc = std::min(NC, n - jc);
     for (int64_t pc = 0; pc < k; pc += kStep) {
@@ -264,6 +312,11 @@ static void gemm_serial(int64_t m, int64_t n, int64_t k,
       pack_b(kc, nc, B + pc * rsB + jc * csB, rsB, csB, buf.b);
       for (int64_t ic = 0; ic < m; ic += MC) {
         const int64_t mc = std::min(MC, m - ic);
+        if (inPlace) {
+          const float* bs[1] = {buf.b};
+          macro_kernel_slabs_rows(mc, nc, 1, &kc, &pc, A + ic * rsA, rsA, bs, C + ic * ldc + jc, ldc, accumulate || pc > 0);
+          continue;
+        }
         pack_a(mc, kc, A + ic * rsA + pc * csA, rsA, csA, buf.a);
         macro_kernel(mc, nc, kc, buf.a, buf.b, C + ic * ldc + jc, ldc, accumulate || pc > 0);
       }
@@ -313,12 +366,17 @@ static void gemm_shared_b(int64_t m, int64_t n, int64_t k,
       // one task per thread, each a run of blocks: parallel_for hands out chunks of
       // ⌈n / 4·threads⌉ items, so 10 blocks on 2 threads went as 2+2+2+2+2 chunks, 6 blocks to one
       // thread and 4 to the other (a 2048³ product ran at 73% of peak instead of 88%)
+      const bool inPlace = rows_in_place(csA, rsA);
       parallel_for(threads, 1, [&](int64_t t0, int64_t t1) {
         float* a = buffers().a;
         const float* as[kSlabsAtOnce];
         for (int sl = 0; sl < slabs; sl++) as[sl] = a + sl * kMaxMC * KC;
         for (int64_t blk = t0 * blocks / threads; blk < t1 * blocks / threads; blk++) {
           const int64_t ic = blk * panels / blocks * MR, mc = std::min(m, (blk + 1) * panels / blocks * MR) - ic;
+          if (inPlace) {
+            macro_kernel_slabs_rows(mc, nc, slabs, kcs, starts, A + ic * rsA, rsA, bs, C + ic * ldc + jc, ldc, accumulate || pc > 0);
+            continue;
+          }
           for (int sl = 0; sl < slabs; sl++) pack_a(mc, kcs[sl], A + ic * rsA + starts[sl] * csA, rsA, csA, a + sl * kMaxMC * KC);
           macro_kernel_slabs(mc, nc, slabs, kcs, as, bs, C + ic * ldc + jc, ldc, accumulate || pc > 0);
         }
@@ -336,6 +394,8 @@ static void run(int64_t batch, int64_t m, int64_t n, int64_t k,
 
 template <int MR_, int NR_, int64_t MC_, int64_t NC_>
 MicroKernel Blocked<MR_, NR_, MC_, NC_>::kernel = nullptr;
+template <int MR_, int NR_, int64_t MC_, int64_t NC_>
+RowsKernel Blocked<MR_, NR_, MC_, NC_>::rows_kernel = nullptr;
 
 using Gemm6x16 = Blocked<MR, NR, VERA_MC>;
 #if defined(VERA_X86)
@@ -390,6 +450,7 @@ bool init_kernels() {
 #if defined(VERA_X86)
   Gemm6x16::kernel = use_avx2 ? micro_kernel_avx2 : micro_kernel_portable;
   Gemm12x32::kernel = micro_kernel_avx512;
+  Gemm12x32::rows_kernel = micro_kernel_avx512_rows;
 #else
   Gemm6x16::kernel = micro_kernel_portable;
 #endif
@@ -400,6 +461,81 @@ bool init_kernels() {
 }
 
 const bool kernels_ready = init_kernels();
+
+#if defined(VERA_X86)
+// ------------------------------------------------------------------ rows against a weight, swapped
+//
+// Rows of activations against an nn.Linear weight with at least as many rows (B(p, j) = W[j·ldw + p]:
+// a Llama projection or LM head in a batched decode step or a prefill chunk). The packed path packs
+// W, the larger operand, on every call, from memory (a decode step's weights are not in cache):
+// 64-row steps of a SmolLM-135M shape spent 1.6× as long in their GEMMs at m = 128 as this path.
+// Instead the AVX-512 tile computes Cᵀ = W·Xᵀ: twelve rows of W are broadcast from memory in place
+// and X, the smaller, is packed once into 32-row panels. The slabs, the FMA chain per slab and the
+// slab adds are the packed path's, so are the bits (m ≤ 64 stays on the streamed small-m path).
+#ifndef VERA_WEIGHT_ROWS
+#define VERA_WEIGHT_ROWS 1
+#endif
+
+/** A 64-byte-aligned buffer kept by the thread that uses it (grown, never shrunk). */
+struct AlignedScratch {
+  float* p = nullptr;
+  size_t n = 0;
+  float* get(size_t want) {
+    if (want > n) {
+      std::free(p);
+      p = static_cast<float*>(std::aligned_alloc(64, (want * sizeof(float) + 63) / 64 * 64));
+      n = want;
+    }
+    return p;
+  }
+  ~AlignedScratch() { std::free(p); }
+};
+
+void gemm_weight_rows(int64_t m, int64_t n, int64_t k, const float* A, int64_t rsA, int64_t csA,
+                      const float* W, int64_t ldw, float* C, int64_t ldc, bool accumulate) {
+  using G = Gemm12x32;
+  if (G::zero_k(m, n, k, C, ldc, accumulate)) return;
+  constexpr int64_t R = MR512, P = NR512;
+  const int64_t panels = (m + P - 1) / P;
+  static thread_local AlignedScratch scratch;
+  float* const xt = scratch.get(size_t(panels * P * k));
+  // X → panels of 32 rows, p-major inside each (xt[(q·k + p)·32 + i]), rows past m zero
+  parallel_for(panels, m * k >= 16384 ? 1 : panels, [&](int64_t q0, int64_t q1) {
+    for (int64_t q = q0; q < q1; q++) {
+      float* dst = xt + q * k * P;
+      const int64_t rows = std::min<int64_t>(P, m - q * P);
+      for (int64_t i = 0; i < rows; i++) {
+        const float* src = A + (q * P + i) * rsA;
+        for (int64_t p = 0; p < k; p++) dst[p * P + i] = src[p * csA];
+      }
+      for (int64_t i = rows; i < P; i++)
+        for (int64_t p = 0; p < k; p++) dst[p * P + i] = 0.f;
+    }
+  });
+  const int64_t kStep = G::slab_depth(k);
+  const int64_t blocks = (n + R - 1) / R;
+  const double perBlock = double(R) * panels * P * k;  // multiply-adds
+  const int64_t grain = perBlock * blocks < 65536.0 ? blocks : 1;
+  parallel_for(blocks, grain, [&](int64_t b0, int64_t b1) {
+    alignas(64) float T[R * P];
+    for (int64_t b = b0; b < b1; b++) {
+      const int64_t j0 = b * R;
+      const int rows = int(std::min<int64_t>(R, n - j0));
+      for (int64_t q = 0; q < panels; q++) {
+        const int64_t i0 = q * P, mr = std::min<int64_t>(P, m - i0);
+        float* c = C + i0 * ldc + j0;
+        if (accumulate)
+          for (int64_t i = 0; i < mr; i++)
+            for (int j = 0; j < rows; j++) T[j * P + i] = c[i * ldc + j];
+        for (int64_t pc = 0; pc < k; pc += kStep)
+          micro_kernel_avx512_wt(std::min(kStep, k - pc), W + j0 * ldw + pc, ldw, rows, xt + (q * k + pc) * P, T, accumulate || pc > 0);
+        for (int64_t i = 0; i < mr; i++)
+          for (int j = 0; j < rows; j++) c[i * ldc + j] = T[j * P + i];
+      }
+    }
+  });
+}
+#endif
 
 // ------------------------------------------------------------------ small m (see gemm.h)
 //
@@ -616,6 +752,13 @@ void sgemm_batched(int64_t batch, int64_t m, int64_t n, int64_t k,
                    const float* B, int64_t rsB, int64_t csB, int64_t strideB,
                    float* C, int64_t ldc, int64_t strideC, bool accumulate) {
   if (batch <= 0 || m <= 0 || n <= 0) return;
+#if defined(VERA_X86)
+  if (use_avx512 && VERA_WEIGHT_ROWS && rsB == 1 && csB >= k && k > 0 && m > kSmallM && n >= m && Gemm12x32::rows_in_place(1, csB)) {
+    for (int64_t b = 0; b < batch; b++)
+      gemm_weight_rows(m, n, k, A + b * strideA, rsA, csA, B + b * strideB, csB, C + b * strideC, ldc, accumulate);
+    return;
+  }
+#endif
   if (gemm_small_m(batch, m, n, k, A, rsA, csA, strideA, B, rsB, csB, strideB, C, ldc, strideC, accumulate)) return;
 #if defined(__wasm_simd128__)
   return GemmWasm::run(batch, m, n, k, A, rsA, csA, strideA, B, rsB, csB, strideB, C, ldc, strideC, accumulate);

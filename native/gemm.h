@@ -22,10 +22,17 @@ constexpr int NRW = 8;             // and columns (two 4-float vectors)
 /** Micro-kernel: C[MR×NR] (+)= Ap (kc×MR packed) · Bp (kc×NR packed). */
 using MicroKernel = void (*)(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, bool accumulate);
 
+/** Micro-kernel reading A's rows in place: C[rows×NR] (+)= A (rows × kc, lda apart) · Bp (kc×NR packed). */
+using RowsKernel = void (*)(int64_t kc, const float* A, int64_t lda, int rows, const float* Bp, float* C, int64_t ldc, bool accumulate);
+
 #if defined(VERA_X86)
 void micro_kernel_avx2(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, bool accumulate);
 /** C[MR512×NR512] (+)= Ap (kc×MR512) · Bp (kc×NR512): the same FMA chain per element as the AVX2 kernel. */
 void micro_kernel_avx512(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, bool accumulate);
+/** C[rows×NR512] (+)= A rows read in place (kc along each, lda apart) · Bp (kc×NR512). */
+void micro_kernel_avx512_rows(int64_t kc, const float* A, int64_t lda, int rows, const float* Bp, float* C, int64_t ldc, bool accumulate);
+/** T[MR512×NR512] (+)= W rows (kc along each, `rows` of them valid, ldw apart) · Bp (kc×NR512): Cᵀ's tile. */
+void micro_kernel_avx512_wt(int64_t kc, const float* W, int64_t ldw, int rows, const float* Bp, float* T, bool add);
 /** A register-only FMA loop (no memory operands): `iters` × 24 zmm FMAs; returns a value so it is not elided. */
 float fma_peak_avx512(int64_t iters);
 float fma_peak_avx2(int64_t iters);

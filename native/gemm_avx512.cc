@@ -44,6 +44,78 @@ VERA_AVX512 void micro_kernel_avx512(int64_t kc, const float* Ap, const float* B
   }
 }
 
+// The 12×32 tile with A's rows read in place (rows along k, lda apart; `rows` of them valid, the
+// rest repeat the last and are not stored): no packing of A. C as micro_kernel_avx512.
+VERA_AVX512 void micro_kernel_avx512_rows(int64_t kc, const float* A, int64_t lda, int rows, const float* Bp, float* C, int64_t ldc,
+                                          bool accumulate) {
+  constexpr int M = MR512;
+  const float* a[M];
+  for (int i = 0; i < M; i++) a[i] = A + int64_t(i < rows ? i : rows - 1) * lda;
+  __m512 c[M][2];
+#pragma GCC unroll 12
+  for (int i = 0; i < M; i++) c[i][0] = c[i][1] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < kc; p++) {
+    const __m512 b0 = _mm512_load_ps(Bp);
+    const __m512 b1 = _mm512_load_ps(Bp + 16);
+    if ((p & 3) == 0) _mm_prefetch(reinterpret_cast<const char*>(Bp + 8 * NR512), _MM_HINT_T0);
+#pragma GCC unroll 12
+    for (int i = 0; i < M; i++) {
+      const __m512 ai = _mm512_set1_ps(a[i][p]);
+      c[i][0] = _mm512_fmadd_ps(ai, b0, c[i][0]);
+      c[i][1] = _mm512_fmadd_ps(ai, b1, c[i][1]);
+    }
+    Bp += NR512;
+  }
+#pragma GCC unroll 12
+  for (int i = 0; i < M; i++) {
+    if (i >= rows) break;
+    float* ci = C + i * ldc;
+    if (accumulate) {
+      _mm512_storeu_ps(ci, _mm512_add_ps(_mm512_loadu_ps(ci), c[i][0]));
+      _mm512_storeu_ps(ci + 16, _mm512_add_ps(_mm512_loadu_ps(ci + 16), c[i][1]));
+    } else {
+      _mm512_storeu_ps(ci, c[i][0]);
+      _mm512_storeu_ps(ci + 16, c[i][1]);
+    }
+  }
+}
+
+// The same tile with the operands' roles swapped, for C = X·Wᵀ with W (n × k, rows along k) read in
+// place: 12 rows of W are broadcast straight from memory (no packing of the large operand), 32 rows
+// of X come packed (Bp: kc × 32, p-major). The tile is Cᵀ (12 W rows × 32 X rows), kept in T
+// (T[j·32 + i]) across slabs; each element is one FMA chain over the slab from zero, stored or added
+// to T, so the bits are the packed path's (a·b = b·a in an FMA).
+VERA_AVX512 void micro_kernel_avx512_wt(int64_t kc, const float* W, int64_t ldw, int rows, const float* Bp, float* T, bool add) {
+  constexpr int M = MR512;
+  const float* w[M];
+  for (int i = 0; i < M; i++) w[i] = W + int64_t(i < rows ? i : rows - 1) * ldw;  // past the edge: repeat a row
+  __m512 c[M][2];
+#pragma GCC unroll 12
+  for (int i = 0; i < M; i++) c[i][0] = c[i][1] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < kc; p++) {
+    const __m512 b0 = _mm512_load_ps(Bp);
+    const __m512 b1 = _mm512_load_ps(Bp + 16);
+#pragma GCC unroll 12
+    for (int i = 0; i < M; i++) {
+      const __m512 a = _mm512_set1_ps(w[i][p]);
+      c[i][0] = _mm512_fmadd_ps(a, b0, c[i][0]);
+      c[i][1] = _mm512_fmadd_ps(a, b1, c[i][1]);
+    }
+    Bp += NR512;
+  }
+#pragma GCC unroll 12
+  for (int i = 0; i < M; i++) {
+    float* ti = T + i * NR512;
+    if (add) {
+      _mm512_store_ps(ti, _mm512_add_ps(_mm512_load_ps(ti), c[i][0]));
+      _mm512_store_ps(ti + 16, _mm512_add_ps(_mm512_load_ps(ti + 16), c[i][1]));
+    } else {
+      _mm512_store_ps(ti, c[i][0]);
+      _mm512_store_ps(ti + 16, c[i][1]);
+    }
+  }
+}
+
 // 24 independent accumulators (more than the FMA latency × throughput needs) and no loads: the
 // loop runs at the FMA units' throughput. 2 flops per lane.
 VERA_AVX512 float fma_peak_avx512(int64_t iters) {
