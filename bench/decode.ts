@@ -3,7 +3,8 @@
 // weight once (the memory-bandwidth bound of a batch-1 step), batch-1 and batch-16 decoding,
 // 64 concurrent requests on 64 distinct VeRA adapters against the same 64 on one adapter, on 64
 // LoRA adapters and on the base model, a PEFT-style loop (each adapter's rows as their own batch,
-// here one request at a time), and the resident bytes of 10,000 registered adapters.
+// here one request at a time), 128 requests on the base model, the prefill of one 512-token prompt,
+// and the resident bytes of 10,000 registered adapters.
 import '../src/backends/index.js';
 import { Rng, kernels } from '../src/tensor/index.js';
 import { LlamaForCausalLM, llamaConfigFromJson } from '../src/models/index.js';
@@ -32,6 +33,10 @@ export interface DecodeSpec {
   batch: number;
   /** Requests (and distinct adapters) of the mixed-adapter runs. */
   mixed: number;
+  /** Requests of the wide run (base model): a batch past the streamed few-row GEMMs. */
+  wide: number;
+  /** Tokens of the one prompt whose prefill is timed (to its first token). */
+  prefill: number;
   veraR: number;
   loraR: number;
   /** New tokens per request of the PEFT-style loop (one request at a time: slow). */
@@ -61,6 +66,9 @@ export interface DecodeResult {
   base: DecodeRun[];
   mixedLora: DecodeRun[];
   peftLoop: DecodeRun[];
+  wideBase: DecodeRun[];
+  /** Seconds from submitting one `prefill`-token prompt to its first token, per run. */
+  prefillSeconds: number[];
   /** Adapters on q_proj and v_proj of every layer, registered from bytes. */
   memory: { adapters: number; bytesPerAdapter: number; residentBytes: number; arrayBufferBytesPerAdapter: number };
   maxRssKiB: number;
@@ -130,7 +138,7 @@ export async function runDecodeSpec(spec: DecodeSpec): Promise<DecodeResult> {
     for (const t of weights) k.sumSquares(t.storage);
     if (i > 0) readSeconds.push((performance.now() - t0) / 1000);
   }
-  const engine = new InferenceEngine(model, { vera: { r: spec.veraR, targetModules: TARGETS }, maxBatchSize: Math.max(spec.mixed, spec.batch), maxBatchTokens: 1024 });
+  const engine = new InferenceEngine(model, { vera: { r: spec.veraR, targetModules: TARGETS }, maxBatchSize: Math.max(spec.mixed, spec.batch, spec.wide), maxBatchTokens: 1024 });
   // adapters are made on a second model of the shape (the engine takes its own model's layers),
   // which is dropped before anything is timed; LoRA adapters join only for their own run
   const files = (make: (maker: LlamaForCausalLM, i: number) => { config: string; weights: Uint8Array }): { config: string; weights: Uint8Array }[] => {
@@ -143,7 +151,7 @@ export async function runDecodeSpec(spec: DecodeSpec): Promise<DecodeResult> {
   const reqs = (n: number, adapter: (i: number) => string | null, tokens = spec.newTokens): EngineRequest[] =>
     Array.from({ length: n }, (_, i) => ({ promptIds: prompt(), adapter: adapter(i), maxNewTokens: tokens, eosTokenIds: [] }));
   const out: Omit<DecodeResult, 'backend' | 'weightBytes' | 'readSeconds' | 'memory' | 'maxRssKiB'> = {
-    batch1: [], batchN: [], mixedVera: [], singleVera: [], base: [], mixedLora: [], peftLoop: [],
+    batch1: [], batchN: [], mixedVera: [], singleVera: [], base: [], mixedLora: [], peftLoop: [], wideBase: [], prefillSeconds: [],
   };
   await timedRun(engine, reqs(2, () => null, 3)); // warm-up
   for (let run = 0; run < spec.runs; run++) {
@@ -152,6 +160,10 @@ export async function runDecodeSpec(spec: DecodeSpec): Promise<DecodeResult> {
     out.mixedVera.push(await timedRun(engine, reqs(spec.mixed, (i) => `v${i}`)));
     out.singleVera.push(await timedRun(engine, reqs(spec.mixed, () => 'v0')));
     out.base.push(await timedRun(engine, reqs(spec.mixed, () => null)));
+    out.wideBase.push(await timedRun(engine, reqs(spec.wide, () => null)));
+    const t0 = performance.now();
+    for await (const _ of engine.generate({ promptIds: Array.from({ length: spec.prefill }, () => rng.int(spec.shape.vocab)), maxNewTokens: 1, eosTokenIds: [] })) break;
+    out.prefillSeconds.push((performance.now() - t0) / 1000);
   }
   out.peftLoop.push(await sequentialRun(engine, reqs(spec.mixed, (i) => `v${i}`, spec.loopTokens)));
   files((maker, i) => adapterFiles(maker, loraConfig({ targetModules: TARGETS, r: spec.loraR, loraAlpha: spec.loraR }), 500 + i)).forEach((f, i) => engine.addAdapter(`l${i}`, f));

@@ -255,6 +255,7 @@ function decodeSection(r: BenchResults): string[] {
   const step1 = median(ours.batch1.map((x) => x.stepSeconds));
   const torch1 = theirs ? median(theirs.batch1_step_seconds ?? []) : null;
   const torchN = theirs ? median(theirs[`batch${s.batch}_step_seconds`] ?? []) : null;
+  const torchPrefill = theirs?.prefill_seconds ? median(theirs.prefill_seconds) : null;
   const oursN = rate(ours.batchN);
   const mixed = rate(ours.mixedVera);
   lines.push(
@@ -266,6 +267,8 @@ function decodeSection(r: BenchResults): string[] {
     `| ${s.mixed} requests, ${s.mixed} distinct VeRA adapters: tokens/s | ${fixed(mixed, 1)} | | |`,
     `| ${s.mixed} requests, one VeRA adapter | ${fixed(rate(ours.singleVera), 1)} (mixed ÷ this: ${ratio(mixed, rate(ours.singleVera))}) | | |`,
     `| ${s.mixed} requests, base model | ${fixed(rate(ours.base), 1)} | | |`,
+    `| ${s.wide} requests, base model | ${fixed(rate(ours.wideBase), 1)} (${ratio(rate(ours.wideBase), rate(ours.base))} ${s.mixed} requests) | | |`,
+    `| prefill: one ${s.prefill}-token prompt to its first token, prompt tokens/s | ${fixed(s.prefill / median(ours.prefillSeconds), 0)} | ${torchPrefill === null ? NA : fixed(s.prefill / torchPrefill, 0)} | ${ratio(torchPrefill, median(ours.prefillSeconds))} |`,
     `| ${s.mixed} requests, ${s.mixed} distinct LoRA r ${s.loraR} adapters | ${fixed(rate(ours.mixedLora), 1)} | | |`,
     `| PEFT-style loop over the ${s.mixed} VeRA adapters | ${fixed(rate(ours.peftLoop), 1)} (mixed ÷ this: ${ratio(mixed, rate(ours.peftLoop))}) | | |`,
     `| resident bytes per VeRA adapter (r ${s.veraR} on q_proj and v_proj; ${ours.memory.adapters.toLocaleString('en-US')} registered) | ${ours.memory.bytesPerAdapter.toLocaleString('en-US')} B of vectors (${fixed(ours.memory.arrayBufferBytesPerAdapter, 0)} B of ArrayBuffers per adapter, slab headroom and cold copies included) | | |`,

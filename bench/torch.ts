@@ -83,6 +83,8 @@ export interface TorchDecode {
   threads: number;
   /** Seconds per decode step (every row advances one token), per run, keyed by rows: batch1_step_seconds, … */
   [key: `batch${number}_step_seconds`]: number[];
+  /** Seconds of one forward over a `--prefill`-token prompt (logits of its last position), per run. */
+  prefill_seconds?: number[];
   max_rss_kib: number;
 }
 
@@ -90,6 +92,6 @@ export function torchDecode(python: string, spec: DecodeSpec, threads: number): 
   const s = spec.shape;
   const args = ['decode', '--threads', String(threads), '--layers', String(s.layers), '--width', String(s.hidden), '--intermediate', String(s.intermediate),
     '--heads', String(s.heads), '--kv-heads', String(s.kvHeads), '--vocab', String(s.vocab), '--seq', String(spec.prompt),
-    '--new-tokens', String(spec.newTokens), '--batches', `1,${spec.batch}`, '--runs', String(spec.runs)];
+    '--new-tokens', String(spec.newTokens), '--batches', `1,${spec.batch}`, '--prefill', String(spec.prefill), '--runs', String(spec.runs)];
   return runTorch<TorchDecode>(python, args, threads);
 }

@@ -392,6 +392,17 @@ def mode_decode(args):
             if run > 0:
                 per_token.append(seconds)
         out[f'batch{bsz}_step_seconds'] = per_token
+    if args.prefill > 0:
+        prefill = []
+        for run in range(args.runs + 1):
+            ids = torch.randint(0, args.vocab, (1, args.prefill))
+            with torch.no_grad():
+                t0 = time.perf_counter()
+                model(ids, [], 0)
+                seconds = time.perf_counter() - t0
+            if run > 0:
+                prefill.append(seconds)
+        out['prefill_seconds'] = prefill
     out['max_rss_kib'] = max_rss_kib()
     return out
 
@@ -404,6 +415,7 @@ def main():
     p.add_argument('--kv-heads', type=int, default=3)
     p.add_argument('--new-tokens', type=int, default=16)
     p.add_argument('--batches', default='1,16')
+    p.add_argument('--prefill', type=int, default=0, help='decode: also time one forward over a prompt of this many tokens')
     p.add_argument('--sizes', default='256,512,1024,2048')
     p.add_argument('--warmup', type=int, default=1)
     p.add_argument('--runs', type=int, default=5)

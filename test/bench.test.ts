@@ -40,7 +40,7 @@ function tinyOptions(dir: string): BenchOptions {
     loraAlpha: 8,
     warmup: 1,
     steps: 2,
-    decode: { shape: { vocab: 97, hidden: 32, intermediate: 64, layers: 2, heads: 4, kvHeads: 2 }, prompt: 4, newTokens: 4, batch: 3, mixed: 4, veraR: 8, loraR: 2, loopTokens: 3, registry: 50, runs: 1 },
+    decode: { shape: { vocab: 97, hidden: 32, intermediate: 64, layers: 2, heads: 4, kvHeads: 2 }, prompt: 4, newTokens: 4, batch: 3, mixed: 4, wide: 6, prefill: 9, veraR: 8, loraR: 2, loopTokens: 3, registry: 50, runs: 1 },
     quant: { sizes: [64], runs: 1, minSeconds: 0, decode: { shape: { vocab: 97, hidden: 64, intermediate: 128, layers: 2, heads: 4, kvHeads: 2 }, prompt: 4, newTokens: 3, runs: 1 }, accuracy: null },
     qlora: { shape: { vocab: 97, hidden: 64, intermediate: 128, layers: 2, heads: 4 }, seq: 8, r: 8, steps: 2 },
     wasm: {
@@ -163,16 +163,19 @@ test('bench decode section on a tiny shape: every measurement runs, resident byt
     const hd = s.hidden / s.heads;
     const perLayer = s.hidden * s.heads * hd * 2 + 2 * s.hidden * s.kvHeads * hd + 3 * s.hidden * s.intermediate + 2 * s.hidden;
     assert.equal(d.weightBytes, 4 * (s.vocab * s.hidden + s.layers * perLayer + s.hidden));
-    for (const runs of [d.batch1, d.batchN, d.mixedVera, d.singleVera, d.base, d.mixedLora, d.peftLoop]) {
+    for (const runs of [d.batch1, d.batchN, d.mixedVera, d.singleVera, d.base, d.mixedLora, d.peftLoop, d.wideBase]) {
       assert.ok(runs.length > 0 && runs.every((x) => Number.isFinite(x.tokensPerSecond) && x.tokensPerSecond > 0));
     }
     assert.equal(d.mixedVera[0].requests, o.decode.mixed);
+    assert.equal(d.wideBase[0].requests, o.decode.wide);
+    assert.ok(d.prefillSeconds.length === 1 && d.prefillSeconds[0] > 0);
     // the registry's adapters: q_proj and v_proj of every layer, r + out each
     assert.equal(d.memory.bytesPerAdapter, 4 * s.layers * (2 * o.decode.veraR + s.heads * hd + s.kvHeads * hd));
     assert.equal(d.memory.adapters, 50);
     const md = readFileSync(o.out!, 'utf8');
     assert.match(md, /## Decoding with many adapters/);
     assert.match(md, /% of the bound/);
+    assert.match(md, /prefill: one 9-token prompt/);
   });
 });
 
