@@ -497,8 +497,12 @@ void gemm_weight_rows(int64_t m, int64_t n, int64_t k, const float* A, int64_t r
   if (G::zero_k(m, n, k, C, ldc, accumulate)) return;
   constexpr int64_t R = MR512, P = NR512;
   const int64_t panels = (m + P - 1) / P;
+  // kept by the thread up to 8 MB (a 1024-token prefill chunk at width 1536 is 6 MB); a larger X
+  // (a long training batch against an LM head) gets a buffer of its own for this call
   static thread_local AlignedScratch scratch;
-  float* const xt = scratch.get(size_t(panels * P * k));
+  const size_t need = size_t(panels * P * k);
+  AlignedScratch once;
+  float* const xt = (need <= (size_t(8) << 20) / sizeof(float) ? scratch : once).get(need);
   // X → panels of 32 rows, p-major inside each (xt[(q·k + p)·32 + i]), rows past m zero
   parallel_for(panels, m * k >= 16384 ? 1 : panels, [&](int64_t q0, int64_t q1) {
     for (int64_t q = q0; q < q1; q++) {
@@ -753,11 +757,10 @@ void sgemm_batched(int64_t batch, int64_t m, int64_t n, int64_t k,
                    float* C, int64_t ldc, int64_t strideC, bool accumulate) {
   if (batch <= 0 || m <= 0 || n <= 0) return;
 #if defined(VERA_X86)
-  if (use_avx512 && VERA_WEIGHT_ROWS && rsB == 1 && csB >= k && k > 0 && m > kSmallM && n >= m && Gemm12x32::rows_in_place(1, csB)) {
-    for (int64_t b = 0; b < batch; b++)
-      gemm_weight_rows(m, n, k, A + b * strideA, rsA, csA, B + b * strideB, csB, C + b * strideC, ldc, accumulate);
-    return;
-  }
+  // one product (batches of them keep the packed path, which spreads the entries over the threads)
+  if (use_avx512 && VERA_WEIGHT_ROWS && batch == 1 && rsB == 1 && csB >= k && k > 0 && m > kSmallM && n >= m &&
+      Gemm12x32::rows_in_place(1, csB))
+    return gemm_weight_rows(m, n, k, A, rsA, csA, B, csB, C, ldc, accumulate);
 #endif
   if (gemm_small_m(batch, m, n, k, A, rsA, csA, strideA, B, rsB, csB, strideB, C, ldc, strideC, accumulate)) return;
 #if defined(__wasm_simd128__)
