@@ -10,6 +10,7 @@
         "native/attention.cc",
         "native/vera.cc",
         "native/ragged.cc",
+        "native/lora.cc",
         "native/quant.cc",
         "native/quant_avx512.cc",
         "native/gemm_avx512.cc"

@@ -95,7 +95,7 @@ void keep_freed_blocks() {
 
 napi_value init(napi_env env, napi_value exports) {
   keep_freed_blocks();
-  for (const BindingEntry* table : {kRuntimeBindings, kElementwiseBindings, kAttentionBindings, kVeraBindings, kRaggedBindings, kQuantBindings}) {
+  for (const BindingEntry* table : {kRuntimeBindings, kElementwiseBindings, kAttentionBindings, kVeraBindings, kRaggedBindings, kQuantBindings, kLoraBindings}) {
     for (const BindingEntry* e = table; e->name != nullptr; e++) {
       napi_value fn;
       napi_create_function(env, e->name, NAPI_AUTO_LENGTH, dispatch, reinterpret_cast<void*>(e->fn), &fn);

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace vera {
 
@@ -52,6 +53,16 @@ struct IntegerArgs {
     const int64_t v = i64(i);
     if (v < 0) bad_arg(i, "an integer >= 0");
     return v;
+  }
+  /** An array of integers: refused when nums(i) holds anything else. */
+  std::vector<int64_t> ints(size_t i) const {
+    const std::vector<double> d = static_cast<const Reader&>(*this).nums(i);
+    std::vector<int64_t> out(d.size());
+    for (size_t j = 0; j < d.size(); j++) {
+      if (!exact_int(d[j])) bad_arg(i, "an array of integers");
+      out[j] = static_cast<int64_t>(d[j]);
+    }
+    return out;
   }
 };
 

@@ -28,5 +28,7 @@ extern const BindingEntry kVeraBindings[];
 extern const BindingEntry kRaggedBindings[];
 // quant.cc
 extern const BindingEntry kQuantBindings[];
+// lora.cc
+extern const BindingEntry kLoraBindings[];
 
 }  // namespace vera

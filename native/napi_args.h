@@ -47,16 +47,13 @@ class Args : public IntegerArgs<Args> {
     if (i >= argc_ || napi_get_value_bool(env_, argv_[i], &v) != napi_ok) bad_arg(i, "a boolean");
     return v;
   }
-  std::vector<int64_t> ints(size_t i) const {
+  std::vector<double> nums(size_t i) const {
     uint32_t n = 0;
     if (i >= argc_ || napi_get_array_length(env_, argv_[i], &n) != napi_ok) bad_arg(i, "an array of numbers");
-    std::vector<int64_t> out(n);
+    std::vector<double> out(n);
     for (uint32_t j = 0; j < n; j++) {
       napi_value e;
-      double v;
-      if (napi_get_element(env_, argv_[i], j, &e) != napi_ok || napi_get_value_double(env_, e, &v) != napi_ok) bad_arg(i, "an array of numbers");
-      if (!exact_int(v)) bad_arg(i, "an array of integers");
-      out[j] = static_cast<int64_t>(v);
+      if (napi_get_element(env_, argv_[i], j, &e) != napi_ok || napi_get_value_double(env_, e, &out[j]) != napi_ok) bad_arg(i, "an array of numbers");
     }
     return out;
   }

@@ -17,16 +17,6 @@
 namespace vera {
 namespace {
 
-/** Σ a[c]·b[c] with eight independent partial sums (the compiler vectorizes them). */
-inline float dot(const float* a, const float* b, int64_t n) {
-  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t c = 0;
-  for (; c + 8 <= n; c += 8)
-    for (int l = 0; l < 8; l++) acc[l] += a[c + l] * b[c + l];
-  float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-  for (; c < n; c++) s += a[c] * b[c];
-  return s;
-}
 
 std::vector<float>& scratch(size_t n) {
   static thread_local std::vector<float> buf;

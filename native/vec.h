@@ -5,6 +5,17 @@
 
 namespace vera {
 
+/** Σ a[c]·b[c] with eight independent partial sums (the compiler vectorizes them, on any target). */
+inline float dot(const float* a, const float* b, int64_t n) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t c = 0;
+  for (; c + 8 <= n; c += 8)
+    for (int l = 0; l < 8; l++) acc[l] += a[c + l] * b[c + l];
+  float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  for (; c < n; c++) s += a[c] * b[c];
+  return s;
+}
+
 /** True when the CPU has AVX2 and FMA and VERA_NO_AVX2 is unset (as for the GEMM kernel). */
 bool has_avx2_fma();
 

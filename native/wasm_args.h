@@ -73,16 +73,10 @@ class Args : public IntegerArgs<Args> {
     if (i >= argc_ || s_[i].tag != kBool) bad_arg(i, "a boolean");
     return s_[i].num != 0;
   }
-  std::vector<int64_t> ints(size_t i) const {
+  std::vector<double> nums(size_t i) const {
     if (i >= argc_ || s_[i].tag != kNumbers) bad_arg(i, "an array of numbers");
     const double* d = reinterpret_cast<const double*>(uintptr_t(s_[i].ptr));
-    std::vector<int64_t> out(s_[i].len);
-    for (uint32_t j = 0; j < s_[i].len; j++) {
-      const double v = d[j];
-      if (!exact_int(v)) bad_arg(i, "an array of integers");
-      out[j] = static_cast<int64_t>(v);
-    }
-    return out;
+    return std::vector<double>(d, d + s_[i].len);
   }
 
   std::vector<float*> f32list(size_t i, std::vector<size_t>* lens) const {

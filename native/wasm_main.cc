@@ -21,7 +21,7 @@ std::string error;
 const std::vector<BindingEntry>& bindings() {
   static const std::vector<BindingEntry> all = [] {
     std::vector<BindingEntry> v;
-    for (const BindingEntry* table : {kElementwiseBindings, kAttentionBindings, kVeraBindings, kRaggedBindings, kQuantBindings})
+    for (const BindingEntry* table : {kElementwiseBindings, kAttentionBindings, kVeraBindings, kRaggedBindings, kQuantBindings, kLoraBindings})
       for (const BindingEntry* e = table; e->name != nullptr; e++) v.push_back(*e);
     return v;
   }();

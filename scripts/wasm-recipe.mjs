@@ -7,7 +7,7 @@ import { join } from 'node:path';
 
 /** The kernel files of the native addon, plus the WebAssembly entry points and GEMM kernel. */
 const KERNELS = [
-  'native/kernels.cc', 'native/gemm.cc', 'native/attention.cc', 'native/vera.cc', 'native/ragged.cc',
+  'native/kernels.cc', 'native/gemm.cc', 'native/attention.cc', 'native/vera.cc', 'native/ragged.cc', 'native/lora.cc',
   'native/quant.cc', 'native/quant_avx512.cc',
   'native/gemm_wasm.cc', 'native/wasm_main.cc',
 ];

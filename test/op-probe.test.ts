@@ -95,6 +95,8 @@ const KERNEL_CALLS: Record<string, ValidCall> = {
   veraBackward: (k) => [st(k, 12), st(k, 10), st(k, 2), st(k, 5), st(k, 6), st(k, 15), { ...veraP }, st(k, 12), false, st(k, 2), st(k, 5)],
   veraRoutedForward: (k) => [st(k, 12), st(k, 12), st(k, 10), st(k, 4), st(k, 10), i32(0, -1, 1), { ...veraP, numSlots: 2 }, st(k, 15), false,
     { ax: st(k, 6), ready: false }],
+  loraRoutedForward: (k) => [st(k, 3 * 4), st(k, 3 * 5), 4, 5,
+    [{ a: st(k, 2 * 4), b: st(k, 5 * 2), rank: 2, scaling: 0.5, rows: i32(0, 2) }, { a: st(k, 4), b: st(k, 5), rank: 1, scaling: 1, rows: i32(1) }]],
 };
 
 /** Memory functions: not kernels over sizes (alloc/fromArray/read/write/free are probed by the ops). */
@@ -274,6 +276,14 @@ const OP_PROBES: Record<string, (() => unknown)[]> = {
     () => F.veraBranch(t([2, 4]), t([3, 6]), t([5, 3]), t([2]), t([5])),
     () => F.veraBranch(t([2, 7]), t([3, 6]), t([5, 3]), t([3]), t([5])),
     () => F.veraBranch(t([2, 4]), t([3, 6]), t([5, 3]), t([3]), t([6])),
+  ],
+  loraRouted: [
+    () => noGrad(() => F.loraRouted(t([2, 4]), t([2, 5]), [{ A: t([2, 3]), B: t([5, 2]), scaling: 1, rows: i32(0) }])),
+    () => noGrad(() => F.loraRouted(t([2, 4]), t([3, 5]), [{ A: t([2, 4]), B: t([5, 2]), scaling: 1, rows: i32(0) }])),
+    () => noGrad(() => F.loraRouted(t([2, 4]), t([2, 5]), [{ A: t([2, 4]), B: t([5, 3]), scaling: 1, rows: i32(0) }])),
+    () => noGrad(() => F.loraRouted(t([2, 4]), t([2, 5]), [{ A: t([2, 4]), B: t([5, 2]), scaling: 1, rows: i32(2) }])),
+    () => noGrad(() => F.loraRouted(t([2, 4]), t([2, 5]), [{ A: t([2, 4]), B: t([5, 2]), scaling: 1, rows: i32(0) }, { A: t([1, 4]), B: t([5, 1]), scaling: 1, rows: i32(1, 0) }])),
+    () => F.loraRouted(t([2, 4], true), t([2, 5]), [{ A: t([2, 4]), B: t([5, 2]), scaling: 1, rows: i32(0) }]),
   ],
   veraRouted: [
     () => noGrad(() => F.veraRouted(t([2, 4]), t([3, 6]), t([5, 3]), t([2, 3]), t([2, 5]), i32(0, 2))),

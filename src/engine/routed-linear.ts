@@ -1,7 +1,7 @@
 // A base model's linear layer as the engine runs it: the frozen layer for every token, plus, per
 // token, the adapter its request names. VeRA adapters share A and B, so x·Aᵀ is computed once for
 // the whole batch and each row is scaled by its own λd and λb (one fused kernel, F.veraRouted);
-// LoRA adapters differ in A and B, so their rows are gathered and run adapter by adapter.
+// LoRA adapters differ in A and B: one routed call gives each token its own adapter's product.
 import { F, Tensor } from '../tensor/index.js';
 import { Module, type Linear } from '../nn/index.js';
 import type { AdapterStore } from './adapter-store.js';
@@ -49,16 +49,12 @@ export class RoutedLinear extends Module {
       F.veraRouted(x, vera.A, vera.B, slabD, vera.slabB.get(this.path)!, route.veraSlots, y, { ax: route.lastAx!.ax, ready });
     }
     if (route.lora.length > 0) {
-      const tokens = x.size / this.inFeatures;
-      const x2 = F.reshape(x, [tokens, this.inFeatures]);
-      const y2 = F.reshape(y, [tokens, this.outFeatures]); // shares y's storage: rows are added in place
+      const groups = [];
       for (const group of route.lora) {
         const w = group.weights.get(this.path);
-        if (!w) continue;
-        const rows = F.embedding(x2, group.rows);
-        const delta = F.scale(F.matmul(F.matmul(rows, w.A, { transB: true }), w.B, { transB: true }), w.scaling);
-        F.scatterAddRows(y2, group.rows, delta);
+        if (w) groups.push({ ...w, rows: group.rows });
       }
+      if (groups.length > 0) F.loraRouted(x, y, groups);
     }
     return y;
   }

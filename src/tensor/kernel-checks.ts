@@ -5,7 +5,7 @@
 // one-line errors. The checks cost O(ndim), or O(n) for index arrays the kernel reads anyway.
 import type {
   AdamWParams, AttentionParams, BinaryOp, Conv2dParams, Kernels, MatmulParams, Pool2dParams, RaggedAttentionParams, Storage, UnaryOp,
-  VeraParams, VeraRoutedParams,
+  VeraParams, VeraRoutedParams, LoraRoutedGroup,
 } from './kernels.js';
 import type { QuantizedData } from './quant.js';
 
@@ -536,6 +536,25 @@ export function checkedKernels(k: Kernels): Kernels {
       }
       k.veraRoutedForward(x, a, b, lambdaD, lambdaB, slots, p, out, accumulate, shared);
     },
+    ...(k.loraRoutedForward ? {
+      loraRoutedForward: (x: Storage, y: Storage, inF: number, outF: number, groups: readonly LoraRoutedGroup[]) => {
+        const K = 'loraRoutedForward';
+        const inFeatures = int(K, 'inFeatures', inF);
+        const outFeatures = int(K, 'outFeatures', outF);
+        if (inFeatures < 1 || outFeatures < 1) fail(K, `inFeatures and outFeatures must be ≥ 1, got ${inFeatures} and ${outFeatures}`);
+        storage(K, 'x', x);
+        if (!Array.isArray(groups)) fail(K, 'groups must be an array');
+        groups.forEach((g, i) => {
+          const rank = int(K, `groups[${i}].rank`, g.rank);
+          if (rank < 1) fail(K, `groups[${i}].rank must be ≥ 1, got ${rank}`);
+          num(K, `groups[${i}].scaling`, g.scaling);
+          holds(K, `groups[${i}].a`, g.a, rank * inFeatures);
+          holds(K, `groups[${i}].b`, g.b, outFeatures * rank);
+          int32s(K, `groups[${i}].rows`, g.rows);
+        });
+        k.loraRoutedForward!(x, y, inFeatures, outFeatures, groups);
+      },
+    } : {}),
   };
 }
 

@@ -245,4 +245,20 @@ export interface Kernels {
    */
   veraRoutedForward(x: Storage, a: Storage, b: Storage, lambdaD: Storage, lambdaB: Storage, slots: Int32Array, p: VeraRoutedParams,
     out: Storage, accumulate: boolean, shared?: { ax: Storage; ready: boolean }): void;
+  /**
+   * Routed LoRA for inference (no backward), optional: y[t] += scaling·B·(A·x[t]) for every token t of every group,
+   * x (tokens × inFeatures), y (tokens × outFeatures), each group's A (rank × in) and B (out × rank). A token is in at
+   * most one group. Without it, callers gather, multiply and scatter each group's rows themselves.
+   */
+  loraRoutedForward?(x: Storage, y: Storage, inFeatures: number, outFeatures: number, groups: readonly LoraRoutedGroup[]): void;
+}
+
+/** One LoRA adapter's tokens in a routed call (Kernels.loraRoutedForward). */
+export interface LoraRoutedGroup {
+  a: Storage;
+  b: Storage;
+  rank: number;
+  scaling: number;
+  /** Indices of the tokens (rows of x and y) that use this adapter. */
+  rows: Int32Array;
 }

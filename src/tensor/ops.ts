@@ -889,6 +889,48 @@ export function veraRouted(x: Tensor, A: Tensor, B: Tensor, lambdaDSlab: Tensor,
   return out;
 }
 
+/**
+ * Routed LoRA for inference: into[t] += scaling·(x[t]·Aᵀ)·Bᵀ for every token t (row of x's leading
+ * axes) of every group, A (r, in) and B (out, r) per group; a token is in at most one group.
+ * One kernel call where the backend has Kernels.loraRoutedForward, else each group's rows
+ * gathered, multiplied and scattered back. Returns `into`. Records no tape.
+ */
+export function loraRouted(x: Tensor, into: Tensor, groups: readonly { A: Tensor; B: Tensor; scaling: number; rows: Int32Array }[]): Tensor {
+  const inFeatures = x.shape[x.ndim - 1];
+  const outFeatures = into.shape[into.ndim - 1];
+  const tokens = x.size / inFeatures;
+  if (x.ndim < 1 || into.ndim < 1 || into.size !== tokens * outFeatures) {
+    throw new Error(`loraRouted: x ${shapeStr(x.shape)} and into ${shapeStr(into.shape)} need the same rows`);
+  }
+  groups.forEach((g, i) => {
+    if (g.A.ndim !== 2 || g.B.ndim !== 2 || g.A.shape[1] !== inFeatures || g.B.shape[0] !== outFeatures || g.B.shape[1] !== g.A.shape[0]) {
+      throw new Error(`loraRouted: group ${i}: need A (r, ${inFeatures}) and B (${outFeatures}, r), got A ${shapeStr(g.A.shape)}, B ${shapeStr(g.B.shape)}`);
+    }
+  });
+  const seen = new Uint8Array(tokens);
+  groups.forEach((g, i) => {
+    for (const r of g.rows) {
+      if (!(r >= 0 && r < tokens)) throw new Error(`loraRouted: group ${i}: row ${r} is outside x's ${tokens} rows`);
+      if (seen[r]) throw new Error(`loraRouted: group ${i}: row ${r} is already in a group`);
+      seen[r] = 1;
+    }
+  });
+  inferenceOnly('loraRouted', { x, into });
+  const k = kernels();
+  if (k.loraRoutedForward) {
+    k.loraRoutedForward(x.storage, into.storage, inFeatures, outFeatures,
+      groups.map((g) => ({ a: g.A.storage, b: g.B.storage, rank: g.A.shape[0], scaling: g.scaling, rows: g.rows })));
+    return into;
+  }
+  const x2 = reshape(x, [tokens, inFeatures]);
+  const y2 = reshape(into, [tokens, outFeatures]); // shares into's storage: rows are added in place
+  for (const g of groups) {
+    const rows = embedding(x2, g.rows);
+    scatterAddRows(y2, g.rows, scale(matmul(matmul(rows, g.A, { transB: true }), g.B, { transB: true }), g.scaling));
+  }
+  return into;
+}
+
 /** target[rows[i]] += src[i] in place (target (n, d), src (rows.length, d); rows may repeat); returns target. Records no tape. */
 export function scatterAddRows(target: Tensor, rows: Int32Array, src: Tensor): Tensor {
   if (target.ndim !== 2) throw new Error(`scatterAddRows: target must be (n, d), got ${shapeStr(target.shape)}`);

@@ -457,6 +457,22 @@ const cases: Case[] = [
     }
   }],
 
+  ['routed LoRA (inference, backends that have it): groups of different ranks, tokens in no group, an empty group', async (c) => {
+    if (!c.k.loraRoutedForward) return; // optional: the engine composes gathers and products instead
+    for (const [tokens, inF, outF] of [[7, 13, 9], [40, 70, 33]]) {
+      const ranks = [4, 1, 8, 3];
+      // token t goes to group t % 5; group 4 does not exist, so those tokens keep their y
+      const rows = ranks.map((_, g) => Int32Array.from({ length: tokens }, (_, t) => t).filter((t) => t % 5 === g && !(g === 3 && tokens < 10)));
+      const inputs: Bufs = { x: c.randn(tokens * inF), y: c.randn(tokens * outF) };
+      ranks.forEach((r, g) => {
+        inputs[`a${g}`] = c.randn(r * inF);
+        inputs[`b${g}`] = c.randn(outF * r);
+      });
+      await c.compare(inputs, ['y'], (k, b) => k.loraRoutedForward!(S(b.x), S(b.y), inF, outF,
+        ranks.map((r, g) => ({ a: S(b[`a${g}`]), b: S(b[`b${g}`]), rank: r, scaling: 0.5 + g, rows: rows[g] }))), 3e-5);
+    }
+  }],
+
   ['attention reading a preallocated KV cache in place (kvStride > tk): forward and backward, masks, GQA', async (c) => {
     await attentionCases(c, [
       // 9 of 13 positions used, one new token, grouped heads

@@ -110,5 +110,13 @@ export function bindingKernels(n: NativeAddon): Kernels {
       n.veraRoutedForward(f(x), f(a), f(b), f(lambdaD), f(lambdaB), slots, p.rows, p.inFeatures, p.outFeatures, p.rank, p.lda, p.numSlots, f(out), accumulate,
         shared ? f(shared.ax) : NO_SHARED_AX, shared?.ready ?? false);
     },
+    loraRoutedForward: (x, y, inF, outF, groups) => {
+      const starts = [0];
+      for (const g of groups) starts.push(starts[starts.length - 1] + g.rows.length);
+      const rows = new Int32Array(starts[starts.length - 1]);
+      groups.forEach((g, i) => rows.set(g.rows, starts[i]));
+      n.loraRoutedForward(f(x), f(y), inF, outF, groups.map((g) => f(g.a)), groups.map((g) => f(g.b)), groups.map((g) => g.rank),
+        groups.map((g) => g.scaling), starts, rows);
+    },
   };
 }

@@ -3,7 +3,7 @@
 // closures) and accumulate in double where a sum runs over a row.
 import type {
   AdamWParams, AttentionParams, BinaryOp, Conv2dParams, Kernels, MatmulParams, Pool2dParams, Storage, UnaryOp, VeraParams,
-  VeraRoutedParams, RaggedAttentionParams,
+  VeraRoutedParams, RaggedAttentionParams, LoraRoutedGroup,
 } from '../../tensor/kernels.js';
 import { gemm } from './gemm.js';
 import { blockScales, dequantizeRange } from '../../tensor/quant.js';
@@ -914,7 +914,46 @@ export const tsKernels: Kernels = {
       for (let o = 0; o < outFeatures; o++) O[i * outFeatures + o] += LB[lb + o] * t[k * outFeatures + o];
     }
   },
+
+  // each token: z = A·x[t] (rank), then y[t] += scaling·B·z
+  loraRoutedForward(x, y, inFeatures, outFeatures, groups) {
+    const X = f(x);
+    const Y = f(y);
+    const tokens = Math.floor(X.length / inFeatures);
+    checkLoraGroups(groups, tokens, inFeatures, outFeatures, Y.length);
+    for (const g of groups) {
+      const A = f(g.a);
+      const B = f(g.b);
+      const z = new Float32Array(g.rank);
+      for (const t of g.rows) {
+        for (let j = 0; j < g.rank; j++) {
+          let s = 0;
+          for (let c = 0; c < inFeatures; c++) s += A[j * inFeatures + c] * X[t * inFeatures + c];
+          z[j] = s;
+        }
+        for (let o = 0; o < outFeatures; o++) {
+          let s = 0;
+          for (let j = 0; j < g.rank; j++) s += B[o * g.rank + j] * z[j];
+          Y[t * outFeatures + o] += g.scaling * s;
+        }
+      }
+    }
+  },
 };
+
+/** Each group's A and B big enough, each token inside x (of `tokens` rows) and in at most one group. */
+function checkLoraGroups(groups: readonly LoraRoutedGroup[], tokens: number, inFeatures: number, outFeatures: number, yLength: number): void {
+  if (yLength < tokens * outFeatures) throw new Error(`loraRoutedForward: y holds ${yLength} floats, ${tokens} rows × ${outFeatures} needed`);
+  const seen = new Uint8Array(tokens);
+  groups.forEach((g, i) => {
+    if (f(g.a).length < g.rank * inFeatures || f(g.b).length < outFeatures * g.rank) throw new Error(`loraRoutedForward: group ${i}: A or B is smaller than r × in / out × r`);
+    for (const t of g.rows) {
+      if (!(t >= 0 && t < tokens)) throw new Error(`loraRoutedForward: row ${t} is outside x's ${tokens} rows`);
+      if (seen[t]) throw new Error(`loraRoutedForward: row ${t} is in two groups (or twice in one)`);
+      seen[t] = 1;
+    }
+  });
+}
 
 /** Every slot below numSlots (negative: the row takes no adapter). */
 function checkSlots(slots: Int32Array, rows: number, numSlots: number): void {
