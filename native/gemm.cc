@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <new>
 #include <vector>
 
 #include "thread_pool.h"
@@ -254,7 +255,7 @@ static bool rows_in_place(int64_t csA, int64_t lda) {
   if (!rows_kernel || !kInPlaceA || csA != 1) return false;
   int perSet[64] = {};
   for (int64_t i = 0; i < MR; i++)
-    if (++perSet[(i * lda * int64_t(sizeof(float)) / 64) % 64] > 6) return false;
+    if (++perSet[(uint64_t(i) * uint64_t(lda) * sizeof(float) / 64) % 64] > 6) return false;
   return true;
 }
 
@@ -471,7 +472,8 @@ const bool kernels_ready = init_kernels();
 // 64-row steps of a SmolLM-135M shape spent 1.6× as long in their GEMMs at m = 128 as this path.
 // Instead the AVX-512 tile computes Cᵀ = W·Xᵀ: twelve rows of W are broadcast from memory in place
 // and X, the smaller, is packed once into 32-row panels. The slabs, the FMA chain per slab and the
-// slab adds are the packed path's, so are the bits (m ≤ 64 stays on the streamed small-m path).
+// slab adds are the packed path's, so are the bits (m ≤ 64 stays on the streamed small-m path
+// where that takes it).
 #ifndef VERA_WEIGHT_ROWS
 #define VERA_WEIGHT_ROWS 1
 #endif
@@ -483,7 +485,9 @@ struct AlignedScratch {
   float* get(size_t want) {
     if (want > n) {
       std::free(p);
+      n = 0;
       p = static_cast<float*>(std::aligned_alloc(64, (want * sizeof(float) + 63) / 64 * 64));
+      if (p == nullptr) throw std::bad_alloc();
       n = want;
     }
     return p;
@@ -521,7 +525,7 @@ void gemm_weight_rows(int64_t m, int64_t n, int64_t k, const float* A, int64_t r
   const double perBlock = double(R) * panels * P * k;  // multiply-adds
   const int64_t grain = perBlock * blocks < 65536.0 ? blocks : 1;
   parallel_for(blocks, grain, [&](int64_t b0, int64_t b1) {
-    alignas(64) float T[R * P];
+    alignas(64) float T[R * P] = {};  // rows past m are computed on but never stored
     for (int64_t b = b0; b < b1; b++) {
       const int64_t j0 = b * R;
       const int rows = int(std::min<int64_t>(R, n - j0));

@@ -47,7 +47,8 @@ napi_value k_lora_routed_forward(napi_env, const Args& a) {
     if (double(aLen[g]) < double(r) * in || double(bLen[g]) < double(out) * r) fail("group " + std::to_string(g) + ": A or B is smaller than r × in / out × r");
     maxRank = std::max(maxRank, r);
   }
-  std::vector<int32_t> groupOf(nr);
+  // rows are read once, here: the loop below uses the checked copies (a shared buffer could change)
+  std::vector<int32_t> groupOf(nr), token(nr);
   std::vector<char> seen(size_t(tokens), 0);
   for (size_t g = 0; g < groups; g++)
     for (int64_t i = starts[g]; i < starts[g + 1]; i++) {
@@ -56,6 +57,7 @@ napi_value k_lora_routed_forward(napi_env, const Args& a) {
       if (seen[size_t(t)]) fail("row " + std::to_string(t) + " is in two groups (or twice in one)");
       seen[size_t(t)] = 1;
       groupOf[size_t(i)] = int32_t(g);
+      token[size_t(i)] = t;
     }
   // a token's delta is r·(in + out) multiply-adds: chunks of at least ~64K of them
   const int64_t perToken = std::max<int64_t>(1, maxRank * (in + out));
@@ -63,7 +65,7 @@ napi_value k_lora_routed_forward(napi_env, const Args& a) {
     std::vector<float> z(static_cast<size_t>(maxRank));
     for (int64_t i = i0; i < i1; i++) {
       const size_t g = size_t(groupOf[size_t(i)]);
-      const int64_t r = ranks[g], t = rows[i];
+      const int64_t r = ranks[g], t = token[size_t(i)];
       const float* xt = x + t * in;
       const float* A = As[g];
       const float* B = Bs[g];

@@ -6,7 +6,7 @@
 namespace vera {
 
 /** Σ a[c]·b[c] with eight independent partial sums (the compiler vectorizes them, on any target). */
-inline float dot(const float* a, const float* b, int64_t n) {
+static inline float dot(const float* a, const float* b, int64_t n) {
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int64_t c = 0;
   for (; c + 8 <= n; c += 8)

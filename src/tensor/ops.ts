@@ -903,7 +903,7 @@ export function loraRouted(x: Tensor, into: Tensor, groups: readonly { A: Tensor
     throw new Error(`loraRouted: x ${shapeStr(x.shape)} and into ${shapeStr(into.shape)} need the same rows`);
   }
   groups.forEach((g, i) => {
-    if (g.A.ndim !== 2 || g.B.ndim !== 2 || g.A.shape[1] !== inFeatures || g.B.shape[0] !== outFeatures || g.B.shape[1] !== g.A.shape[0]) {
+    if (g.A.ndim !== 2 || g.B.ndim !== 2 || g.A.shape[0] < 1 || g.A.shape[1] !== inFeatures || g.B.shape[0] !== outFeatures || g.B.shape[1] !== g.A.shape[0]) {
       throw new Error(`loraRouted: group ${i}: need A (r, ${inFeatures}) and B (${outFeatures}, r), got A ${shapeStr(g.A.shape)}, B ${shapeStr(g.B.shape)}`);
     }
   });
@@ -915,7 +915,8 @@ export function loraRouted(x: Tensor, into: Tensor, groups: readonly { A: Tensor
       seen[r] = 1;
     }
   });
-  inferenceOnly('loraRouted', { x, into });
+  inferenceOnly('loraRouted', { x, into, ...Object.fromEntries(groups.flatMap((g, i) => [[`groups[${i}].A`, g.A], [`groups[${i}].B`, g.B]])) });
+  if (groups.length === 0) return into;
   const k = kernels();
   if (k.loraRoutedForward) {
     k.loraRoutedForward(x.storage, into.storage, inFeatures, outFeatures,

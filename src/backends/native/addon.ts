@@ -64,7 +64,7 @@ export interface NativeAddon {
   veraRoutedForward(x: F32, a: F32, b: F32, lambdaD: F32, lambdaB: F32, slots: Int32Array, rows: number, inF: number, outF: number, r: number, lda: number,
     numSlots: number, out: F32, accumulate: boolean, sharedAx: F32, sharedReady: boolean): void;
   /** Group g's tokens are rows[starts[g] .. starts[g + 1]). */
-  loraRoutedForward(x: F32, y: F32, inF: number, outF: number, as: F32[], bs: F32[], ranks: number[], scalings: number[], starts: number[], rows: Int32Array): void;
+  loraRoutedForward?(x: F32, y: F32, inF: number, outF: number, as: F32[], bs: F32[], ranks: number[], scalings: number[], starts: number[], rows: Int32Array): void;
 }
 
 /** n, cin, h, w, cout, kh, kw, stride, pad, oh, ow */

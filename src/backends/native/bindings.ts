@@ -24,6 +24,17 @@ function quantCall(n: NativeAddon, x: Storage, w: QuantizedData, rows: number, o
     q ? q.qscales : null, q ? q.scales2 : null, q ? q.code2 : null, q ? q.offset : 0, f(out), inputGrad);
 }
 
+/** Kernels.loraRoutedForward over the binding: the groups' token lists flattened with their starts. */
+function loraRouted(call: NonNullable<NativeAddon['loraRoutedForward']>): NonNullable<Kernels['loraRoutedForward']> {
+  return (x, y, inF, outF, groups) => {
+    const starts = [0];
+    for (const g of groups) starts.push(starts[starts.length - 1] + g.rows.length);
+    const rows = new Int32Array(starts[starts.length - 1]);
+    groups.forEach((g, i) => rows.set(g.rows, starts[i]));
+    call(f(x), f(y), inF, outF, groups.map((g) => f(g.a)), groups.map((g) => f(g.b)), groups.map((g) => g.rank), groups.map((g) => g.scaling), starts, rows);
+  };
+}
+
 /**
  * Kernels calling `n`'s bindings; the memory functions are the native backend's (storages are
  * Float32Arrays), which a backend with other storages replaces.
@@ -110,13 +121,7 @@ export function bindingKernels(n: NativeAddon): Kernels {
       n.veraRoutedForward(f(x), f(a), f(b), f(lambdaD), f(lambdaB), slots, p.rows, p.inFeatures, p.outFeatures, p.rank, p.lda, p.numSlots, f(out), accumulate,
         shared ? f(shared.ax) : NO_SHARED_AX, shared?.ready ?? false);
     },
-    loraRoutedForward: (x, y, inF, outF, groups) => {
-      const starts = [0];
-      for (const g of groups) starts.push(starts[starts.length - 1] + g.rows.length);
-      const rows = new Int32Array(starts[starts.length - 1]);
-      groups.forEach((g, i) => rows.set(g.rows, starts[i]));
-      n.loraRoutedForward(f(x), f(y), inF, outF, groups.map((g) => f(g.a)), groups.map((g) => f(g.b)), groups.map((g) => g.rank),
-        groups.map((g) => g.scaling), starts, rows);
-    },
+    // an addon built before this kernel existed lacks it: callers then compose it from other kernels
+    ...(n.loraRoutedForward ? { loraRoutedForward: loraRouted(n.loraRoutedForward.bind(n)) } : {}),
   };
 }
