@@ -87,6 +87,14 @@ constexpr int64_t kSlabsAtOnce = 2;
 #endif
 constexpr bool kInPlaceA = VERA_INPLACE_A;
 
+/** Whether `rows` rows `ld` floats apart, read at one depth, fall into at most 6 of L1's 64 sets each (rows_in_place). */
+bool rows_share_l1(int64_t rows, int64_t ld) {
+  int perSet[64] = {};
+  for (int64_t i = 0; i < rows; i++)
+    if (++perSet[(uint64_t(i) * uint64_t(ld) * sizeof(float) / 64) % 64] > 6) return false;
+  return true;
+}
+
 /** Per-thread packing buffers, 64-byte aligned (sized for every blocking). */
 struct PackBuffers {
   float* a = nullptr;
@@ -252,11 +260,7 @@ static void macro_kernel_slabs(int64_t mc, int64_t nc, int slabs, const int64_t*
  * packing; 4 or 8 KB apart (k = 1024, 2048) all twelve land in one set and thrash: packing wins.
  */
 static bool rows_in_place(int64_t csA, int64_t lda) {
-  if (!rows_kernel || !kInPlaceA || csA != 1) return false;
-  int perSet[64] = {};
-  for (int64_t i = 0; i < MR; i++)
-    if (++perSet[(uint64_t(i) * uint64_t(lda) * sizeof(float) / 64) % 64] > 6) return false;
-  return true;
+  return rows_kernel && kInPlaceA && csA == 1 && rows_share_l1(MR, lda);
 }
 
 /** macro_kernel_slabs reading A's rows in place (rows along k, lda apart) with rows_kernel. */
@@ -763,7 +767,7 @@ void sgemm_batched(int64_t batch, int64_t m, int64_t n, int64_t k,
 #if defined(VERA_X86)
   // one product (batches of them keep the packed path, which spreads the entries over the threads)
   if (use_avx512 && VERA_WEIGHT_ROWS && batch == 1 && rsB == 1 && csB >= k && k > 0 && m > kSmallM && n >= m &&
-      Gemm12x32::rows_in_place(1, csB))
+      rows_share_l1(MR512, csB))
     return gemm_weight_rows(m, n, k, A, rsA, csA, B, csB, C, ldc, accumulate);
 #endif
   if (gemm_small_m(batch, m, n, k, A, rsA, csA, strideA, B, rsB, csB, strideB, C, ldc, strideC, accumulate)) return;

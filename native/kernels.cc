@@ -457,34 +457,6 @@ napi_value k_max_reduce(napi_env, const Args& a) {
   return nullptr;
 }
 
-// argmaxRows(x, rows, cols, out): the first maximum of each row, NaNs skipped, 0 for a row with no
-// number (src/tensor/argmax.ts). The max with four independent chains, then the first index holding it.
-napi_value k_argmax_rows(napi_env, const Args& a) {
-  size_t xLen, oLen;
-  const float* x = a.f32(0, &xLen);
-  const int64_t rows = a.dim(1), cols = a.dim(2);
-  float* out = a.f32(3, &oLen);
-  need("argmaxRows", "x", xLen, double(rows) * double(cols));
-  need("argmaxRows", "out", oLen, double(rows));
-  if (cols > (int64_t(1) << 24)) throw ArgError("argmaxRows: cols past 2^24 (an index would not be exact as a float)");
-  parallel_for(rows, std::max<int64_t>(1, kGrain / std::max<int64_t>(cols, 1)), [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; r++) {
-      const float* v = x + r * cols;
-      float m[4] = {-kInf, -kInf, -kInf, -kInf};
-      int64_t i = 0;
-      for (; i + 4 <= cols; i += 4)
-        for (int l = 0; l < 4; l++) m[l] = v[i + l] > m[l] ? v[i + l] : m[l];  // NaN: not greater, skipped
-      for (; i < cols; i++) m[0] = v[i] > m[0] ? v[i] : m[0];
-      const float best = std::max(std::max(m[0], m[1]), std::max(m[2], m[3]));
-      int64_t at = 0;
-      if (best > -kInf)
-        while (v[at] != best) at++;
-      out[r] = float(at);
-    }
-  });
-  return nullptr;
-}
-
 napi_value k_sum_squares(napi_env env, const Args& a) {
   size_t len;
   const float* x = a.f32(0, &len);
@@ -546,10 +518,35 @@ void for_rows(int64_t rows, int64_t cols, F f) {
   });
 }
 
+/** The row's maximum, NaNs skipped (−inf for none): four independent chains, so it vectorizes. */
 float row_max(const float* x, int64_t n) {
-  float m = -kInf;
-  for (int64_t j = 0; j < n; j++) m = x[j] > m ? x[j] : m;
-  return m;
+  float m[4] = {-kInf, -kInf, -kInf, -kInf};
+  int64_t j = 0;
+  for (; j + 4 <= n; j += 4)
+    for (int l = 0; l < 4; l++) m[l] = x[j + l] > m[l] ? x[j + l] : m[l];  // NaN: not greater, skipped
+  for (; j < n; j++) m[0] = x[j] > m[0] ? x[j] : m[0];
+  return std::max(std::max(m[0], m[1]), std::max(m[2], m[3]));
+}
+
+// argmaxRows(x, rows, cols, out): the first maximum of each row, NaNs skipped, 0 for a row with no
+// number (src/tensor/argmax.ts): the row max, then the first index holding it.
+napi_value k_argmax_rows(napi_env, const Args& a) {
+  size_t xLen, oLen;
+  const float* x = a.f32(0, &xLen);
+  const int64_t rows = a.dim(1), cols = a.dim(2);
+  float* out = a.f32(3, &oLen);
+  need("argmaxRows", "x", xLen, double(rows) * double(cols));
+  need("argmaxRows", "out", oLen, double(rows));
+  if (cols > (int64_t(1) << 24)) throw ArgError("argmaxRows: cols past 2^24 (an index would not be exact as a float)");
+  for_rows(rows, cols, [&](int64_t r) {
+    const float* v = x + r * cols;
+    const float best = row_max(v, cols);
+    int64_t at = 0;
+    if (best > -kInf)
+      while (v[at] != best) at++;
+    out[r] = float(at);
+  });
+  return nullptr;
 }
 
 napi_value k_softmax(napi_env, const Args& a) {

@@ -152,7 +152,6 @@ export function bannedNgramTokens(sequence: readonly number[], n: number): numbe
   return banned;
 }
 
-
 // ---------------------------------------------------------------- generation
 
 /** Refuses out-of-range generation options with one line (shared by generate and the engine). */

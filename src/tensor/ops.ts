@@ -503,6 +503,17 @@ export function logSoftmax(x: Tensor): Tensor {
   });
 }
 
+/** The targets a mean averages over (those not ignoreIndex), each checked to be a class in [0, classes). */
+function countTargets(op: string, targets: Int32Array, classes: number, ignoreIndex: number): number {
+  let counted = 0;
+  for (const t of targets) {
+    if (t === ignoreIndex) continue;
+    if (t < 0 || t >= classes) throw new Error(`${op}: target ${t} out of range [0, ${classes})`);
+    counted++;
+  }
+  return counted;
+}
+
 export interface CrossEntropyOptions {
   ignoreIndex?: number;
   reduction?: 'mean' | 'sum' | 'none';
@@ -517,13 +528,7 @@ export function crossEntropy(logits: Tensor, targets: Int32Array, opts: CrossEnt
   const reduction = opts.reduction ?? 'mean';
   const [rows, cols] = rowsCols(logits);
   if (targets.length !== rows) throw new Error(`crossEntropy: ${targets.length} targets for ${rows} rows of logits ${shapeStr(logits.shape)}`);
-  let counted = 0;
-  for (let i = 0; i < rows; i++) {
-    const t = targets[i];
-    if (t === ignoreIndex) continue;
-    if (t < 0 || t >= cols) throw new Error(`crossEntropy: target ${t} out of range [0, ${cols})`);
-    counted++;
-  }
+  const counted = countTargets('crossEntropy', targets, cols, ignoreIndex);
   const k = kernels();
   const losses = empty([rows]);
   const lse = empty([rows]);
@@ -577,13 +582,7 @@ export function linearCrossEntropy(x: Tensor, weight: Tensor, targets: Int32Arra
   if (isGradEnabled() && weight.requiresGrad) throw new Error('linearCrossEntropy: the weight takes no gradient here; use linear + crossEntropy for a trainable head');
   const chunk = opts.chunkRows ?? Math.max(1, Math.floor(LM_CHUNK_ELEMENTS / Math.max(1, vocab)));
   if (!Number.isSafeInteger(chunk) || chunk < 1) throw new Error(`linearCrossEntropy: chunkRows must be a positive integer, got ${chunk}`);
-  let counted = 0;
-  for (let i = 0; i < rows; i++) {
-    const t = targets[i];
-    if (t === ignoreIndex) continue;
-    if (t < 0 || t >= vocab) throw new Error(`linearCrossEntropy: target ${t} out of range [0, ${vocab})`);
-    counted++;
-  }
+  const counted = countTargets('linearCrossEntropy', targets, vocab, ignoreIndex);
   const k = kernels();
   const wantGrad = isGradEnabled() && x.requiresGrad;
   const losses = empty([rows]);
@@ -902,13 +901,11 @@ export function loraRouted(x: Tensor, into: Tensor, groups: readonly { A: Tensor
   if (x.ndim < 1 || into.ndim < 1 || into.size !== tokens * outFeatures) {
     throw new Error(`loraRouted: x ${shapeStr(x.shape)} and into ${shapeStr(into.shape)} need the same rows`);
   }
+  const seen = new Uint8Array(tokens);
   groups.forEach((g, i) => {
     if (g.A.ndim !== 2 || g.B.ndim !== 2 || g.A.shape[0] < 1 || g.A.shape[1] !== inFeatures || g.B.shape[0] !== outFeatures || g.B.shape[1] !== g.A.shape[0]) {
       throw new Error(`loraRouted: group ${i}: need A (r, ${inFeatures}) and B (${outFeatures}, r), got A ${shapeStr(g.A.shape)}, B ${shapeStr(g.B.shape)}`);
     }
-  });
-  const seen = new Uint8Array(tokens);
-  groups.forEach((g, i) => {
     for (const r of g.rows) {
       if (!(r >= 0 && r < tokens)) throw new Error(`loraRouted: group ${i}: row ${r} is outside x's ${tokens} rows`);
       if (seen[r]) throw new Error(`loraRouted: group ${i}: row ${r} is already in a group`);
