@@ -109,7 +109,7 @@ export function optionsFromArgv(argv: string[]): BenchOptions {
     steps: f.steps ?? (quick ? 2 : 3),
     decode: quick
       ? { shape: { vocab: 2048, hidden: 128, intermediate: 256, layers: 4, heads: 4, kvHeads: 2 }, prompt: 8, newTokens: 6, batch: 4, mixed: 8, wide: 12, prefill: 40, veraR: 16, loraR: 8, loopTokens: 3, registry: 1000, runs: 1 }
-      : { shape: SMOLLM_135M, prompt: 32, newTokens: 16, batch: 16, mixed: 64, wide: 128, prefill: 512, veraR: 256, loraR: 8, loopTokens: 6, registry: 10_000, runs: 2 },
+      : { shape: SMOLLM_135M, prompt: 32, newTokens: 16, batch: 16, mixed: 64, wide: 128, prefill: 512, veraR: 256, loraR: 8, loopTokens: 8, registry: 10_000, runs: 3 },
     quant: {
       sizes: quick ? [256, 512] : [512, 1024, 2048],
       runs: f.runs ?? (quick ? 3 : 5),

@@ -158,6 +158,8 @@ export async function runDecodeSpec(spec: DecodeSpec): Promise<DecodeResult> {
     out.batch1.push(await timedRun(engine, reqs(1, () => null)));
     out.batchN.push(await timedRun(engine, reqs(spec.batch, () => null)));
     out.mixedVera.push(await timedRun(engine, reqs(spec.mixed, (i) => `v${i}`)));
+    // right after the mixed batch, so that each ratio pairs runs made under the same conditions
+    out.peftLoop.push(await sequentialRun(engine, reqs(spec.mixed, (i) => `v${i}`, spec.loopTokens)));
     out.singleVera.push(await timedRun(engine, reqs(spec.mixed, () => 'v0')));
     out.base.push(await timedRun(engine, reqs(spec.mixed, () => null)));
     out.wideBase.push(await timedRun(engine, reqs(spec.wide, () => null)));
@@ -165,7 +167,6 @@ export async function runDecodeSpec(spec: DecodeSpec): Promise<DecodeResult> {
     for await (const _ of engine.generate({ promptIds: Array.from({ length: spec.prefill }, () => rng.int(spec.shape.vocab)), maxNewTokens: 1, eosTokenIds: [] })) break;
     out.prefillSeconds.push((performance.now() - t0) / 1000);
   }
-  out.peftLoop.push(await sequentialRun(engine, reqs(spec.mixed, (i) => `v${i}`, spec.loopTokens)));
   files((maker, i) => adapterFiles(maker, loraConfig({ targetModules: TARGETS, r: spec.loraR, loraAlpha: spec.loraR }), 500 + i)).forEach((f, i) => engine.addAdapter(`l${i}`, f));
   for (let run = 0; run < spec.runs; run++) out.mixedLora.push(await timedRun(engine, reqs(spec.mixed, (i) => `l${i}`)));
   await engine.close();

@@ -2,7 +2,7 @@
 // token, the adapter its request names. VeRA adapters share A and B, so x·Aᵀ is computed once for
 // the whole batch and each row is scaled by its own λd and λb (one fused kernel, F.veraRouted);
 // LoRA adapters differ in A and B: one routed call gives each token its own adapter's product.
-import { F, Tensor } from '../tensor/index.js';
+import { F, unsetTensor, type Tensor } from '../tensor/index.js';
 import { Module, type Linear } from '../nn/index.js';
 import type { AdapterStore } from './adapter-store.js';
 
@@ -45,7 +45,7 @@ export class RoutedLinear extends Module {
     const slabD = vera?.slabD.get(this.path);
     if (route.veraSlots && vera && slabD) {
       const ready = route.lastAx?.x === x;
-      if (!ready) route.lastAx = { x, ax: Tensor.zeros([route.veraSlots.length, vera.spec.r]) };
+      if (!ready) route.lastAx = { x, ax: unsetTensor([route.veraSlots.length, vera.spec.r]) }; // the kernel fills it
       F.veraRouted(x, vera.A, vera.B, slabD, vera.slabB.get(this.path)!, route.veraSlots, y, { ax: route.lastAx!.ax, ready });
     }
     if (route.lora.length > 0) {

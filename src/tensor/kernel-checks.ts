@@ -231,6 +231,7 @@ export function checkedKernels(k: Kernels): Kernels {
   return {
     name: k.name,
     alloc: (length) => k.alloc(int('alloc', 'length', length)),
+    ...(k.allocUnset ? { allocUnset: (length: number) => k.allocUnset!(int('allocUnset', 'length', length)) } : {}),
     fromArray: (data) => {
       if (!(data instanceof Float32Array)) fail('fromArray', 'data must be a Float32Array');
       return k.fromArray(data);

@@ -4,11 +4,13 @@
 // with the tape, so an op whose backward does not read an input must not name that input in it.
 import { kernels } from './device.js';
 import type { AttentionParams, BinaryOp, UnaryOp } from './kernels.js';
-import { Tensor, contiguousStrides, isGradEnabled, record, sizeOf, type Shape } from './tensor.js';
+import { Tensor, contiguousStrides, isGradEnabled, record, sizeOf, unsetTensor, type Shape } from './tensor.js';
 import type { Rng } from './rng.js';
 import type { QuantizedData } from './quant.js';
 
 const empty = (shape: Shape): Tensor => new Tensor(kernels().alloc(sizeOf(shape)), shape);
+/** An op's output that its kernel writes in full: not zero-filled where the backend can skip it. */
+const unset = unsetTensor;
 const shapeStr = (s: Shape): string => `[${s.join(', ')}]`;
 
 function normAxis(axis: number, ndim: number): number {
@@ -40,7 +42,7 @@ export function reshape(x: Tensor, shape: Shape): Tensor {
 
 /** out = x viewed through (shape, strides, offset); the adjoint scatters back. */
 function strided(x: Tensor, shape: Shape, strides: readonly number[], offset: number, name: string): Tensor {
-  const out = empty(shape);
+  const out = unset(shape);
   kernels().gather(x.storage, shape, strides, offset, out.storage);
   const xShape = x.shape;
   return record(out, name, [x], (g) => {
@@ -167,7 +169,7 @@ export function sumToShape(g: Tensor, shape: Shape): Tensor {
 
 function binary(op: BinaryOp, a: Tensor, b: Tensor): Tensor {
   const shape = broadcastShapes(a.shape, b.shape);
-  const out = empty(shape);
+  const out = unset(shape);
   kernels().binary(op, a.storage, broadcastStrides(a.shape, shape), b.storage, broadcastStrides(b.shape, shape), out.storage, shape);
   return out;
 }
@@ -255,7 +257,7 @@ const FROM_OUTPUT: ReadonlySet<UnaryOp> = new Set<UnaryOp>(['exp', 'tanh', 'sqrt
 
 function unary(op: UnaryOp, x: Tensor): Tensor {
   const k = kernels();
-  const out = empty(x.shape);
+  const out = unset(x.shape);
   k.unary(op, x.storage, out.storage);
   // backward keeps the one of x and y the derivative reads, and passes it for both
   const saved = (FROM_OUTPUT.has(op) ? out : x).storage;
@@ -388,7 +390,7 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   if (bBatch.length === 0 && !transA) {
     // fold a's batch into m
     const rows = sizeOf(aBatch) * m;
-    const out = empty([...aBatch, m, n]);
+    const out = k > 0 ? unset([...aBatch, m, n]) : empty([...aBatch, m, n]);
     kern.matmul(a.storage, b.storage, out.storage, { batch: 1, m: rows, n, k, transA: false, transB, strideA: 0, strideB: 0, accumulate: false });
     // each operand is kept only for the other's gradient: a frozen weight's input is not kept
     const [an, bn] = [a.node, b.node];
@@ -421,7 +423,7 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   const batch = sizeOf(batchShape);
   const strideA = aBatch.length === 0 ? 0 : m * k;
   const strideB = bBatch.length === 0 ? 0 : k * n;
-  const out = empty([...batchShape, m, n]);
+  const out = k > 0 ? unset([...batchShape, m, n]) : empty([...batchShape, m, n]);
   kern.matmul(a.storage, b.storage, out.storage, { batch, m, n, k, transA, transB, strideA, strideB, accumulate: false });
   const [an, bn] = [a.node, b.node];
   const aSaved = b.requiresGrad ? a.storage : null;
@@ -656,8 +658,8 @@ export function rmsNorm(x: Tensor, weight: Tensor | null, eps = 1e-6): Tensor {
   const [rows, cols] = rowsCols(x);
   if (weight && weight.size !== cols) throw new Error(`rmsNorm: weight of ${weight.size} for rows of ${cols}`);
   const k = kernels();
-  const out = empty(x.shape);
-  const rstd = empty([rows]);
+  const out = unset(x.shape);
+  const rstd = unset([rows]);
   k.rmsNorm(x.storage, weight?.storage ?? null, rows, cols, eps, out.storage, rstd.storage);
   return record(out, 'rmsNorm', weight ? [x, weight] : [x], (g) => {
     const gx = x.requiresGrad ? empty(x.shape) : null;
@@ -684,7 +686,7 @@ export function rotary(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
   }
   const k = kernels();
   const p = { rows, heads, dim, transpose: false };
-  const out = empty(x.shape);
+  const out = unset(x.shape);
   k.rotary(x.storage, cos.storage, sin.storage, p, out.storage);
   return record(out, 'rotary', [x], (g) => {
     const gx = empty(x.shape);
@@ -701,7 +703,7 @@ export function embedding(weight: Tensor, ids: Int32Array, idsShape: Shape = [id
   const [vocab, dim] = weight.shape;
   for (const id of ids) if (!(id >= 0 && id < vocab)) throw new Error(`embedding: id ${id} out of range [0, ${vocab})`);
   if (sizeOf(idsShape) !== ids.length) throw new Error(`embedding: ids shape ${shapeStr(idsShape)} does not hold ${ids.length} ids`);
-  const out = empty([...idsShape, dim]);
+  const out = unset([...idsShape, dim]);
   kernels().embedding(weight.storage, ids, dim, out.storage);
   const wShape = weight.shape;
   return record(out, 'embedding', [weight], (g) => {
@@ -801,7 +803,7 @@ export function raggedAttention(q: Tensor, k: Tensor, v: Tensor, kCaches: readon
   });
   if (sum !== total) throw new Error(`raggedAttention: ${sum} tokens in the sequences, ${total} in q`);
   if (isGradEnabled() && [q, k, v].some((t) => t.requiresGrad)) throw new Error('raggedAttention is for inference (run under noGrad)');
-  const out = empty(q.shape);
+  const out = unset(q.shape);
   kernels().raggedAttention(q.storage, k.storage, v.storage, kCaches.map((c) => c.storage), vCaches.map((c) => c.storage), { heads, kvHeads, headDim, scale, tokens, past }, out.storage);
   return out;
 }

@@ -83,6 +83,16 @@ export function sizeOf(shape: Shape): number {
   return n;
 }
 
+/**
+ * A tensor whose contents are unspecified (the backend's `allocUnset`, else zero-filled): only for
+ * the output of a kernel that writes every element of it before anything reads it.
+ */
+export function unsetTensor(shape: Shape): Tensor {
+  const k = kernels();
+  const n = sizeOf(shape);
+  return new Tensor(k.allocUnset ? k.allocUnset(n) : k.alloc(n), shape);
+}
+
 export function contiguousStrides(shape: Shape): number[] {
   const strides = new Array<number>(shape.length);
   let s = 1;

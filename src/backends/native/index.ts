@@ -8,6 +8,27 @@ import { bindingKernels } from './bindings.js';
 
 export { loadAddon, defaultAddonPath, type NativeAddon, type AddonLoad } from './addon.js';
 
+let poisonUnset = false;
+
+/**
+ * For tests: fill every storage handed out by `allocUnset` with NaN, so that an op whose kernel
+ * leaves part of its output unwritten shows it (a NaN in the result) instead of stale bytes.
+ */
+export function poisonUnsetStorage(on: boolean): void {
+  poisonUnset = on;
+}
+
 export function nativeKernels(n: NativeAddon): Kernels {
-  return bindingKernels(n);
+  return {
+    ...bindingKernels(n),
+    // Node's allocator without its zero-fill (never the shared pool of Buffer.allocUnsafe: `free`
+    // detaches a storage's whole ArrayBuffer). The bytes are this process's freed memory, so only
+    // outputs their kernel writes in full take it (ops.ts's `unset`); the poison test checks that.
+    allocUnset: (length) => {
+      const bytes = Buffer.allocUnsafeSlow(length * 4);
+      const out = new Float32Array(bytes.buffer, bytes.byteOffset, length);
+      if (poisonUnset) out.fill(NaN);
+      return out;
+    },
+  };
 }
