@@ -100,7 +100,7 @@ const KERNEL_CALLS: Record<string, ValidCall> = {
 };
 
 /** Memory functions: not kernels over sizes (alloc/fromArray/read/write/free are probed by the ops). */
-const NOT_KERNELS = new Set(['name', 'alloc', 'fromArray', 'read', 'write', 'free']);
+const NOT_KERNELS = new Set(['name', 'alloc', 'allocUnset', 'fromArray', 'read', 'write', 'free']);
 
 interface Mutation {
   label: string;
