@@ -258,11 +258,11 @@ function decodeSection(r: BenchResults): string[] {
   const torchPrefill = theirs?.prefill_seconds ? median(theirs.prefill_seconds) : null;
   const oursN = rate(ours.batchN);
   const mixed = rate(ours.mixedVera);
-  // the loop runs right after each mixed run: the median of those pairs' ratios (this host's speed
-  // drifts between runs), with each pair's
+  // the loop runs next to each mixed run: the ratio is the median of the pairs' ratios (this host's
+  // speed drifts between runs), each pair's listed; not the ratio of the two medians
   const pairs = ours.peftLoop.length === ours.mixedVera.length ? ours.peftLoop.map((l, i) => ours.mixedVera[i].tokensPerSecond / l.tokensPerSecond) : [];
   const loopRatio = pairs.length > 1
-    ? `${fixed(median(pairs), 2)}×, the median of ${pairs.length} runs each next to a mixed run: ${pairs.map((r) => `${fixed(r, 2)}×`).join(', ')}`
+    ? `${fixed(median(pairs), 2)}×: the median of the ratios of ${pairs.length} runs, each next to a mixed run: ${pairs.map((r) => `${fixed(r, 2)}×`).join(', ')}`
     : ratio(mixed, rate(ours.peftLoop));
   lines.push(
     '| measurement | ours | PyTorch | ours ÷ PyTorch (speed) |',
@@ -276,7 +276,7 @@ function decodeSection(r: BenchResults): string[] {
     `| ${s.wide} requests, base model | ${fixed(rate(ours.wideBase), 1)} (${ratio(rate(ours.wideBase), rate(ours.base))} ${s.mixed} requests) | | |`,
     `| prefill: one ${s.prefill}-token prompt to its first token, prompt tokens/s | ${fixed(s.prefill / median(ours.prefillSeconds), 0)} | ${torchPrefill === null ? NA : fixed(s.prefill / torchPrefill, 0)} | ${ratio(torchPrefill, median(ours.prefillSeconds))} |`,
     `| ${s.mixed} requests, ${s.mixed} distinct LoRA r ${s.loraR} adapters | ${fixed(rate(ours.mixedLora), 1)} | | |`,
-    `| PEFT-style loop over the ${s.mixed} VeRA adapters | ${fixed(rate(ours.peftLoop), 1)} (mixed ÷ this: ${loopRatio}) | | |`,
+    `| PEFT-style loop over the ${s.mixed} VeRA adapters | ${fixed(rate(ours.peftLoop), 1)} (mixed ÷ loop: ${loopRatio}) | | |`,
     `| resident bytes per VeRA adapter (r ${s.veraR} on q_proj and v_proj; ${ours.memory.adapters.toLocaleString('en-US')} registered) | ${ours.memory.bytesPerAdapter.toLocaleString('en-US')} B of vectors (${fixed(ours.memory.arrayBufferBytesPerAdapter, 0)} B of ArrayBuffers per adapter, slab headroom and cold copies included) | | |`,
     '',
     `Peak RSS: ours ${fixed(mib(ours.maxRssKiB), 0)} MiB${theirs ? `, PyTorch ${fixed(mib(theirs.max_rss_kib), 0)} MiB` : ''}.`,

@@ -151,7 +151,11 @@ napi_value k_vera_routed_forward(napi_env, const Args& a) {
                                std::to_string(numSlots));
   if (nShared > 0 && !fits(nShared, double(v.rows) * v.r)) throw std::runtime_error("veraRoutedForward: the shared x·Aᵀ buffer is smaller than rows × r");
   if (!accumulate) std::fill(y, y + v.rows * v.out, 0.0f);
-  if (v.rows == 0 || v.out == 0) return nullptr;
+  if (v.rows == 0) return nullptr;
+  // the shared x·A[:, :in]ᵀ is filled whenever it is asked for, whatever this layer then does with
+  // it: the layers after this one read it as ready (and it is not zero-filled)
+  if (nShared > 0 && !sharedReady) sgemm(v.rows, v.r, v.in, x, v.in, 1, A, 1, v.lda, shared, v.r, false);
+  if (v.out == 0) return nullptr;
 
   std::vector<int64_t> routed;  // the rows that take an adapter, in order
   routed.reserve(size_t(v.rows));
@@ -168,7 +172,6 @@ napi_value k_vera_routed_forward(napi_env, const Args& a) {
   // x·A[:, :in]ᵀ for every row: into the shared buffer (once for the layers that share it) or ours
   const float* base = ax;
   if (nShared > 0) {
-    if (!sharedReady) sgemm(v.rows, v.r, v.in, x, v.in, 1, A, 1, v.lda, shared, v.r, false);
     base = shared;
   } else {
     sgemm(v.rows, v.r, v.in, x, v.in, 1, A, 1, v.lda, ax, v.r, false);

@@ -8,14 +8,15 @@ import { bindingKernels } from './bindings.js';
 
 export { loadAddon, defaultAddonPath, type NativeAddon, type AddonLoad } from './addon.js';
 
-let poisonUnset = false;
+let unsetFill: number | null = null;
 
 /**
- * For tests: fill every storage handed out by `allocUnset` with NaN, so that an op whose kernel
- * leaves part of its output unwritten shows it (a NaN in the result) instead of stale bytes.
+ * For tests: fill every storage handed out by `allocUnset` with `value` (null: leave it as the
+ * allocator gave it). Zero gives the reference; NaN or a huge finite value then shows an element
+ * that an op's kernel left unwritten as a changed result.
  */
-export function poisonUnsetStorage(on: boolean): void {
-  poisonUnset = on;
+export function fillUnsetStorage(value: number | null): void {
+  unsetFill = value;
 }
 
 export function nativeKernels(n: NativeAddon): Kernels {
@@ -23,11 +24,12 @@ export function nativeKernels(n: NativeAddon): Kernels {
     ...bindingKernels(n),
     // Node's allocator without its zero-fill (never the shared pool of Buffer.allocUnsafe: `free`
     // detaches a storage's whole ArrayBuffer). The bytes are this process's freed memory, so only
-    // outputs their kernel writes in full take it (ops.ts's `unset`); the poison test checks that.
+    // outputs their kernel writes in full take it (ops.ts's `unset`); test/unset-storage.test.ts
+    // checks that with poisoned fills.
     allocUnset: (length) => {
       const bytes = Buffer.allocUnsafeSlow(length * 4);
       const out = new Float32Array(bytes.buffer, bytes.byteOffset, length);
-      if (poisonUnset) out.fill(NaN);
+      if (unsetFill !== null) out.fill(unsetFill);
       return out;
     },
   };

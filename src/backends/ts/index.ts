@@ -888,9 +888,11 @@ export const tsKernels: Kernels = {
     checkSlots(slots, rows, numSlots);
     const O = f(out);
     if (!accumulate) O.fill(0, 0, rows * outFeatures);
-    if (rows === 0 || outFeatures === 0) return;
+    if (rows === 0) return;
     if (shared && f(shared.ax).length < rows * rank) throw new Error(`veraRoutedForward: the shared x·Aᵀ holds ${f(shared.ax).length} floats, ${rows * rank} needed`);
+    // filled whenever asked for: the layers after this one read it as ready
     if (shared && !shared.ready) gemm(f(x), 0, veraA(f(a), p), 0, f(shared.ax), 0, rows, rank, inFeatures, false, true, false);
+    if (outFeatures === 0) return;
     // the rows are scaled by λd in a copy when x·Aᵀ is shared, in place otherwise
     const ax = shared ? f(shared.ax).slice(0, rows * rank) : new Float32Array(rows * rank);
     if (!shared) gemm(f(x), 0, veraA(f(a), p), 0, ax, 0, rows, rank, inFeatures, false, true, false);

@@ -392,13 +392,15 @@ function webGpuKernels(rt: Runtime, opts: { directGemm?: boolean } = {}): WebGpu
         }
       }
       if (!accumulate) rt.clear(g(out), 0, R * outFeatures);
-      if (R === 0 || outFeatures === 0) return;
+      if (R === 0) return;
       if (shared && shared.ax.length < R * rank) throw new Error(`veraRoutedForward: the shared x·Aᵀ holds ${shared.ax.length} floats, ${R * rank} needed`);
       const axGemm = { batch: 1, m: R, n: rank, k: inFeatures, transA: false, transB: true, strideA: 0, strideB: 0, accumulate: false, ...veraA(p) };
+      // filled whenever asked for: the layers after this one read it as ready
+      if (shared && !shared.ready) gemm(g(x), g(a), g(shared.ax), axGemm);
+      if (outFeatures === 0) return;
       let ax: GpuStorage;
       if (shared) {
         ax = g(shared.ax);
-        if (!shared.ready) gemm(g(x), g(a), ax, axGemm);
       } else {
         ax = rt.alloc(R * rank, false);
         gemm(g(x), g(a), ax, axGemm);
