@@ -169,13 +169,9 @@ napi_value k_vera_routed_forward(napi_env, const Args& a) {
   static thread_local std::vector<float> axBuf, tBuf;
   if (axBuf.size() < size_t(v.rows * v.r)) axBuf.resize(size_t(v.rows * v.r));
   float* const ax = axBuf.data();
-  // x·A[:, :in]ᵀ for every row: into the shared buffer (once for the layers that share it) or ours
-  const float* base = ax;
-  if (nShared > 0) {
-    base = shared;
-  } else {
-    sgemm(v.rows, v.r, v.in, x, v.in, 1, A, 1, v.lda, ax, v.r, false);
-  }
+  // x·A[:, :in]ᵀ for every row: the shared buffer (filled above) or our own
+  if (nShared == 0) sgemm(v.rows, v.r, v.in, x, v.in, 1, A, 1, v.lda, ax, v.r, false);
+  const float* base = nShared > 0 ? shared : ax;
   float* u = ax;  // the rows scaled by λd (in place when not shared)
   if (m == v.rows) {  // every row routes: scale in place, row by row on the pool
     parallel_for(m, rows_per_task(v.r), [&](int64_t i0, int64_t i1) {
