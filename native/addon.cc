@@ -44,6 +44,16 @@ napi_value k_free(napi_env env, const Args& a) {
   return nullptr;
 }
 
+// alignOffset(arrayBuffer): bytes from the buffer's start to its first 64-byte boundary, so the
+// backend can view its storages from there (see src/backends/native/index.ts)
+napi_value k_align_offset(napi_env env, const Args& a) {
+  void* data = nullptr;
+  if (napi_get_arraybuffer_info(env, a.raw(0), &data, nullptr) != napi_ok) throw std::runtime_error("alignOffset: expected an ArrayBuffer");
+  napi_value r;
+  napi_create_int32(env, int32_t((64 - reinterpret_cast<uintptr_t>(data) % 64) % 64), &r);
+  return r;
+}
+
 napi_value k_num_threads(napi_env env, const Args&) {
   napi_value r;
   napi_create_int32(env, num_threads(), &r);
@@ -71,6 +81,7 @@ napi_value k_machine_peak(napi_env env, const Args& a) {
 
 const BindingEntry kRuntimeBindings[] = {
     {"free", k_free},
+    {"alignOffset", k_align_offset},
     {"numThreads", k_num_threads},
     {"setNumThreads", k_set_num_threads},
     {"gemmKernel", k_gemm_kernel},

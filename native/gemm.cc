@@ -679,7 +679,7 @@ bool gemm_small_m(int64_t batch, int64_t m, int64_t n, int64_t k,
   else if (csB == 1) nt = false;
   else return false;
   // nt loads A along k: a transposed A (a few rows, so small) is copied contiguous first
-  static thread_local std::vector<float> packedA;
+  static thread_local AlignedFloats packedA;
   int64_t lda = rsA;
   if (nt && csA != 1) {
     const int64_t entries = strideA == 0 ? 1 : batch;

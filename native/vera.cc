@@ -30,8 +30,8 @@ VeraDims vera_dims(const Args& a, size_t at, const char* k) {
 double a_extent(const VeraDims& v) { return v.r > 0 && v.in > 0 ? double(v.r - 1) * double(v.lda) + double(v.in) : 0; }
 
 /** (rows × cols) row-major x with column j scaled by v[j] (byColumn) or row i by v[i]. */
-std::vector<float> scaled(const float* x, const float* v, int64_t rows, int64_t cols, bool byColumn) {
-  std::vector<float> out(size_t(rows * cols));
+AlignedFloats scaled(const float* x, const float* v, int64_t rows, int64_t cols, bool byColumn) {
+  AlignedFloats out(size_t(rows * cols));
   for (int64_t i = 0; i < rows; i++)
     for (int64_t j = 0; j < cols; j++) out[i * cols + j] = x[i * cols + j] * v[byColumn ? j : i];
   return out;
@@ -57,8 +57,8 @@ napi_value k_vera_forward(napi_env, const Args& a) {
   need(k, "out", ny, double(v.rows) * double(v.out));
   need(k, "ax", nax, double(v.rows) * double(v.r));
   sgemm(v.rows, v.r, v.in, x, v.in, 1, A, 1, v.lda, ax, v.r, false);  // ax = x·A[:, :in]ᵀ
-  const std::vector<float> u = scaled(ax, ld, v.rows, v.r, true);   // λd ⊙ ax
-  const std::vector<float> bs = scaled(B, lb, v.out, v.r, false);   // λb ⊙ B[:out]
+  const AlignedFloats u = scaled(ax, ld, v.rows, v.r, true);   // λd ⊙ ax
+  const AlignedFloats bs = scaled(B, lb, v.out, v.r, false);   // λb ⊙ B[:out]
   sgemm(v.rows, v.out, v.r, u.data(), v.r, 1, bs.data(), 1, v.r, y, v.out, false);
   return nullptr;
 }
@@ -88,8 +88,8 @@ napi_value k_vera_backward(napi_env, const Args& a) {
   if (gld) need(k, "gLambdaD", ngld, double(v.r));
   if (glb) need(k, "gLambdaB", nglb, double(v.out));
   if (glb) {
-    const std::vector<float> u = scaled(ax, ld, v.rows, v.r, true);
-    std::vector<float> m(size_t(v.out * v.r));
+    const AlignedFloats u = scaled(ax, ld, v.rows, v.r, true);
+    AlignedFloats m(size_t(v.out * v.r));
     sgemm(v.out, v.r, v.rows, gy, 1, v.out, u.data(), v.r, 1, m.data(), v.r, false);  // gyᵀ·u
     for (int64_t o = 0; o < v.out; o++) {
       double s = 0;
@@ -98,8 +98,8 @@ napi_value k_vera_backward(napi_env, const Args& a) {
     }
   }
   if (!gld && !gx) return nullptr;
-  const std::vector<float> bs = scaled(B, lb, v.out, v.r, false);
-  std::vector<float> gu(size_t(v.rows * v.r));
+  const AlignedFloats bs = scaled(B, lb, v.out, v.r, false);
+  AlignedFloats gu(size_t(v.rows * v.r));
   sgemm(v.rows, v.r, v.out, gy, v.out, 1, bs.data(), v.r, 1, gu.data(), v.r, false);  // gy·(λb ⊙ B)
   if (gld)
     for (int64_t j = 0; j < v.r; j++) {
@@ -108,7 +108,7 @@ napi_value k_vera_backward(napi_env, const Args& a) {
       gld[j] += float(s);
     }
   if (gx) {
-    const std::vector<float> gt = scaled(gu.data(), ld, v.rows, v.r, true);
+    const AlignedFloats gt = scaled(gu.data(), ld, v.rows, v.r, true);
     sgemm(v.rows, v.in, v.r, gt.data(), v.r, 1, A, v.lda, 1, gx, v.in, accumulateGx);  // (λd ⊙ gu)·A[:, :in]
   }
   return nullptr;
@@ -166,7 +166,7 @@ napi_value k_vera_routed_forward(napi_env, const Args& a) {
 
   // scratch kept by the calling thread (grown, never shrunk): a decode step calls this for every
   // adapted layer, and fresh zero-filled vectors cost more than the λ scalings
-  static thread_local std::vector<float> axBuf, tBuf;
+  static thread_local AlignedFloats axBuf, tBuf;
   if (axBuf.size() < size_t(v.rows * v.r)) axBuf.resize(size_t(v.rows * v.r));
   float* const ax = axBuf.data();
   // x·A[:, :in]ᵀ for every row: the shared buffer (filled above) or our own

@@ -151,3 +151,47 @@ test('a freed storage (and any view sharing it) is refused with an error, not de
   assert.throws(() => k.unary('neg', view, out), /freed/);
   assert.throws(() => k.matmul(view, view, out, { batch: 1, m: 2, n: 2, k: 2, transA: false, transB: false, strideA: 0, strideB: 0, accumulate: false }), /freed/);
 });
+
+test('storages of 1024 floats or more start on a 64-byte boundary (alloc, allocUnset, fromArray), and free still releases them', { skip: skip || load.addon?.alignOffset === undefined }, () => {
+  const k = native!;
+  const addon = load.addon!;
+  for (const length of [1024, 1031, 4096, 64 * 576, 1 << 20]) {
+    const made = [k.alloc(length), k.allocUnset!(length), k.fromArray(Float32Array.from({ length }, (_, i) => i))] as Float32Array[];
+    for (const s of made) {
+      assert.equal(s.length, length);
+      // alignOffset reads the buffer's real address: the view must start at its first 64-byte boundary
+      assert.equal(s.byteOffset, addon.alignOffset!(s.buffer as ArrayBuffer), `length ${length}`);
+      assert.ok(s.byteOffset + s.byteLength <= s.buffer.byteLength);
+    }
+    assert.equal(made[0][length - 1], 0);
+    assert.equal(made[2][length - 1], length - 1);
+    for (const s of made) {
+      k.free!(s);
+      assert.equal(s.buffer.byteLength, 0, 'detached');
+    }
+  }
+});
+
+test('GEMM results do not depend on where the operands start (aligned storages against views 4, 8 and 12 bytes in, bit for bit)', { skip }, () => {
+  const k = native!;
+  // few-row (nt and nn), packed, A in place, Cᵀ against a weight; with tails in k and n
+  const shapes: [number, number, number, boolean][] = [[1, 300, 577, true], [7, 130, 576, true], [64, 200, 256, true], [16, 100, 300, false], [200, 190, 530, false], [100, 1031, 600, true]];
+  for (const [m, n, kk, transB] of shapes) {
+    const a = srandn(m * kk);
+    const b = srandn(kk * n);
+    const p: MatmulParams = { batch: 1, m, n, k: kk, transA: false, transB, strideA: 0, strideB: 0, accumulate: true };
+    const c0 = srandn(m * n);
+    const ref = k.fromArray(c0) as Float32Array;
+    k.matmul(k.fromArray(a), k.fromArray(b), ref, p);
+    for (const shift of [1, 2, 3]) {
+      const at = (x: Float32Array): Float32Array => {
+        const v = new Float32Array(new ArrayBuffer((x.length + 16) * 4), shift * 4, x.length);
+        v.set(x);
+        return v;
+      };
+      const c = at(c0);
+      k.matmul(at(a), at(b), c, p);
+      assert.deepEqual(new Uint32Array(c.slice().buffer), new Uint32Array(Float32Array.from(ref).buffer), `${m}×${n}×${kk} shifted ${shift * 4} bytes`);
+    }
+  }
+});

@@ -75,7 +75,7 @@ test('each op given an unset output writes all of it: GEMM paths, batches, trans
   const big = rand([50, 1000]), row = rand([1000]), col = rand([50, 1]), cos = rand([50, 100]), sin = rand([50, 100]);
   await samePoisoned('elementwise, gather, norms', () => noGrad(() => [
     F.add(big, row), F.mul(big, col), F.sub(big, big), F.exp(big), F.relu(big), F.silu(big), F.tanh(big),
-    F.permute(big, [1, 0]), F.slice(big, 1, 3, 900), F.rmsNorm(big, row), F.rotary(F.reshape(big, [50, 10, 100]), cos, sin),
+    F.permute(big, [1, 0]), F.slice(big, 1, 3, 900), F.rmsNorm(big, row), F.layerNorm(big, row, row), F.layerNorm(big, null, null), F.rotary(F.reshape(big, [50, 10, 100]), cos, sin),
     F.embedding(big, Int32Array.from({ length: 70 }, (_, i) => (i * 7) % 50)),
   ].map((t) => t.toFloat32Array())));
   // ragged attention: headDim 8 takes the vector path, 6 the scalar one

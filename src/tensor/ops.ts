@@ -639,9 +639,9 @@ export function layerNorm(x: Tensor, weight: Tensor | null, bias: Tensor | null,
   if (weight && weight.size !== cols) throw new Error(`layerNorm: weight of ${weight.size} for rows of ${cols}`);
   if (bias && bias.size !== cols) throw new Error(`layerNorm: bias of ${bias.size} for rows of ${cols}`);
   const k = kernels();
-  const out = empty(x.shape);
-  const mu = empty([rows]);
-  const rstd = empty([rows]);
+  const out = unset(x.shape);
+  const mu = unset([rows]);
+  const rstd = unset([rows]);
   k.layerNorm(x.storage, weight?.storage ?? null, bias?.storage ?? null, rows, cols, eps, out.storage, mu.storage, rstd.storage);
   const inputs = [x, ...(weight ? [weight] : []), ...(bias ? [bias] : [])];
   return record(out, 'layerNorm', inputs, (g) => {

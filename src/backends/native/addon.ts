@@ -10,6 +10,8 @@ type F32OrNull = Float32Array | null;
 /** The functions the addon exports: kernels take the storages (Float32Arrays) and plain numbers. */
 export interface NativeAddon {
   free(s: F32): void;
+  /** Bytes from the buffer's start to its first 64-byte boundary (absent from older builds). */
+  alignOffset?(buffer: ArrayBuffer): number;
   numThreads(): number;
   setNumThreads(n: number): void;
   gemmKernel(): string;

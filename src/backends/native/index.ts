@@ -19,16 +19,37 @@ export function fillUnsetStorage(value: number | null): void {
   unsetFill = value;
 }
 
+/**
+ * Storages of at least this many floats start on a 64-byte boundary. Node's allocator aligns to
+ * 16, and the GEMM's vector loads and stores then straddle cache lines: aligned operands made the
+ * products of a 64-row decode step 3–6% faster and a 2048² product 2–4% (Zen 4, paused machine).
+ * Smaller storages skip the extra call into the addon.
+ */
+const ALIGNED_FROM = 1024;
+
+/** A storage of `length` floats, zeroed or not (`unset`), aligned where the addon can say how. */
+function storage(n: NativeAddon, length: number, unset: boolean): Float32Array {
+  const aligned = n.alignOffset !== undefined && length >= ALIGNED_FROM;
+  const bytes = length * 4 + (aligned ? 60 : 0);
+  // Node's allocator without its zero-fill: never the shared pool of Buffer.allocUnsafe (`free`
+  // detaches a storage's whole ArrayBuffer)
+  const buffer = unset ? Buffer.allocUnsafeSlow(bytes).buffer : new ArrayBuffer(bytes);
+  return new Float32Array(buffer, aligned ? n.alignOffset!(buffer) : 0, length);
+}
+
 export function nativeKernels(n: NativeAddon): Kernels {
   return {
     ...bindingKernels(n),
-    // Node's allocator without its zero-fill (never the shared pool of Buffer.allocUnsafe: `free`
-    // detaches a storage's whole ArrayBuffer). The bytes are this process's freed memory, so only
-    // outputs their kernel writes in full take it (ops.ts's `unset`); test/unset-storage.test.ts
-    // checks that with poisoned fills.
+    alloc: (length) => storage(n, length, false),
+    fromArray: (data) => {
+      const out = storage(n, data.length, true);
+      out.set(data);
+      return out;
+    },
+    // The bytes are this process's freed memory, so only outputs their kernel writes in full take
+    // this (ops.ts's `unset`); test/unset-storage.test.ts checks that with poisoned fills.
     allocUnset: (length) => {
-      const bytes = Buffer.allocUnsafeSlow(length * 4);
-      const out = new Float32Array(bytes.buffer, bytes.byteOffset, length);
+      const out = storage(n, length, true);
       if (unsetFill !== null) out.fill(unsetFill);
       return out;
     },
