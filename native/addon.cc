@@ -48,9 +48,19 @@ napi_value k_free(napi_env env, const Args& a) {
 // backend can view its storages from there (see src/backends/native/index.ts)
 napi_value k_align_offset(napi_env env, const Args& a) {
   void* data = nullptr;
-  if (napi_get_arraybuffer_info(env, a.raw(0), &data, nullptr) != napi_ok) throw std::runtime_error("alignOffset: expected an ArrayBuffer");
+  if (napi_get_arraybuffer_info(env, a.raw(0), &data, nullptr) != napi_ok) bad_arg(0, "an ArrayBuffer");
   napi_value r;
   napi_create_int32(env, int32_t((64 - reinterpret_cast<uintptr_t>(data) % 64) % 64), &r);
+  return r;
+}
+
+// addressMod64(typedArray): where its first element sits within a 64-byte line (the tests check
+// storages' alignment with it, independently of alignOffset)
+napi_value k_address_mod64(napi_env env, const Args& a) {
+  void* data = nullptr;
+  if (napi_get_typedarray_info(env, a.raw(0), nullptr, nullptr, &data, nullptr, nullptr) != napi_ok) bad_arg(0, "a typed array");
+  napi_value r;
+  napi_create_int32(env, int32_t(reinterpret_cast<uintptr_t>(data) % 64), &r);
   return r;
 }
 
@@ -82,6 +92,7 @@ napi_value k_machine_peak(napi_env env, const Args& a) {
 const BindingEntry kRuntimeBindings[] = {
     {"free", k_free},
     {"alignOffset", k_align_offset},
+    {"addressMod64", k_address_mod64},
     {"numThreads", k_num_threads},
     {"setNumThreads", k_set_num_threads},
     {"gemmKernel", k_gemm_kernel},

@@ -2,6 +2,7 @@
 // A[i·rsA + p·csA] and B(p, j) at B[p·rsB + j·csB], so transposes and sub-matrix slices are read in
 // place (the packing step absorbs any layout).
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <new>
@@ -10,9 +11,9 @@
 namespace vera {
 
 /**
- * Allocator for scratch operands handed to sgemm: 64-byte aligned, so the kernels' vector loads
- * and stores do not straddle cache lines (malloc aligns to 16; aligned operands made the products
- * of a 64-row decode step 3-6% faster on Zen 4).
+ * Allocator for the addon's own scratch operands (VeRA's, the small-m path's copy of a transposed
+ * A, im2col columns, dequantized weight tiles): 64-byte aligned, as the backend's storages are, so
+ * the kernels' vector loads and stores do not straddle cache lines (malloc aligns to 16).
  */
 template <class T>
 struct CacheAligned {
@@ -21,7 +22,7 @@ struct CacheAligned {
   template <class U>
   CacheAligned(const CacheAligned<U>&) {}
   T* allocate(size_t n) {
-    void* p = std::aligned_alloc(64, (n * sizeof(T) + 63) / 64 * 64);
+    void* p = std::aligned_alloc(64, (std::max<size_t>(n, 1) * sizeof(T) + 63) / 64 * 64);
     if (p == nullptr) throw std::bad_alloc();
     return static_cast<T*>(p);
   }

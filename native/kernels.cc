@@ -954,7 +954,7 @@ napi_value k_conv2d(napi_env, const Args& a) {
   if (Bi) need("conv2d", "bias", bLen, double(p.cout));
   need("conv2d", "out", oLen, z.y);
   const int64_t plane = p.oh * p.ow, kdim = p.cin * p.kh * p.kw;
-  std::vector<float> cols(size_t(kdim * plane));
+  AlignedFloats cols(size_t(kdim * plane));
   for (int64_t n = 0; n < p.n; n++) {
     patches(X + n * p.cin * p.h * p.w, cols.data(), p, true);
     float* o = O + n * p.cout * plane;
@@ -984,7 +984,7 @@ napi_value k_conv2d_backward(napi_env, const Args& a) {
   if (GW) need("conv2dBackward", "gw", gwLen, z.w);
   if (GB) need("conv2dBackward", "gb", gbLen, double(p.cout));
   const int64_t plane = p.oh * p.ow, kdim = p.cin * p.kh * p.kw;
-  std::vector<float> cols(size_t(kdim * plane));
+  AlignedFloats cols(size_t(kdim * plane));
   if (GX) std::fill(GX, GX + gxLen, 0.f);
   for (int64_t n = 0; n < p.n; n++) {
     const float* g = G + n * p.cout * plane;

@@ -151,7 +151,7 @@ void quant_forward(const QWeight& w, const float* x, int64_t m, float* out) {
   const bool fused = small && quant_avx512_available() &&
                      (w.fmt == QFmt::INT8 || (w.fmt == QFmt::NF4 && w.block % 64 == 0 && K % w.block == 0));
   parallel_for(tiles, 1, [&](int64_t t0, int64_t t1) {
-    static thread_local std::vector<float> buf;
+    static thread_local AlignedFloats buf;
     if (!dpbf16 && !fused) buf.resize(size_t(tile * K));
     for (int64_t t = t0; t < t1; t++) {
       const int64_t n0 = t * tile, n1 = std::min(N, n0 + tile);
@@ -181,7 +181,7 @@ void quant_input_grad(const QWeight& w, const float* gy, int64_t m, float* gx) {
   }
   const int64_t strips = (K + kColStrip - 1) / kColStrip;
   parallel_for(strips, 1, [&](int64_t s0, int64_t s1) {
-    static thread_local std::vector<float> buf;
+    static thread_local AlignedFloats buf;
     buf.resize(size_t(kBigTile * kColStrip));
     for (int64_t s = s0; s < s1; s++) {
       const int64_t k0 = s * kColStrip, k1 = std::min(K, k0 + kColStrip), kw = k1 - k0;

@@ -139,7 +139,10 @@ export interface Kernels {
    */
   allocUnset?(length: number): Storage;
   fromArray(data: Float32Array): Storage; // copies
-  /** Host copy (or read-only view) of the buffer. Callers must not mutate the result. */
+  /**
+   * Host copy (or read-only view) of the buffer. Callers must not mutate the result. A view need
+   * not start at offset 0 of its ArrayBuffer (the native backend aligns storages to 64 bytes).
+   */
   read(s: Storage): Float32Array;
   /**
    * Host copy of the buffer, asynchronously: GPU backends, whose buffers can only be mapped for

@@ -186,7 +186,10 @@ export class Tensor {
     return kernels().read(this.storage).slice();
   }
 
-  /** Read-only host view (no copy on CPU backends); do not mutate or keep across ops that write. */
+  /**
+   * Read-only host view (no copy on CPU backends); do not mutate or keep across ops that write. It
+   * need not start at offset 0 of its ArrayBuffer: use its byteOffset and byteLength.
+   */
   data(): Float32Array {
     return kernels().read(this.storage);
   }

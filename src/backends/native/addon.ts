@@ -12,6 +12,8 @@ export interface NativeAddon {
   free(s: F32): void;
   /** Bytes from the buffer's start to its first 64-byte boundary (absent from older builds). */
   alignOffset?(buffer: ArrayBuffer): number;
+  /** Where `a`'s first element sits within a 64-byte line (for tests). */
+  addressMod64?(a: ArrayBufferView): number;
   numThreads(): number;
   setNumThreads(n: number): void;
   gemmKernel(): string;

@@ -21,9 +21,10 @@ export function fillUnsetStorage(value: number | null): void {
 
 /**
  * Storages of at least this many floats start on a 64-byte boundary. Node's allocator aligns to
- * 16, and the GEMM's vector loads and stores then straddle cache lines: aligned operands made the
- * products of a 64-row decode step 3–6% faster and a 2048² product 2–4% (Zen 4, paused machine).
- * Smaller storages skip the extra call into the addon.
+ * 16, so a GEMM's 32- and 64-byte loads and stores could straddle cache lines (rows stay aligned
+ * when their length is a multiple of 16 floats): aligned operands made the products of a 64-row
+ * decode step 3–6% faster and a 2048² product 2–4% (Zen 4, paused machine). Smaller storages skip
+ * the extra call into the addon.
  */
 const ALIGNED_FROM = 1024;
 
@@ -34,7 +35,15 @@ function storage(n: NativeAddon, length: number, unset: boolean): Float32Array {
   // Node's allocator without its zero-fill: never the shared pool of Buffer.allocUnsafe (`free`
   // detaches a storage's whole ArrayBuffer)
   const buffer = unset ? Buffer.allocUnsafeSlow(bytes).buffer : new ArrayBuffer(bytes);
-  return new Float32Array(buffer, aligned ? n.alignOffset!(buffer) : 0, length);
+  if (!aligned) return new Float32Array(buffer, 0, length);
+  const offset = n.alignOffset!(buffer);
+  if (offset % 4 !== 0) return new Float32Array(buffer, 0, length); // (malloc aligns to 16 at least)
+  // the padding around the view is zeroed: `.buffer` of a storage never shows old process memory
+  if (unset) {
+    new Uint8Array(buffer, 0, offset).fill(0);
+    new Uint8Array(buffer, offset + length * 4).fill(0);
+  }
+  return new Float32Array(buffer, offset, length);
 }
 
 export function nativeKernels(n: NativeAddon): Kernels {
