@@ -482,23 +482,6 @@ const bool kernels_ready = init_kernels();
 #define VERA_WEIGHT_ROWS 1
 #endif
 
-/** A 64-byte-aligned buffer kept by the thread that uses it (grown, never shrunk). */
-struct AlignedScratch {
-  float* p = nullptr;
-  size_t n = 0;
-  float* get(size_t want) {
-    if (want > n) {
-      std::free(p);
-      n = 0;
-      p = static_cast<float*>(std::aligned_alloc(64, (want * sizeof(float) + 63) / 64 * 64));
-      if (p == nullptr) throw std::bad_alloc();
-      n = want;
-    }
-    return p;
-  }
-  ~AlignedScratch() { std::free(p); }
-};
-
 void gemm_weight_rows(int64_t m, int64_t n, int64_t k, const float* A, int64_t rsA, int64_t csA,
                       const float* W, int64_t ldw, float* C, int64_t ldc, bool accumulate) {
   using G = Gemm12x32;
@@ -507,10 +490,12 @@ void gemm_weight_rows(int64_t m, int64_t n, int64_t k, const float* A, int64_t r
   const int64_t panels = (m + P - 1) / P;
   // kept by the thread up to 8 MB (a 1024-token prefill chunk at width 1536 is 6 MB); a larger X
   // (a long training batch against an LM head) gets a buffer of its own for this call
-  static thread_local AlignedScratch scratch;
+  static thread_local AlignedFloats scratch;  // grown, never shrunk
   const size_t need = size_t(panels * P * k);
-  AlignedScratch once;
-  float* const xt = (need <= (size_t(8) << 20) / sizeof(float) ? scratch : once).get(need);
+  AlignedFloats once;
+  AlignedFloats& buf = need <= (size_t(8) << 20) / sizeof(float) ? scratch : once;
+  if (buf.size() < need) buf.resize(need);
+  float* const xt = buf.data();
   // X → panels of 32 rows, p-major inside each (xt[(q·k + p)·32 + i]), rows past m zero
   parallel_for(panels, m * k >= 16384 ? 1 : panels, [&](int64_t q0, int64_t q1) {
     for (int64_t q = q0; q < q1; q++) {

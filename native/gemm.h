@@ -2,9 +2,8 @@
 // A[i·rsA + p·csA] and B(p, j) at B[p·rsB + j·csB], so transposes and sub-matrix slices are read in
 // place (the packing step absorbs any layout).
 #pragma once
-#include <algorithm>
+#include <cstddef>
 #include <cstdint>
-#include <cstdlib>
 #include <new>
 #include <vector>
 
@@ -12,8 +11,9 @@ namespace vera {
 
 /**
  * Allocator for the addon's own scratch operands (VeRA's, the small-m path's copy of a transposed
- * A, im2col columns, dequantized weight tiles): 64-byte aligned, as the backend's storages are, so
- * the kernels' vector loads and stores do not straddle cache lines (malloc aligns to 16).
+ * A and its nn panel, the Cᵀ path's packed X, im2col columns, dequantized weight tiles): 64-byte
+ * aligned, as the backend's storages are, so the kernels' vector loads and stores do not straddle
+ * cache lines (malloc aligns to 16).
  */
 template <class T>
 struct CacheAligned {
@@ -21,12 +21,10 @@ struct CacheAligned {
   CacheAligned() = default;
   template <class U>
   CacheAligned(const CacheAligned<U>&) {}
-  T* allocate(size_t n) {
-    void* p = std::aligned_alloc(64, (std::max<size_t>(n, 1) * sizeof(T) + 63) / 64 * 64);
-    if (p == nullptr) throw std::bad_alloc();
-    return static_cast<T*>(p);
-  }
-  void deallocate(T* p, size_t) { std::free(p); }
+  // C++17's aligned operator new (it throws bad_alloc itself, so this header also builds where
+  // exceptions are off)
+  T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(64))); }
+  void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t(64)); }
   template <class U>
   bool operator==(const CacheAligned<U>&) const { return true; }
   template <class U>

@@ -212,12 +212,8 @@ constexpr int64_t kNnAhead = VERA_NN_AHEAD;  // rows of B prefetched ahead
 
 /** This thread's kNnKc × kNnW panel, 64-byte aligned. */
 float* nn_panel() {
-  struct Panel {
-    float* p = static_cast<float*>(std::aligned_alloc(64, kNnKc * kNnW * sizeof(float)));
-    ~Panel() { std::free(p); }
-  };
-  static thread_local Panel panel;
-  return panel.p;
+  static thread_local AlignedFloats panel(size_t(kNnKc * kNnW));
+  return panel.data();
 }
 
 }  // namespace
