@@ -95,7 +95,11 @@ bool rows_share_l1(int64_t rows, int64_t ld) {
   return true;
 }
 
-/** Per-thread packing buffers, 64-byte aligned (sized for every blocking). */
+/**
+ * Per-thread packing buffers, 64-byte aligned (sized for every blocking). Not AlignedFloats: that
+ * zero-fills, which would make all 6 MB of B's panel resident in every thread; small products
+ * touch only its first pages.
+ */
 struct PackBuffers {
   float* a = nullptr;
   float* b = nullptr;
