@@ -75,9 +75,10 @@ void micro_kernel_wasm(int64_t kc, const float* Ap, const float* Bp, float* C, i
 //
 // "nt": B(p, j) at B[j·ldb + p] (contiguous along k, nn.Linear's (out, in) weight), A(i, p) at
 // A[i·lda + p]. Each element is an 8-lane dot product over k (k tail zero-filled), lanes summed as
-// ((l0+l1)+(l2+l3)) + ((l4+l5)+(l6+l7)).
+// ((l0+l1)+(l2+l3)) + ((l4+l5)+(l6+l7)). With rowScale (m pointers, row i's n scales), each sum is
+// multiplied by rowScale[i][j] (rounded) before it is stored or added.
 using SmallNtKernel = void (*)(int64_t m, int64_t k, const float* A, int64_t lda, const float* B, int64_t ldb,
-                               int64_t j0, int64_t j1, float* C, int64_t ldc, bool accumulate);
+                               int64_t j0, int64_t j1, float* C, int64_t ldc, bool accumulate, const float* const* rowScale);
 // "nn": B(p, j) at B[p·ldb + j] (contiguous along n), A(i, p) at A[i·rsA + p·csA]. Each element is
 // one multiply-add chain over p in order, started from C's value when accumulating.
 using SmallNnKernel = void (*)(int64_t m, int64_t k, const float* A, int64_t rsA, int64_t csA, const float* B, int64_t ldb,
@@ -85,17 +86,25 @@ using SmallNnKernel = void (*)(int64_t m, int64_t k, const float* A, int64_t rsA
 
 #if defined(VERA_X86)
 void small_nt_avx2(int64_t m, int64_t k, const float* A, int64_t lda, const float* B, int64_t ldb,
-                   int64_t j0, int64_t j1, float* C, int64_t ldc, bool accumulate);
+                   int64_t j0, int64_t j1, float* C, int64_t ldc, bool accumulate, const float* const* rowScale);
 void small_nn_avx2(int64_t m, int64_t k, const float* A, int64_t rsA, int64_t csA, const float* B, int64_t ldb,
                    int64_t j0, int64_t j1, float* C, int64_t ldc, bool accumulate);
 /** small_nt_avx2 with 4-row tiles in AVX-512VL's 32 registers: the same bits. */
 void small_nt_avx512vl(int64_t m, int64_t k, const float* A, int64_t lda, const float* B, int64_t ldb,
-                       int64_t j0, int64_t j1, float* C, int64_t ldc, bool accumulate);
+                       int64_t j0, int64_t j1, float* C, int64_t ldc, bool accumulate, const float* const* rowScale);
 #endif
 
 /** The small-m "nt" kernel chosen at run time (AVX2/FMA or portable), on the calling thread. */
 void small_nt_rows(int64_t m, int64_t k, const float* A, int64_t lda, const float* B, int64_t ldb,
                    int64_t j0, int64_t j1, float* C, int64_t ldc, bool accumulate);
+
+/**
+ * C[i, j] (+)= rowScale[i][j] · Σ_p A[i·lda + p]·B[j·ldb + p] for a few rows (m ≤ 64: the small-m
+ * path), over the pool: a routed VeRA branch's λb-scaled accumulate without an (m × n) intermediate.
+ * False, with nothing done, when the product is not one the small-m path takes.
+ */
+bool sgemm_nt_row_scaled(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, const float* B, int64_t ldb,
+                         const float* const* rowScale, float* C, int64_t ldc, bool accumulate);
 
 /** Multithreaded over the pool (serial when called from a worker). */
 void sgemm(int64_t m, int64_t n, int64_t k,

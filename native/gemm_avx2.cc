@@ -89,15 +89,28 @@ VERA_AVX2 inline __m256i lanes_below(int64_t t) {
 }
 
 /**
+ * Four sums s times the row's scales at sc (null: none), then C[0:4] = that, or C + that: the
+ * product is rounded before the add (never one FMA), as a separate scaling pass would round it.
+ */
+VERA_AVX2 __attribute__((always_inline)) inline __m128 scaled_sum(__m128 s, const float* sc, const float* c, bool accumulate) {
+  if (sc) {
+    s = _mm_mul_ps(_mm_loadu_ps(sc), s);
+    __asm__("" : "+x"(s));  // keeps the compiler from fusing the multiply into the add
+  }
+  return accumulate ? _mm_add_ps(_mm_loadu_ps(c), s) : s;
+}
+
+/**
  * Dot products of R rows of A with the B rows b[0..3] (nc ≤ 4 of them real) over p in [p0, p1):
  * 8-lane accumulators start at 0 (first) or from `lanes`, and end in `lanes`, or (last) summed
- * into C[0:R, 0:nc] (+)=. Slabs start at multiples of 8 and only the last one has the k tail, so
- * every lane sees the same products in the same order however k is cut.
+ * into C[0:R, 0:nc] (+)=, each sum first multiplied by scale[r][0:nc] when `scale` is given.
+ * Slabs start at multiples of 8 and only the last one has the k tail, so every lane sees the same
+ * products in the same order however k is cut.
  */
 template <int R>
 VERA_AVX2 __attribute__((always_inline)) inline void nt_tile(int64_t p0, int64_t p1, const float* A, int64_t lda, const float* const b[4], float* C,
                               int64_t ldc, int nc, bool accumulate, const float* pf, int npf, int64_t pfStride, float* lanes,
-                              bool first, bool last) {
+                              bool first, bool last, const float* const* scale) {
   __m256 acc[R][4];
 #pragma GCC unroll 4
   for (int r = 0; r < R; r++)
@@ -146,12 +159,18 @@ VERA_AVX2 __attribute__((always_inline)) inline void nt_tile(int64_t p0, int64_t
     __m128 s = hsum4(acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
     float* c = C + r * ldc;
     if (nc == 4) {
-      if (accumulate) s = _mm_add_ps(_mm_loadu_ps(c), s);
-      _mm_storeu_ps(c, s);
+      _mm_storeu_ps(c, scaled_sum(s, scale ? scale[r] : nullptr, c, accumulate));
     } else {
       alignas(16) float t[4];
       _mm_store_ps(t, s);
-      for (int j = 0; j < nc; j++) c[j] = accumulate ? c[j] + t[j] : t[j];
+      for (int j = 0; j < nc; j++) {
+        float v = t[j];
+        if (scale) {
+          v *= scale[r][j];
+          __asm__("" : "+x"(v));
+        }
+        c[j] = accumulate ? c[j] + v : v;
+      }
     }
   }
 }
@@ -232,7 +251,7 @@ namespace {
  * misses in flight than four (one row against a 113 MB lm_head: about 1.2× on one core of a Zen 4,
  * measured with a standalone loop; the hardware prefetcher restarts at every group's rows).
  */
-VERA_AVX2 inline void nt_row8(int64_t k, const float* a, const float* B, int64_t ldb, float* c, bool accumulate) {
+VERA_AVX2 inline void nt_row8(int64_t k, const float* a, const float* B, int64_t ldb, float* c, bool accumulate, const float* scale) {
   __m256 acc[8];
 #pragma GCC unroll 8
   for (int q = 0; q < 8; q++) acc[q] = _mm256_setzero_ps();
@@ -263,12 +282,8 @@ VERA_AVX2 inline void nt_row8(int64_t k, const float* a, const float* B, int64_t
 #pragma GCC unroll 8
     for (int q = 0; q < 8; q++) acc[q] = _mm256_fmadd_ps(av, _mm256_maskload_ps(B + q * ldb + p, mask), acc[q]);
   }
-  __m128 lo = hsum4(acc[0], acc[1], acc[2], acc[3]);
-  __m128 hi = hsum4(acc[4], acc[5], acc[6], acc[7]);
-  if (accumulate) {
-    lo = _mm_add_ps(_mm_loadu_ps(c), lo);
-    hi = _mm_add_ps(_mm_loadu_ps(c + 4), hi);
-  }
+  const __m128 lo = scaled_sum(hsum4(acc[0], acc[1], acc[2], acc[3]), scale, c, accumulate);
+  const __m128 hi = scaled_sum(hsum4(acc[4], acc[5], acc[6], acc[7]), scale ? scale + 4 : nullptr, c + 4, accumulate);
   _mm_storeu_ps(c, lo);
   _mm_storeu_ps(c + 4, hi);
 }
@@ -286,7 +301,8 @@ constexpr int64_t kNtRows = 64;  // rows of A per pass (the lane buffer)
  */
 template <int kMaxRows>
 __attribute__((always_inline)) inline void small_nt_impl(int64_t m, int64_t k, const float* A, int64_t lda, const float* B, int64_t ldb,
-                                                         int64_t j0, int64_t j1, float* C, int64_t ldc, bool accumulate) {
+                                                         int64_t j0, int64_t j1, float* C, int64_t ldc, bool accumulate,
+                                                         const float* const* rowScale) {
   alignas(32) float lanes[kNtRows * 4 * 8];  // m ≤ kNtRows: the entries split larger m
   // past k = 768 (four B rows of 12 KB), k is cut into equal slabs (multiples of 8) of at most
   // kNtKc, so that the four B rows of a slab stay in L1 while the rows of A stream past them
@@ -295,7 +311,7 @@ __attribute__((always_inline)) inline void small_nt_impl(int64_t m, int64_t k, c
   const int64_t kc = slabs == 1 ? k : ((k + slabs - 1) / slabs + 7) / 8 * 8;
   const int64_t tiles = (m + kMaxRows - 1) / kMaxRows;
   if (m == 1)
-    for (; j0 + 8 <= j1; j0 += 8) nt_row8(k, A, B + j0 * ldb, ldb, C + j0, accumulate);
+    for (; j0 + 8 <= j1; j0 += 8) nt_row8(k, A, B + j0 * ldb, ldb, C + j0, accumulate, rowScale ? rowScale[0] + j0 : nullptr);
   for (int64_t j = j0; j < j1; j += 4) {
     const int nc = int(std::min<int64_t>(4, j1 - j));
     // missing columns re-read the first one; their sums are dropped
@@ -319,16 +335,21 @@ __attribute__((always_inline)) inline void small_nt_impl(int64_t m, int64_t k, c
         const int npf = int(std::max<int64_t>(0, std::min(nextCols, q0 + perTile) - q0));
         const float* pf = npf ? B + (j + 8 + q0) * ldb : nullptr;
         float* ln = lanes + i * 32;
+        // this tile's rows' scales at column j (the sums are scaled only in the last slab)
+        const float* sc[4] = {};
+        if (rowScale && last)
+          for (int64_t r = 0; r < rows; r++) sc[r] = rowScale[i + r] + j;
+        const float* const* scale = rowScale ? sc : nullptr;
         switch (rows) {
           case 4:
             if constexpr (kMaxRows >= 4) {
-              nt_tile<4>(p0, p1, a, lda, b, c, ldc, nc, accumulate, pf, npf, ldb, ln, first, last);
+              nt_tile<4>(p0, p1, a, lda, b, c, ldc, nc, accumulate, pf, npf, ldb, ln, first, last, scale);
               break;
             }
             [[fallthrough]];
-          case 3: nt_tile<3>(p0, p1, a, lda, b, c, ldc, nc, accumulate, pf, npf, ldb, ln, first, last); break;
-          case 2: nt_tile<2>(p0, p1, a, lda, b, c, ldc, nc, accumulate, pf, npf, ldb, ln, first, last); break;
-          default: nt_tile<1>(p0, p1, a, lda, b, c, ldc, nc, accumulate, pf, npf, ldb, ln, first, last); break;
+          case 3: nt_tile<3>(p0, p1, a, lda, b, c, ldc, nc, accumulate, pf, npf, ldb, ln, first, last, scale); break;
+          case 2: nt_tile<2>(p0, p1, a, lda, b, c, ldc, nc, accumulate, pf, npf, ldb, ln, first, last, scale); break;
+          default: nt_tile<1>(p0, p1, a, lda, b, c, ldc, nc, accumulate, pf, npf, ldb, ln, first, last, scale); break;
         }
         i += rows;
       }
@@ -338,15 +359,18 @@ __attribute__((always_inline)) inline void small_nt_impl(int64_t m, int64_t k, c
 }  // namespace
 
 VERA_AVX2 void small_nt_avx2(int64_t m, int64_t k, const float* A, int64_t lda, const float* B, int64_t ldb,
-                             int64_t j0, int64_t j1, float* C, int64_t ldc, bool accumulate) {
+                             int64_t j0, int64_t j1, float* C, int64_t ldc, bool accumulate, const float* const* rowScale) {
   for (int64_t i = 0; i < m; i += kNtRows)
-    small_nt_impl<3>(std::min(kNtRows, m - i), k, A + i * lda, lda, B, ldb, j0, j1, C + i * ldc, ldc, accumulate);
+    small_nt_impl<3>(std::min(kNtRows, m - i), k, A + i * lda, lda, B, ldb, j0, j1, C + i * ldc, ldc, accumulate,
+                     rowScale ? rowScale + i : nullptr);
 }
 
 __attribute__((target("avx2,fma,avx512f,avx512vl"))) void small_nt_avx512vl(int64_t m, int64_t k, const float* A, int64_t lda, const float* B, int64_t ldb,
-                                                                            int64_t j0, int64_t j1, float* C, int64_t ldc, bool accumulate) {
+                                                                            int64_t j0, int64_t j1, float* C, int64_t ldc, bool accumulate,
+                                                                            const float* const* rowScale) {
   for (int64_t i = 0; i < m; i += kNtRows)
-    small_nt_impl<4>(std::min(kNtRows, m - i), k, A + i * lda, lda, B, ldb, j0, j1, C + i * ldc, ldc, accumulate);
+    small_nt_impl<4>(std::min(kNtRows, m - i), k, A + i * lda, lda, B, ldb, j0, j1, C + i * ldc, ldc, accumulate,
+                     rowScale ? rowScale + i : nullptr);
 }
 
 VERA_AVX2 void small_nn_avx2(int64_t m, int64_t k, const float* A, int64_t rsA, int64_t csA, const float* B, int64_t ldb,

@@ -121,9 +121,10 @@ int64_t rows_per_task(int64_t cols) { return std::max<int64_t>(1, (int64_t(1) <<
 // Routed inference branch: row i takes slot s = slots[i] (λd row s, λb row s) or nothing when s < 0.
 // ax = x·A[:, :in]ᵀ is one GEMM over every row; the routed rows are packed in order (λd applied) into
 // the front of the same buffer, one GEMM with B[:out]ᵀ gives their (m × out) result, and each is scaled
-// by its λb and stored or added into its own row of y. Scratch: rows × r plus, unless every row routes
-// and y is overwritten (then the GEMM writes y directly), m × out floats. A non-empty sharedAx holds
-// x·A[:, :in]ᵀ for layers with the same input: computed into it unless sharedReady, then only read.
+// by its λb and stored or added into its own row of y (when every row routes and m is small, λb is
+// applied inside the GEMM's store instead). Scratch: rows × r plus, unless every row routes, m × out
+// floats. A non-empty sharedAx holds x·A[:, :in]ᵀ for layers with the same input: computed into it
+// unless sharedReady, then only read.
 napi_value k_vera_routed_forward(napi_env, const Args& a) {
   size_t nx, nA, nB, nld, nlb, ns, ny;
   const float* x = a.f32(0, &nx);
@@ -191,6 +192,15 @@ napi_value k_vera_routed_forward(napi_env, const Args& a) {
     }
   }
 
+  if (m == v.rows) {
+    // every row routes: λb is applied as the product is stored, y (+)= λb[slot] ⊙ (u·B[:out]ᵀ),
+    // with no (m × out) intermediate and no second pass over y (the small-m path's rows; the
+    // same roundings as the passes below)
+    static thread_local std::vector<const float*> scales;
+    scales.resize(size_t(m));
+    for (int64_t i = 0; i < m; i++) scales[size_t(i)] = lb + int64_t(slots[i]) * v.out;
+    if (sgemm_nt_row_scaled(m, v.out, v.r, u, v.r, B, v.r, scales.data(), y, v.out, accumulate)) return nullptr;
+  }
   if (m == v.rows && !accumulate) {  // t is y itself: scale each row by its λb in place
     sgemm(m, v.out, v.r, u, v.r, 1, B, 1, v.r, y, v.out, false);
     parallel_for(m, rows_per_task(v.out), [&](int64_t i0, int64_t i1) {

@@ -203,8 +203,9 @@ describe('native veraRoutedForward: the B product and λb scaling', { skip: load
     const native = nativeKernels(load.addon!);
     const r = new Rng(11);
     const f32 = (n: number, std = 1): Float32Array => r.fillNormal(new Float32Array(n), 0, std);
-    // 64 rows all routed (a decode step), some rows unrouted, out not a multiple of the 32-column blocks
-    for (const [rows, inF, lda, out, maxOut, rank, pNone] of [[64, 96, 120, 200, 210, 48, 0], [40, 64, 64, 77, 80, 33, 0.4], [3, 16, 16, 5, 8, 8, 0]]) {
+    // 64 rows all routed (a decode step: λb is applied in the GEMM's store), some rows unrouted (a
+    // separate λb pass), one row (the matrix-vector kernel's store), out not a multiple of the blocks
+    for (const [rows, inF, lda, out, maxOut, rank, pNone] of [[64, 96, 120, 200, 210, 48, 0], [40, 64, 64, 77, 80, 33, 0.4], [3, 16, 16, 5, 8, 8, 0], [1, 40, 40, 21, 24, 17, 0]]) {
       const x = f32(rows * inF), A = f32(rank * lda, 1 / Math.sqrt(inF)), B = f32(maxOut * rank, 1 / Math.sqrt(rank));
       const numSlots = 5;
       const ld = f32(numSlots * rank), lb = f32(numSlots * out);
