@@ -27,17 +27,18 @@ for (const [pass, backend] of backends.entries()) {
   if (r.status !== 0) failed = true;
 }
 if (backends.includes('native')) {
-  // the portable (non-AVX2) GEMM and vector paths, kernel by kernel against the reference, and
-  // every output they are given unset written in full
-  const pathTests = ['native-kernels.test.js', 'unset-storage.test.js'].map((f) => join(testDir, f));
-  console.log('\n=== VERA_BACKEND=native VERA_NO_AVX2=1 (native-kernels, unset-storage) ===');
+  // the portable (non-AVX2) GEMM and vector paths, kernel by kernel against the reference, every
+  // output they are given unset written in full, and the routed VeRA product's bits (its λb store
+  // is in each small-m kernel)
+  const pathTests = ['native-kernels.test.js', 'unset-storage.test.js', 'vera-routed.test.js'].map((f) => join(testDir, f));
+  console.log('\n=== VERA_BACKEND=native VERA_NO_AVX2=1 (native-kernels, unset-storage, vera-routed) ===');
   const r = spawnSync(process.execPath, ['--test', ...pathTests], {
     stdio: 'inherit',
     env: { ...process.env, VERA_BACKEND: 'native', VERA_NO_AVX2: '1' },
   });
   if (r.status !== 0) failed = true;
   // where the CPU has AVX-512, the AVX2 6×16 GEMM path too (the default there is the 12×32 kernel)
-  console.log('\n=== VERA_BACKEND=native VERA_NO_AVX512=1 (native-kernels, unset-storage) ===');
+  console.log('\n=== VERA_BACKEND=native VERA_NO_AVX512=1 (native-kernels, unset-storage, vera-routed) ===');
   const r2 = spawnSync(process.execPath, ['--test', ...pathTests], {
     stdio: 'inherit',
     env: { ...process.env, VERA_BACKEND: 'native', VERA_NO_AVX512: '1' },
