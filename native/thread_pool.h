@@ -16,8 +16,9 @@ void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, in
 
 /**
  * fn(begin, end) over `parts` ranges of [0, n) whose sizes differ by at most one, handed out one at
- * a time. For items that cost alike: parallel_for's equal chunks leave a short last one, and the
- * thread that does not get it idles at the end (two threads, 36 items in chunks of 5: 20 against 16).
+ * a time while parts ≤ 4 × num_threads() (beyond that parallel_for hands out several at once). For
+ * items that cost alike: parallel_for's equal chunks leave a short last one, and the thread that
+ * does not get it idles at the end (two threads, 36 items in chunks of 5: 20 against 16).
  */
 inline void parallel_for_parts(int64_t n, int64_t parts, const std::function<void(int64_t, int64_t)>& fn) {
   if (n <= 0) return;

@@ -204,33 +204,39 @@ describe('native veraRoutedForward: the B product and λb scaling', { skip: load
     const r = new Rng(11);
     const f32 = (n: number, std = 1): Float32Array => r.fillNormal(new Float32Array(n), 0, std);
     // 64 rows all routed (a decode step: λb is applied in the GEMM's store), some rows unrouted (a
-    // separate λb pass), one row (the matrix-vector kernel's store), out not a multiple of the blocks
-    for (const [rows, inF, lda, out, maxOut, rank, pNone] of [[64, 96, 120, 200, 210, 48, 0], [40, 64, 64, 77, 80, 33, 0.4], [3, 16, 16, 5, 8, 8, 0], [1, 40, 40, 21, 24, 17, 0]]) {
-      const x = f32(rows * inF), A = f32(rank * lda, 1 / Math.sqrt(inF)), B = f32(maxOut * rank, 1 / Math.sqrt(rank));
-      const numSlots = 5;
-      const ld = f32(numSlots * rank), lb = f32(numSlots * out);
-      const slots = Int32Array.from({ length: rows }, () => (r.random() < pNone ? -1 : Math.floor(r.uniform(0, numSlots))));
-      const routed = [...slots.keys()].filter((i) => slots[i] >= 0);
-      const m = routed.length;
-      // the composition, kernel by kernel: ax = x·A[:, :in]ᵀ (A read in place, row stride lda)
-      const ax = new Float32Array(rows * rank);
-      const Ain = new Float32Array(rank * inF);
-      for (let j = 0; j < rank; j++) Ain.set(A.subarray(j * lda, j * lda + inF), j * inF);
-      native.matmul(x, Ain, ax, { batch: 1, m: rows, n: rank, k: inF, transA: false, transB: true, strideA: 0, strideB: 0, accumulate: false });
-      const u = new Float32Array(m * rank);
-      routed.forEach((i, k) => {
-        for (let j = 0; j < rank; j++) u[k * rank + j] = Math.fround(ax[i * rank + j] * ld[slots[i] * rank + j]);
-      });
-      const t = new Float32Array(m * out);
-      native.matmul(u, B.subarray(0, out * rank), t, { batch: 1, m, n: out, k: rank, transA: false, transB: true, strideA: 0, strideB: 0, accumulate: false });
-      const base = f32(rows * out);
-      const want = base.slice();
-      routed.forEach((i, k) => {
-        for (let o = 0; o < out; o++) want[i * out + o] = Math.fround(want[i * out + o] + Math.fround(lb[slots[i] * out + o] * t[k * out + o]));
-      });
-      const got = base.slice();
-      native.veraRoutedForward(x, A, B, ld, lb, slots, { rows, inFeatures: inF, outFeatures: out, rank, lda, numSlots }, got, true);
-      for (let e = 0; e < want.length; e++) assert.ok(Object.is(got[e], want[e]), `rows ${rows}, out ${out}: element ${e}: ${got[e]}, composed ${want[e]}`);
+    // separate λb pass), one row (the matrix-vector kernel's store), r past 768 (the kernel's k
+    // slabs: λb only in the last), out not a multiple of the column groups; added to y and not
+    for (const [rows, inF, lda, out, maxOut, rank, pNone] of [[64, 96, 120, 202, 210, 48, 0], [40, 64, 64, 77, 80, 33, 0.4], [3, 16, 16, 5, 8, 8, 0], [1, 40, 40, 21, 24, 17, 0], [8, 24, 24, 30, 32, 800, 0]]) {
+      for (const accumulate of [true, false]) {
+        const x = f32(rows * inF), A = f32(rank * lda, 1 / Math.sqrt(inF)), B = f32(maxOut * rank, 1 / Math.sqrt(rank));
+        const numSlots = 5;
+        const ld = f32(numSlots * rank), lb = f32(numSlots * out);
+        const slots = Int32Array.from({ length: rows }, () => (r.random() < pNone ? -1 : Math.floor(r.uniform(0, numSlots))));
+        const routed = [...slots.keys()].filter((i) => slots[i] >= 0);
+        const m = routed.length;
+        // the composition, kernel by kernel: ax = x·A[:, :in]ᵀ (A read in place, row stride lda)
+        const ax = new Float32Array(rows * rank);
+        const Ain = new Float32Array(rank * inF);
+        for (let j = 0; j < rank; j++) Ain.set(A.subarray(j * lda, j * lda + inF), j * inF);
+        native.matmul(x, Ain, ax, { batch: 1, m: rows, n: rank, k: inF, transA: false, transB: true, strideA: 0, strideB: 0, accumulate: false });
+        const u = new Float32Array(m * rank);
+        routed.forEach((i, k) => {
+          for (let j = 0; j < rank; j++) u[k * rank + j] = Math.fround(ax[i * rank + j] * ld[slots[i] * rank + j]);
+        });
+        const t = new Float32Array(m * out);
+        native.matmul(u, B.subarray(0, out * rank), t, { batch: 1, m, n: out, k: rank, transA: false, transB: true, strideA: 0, strideB: 0, accumulate: false });
+        const base = f32(rows * out);
+        const want = accumulate ? base.slice() : new Float32Array(rows * out);
+        routed.forEach((i, k) => {
+          for (let o = 0; o < out; o++) {
+            const product = Math.fround(lb[slots[i] * out + o] * t[k * out + o]);
+            want[i * out + o] = accumulate ? Math.fround(want[i * out + o] + product) : product;
+          }
+        });
+        const got = base.slice();
+        native.veraRoutedForward(x, A, B, ld, lb, slots, { rows, inFeatures: inF, outFeatures: out, rank, lda, numSlots }, got, accumulate);
+        for (let e = 0; e < want.length; e++) assert.ok(Object.is(got[e], want[e]), `rows ${rows}, out ${out}, accumulate ${accumulate}: element ${e}: ${got[e]}, composed ${want[e]}`);
+      }
     }
   });
 });
