@@ -563,7 +563,7 @@ constexpr int64_t kSmallStrip = 16;  // columns per work item
 /** Portable "nt" tile: R rows of A against 4 B rows, 8 lanes per element as the AVX2 kernel. */
 template <int R>
 void nt_tile_portable(int64_t k, const float* A, int64_t lda, const float* const b[4], float* C, int64_t ldc, int nc,
-                      bool accumulate, const float* const* scale) {
+                      bool accumulate, const float* const* rowScale, int64_t col) {
   float s[R][4][8] = {};
   int64_t p = 0;
   for (; p + 8 <= k; p += 8)
@@ -585,8 +585,8 @@ void nt_tile_portable(int64_t k, const float* A, int64_t lda, const float* const
     for (int c = 0; c < nc; c++) {
       const float* v = s[r][c];
       float sum = ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
-      if (scale) {
-        volatile float product = sum * scale[r][c];  // rounded before the add: never one FMA
+      if (rowScale) {
+        volatile float product = sum * rowScale[r][col + c];  // rounded before the add: never one FMA
         sum = product;
       }
       float& out = C[r * ldc + c];
@@ -601,12 +601,9 @@ void small_nt_portable(int64_t m, int64_t k, const float* A, int64_t lda, const 
     const float* b[4];
     for (int c = 0; c < 4; c++) b[c] = B + (j + (c < nc ? c : 0)) * ldb;
     for (int64_t i = 0; i < m; i += 2) {
-      const float* sc[2] = {};
-      if (rowScale)
-        for (int64_t r = 0; r < std::min<int64_t>(2, m - i); r++) sc[r] = rowScale[i + r] + j;
-      const float* const* scale = rowScale ? sc : nullptr;
-      if (m - i >= 2) nt_tile_portable<2>(k, A + i * lda, lda, b, C + i * ldc + j, ldc, nc, accumulate, scale);
-      else nt_tile_portable<1>(k, A + i * lda, lda, b, C + i * ldc + j, ldc, nc, accumulate, scale);
+      const float* const* scale = rowScale ? rowScale + i : nullptr;
+      if (m - i >= 2) nt_tile_portable<2>(k, A + i * lda, lda, b, C + i * ldc + j, ldc, nc, accumulate, scale, j);
+      else nt_tile_portable<1>(k, A + i * lda, lda, b, C + i * ldc + j, ldc, nc, accumulate, scale, j);
     }
   }
 }

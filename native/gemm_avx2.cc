@@ -103,14 +103,14 @@ VERA_AVX2 __attribute__((always_inline)) inline __m128 scaled_sum(__m128 s, cons
 /**
  * Dot products of R rows of A with the B rows b[0..3] (nc ≤ 4 of them real) over p in [p0, p1):
  * 8-lane accumulators start at 0 (first) or from `lanes`, and end in `lanes`, or (last) summed
- * into C[0:R, 0:nc] (+)=, each sum first multiplied by scale[r][0:nc] when `scale` is given.
- * Slabs start at multiples of 8 and only the last one has the k tail, so every lane sees the same
- * products in the same order however k is cut.
+ * into C[0:R, 0:nc] (+)=, each sum first multiplied by rowScale[r][col + 0:nc] when rowScale is
+ * given. Slabs start at multiples of 8 and only the last one has the k tail, so every lane sees the
+ * same products in the same order however k is cut.
  */
 template <int R>
 VERA_AVX2 __attribute__((always_inline)) inline void nt_tile(int64_t p0, int64_t p1, const float* A, int64_t lda, const float* const b[4], float* C,
                               int64_t ldc, int nc, bool accumulate, const float* pf, int npf, int64_t pfStride, float* lanes,
-                              bool first, bool last, const float* const* scale) {
+                              bool first, bool last, const float* const* rowScale, int64_t col) {
   __m256 acc[R][4];
 #pragma GCC unroll 4
   for (int r = 0; r < R; r++)
@@ -158,19 +158,15 @@ VERA_AVX2 __attribute__((always_inline)) inline void nt_tile(int64_t p0, int64_t
   for (int r = 0; r < R; r++) {
     __m128 s = hsum4(acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
     float* c = C + r * ldc;
+    const float* sc = rowScale ? rowScale[r] + col : nullptr;
     if (nc == 4) {
-      _mm_storeu_ps(c, scaled_sum(s, scale ? scale[r] : nullptr, c, accumulate));
+      _mm_storeu_ps(c, scaled_sum(s, sc, c, accumulate));
     } else {
-      alignas(16) float t[4];
-      _mm_store_ps(t, s);
-      for (int j = 0; j < nc; j++) {
-        float v = t[j];
-        if (scale) {
-          v *= scale[r][j];
-          __asm__("" : "+x"(v));
-        }
-        c[j] = accumulate ? c[j] + v : v;
-      }
+      // the scales this tile has, padded, so the tail is rounded exactly as the full store
+      alignas(16) float pad[4] = {}, t[4];
+      for (int j = 0; sc && j < nc; j++) pad[j] = sc[j];
+      _mm_store_ps(t, scaled_sum(s, sc ? pad : nullptr, nullptr, false));
+      for (int j = 0; j < nc; j++) c[j] = accumulate ? c[j] + t[j] : t[j];
     }
   }
 }
@@ -335,21 +331,17 @@ __attribute__((always_inline)) inline void small_nt_impl(int64_t m, int64_t k, c
         const int npf = int(std::max<int64_t>(0, std::min(nextCols, q0 + perTile) - q0));
         const float* pf = npf ? B + (j + 8 + q0) * ldb : nullptr;
         float* ln = lanes + i * 32;
-        // this tile's rows' scales at column j (the sums are scaled only in the last slab)
-        const float* sc[4] = {};
-        if (rowScale && last)
-          for (int64_t r = 0; r < rows; r++) sc[r] = rowScale[i + r] + j;
-        const float* const* scale = rowScale ? sc : nullptr;
+        const float* const* scale = rowScale ? rowScale + i : nullptr;
         switch (rows) {
           case 4:
             if constexpr (kMaxRows >= 4) {
-              nt_tile<4>(p0, p1, a, lda, b, c, ldc, nc, accumulate, pf, npf, ldb, ln, first, last, scale);
+              nt_tile<4>(p0, p1, a, lda, b, c, ldc, nc, accumulate, pf, npf, ldb, ln, first, last, scale, j);
               break;
             }
             [[fallthrough]];
-          case 3: nt_tile<3>(p0, p1, a, lda, b, c, ldc, nc, accumulate, pf, npf, ldb, ln, first, last, scale); break;
-          case 2: nt_tile<2>(p0, p1, a, lda, b, c, ldc, nc, accumulate, pf, npf, ldb, ln, first, last, scale); break;
-          default: nt_tile<1>(p0, p1, a, lda, b, c, ldc, nc, accumulate, pf, npf, ldb, ln, first, last, scale); break;
+          case 3: nt_tile<3>(p0, p1, a, lda, b, c, ldc, nc, accumulate, pf, npf, ldb, ln, first, last, scale, j); break;
+          case 2: nt_tile<2>(p0, p1, a, lda, b, c, ldc, nc, accumulate, pf, npf, ldb, ln, first, last, scale, j); break;
+          default: nt_tile<1>(p0, p1, a, lda, b, c, ldc, nc, accumulate, pf, npf, ldb, ln, first, last, scale, j); break;
         }
         i += rows;
       }

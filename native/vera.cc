@@ -123,8 +123,9 @@ int64_t rows_per_task(int64_t cols) { return std::max<int64_t>(1, (int64_t(1) <<
 // the front of the same buffer, one GEMM with B[:out]ᵀ gives their (m × out) result, and each is scaled
 // by its λb and stored or added into its own row of y (when every row routes and m is small, λb is
 // applied inside the GEMM's store instead). Scratch: rows × r plus m × out floats, unless every
-// row routes and either the small-m store takes the product or y is overwritten. A non-empty sharedAx holds x·A[:, :in]ᵀ for layers with the same input: computed into it
-// unless sharedReady, then only read.
+// row routes and either the small-m store takes the product or y is overwritten. A non-empty
+// sharedAx holds x·A[:, :in]ᵀ for layers with the same input: computed into it unless sharedReady,
+// then only read.
 napi_value k_vera_routed_forward(napi_env, const Args& a) {
   size_t nx, nA, nB, nld, nlb, ns, ny;
   const float* x = a.f32(0, &nx);
