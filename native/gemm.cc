@@ -651,6 +651,35 @@ const SmallNtKernel small_nt =
     use_avx512vl ? small_nt_avx512vl : use_avx2 ? small_nt_avx2 :
 #endif
     small_nt_portable;
+#ifndef VERA_NT_PAIRS
+#define VERA_NT_PAIRS 1
+#endif
+
+#if defined(VERA_X86)
+const bool use_pairs = VERA_NT_PAIRS && use_avx512vl;
+void small_nt_pairs(int64_t m, int64_t k, const float* Ap, const float* B, int64_t ldb, int64_t j0, int64_t j1, float* C, int64_t ldc,
+                    bool accumulate, const float* const* rowScale) {
+  small_nt_pairs_avx512(m, k, Ap, B, ldb, j0, j1, C, ldc, accumulate, rowScale);
+}
+#else
+constexpr bool use_pairs = false;
+void small_nt_pairs(int64_t, int64_t, const float*, const float*, int64_t, int64_t, int64_t, float*, int64_t, bool, const float* const*) {}
+#endif
+#ifndef VERA_SMALL_NT_M
+#define VERA_SMALL_NT_M 256
+#endif
+#if defined(VERA_X86)
+const bool wide_nt = use_avx2;
+#else
+constexpr bool wide_nt = false;
+#endif
+/**
+ * The most rows the small-m path takes: with SIMD, up to 256 in the "nt" layout, whose column
+ * groups stay in L1 while passes of 64 rows re-read them (2-core Xeon, AVX-512 rows in pairs,
+ * k = 576/1536, n = 576/1536/49152: 1.1-1.5× the packed paths at m = 128 and 256, even at 512;
+ * the 8-lane AVX2 kernel 0.95-2×), so batches this large keep each row's bits those of the row alone.
+ */
+int64_t small_m_max() { return wide_nt ? std::max<int64_t>(kSmallM, VERA_SMALL_NT_M) : kSmallM; }
 const SmallNnKernel small_nn =
 #if defined(VERA_X86)
     use_avx2 ? small_nn_avx2 :
@@ -666,17 +695,37 @@ bool gemm_small_m(int64_t batch, int64_t m, int64_t n, int64_t k,
                   const float* A, int64_t rsA, int64_t csA, int64_t strideA,
                   const float* B, int64_t rsB, int64_t csB, int64_t strideB,
                   float* C, int64_t ldc, int64_t strideC, bool accumulate, const float* const* rowScale = nullptr) {
-  if (m > kSmallM || m * k > kSmallMaxA || k <= 0) return false;
+  if (m > small_m_max() || m * k > kSmallMaxA || k <= 0) return false;
   // nt reads B rows along k; for a single row/column B is both ways and nt is the cheaper walk
   bool nt;
   if (rsB == 1 && (csB != 1 || n < kSmallStrip)) nt = true;
   else if (csB == 1) nt = false;
   else return false;
   if (rowScale && (!nt || batch != 1)) return false;  // the scaled store is the "nt" kernels' only
-  // nt loads A along k: a transposed A (a few rows, so small) is copied contiguous first
+  // with AVX-512 the "nt" kernel reads A's rows packed in pairs (two rows per zmm register), and
+  // this packs them, transposed or not: a few rows, so small next to B; one row keeps the
+  // matrix-vector kernel (memory-bound, it streams eight B rows at once)
   static thread_local AlignedFloats packedA;
+  const int64_t kb = (k + 7) / 8, perEntry = (m + 1) / 2 * kb * 16, entries = strideA == 0 ? 1 : batch;
+  const bool pairs = nt && use_pairs && m >= 2 && entries * perEntry <= (int64_t(1) << 22);
+  if (m > kSmallM && !nt) return false;
+  if (pairs) {
+    if (packedA.size() < size_t(entries * perEntry)) packedA.resize(size_t(entries * perEntry));
+    for (int64_t e = 0; e < entries; e++)
+      for (int64_t i = 0; i < (m + 1) / 2 * 2; i++) {
+        const float* src = A + e * strideA + i * rsA;
+        float* dst = packedA.data() + e * perEntry + (i / 2) * kb * 16 + (i % 2) * 8;
+        int64_t p = 0;
+        if (i < m && csA == 1)
+          for (; p + 8 <= k; p += 8) std::memcpy(dst + p * 2, src + p, 8 * sizeof(float));
+        // the k tail, a transposed A, and the missing row of an odd m (zeros) element by element
+        for (; p < kb * 8; p++) dst[(p / 8) * 16 + p % 8] = i < m && p < k ? src[p * csA] : 0.0f;
+      }
+    A = packedA.data();
+    if (strideA != 0) strideA = perEntry;
+  }
   int64_t lda = rsA;
-  if (nt && csA != 1) {
+  if (nt && !pairs && csA != 1) {
     const int64_t entries = strideA == 0 ? 1 : batch;
     if (entries * m * k > (int64_t(1) << 22)) return false;
     packedA.resize(size_t(entries * m * k));
@@ -702,7 +751,8 @@ bool gemm_small_m(int64_t batch, int64_t m, int64_t n, int64_t k,
     for (int64_t t = t0; t < t1;) {
       const int64_t b = t / strips, s0 = t % strips, s1 = std::min(strips, s0 + (t1 - t));
       const int64_t j0 = s0 * kSmallStrip, j1 = std::min(n, s1 * kSmallStrip);
-      if (nt) small_nt(m, k, A + b * strideA, lda, B + b * strideB, csB, j0, j1, C + b * strideC, ldc, accumulate, rowScale);
+      if (pairs) small_nt_pairs(m, k, A + b * strideA, B + b * strideB, csB, j0, j1, C + b * strideC, ldc, accumulate, rowScale);
+      else if (nt) small_nt(m, k, A + b * strideA, lda, B + b * strideB, csB, j0, j1, C + b * strideC, ldc, accumulate, rowScale);
       else small_nn(m, k, A + b * strideA, rsA, csA, B + b * strideB, rsB, j0, j1, C + b * strideC, ldc, accumulate);
       t += s1 - s0;
     }
@@ -770,7 +820,7 @@ void sgemm_batched(int64_t batch, int64_t m, int64_t n, int64_t k,
   if (batch <= 0 || m <= 0 || n <= 0) return;
 #if defined(VERA_X86)
   // one product (batches of them keep the packed path, which spreads the entries over the threads)
-  if (use_avx512 && VERA_WEIGHT_ROWS && batch == 1 && rsB == 1 && csB >= k && k > 0 && m > kSmallM && n >= m &&
+  if (use_avx512 && VERA_WEIGHT_ROWS && batch == 1 && rsB == 1 && csB >= k && k > 0 && m > small_m_max() && n >= m &&
       rows_share_l1(MR512, csB))
     return gemm_weight_rows(m, n, k, A, rsA, csA, B, csB, C, ldc, accumulate);
 #endif

@@ -92,6 +92,13 @@ void small_nn_avx2(int64_t m, int64_t k, const float* A, int64_t rsA, int64_t cs
 /** small_nt_avx2 with 4-row tiles in AVX-512VL's 32 registers: the same bits. */
 void small_nt_avx512vl(int64_t m, int64_t k, const float* A, int64_t lda, const float* B, int64_t ldb,
                        int64_t j0, int64_t j1, float* C, int64_t ldc, bool accumulate, const float* const* rowScale);
+/**
+ * The "nt" kernel with A's rows packed in pairs: pair q's k block b (8 floats) is
+ * [A[2q, 8b:8b+8], A[2q+1, 8b:8b+8]] at Ap[(q·⌈k/8⌉ + b)·16], zero past k and past the last row.
+ * Each zmm accumulator holds two rows' 8 lanes: the same bits as small_nt_avx2, at full width.
+ */
+void small_nt_pairs_avx512(int64_t m, int64_t k, const float* Ap, const float* B, int64_t ldb, int64_t j0, int64_t j1, float* C,
+                           int64_t ldc, bool accumulate, const float* const* rowScale);
 #endif
 
 /** The small-m "nt" kernel chosen at run time (AVX2/FMA or portable), on the calling thread. */
@@ -99,7 +106,7 @@ void small_nt_rows(int64_t m, int64_t k, const float* A, int64_t lda, const floa
                    int64_t j0, int64_t j1, float* C, int64_t ldc, bool accumulate);
 
 /**
- * C[i, j] (+)= rowScale[i][j] · Σ_p A[i·lda + p]·B[j·ldb + p] for a few rows (m ≤ 64: the small-m
+ * C[i, j] (+)= rowScale[i][j] · Σ_p A[i·lda + p]·B[j·ldb + p] for a few rows (m ≤ 64, or 256 with SIMD: the small-m
  * path), over the pool: a routed VeRA branch's λb-scaled accumulate without an (m × n) intermediate.
  * False, with nothing done, when the product is not one the small-m path takes.
  */

@@ -41,13 +41,13 @@ test('the addon reports its thread pool and GEMM micro-kernel', { skip }, () => 
   if (process.env.VERA_NO_AVX2) assert.equal(load.addon!.gemmKernel(), 'portable');
 });
 
-test('the AVX-512 and AVX2 GEMM kernels give the same bits (one FMA chain per element per slab; A read in place or packed; rows against a weight as Cᵀ), the few-row ones too (4-row tiles in 32 registers against 3-row ones)', { skip: skip || load.addon?.gemmKernel() !== 'avx512' }, () => {
+test('the AVX-512 and AVX2 GEMM kernels give the same bits (one FMA chain per element per slab; A read in place or packed; rows against a weight as Cᵀ), the few-row ones too (4-row tiles in 32 registers and rows packed in pairs in zmm registers against 3-row ones)', { skip: skip || load.addon?.gemmKernel() !== 'avx512' }, () => {
   // the AVX2 path runs in a child with VERA_NO_AVX512=1; shapes with edge tiles, several slabs, transposes, accumulation
   const script = `
     const { loadAddon, nativeKernels } = await import(${JSON.stringify(new URL('../src/backends/native/index.js', import.meta.url).href)});
     const k = nativeKernels(loadAddon().addon);
     const out = [];
-    for (const [m, n, kk, tA, tB, acc] of [[203, 190, 530, false, true, false], [97, 301, 257, true, false, true], [300, 300, 300, false, false, false], [13, 70, 1100, false, false, true], [16, 77, 576, false, true, false], [5, 40, 1537, false, true, true], [64, 33, 900, false, true, false], [2, 19, 100, false, true, false], [65, 77, 576, false, true, false], [130, 1031, 1536, false, true, true], [203, 190, 1024, false, false, true], [512, 96, 520, false, false, true], [800, 300, 600, false, false, true], [100, 200, 530, false, true, true]]) {
+    for (const [m, n, kk, tA, tB, acc] of [[203, 190, 530, false, true, false], [97, 301, 257, true, false, true], [300, 300, 300, false, false, false], [13, 70, 1100, false, false, true], [16, 77, 576, false, true, false], [5, 40, 1537, false, true, true], [64, 33, 900, false, true, false], [2, 19, 100, false, true, false], [65, 77, 576, false, true, false], [130, 1031, 1536, false, true, true], [203, 190, 1024, false, false, true], [512, 96, 520, false, false, true], [800, 300, 600, false, false, true], [100, 200, 530, false, true, true], [7, 50, 301, true, true, true], [33, 61, 777, false, true, true], [64, 256, 576, false, true, true]]) {
       const a = Float32Array.from({ length: m * kk }, (_, i) => Math.sin(i * 0.37));
       const b = Float32Array.from({ length: kk * n }, (_, i) => Math.cos(i * 0.11));
       const c = Float32Array.from({ length: m * n }, (_, i) => (i % 7) * 0.25);
@@ -124,13 +124,14 @@ test('few-row matmuls do not depend on the thread count or on the other rows (bi
       // each row of a 16-row product is the 1-row product of that row alone (decoding batched or
       // not), also when k is long enough to be cut into slabs
       addon.setNumThreads(before);
-      for (const kk of [k, 1001]) {
-        const m = 16;
+      // (with SIMD, up to 256 rows of a weight laid out (out, in) take the few-row path: 130 rows
+      // go through it in three passes)
+      for (const [kk, m] of [[k, 16], [1001, 16], ...(transB && addon.gemmKernel() !== 'portable' ? [[k, 130]] : [])]) {
         const a = srandn(m * kk);
         const b = srandn(kk * n);
         const all = new Float32Array(m * n);
         native!.matmul(a, b, all, { batch: 1, m, n, k: kk, transA: false, transB, strideA: 0, strideB: 0, accumulate: false });
-        for (const i of [0, 5, 15]) {
+        for (const i of [0, 5, m - 1]) {
           const row = new Float32Array(n);
           native!.matmul(a.subarray(i * kk, (i + 1) * kk), b, row, { batch: 1, m: 1, n, k: kk, transA: false, transB, strideA: 0, strideB: 0, accumulate: false });
           assert.deepEqual(row, all.subarray(i * n, (i + 1) * n), `row ${i}, k ${kk}, transB ${transB}`);
