@@ -3,6 +3,7 @@
 import type { BenchResults, Outcome, OursTrain, TrainEntry } from './main.js';
 import type { TorchTrain } from './torch.js';
 import { best, median } from './stats.js';
+import type { DecodeRun } from './decode.js';
 
 /** How each training method is named in the report (DVoRA / DoRA: use_dora on VeRA / LoRA). */
 const METHOD_NAMES: Record<string, string> = { vera: 'VeRA', lora: 'LoRA', dvora: 'DVoRA', dora: 'DoRA' };
@@ -258,12 +259,17 @@ function decodeSection(r: BenchResults): string[] {
   const torchPrefill = theirs?.prefill_seconds ? median(theirs.prefill_seconds) : null;
   const oursN = rate(ours.batchN);
   const mixed = rate(ours.mixedVera);
-  // the loop runs next to each mixed run: the ratio is the median of the pairs' ratios (this host's
-  // speed drifts between runs), each pair's listed; not the ratio of the two medians
-  const pairs = ours.peftLoop.length === ours.mixedVera.length ? ours.peftLoop.map((l, i) => ours.mixedVera[i].tokensPerSecond / l.tokensPerSecond) : [];
-  const loopRatio = pairs.length > 1
-    ? `${fixed(median(pairs), 2)}×: the median of the ratios of ${pairs.length} runs, each next to a mixed run: ${pairs.map((r) => `${fixed(r, 2)}×`).join(', ')}`
-    : ratio(mixed, rate(ours.peftLoop));
+  // the loop and the one-adapter run each run next to a mixed run: a ratio is the median of the
+  // pairs' ratios (this host's speed drifts between runs), each pair's listed; not the ratio of the
+  // two medians
+  const paired = (other: DecodeRun[], what: string): string => {
+    const pairs = other.length === ours.mixedVera.length ? other.map((l, i) => ours.mixedVera[i].tokensPerSecond / l.tokensPerSecond) : [];
+    return pairs.length > 1
+      ? `${fixed(median(pairs), 2)}×: the median of the ratios of ${pairs.length} runs, each next to a mixed run${what}: ${pairs.map((r) => `${fixed(r, 2)}×`).join(', ')}`
+      : ratio(mixed, rate(other));
+  };
+  const loopRatio = paired(ours.peftLoop, '');
+  const singleRatio = paired(ours.singleVera, ' (right after it)');
   lines.push(
     '| measurement | ours | PyTorch | ours ÷ PyTorch (speed) |',
     '|---|---:|---:|---:|',
@@ -271,7 +277,7 @@ function decodeSection(r: BenchResults): string[] {
     `| batch 1: time per token | ${fixed(1000 * step1, 1)} ms (${fixed(100 * (bound / step1), 0)}% of the bound) | ${torch1 === null ? NA : `${fixed(1000 * torch1, 1)} ms`} | ${ratio(torch1, step1)} |`,
     `| batch ${s.batch}: tokens/s | ${fixed(oursN, 1)} (${ratio(oursN, rate(ours.batch1))} batch 1) | ${torchN === null ? NA : fixed(s.batch / torchN, 1)} | ${torchN === null ? NA : ratio(oursN, s.batch / torchN)} |`,
     `| ${s.mixed} requests, ${s.mixed} distinct VeRA adapters: tokens/s | ${fixed(mixed, 1)} | | |`,
-    `| ${s.mixed} requests, one VeRA adapter | ${fixed(rate(ours.singleVera), 1)} (mixed ÷ this: ${ratio(mixed, rate(ours.singleVera))}) | | |`,
+    `| ${s.mixed} requests, one VeRA adapter | ${fixed(rate(ours.singleVera), 1)} (mixed ÷ this: ${singleRatio}) | | |`,
     `| ${s.mixed} requests, base model | ${fixed(rate(ours.base), 1)} | | |`,
     `| ${s.wide} requests, base model | ${fixed(rate(ours.wideBase), 1)} (${ratio(rate(ours.wideBase), rate(ours.base))} ${s.mixed} requests) | | |`,
     `| prefill: one ${s.prefill}-token prompt to its first token, prompt tokens/s | ${fixed(s.prefill / median(ours.prefillSeconds), 0)} | ${torchPrefill === null ? NA : fixed(s.prefill / torchPrefill, 0)} | ${ratio(torchPrefill, median(ours.prefillSeconds))} |`,

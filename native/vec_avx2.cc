@@ -125,6 +125,9 @@ VERA_AVX2 double sum_squares_avx2(const float* x, int64_t n) {
   __m256d acc[4] = {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd()};
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
+    // a line 4 KB ahead into L2 (past the end too: prefetches never fault): the hardware prefetcher
+    // alone kept one sequential stream per core at half the bandwidth (2-core Xeon: 13.5 → 25 GB/s)
+    _mm_prefetch(reinterpret_cast<const char*>(x + i + 1024), _MM_HINT_T1);
     const __m256 a = _mm256_loadu_ps(x + i);
     const __m256 b = _mm256_loadu_ps(x + i + 8);
     const __m256d a0 = _mm256_cvtps_pd(_mm256_castps256_ps128(a)), a1 = _mm256_cvtps_pd(_mm256_extractf128_ps(a, 1));
