@@ -55,8 +55,17 @@ export interface BrowserSession {
 
 /** Launches Chromium and opens `root`'s `page` (default index.html) from a loopback server. */
 export async function openPage(root: string, opts: { page?: string; isolated?: boolean } = {}): Promise<BrowserSession> {
+  // the browser first: a listening server left behind by a failed launch kept the test process
+  // alive, so a machine without Chromium hung instead of failing
+  const executablePath = chromiumPath();
   const { server, url } = await serveFolder(root, opts.isolated ?? false);
-  const browser = await chromium.launch({ executablePath: chromiumPath(), args: CHROMIUM_FLAGS });
+  let browser: Browser;
+  try {
+    browser = await chromium.launch({ executablePath, args: CHROMIUM_FLAGS });
+  } catch (e) {
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    throw e;
+  }
   const page = await browser.newPage();
   const log: string[] = [];
   page.on('console', (m) => log.push(`${m.type()}: ${m.text()}`));
