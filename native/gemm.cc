@@ -679,7 +679,7 @@ constexpr bool wide_nt = false;
  * k = 576/1536, n = 576/1536/49152: 1.1-1.5× the packed paths at m = 128 and 256, even at 512;
  * the 8-lane AVX2 kernel 0.95-2×), so batches this large keep each row's bits those of the row alone.
  */
-int64_t small_m_max() { return wide_nt ? std::max<int64_t>(kSmallM, VERA_SMALL_NT_M) : kSmallM; }
+const int64_t kSmallNtM = wide_nt ? std::max<int64_t>(kSmallM, VERA_SMALL_NT_M) : kSmallM;
 const SmallNnKernel small_nn =
 #if defined(VERA_X86)
     use_avx2 ? small_nn_avx2 :
@@ -695,12 +695,13 @@ bool gemm_small_m(int64_t batch, int64_t m, int64_t n, int64_t k,
                   const float* A, int64_t rsA, int64_t csA, int64_t strideA,
                   const float* B, int64_t rsB, int64_t csB, int64_t strideB,
                   float* C, int64_t ldc, int64_t strideC, bool accumulate, const float* const* rowScale = nullptr) {
-  if (m > small_m_max() || m * k > kSmallMaxA || k <= 0) return false;
+  if (m > kSmallNtM || m * k > kSmallMaxA || k <= 0) return false;
   // nt reads B rows along k; for a single row/column B is both ways and nt is the cheaper walk
   bool nt;
   if (rsB == 1 && (csB != 1 || n < kSmallStrip)) nt = true;
   else if (csB == 1) nt = false;
   else return false;
+  if (m > kSmallM && !nt) return false;  // past 64 rows only the "nt" layout (see kSmallNtM)
   if (rowScale && (!nt || batch != 1)) return false;  // the scaled store is the "nt" kernels' only
   // with AVX-512 the "nt" kernel reads A's rows packed in pairs (two rows per zmm register), and
   // this packs them, transposed or not: a few rows, so small next to B; one row keeps the
@@ -708,7 +709,6 @@ bool gemm_small_m(int64_t batch, int64_t m, int64_t n, int64_t k,
   static thread_local AlignedFloats packedA;
   const int64_t kb = (k + 7) / 8, perEntry = (m + 1) / 2 * kb * 16, entries = strideA == 0 ? 1 : batch;
   const bool pairs = nt && use_pairs && m >= 2 && entries * perEntry <= (int64_t(1) << 22);
-  if (m > kSmallM && !nt) return false;
   if (pairs) {
     if (packedA.size() < size_t(entries * perEntry)) packedA.resize(size_t(entries * perEntry));
     for (int64_t e = 0; e < entries; e++)
@@ -726,7 +726,6 @@ bool gemm_small_m(int64_t batch, int64_t m, int64_t n, int64_t k,
   }
   int64_t lda = rsA;
   if (nt && !pairs && csA != 1) {
-    const int64_t entries = strideA == 0 ? 1 : batch;
     if (entries * m * k > (int64_t(1) << 22)) return false;
     packedA.resize(size_t(entries * m * k));
     for (int64_t b = 0; b < entries; b++)
@@ -820,7 +819,7 @@ void sgemm_batched(int64_t batch, int64_t m, int64_t n, int64_t k,
   if (batch <= 0 || m <= 0 || n <= 0) return;
 #if defined(VERA_X86)
   // one product (batches of them keep the packed path, which spreads the entries over the threads)
-  if (use_avx512 && VERA_WEIGHT_ROWS && batch == 1 && rsB == 1 && csB >= k && k > 0 && m > small_m_max() && n >= m &&
+  if (use_avx512 && VERA_WEIGHT_ROWS && batch == 1 && rsB == 1 && csB >= k && k > 0 && m > kSmallNtM && n >= m &&
       rows_share_l1(MR512, csB))
     return gemm_weight_rows(m, n, k, A, rsA, csA, B, csB, C, ldc, accumulate);
 #endif

@@ -106,8 +106,8 @@ void small_nt_rows(int64_t m, int64_t k, const float* A, int64_t lda, const floa
                    int64_t j0, int64_t j1, float* C, int64_t ldc, bool accumulate);
 
 /**
- * C[i, j] (+)= rowScale[i][j] · Σ_p A[i·lda + p]·B[j·ldb + p] for a few rows (m ≤ 64, or 256 with SIMD: the small-m
- * path), over the pool: a routed VeRA branch's λb-scaled accumulate without an (m × n) intermediate.
+ * C[i, j] (+)= rowScale[i][j] · Σ_p A[i·lda + p]·B[j·ldb + p] for a few rows (m ≤ 64, or 256
+ * with SIMD: the small-m path), over the pool: a routed VeRA branch's λb-scaled accumulate without an (m × n) intermediate.
  * False, with nothing done, when the product is not one the small-m path takes.
  */
 bool sgemm_nt_row_scaled(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, const float* B, int64_t ldb,

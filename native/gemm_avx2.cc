@@ -238,6 +238,17 @@ float* nn_panel() {
 #endif
 constexpr int64_t kNtKc = VERA_NT_KC;
 
+/**
+ * Blocks of 8 floats along k per slab of the "nt" kernels: all of k for a single row tile or
+ * k ≤ 768, else equal slabs of at most kNtKc floats, so that a column group's B rows stay in L1
+ * while the rows of A stream past them (k = 1536, m = 16: 1.15× faster; cutting k = 576 was
+ * slower). Slabs start on whole blocks, so the bits do not depend on the cut.
+ */
+int64_t nt_slab_blocks(int64_t k, bool oneTile) {
+  const int64_t kb = (k + 7) / 8, slabs = oneTile || k <= 768 ? 1 : (k + kNtKc - 1) / kNtKc;
+  return (kb + slabs - 1) / slabs;
+}
+
 namespace {
 
 /**
@@ -300,11 +311,7 @@ __attribute__((always_inline)) inline void small_nt_impl(int64_t m, int64_t k, c
                                                          int64_t j0, int64_t j1, float* C, int64_t ldc, bool accumulate,
                                                          const float* const* rowScale) {
   alignas(32) float lanes[kNtRows * 4 * 8];  // m ≤ kNtRows: the entries split larger m
-  // past k = 768 (four B rows of 12 KB), k is cut into equal slabs (multiples of 8) of at most
-  // kNtKc, so that the four B rows of a slab stay in L1 while the rows of A stream past them
-  // (k = 1536, m = 16: 1.15× faster; cutting k = 576 was slower); one row tile needs no slabs
-  const int64_t slabs = m <= kMaxRows || k <= 768 ? 1 : (k + kNtKc - 1) / kNtKc;
-  const int64_t kc = slabs == 1 ? k : ((k + slabs - 1) / slabs + 7) / 8 * 8;
+  const int64_t kc = 8 * nt_slab_blocks(k, m <= kMaxRows);
   const int64_t tiles = (m + kMaxRows - 1) / kMaxRows;
   if (m == 1)
     for (; j0 + 8 <= j1; j0 += 8) nt_row8(k, A, B + j0 * ldb, ldb, C + j0, accumulate, rowScale ? rowScale[0] + j0 : nullptr);
@@ -497,10 +504,7 @@ VERA_AVX512NT void small_nt_pairs_avx512(int64_t m, int64_t k, const float* Ap, 
       const int64_t np = std::min(kChunk, pairs - i0);
       const int64_t tiles = (np + kTilePairs - 1) / kTilePairs;
       const int64_t perTile = i0 == 0 ? (nextCols + tiles - 1) / tiles : 0;
-      // past k = 768 (six B rows of 18 KB), k is cut into slabs of whole blocks of at most kNtKc
-      // floats, so the six rows stay in L1 while the pairs of A stream past them
-      const int64_t slabs = np <= kTilePairs || k <= 768 ? 1 : (k + kNtKc - 1) / kNtKc;
-      const int64_t sb = (kb + slabs - 1) / slabs;
+      const int64_t sb = nt_slab_blocks(k, np <= kTilePairs);
       for (int64_t s0 = 0; s0 < kb; s0 += sb) {
         const int64_t s1 = std::min(kb, s0 + sb);
         const bool first = s0 == 0, last = s1 == kb;
